@@ -1,0 +1,111 @@
+//! The HTTP API (actix-web), served by every node on `--api-port`:
+//!
+//! - `/v1/...` resources: list, get, create, replace, delete, the `scale` subresource,
+//!   multi-document `apply`, and `watch` (newline-delimited JSON). Bearer token required.
+//! - `/healthz`, `/readyz`, `/metrics`: open, for probes and Prometheus.
+//!
+//! Handlers parse and validate, build a `store::Command` and hand it to the
+//! `ControlPlane`; they hold no logic of their own.
+//! Threads: actix workers. May call: `model`, `store` (reads, command types), `orchestrator`.
+
+pub mod error;
+pub mod metrics;
+mod resources;
+mod watch;
+
+use std::net::TcpListener;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::web::{self, Data};
+use actix_web::{App, Error, HttpResponse, HttpServer, ResponseError};
+
+pub use error::ApiError;
+pub use metrics::ApiMetrics;
+
+use crate::orchestrator::ControlPlane;
+
+/// Everything handlers need, shared by all workers.
+pub struct ApiState {
+    pub control: ControlPlane,
+    pub admin_token: String,
+    pub metrics: ApiMetrics,
+    pub max_body_bytes: usize,
+    pub node_name: String,
+    pub started: Instant,
+}
+
+/// Starts serving on an already-bound listener; the returned server runs until stopped.
+pub fn serve(listener: TcpListener, state: Data<ApiState>, workers: usize) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(authenticate))
+            .wrap(from_fn(metrics::track))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics::metrics))
+            .service(web::scope("/v1").configure(watch::routes).configure(resources::routes))
+            .default_service(web::to(|| async {
+                ApiError::not_found("no such route; the API lives under /v1/").error_response()
+            }))
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Requires `Authorization: Bearer <admin token>` for everything under `/v1/`.
+async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    if req.path().starts_with("/v1/") || req.path() == "/v1" {
+        let state = req.app_data::<Data<ApiState>>().expect("state is registered");
+        let given = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), state.admin_token.as_bytes()) {
+            let err = ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "missing or wrong bearer token: pass --token, set OMNICLOUD_TOKEN, or read <data-dir>/admin.token",
+            );
+            return Err(err.into());
+        }
+    }
+    next.call(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready when a leader is known and this node's state machine has applied something.
+async fn readyz(state: Data<ApiState>) -> HttpResponse {
+    let m = state.control.raft.metrics().borrow().clone();
+    let ready = m.current_leader.is_some() && m.last_applied.is_some();
+    let body = serde_json::json!({
+        "ready": ready,
+        "leader": m.current_leader,
+        "term": m.current_term,
+        "lastApplied": m.last_applied.map(|l| l.index),
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

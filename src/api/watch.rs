@@ -1,0 +1,138 @@
+//! `GET /v1/watch`: a stream of committed changes as newline-delimited JSON,
+//! `{"type":"ADDED|MODIFIED|DELETED","revision":N,"object":{...}}`, optionally narrowed to
+//! one kind, namespace and label selector.
+//!
+//! `since=N` replays the recorded history from revision N (410 Gone if it was compacted:
+//! list again and watch from the list's revision + 1), then follows live changes without a
+//! gap: the live feed is subscribed before the history is read, and duplicates are dropped
+//! by revision. A watcher that falls too far behind gets an `ERROR` line and the stream ends.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes, Data, Query};
+use actix_web::HttpResponse;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::resources::labels_of;
+use super::{ApiError, ApiState};
+use crate::model::{self, Kind, SelectorOp};
+use crate::store::reader::HistoryError;
+use crate::store::Change;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/watch", web::get().to(watch));
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct WatchQuery {
+    /// First revision to deliver; absent: only changes after now.
+    since: Option<u64>,
+    kind: Option<String>,
+    namespace: Option<String>,
+    label_selector: Option<String>,
+}
+
+struct Filter {
+    kind: Option<Kind>,
+    namespace: Option<String>,
+    selector: Option<Vec<(String, SelectorOp)>>,
+}
+
+impl Filter {
+    fn matches(&self, change: &Change, object: &Value) -> bool {
+        self.kind.is_none_or(|k| change.key.kind == k)
+            && self.namespace.as_ref().is_none_or(|ns| &change.key.namespace == ns)
+            && self.selector.as_ref().is_none_or(|s| model::selector_matches(s, &labels_of(object)))
+    }
+}
+
+struct WatchState {
+    backlog: VecDeque<Arc<Change>>,
+    live: broadcast::Receiver<Arc<Change>>,
+    next_revision: u64,
+    filter: Filter,
+    done: bool,
+}
+
+fn line(value: Value) -> Bytes {
+    let mut bytes = serde_json::to_vec(&value).expect("JSON values serialize");
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+impl WatchState {
+    /// The next line to send, or None when the stream ends.
+    async fn next_line(&mut self) -> Option<Bytes> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let change = match self.backlog.pop_front() {
+                Some(c) => c,
+                None => match self.live.recv().await {
+                    Ok(c) => c,
+                    Err(RecvError::Lagged(n)) => {
+                        self.done = true;
+                        return Some(line(json!({
+                            "type": "ERROR",
+                            "message": format!("watch fell {n} changes behind; list again and watch from its revision"),
+                        })));
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+            };
+            if change.revision < self.next_revision {
+                continue;
+            }
+            self.next_revision = change.revision + 1;
+            let object: Value = serde_json::from_slice(&change.object).unwrap_or(Value::Null);
+            if !self.filter.matches(&change, &object) {
+                continue;
+            }
+            return Some(line(json!({
+                "type": change.change.as_str(),
+                "revision": change.revision,
+                "object": object,
+            })));
+        }
+    }
+}
+
+async fn watch(state: Data<ApiState>, q: Query<WatchQuery>) -> Result<HttpResponse, ApiError> {
+    let kind = match q.kind.as_deref() {
+        Some(k) => Some(Kind::parse(k).ok_or_else(|| ApiError::invalid("kind", format!("unknown kind \"{k}\"")))?),
+        None => None,
+    };
+    let selector = match q.label_selector.as_deref() {
+        Some(s) if !s.is_empty() => Some(model::parse_label_selector(s)?),
+        _ => None,
+    };
+    let live = state.control.subscribe();
+    let reader = state.control.reader();
+    let (backlog, next_revision) = match q.since {
+        Some(since) => {
+            let history = reader.changes_since(since).map_err(|e| match e {
+                HistoryError::Compacted { .. } => ApiError::new(StatusCode::GONE, "Expired", e.to_string()),
+                HistoryError::Store(s) => s.into(),
+            })?;
+            (history.into_iter().map(Arc::new).collect(), since)
+        }
+        None => (VecDeque::new(), reader.revision()? + 1),
+    };
+    let watch = WatchState {
+        backlog,
+        live,
+        next_revision,
+        filter: Filter { kind, namespace: q.namespace.clone(), selector },
+        done: false,
+    };
+    let stream = futures::stream::unfold(watch, |mut w| async move {
+        w.next_line().await.map(|l| (Ok::<_, actix_web::Error>(l), w))
+    });
+    Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(stream))
+}

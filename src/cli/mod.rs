@@ -1,0 +1,407 @@
+//! The `omnicloud` command line: `node` runs a node; every other verb is a client of the
+//! HTTP API (`--server`, default http://127.0.0.1:7070).
+//!
+//! Blocking (ureq), no async runtime. May call: `model` (kind names), `config`/`node`
+//! (default data dir and token file names).
+
+pub mod client;
+pub mod output;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::config::NodeFlags;
+use crate::model::Kind;
+use client::{discover_token, Client, ClientError};
+use output::Format;
+
+#[derive(Debug, Parser)]
+#[command(name = "omnicloud", version, about = "Self-bootstrapping cluster: one binary, gossip, Raft, containers and microVMs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (a new cluster, or --join an existing one).
+    Node(NodeFlags),
+    /// Create or update resources from a YAML/JSON file ("-" for stdin); multi-document
+    /// files apply all-or-nothing.
+    Apply {
+        #[command(flatten)]
+        conn: Conn,
+        /// File to apply (repeatable), or "-" for stdin.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        /// Namespace for documents that name none.
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// List resources of a kind, or show one.
+    Get {
+        #[command(flatten)]
+        conn: Conn,
+        /// Kind (deployments, deploy, sts, hpa, ...), or KIND/NAME.
+        kind: String,
+        name: Option<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// All namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Label selector, e.g. app=web,tier!=db.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+        /// After listing, keep printing changes.
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Show one resource in detail.
+    Describe {
+        #[command(flatten)]
+        conn: Conn,
+        /// KIND/NAME, or KIND NAME.
+        target: String,
+        name: Option<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Delete a resource.
+    Delete {
+        #[command(flatten)]
+        conn: Conn,
+        /// KIND/NAME, or KIND NAME.
+        target: String,
+        name: Option<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Set the replica count of a Deployment, StatefulSet or VirtualMachine.
+    Scale {
+        #[command(flatten)]
+        conn: Conn,
+        /// KIND/NAME, or KIND NAME.
+        target: String,
+        name: Option<String>,
+        #[arg(long, allow_negative_numbers = true)]
+        replicas: i64,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Only scale if the object is still at this resourceVersion.
+        #[arg(long)]
+        resource_version: Option<u64>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Client and server versions.
+    Version {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+}
+
+/// How to reach the API.
+#[derive(Debug, Clone, Args)]
+pub struct Conn {
+    /// API server URL.
+    #[arg(long, env = "OMNICLOUD_SERVER", default_value = "http://127.0.0.1:7070", global = true)]
+    pub server: String,
+    /// API token (default: <data-dir>/admin.token of a local node).
+    #[arg(long, env = "OMNICLOUD_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data dir of a local node, to find its admin token.
+    #[arg(long, env = "OMNICLOUD_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Conn {
+    fn client(&self) -> Client {
+        Client::new(&self.server, discover_token(self.token.clone(), self.data_dir.clone()))
+    }
+}
+
+/// Runs a client command; prints errors the way scripts and people both can read.
+pub fn run(command: Command) -> ExitCode {
+    match dispatch(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match &e {
+                ClientError::Api { field, .. } if !field.is_empty() && !e.to_string().contains(field.as_str()) => {
+                    eprintln!("error: {e} (field {field})")
+                }
+                _ => eprintln!("error: {e}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<(), ClientError> {
+    match command {
+        Command::Node(_) => unreachable!("main runs the node"),
+        Command::Apply { conn, files, namespace, output } => apply(&conn.client(), &files, namespace, output),
+        Command::Get { conn, kind, name, namespace, all_namespaces, selector, output, watch } => {
+            let (kind, name) = split_target(&kind, name)?;
+            let ns = if all_namespaces { None } else { Some(namespace.unwrap_or_else(|| "default".into())) };
+            let client = conn.client();
+            match name {
+                Some(name) => get_one(&client, kind, &name, ns.as_deref().unwrap_or("default"), output),
+                None => get_list(&client, kind, ns.as_deref(), selector.as_deref(), output, watch),
+            }
+        }
+        Command::Describe { conn, target, name, namespace } => {
+            let (kind, name) = split_target(&target, name)?;
+            let name = name.ok_or_else(|| ClientError::Other("describe needs KIND/NAME".into()))?;
+            let o = conn.client().get_json(&object_path(kind, namespace.as_deref(), &name))?;
+            print!("{}", output::describe(&o));
+            Ok(())
+        }
+        Command::Delete { conn, target, name, namespace, output } => {
+            let (kind, name) = split_target(&target, name)?;
+            let name = name.ok_or_else(|| ClientError::Other("delete needs KIND/NAME".into()))?;
+            let o = conn.client().delete(&object_path(kind, namespace.as_deref(), &name))?;
+            match output {
+                Format::Json => output::print_json(&o),
+                Format::Yaml => output::print_yaml(&o),
+                _ => println!("{}/{} deleted", kind.as_str().to_lowercase(), name),
+            }
+            Ok(())
+        }
+        Command::Scale { conn, target, name, replicas, namespace, resource_version, output } => {
+            let (kind, name) = split_target(&target, name)?;
+            let name = name.ok_or_else(|| ClientError::Other("scale needs KIND/NAME".into()))?;
+            if !kind.has_replicas() {
+                return Err(ClientError::Other(format!("{kind} has no replicas to scale")));
+            }
+            if replicas < 0 {
+                return Err(ClientError::Other(format!("--replicas must be >= 0, got {replicas}")));
+            }
+            let mut body = json!({"spec": {"replicas": replicas}});
+            if let Some(rv) = resource_version {
+                body["metadata"] = json!({"resourceVersion": rv.to_string()});
+            }
+            let path = format!("{}/scale", object_path(kind, namespace.as_deref(), &name));
+            let o = conn.client().send("PUT", &path, "application/json", &body.to_string())?;
+            match output {
+                Format::Json => output::print_json(&o),
+                Format::Yaml => output::print_yaml(&o),
+                _ => println!("{}/{} scaled to {replicas}", kind.as_str().to_lowercase(), name),
+            }
+            Ok(())
+        }
+        Command::Version { conn, output } => {
+            let server = conn.client().get_json("/v1/version");
+            let v = json!({
+                "client": env!("CARGO_PKG_VERSION"),
+                "server": server.as_ref().map(|s| s["version"].clone()).unwrap_or(Value::Null),
+            });
+            match output {
+                Format::Json => output::print_json(&v),
+                Format::Yaml => output::print_yaml(&v),
+                _ => {
+                    println!("Client: {}", env!("CARGO_PKG_VERSION"));
+                    match &server {
+                        Ok(s) => println!("Server: {} (node {})", s["version"].as_str().unwrap_or("?"), s["node"].as_str().unwrap_or("?")),
+                        Err(e) => println!("Server: unavailable ({e})"),
+                    }
+                }
+            }
+            server.map(|_| ())
+        }
+    }
+}
+
+/// `deployment/web`, or `deployment web`.
+fn split_target(target: &str, name: Option<String>) -> Result<(Kind, Option<String>), ClientError> {
+    let (kind_text, inline_name) = match target.split_once('/') {
+        Some((k, n)) => (k, Some(n.to_string())),
+        None => (target, None),
+    };
+    let kind = Kind::parse(kind_text).ok_or_else(|| {
+        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
+        ClientError::Other(format!("unknown kind \"{kind_text}\"; expected one of {}", known.join(", ")))
+    })?;
+    match (inline_name, name) {
+        (Some(_), Some(extra)) => Err(ClientError::Other(format!("unexpected argument \"{extra}\" after {target}"))),
+        (n, m) => Ok((kind, n.or(m))),
+    }
+}
+
+fn collection_path(kind: Kind, ns: Option<&str>) -> String {
+    match ns {
+        Some(ns) if kind.namespaced() => format!("/v1/namespaces/{ns}/{}", kind.plural()),
+        _ => format!("/v1/{}", kind.plural()),
+    }
+}
+
+fn object_path(kind: Kind, ns: Option<&str>, name: &str) -> String {
+    format!("{}/{name}", collection_path(kind, Some(ns.unwrap_or("default"))))
+}
+
+fn read_input(file: &str) -> Result<String, ClientError> {
+    if file == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| ClientError::Other(format!("reading stdin: {e}")))?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(file).map_err(|e| ClientError::Other(format!("reading {file}: {e}")))
+    }
+}
+
+fn apply(client: &Client, files: &[String], namespace: Option<String>, output: Format) -> Result<(), ClientError> {
+    let body: Vec<String> = files.iter().map(|f| read_input(f)).collect::<Result<_, _>>()?;
+    let body = body.join("\n---\n");
+    let path = match &namespace {
+        Some(ns) => format!("/v1/apply?namespace={ns}"),
+        None => "/v1/apply".to_string(),
+    };
+    let result = client.send("POST", &path, "application/yaml", &body)?;
+    match output {
+        Format::Json => output::print_json(&result),
+        Format::Yaml => output::print_yaml(&result),
+        _ => {
+            for item in result["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{}/{} {}",
+                    item["kind"].as_str().unwrap_or("?").to_lowercase(),
+                    item["name"].as_str().unwrap_or("?"),
+                    item["action"].as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn get_one(client: &Client, kind: Kind, name: &str, ns: &str, format: Format) -> Result<(), ClientError> {
+    let o = client.get_json(&object_path(kind, Some(ns), name))?;
+    match format {
+        Format::Json => output::print_json(&o),
+        Format::Yaml => output::print_yaml(&o),
+        f => {
+            let wide = f == Format::Wide;
+            println!("{}", output::table(&output::columns(kind, wide), vec![output::row(kind, &o, wide)]));
+        }
+    }
+    Ok(())
+}
+
+fn get_list(
+    client: &Client,
+    kind: Kind,
+    ns: Option<&str>,
+    selector: Option<&str>,
+    format: Format,
+    watch: bool,
+) -> Result<(), ClientError> {
+    let mut path = collection_path(kind, ns);
+    if let Some(sel) = selector {
+        path.push_str(&format!("?labelSelector={}", urlencode(sel)));
+    }
+    let list = client.get_json(&path)?;
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let all_ns = ns.is_none() && kind.namespaced();
+    let wide = format == Format::Wide;
+    let header = |kind| {
+        let mut h = output::columns(kind, wide);
+        if all_ns {
+            h.insert(0, "NAMESPACE");
+        }
+        h
+    };
+    let row_of = |o: &Value| {
+        let mut r = output::row(kind, o, wide);
+        if all_ns {
+            r.insert(0, o["metadata"]["namespace"].as_str().unwrap_or_default().to_string());
+        }
+        r
+    };
+    match format {
+        Format::Json => output::print_json(&list),
+        Format::Yaml => output::print_yaml(&list),
+        _ if items.is_empty() && !watch => {
+            eprintln!("No {} found{}.", kind.plural(), ns.map(|n| format!(" in namespace {n}")).unwrap_or_default())
+        }
+        _ => println!("{}", output::table(&header(kind), items.iter().map(row_of).collect())),
+    }
+    if !watch {
+        return Ok(());
+    }
+    let revision: u64 = list["metadata"]["revision"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0);
+    let mut wpath = format!("/v1/watch?since={}&kind={}", revision + 1, kind.plural());
+    if let (Some(ns), true) = (ns, kind.namespaced()) {
+        wpath.push_str(&format!("&namespace={ns}"));
+    }
+    if let Some(sel) = selector {
+        wpath.push_str(&format!("&labelSelector={}", urlencode(sel)));
+    }
+    client.stream(&wpath, |event| {
+        match format {
+            Format::Json => println!("{event}"),
+            Format::Yaml => {
+                println!("---");
+                output::print_yaml(&event)
+            }
+            _ if event["type"] == "ERROR" => eprintln!("watch ended: {}", event["message"].as_str().unwrap_or("")),
+            _ => {
+                let mut r = row_of(&event["object"]);
+                r.push(event["type"].as_str().unwrap_or_default().to_string());
+                let t = output::table(&[header(kind), vec!["EVENT"]].concat(), vec![r]);
+                println!("{}", t.lines().nth(1).unwrap_or_default());
+            }
+        }
+        true
+    })
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_in_both_forms() {
+        let (k, n) = split_target("deployment/web-frontend", None).unwrap();
+        assert_eq!((k, n.as_deref()), (Kind::Deployment, Some("web-frontend")));
+        let (k, n) = split_target("deployment", Some("web-frontend".into())).unwrap();
+        assert_eq!((k, n.as_deref()), (Kind::Deployment, Some("web-frontend")));
+        let (k, n) = split_target("sts", None).unwrap();
+        assert_eq!((k, n), (Kind::StatefulSet, None));
+        assert!(split_target("gizmo/x", None).unwrap_err().to_string().contains("unknown kind \"gizmo\""));
+    }
+
+    #[test]
+    fn seed_scale_form_parses() {
+        let cli = Cli::try_parse_from(["omnicloud", "scale", "deployment/web-frontend", "--replicas=15"]).unwrap();
+        assert!(matches!(cli.command, Command::Scale { replicas: 15, .. }));
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(collection_path(Kind::Deployment, Some("a")), "/v1/namespaces/a/deployments");
+        assert_eq!(collection_path(Kind::PriorityClass, Some("a")), "/v1/priorityclasses");
+        assert_eq!(object_path(Kind::Deployment, None, "w"), "/v1/namespaces/default/deployments/w");
+        assert_eq!(urlencode("app=web,x in (a,b)"), "app%3Dweb%2Cx%20in%20%28a%2Cb%29");
+    }
+}

@@ -1,0 +1,270 @@
+//! How objects look on a terminal: kubectl-like tables per kind, `describe` text, and the
+//! machine formats (json, yaml).
+
+use std::time::SystemTime;
+
+use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
+use serde_json::Value;
+
+use crate::model::Kind;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Wide,
+    Json,
+    Yaml,
+}
+
+pub fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("JSON values serialize"));
+}
+
+pub fn print_yaml(v: &Value) {
+    print!("{}", serde_norway::to_string(v).expect("JSON values serialize as YAML"));
+}
+
+/// A table without borders, columns separated by three spaces, as users know from kubectl.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled);
+    t.set_header(header.iter().map(|h| h.to_string()));
+    for r in rows {
+        t.add_row(r);
+    }
+    for col in t.column_iter_mut() {
+        col.set_padding((0, 3));
+        col.set_cell_alignment(CellAlignment::Left);
+    }
+    t.to_string().lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "<none>".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn n(v: &Value) -> String {
+    v.as_i64().map(|x| x.to_string()).unwrap_or_else(|| "0".into())
+}
+
+/// "5s", "3m", "2h", "4d", like kubectl.
+pub fn age(created: &Value) -> String {
+    let Some(ts) = created.as_str() else { return "<unknown>".into() };
+    let Ok(t) = humantime::parse_rfc3339(ts) else { return "<unknown>".into() };
+    let secs = SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        7200..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+/// Columns for one kind; `wide` adds the detail columns.
+pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
+    let mut c: Vec<&str> = match kind {
+        Kind::Deployment | Kind::StatefulSet => vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+        Kind::HorizontalPodAutoscaler => vec!["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"],
+        Kind::VerticalPodAutoscaler => vec!["NAME", "MODE", "TARGET", "AGE"],
+        Kind::VirtualMachine => vec!["NAME", "RUNNING", "CPU", "MEMORY", "REPLICAS", "AGE"],
+        Kind::PriorityClass => vec!["NAME", "VALUE", "AGE"],
+        Kind::NodeClass => vec!["NAME", "CPU", "MEMORY", "AGE"],
+        Kind::ClusterAutoscaler => vec!["NAME", "NODEGROUPS", "AGE"],
+        Kind::ClusterScalingPolicy => vec!["NAME", "MAX-REPLICAS", "MAX-PODS-PER-NODE", "AGE"],
+        Kind::ResourceQuota => vec!["NAME", "HARD", "AGE"],
+        Kind::Namespace => vec!["NAME", "AGE"],
+    };
+    if wide {
+        match kind {
+            Kind::Deployment | Kind::StatefulSet => c.extend(["IMAGES", "SELECTOR"]),
+            _ => c.push("GENERATION"),
+        }
+    }
+    c
+}
+
+pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
+    let spec = &o["spec"];
+    let status = &o["status"];
+    let name = s(&o["metadata"]["name"]);
+    let age = age(&o["metadata"]["creationTimestamp"]);
+    let mut r = match kind {
+        Kind::Deployment | Kind::StatefulSet => {
+            vec![name, n(&spec["replicas"]), n(&status["replicas"]), n(&status["readyReplicas"]), age]
+        }
+        Kind::HorizontalPodAutoscaler => {
+            let target = &spec["scaleTargetRef"];
+            vec![
+                name,
+                format!("{}/{}", s(&target["kind"]), s(&target["name"])),
+                hpa_targets(o),
+                spec["minReplicas"].as_i64().map(|x| x.to_string()).unwrap_or_else(|| "1".into()),
+                n(&spec["maxReplicas"]),
+                n(&status["currentReplicas"]),
+                age,
+            ]
+        }
+        Kind::VerticalPodAutoscaler => vec![
+            name,
+            spec["updatePolicy"]["updateMode"].as_str().unwrap_or("Auto").to_string(),
+            format!("{}/{}", s(&spec["targetRef"]["kind"]), s(&spec["targetRef"]["name"])),
+            age,
+        ],
+        Kind::VirtualMachine => vec![
+            name,
+            spec["running"].as_bool().map(|b| b.to_string()).unwrap_or_else(|| "true".into()),
+            s(&spec["cpu"]["cores"]),
+            s(&spec["memory"]["guest"]),
+            spec["replicas"].as_i64().map(|x| x.to_string()).unwrap_or_else(|| "1".into()),
+            age,
+        ],
+        Kind::PriorityClass => vec![name, s(&spec["value"]), age],
+        Kind::NodeClass => vec![name, s(&spec["resources"]["cpu"]), s(&spec["resources"]["memory"]), age],
+        Kind::ClusterAutoscaler => {
+            let groups: Vec<String> = spec["nodeGroups"]
+                .as_array()
+                .map(|g| {
+                    g.iter()
+                        .map(|g| format!("{}({}-{})", s(&g["name"]), n(&g["minSize"]), n(&g["maxSize"])))
+                        .collect()
+                })
+                .unwrap_or_default();
+            vec![name, groups.join(","), age]
+        }
+        Kind::ClusterScalingPolicy => vec![
+            name,
+            s(&spec["applicationLimits"]["maxReplicasPerDeployment"]),
+            s(&spec["applicationLimits"]["maxPodsPerNode"]),
+            age,
+        ],
+        Kind::ResourceQuota => {
+            let hard: Vec<String> = spec["hard"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", s(v))).collect())
+                .unwrap_or_default();
+            vec![name, hard.join(", "), age]
+        }
+        Kind::Namespace => vec![name, age],
+    };
+    if wide {
+        match kind {
+            Kind::Deployment | Kind::StatefulSet => {
+                let images: Vec<String> = spec["template"]["spec"]["containers"]
+                    .as_array()
+                    .map(|c| c.iter().map(|c| s(&c["image"])).collect())
+                    .unwrap_or_default();
+                let selector: Vec<String> = spec["selector"]["matchLabels"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| format!("{k}={}", s(v))).collect())
+                    .unwrap_or_default();
+                r.push(images.join(","));
+                r.push(selector.join(","));
+            }
+            _ => r.push(n(&o["metadata"]["generation"])),
+        }
+    }
+    r
+}
+
+/// "cpu: 45%/70%, http_requests_per_second: <unknown>/100" from spec targets and status.
+fn hpa_targets(o: &Value) -> String {
+    let Some(metrics) = o["spec"]["metrics"].as_array() else {
+        return o["spec"]["targetCPUUtilizationPercentage"]
+            .as_i64()
+            .map(|t| format!("cpu: <unknown>/{t}%"))
+            .unwrap_or_else(|| "<none>".into());
+    };
+    let current = o["status"]["currentMetrics"].as_array().cloned().unwrap_or_default();
+    metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let (name, target) = match m["type"].as_str() {
+                Some("Resource") => (s(&m["resource"]["name"]), &m["resource"]["target"]),
+                Some("Pods") => (s(&m["pods"]["metric"]["name"]), &m["pods"]["target"]),
+                Some("Object") => (s(&m["object"]["metric"]["name"]), &m["object"]["target"]),
+                Some("External") => (s(&m["external"]["metric"]["name"]), &m["external"]["target"]),
+                _ => ("?".into(), &Value::Null),
+            };
+            let want = match (&target["averageUtilization"], &target["averageValue"], &target["value"]) {
+                (Value::Number(u), _, _) => format!("{u}%"),
+                (_, v, _) if !v.is_null() => s(v),
+                (_, _, v) => s(v),
+            };
+            let cur = current.get(i).map(|c| s(&c["value"])).unwrap_or_else(|| "<unknown>".into());
+            format!("{name}: {cur}/{want}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `describe`: the identity first, then spec and status as YAML.
+pub fn describe(o: &Value) -> String {
+    let m = &o["metadata"];
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{:<20}{}\n", format!("{k}:"), v));
+    line("Name", s(&m["name"]));
+    if !m["namespace"].is_null() {
+        line("Namespace", s(&m["namespace"]));
+    }
+    line("Kind", format!("{} ({})", s(&o["kind"]), s(&o["apiVersion"])));
+    let kv = |v: &Value| -> String {
+        v.as_object()
+            .filter(|m| !m.is_empty())
+            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", s(v))).collect::<Vec<_>>().join(", "))
+            .unwrap_or_else(|| "<none>".into())
+    };
+    line("Labels", kv(&m["labels"]));
+    line("Annotations", kv(&m["annotations"]));
+    line("Created", format!("{} ({} ago)", s(&m["creationTimestamp"]), age(&m["creationTimestamp"])));
+    line("UID", s(&m["uid"]));
+    line("Generation", n(&m["generation"]));
+    line("ResourceVersion", s(&m["resourceVersion"]));
+    out.push_str("Spec:\n");
+    out.push_str(&indent(&serde_norway::to_string(&o["spec"]).unwrap_or_default()));
+    out.push_str("Status:\n");
+    if o["status"].is_null() {
+        out.push_str("  <none reported yet>\n");
+    } else {
+        out.push_str(&indent(&serde_norway::to_string(&o["status"]).unwrap_or_default()));
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn deployment_row_and_table_shape() {
+        let o = json!({"metadata": {"name": "web", "creationTimestamp": "2000-01-01T00:00:00Z"},
+                       "spec": {"replicas": 3}, "status": {"replicas": 2, "readyReplicas": 1}});
+        let r = row(Kind::Deployment, &o, false);
+        assert_eq!(&r[..4], &["web", "3", "2", "1"]);
+        assert!(r[4].ends_with('d'));
+        let t = table(&columns(Kind::Deployment, false), vec![r]);
+        let first = t.lines().next().unwrap();
+        assert!(first.starts_with("NAME   DESIRED   CURRENT   READY   AGE"), "{first:?}");
+    }
+
+    #[test]
+    fn age_formats() {
+        let ts = |secs: u64| {
+            let t = SystemTime::now() - std::time::Duration::from_secs(secs);
+            Value::String(humantime::format_rfc3339_seconds(t).to_string())
+        };
+        assert_eq!(age(&ts(5)), "5s");
+        assert_eq!(age(&ts(600)), "10m");
+        assert_eq!(age(&ts(3 * 3600)), "3h");
+        assert_eq!(age(&Value::Null), "<unknown>");
+    }
+}

@@ -1,0 +1,360 @@
+//! Node configuration: the TOML file (`config/node.toml` is the commented default and is
+//! compiled in), `OMNICLOUD_*` environment variables and command-line flags, merged in
+//! that order of increasing precedence, then checked.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::orchestrator::RaftSettings;
+
+/// The default configuration file, also the documentation of every key.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/node.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.to_string(), message: message.into() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    name: String,
+    data_dir: String,
+    bind: String,
+    advertise: String,
+    api_port: u16,
+    rpc_port: u16,
+    gossip_port: u16,
+    join: Vec<String>,
+    token: String,
+    token_file: String,
+    roles: Vec<String>,
+    labels: BTreeMap<String, String>,
+    log: String,
+    raft: FileRaft,
+    api: FileApi,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRaft {
+    heartbeat_ms: u64,
+    election_timeout_min_ms: u64,
+    election_timeout_max_ms: u64,
+    snapshot_after_logs: u64,
+    keep_logs_after_snapshot: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApi {
+    max_body_bytes: usize,
+}
+
+/// Flags of `omnicloud node`. Each also reads `OMNICLOUD_<NAME>` from the environment.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NodeFlags {
+    /// Configuration file (TOML); see config/node.toml for every key.
+    #[arg(long, env = "OMNICLOUD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Node name, unique in the cluster (default: hostname).
+    #[arg(long, env = "OMNICLOUD_NAME")]
+    pub name: Option<String>,
+    /// Directory holding all node state.
+    #[arg(long, env = "OMNICLOUD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to bind listeners to.
+    #[arg(long, env = "OMNICLOUD_BIND")]
+    pub bind: Option<IpAddr>,
+    /// Address peers and clients use to reach this node.
+    #[arg(long, env = "OMNICLOUD_ADVERTISE")]
+    pub advertise: Option<IpAddr>,
+    /// Public API port (0 picks a free port; see <data-dir>/endpoints.json).
+    #[arg(long, env = "OMNICLOUD_API_PORT")]
+    pub api_port: Option<u16>,
+    /// Internal RPC port.
+    #[arg(long, env = "OMNICLOUD_RPC_PORT")]
+    pub rpc_port: Option<u16>,
+    /// Gossip (UDP) port.
+    #[arg(long, env = "OMNICLOUD_GOSSIP_PORT")]
+    pub gossip_port: Option<u16>,
+    /// Seed to join, HOST:PORT (repeatable).
+    #[arg(long, env = "OMNICLOUD_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// Cluster join token.
+    #[arg(long, env = "OMNICLOUD_TOKEN", conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// File holding the cluster join token.
+    #[arg(long, env = "OMNICLOUD_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Roles: auto, or a comma-separated list of orchestrator, director, agent.
+    #[arg(long, env = "OMNICLOUD_ROLES", value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Node label KEY=VALUE (repeatable), e.g. zone=rack-1.
+    #[arg(long = "label", env = "OMNICLOUD_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// Log filter, e.g. info or omnicloud=debug.
+    #[arg(long, env = "OMNICLOUD_LOG")]
+    pub log: Option<String>,
+}
+
+/// The checked configuration a node runs with.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub bind: IpAddr,
+    pub advertise: IpAddr,
+    pub api_port: u16,
+    pub rpc_port: u16,
+    pub gossip_port: u16,
+    pub join: Vec<String>,
+    /// The join token, if one was given (a new cluster generates its own).
+    pub token: Option<String>,
+    pub roles: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub log: String,
+    pub raft: RaftSettings,
+    pub max_body_bytes: usize,
+}
+
+impl NodeConfig {
+    pub fn load(flags: &NodeFlags) -> Result<NodeConfig, ConfigError> {
+        let mut file = parse_file("<built-in>", DEFAULT_CONFIG)?;
+        if let Some(path) = &flags.config {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+            let user: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let mut merged: toml::Table = DEFAULT_CONFIG.parse().expect("built-in config parses");
+            merge(&mut merged, user);
+            file = parse_file(&path.display().to_string(), &toml::to_string(&merged).expect("toml"))?;
+        }
+        Self::from_parts(file, flags)
+    }
+
+    fn from_parts(file: FileConfig, flags: &NodeFlags) -> Result<NodeConfig, ConfigError> {
+        let name = flags.name.clone().unwrap_or(file.name);
+        let name = if name.is_empty() { hostname() } else { name };
+        crate::model::validate_name("name", &name).map_err(|e| invalid("name", e.message))?;
+
+        let data_dir = match &flags.data_dir {
+            Some(d) => d.clone(),
+            None if !file.data_dir.is_empty() => PathBuf::from(&file.data_dir),
+            None => default_data_dir(),
+        };
+        let bind = match flags.bind {
+            Some(b) => b,
+            None => file.bind.parse().map_err(|_| invalid("bind", format!("\"{}\" is not an IP address", file.bind)))?,
+        };
+        let advertise = match flags.advertise {
+            Some(a) => a,
+            None if !file.advertise.is_empty() => file
+                .advertise
+                .parse()
+                .map_err(|_| invalid("advertise", format!("\"{}\" is not an IP address", file.advertise)))?,
+            None => derive_advertise(bind),
+        };
+        let join = if flags.join.is_empty() { file.join } else { flags.join.clone() };
+        for seed in &join {
+            if !seed.contains(':') {
+                return Err(invalid("join", format!("\"{seed}\" is not HOST:PORT")));
+            }
+        }
+        let token = match (&flags.token, &flags.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(path)) => Some(read_token(path)?),
+            (None, None) if !file.token.is_empty() => Some(file.token),
+            (None, None) if !file.token_file.is_empty() => Some(read_token(Path::new(&file.token_file))?),
+            _ => None,
+        };
+        let roles = if flags.roles.is_empty() { file.roles } else { flags.roles.clone() };
+        for role in &roles {
+            if !["auto", "orchestrator", "director", "agent"].contains(&role.as_str()) {
+                return Err(invalid(
+                    "roles",
+                    format!("unknown role \"{role}\"; expected auto, orchestrator, director or agent"),
+                ));
+            }
+        }
+        let mut labels = file.labels;
+        for pair in &flags.labels {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| invalid("label", format!("\"{pair}\" is not KEY=VALUE")))?;
+            labels.insert(k.to_string(), v.to_string());
+        }
+        let raft = RaftSettings {
+            heartbeat_ms: file.raft.heartbeat_ms,
+            election_timeout_min_ms: file.raft.election_timeout_min_ms,
+            election_timeout_max_ms: file.raft.election_timeout_max_ms,
+            snapshot_after_logs: file.raft.snapshot_after_logs,
+            keep_logs_after_snapshot: file.raft.keep_logs_after_snapshot,
+        };
+        if raft.election_timeout_min_ms <= raft.heartbeat_ms
+            || raft.election_timeout_max_ms <= raft.election_timeout_min_ms
+        {
+            return Err(invalid(
+                "raft.election_timeout_min_ms",
+                "need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms",
+            ));
+        }
+        if raft.snapshot_after_logs == 0 {
+            return Err(invalid("raft.snapshot_after_logs", "must be > 0"));
+        }
+        if file.api.max_body_bytes < 1024 {
+            return Err(invalid("api.max_body_bytes", "must be at least 1024"));
+        }
+        Ok(NodeConfig {
+            name,
+            data_dir,
+            bind,
+            advertise,
+            api_port: flags.api_port.unwrap_or(file.api_port),
+            rpc_port: flags.rpc_port.unwrap_or(file.rpc_port),
+            gossip_port: flags.gossip_port.unwrap_or(file.gossip_port),
+            join,
+            token,
+            roles,
+            labels,
+            log: flags.log.clone().unwrap_or(file.log),
+            raft,
+            max_body_bytes: file.api.max_body_bytes,
+        })
+    }
+}
+
+fn parse_file(path: &str, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })
+}
+
+/// Overlays `user` onto `base`, recursing into tables so a file may set only `[raft] heartbeat_ms`.
+fn merge(base: &mut toml::Table, user: toml::Table) {
+    for (k, v) in user {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(u)) if k != "labels" => merge(b, u),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn read_token(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        return Err(invalid("token_file", format!("{} is empty", path.display())));
+    }
+    Ok(token)
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "omnicloud".into())
+}
+
+/// `/var/lib/omnicloud` for root, `~/.local/share/omnicloud` otherwise.
+pub fn default_data_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/omnicloud");
+    }
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) => PathBuf::from(d).join("omnicloud"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".local/share/omnicloud"),
+    }
+}
+
+/// Whether this process runs as root (`/proc/self` is owned by the effective uid).
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+/// The address peers should use when bound to a wildcard: the source address of the
+/// default route (no packet is sent by connecting a UDP socket).
+fn derive_advertise(bind: IpAddr) -> IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect(SocketAddr::from(([10, 255, 255, 255], 9))).map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags() -> NodeFlags {
+        NodeFlags { name: Some("n1".into()), data_dir: Some("/tmp/x".into()), ..Default::default() }
+    }
+
+    #[test]
+    fn built_in_defaults_parse() {
+        let c = NodeConfig::load(&flags()).unwrap();
+        assert_eq!((c.api_port, c.rpc_port, c.gossip_port), (7070, 7071, 7946));
+        assert_eq!(c.roles, vec!["auto"]);
+        assert_eq!(c.raft.snapshot_after_logs, 5000);
+    }
+
+    #[test]
+    fn file_then_flags_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        std::fs::write(&path, "api_port = 9000\nrpc_port = 9001\n[raft]\nheartbeat_ms = 50\n").unwrap();
+        let mut f = flags();
+        f.config = Some(path);
+        f.rpc_port = Some(9101);
+        let c = NodeConfig::load(&f).unwrap();
+        assert_eq!(c.api_port, 9000);
+        assert_eq!(c.rpc_port, 9101);
+        assert_eq!(c.raft.heartbeat_ms, 50);
+        assert_eq!(c.raft.election_timeout_min_ms, 400, "unset keys keep their defaults");
+    }
+
+    #[test]
+    fn unknown_key_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        std::fs::write(&path, "api_prot = 9000\n").unwrap();
+        let mut f = flags();
+        f.config = Some(path);
+        let err = NodeConfig::load(&f).unwrap_err().to_string();
+        assert!(err.contains("api_prot"), "{err}");
+
+        let mut f = flags();
+        f.roles = vec!["captain".into()];
+        let err = NodeConfig::load(&f).unwrap_err().to_string();
+        assert!(err.starts_with("roles:") && err.contains("captain"), "{err}");
+
+        let mut f = flags();
+        f.join = vec!["seed-without-port".into()];
+        assert!(NodeConfig::load(&f).unwrap_err().to_string().starts_with("join:"));
+    }
+}

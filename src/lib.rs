@@ -1,0 +1,64 @@
+//! omnicloud: one binary that forms a self-bootstrapping cluster.
+//!
+//! Module map (dependencies point down the list; only `node` wires them together):
+//!
+//! | module         | job                                                                  |
+//! |----------------|----------------------------------------------------------------------|
+//! | `cli`          | the `omnicloud` command line; client verbs talk HTTP to `api`         |
+//! | `node`         | composition root: store, identity, tokens, control plane, API server |
+//! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags                      |
+//! | `api`          | actix-web REST API, watch streams, health, `/metrics`                 |
+//! | `orchestrator` | Raft node (openraft) and, on the leader, the control loops            |
+//! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
+//! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
+//!
+//! Planned by the open issues: `cluster` (gossip), `agent` + `container` (containers),
+//! `director` + `vmm` (microVMs).
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod model;
+pub mod node;
+pub mod orchestrator;
+pub mod store;
+
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+/// `omnicloud node`: load the config, start the node, serve until a signal.
+pub fn run_node(flags: config::NodeFlags) -> ExitCode {
+    let config = match config::NodeConfig::load(&flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("omnicloud")
+        .build()
+        .expect("building the tokio runtime");
+    let result = runtime.block_on(async {
+        let node = node::Node::build(config).await?;
+        node.run_until_stopped().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Composition root: turns a `NodeConfig` into a running node — database, identity,
+//! tokens, the Raft control plane and the API server — and shuts it down in order.
+//!
+//! `Node::build` binds every listener first (port 0 allowed) and records the bound
+//! addresses in `<data-dir>/endpoints.json`; `run_until_stopped` serves until SIGTERM/SIGINT
+//! or `NodeHandle::stop`.
+
+use std::fs;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use actix_web::web::Data;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::api::{self, ApiMetrics, ApiState};
+use crate::config::NodeConfig;
+use crate::model::Kind;
+use crate::orchestrator::ControlPlane;
+use crate::store::{Command, NodeId, ObjectKey, PutMode, RaftNode, Store};
+
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub const JOIN_TOKEN_FILE: &str = "join.token";
+pub const ENDPOINTS_FILE: &str = "endpoints.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data dir {path}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot bind {what} on {addr}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store")]
+    Store(#[from] crate::store::StoreError),
+    #[error("control plane")]
+    Control(#[from] crate::orchestrator::ControlError),
+    #[error("api server")]
+    Api(#[source] std::io::Error),
+}
+
+pub struct Node {
+    config: NodeConfig,
+    control: ControlPlane,
+    api_listener: TcpListener,
+    api_addr: SocketAddr,
+    admin_token: String,
+    stop_tx: watch::Sender<bool>,
+}
+
+/// Stops a running node from elsewhere (tests, embedding).
+#[derive(Clone)]
+pub struct NodeHandle(watch::Sender<bool>);
+
+impl NodeHandle {
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Node {
+    pub async fn build(config: NodeConfig) -> Result<Node, NodeError> {
+        let dir = &config.data_dir;
+        fs::create_dir_all(dir).map_err(|source| NodeError::DataDir { path: dir.display().to_string(), source })?;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+
+        let store = Store::open(dir)?;
+        let node_id = node_identity(&store, &config.name)?;
+        let admin_token = ensure_token_file(&dir.join(ADMIN_TOKEN_FILE), None)
+            .map_err(|source| NodeError::DataDir { path: dir.display().to_string(), source })?;
+        if config.join.is_empty() {
+            let join_token = ensure_token_file(&dir.join(JOIN_TOKEN_FILE), config.token.as_deref())
+                .map_err(|source| NodeError::DataDir { path: dir.display().to_string(), source })?;
+            tracing::debug!(len = join_token.len(), "join token ready");
+        }
+
+        let api_addr = SocketAddr::new(config.bind, config.api_port);
+        let api_listener =
+            TcpListener::bind(api_addr).map_err(|source| NodeError::Bind { what: "api", addr: api_addr, source })?;
+        let api_addr = api_listener.local_addr().map_err(NodeError::Api)?;
+        let advertised_api = SocketAddr::new(config.advertise, api_addr.port());
+
+        let me = RaftNode {
+            name: config.name.clone(),
+            rpc_addr: SocketAddr::new(config.advertise, config.rpc_port).to_string(),
+            api_addr: advertised_api.to_string(),
+        };
+        let control = ControlPlane::start(store, node_id, me, &config.raft, config.join.is_empty()).await?;
+        write_endpoints(dir, &config, api_addr, node_id)
+            .map_err(|source| NodeError::DataDir { path: dir.display().to_string(), source })?;
+
+        let (stop_tx, _) = watch::channel(false);
+        Ok(Node { config, control, api_listener, api_addr, admin_token, stop_tx })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    pub fn handle(&self) -> NodeHandle {
+        NodeHandle(self.stop_tx.clone())
+    }
+
+    pub async fn run_until_stopped(self) -> Result<(), NodeError> {
+        let Node { config, control, api_listener, api_addr, admin_token, stop_tx } = self;
+        let state = Data::new(ApiState {
+            control: control.clone(),
+            admin_token,
+            metrics: ApiMetrics::new(),
+            max_body_bytes: config.max_body_bytes,
+            node_name: config.name.clone(),
+            started: Instant::now(),
+        });
+        let server = api::serve(api_listener, state, 2).map_err(NodeError::Api)?;
+        let server_handle = server.handle();
+        let server_task = tokio::spawn(server);
+
+        if config.join.is_empty() {
+            let control = control.clone();
+            tokio::spawn(async move { create_default_namespace(&control).await });
+        }
+        tracing::info!(
+            node = %config.name,
+            api = %api_addr,
+            data_dir = %config.data_dir.display(),
+            "node ready; admin token in {}",
+            config.data_dir.join(ADMIN_TOKEN_FILE).display()
+        );
+        if config.join.is_empty() {
+            eprintln!(
+                "omnicloud: new cluster on {}; join other nodes with: omnicloud node --join {}:{} --token-file <copy of {}>",
+                config.name,
+                config.advertise,
+                config.gossip_port,
+                config.data_dir.join(JOIN_TOKEN_FILE).display()
+            );
+        }
+
+        let mut stop_rx = stop_tx.subscribe();
+        tokio::select! {
+            _ = shutdown_signal() => tracing::info!("signal received, shutting down"),
+            _ = stop_rx.wait_for(|s| *s) => tracing::info!("stop requested"),
+        }
+        server_handle.stop(true).await;
+        let _ = server_task.await;
+        control.shutdown().await;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The node id is chosen once, at first start, and kept in the node's database: a restarted
+/// node is the same Raft member.
+fn node_identity(store: &Store, name: &str) -> Result<NodeId, crate::store::StoreError> {
+    if let Some(bytes) = store.local_get("node_id")? {
+        let id = u64::from_le_bytes(bytes.as_slice().try_into().unwrap_or_default());
+        if let Some(old) = store.local_get("node_name")? {
+            if old != name.as_bytes() {
+                tracing::warn!(old = %String::from_utf8_lossy(&old), new = name, "node name changed; keeping its id");
+                store.local_put("node_name", name.as_bytes())?;
+            }
+        }
+        return Ok(id);
+    }
+    let id = loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            break id;
+        }
+    };
+    store.local_put("node_id", &id.to_le_bytes())?;
+    store.local_put("node_name", name.as_bytes())?;
+    Ok(id)
+}
+
+/// Reads the token in `path`, or creates the file (mode 0600) with `given` or a new random
+/// token.
+fn ensure_token_file(path: &Path, given: Option<&str>) -> std::io::Result<String> {
+    if let Ok(existing) = fs::read_to_string(path) {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() && given.is_none_or(|g| g == existing) {
+            return Ok(existing);
+        }
+    }
+    let token = match given {
+        Some(t) => t.to_string(),
+        None => {
+            let bytes: [u8; 24] = rand::random();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    };
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(token.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    Ok(token)
+}
+
+fn write_endpoints(dir: &Path, config: &NodeConfig, api: SocketAddr, node_id: NodeId) -> std::io::Result<()> {
+    let body = json!({
+        "name": config.name,
+        "nodeId": node_id.to_string(),
+        "api": api.to_string(),
+        "apiUrl": format!("http://{}", SocketAddr::new(if api.ip().is_unspecified() { [127, 0, 0, 1].into() } else { api.ip() }, api.port())),
+        "pid": std::process::id(),
+    });
+    let tmp = dir.join("endpoints.json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(&body).expect("JSON"))?;
+    fs::rename(tmp, dir.join(ENDPOINTS_FILE))
+}
+
+/// `default` exists implicitly; creating it makes it visible in `get namespaces`.
+async fn create_default_namespace(control: &ControlPlane) {
+    if control.wait_for_leader(Duration::from_secs(30)).await.is_err() || !control.is_leader() {
+        return;
+    }
+    let key = ObjectKey::new(Kind::Namespace, "", "default");
+    if matches!(control.reader().get(&key), Ok(Some(_))) {
+        return;
+    }
+    let object = json!({"apiVersion": crate::model::API_VERSION, "kind": "Namespace", "metadata": {"name": "default"}});
+    let cmd = Command::put(key, &object, PutMode::Create, None);
+    if let Err(e) = control.write(cmd).await {
+        tracing::warn!(error = %e, "creating the default namespace");
+    }
+}
+
+/// Where `omnicloud` clients look for a node's admin token.
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(ADMIN_TOKEN_FILE)
+}

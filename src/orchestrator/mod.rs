@@ -1,0 +1,170 @@
+//! The control plane: the Raft node (openraft over the redb store) and, on the leader, the
+//! control loops. `ControlPlane` is the one door for writes: the API turns a request into a
+//! `Command` and hands it here.
+//!
+//! Tasks: openraft's own core, replication and state-machine tasks.
+//! May call: `model`, `store`.
+
+pub mod network;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Config as RaftConfig, ServerState, SnapshotPolicy};
+use tokio::sync::broadcast;
+
+use crate::store::{Change, Command, CommandResult, NodeId, Raft, RaftNode, StateMachine, Store, StoreReader};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("invalid raft configuration")]
+    Config(#[source] openraft::ConfigError),
+    #[error("raft failed to start")]
+    Start(#[source] openraft::error::Fatal<NodeId>),
+    #[error("raft initialization failed: {0}")]
+    Initialize(String),
+    #[error("this node is not the leader{}", leader_hint(.0))]
+    NotLeader(Option<RaftNode>),
+    #[error("raft is shutting down or failed: {0}")]
+    Fatal(String),
+    #[error("no leader elected yet; retry shortly")]
+    NoLeader,
+}
+
+fn leader_hint(leader: &Option<RaftNode>) -> String {
+    match leader {
+        Some(n) => format!("; the leader is {} (api {})", n.name, n.api_addr),
+        None => String::new(),
+    }
+}
+
+/// Raft tuning from the node config.
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and purge the log before it) after this many applied entries.
+    pub snapshot_after_logs: u64,
+    /// Entries kept in the log behind the snapshot, for lagging followers.
+    pub keep_logs_after_snapshot: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_after_logs: 5000,
+            keep_logs_after_snapshot: 1000,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ControlPlane {
+    pub node_id: NodeId,
+    pub raft: Raft,
+    reader: StoreReader,
+    changes: broadcast::Sender<Arc<Change>>,
+    store: Store,
+}
+
+impl ControlPlane {
+    /// Starts the Raft node on `store`. With `bootstrap`, a node that has never been part
+    /// of a cluster initializes a cluster of one with itself as the only voter.
+    pub async fn start(
+        store: Store,
+        node_id: NodeId,
+        me: RaftNode,
+        settings: &RaftSettings,
+        bootstrap: bool,
+    ) -> Result<ControlPlane, ControlError> {
+        let config = RaftConfig {
+            cluster_name: "omnicloud".into(),
+            heartbeat_interval: settings.heartbeat_ms,
+            election_timeout_min: settings.election_timeout_min_ms,
+            election_timeout_max: settings.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_after_logs),
+            max_in_snapshot_log_to_keep: settings.keep_logs_after_snapshot,
+            purge_batch_size: 256,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(ControlError::Config)?;
+        let log_store = store.log_store();
+        let fresh = !log_store.is_initialized().map_err(|e| ControlError::Initialize(e.to_string()))?;
+        let state_machine = StateMachine::new(store.clone());
+        let changes = state_machine.change_feed();
+        let raft = Raft::new(node_id, Arc::new(config), network::Network, log_store, state_machine)
+            .await
+            .map_err(ControlError::Start)?;
+        if bootstrap && fresh {
+            let members = BTreeMap::from([(node_id, me)]);
+            raft.initialize(members).await.map_err(|e| ControlError::Initialize(e.to_string()))?;
+        }
+        Ok(ControlPlane { node_id, raft, reader: store.reader(), changes, store })
+    }
+
+    pub fn reader(&self) -> &StoreReader {
+        &self.reader
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.changes.subscribe()
+    }
+
+    /// Proposes a command and waits until it is committed and applied.
+    pub async fn write(&self, command: Command) -> Result<CommandResult, ControlError> {
+        match self.raft.client_write(command).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(match f.leader_node {
+                Some(n) => ControlError::NotLeader(Some(n)),
+                None => ControlError::NoLeader,
+            }),
+            Err(e) => Err(ControlError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Waits until this node's state machine reflects everything committed before the call
+    /// (a linearizable read point).
+    pub async fn read_barrier(&self) -> Result<(), ControlError> {
+        self.raft.ensure_linearizable().await.map(|_| ()).map_err(|e| match e {
+            RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
+                ControlError::NotLeader(f.leader_node)
+            }
+            other => ControlError::Fatal(other.to_string()),
+        })
+    }
+
+    /// Waits until a leader is known (at most `timeout`).
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ControlError> {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(leader) = rx.borrow().current_leader {
+                return Ok(leader);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return Err(ControlError::NoLeader);
+            }
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}

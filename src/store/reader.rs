@@ -1,0 +1,78 @@
+//! Local reads of the state machine for the API: get, list by kind and namespace, the
+//! revision counter and change history for watches. Reads never go through Raft; they
+//! see what this node has applied.
+
+
+use super::{decode, Change, ObjectKey, Store, StoreError, CHANGES, OBJECTS, SM_META};
+use crate::model::Kind;
+
+#[derive(Clone)]
+pub struct StoreReader {
+    store: Store,
+}
+
+/// A watch asked for history that was pruned or replaced by a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("revision {requested} is no longer available; the oldest is {oldest}: list again and watch from its revision")]
+    Compacted { requested: u64, oldest: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl StoreReader {
+    pub(crate) fn new(store: Store) -> Self {
+        StoreReader { store }
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.store.db.begin_read()?;
+        let table = tx.open_table(OBJECTS)?;
+        Ok(table.get(key.storage_key().as_str())?.map(|v| v.value().to_vec()))
+    }
+
+    /// Objects of one kind (in one namespace, or all), in key order, with the revision the
+    /// listing reflects (a watch from `revision + 1` continues it without gaps).
+    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<(Vec<Vec<u8>>, u64), StoreError> {
+        let tx = self.store.db.begin_read()?;
+        let table = tx.open_table(OBJECTS)?;
+        let prefix = ObjectKey::kind_prefix(kind, namespace);
+        let mut out = Vec::new();
+        for item in table.range(prefix.as_str()..)? {
+            let (k, v) = item?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            out.push(v.value().to_vec());
+        }
+        let revision = meta_u64(&tx, "revision")?;
+        Ok((out, revision))
+    }
+
+    pub fn revision(&self) -> Result<u64, StoreError> {
+        let tx = self.store.db.begin_read()?;
+        meta_u64(&tx, "revision")
+    }
+
+    /// Changes with revision >= `from`, oldest first.
+    pub fn changes_since(&self, from: u64) -> Result<Vec<Change>, HistoryError> {
+        let tx = self.store.db.begin_read().map_err(StoreError::from)?;
+        let compacted_below = meta_u64(&tx, "compacted_below")?;
+        if from < compacted_below {
+            return Err(HistoryError::Compacted { requested: from, oldest: compacted_below });
+        }
+        let table = tx.open_table(CHANGES).map_err(StoreError::from)?;
+        let mut out = Vec::new();
+        for item in table.range(from..).map_err(StoreError::from)? {
+            let (_, v) = item.map_err(StoreError::from)?;
+            out.push(decode("change", v.value())?);
+        }
+        Ok(out)
+    }
+}
+
+fn meta_u64(tx: &redb::ReadTransaction, key: &str) -> Result<u64, StoreError> {
+    let table = tx.open_table(SM_META)?;
+    let value = table.get(key)?;
+    Ok(value.map(|v| decode(key, v.value())).transpose()?.unwrap_or(0))
+}

@@ -1,0 +1,516 @@
+//! The replicated state machine: applies committed commands to the objects table, keeps the
+//! revision counter and a bounded change history, builds and installs snapshots.
+//!
+//! Apply is deterministic: it only reads the command and the current tables. A `Batch`
+//! is all-or-nothing, so a multi-document apply never leaves half its objects behind.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageIOError,
+};
+use redb::{Durability, ReadableTable, WriteTransaction};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use super::{
+    decode, encode, Applied, Change, ChangeType, Command, CommandResult, Entry, LogId, NodeId, ObjectKey,
+    PutMode, RaftNode, Rejection, SnapshotPayload, Store, StoreError, StoredMembership, TypeConfig,
+    CHANGES, CHANGE_HISTORY, OBJECTS, SM_META, SNAPSHOT,
+};
+use crate::model::Kind;
+
+type StorageError = openraft::StorageError<NodeId>;
+
+fn sm_err(verb: ErrorVerb, e: impl Into<StoreError>) -> StorageError {
+    StorageIOError::new(ErrorSubject::StateMachine, verb, &e.into()).into()
+}
+
+fn snap_err(verb: ErrorVerb, e: impl Into<StoreError>) -> StorageError {
+    StorageIOError::new(ErrorSubject::Snapshot(None), verb, &e.into()).into()
+}
+
+/// The namespace that exists without being created.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+pub struct StateMachine {
+    store: Store,
+    changes: broadcast::Sender<Arc<Change>>,
+}
+
+impl StateMachine {
+    pub fn new(store: Store) -> Self {
+        let (changes, _) = broadcast::channel(4096);
+        StateMachine { store, changes }
+    }
+
+    /// Live changes, sent after they are committed to the local database.
+    pub fn change_feed(&self) -> broadcast::Sender<Arc<Change>> {
+        self.changes.clone()
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(Vec<CommandResult>, Vec<Arc<Change>>), StoreError> {
+        let mut tx = self.store.db.begin_write()?;
+        tx.set_durability(Durability::None);
+        let mut results = Vec::with_capacity(entries.len());
+        let mut published = Vec::new();
+        {
+            let mut revision = read_u64(&tx, "revision")?;
+            let mut last_applied = None;
+            let mut membership = None;
+            for entry in entries {
+                last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => results.push(CommandResult::default()),
+                    EntryPayload::Membership(m) => {
+                        membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                        results.push(CommandResult::default());
+                    }
+                    EntryPayload::Normal(cmd) => {
+                        let mut overlay = Overlay::new(&tx, revision);
+                        match overlay.run(&cmd) {
+                            Ok(applied) => {
+                                revision = overlay.revision;
+                                for change in overlay.flush(&tx)? {
+                                    published.push(Arc::new(change));
+                                }
+                                results.push(CommandResult { applied, rejection: None });
+                            }
+                            Err(Reject::Rejected(r)) => {
+                                results.push(CommandResult { applied: Vec::new(), rejection: Some(r) })
+                            }
+                            Err(Reject::Store(e)) => return Err(e),
+                        }
+                    }
+                }
+            }
+            let mut meta = tx.open_table(SM_META)?;
+            meta.insert("revision", encode(&revision).as_slice())?;
+            if let Some(id) = last_applied {
+                meta.insert("last_applied", encode(&id).as_slice())?;
+            }
+            if let Some(m) = membership {
+                meta.insert("membership", encode(&m).as_slice())?;
+            }
+            drop(meta);
+            prune_changes(&tx, revision)?;
+        }
+        tx.commit()?;
+        Ok((results, published))
+    }
+
+    fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
+        let tx = self.store.db.begin_read()?;
+        let meta_table = tx.open_table(SM_META)?;
+        let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(meta_table.get(k)?.map(|v| v.value().to_vec()))
+        };
+        let last_applied: Option<LogId> = get("last_applied")?.map(|b| decode("last_applied", &b)).transpose()?;
+        let membership: StoredMembership =
+            get("membership")?.map(|b| decode("membership", &b)).transpose()?.unwrap_or_default();
+        let revision: u64 = get("revision")?.map(|b| decode("revision", &b)).transpose()?.unwrap_or(0);
+        let mut payload = SnapshotPayload { revision, objects: BTreeMap::new() };
+        for item in tx.open_table(OBJECTS)?.iter()? {
+            let (k, v) = item?;
+            payload.objects.insert(k.value().to_string(), v.value().to_vec());
+        }
+        drop(meta_table);
+        drop(tx);
+
+        let snapshot_id = match last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, revision),
+            None => format!("0-0-{revision}"),
+        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        let data = encode(&payload);
+        let tx = self.store.db.begin_write()?;
+        {
+            let mut table = tx.open_table(SNAPSHOT)?;
+            table.insert("meta", encode(&meta).as_slice())?;
+            table.insert("data", data.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+
+    fn install(&mut self, meta: &SnapshotMeta<NodeId, RaftNode>, data: &[u8]) -> Result<(), StoreError> {
+        let payload: SnapshotPayload = decode("snapshot", data)?;
+        let tx = self.store.db.begin_write()?;
+        {
+            let mut objects = tx.open_table(OBJECTS)?;
+            objects.retain(|_, _| false)?;
+            for (k, v) in &payload.objects {
+                objects.insert(k.as_str(), v.as_slice())?;
+            }
+            tx.open_table(CHANGES)?.retain(|_, _| false)?;
+            let mut sm = tx.open_table(SM_META)?;
+            sm.insert("revision", encode(&payload.revision).as_slice())?;
+            sm.insert("compacted_below", encode(&(payload.revision + 1)).as_slice())?;
+            sm.insert("last_applied", encode(&meta.last_log_id).as_slice())?;
+            sm.insert("membership", encode(&meta.last_membership).as_slice())?;
+            let mut snap = tx.open_table(SNAPSHOT)?;
+            snap.insert("meta", encode(meta).as_slice())?;
+            snap.insert("data", data)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn current(&self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
+        let tx = self.store.db.begin_read()?;
+        let table = tx.open_table(SNAPSHOT)?;
+        let (Some(meta), Some(data)) = (table.get("meta")?, table.get("data")?) else {
+            return Ok(None);
+        };
+        let meta: SnapshotMeta<NodeId, RaftNode> = decode("snapshot meta", meta.value())?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data.value().to_vec())) }))
+    }
+}
+
+fn read_u64(tx: &WriteTransaction, key: &str) -> Result<u64, StoreError> {
+    let table = tx.open_table(SM_META)?;
+    let value = table.get(key)?;
+    Ok(value.map(|v| decode(key, v.value())).transpose()?.unwrap_or(0))
+}
+
+/// Keeps the change history bounded; watches from before the cut get 410 Gone.
+fn prune_changes(tx: &WriteTransaction, revision: u64) -> Result<(), StoreError> {
+    if revision <= CHANGE_HISTORY {
+        return Ok(());
+    }
+    let cut = revision - CHANGE_HISTORY;
+    let mut changes = tx.open_table(CHANGES)?;
+    let oldest = changes.first()?.map(|(k, _)| k.value());
+    if matches!(oldest, Some(o) if o < cut) {
+        changes.retain_in(..cut, |_, _| false)?;
+        drop(changes);
+        tx.open_table(SM_META)?.insert("compacted_below", encode(&cut).as_slice())?;
+    }
+    Ok(())
+}
+
+enum Reject {
+    Rejected(Rejection),
+    Store(StoreError),
+}
+
+impl<E: Into<StoreError>> From<E> for Reject {
+    fn from(e: E) -> Self {
+        Reject::Store(e.into())
+    }
+}
+
+fn rejected<T>(r: Rejection) -> Result<T, Reject> {
+    Err(Reject::Rejected(r))
+}
+
+/// Pending writes of one command, applied to the tables only if the whole command succeeds.
+struct Overlay<'a> {
+    tx: &'a WriteTransaction,
+    revision: u64,
+    writes: BTreeMap<String, Option<Vec<u8>>>,
+    changes: Vec<Change>,
+}
+
+impl<'a> Overlay<'a> {
+    fn new(tx: &'a WriteTransaction, revision: u64) -> Self {
+        Overlay { tx, revision, writes: BTreeMap::new(), changes: Vec::new() }
+    }
+
+    fn get(&self, key: &ObjectKey) -> Result<Option<Value>, Reject> {
+        let skey = key.storage_key();
+        let bytes = match self.writes.get(&skey) {
+            Some(pending) => pending.clone(),
+            None => self.tx.open_table(OBJECTS)?.get(skey.as_str())?.map(|v| v.value().to_vec()),
+        };
+        Ok(bytes.map(|b| serde_json::from_slice(&b).expect("stored objects are valid JSON")))
+    }
+
+    /// Keys stored under a prefix, including pending writes.
+    fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, Reject> {
+        let mut keys: Vec<String> = Vec::new();
+        for item in self.tx.open_table(OBJECTS)?.range(prefix..)? {
+            let (k, _) = item?;
+            let k = k.value();
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if !matches!(self.writes.get(k), Some(None)) {
+                keys.push(k.to_string());
+            }
+        }
+        for (k, v) in self.writes.range(prefix.to_string()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if v.is_some() && !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+        Ok(keys)
+    }
+
+    fn record(&mut self, key: &ObjectKey, change: ChangeType, object: Value) -> Applied {
+        self.revision += 1;
+        let mut object = object;
+        set_meta(&mut object, "resourceVersion", Value::String(self.revision.to_string()));
+        let bytes = serde_json::to_vec(&object).expect("JSON values serialize");
+        let stored = (change != ChangeType::Deleted).then(|| bytes.clone());
+        self.writes.insert(key.storage_key(), stored);
+        self.changes.push(Change { revision: self.revision, change, key: key.clone(), object: bytes.clone() });
+        Applied { key: key.clone(), object: bytes, revision: self.revision, change }
+    }
+
+    fn run(&mut self, cmd: &Command) -> Result<Vec<Applied>, Reject> {
+        match cmd {
+            Command::Batch(cmds) => {
+                let mut all = Vec::new();
+                for c in cmds {
+                    all.extend(self.run(c)?);
+                }
+                Ok(all)
+            }
+            Command::Barrier => Ok(Vec::new()),
+            Command::Put { key, object, mode, expected_version, uid, now } => {
+                let object: Value = serde_json::from_slice(object).map_err(|e| {
+                    Reject::Rejected(Rejection::Invalid { field: String::new(), message: e.to_string() })
+                })?;
+                Ok(vec![self.put(key, object, *mode, *expected_version, uid, now)?])
+            }
+            Command::Delete { key, expected_version } => self.delete(key, *expected_version),
+            Command::Scale { key, replicas, expected_version } => {
+                let Some(mut object) = self.get(key)? else {
+                    return rejected(Rejection::NotFound { key: key.to_string() });
+                };
+                check_version(key, &object, *expected_version)?;
+                if !key.kind.has_replicas() {
+                    return rejected(Rejection::Invalid {
+                        field: "spec.replicas".into(),
+                        message: format!("{} has no replicas to scale", key.kind),
+                    });
+                }
+                if *replicas < 0 {
+                    return rejected(Rejection::Invalid {
+                        field: "spec.replicas".into(),
+                        message: format!("must be >= 0, got {replicas}"),
+                    });
+                }
+                let old = object.pointer("/spec/replicas").and_then(Value::as_i64);
+                if old == Some(*replicas) {
+                    return Ok(vec![unchanged(key, &object)]);
+                }
+                object["spec"]["replicas"] = Value::from(*replicas);
+                bump_generation(&mut object);
+                Ok(vec![self.record(key, ChangeType::Modified, object)])
+            }
+            Command::SetStatus { key, status } => {
+                let Some(mut object) = self.get(key)? else {
+                    return rejected(Rejection::NotFound { key: key.to_string() });
+                };
+                let status: Value = serde_json::from_slice(status).map_err(|e| {
+                    Reject::Rejected(Rejection::Invalid { field: "status".into(), message: e.to_string() })
+                })?;
+                if object.get("status") == Some(&status) {
+                    return Ok(vec![unchanged(key, &object)]);
+                }
+                object["status"] = status;
+                Ok(vec![self.record(key, ChangeType::Modified, object)])
+            }
+        }
+    }
+
+    fn put(
+        &mut self,
+        key: &ObjectKey,
+        mut object: Value,
+        mode: PutMode,
+        expected: Option<u64>,
+        uid: &str,
+        now: &str,
+    ) -> Result<Applied, Reject> {
+        if key.kind.namespaced() && key.namespace != DEFAULT_NAMESPACE {
+            let ns = ObjectKey::new(Kind::Namespace, "", key.namespace.clone());
+            if self.get(&ns)?.is_none() {
+                return rejected(Rejection::Invalid {
+                    field: "metadata.namespace".into(),
+                    message: format!("namespace \"{}\" does not exist; create it first", key.namespace),
+                });
+            }
+        }
+        let existing = self.get(key)?;
+        if let Some(obj) = object.as_object_mut() {
+            obj.remove("status");
+        }
+        match (&existing, mode) {
+            (Some(_), PutMode::Create) => return rejected(Rejection::AlreadyExists { key: key.to_string() }),
+            (None, PutMode::Update) => return rejected(Rejection::NotFound { key: key.to_string() }),
+            (None, _) if expected.is_some() => return rejected(Rejection::NotFound { key: key.to_string() }),
+            _ => {}
+        }
+        let Some(old) = existing else {
+            set_meta(&mut object, "uid", Value::String(uid.to_string()));
+            set_meta(&mut object, "creationTimestamp", Value::String(now.to_string()));
+            set_meta(&mut object, "generation", Value::from(1u64));
+            return Ok(self.record(key, ChangeType::Added, object));
+        };
+        check_version(key, &old, expected)?;
+        for field in ["uid", "creationTimestamp", "generation", "resourceVersion"] {
+            if let Some(v) = old["metadata"].get(field) {
+                set_meta(&mut object, field, v.clone());
+            }
+        }
+        if let Some(status) = old.get("status") {
+            object["status"] = status.clone();
+        }
+        if object == old {
+            return Ok(unchanged(key, &old));
+        }
+        if object.get("spec") != old.get("spec") {
+            bump_generation(&mut object);
+        }
+        Ok(self.record(key, ChangeType::Modified, object))
+    }
+
+    fn delete(&mut self, key: &ObjectKey, expected: Option<u64>) -> Result<Vec<Applied>, Reject> {
+        let Some(object) = self.get(key)? else {
+            return rejected(Rejection::NotFound { key: key.to_string() });
+        };
+        check_version(key, &object, expected)?;
+        let mut applied = Vec::new();
+        if key.kind == Kind::Namespace {
+            if key.name == DEFAULT_NAMESPACE {
+                return rejected(Rejection::Invalid {
+                    field: "metadata.name".into(),
+                    message: "the default namespace cannot be deleted".into(),
+                });
+            }
+            // Cascade: a namespace takes its objects with it, in the same commit.
+            for kind in Kind::ALL.iter().filter(|k| k.namespaced()) {
+                for skey in self.keys_with_prefix(&ObjectKey::kind_prefix(*kind, Some(&key.name)))? {
+                    let name = skey.rsplit('/').next().unwrap_or_default().to_string();
+                    let child = ObjectKey::new(*kind, key.name.clone(), name);
+                    if let Some(obj) = self.get(&child)? {
+                        applied.push(self.record(&child, ChangeType::Deleted, obj));
+                    }
+                }
+            }
+        }
+        applied.push(self.record(key, ChangeType::Deleted, object));
+        Ok(applied)
+    }
+
+    fn flush(self, tx: &WriteTransaction) -> Result<Vec<Change>, StoreError> {
+        let mut objects = tx.open_table(OBJECTS)?;
+        for (k, v) in &self.writes {
+            match v {
+                Some(bytes) => objects.insert(k.as_str(), bytes.as_slice())?,
+                None => objects.remove(k.as_str())?,
+            };
+        }
+        let mut changes = tx.open_table(CHANGES)?;
+        for c in &self.changes {
+            changes.insert(c.revision, encode(c).as_slice())?;
+        }
+        Ok(self.changes)
+    }
+}
+
+fn set_meta(object: &mut Value, field: &str, value: Value) {
+    if !object["metadata"].is_object() {
+        object["metadata"] = Value::Object(Default::default());
+    }
+    object["metadata"][field] = value;
+}
+
+fn bump_generation(object: &mut Value) {
+    let gen = object["metadata"]["generation"].as_u64().unwrap_or(0);
+    set_meta(object, "generation", Value::from(gen + 1));
+}
+
+pub(crate) fn resource_version(object: &Value) -> u64 {
+    object["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn check_version(key: &ObjectKey, object: &Value, expected: Option<u64>) -> Result<(), Reject> {
+    match expected {
+        Some(expected) if expected != resource_version(object) => rejected(Rejection::Conflict {
+            key: key.to_string(),
+            expected,
+            actual: resource_version(object),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn unchanged(key: &ObjectKey, object: &Value) -> Applied {
+    Applied {
+        key: key.clone(),
+        object: serde_json::to_vec(object).expect("JSON values serialize"),
+        revision: resource_version(object),
+        change: ChangeType::Unchanged,
+    }
+}
+
+pub struct SnapshotBuilder {
+    store: Store,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        StateMachine::new(self.store.clone()).build().map_err(|e| snap_err(ErrorVerb::Write, e))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let read = || -> Result<(Option<LogId>, StoredMembership), StoreError> {
+            let tx = self.store.db.begin_read()?;
+            let table = tx.open_table(SM_META)?;
+            let last = table.get("last_applied")?.map(|v| decode("last_applied", v.value())).transpose()?;
+            let membership =
+                table.get("membership")?.map(|v| decode("membership", v.value())).transpose()?.unwrap_or_default();
+            Ok((last.flatten(), membership))
+        };
+        read().map_err(|e| sm_err(ErrorVerb::Read, e))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let (results, published) =
+            self.apply_entries(entries.into_iter().collect()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        for change in published {
+            // No receivers is normal (no watch open).
+            let _ = self.changes.send(change);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { store: self.store.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, RaftNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        self.install(meta, snapshot.get_ref()).map_err(|e| snap_err(ErrorVerb::Write, e))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        self.current().map_err(|e| snap_err(ErrorVerb::Read, e))
+    }
+}
