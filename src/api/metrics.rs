@@ -40,6 +40,8 @@ pub struct ApiMetrics {
     raft_commit_index: Gauge,
     raft_last_applied: Gauge,
     raft_last_log_index: Gauge,
+    raft_snapshot_index: Gauge,
+    raft_purged_index: Gauge,
     raft_is_leader: Gauge,
     raft_leader_id: Gauge<u64, AtomicU64>,
     raft_voters: Gauge,
@@ -72,6 +74,8 @@ impl ApiMetrics {
             raft_commit_index: Gauge::default(),
             raft_last_applied: Gauge::default(),
             raft_last_log_index: Gauge::default(),
+            raft_snapshot_index: Gauge::default(),
+            raft_purged_index: Gauge::default(),
             raft_is_leader: Gauge::default(),
             raft_leader_id: Gauge::default(),
             raft_voters: Gauge::default(),
@@ -82,6 +86,8 @@ impl ApiMetrics {
             r.register("raft_commit_index", "Highest committed log index", m.raft_commit_index.clone());
             r.register("raft_last_applied", "Last log index applied to the state machine", m.raft_last_applied.clone());
             r.register("raft_last_log_index", "Last log index in this node's log", m.raft_last_log_index.clone());
+            r.register("raft_snapshot_index", "Last log index in the current snapshot", m.raft_snapshot_index.clone());
+            r.register("raft_purged_index", "Last log index removed by compaction", m.raft_purged_index.clone());
             r.register("raft_is_leader", "1 if this node is the Raft leader", m.raft_is_leader.clone());
             r.register("raft_leader_id", "Node id of the current leader (0 if none)", m.raft_leader_id.clone());
             r.register("raft_voters", "Voters in the current Raft membership", m.raft_voters.clone());
@@ -108,6 +114,8 @@ impl ApiMetrics {
         let committed = m.last_applied.map(|l| l.index).unwrap_or(0);
         self.raft_commit_index.set(committed as i64);
         self.raft_last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
+        self.raft_snapshot_index.set(m.snapshot.map(|l| l.index as i64).unwrap_or(0));
+        self.raft_purged_index.set(m.purged.map(|l| l.index as i64).unwrap_or(0));
         self.raft_is_leader.set((m.state == ServerState::Leader) as i64);
         self.raft_leader_id.set(m.current_leader.unwrap_or(0));
         self.raft_voters.set(m.membership_config.membership().voter_ids().count() as i64);

@@ -1,0 +1,73 @@
+//! API benchmark on one real node: apply throughput and latency (p50/p99), sequential and
+//! with concurrent clients, and the node's idle RSS.
+//!
+//! Run: `cargo bench --bench api` (release build of the node). Env: `BENCH_WRITES`
+//! (default 2000), `BENCH_CLIENTS` (default 8).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{fixture, TestNode};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+fn run(node: &TestNode, clients: usize, writes: usize, tag: &str) {
+    let template = fixture("deployment.yaml");
+    let start = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let api = node.api();
+            let template = template.clone();
+            std::thread::spawn(move || {
+                let mut lat = Vec::with_capacity(writes / clients);
+                for i in 0..writes / clients {
+                    let body = template.replace("web-frontend", &format!("{tag}-{c}-{i}"));
+                    let t = Instant::now();
+                    let (status, resp) = api.apply(&body);
+                    lat.push(t.elapsed());
+                    assert_eq!(status, 200, "{resp}");
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let elapsed = start.elapsed();
+    lat.sort();
+    println!(
+        "apply, {clients:>2} client(s): {:>6.0} writes/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} writes)",
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&lat, 0.50).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        lat.len()
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let writes: usize = std::env::var("BENCH_WRITES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let clients: usize = std::env::var("BENCH_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let node = TestNode::start("bench");
+    std::thread::sleep(Duration::from_secs(2));
+    println!("idle RSS (fresh node): {:.1} MiB", rss_kib(node.pid()) as f64 / 1024.0);
+    run(&node, 1, writes / 4, "seq");
+    run(&node, clients, writes, "par");
+    std::thread::sleep(Duration::from_secs(2));
+    println!("RSS after {} objects: {:.1} MiB", writes + writes / 4, rss_kib(node.pid()) as f64 / 1024.0);
+}

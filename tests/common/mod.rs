@@ -1,0 +1,264 @@
+//! Test harness: real `omnicloud node` processes on loopback with free ports and temp data
+//! dirs, killed with SIGKILL or stopped with SIGTERM, and a small HTTP client for the API.
+//! Shared by every integration test file (`mod common;`).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_omnicloud");
+
+pub struct TestNode {
+    pub name: String,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    child: Option<Child>,
+    pub api: String,
+    pub token: String,
+    extra: Vec<String>,
+}
+
+impl TestNode {
+    /// Starts a fresh single-node cluster.
+    pub fn start(name: &str) -> TestNode {
+        Self::start_with(name, &[])
+    }
+
+    /// Starts a fresh node with extra `omnicloud node` arguments.
+    pub fn start_with(name: &str, extra: &[&str]) -> TestNode {
+        let tmp = tempfile::Builder::new().prefix(&format!("omni-{name}-")).tempdir().unwrap();
+        let mut node = TestNode {
+            name: name.to_string(),
+            dir: tmp.path().to_path_buf(),
+            _tmp: Some(tmp),
+            child: None,
+            api: String::new(),
+            token: String::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        node.launch();
+        node
+    }
+
+    fn launch(&mut self) {
+        let endpoints = self.dir.join("endpoints.json");
+        let _ = std::fs::remove_file(&endpoints);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["node", "--name", &self.name, "--bind", "127.0.0.1", "--advertise", "127.0.0.1"])
+            .args(["--api-port", "0", "--rpc-port", "0", "--gossip-port", "0"])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawning omnicloud node");
+        let pid = child.id();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&endpoints) {
+                if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                    if v["pid"].as_u64() == Some(pid as u64) {
+                        self.api = v["apiUrl"].as_str().unwrap().to_string();
+                        break;
+                    }
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("node {} exited early ({status}); log:\n{}", self.name, self.log());
+            }
+            assert!(Instant::now() < deadline, "node {} did not start; log:\n{}", self.name, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.token = std::fs::read_to_string(self.dir.join("admin.token")).unwrap().trim().to_string();
+        self.wait_ready();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// Waits until `/readyz` answers 200 (a leader is known and state applied).
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = ureq::get(&format!("{}/readyz", self.api)).call() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("node {} never became ready; log:\n{}", self.name, self.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node is running").id()
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("node is running");
+        Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
+        c.wait().unwrap()
+    }
+
+    /// Starts the same node again on the same data dir (ports are new).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the node first");
+        self.launch();
+    }
+
+    pub fn api(&self) -> Api {
+        Api { base: self.api.clone(), token: Some(self.token.clone()) }
+    }
+
+    /// Runs the CLI against this node and returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        self.cli_with_stdin(args, None)
+    }
+
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("OMNICLOUD_SERVER", &self.api)
+            .env("OMNICLOUD_TOKEN", &self.token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- log of node {} ----\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// A tiny API client returning (status, JSON body) without treating 4xx as failures.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub token: Option<String>,
+}
+
+impl Api {
+    fn req(&self, method: &str, path: &str) -> ureq::Request {
+        let mut r = ureq::request(method, &format!("{}{}", self.base, path)).timeout(Duration::from_secs(30));
+        if let Some(t) = &self.token {
+            r = r.set("Authorization", &format!("Bearer {t}"));
+        }
+        r
+    }
+
+    fn finish(res: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+        match res {
+            Ok(r) => {
+                let status = r.status();
+                (status, r.into_json().unwrap_or(Value::Null))
+            }
+            Err(ureq::Error::Status(s, r)) => (s, r.into_json().unwrap_or(Value::Null)),
+            Err(e) => panic!("transport error: {e}"),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        Self::finish(self.req("GET", path).call())
+    }
+
+    pub fn send(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        Self::finish(self.req(method, path).set("Content-Type", "application/yaml").send_string(body))
+    }
+
+    pub fn try_send(&self, method: &str, path: &str, body: &str) -> Result<(u16, Value), String> {
+        match self.req(method, path).send_string(body) {
+            Ok(r) => {
+                let s = r.status();
+                Ok((s, r.into_json().unwrap_or(Value::Null)))
+            }
+            Err(ureq::Error::Status(s, r)) => Ok((s, r.into_json().unwrap_or(Value::Null))),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    pub fn apply(&self, yaml: &str) -> (u16, Value) {
+        self.send("POST", "/v1/apply", yaml)
+    }
+
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        Self::finish(self.req("DELETE", path).call())
+    }
+
+    pub fn raw_get(&self, path: &str) -> (u16, String) {
+        match self.req("GET", path).call() {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("transport error: {e}"),
+        }
+    }
+
+    /// A metric's value from `/metrics` (first sample whose name and labels start so).
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        let (_, text) = self.raw_get("/metrics");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+pub fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The YAML document converted to JSON, for comparisons with what the API returns.
+pub fn yaml_to_json(yaml: &str) -> Value {
+    serde_norway::from_str(yaml).unwrap()
+}
+
+/// Polls `f` until it returns Some or the timeout passes.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
