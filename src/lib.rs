@@ -9,14 +9,16 @@
 //! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags                      |
 //! | `api`          | actix-web REST API, watch streams, health, `/metrics`                 |
 //! | `orchestrator` | Raft node (openraft) and, on the leader, the control loops            |
+//! | `cluster`      | node-to-node transport (HMAC-authenticated RPC); gossip to come      |
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
 //! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
 //!
-//! Planned by the open issues: `cluster` (gossip), `agent` + `container` (containers),
+//! Planned by the open issues: gossip in `cluster`, `agent` + `container` (containers),
 //! `director` + `vmm` (microVMs).
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod model;
 pub mod node;

@@ -12,14 +12,17 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use actix_web::web::Data;
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::api::{self, ApiMetrics, ApiState};
+use crate::cluster::transport::{self, TransportStats};
 use crate::config::NodeConfig;
 use crate::model::Kind;
-use crate::orchestrator::ControlPlane;
+use crate::orchestrator::{rpc, ControlPlane};
 use crate::store::{Command, NodeId, ObjectKey, PutMode, RaftNode, Store};
 
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -47,6 +50,8 @@ pub enum NodeError {
     Control(#[from] crate::orchestrator::ControlError),
     #[error("api server")]
     Api(#[source] std::io::Error),
+    #[error("--join needs the cluster's join token: pass --token or --token-file")]
+    MissingToken,
 }
 
 pub struct Node {
@@ -54,6 +59,9 @@ pub struct Node {
     control: ControlPlane,
     api_listener: TcpListener,
     api_addr: SocketAddr,
+    rpc_listener: TcpListener,
+    rpc_key: [u8; 32],
+    rpc_stats: Arc<TransportStats>,
     admin_token: String,
     stop_tx: watch::Sender<bool>,
 }
@@ -78,29 +86,38 @@ impl Node {
         let node_id = node_identity(&store, &config.name)?;
         let admin_token = ensure_token_file(&dir.join(ADMIN_TOKEN_FILE), None)
             .map_err(|source| NodeError::DataDir { path: dir.display().to_string(), source })?;
-        if config.join.is_empty() {
-            let join_token = ensure_token_file(&dir.join(JOIN_TOKEN_FILE), config.token.as_deref())
-                .map_err(|source| NodeError::DataDir { path: dir.display().to_string(), source })?;
-            tracing::debug!(len = join_token.len(), "join token ready");
-        }
+        let join_token = if config.join.is_empty() {
+            ensure_token_file(&dir.join(JOIN_TOKEN_FILE), config.token.as_deref())
+                .map_err(|source| NodeError::DataDir { path: dir.display().to_string(), source })?
+        } else {
+            config.token.clone().ok_or(NodeError::MissingToken)?
+        };
+        let rpc_key = transport::derive_key(&join_token, "rpc");
 
         let api_addr = SocketAddr::new(config.bind, config.api_port);
         let api_listener =
             TcpListener::bind(api_addr).map_err(|source| NodeError::Bind { what: "api", addr: api_addr, source })?;
         let api_addr = api_listener.local_addr().map_err(NodeError::Api)?;
         let advertised_api = SocketAddr::new(config.advertise, api_addr.port());
+        let rpc_addr = SocketAddr::new(config.bind, config.rpc_port);
+        let rpc_listener =
+            TcpListener::bind(rpc_addr).map_err(|source| NodeError::Bind { what: "rpc", addr: rpc_addr, source })?;
+        let rpc_addr = rpc_listener.local_addr().map_err(NodeError::Api)?;
 
         let me = RaftNode {
             name: config.name.clone(),
-            rpc_addr: SocketAddr::new(config.advertise, config.rpc_port).to_string(),
+            rpc_addr: SocketAddr::new(config.advertise, rpc_addr.port()).to_string(),
             api_addr: advertised_api.to_string(),
         };
-        let control = ControlPlane::start(store, node_id, me, &config.raft, config.join.is_empty()).await?;
-        write_endpoints(dir, &config, api_addr, node_id)
+        let rpc_stats = Arc::new(TransportStats::default());
+        let rpc_client = Arc::new(transport::Client::new(rpc_key, rpc_stats.clone()));
+        let control =
+            ControlPlane::start(store, node_id, me, &config.raft, config.join.is_empty(), rpc_client).await?;
+        write_endpoints(dir, &config, api_addr, rpc_addr, node_id)
             .map_err(|source| NodeError::DataDir { path: dir.display().to_string(), source })?;
 
         let (stop_tx, _) = watch::channel(false);
-        Ok(Node { config, control, api_listener, api_addr, admin_token, stop_tx })
+        Ok(Node { config, control, api_listener, api_addr, rpc_listener, rpc_key, rpc_stats, admin_token, stop_tx })
     }
 
     pub fn api_addr(&self) -> SocketAddr {
@@ -112,7 +129,12 @@ impl Node {
     }
 
     pub async fn run_until_stopped(self) -> Result<(), NodeError> {
-        let Node { config, control, api_listener, api_addr, admin_token, stop_tx } = self;
+        let Node { config, control, api_listener, api_addr, rpc_listener, rpc_key, rpc_stats, admin_token, stop_tx } =
+            self;
+        rpc_listener.set_nonblocking(true).map_err(NodeError::Api)?;
+        let rpc_listener = tokio::net::TcpListener::from_std(rpc_listener).map_err(NodeError::Api)?;
+        let rpc_control = control.clone();
+        transport::serve(rpc_listener, rpc_key, rpc_stats, move |body| rpc::handle(rpc_control.clone(), body));
         let state = Data::new(ApiState {
             control: control.clone(),
             admin_token,
@@ -218,11 +240,18 @@ fn ensure_token_file(path: &Path, given: Option<&str>) -> std::io::Result<String
     Ok(token)
 }
 
-fn write_endpoints(dir: &Path, config: &NodeConfig, api: SocketAddr, node_id: NodeId) -> std::io::Result<()> {
+fn write_endpoints(
+    dir: &Path,
+    config: &NodeConfig,
+    api: SocketAddr,
+    rpc: SocketAddr,
+    node_id: NodeId,
+) -> std::io::Result<()> {
     let body = json!({
         "name": config.name,
         "nodeId": node_id.to_string(),
         "api": api.to_string(),
+        "rpc": rpc.to_string(),
         "apiUrl": format!("http://{}", SocketAddr::new(if api.ip().is_unspecified() { [127, 0, 0, 1].into() } else { api.ip() }, api.port())),
         "pid": std::process::id(),
     });

@@ -6,6 +6,7 @@
 //! May call: `model`, `store`.
 
 pub mod network;
+pub mod rpc;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +16,11 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Config as RaftConfig, ServerState, SnapshotPolicy};
 use tokio::sync::broadcast;
 
+use crate::cluster::transport::Client;
 use crate::store::{Change, Command, CommandResult, NodeId, Raft, RaftNode, StateMachine, Store, StoreReader};
+
+/// How long a follower waits for the leader to answer a forwarded request.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -31,6 +36,8 @@ pub enum ControlError {
     Fatal(String),
     #[error("no leader elected yet; retry shortly")]
     NoLeader,
+    #[error("forwarding to the leader {leader} failed: {message}")]
+    Forward { leader: String, message: String },
 }
 
 fn leader_hint(leader: &Option<RaftNode>) -> String {
@@ -71,6 +78,7 @@ pub struct ControlPlane {
     reader: StoreReader,
     changes: broadcast::Sender<Arc<Change>>,
     store: Store,
+    rpc: Arc<Client>,
 }
 
 impl ControlPlane {
@@ -82,6 +90,7 @@ impl ControlPlane {
         me: RaftNode,
         settings: &RaftSettings,
         bootstrap: bool,
+        rpc: Arc<Client>,
     ) -> Result<ControlPlane, ControlError> {
         let config = RaftConfig {
             cluster_name: "omnicloud".into(),
@@ -99,14 +108,14 @@ impl ControlPlane {
         let fresh = !log_store.is_initialized().map_err(|e| ControlError::Initialize(e.to_string()))?;
         let state_machine = StateMachine::new(store.clone());
         let changes = state_machine.change_feed();
-        let raft = Raft::new(node_id, Arc::new(config), network::Network, log_store, state_machine)
+        let raft = Raft::new(node_id, Arc::new(config), network::Network::new(rpc.clone()), log_store, state_machine)
             .await
             .map_err(ControlError::Start)?;
         if bootstrap && fresh {
             let members = BTreeMap::from([(node_id, me)]);
             raft.initialize(members).await.map_err(|e| ControlError::Initialize(e.to_string()))?;
         }
-        Ok(ControlPlane { node_id, raft, reader: store.reader(), changes, store })
+        Ok(ControlPlane { node_id, raft, reader: store.reader(), changes, store, rpc })
     }
 
     pub fn reader(&self) -> &StoreReader {
@@ -121,8 +130,22 @@ impl ControlPlane {
         self.changes.subscribe()
     }
 
-    /// Proposes a command and waits until it is committed and applied.
+    /// Proposes a command and waits until it is committed and applied; a follower forwards
+    /// it to the leader.
     pub async fn write(&self, command: Command) -> Result<CommandResult, ControlError> {
+        match self.write_local(command.clone()).await {
+            Err(ControlError::NotLeader(Some(leader))) => {
+                match self.forward(&leader, &rpc::Request::Write(command)).await? {
+                    rpc::Response::Write(r) => r.map_err(|e| refusal(e, &leader)),
+                    other => Err(unexpected(&leader, other)),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Proposes on this node only; fails with `NotLeader` on a follower.
+    pub async fn write_local(&self, command: Command) -> Result<CommandResult, ControlError> {
         match self.raft.client_write(command).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(match f.leader_node {
@@ -134,14 +157,39 @@ impl ControlPlane {
     }
 
     /// Waits until this node's state machine reflects everything committed before the call
-    /// (a linearizable read point).
+    /// (a linearizable read point), asking the leader for the point when this is a follower.
     pub async fn read_barrier(&self) -> Result<(), ControlError> {
-        self.raft.ensure_linearizable().await.map(|_| ()).map_err(|e| match e {
-            RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
-                ControlError::NotLeader(f.leader_node)
+        let index = match self.local_read_barrier().await {
+            Err(ControlError::NotLeader(Some(leader))) => match self.forward(&leader, &rpc::Request::ReadBarrier).await? {
+                rpc::Response::ReadBarrier(r) => r.map_err(|e| refusal(e, &leader))?,
+                other => return Err(unexpected(&leader, other)),
+            },
+            other => other?,
+        };
+        let mut rx = self.raft.metrics();
+        let applied = |m: &openraft::RaftMetrics<NodeId, RaftNode>| m.last_applied.map(|l| l.index).unwrap_or(0) >= index;
+        tokio::time::timeout(FORWARD_TIMEOUT, rx.wait_for(applied))
+            .await
+            .map_err(|_| ControlError::Fatal("timed out catching up with the leader".into()))?
+            .map_err(|e| ControlError::Fatal(e.to_string()))?;
+        Ok(())
+    }
+
+    /// On the leader: confirms leadership and returns the log index a read must observe.
+    pub async fn local_read_barrier(&self) -> Result<u64, ControlError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(id) => Ok(id.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ControlError::NotLeader(f.leader_node))
             }
-            other => ControlError::Fatal(other.to_string()),
-        })
+            Err(other) => Err(ControlError::Fatal(other.to_string())),
+        }
+    }
+
+    async fn forward(&self, leader: &RaftNode, request: &rpc::Request) -> Result<rpc::Response, ControlError> {
+        rpc::call(&self.rpc, &leader.rpc_addr, request, FORWARD_TIMEOUT)
+            .await
+            .map_err(|e| ControlError::Forward { leader: leader.to_string(), message: e.to_string() })
     }
 
     /// Waits until a leader is known (at most `timeout`).
@@ -167,4 +215,16 @@ impl ControlPlane {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
+}
+
+fn refusal(e: rpc::RemoteRefusal, leader: &RaftNode) -> ControlError {
+    match e {
+        // Leadership moved while the request was in flight: the caller may retry.
+        rpc::RemoteRefusal::NotLeader(_) => ControlError::NoLeader,
+        rpc::RemoteRefusal::Failed(message) => ControlError::Forward { leader: leader.to_string(), message },
+    }
+}
+
+fn unexpected(leader: &RaftNode, resp: rpc::Response) -> ControlError {
+    ControlError::Forward { leader: leader.to_string(), message: format!("unexpected response {resp:?}") }
 }

@@ -1,67 +1,97 @@
-//! Raft transport between orchestrators.
-//!
-//! A single-node cluster never sends a Raft RPC. The multi-node transport (internal RPC on
-//! `--rpc-port`, authenticated with the join token) belongs to the cluster layer; until it
-//! is wired in, every peer is reported unreachable, which openraft treats as a network
-//! failure and retries — it never corrupts state.
+//! openraft's network: each Raft RPC becomes one request on the internal RPC transport.
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
 
+use super::rpc::{self, Request, Response};
+use crate::cluster::transport::{Client, TransportError};
 use crate::store::{NodeId, RaftNode, TypeConfig};
 
-#[derive(Debug, thiserror::Error)]
-#[error("no Raft transport to {0}: multi-node Raft is not wired in this build")]
-pub struct NoTransport(String);
+#[derive(Clone)]
+pub struct Network {
+    client: Arc<Client>,
+}
 
-#[derive(Clone, Default)]
-pub struct Network;
+impl Network {
+    pub fn new(client: Arc<Client>) -> Self {
+        Network { client }
+    }
+}
 
 pub struct Peer {
-    target: RaftNode,
+    client: Arc<Client>,
+    id: NodeId,
+    node: RaftNode,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
-    async fn new_client(&mut self, _target: NodeId, node: &RaftNode) -> Peer {
-        Peer { target: node.clone() }
+    async fn new_client(&mut self, target: NodeId, node: &RaftNode) -> Peer {
+        Peer { client: self.client.clone(), id: target, node: node.clone() }
     }
 }
 
+type RpcResult<T, E> = Result<T, RPCError<NodeId, RaftNode, E>>;
+
 impl Peer {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<NodeId, RaftNode, E> {
-        RPCError::Network(NetworkError::new(&NoTransport(self.target.to_string())))
+    async fn send<E: std::error::Error>(&self, req: Request, option: &RPCOption) -> RpcResult<Response, E> {
+        // Leave openraft room to act on the timeout itself.
+        let timeout = option.hard_ttl().max(Duration::from_millis(50));
+        rpc::call(&self.client, &self.node.rpc_addr, &req, timeout).await.map_err(|e| match e {
+            TransportError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            other => RPCError::Network(NetworkError::new(&other)),
+        })
+    }
+
+    fn remote<E: std::error::Error>(&self, e: E) -> RPCError<NodeId, RaftNode, E> {
+        RPCError::RemoteError(RemoteError::new_with_node(self.id, self.node.clone(), e))
+    }
+
+    fn unexpected<E: std::error::Error>(&self, what: &str, resp: Response) -> RPCError<NodeId, RaftNode, E> {
+        let msg = format!("{what}: unexpected response {resp:?}");
+        RPCError::Network(NetworkError::new(&std::io::Error::new(std::io::ErrorKind::InvalidData, msg)))
     }
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, RaftNode, RaftError<NodeId>>> {
-        Err(self.unreachable())
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        match self.send(Request::AppendEntries(rpc), &option).await? {
+            Response::AppendEntries(r) => r.map_err(|e| self.remote(e)),
+            other => Err(self.unexpected("append_entries", other)),
+        }
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, RaftNode, RaftError<NodeId, InstallSnapshotError>>>
-    {
-        Err(self.unreachable())
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        match self.send(Request::InstallSnapshot(rpc), &option).await? {
+            Response::InstallSnapshot(r) => r.map_err(|e| self.remote(e)),
+            other => Err(self.unexpected("install_snapshot", other)),
+        }
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, RaftNode, RaftError<NodeId>>> {
-        Err(self.unreachable())
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
+        match self.send(Request::Vote(rpc), &option).await? {
+            Response::Vote(r) => r.map_err(|e| self.remote(e)),
+            other => Err(self.unexpected("vote", other)),
+        }
     }
 }
