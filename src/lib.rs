@@ -9,6 +9,7 @@
 //! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags                      |
 //! | `api`          | actix-web REST API, watch streams, health, `/metrics`                 |
 //! | `orchestrator` | Raft node (openraft) and, on the leader, the control loops            |
+//! | `agent`        | container workloads; today the demo workloads (`omnicloud workload`)  |
 //! | `cluster`      | node-to-node transport (HMAC-authenticated RPC); gossip to come      |
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
 //! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
@@ -16,6 +17,7 @@
 //! Planned by the open issues: gossip in `cluster`, `agent` + `container` (containers),
 //! `director` + `vmm` (microVMs).
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod cluster;

@@ -104,12 +104,24 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Demo workloads for examples and tests (what the toolbox image runs).
+    #[command(subcommand)]
+    Workload(WorkloadCommand),
     /// Client and server versions.
     Version {
         #[command(flatten)]
         conn: Conn,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkloadCommand {
+    /// HTTP server: /health, /, /burn?ms=N (burns CPU), /metrics.
+    Http {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
     },
 }
 
@@ -152,6 +164,9 @@ pub fn run(command: Command) -> ExitCode {
 fn dispatch(command: Command) -> Result<(), ClientError> {
     match command {
         Command::Node(_) => unreachable!("main runs the node"),
+        Command::Workload(WorkloadCommand::Http { port }) => {
+            crate::agent::workload::serve_http(port).map_err(|e| ClientError::Other(format!("workload http: {e}")))
+        }
         Command::Apply { conn, files, namespace, output } => apply(&conn.client(), &files, namespace, output),
         Command::Get { conn, kind, name, namespace, all_namespaces, selector, output, watch } => {
             let (kind, name) = split_target(&kind, name)?;

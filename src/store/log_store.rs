@@ -119,8 +119,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta("vote").map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
     }
 
+    /// Not fsynced: a lost `committed` only means re-learning it from the leader, and the
+    /// next durable log write persists it anyway.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta("committed", &committed).map_err(write_logs_err)
+        let write = || -> Result<(), StoreError> {
+            let mut tx = self.store.db.begin_write()?;
+            tx.set_durability(Durability::None);
+            tx.open_table(LOG_META)?.insert("committed", encode(&committed).as_slice())?;
+            tx.commit()?;
+            Ok(())
+        };
+        write().map_err(write_logs_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
