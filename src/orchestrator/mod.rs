@@ -7,6 +7,7 @@
 
 pub mod network;
 pub mod rpc;
+pub mod voters;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

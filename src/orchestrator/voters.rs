@@ -1,0 +1,194 @@
+//! Which nodes vote in Raft: a pure planning function the leader runs on every membership
+//! change and tick. Rules (DESIGN "Roles"):
+//!
+//! - every alive orchestrator-eligible node that is not yet a member becomes a learner;
+//! - the voter set grows to the largest odd number <= min(`orchestrators`, alive eligible
+//!   nodes), promoting caught-up learners by rank (earliest started, then node id);
+//! - a voter that gossip has held down longer than `replace_after` is removed;
+//! - alive voters are never demoted because others died (that would lower fault tolerance
+//!   for nothing); the set only shrinks below its size when it exceeds `orchestrators`.
+//!
+//! Every change goes through openraft's joint consensus, so it commits only with a majority
+//! of both the old and the new voter set: it can never leave the live voters without quorum.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::store::{NodeId, RaftNode};
+
+#[derive(Clone, Debug)]
+pub struct VoterPolicy {
+    /// Wanted voters (odd). Fewer when fewer eligible nodes are alive.
+    pub orchestrators: usize,
+    /// How long a voter may be down before it is replaced.
+    pub replace_after: Duration,
+}
+
+/// One node as the membership layer sees it.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub id: NodeId,
+    pub node: RaftNode,
+    /// Allowed to be an orchestrator (`auto` or an explicit `orchestrator` role).
+    pub eligible: bool,
+    pub alive: bool,
+    /// How long it has been down (zero when alive).
+    pub down_for: Duration,
+    /// Rank key: earlier start wins.
+    pub started_at_ms: u64,
+    /// A learner whose log is close enough to the leader's to vote without stalling commits.
+    pub caught_up: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    AddLearner(NodeId, RaftNode),
+    /// The complete new voter set.
+    SetVoters(BTreeSet<NodeId>),
+}
+
+/// The largest odd number <= n (0 stays 0).
+fn odd_floor(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else if n % 2 == 1 {
+        n
+    } else {
+        n - 1
+    }
+}
+
+pub fn plan(
+    voters: &BTreeSet<NodeId>,
+    learners: &BTreeSet<NodeId>,
+    leader: NodeId,
+    candidates: &[Candidate],
+    policy: &VoterPolicy,
+) -> Vec<MembershipChange> {
+    let mut changes = Vec::new();
+    let find = |id: NodeId| candidates.iter().find(|c| c.id == id);
+
+    for c in candidates {
+        if c.eligible && c.alive && !voters.contains(&c.id) && !learners.contains(&c.id) {
+            changes.push(MembershipChange::AddLearner(c.id, c.node.clone()));
+        }
+    }
+
+    // Voters down too long go; a voter gossip does not know at all is kept (gossip may
+    // still be converging), and the leader itself always stays.
+    let mut next: BTreeSet<NodeId> = voters
+        .iter()
+        .copied()
+        .filter(|id| *id == leader || find(*id).is_none_or(|c| c.alive || c.down_for < policy.replace_after))
+        .collect();
+
+    let alive_eligible = candidates.iter().filter(|c| c.eligible && c.alive).count();
+    let target = odd_floor(policy.orchestrators.min(alive_eligible)).max(1);
+    if next.len() < target {
+        let mut promotable: Vec<&Candidate> = candidates
+            .iter()
+            .filter(|c| c.eligible && c.alive && c.caught_up && learners.contains(&c.id) && !next.contains(&c.id))
+            .collect();
+        promotable.sort_by_key(|c| (c.started_at_ms, c.id));
+        for c in promotable.into_iter().take(target - next.len()) {
+            next.insert(c.id);
+        }
+    }
+    let cap = odd_floor(policy.orchestrators).max(1);
+    if next.len() > cap {
+        // Over policy (it was lowered): drop the lowest-ranked non-leader voters, down ones first.
+        let mut extra: Vec<NodeId> = next.iter().copied().filter(|id| *id != leader).collect();
+        extra.sort_by_key(|id| match find(*id) {
+            Some(c) => (c.alive, std::cmp::Reverse(c.started_at_ms), std::cmp::Reverse(c.id)),
+            None => (false, std::cmp::Reverse(0), std::cmp::Reverse(*id)),
+        });
+        for id in extra.into_iter().take(next.len() - cap) {
+            next.remove(&id);
+        }
+    }
+    if &next != voters {
+        changes.push(MembershipChange::SetVoters(next));
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(id: NodeId, alive: bool, down_secs: u64) -> Candidate {
+        Candidate {
+            id,
+            node: RaftNode { name: format!("n{id}"), rpc_addr: String::new(), api_addr: String::new() },
+            eligible: true,
+            alive,
+            down_for: Duration::from_secs(down_secs),
+            started_at_ms: id * 10,
+            caught_up: true,
+        }
+    }
+
+    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    fn policy() -> VoterPolicy {
+        VoterPolicy { orchestrators: 3, replace_after: Duration::from_secs(30) }
+    }
+
+    #[test]
+    fn joiners_become_learners_then_voters_up_to_three() {
+        let all: Vec<Candidate> = (1..=5).map(|i| cand(i, true, 0)).collect();
+        // Seed alone with 4 new nodes: all become learners first.
+        let p = plan(&set(&[1]), &set(&[]), 1, &all, &policy());
+        assert_eq!(p.len(), 4);
+        assert!(p.iter().all(|c| matches!(c, MembershipChange::AddLearner(..))));
+        // Once learners, the two earliest are promoted.
+        let p = plan(&set(&[1]), &set(&[2, 3, 4, 5]), 1, &all, &policy());
+        assert_eq!(p, vec![MembershipChange::SetVoters(set(&[1, 2, 3]))]);
+        // Steady state: nothing to do.
+        assert!(plan(&set(&[1, 2, 3]), &set(&[4, 5]), 1, &all, &policy()).is_empty());
+    }
+
+    #[test]
+    fn two_nodes_keep_one_voter() {
+        let all = vec![cand(1, true, 0), cand(2, true, 0)];
+        assert!(plan(&set(&[1]), &set(&[2]), 1, &all, &policy()).is_empty());
+    }
+
+    #[test]
+    fn a_voter_down_too_long_is_replaced_by_the_best_learner() {
+        let mut all: Vec<Candidate> = (1..=5).map(|i| cand(i, true, 0)).collect();
+        all[2] = cand(3, false, 10);
+        // Down, but not long enough: kept.
+        assert!(plan(&set(&[1, 2, 3]), &set(&[4, 5]), 1, &all, &policy()).is_empty());
+        all[2] = cand(3, false, 31);
+        let p = plan(&set(&[1, 2, 3]), &set(&[4, 5]), 1, &all, &policy());
+        assert_eq!(p, vec![MembershipChange::SetVoters(set(&[1, 2, 4]))]);
+    }
+
+    #[test]
+    fn dead_voter_removed_even_without_replacement_alive_voters_never_demoted() {
+        let all = vec![cand(1, true, 0), cand(2, true, 0), cand(3, false, 60)];
+        let p = plan(&set(&[1, 2, 3]), &set(&[]), 1, &all, &policy());
+        assert_eq!(p, vec![MembershipChange::SetVoters(set(&[1, 2]))]);
+        // With two alive voters and no spare, nothing shrinks further.
+        assert!(plan(&set(&[1, 2]), &set(&[]), 1, &all, &policy()).is_empty());
+    }
+
+    #[test]
+    fn lagging_and_ineligible_nodes_are_not_promoted() {
+        let mut all: Vec<Candidate> = (1..=3).map(|i| cand(i, true, 0)).collect();
+        all[1].caught_up = false;
+        all[2].eligible = false;
+        let p = plan(&set(&[1]), &set(&[2]), 1, &all, &policy());
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn policy_lowered_shrinks_but_keeps_the_leader() {
+        let all: Vec<Candidate> = (1..=5).map(|i| cand(i, true, 0)).collect();
+        let p = plan(&set(&[1, 2, 3, 4, 5]), &set(&[]), 5, &all, &policy());
+        assert_eq!(p, vec![MembershipChange::SetVoters(set(&[1, 2, 5]))]);
+    }
+}
