@@ -1,32 +1,522 @@
-//! TEMPORARY compile stub; replaced by the real model.
+//! The resource model: kinds, their typed specs, manifest parsing and validation. Pure
+//! data: no I/O, no clocks.
+//!
+//! A manifest (YAML, possibly several documents, or JSON) becomes `serde_json::Value`s,
+//! then each is checked for `apiVersion`/`kind` and deserialized into its kind's typed spec
+//! with unknown fields refused (the error names the path, e.g.
+//! `spec.template.spec.containers[0].resorces`), then validated. Stored objects keep exactly
+//! what the user wrote: no defaults are injected (accessors such as
+//! `DeploymentSpec::replicas()` supply them), and quantities keep their written form.
+
+pub mod autoscaling;
+pub mod infra;
+pub mod quantity;
+mod selector;
+pub mod workload;
+
 use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use autoscaling::{ClusterAutoscalerSpec, ClusterScalingPolicySpec, HpaSpec, ResourceQuotaSpec, VpaSpec};
+pub use infra::{NamespaceSpec, NodeClassSpec, PriorityClassSpec, VirtualMachineSpec};
+pub use quantity::{CpuQuantity, DurationStr, IntOrString, MemoryQuantity, Quantity};
+pub use selector::{parse_label_selector, selector_matches, SelectorOp};
+pub use workload::{DeploymentSpec, PodTemplate, StatefulSetSpec};
+
 pub const API_VERSION: &str = "omnicloud.io/v1";
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Kind { Namespace, Deployment, StatefulSet, HorizontalPodAutoscaler, VerticalPodAutoscaler,
-  VirtualMachine, ResourceQuota, PriorityClass, NodeClass, ClusterAutoscaler, ClusterScalingPolicy }
-impl Kind {
-  pub const ALL: [Kind; 11] = [Kind::Namespace, Kind::Deployment, Kind::StatefulSet, Kind::HorizontalPodAutoscaler, Kind::VerticalPodAutoscaler,
-  Kind::VirtualMachine, Kind::ResourceQuota, Kind::PriorityClass, Kind::NodeClass, Kind::ClusterAutoscaler, Kind::ClusterScalingPolicy];
-  pub fn as_str(&self) -> &'static str { todo!() }
-  pub fn plural(&self) -> &'static str { todo!() }
-  pub fn namespaced(&self) -> bool { todo!() }
-  pub fn parse(_s: &str) -> Option<Kind> { todo!() }
-  pub fn has_replicas(&self) -> bool { todo!() }
-}
-impl std::fmt::Display for Kind { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.as_str()) } }
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectMeta { pub name: String, pub namespace: Option<String>, pub labels: BTreeMap<String, String>, pub resource_version: String }
-#[derive(Clone, Debug, PartialEq)]
-pub struct Resource { pub api_version: String, pub kind: Kind, pub metadata: ObjectMeta }
-impl Resource { pub fn to_value(&self) -> serde_json::Value { todo!() } }
+
+/// A field path and what was wrong with it.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
-#[error("{field}: {message}")]
-pub struct ModelError { pub field: String, pub message: String }
-#[derive(Debug, Clone, PartialEq)]
-pub enum SelectorOp { Eq(String) }
-pub fn parse_manifests(_body: &str) -> Result<Vec<Resource>, ModelError> { todo!() }
-pub fn validate_name(_field: &str, _name: &str) -> Result<(), ModelError> { todo!() }
-pub fn parse_label_selector(_s: &str) -> Result<Vec<(String, SelectorOp)>, ModelError> { todo!() }
-pub fn selector_matches(_sel: &[(String, SelectorOp)], _labels: &BTreeMap<String,String>) -> bool { todo!() }
+pub struct ModelError {
+    /// JSON path, e.g. `spec.replicas`; empty for syntax errors of the whole document.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+pub(crate) fn invalid(field: &str, message: impl Into<String>) -> ModelError {
+    ModelError { field: field.to_string(), message: message.into() }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Namespace,
+    Deployment,
+    StatefulSet,
+    HorizontalPodAutoscaler,
+    VerticalPodAutoscaler,
+    VirtualMachine,
+    ResourceQuota,
+    PriorityClass,
+    NodeClass,
+    ClusterAutoscaler,
+    ClusterScalingPolicy,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 11] = [
+        Kind::Namespace,
+        Kind::Deployment,
+        Kind::StatefulSet,
+        Kind::HorizontalPodAutoscaler,
+        Kind::VerticalPodAutoscaler,
+        Kind::VirtualMachine,
+        Kind::ResourceQuota,
+        Kind::PriorityClass,
+        Kind::NodeClass,
+        Kind::ClusterAutoscaler,
+        Kind::ClusterScalingPolicy,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Deployment => "Deployment",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
+            Kind::VerticalPodAutoscaler => "VerticalPodAutoscaler",
+            Kind::VirtualMachine => "VirtualMachine",
+            Kind::ResourceQuota => "ResourceQuota",
+            Kind::PriorityClass => "PriorityClass",
+            Kind::NodeClass => "NodeClass",
+            Kind::ClusterAutoscaler => "ClusterAutoscaler",
+            Kind::ClusterScalingPolicy => "ClusterScalingPolicy",
+        }
+    }
+
+    /// The URL segment: lowercase plural.
+    pub fn plural(&self) -> &'static str {
+        match self {
+            Kind::Namespace => "namespaces",
+            Kind::Deployment => "deployments",
+            Kind::StatefulSet => "statefulsets",
+            Kind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
+            Kind::VerticalPodAutoscaler => "verticalpodautoscalers",
+            Kind::VirtualMachine => "virtualmachines",
+            Kind::ResourceQuota => "resourcequotas",
+            Kind::PriorityClass => "priorityclasses",
+            Kind::NodeClass => "nodeclasses",
+            Kind::ClusterAutoscaler => "clusterautoscalers",
+            Kind::ClusterScalingPolicy => "clusterscalingpolicies",
+        }
+    }
+
+    fn short_names(&self) -> &'static [&'static str] {
+        match self {
+            Kind::Namespace => &["ns"],
+            Kind::Deployment => &["deploy"],
+            Kind::StatefulSet => &["sts"],
+            Kind::HorizontalPodAutoscaler => &["hpa"],
+            Kind::VerticalPodAutoscaler => &["vpa"],
+            Kind::VirtualMachine => &["vm", "vms"],
+            Kind::ResourceQuota => &["quota"],
+            Kind::PriorityClass => &["pc"],
+            Kind::NodeClass => &["nc"],
+            Kind::ClusterAutoscaler => &["ca"],
+            Kind::ClusterScalingPolicy => &["csp"],
+        }
+    }
+
+    pub fn namespaced(&self) -> bool {
+        matches!(
+            self,
+            Kind::Deployment
+                | Kind::StatefulSet
+                | Kind::HorizontalPodAutoscaler
+                | Kind::VerticalPodAutoscaler
+                | Kind::VirtualMachine
+                | Kind::ResourceQuota
+        )
+    }
+
+    pub fn has_replicas(&self) -> bool {
+        matches!(self, Kind::Deployment | Kind::StatefulSet | Kind::VirtualMachine)
+    }
+
+    /// Case-insensitive: the kind name, singular, plural or a short name.
+    pub fn parse(s: &str) -> Option<Kind> {
+        let s = s.to_ascii_lowercase();
+        Kind::ALL.into_iter().find(|k| {
+            let name = k.as_str().to_ascii_lowercase();
+            s == name || s == k.plural() || k.short_names().contains(&s.as_str())
+        })
+    }
+
+    pub fn api_versions(&self) -> &'static [&'static str] {
+        match self {
+            Kind::Deployment | Kind::StatefulSet => &[API_VERSION, "apps/v1"],
+            Kind::HorizontalPodAutoscaler => &[API_VERSION, "autoscaling/v2", "autoscaling/v1"],
+            Kind::VerticalPodAutoscaler => &[API_VERSION, "autoscaling.k8s.io/v1"],
+            Kind::Namespace | Kind::ResourceQuota => &[API_VERSION, "v1"],
+            Kind::PriorityClass => &[API_VERSION, "scheduling.k8s.io/v1"],
+            _ => &[API_VERSION],
+        }
+    }
+
+    pub fn accepts_api_version(&self, v: &str) -> bool {
+        self.api_versions().contains(&v)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObjectMeta {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    // Set by the server; accepted from users (so a read-modify-write works) and replaced.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resource_version: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub creation_timestamp: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Spec {
+    Namespace(NamespaceSpec),
+    Deployment(DeploymentSpec),
+    StatefulSet(StatefulSetSpec),
+    HorizontalPodAutoscaler(HpaSpec),
+    VerticalPodAutoscaler(VpaSpec),
+    VirtualMachine(VirtualMachineSpec),
+    ResourceQuota(ResourceQuotaSpec),
+    PriorityClass(PriorityClassSpec),
+    NodeClass(NodeClassSpec),
+    ClusterAutoscaler(ClusterAutoscalerSpec),
+    ClusterScalingPolicy(ClusterScalingPolicySpec),
+}
+
+/// A whole object: envelope, metadata, typed spec and server-owned status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    pub api_version: String,
+    pub kind: Kind,
+    pub metadata: ObjectMeta,
+    /// None only for kinds whose spec is optional (Namespace) when the user gave none.
+    pub spec: Option<Spec>,
+    pub status: Option<Value>,
+}
+
+/// The document shape every kind shares; `S` is the kind's spec.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Envelope<S> {
+    #[allow(dead_code)]
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default = "Option::default")]
+    spec: Option<S>,
+    #[serde(default)]
+    status: Option<Value>,
+}
+
+fn typed<S: DeserializeOwned>(v: Value) -> Result<(ObjectMeta, Option<S>, Option<Value>), ModelError> {
+    let env: Envelope<S> = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string().replace('`', "\"");
+        invalid(if path == "." { "" } else { &path }, message)
+    })?;
+    Ok((env.metadata, env.spec, env.status))
+}
+
+fn required<S>(spec: Option<S>) -> Result<S, ModelError> {
+    spec.ok_or_else(|| invalid("spec", "is required"))
+}
+
+impl Resource {
+    /// Parses and validates one object. Any `status` sent is dropped (server-owned).
+    pub fn from_value(v: Value) -> Result<Resource, ModelError> {
+        let mut r = Self::decode(v)?;
+        r.status = None;
+        r.validate()?;
+        Ok(r)
+    }
+
+    /// Reads back an object the server stored itself: keeps status, skips validation.
+    pub fn from_stored(v: Value) -> Result<Resource, ModelError> {
+        Self::decode(v)
+    }
+
+    fn decode(mut v: Value) -> Result<Resource, ModelError> {
+        let Some(obj) = v.as_object_mut() else {
+            return Err(invalid("", "expected an object (a mapping with apiVersion, kind, metadata, spec)"));
+        };
+        let api_version = match obj.get("apiVersion") {
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err(invalid("apiVersion", "must be a string like omnicloud.io/v1")),
+            None => return Err(invalid("apiVersion", "is required, e.g. omnicloud.io/v1")),
+        };
+        let kind_name = match obj.get("kind") {
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err(invalid("kind", "must be a string like Deployment")),
+            None => return Err(invalid("kind", "is required, e.g. Deployment")),
+        };
+        let kind = Kind::ALL.into_iter().find(|k| k.as_str() == kind_name).ok_or_else(|| {
+            let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+            invalid("kind", format!("unsupported kind \"{kind_name}\"; expected one of {}", names.join(", ")))
+        })?;
+        if !kind.accepts_api_version(&api_version) {
+            return Err(invalid(
+                "apiVersion",
+                format!(
+                    "unsupported apiVersion \"{api_version}\" for kind {kind}; expected one of {}",
+                    kind.api_versions().join(", ")
+                ),
+            ));
+        }
+        // `metadata:` with nothing under it is an empty mapping to users, not a type error.
+        if obj.get("metadata") == Some(&Value::Null) {
+            obj.remove("metadata");
+        }
+        // Kubernetes' scheduling.k8s.io/v1 PriorityClass keeps its fields at the top level.
+        if kind == Kind::PriorityClass && !obj.contains_key("spec") && obj.contains_key("value") {
+            let mut spec = serde_json::Map::new();
+            for f in ["value", "description", "globalDefault", "preemptionPolicy"] {
+                if let Some(x) = obj.remove(f) {
+                    spec.insert(f.into(), x);
+                }
+            }
+            obj.insert("spec".into(), Value::Object(spec));
+        }
+        let (metadata, spec, status) = match kind {
+            Kind::Namespace => {
+                let (m, s, st) = typed::<NamespaceSpec>(v)?;
+                (m, s.map(Spec::Namespace), st)
+            }
+            Kind::Deployment => spec_of(v, Spec::Deployment)?,
+            Kind::StatefulSet => spec_of(v, Spec::StatefulSet)?,
+            Kind::HorizontalPodAutoscaler => spec_of(v, Spec::HorizontalPodAutoscaler)?,
+            Kind::VerticalPodAutoscaler => spec_of(v, Spec::VerticalPodAutoscaler)?,
+            Kind::VirtualMachine => spec_of(v, Spec::VirtualMachine)?,
+            Kind::ResourceQuota => spec_of(v, Spec::ResourceQuota)?,
+            Kind::PriorityClass => spec_of(v, Spec::PriorityClass)?,
+            Kind::NodeClass => spec_of(v, Spec::NodeClass)?,
+            Kind::ClusterAutoscaler => spec_of(v, Spec::ClusterAutoscaler)?,
+            Kind::ClusterScalingPolicy => spec_of(v, Spec::ClusterScalingPolicy)?,
+        };
+        Ok(Resource { api_version, kind, metadata, spec, status })
+    }
+
+    fn validate(&self) -> Result<(), ModelError> {
+        if self.metadata.name.is_empty() {
+            return Err(invalid("metadata.name", "is required"));
+        }
+        validate_name("metadata.name", &self.metadata.name)?;
+        if let Some(ns) = &self.metadata.namespace {
+            validate_label_value("metadata.namespace", ns)?;
+        }
+        if self.kind == Kind::Namespace {
+            validate_label_value("metadata.name", &self.metadata.name)?;
+        }
+        validate_label_map("metadata.labels", &self.metadata.labels)?;
+        for key in self.metadata.annotations.keys() {
+            validate_label_key("metadata.annotations", key)?;
+        }
+        match &self.spec {
+            None => Ok(()),
+            Some(Spec::Namespace(_)) => Ok(()),
+            Some(Spec::Deployment(s)) => s.validate(),
+            Some(Spec::StatefulSet(s)) => s.validate(),
+            Some(Spec::HorizontalPodAutoscaler(s)) => s.validate(),
+            Some(Spec::VerticalPodAutoscaler(s)) => s.validate(),
+            Some(Spec::VirtualMachine(s)) => s.validate(),
+            Some(Spec::ResourceQuota(s)) => s.validate(),
+            Some(Spec::PriorityClass(s)) => s.validate(),
+            Some(Spec::NodeClass(s)) => s.validate(),
+            Some(Spec::ClusterAutoscaler(s)) => s.validate(),
+            Some(Spec::ClusterScalingPolicy(s)) => s.validate(),
+        }
+    }
+
+    pub fn to_value(&self) -> Value {
+        let mut obj = serde_json::Map::new();
+        obj.insert("apiVersion".into(), Value::String(self.api_version.clone()));
+        obj.insert("kind".into(), Value::String(self.kind.as_str().into()));
+        obj.insert("metadata".into(), serde_json::to_value(&self.metadata).expect("metadata serializes"));
+        if let Some(spec) = &self.spec {
+            obj.insert("spec".into(), serde_json::to_value(spec).expect("specs serialize"));
+        }
+        if let Some(status) = &self.status {
+            obj.insert("status".into(), status.clone());
+        }
+        Value::Object(obj)
+    }
+
+    pub fn spec_value(&self) -> Value {
+        self.spec.as_ref().map(|s| serde_json::to_value(s).expect("specs serialize")).unwrap_or(Value::Null)
+    }
+
+    pub fn replicas(&self) -> Option<i64> {
+        match &self.spec {
+            Some(Spec::Deployment(s)) => Some(s.replicas()),
+            Some(Spec::StatefulSet(s)) => Some(s.replicas()),
+            Some(Spec::VirtualMachine(s)) => Some(s.replicas()),
+            _ => None,
+        }
+    }
+
+    pub fn set_replicas(&mut self, n: i64) -> Result<(), ModelError> {
+        if n < 0 {
+            return Err(invalid("spec.replicas", format!("must be >= 0, got {n}")));
+        }
+        match &mut self.spec {
+            Some(Spec::Deployment(s)) => s.replicas = Some(n),
+            Some(Spec::StatefulSet(s)) => s.replicas = Some(n),
+            Some(Spec::VirtualMachine(s)) => s.replicas = Some(n),
+            _ => return Err(invalid("spec.replicas", format!("{} has no replicas", self.kind))),
+        }
+        Ok(())
+    }
+}
+
+fn spec_of<S: DeserializeOwned>(
+    v: Value,
+    wrap: fn(S) -> Spec,
+) -> Result<(ObjectMeta, Option<Spec>, Option<Value>), ModelError> {
+    let (m, s, st) = typed::<S>(v)?;
+    Ok((m, Some(wrap(required(s)?)), st))
+}
+
+/// Parses a request body: YAML (several `---` documents allowed) or JSON (an object, an
+/// array, or `{"kind": "List", "items": [...]}`). Every object is validated.
+pub fn parse_manifests(body: &str) -> Result<Vec<Resource>, ModelError> {
+    let docs = split_documents(body)?;
+    let many = docs.len() > 1;
+    docs.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            Resource::from_value(v).map_err(|mut e| {
+                if many {
+                    e.message = format!("{} (document {})", e.message, i + 1);
+                }
+                e
+            })
+        })
+        .collect()
+}
+
+fn split_documents(body: &str) -> Result<Vec<Value>, ModelError> {
+    let trimmed = body.trim_start();
+    let mut values = Vec::new();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let v: Value = serde_json::from_str(body).map_err(|e| {
+            invalid("", format!("invalid JSON at line {} column {}: {e}", e.line(), e.column()))
+        })?;
+        values.push(v);
+    } else {
+        for doc in serde_norway::Deserializer::from_str(body) {
+            let v = Value::deserialize(doc).map_err(|e| match e.location() {
+                Some(l) => invalid("", format!("invalid YAML at line {} column {}: {e}", l.line(), l.column())),
+                None => invalid("", format!("invalid YAML: {e}")),
+            })?;
+            values.push(v);
+        }
+    }
+    let mut out = Vec::new();
+    for v in values {
+        match v {
+            Value::Null => {}
+            Value::Array(items) => out.extend(items),
+            Value::Object(ref o) if o.get("kind") == Some(&Value::String("List".into())) => {
+                out.extend(o.get("items").and_then(Value::as_array).cloned().unwrap_or_default())
+            }
+            Value::Object(_) => out.push(v),
+            other => {
+                return Err(invalid("", format!("expected an object with apiVersion and kind, got {other}")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a
+/// letter or digit, at most 253 characters.
+pub fn validate_name(field: &str, name: &str) -> Result<(), ModelError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "\"{name}\" is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit (at most 253)"
+            ),
+        ))
+    }
+}
+
+/// DNS-1123 label: like a name but no dots and at most 63 characters.
+pub fn validate_label_value(field: &str, value: &str) -> Result<(), ModelError> {
+    validate_name(field, value)?;
+    if value.len() > 63 || value.contains('.') {
+        return Err(invalid(field, format!("\"{value}\" must be at most 63 characters without '.'")));
+    }
+    Ok(())
+}
+
+fn validate_label_key(field: &str, key: &str) -> Result<(), ModelError> {
+    let name = key.rsplit_once('/').map(|(_, n)| n).unwrap_or(key);
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && key.len() <= 317;
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(&format!("{field}.{key}"), "is not a valid key: [prefix/]name of letters, digits, '-', '_', '.'"))
+    }
+}
+
+pub(crate) fn validate_label_map(field: &str, labels: &BTreeMap<String, String>) -> Result<(), ModelError> {
+    for (k, v) in labels {
+        validate_label_key(field, k)?;
+        let ok = v.len() <= 63 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok {
+            return Err(invalid(&format!("{field}.{k}"), format!("\"{v}\" is not a valid label value (<= 63 of letters, digits, '-', '_', '.')")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,550 @@
+//! Autoscaling kinds: HorizontalPodAutoscaler (Kubernetes autoscaling/v2 fields plus the
+//! tutorial's `scaling.coordination`), VerticalPodAutoscaler, ClusterAutoscaler and
+//! ClusterScalingPolicy.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::quantity::{DurationStr, Quantity};
+use super::workload::QuantityMap;
+use super::{invalid, ModelError};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TargetRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HpaSpec {
+    pub scale_target_ref: TargetRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_replicas: Option<i64>,
+    pub max_replicas: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Vec<MetricSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<HpaBehavior>,
+    /// autoscaling/v1 form.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetCPUUtilizationPercentage")]
+    pub target_cpu_utilization_percentage: Option<i64>,
+    /// OmniCloud: how this HPA coordinates with vertical and infrastructure scaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<HpaScaling>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HpaScaling {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordination: Option<Coordination>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Coordination {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertical_priority: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infrastructure_awareness: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricSpec {
+    /// Resource, Pods, Object, External or ContainerResource.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<ResourceMetric>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_resource: Option<ResourceMetric>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<NamedMetric>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<NamedMetric>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<NamedMetric>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourceMetric {
+    /// cpu or memory.
+    pub name: String,
+    pub target: MetricTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NamedMetric {
+    pub metric: MetricIdentifier,
+    pub target: MetricTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub described_object: Option<TargetRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricIdentifier {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricTarget {
+    /// Utilization, AverageValue or Value.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_utilization: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_value: Option<Quantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Quantity>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HpaBehavior {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up: Option<ScalingRules>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScalingRules>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScalingRules {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stabilization_window_seconds: Option<i64>,
+    /// Max (default), Min or Disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<Vec<ScalingPolicy>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<Quantity>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScalingPolicy {
+    /// Pods or Percent.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: i64,
+    pub period_seconds: i64,
+}
+
+impl HpaSpec {
+    pub fn min_replicas(&self) -> i64 {
+        self.min_replicas.unwrap_or(1)
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
+        if self.min_replicas.is_some_and(|m| m < 1) {
+            return Err(invalid("spec.minReplicas", "must be >= 1"));
+        }
+        if self.max_replicas < 1 {
+            return Err(invalid("spec.maxReplicas", format!("must be >= 1, got {}", self.max_replicas)));
+        }
+        if self.min_replicas() > self.max_replicas {
+            return Err(invalid(
+                "spec.minReplicas",
+                format!("{} is above maxReplicas {}", self.min_replicas(), self.max_replicas),
+            ));
+        }
+        for (i, m) in self.metrics.iter().flatten().enumerate() {
+            let field = format!("spec.metrics[{i}]");
+            let (source, target) = match m.kind.as_str() {
+                "Resource" => ("resource", m.resource.as_ref().map(|r| &r.target)),
+                "ContainerResource" => ("containerResource", m.container_resource.as_ref().map(|r| &r.target)),
+                "Pods" => ("pods", m.pods.as_ref().map(|p| &p.target)),
+                "Object" => ("object", m.object.as_ref().map(|p| &p.target)),
+                "External" => ("external", m.external.as_ref().map(|p| &p.target)),
+                other => {
+                    return Err(invalid(
+                        &format!("{field}.type"),
+                        format!("\"{other}\" is not Resource, Pods, Object, External or ContainerResource"),
+                    ))
+                }
+            };
+            let target = target.ok_or_else(|| invalid(&format!("{field}.{source}"), "is required for this type"))?;
+            let tfield = format!("{field}.{source}.target");
+            match target.kind.as_str() {
+                "Utilization" => match target.average_utilization {
+                    Some(u) if u > 0 => {}
+                    _ => return Err(invalid(&format!("{tfield}.averageUtilization"), "must be a percentage > 0")),
+                },
+                "AverageValue" if target.average_value.is_none() => {
+                    return Err(invalid(&format!("{tfield}.averageValue"), "is required for AverageValue"))
+                }
+                "Value" if target.value.is_none() => {
+                    return Err(invalid(&format!("{tfield}.value"), "is required for Value"))
+                }
+                "AverageValue" | "Value" => {}
+                other => {
+                    return Err(invalid(
+                        &format!("{tfield}.type"),
+                        format!("\"{other}\" is not Utilization, AverageValue or Value"),
+                    ))
+                }
+            }
+        }
+        for (dir, rules) in [("scaleUp", self.behavior.as_ref().and_then(|b| b.scale_up.as_ref())), ("scaleDown", self.behavior.as_ref().and_then(|b| b.scale_down.as_ref()))] {
+            let Some(rules) = rules else { continue };
+            let field = format!("spec.behavior.{dir}");
+            if rules.stabilization_window_seconds.is_some_and(|s| !(0..=3600).contains(&s)) {
+                return Err(invalid(&format!("{field}.stabilizationWindowSeconds"), "must be between 0 and 3600"));
+            }
+            if let Some(p) = &rules.select_policy {
+                if !["Max", "Min", "Disabled"].contains(&p.as_str()) {
+                    return Err(invalid(&format!("{field}.selectPolicy"), format!("\"{p}\" is not Max, Min or Disabled")));
+                }
+            }
+            for (i, p) in rules.policies.iter().flatten().enumerate() {
+                let pf = format!("{field}.policies[{i}]");
+                if p.kind != "Pods" && p.kind != "Percent" {
+                    return Err(invalid(&format!("{pf}.type"), format!("\"{}\" is not Pods or Percent", p.kind)));
+                }
+                if p.value < 1 {
+                    return Err(invalid(&format!("{pf}.value"), "must be >= 1"));
+                }
+                if !(1..=1800).contains(&p.period_seconds) {
+                    return Err(invalid(&format!("{pf}.periodSeconds"), "must be between 1 and 1800"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VpaSpec {
+    pub target_ref: TargetRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_policy: Option<VpaUpdatePolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_policy: Option<VpaResourcePolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommenders: Option<Vec<Value>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VpaUpdatePolicy {
+    /// Off, Initial, Auto (default) or Recreate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_replicas: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VpaResourcePolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_policies: Option<Vec<VpaContainerPolicy>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VpaContainerPolicy {
+    pub container_name: String,
+    /// Auto or Off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_allowed: Option<super::workload::ResourceList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_allowed: Option<super::workload::ResourceList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controlled_resources: Option<Vec<String>>,
+    /// RequestsAndLimits or RequestsOnly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controlled_values: Option<String>,
+    /// OmniCloud: startup and/or runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controlled_phases: Option<Vec<String>>,
+}
+
+impl VpaSpec {
+    pub fn update_mode(&self) -> &str {
+        self.update_policy.as_ref().and_then(|p| p.update_mode.as_deref()).unwrap_or("Auto")
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
+        if let Some(m) = self.update_policy.as_ref().and_then(|p| p.update_mode.as_deref()) {
+            if !["Off", "Initial", "Auto", "Recreate"].contains(&m) {
+                return Err(invalid(
+                    "spec.updatePolicy.updateMode",
+                    format!("\"{m}\" is not one of Off, Initial, Auto, Recreate"),
+                ));
+            }
+        }
+        for (i, p) in self.resource_policy.iter().flat_map(|r| r.container_policies.iter().flatten()).enumerate() {
+            let field = format!("spec.resourcePolicy.containerPolicies[{i}]");
+            if let (Some(min), Some(max)) = (&p.min_allowed, &p.max_allowed) {
+                if let (Some(a), Some(b)) = (&min.cpu, &max.cpu) {
+                    if a.millis() > b.millis() {
+                        return Err(invalid(&format!("{field}.minAllowed.cpu"), format!("{a} is above maxAllowed {b}")));
+                    }
+                }
+                if let (Some(a), Some(b)) = (&min.memory, &max.memory) {
+                    if a.bytes() > b.bytes() {
+                        return Err(invalid(&format!("{field}.minAllowed.memory"), format!("{a} is above maxAllowed {b}")));
+                    }
+                }
+            }
+            for (j, r) in p.controlled_resources.iter().flatten().enumerate() {
+                if r != "cpu" && r != "memory" {
+                    return Err(invalid(&format!("{field}.controlledResources[{j}]"), format!("\"{r}\" is not cpu or memory")));
+                }
+            }
+            for (j, ph) in p.controlled_phases.iter().flatten().enumerate() {
+                if ph != "startup" && ph != "runtime" {
+                    return Err(invalid(&format!("{field}.controlledPhases[{j}]"), format!("\"{ph}\" is not startup or runtime")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterAutoscalerSpec {
+    pub node_groups: Vec<NodeGroup>,
+    /// low, medium, high: how much headroom the platform's own components get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_priority: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub director_awareness: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeGroup {
+    pub name: String,
+    /// NodeClass giving the worker VM size; default: the first NodeClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_class: Option<String>,
+    pub min_size: i64,
+    pub max_size: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling_policy: Option<NodeGroupScaling>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeGroupScaling {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up: Option<ScaleUpRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScaleDownRule>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScaleUpRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_time: Option<DurationStr>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScaleDownRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_time: Option<DurationStr>,
+}
+
+impl ClusterAutoscalerSpec {
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
+        if let Some(p) = &self.bootstrap_priority {
+            if !["low", "medium", "high"].contains(&p.as_str()) {
+                return Err(invalid("spec.bootstrapPriority", format!("\"{p}\" is not low, medium or high")));
+            }
+        }
+        for (i, g) in self.node_groups.iter().enumerate() {
+            let field = format!("spec.nodeGroups[{i}]");
+            super::validate_name(&format!("{field}.name"), &g.name)?;
+            if g.min_size < 0 {
+                return Err(invalid(&format!("{field}.minSize"), "must be >= 0"));
+            }
+            if g.min_size > g.max_size {
+                return Err(invalid(&format!("{field}.minSize"), format!("{} is above maxSize {}", g.min_size, g.max_size)));
+            }
+            let thresholds = g.scaling_policy.iter().flat_map(|s| {
+                let up = s.scale_up.as_ref();
+                let down = s.scale_down.as_ref();
+                [
+                    ("scaleUp.cpuThreshold", up.and_then(|u| u.cpu_threshold)),
+                    ("scaleUp.memoryThreshold", up.and_then(|u| u.memory_threshold)),
+                    ("scaleDown.utilizationThreshold", down.and_then(|d| d.utilization_threshold)),
+                ]
+            });
+            for (name, v) in thresholds {
+                if v.is_some_and(|v| !(0..=100).contains(&v)) {
+                    return Err(invalid(&format!("{field}.scalingPolicy.{name}"), "must be a percentage 0..100"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterScalingPolicySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_limits: Option<BootstrapLimits>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_limits: Option<ApplicationLimits>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling_rates: Option<ScalingRates>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BootstrapLimits {
+    /// "1:100": one orchestrator per 100 application containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestrator_ratio: Option<String>,
+    /// "1:10": one director per 10 worker VMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub director_ratio: Option<String>,
+    /// Percent of capacity kept for platform components.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_reserved_capacity: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApplicationLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pods_per_node: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_containers_per_pod: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas_per_deployment: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScalingRates {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normal_max_per_minute: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency_max_per_minute: Option<i64>,
+}
+
+/// Parses "1:100" into (1, 100).
+pub fn parse_ratio(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.split_once(':')?;
+    let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a > 0 && b > 0).then_some((a, b))
+}
+
+impl ClusterScalingPolicySpec {
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
+        if let Some(b) = &self.bootstrap_limits {
+            for (name, v) in [("orchestratorRatio", &b.orchestrator_ratio), ("directorRatio", &b.director_ratio)] {
+                if let Some(v) = v {
+                    if parse_ratio(v).is_none() {
+                        return Err(invalid(
+                            &format!("spec.bootstrapLimits.{name}"),
+                            format!("\"{v}\" is not a ratio like 1:100"),
+                        ));
+                    }
+                }
+            }
+            if b.minimum_reserved_capacity.is_some_and(|c| !(0..=100).contains(&c)) {
+                return Err(invalid("spec.bootstrapLimits.minimumReservedCapacity", "must be a percentage 0..100"));
+            }
+        }
+        let limits = self.application_limits.clone().unwrap_or_default();
+        let rates = self.scaling_rates.clone().unwrap_or_default();
+        for (name, v) in [
+            ("applicationLimits.maxPodsPerNode", limits.max_pods_per_node),
+            ("applicationLimits.maxContainersPerPod", limits.max_containers_per_pod),
+            ("applicationLimits.maxReplicasPerDeployment", limits.max_replicas_per_deployment),
+            ("scalingRates.normalMaxPerMinute", rates.normal_max_per_minute),
+            ("scalingRates.emergencyMaxPerMinute", rates.emergency_max_per_minute),
+        ] {
+            if v.is_some_and(|v| v < 1) {
+                return Err(invalid(&format!("spec.{name}"), "must be >= 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// ResourceQuota: hard limits per namespace plus the tutorial's VM awareness.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourceQuotaSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard: Option<QuantityMap>,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "vmAwareness")]
+    pub vm_awareness: Option<VmAwareness>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmAwareness {
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "maxVMTypes")]
+    pub max_vm_types: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_exposure: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "vmAffinities")]
+    pub vm_affinities: Option<Vec<VmAffinity>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmAffinity {
+    #[serde(rename = "vmType")]
+    pub vm_type: String,
+    pub allocation: String,
+}
+
+impl ResourceQuotaSpec {
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
+        const KNOWN: [&str; 12] = [
+            "requests.cpu",
+            "requests.memory",
+            "limits.cpu",
+            "limits.memory",
+            "cpu",
+            "memory",
+            "pods",
+            "persistentvolumeclaims",
+            "services",
+            "requests.storage",
+            "count/deployments",
+            "count/statefulsets",
+        ];
+        for name in self.hard.iter().flat_map(|h| h.keys()) {
+            if !KNOWN.contains(&name.as_str()) && !name.starts_with("count/") {
+                return Err(invalid(&format!("spec.hard.{name}"), format!("unknown resource; expected one of {}", KNOWN.join(", "))));
+            }
+        }
+        Ok(())
+    }
+}

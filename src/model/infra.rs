@@ -1,0 +1,218 @@
+//! Infrastructure kinds: VirtualMachine (a microVM workload run by directors), NodeClass
+//! (a worker VM size), PriorityClass and Namespace.
+//!
+//! VirtualMachine, OmniCloud form:
+//! ```yaml
+//! spec:
+//!   replicas: 2            # optional, VMs named <name>-<index>
+//!   running: true
+//!   cpu: {cores: 2}
+//!   memory: {guest: 512Mi}
+//!   kernel: /var/lib/omnicloud/images/vmlinux
+//!   initrd: /var/lib/omnicloud/images/initrd.img
+//!   cmdline: "console=ttyS0"
+//!   disks: [{name: root, image: /path/disk.raw, readOnly: false}]
+//!   network: {bridge: true}
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::quantity::{CpuQuantity, MemoryQuantity};
+use super::{invalid, ModelError};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NamespaceSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalizers: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VirtualMachineSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<bool>,
+    pub cpu: VmCpu,
+    pub memory: VmMemory,
+    pub kernel: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disks: Option<Vec<VmDisk>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<VmNetwork>,
+    /// Always (default), OnFailure, Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmCpu {
+    pub cores: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedicated_cpu_placement: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmMemory {
+    pub guest: MemoryQuantity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugepages: Option<Hugepages>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Hugepages {
+    pub page_size: MemoryQuantity,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmDisk {
+    pub name: String,
+    /// A raw disk image file on the director.
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmNetwork {
+    /// Attach a tap device on the node bridge (virtio-net).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+impl VirtualMachineSpec {
+    pub fn replicas(&self) -> i64 {
+        self.replicas.unwrap_or(1)
+    }
+
+    pub fn running(&self) -> bool {
+        self.running.unwrap_or(true)
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
+        if let Some(r) = self.replicas.filter(|r| *r < 0) {
+            return Err(invalid("spec.replicas", format!("must be >= 0, got {r}")));
+        }
+        if self.cpu.cores < 1 {
+            return Err(invalid("spec.cpu.cores", format!("must be >= 1, got {}", self.cpu.cores)));
+        }
+        if self.memory.guest.bytes() < 1 << 20 {
+            return Err(invalid("spec.memory.guest", "must be at least 1Mi"));
+        }
+        if self.kernel.trim().is_empty() {
+            return Err(invalid("spec.kernel", "is required (path to a kernel image on the director)"));
+        }
+        for (i, d) in self.disks.iter().flatten().enumerate() {
+            super::validate_name(&format!("spec.disks[{i}].name"), &d.name)?;
+            if d.image.trim().is_empty() {
+                return Err(invalid(&format!("spec.disks[{i}].image"), "is required (path to a raw disk image)"));
+            }
+        }
+        if let Some(r) = &self.restart_policy {
+            if !["Always", "OnFailure", "Never"].contains(&r.as_str()) {
+                return Err(invalid("spec.restartPolicy", format!("\"{r}\" is not Always, OnFailure or Never")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeClassSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizing_policy: Option<SizingPolicyRef>,
+    pub resources: NodeClassResources,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taints: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SizingPolicyRef {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeClassResources {
+    pub cpu: CpuQuantity,
+    pub memory: MemoryQuantity,
+}
+
+impl NodeClassSpec {
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
+        if self.resources.cpu.millis() < 100 {
+            return Err(invalid("spec.resources.cpu", "must be at least 100m"));
+        }
+        if self.resources.memory.bytes() < 16 << 20 {
+            return Err(invalid("spec.resources.memory", "must be at least 16Mi"));
+        }
+        if let Some(labels) = &self.labels {
+            super::validate_label_map("spec.labels", labels)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PriorityClassSpec {
+    pub value: i64,
+    /// Unlimited, Limited or None: how far this priority may push platform components.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_effect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_default: Option<bool>,
+    /// PreemptLowerPriority (default) or Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preemption_policy: Option<String>,
+}
+
+impl PriorityClassSpec {
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
+        if self.value > 1_000_000_000 {
+            return Err(invalid("spec.value", "must be <= 1000000000 (higher values are reserved for the platform)"));
+        }
+        if let Some(e) = &self.bootstrap_effect {
+            if !["Unlimited", "Limited", "None"].contains(&e.as_str()) {
+                return Err(invalid("spec.bootstrapEffect", format!("\"{e}\" is not Unlimited, Limited or None")));
+            }
+        }
+        if let Some(p) = &self.preemption_policy {
+            if p != "PreemptLowerPriority" && p != "Never" {
+                return Err(invalid("spec.preemptionPolicy", format!("\"{p}\" is not PreemptLowerPriority or Never")));
+            }
+        }
+        Ok(())
+    }
+}

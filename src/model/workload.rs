@@ -1,0 +1,658 @@
+//! Workload kinds: the pod template (containers, probes, volumes, placement) shared by
+//! Deployment and StatefulSet. Field names follow Kubernetes (so existing `apps/v1`
+//! manifests work) plus the tutorial's OmniCloud additions (`topologyConstraints`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::quantity::{CpuQuantity, IntOrString, MemoryQuantity, Quantity};
+use super::{invalid, validate_label_map, ModelError};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_expressions: Option<Vec<SelectorRequirement>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SelectorRequirement {
+    pub key: String,
+    /// In, NotIn, Exists, DoesNotExist.
+    pub operator: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+}
+
+impl LabelSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let eq = self.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+        let exprs = self.match_expressions.iter().flatten().all(|r| {
+            let values = r.values.as_deref().unwrap_or_default();
+            match r.operator.as_str() {
+                "In" => labels.get(&r.key).is_some_and(|v| values.contains(v)),
+                "NotIn" => labels.get(&r.key).is_none_or(|v| !values.contains(v)),
+                "Exists" => labels.contains_key(&r.key),
+                "DoesNotExist" => !labels.contains_key(&r.key),
+                _ => false,
+            }
+        });
+        eq && exprs
+    }
+
+    fn validate(&self, field: &str) -> Result<(), ModelError> {
+        for (i, r) in self.match_expressions.iter().flatten().enumerate() {
+            if !["In", "NotIn", "Exists", "DoesNotExist"].contains(&r.operator.as_str()) {
+                return Err(invalid(
+                    &format!("{field}.matchExpressions[{i}].operator"),
+                    format!("\"{}\" is not one of In, NotIn, Exists, DoesNotExist", r.operator),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TemplateMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PodTemplate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<TemplateMeta>,
+    pub spec: PodSpec,
+}
+
+impl PodTemplate {
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        self.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PodSpec {
+    pub containers: Vec<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_containers: Option<Vec<Container>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<Volume>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// OmniCloud placement: VM groups, colocation with other workloads, director zones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_constraints: Option<TopologyConstraints>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Always, OnFailure, Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<Value>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Container {
+    pub name: String,
+    #[serde(default)]
+    pub image: String,
+    /// Always, IfNotPresent, Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<EnvVar>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_from: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<ContainerPort>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mounts: Option<Vec<VolumeMount>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Probe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Probe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Probe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ContainerPort {
+    pub container_port: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<i64>,
+}
+
+/// Requests and limits: cpu and memory typed, anything else (ephemeral-storage,
+/// hugepages-2Mi, ...) as a generic quantity.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceList {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuQuantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryQuantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ephemeral-storage")]
+    pub ephemeral_storage: Option<MemoryQuantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<MemoryQuantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "hugepages-2Mi")]
+    pub hugepages_2mi: Option<MemoryQuantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "hugepages-1Gi")]
+    pub hugepages_1gi: Option<MemoryQuantity>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<ResourceList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ResourceList>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VolumeMount {
+    pub name: String,
+    pub mount_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+}
+
+/// A health check. Exactly one handler: httpGet, tcpSocket, exec or grpc.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Probe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<TcpSocketAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_delay_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+impl Probe {
+    pub fn period_seconds(&self) -> i64 {
+        self.period_seconds.unwrap_or(10)
+    }
+    pub fn timeout_seconds(&self) -> i64 {
+        self.timeout_seconds.unwrap_or(1)
+    }
+    pub fn failure_threshold(&self) -> i64 {
+        self.failure_threshold.unwrap_or(3)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpGetAction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub port: IntOrString,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_headers: Option<Vec<Value>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TcpSocketAction {
+    pub port: IntOrString,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExecAction {
+    pub command: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Volume {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<EmptyDir>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<HostPath>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PvcSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EmptyDir {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub medium: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<MemoryQuantity>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HostPath {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub kind: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PvcSource {
+    pub claim_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TopologySpreadConstraint {
+    pub max_skew: i64,
+    pub topology_key: String,
+    /// DoNotSchedule or ScheduleAnyway.
+    pub when_unsatisfiable: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<LabelSelector>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TopologyConstraints {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<TopologyPlacement>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colocations: Option<Vec<Colocation>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_awareness: Option<LayerAwareness>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TopologyPlacement {
+    /// e.g. DistributedWithinVMGroup.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "vmGroupKey")]
+    pub vm_group_key: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Colocation {
+    pub selector: LabelSelector,
+    /// PreferSameVM, RequireSameVM, PreferDifferentVM.
+    pub strategy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LayerAwareness {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce_director_zones: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeploymentSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i64>,
+    pub selector: LabelSelector,
+    pub template: PodTemplate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<DeploymentStrategy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_history_limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeploymentStrategy {
+    /// RollingUpdate (default) or Recreate.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_update: Option<RollingUpdate>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RollingUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+    /// StatefulSets: ordinals below this keep the old revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i64>,
+}
+
+impl DeploymentSpec {
+    pub fn replicas(&self) -> i64 {
+        self.replicas.unwrap_or(1)
+    }
+
+    pub fn strategy_type(&self) -> &str {
+        self.strategy.as_ref().and_then(|s| s.kind.as_deref()).unwrap_or("RollingUpdate")
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
+        validate_replicas(self.replicas)?;
+        if let Some(t) = self.strategy.as_ref().and_then(|s| s.kind.as_deref()) {
+            if t != "RollingUpdate" && t != "Recreate" {
+                return Err(invalid("spec.strategy.type", format!("\"{t}\" is not RollingUpdate or Recreate")));
+            }
+        }
+        if let Some(ru) = self.strategy.as_ref().and_then(|s| s.rolling_update.as_ref()) {
+            for (name, v) in [("maxSurge", &ru.max_surge), ("maxUnavailable", &ru.max_unavailable)] {
+                if let Some(v) = v {
+                    if v.resolve(100, false).is_none_or(|n| n < 0) {
+                        return Err(invalid(
+                            &format!("spec.strategy.rollingUpdate.{name}"),
+                            "expected a non-negative integer or a percentage like 25%",
+                        ));
+                    }
+                }
+            }
+        }
+        for (name, v) in [
+            ("minReadySeconds", self.min_ready_seconds),
+            ("revisionHistoryLimit", self.revision_history_limit),
+            ("progressDeadlineSeconds", self.progress_deadline_seconds),
+        ] {
+            if v.is_some_and(|v| v < 0) {
+                return Err(invalid(&format!("spec.{name}"), "must be >= 0"));
+            }
+        }
+        validate_selector_and_template(&self.selector, &self.template)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StatefulSetSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i64>,
+    /// OrderedReady (default) or Parallel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_management_policy: Option<String>,
+    pub selector: LabelSelector,
+    pub template: PodTemplate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_claim_templates: Option<Vec<VolumeClaimTemplate>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_strategy: Option<DeploymentStrategy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_history_limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim_retention_policy: Option<Value>,
+}
+
+impl StatefulSetSpec {
+    pub fn replicas(&self) -> i64 {
+        self.replicas.unwrap_or(1)
+    }
+
+    pub fn pod_management_policy(&self) -> &str {
+        self.pod_management_policy.as_deref().unwrap_or("OrderedReady")
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
+        validate_replicas(self.replicas)?;
+        if let Some(p) = &self.pod_management_policy {
+            if p != "OrderedReady" && p != "Parallel" {
+                return Err(invalid("spec.podManagementPolicy", format!("\"{p}\" is not OrderedReady or Parallel")));
+            }
+        }
+        if let Some(t) = self.update_strategy.as_ref().and_then(|s| s.kind.as_deref()) {
+            if t != "RollingUpdate" && t != "OnDelete" {
+                return Err(invalid("spec.updateStrategy.type", format!("\"{t}\" is not RollingUpdate or OnDelete")));
+            }
+        }
+        for (i, t) in self.volume_claim_templates.iter().flatten().enumerate() {
+            super::validate_name(&format!("spec.volumeClaimTemplates[{i}].metadata.name"), &t.metadata.name)?;
+        }
+        validate_selector_and_template(&self.selector, &self.template)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VolumeClaimTemplate {
+    pub metadata: ClaimMeta,
+    pub spec: ClaimSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClaimMeta {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClaimSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_modes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+fn validate_replicas(replicas: Option<i64>) -> Result<(), ModelError> {
+    match replicas {
+        Some(r) if r < 0 => Err(invalid("spec.replicas", format!("must be >= 0, got {r}"))),
+        _ => Ok(()),
+    }
+}
+
+fn validate_selector_and_template(selector: &LabelSelector, template: &PodTemplate) -> Result<(), ModelError> {
+    selector.validate("spec.selector")?;
+    if selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && selector.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+    {
+        return Err(invalid("spec.selector", "must select something: set matchLabels or matchExpressions"));
+    }
+    let labels = template.labels();
+    validate_label_map("spec.template.metadata.labels", &labels)?;
+    if !selector.matches(&labels) {
+        return Err(invalid(
+            "spec.selector",
+            "does not match spec.template.metadata.labels: the workload would not own its own instances",
+        ));
+    }
+    validate_pod_spec("spec.template.spec", &template.spec)
+}
+
+fn validate_pod_spec(field: &str, spec: &PodSpec) -> Result<(), ModelError> {
+    if spec.containers.is_empty() {
+        return Err(invalid(&format!("{field}.containers"), "at least one container is required"));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let all = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("{field}.containers[{i}]"), c))
+        .chain(spec.init_containers.iter().flatten().enumerate().map(|(i, c)| (format!("{field}.initContainers[{i}]"), c)));
+    for (path, c) in all {
+        if c.name.is_empty() {
+            return Err(invalid(&format!("{path}.name"), "is required"));
+        }
+        super::validate_label_value(&format!("{path}.name"), &c.name)?;
+        if !names.insert(c.name.clone()) {
+            return Err(invalid(&format!("{path}.name"), format!("duplicate container name \"{}\"", c.name)));
+        }
+        if c.image.trim().is_empty() {
+            return Err(invalid(&format!("{path}.image"), "is required (an image reference like busybox:latest)"));
+        }
+        for (j, p) in c.ports.iter().flatten().enumerate() {
+            if !(1..=65535).contains(&p.container_port) {
+                return Err(invalid(
+                    &format!("{path}.ports[{j}].containerPort"),
+                    format!("must be between 1 and 65535, got {}", p.container_port),
+                ));
+            }
+        }
+        if let Some(res) = &c.resources {
+            let req = res.requests.clone().unwrap_or_default();
+            let lim = res.limits.clone().unwrap_or_default();
+            if let (Some(r), Some(l)) = (&req.cpu, &lim.cpu) {
+                if r.millis() > l.millis() {
+                    return Err(invalid(
+                        &format!("{path}.resources.requests.cpu"),
+                        format!("request {r} is above the limit {l}"),
+                    ));
+                }
+            }
+            if let (Some(r), Some(l)) = (&req.memory, &lim.memory) {
+                if r.bytes() > l.bytes() {
+                    return Err(invalid(
+                        &format!("{path}.resources.requests.memory"),
+                        format!("request {r} is above the limit {l}"),
+                    ));
+                }
+            }
+        }
+        for (name, probe) in [
+            ("livenessProbe", &c.liveness_probe),
+            ("readinessProbe", &c.readiness_probe),
+            ("startupProbe", &c.startup_probe),
+        ] {
+            if let Some(p) = probe {
+                let handlers = [p.http_get.is_some(), p.tcp_socket.is_some(), p.exec.is_some(), p.grpc.is_some()];
+                if handlers.iter().filter(|h| **h).count() != 1 {
+                    return Err(invalid(
+                        &format!("{path}.{name}"),
+                        "needs exactly one handler: httpGet, tcpSocket, exec or grpc",
+                    ));
+                }
+                for (f, v) in [
+                    ("periodSeconds", p.period_seconds),
+                    ("timeoutSeconds", p.timeout_seconds),
+                    ("failureThreshold", p.failure_threshold),
+                    ("successThreshold", p.success_threshold),
+                ] {
+                    if v.is_some_and(|v| v < 1) {
+                        return Err(invalid(&format!("{path}.{name}.{f}"), "must be >= 1"));
+                    }
+                }
+            }
+        }
+    }
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        let sources = [v.empty_dir.is_some(), v.host_path.is_some(), v.persistent_volume_claim.is_some(), v.config_map.is_some(), v.secret.is_some()];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            return Err(invalid(&format!("{field}.volumes[{i}]"), "more than one volume source"));
+        }
+    }
+    if let Some(r) = &spec.restart_policy {
+        if !["Always", "OnFailure", "Never"].contains(&r.as_str()) {
+            return Err(invalid(&format!("{field}.restartPolicy"), format!("\"{r}\" is not Always, OnFailure or Never")));
+        }
+    }
+    Ok(())
+}
+
+/// Quantities for quota and VPA maps: any resource name to a quantity.
+pub type QuantityMap = BTreeMap<String, Quantity>;
