@@ -32,6 +32,7 @@ fn run(node: &TestNode, clients: usize, writes: usize, tag: &str) {
         .map(|c| {
             let api = node.api();
             let template = template.clone();
+            let tag = tag.to_string();
             std::thread::spawn(move || {
                 let mut lat = Vec::with_capacity(writes / clients);
                 for i in 0..writes / clients {
@@ -45,7 +46,10 @@ fn run(node: &TestNode, clients: usize, writes: usize, tag: &str) {
             })
         })
         .collect();
-    let mut lat: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut lat: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     let elapsed = start.elapsed();
     lat.sort();
     println!(
@@ -61,13 +65,26 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let writes: usize = std::env::var("BENCH_WRITES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
-    let clients: usize = std::env::var("BENCH_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let writes: usize = std::env::var("BENCH_WRITES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let clients: usize = std::env::var("BENCH_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let node = TestNode::start("bench");
     std::thread::sleep(Duration::from_secs(2));
-    println!("idle RSS (fresh node): {:.1} MiB", rss_kib(node.pid()) as f64 / 1024.0);
+    println!(
+        "idle RSS (fresh node): {:.1} MiB",
+        rss_kib(node.pid()) as f64 / 1024.0
+    );
     run(&node, 1, writes / 4, "seq");
     run(&node, clients, writes, "par");
     std::thread::sleep(Duration::from_secs(2));
-    println!("RSS after {} objects: {:.1} MiB", writes + writes / 4, rss_kib(node.pid()) as f64 / 1024.0);
+    println!(
+        "RSS after {} objects: {:.1} MiB",
+        writes + writes / 4,
+        rss_kib(node.pid()) as f64 / 1024.0
+    );
 }

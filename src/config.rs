@@ -29,7 +29,10 @@ pub enum ConfigError {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field: field.to_string(), message: message.into() }
+    ConfigError::Invalid {
+        field: field.to_string(),
+        message: message.into(),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,15 +142,22 @@ impl NodeConfig {
     pub fn load(flags: &NodeFlags) -> Result<NodeConfig, ConfigError> {
         let mut file = parse_file("<built-in>", DEFAULT_CONFIG)?;
         if let Some(path) = &flags.config {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-            let user: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.display().to_string(),
-                message: e.to_string(),
+                source,
             })?;
+            let user: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Parse {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })?;
             let mut merged: toml::Table = DEFAULT_CONFIG.parse().expect("built-in config parses");
             merge(&mut merged, user);
-            file = parse_file(&path.display().to_string(), &toml::to_string(&merged).expect("toml"))?;
+            file = parse_file(
+                &path.display().to_string(),
+                &toml::to_string(&merged).expect("toml"),
+            )?;
         }
         Self::from_parts(file, flags)
     }
@@ -164,17 +174,26 @@ impl NodeConfig {
         };
         let bind = match flags.bind {
             Some(b) => b,
-            None => file.bind.parse().map_err(|_| invalid("bind", format!("\"{}\" is not an IP address", file.bind)))?,
+            None => file
+                .bind
+                .parse()
+                .map_err(|_| invalid("bind", format!("\"{}\" is not an IP address", file.bind)))?,
         };
         let advertise = match flags.advertise {
             Some(a) => a,
-            None if !file.advertise.is_empty() => file
-                .advertise
-                .parse()
-                .map_err(|_| invalid("advertise", format!("\"{}\" is not an IP address", file.advertise)))?,
+            None if !file.advertise.is_empty() => file.advertise.parse().map_err(|_| {
+                invalid(
+                    "advertise",
+                    format!("\"{}\" is not an IP address", file.advertise),
+                )
+            })?,
             None => derive_advertise(bind),
         };
-        let join = if flags.join.is_empty() { file.join } else { flags.join.clone() };
+        let join = if flags.join.is_empty() {
+            file.join
+        } else {
+            flags.join.clone()
+        };
         for seed in &join {
             if !seed.contains(':') {
                 return Err(invalid("join", format!("\"{seed}\" is not HOST:PORT")));
@@ -184,15 +203,23 @@ impl NodeConfig {
             (Some(t), _) => Some(t.clone()),
             (None, Some(path)) => Some(read_token(path)?),
             (None, None) if !file.token.is_empty() => Some(file.token),
-            (None, None) if !file.token_file.is_empty() => Some(read_token(Path::new(&file.token_file))?),
+            (None, None) if !file.token_file.is_empty() => {
+                Some(read_token(Path::new(&file.token_file))?)
+            }
             _ => None,
         };
-        let roles = if flags.roles.is_empty() { file.roles } else { flags.roles.clone() };
+        let roles = if flags.roles.is_empty() {
+            file.roles
+        } else {
+            flags.roles.clone()
+        };
         for role in &roles {
             if !["auto", "orchestrator", "director", "agent"].contains(&role.as_str()) {
                 return Err(invalid(
                     "roles",
-                    format!("unknown role \"{role}\"; expected auto, orchestrator, director or agent"),
+                    format!(
+                        "unknown role \"{role}\"; expected auto, orchestrator, director or agent"
+                    ),
                 ));
             }
         }
@@ -244,7 +271,10 @@ impl NodeConfig {
 }
 
 fn parse_file(path: &str, text: &str) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// Overlays `user` onto `base`, recursing into tables so a file may set only `[raft] heartbeat_ms`.
@@ -260,11 +290,16 @@ fn merge(base: &mut toml::Table, user: toml::Table) {
 }
 
 fn read_token(path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     let token = text.trim().to_string();
     if token.is_empty() {
-        return Err(invalid("token_file", format!("{} is empty", path.display())));
+        return Err(invalid(
+            "token_file",
+            format!("{} is empty", path.display()),
+        ));
     }
     Ok(token)
 }
@@ -284,14 +319,17 @@ pub fn default_data_dir() -> PathBuf {
     }
     match std::env::var_os("XDG_DATA_HOME") {
         Some(d) => PathBuf::from(d).join("omnicloud"),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".local/share/omnicloud"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
+            .join(".local/share/omnicloud"),
     }
 }
 
 /// Whether this process runs as root (`/proc/self` is owned by the effective uid).
 pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// The address peers should use when bound to a wildcard: the source address of the
@@ -301,7 +339,10 @@ fn derive_advertise(bind: IpAddr) -> IpAddr {
         return bind;
     }
     UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| s.connect(SocketAddr::from(([10, 255, 255, 255], 9))).map(|_| s))
+        .and_then(|s| {
+            s.connect(SocketAddr::from(([10, 255, 255, 255], 9)))
+                .map(|_| s)
+        })
         .and_then(|s| s.local_addr())
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
@@ -312,7 +353,11 @@ mod tests {
     use super::*;
 
     fn flags() -> NodeFlags {
-        NodeFlags { name: Some("n1".into()), data_dir: Some("/tmp/x".into()), ..Default::default() }
+        NodeFlags {
+            name: Some("n1".into()),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -327,7 +372,11 @@ mod tests {
     fn file_then_flags_override() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.toml");
-        std::fs::write(&path, "api_port = 9000\nrpc_port = 9001\n[raft]\nheartbeat_ms = 50\n").unwrap();
+        std::fs::write(
+            &path,
+            "api_port = 9000\nrpc_port = 9001\n[raft]\nheartbeat_ms = 50\n",
+        )
+        .unwrap();
         let mut f = flags();
         f.config = Some(path);
         f.rpc_port = Some(9101);
@@ -335,7 +384,10 @@ mod tests {
         assert_eq!(c.api_port, 9000);
         assert_eq!(c.rpc_port, 9101);
         assert_eq!(c.raft.heartbeat_ms, 50);
-        assert_eq!(c.raft.election_timeout_min_ms, 400, "unset keys keep their defaults");
+        assert_eq!(
+            c.raft.election_timeout_min_ms, 400,
+            "unset keys keep their defaults"
+        );
     }
 
     #[test]
@@ -351,10 +403,16 @@ mod tests {
         let mut f = flags();
         f.roles = vec!["captain".into()];
         let err = NodeConfig::load(&f).unwrap_err().to_string();
-        assert!(err.starts_with("roles:") && err.contains("captain"), "{err}");
+        assert!(
+            err.starts_with("roles:") && err.contains("captain"),
+            "{err}"
+        );
 
         let mut f = flags();
         f.join = vec!["seed-without-port".into()];
-        assert!(NodeConfig::load(&f).unwrap_err().to_string().starts_with("join:"));
+        assert!(NodeConfig::load(&f)
+            .unwrap_err()
+            .to_string()
+            .starts_with("join:"));
     }
 }

@@ -79,29 +79,47 @@ impl NodeHandle {
 impl Node {
     pub async fn build(config: NodeConfig) -> Result<Node, NodeError> {
         let dir = &config.data_dir;
-        fs::create_dir_all(dir).map_err(|source| NodeError::DataDir { path: dir.display().to_string(), source })?;
+        fs::create_dir_all(dir).map_err(|source| NodeError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
 
         let store = Store::open(dir)?;
         let node_id = node_identity(&store, &config.name)?;
-        let admin_token = ensure_token_file(&dir.join(ADMIN_TOKEN_FILE), None)
-            .map_err(|source| NodeError::DataDir { path: dir.display().to_string(), source })?;
+        let admin_token =
+            ensure_token_file(&dir.join(ADMIN_TOKEN_FILE), None).map_err(|source| {
+                NodeError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                }
+            })?;
         let join_token = if config.join.is_empty() {
-            ensure_token_file(&dir.join(JOIN_TOKEN_FILE), config.token.as_deref())
-                .map_err(|source| NodeError::DataDir { path: dir.display().to_string(), source })?
+            ensure_token_file(&dir.join(JOIN_TOKEN_FILE), config.token.as_deref()).map_err(
+                |source| NodeError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                },
+            )?
         } else {
             config.token.clone().ok_or(NodeError::MissingToken)?
         };
         let rpc_key = transport::derive_key(&join_token, "rpc");
 
         let api_addr = SocketAddr::new(config.bind, config.api_port);
-        let api_listener =
-            TcpListener::bind(api_addr).map_err(|source| NodeError::Bind { what: "api", addr: api_addr, source })?;
+        let api_listener = TcpListener::bind(api_addr).map_err(|source| NodeError::Bind {
+            what: "api",
+            addr: api_addr,
+            source,
+        })?;
         let api_addr = api_listener.local_addr().map_err(NodeError::Api)?;
         let advertised_api = SocketAddr::new(config.advertise, api_addr.port());
         let rpc_addr = SocketAddr::new(config.bind, config.rpc_port);
-        let rpc_listener =
-            TcpListener::bind(rpc_addr).map_err(|source| NodeError::Bind { what: "rpc", addr: rpc_addr, source })?;
+        let rpc_listener = TcpListener::bind(rpc_addr).map_err(|source| NodeError::Bind {
+            what: "rpc",
+            addr: rpc_addr,
+            source,
+        })?;
         let rpc_addr = rpc_listener.local_addr().map_err(NodeError::Api)?;
 
         let me = RaftNode {
@@ -111,13 +129,34 @@ impl Node {
         };
         let rpc_stats = Arc::new(TransportStats::default());
         let rpc_client = Arc::new(transport::Client::new(rpc_key, rpc_stats.clone()));
-        let control =
-            ControlPlane::start(store, node_id, me, &config.raft, config.join.is_empty(), rpc_client).await?;
-        write_endpoints(dir, &config, api_addr, rpc_addr, node_id)
-            .map_err(|source| NodeError::DataDir { path: dir.display().to_string(), source })?;
+        let control = ControlPlane::start(
+            store,
+            node_id,
+            me,
+            &config.raft,
+            config.join.is_empty(),
+            rpc_client,
+        )
+        .await?;
+        write_endpoints(dir, &config, api_addr, rpc_addr, node_id).map_err(|source| {
+            NodeError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            }
+        })?;
 
         let (stop_tx, _) = watch::channel(false);
-        Ok(Node { config, control, api_listener, api_addr, rpc_listener, rpc_key, rpc_stats, admin_token, stop_tx })
+        Ok(Node {
+            config,
+            control,
+            api_listener,
+            api_addr,
+            rpc_listener,
+            rpc_key,
+            rpc_stats,
+            admin_token,
+            stop_tx,
+        })
     }
 
     pub fn api_addr(&self) -> SocketAddr {
@@ -129,12 +168,24 @@ impl Node {
     }
 
     pub async fn run_until_stopped(self) -> Result<(), NodeError> {
-        let Node { config, control, api_listener, api_addr, rpc_listener, rpc_key, rpc_stats, admin_token, stop_tx } =
-            self;
+        let Node {
+            config,
+            control,
+            api_listener,
+            api_addr,
+            rpc_listener,
+            rpc_key,
+            rpc_stats,
+            admin_token,
+            stop_tx,
+        } = self;
         rpc_listener.set_nonblocking(true).map_err(NodeError::Api)?;
-        let rpc_listener = tokio::net::TcpListener::from_std(rpc_listener).map_err(NodeError::Api)?;
+        let rpc_listener =
+            tokio::net::TcpListener::from_std(rpc_listener).map_err(NodeError::Api)?;
         let rpc_control = control.clone();
-        transport::serve(rpc_listener, rpc_key, rpc_stats, move |body| rpc::handle(rpc_control.clone(), body));
+        transport::serve(rpc_listener, rpc_key, rpc_stats, move |body| {
+            rpc::handle(rpc_control.clone(), body)
+        });
         let state = Data::new(ApiState {
             control: control.clone(),
             admin_token,
@@ -231,7 +282,12 @@ fn ensure_token_file(path: &Path, given: Option<&str>) -> std::io::Result<String
     };
     let tmp = path.with_extension("tmp");
     {
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(token.as_bytes())?;
         f.write_all(b"\n")?;
         f.sync_all()?;
@@ -262,7 +318,12 @@ fn write_endpoints(
 
 /// `default` exists implicitly; creating it makes it visible in `get namespaces`.
 async fn create_default_namespace(control: &ControlPlane) {
-    if control.wait_for_leader(Duration::from_secs(30)).await.is_err() || !control.is_leader() {
+    if control
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .is_err()
+        || !control.is_leader()
+    {
         return;
     }
     let key = ObjectKey::new(Kind::Namespace, "", "default");

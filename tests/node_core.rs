@@ -17,9 +17,18 @@ fn seed_manifests_round_trip() {
     let node = TestNode::start("roundtrip");
     let api = node.api();
     for (file, path) in [
-        ("deployment.yaml", "/v1/namespaces/default/deployments/web-frontend"),
-        ("statefulset.yaml", "/v1/namespaces/default/statefulsets/database-cluster"),
-        ("hpa.yaml", "/v1/namespaces/default/horizontalpodautoscalers/web-frontend-hpa"),
+        (
+            "deployment.yaml",
+            "/v1/namespaces/default/deployments/web-frontend",
+        ),
+        (
+            "statefulset.yaml",
+            "/v1/namespaces/default/statefulsets/database-cluster",
+        ),
+        (
+            "hpa.yaml",
+            "/v1/namespaces/default/horizontalpodautoscalers/web-frontend-hpa",
+        ),
     ] {
         let text = fixture(file);
         let (status, body) = api.apply(&text);
@@ -28,12 +37,17 @@ fn seed_manifests_round_trip() {
         let (status, stored) = api.get(path);
         assert_eq!(status, 200, "{file}: {stored}");
         let sent = yaml_to_json(&text);
-        assert_eq!(stored["spec"], sent["spec"], "{file}: spec must read back as written");
+        assert_eq!(
+            stored["spec"], sent["spec"],
+            "{file}: spec must read back as written"
+        );
         assert_eq!(stored["kind"], sent["kind"]);
         assert_eq!(stored["apiVersion"], sent["apiVersion"]);
         assert_eq!(stored["metadata"]["name"], sent["metadata"]["name"]);
         assert_eq!(stored["metadata"]["generation"], 1);
-        assert!(stored["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+        assert!(stored["metadata"]["uid"]
+            .as_str()
+            .is_some_and(|u| u.len() == 36));
 
         // Applying the same manifest again changes nothing.
         let (_, again) = api.apply(&text);
@@ -63,11 +77,41 @@ fn bad_input_is_rejected_and_nothing_is_stored() {
     let before = revision();
 
     let cases: Vec<(&str, String, u16, &str, &str)> = vec![
-        ("wrong apiVersion", good.replace("omnicloud.io/v1", "gizmo.io/v9"), 422, "apiVersion", "gizmo.io/v9"),
-        ("wrong kind", good.replace("kind: Deployment", "kind: Deploymint"), 422, "kind", "Deploymint"),
-        ("missing name", good.replace("  name: web-frontend\n", ""), 422, "metadata.name", ""),
-        ("bad quantity", good.replace("cpu: 100m", "cpu: lots"), 422, "spec.template.spec.containers[0].resources.requests.cpu", "lots"),
-        ("negative replicas", good.replace("replicas: 10", "replicas: -3"), 422, "spec.replicas", ">= 0"),
+        (
+            "wrong apiVersion",
+            good.replace("omnicloud.io/v1", "gizmo.io/v9"),
+            422,
+            "apiVersion",
+            "gizmo.io/v9",
+        ),
+        (
+            "wrong kind",
+            good.replace("kind: Deployment", "kind: Deploymint"),
+            422,
+            "kind",
+            "Deploymint",
+        ),
+        (
+            "missing name",
+            good.replace("  name: web-frontend\n", ""),
+            422,
+            "metadata.name",
+            "",
+        ),
+        (
+            "bad quantity",
+            good.replace("cpu: 100m", "cpu: lots"),
+            422,
+            "spec.template.spec.containers[0].resources.requests.cpu",
+            "lots",
+        ),
+        (
+            "negative replicas",
+            good.replace("replicas: 10", "replicas: -3"),
+            422,
+            "spec.replicas",
+            ">= 0",
+        ),
         (
             "unknown field",
             good.replace("        resources:", "        resorces:"),
@@ -75,19 +119,29 @@ fn bad_input_is_rejected_and_nothing_is_stored() {
             "spec.template.spec.containers[0].resorces",
             "resorces",
         ),
-        ("name not DNS-1123", good.replace("name: web-frontend\nspec", "name: Web_Frontend\nspec"), 422, "metadata.name", ""),
+        (
+            "name not DNS-1123",
+            good.replace("name: web-frontend\nspec", "name: Web_Frontend\nspec"),
+            422,
+            "metadata.name",
+            "",
+        ),
     ];
     for (what, body, status, field, mention) in cases {
         let (got, err) = api.apply(&body);
         assert_eq!(got, status, "{what}: {err}");
         assert_eq!(err["field"], field, "{what}: {err}");
         let message = err["message"].as_str().unwrap();
-        assert!(message.contains(mention), "{what}: message {message:?} should mention {mention:?}");
+        assert!(
+            message.contains(mention),
+            "{what}: message {message:?} should mention {mention:?}"
+        );
         assert_eq!(err["code"], status, "{what}");
     }
 
     // Invalid YAML: 400 with line and column.
-    let (got, err) = api.apply("apiVersion: omnicloud.io/v1\nkind: Deployment\nmetadata: [unclosed\n");
+    let (got, err) =
+        api.apply("apiVersion: omnicloud.io/v1\nkind: Deployment\nmetadata: [unclosed\n");
     assert_eq!(got, 400, "{err}");
     assert!(err["message"].as_str().unwrap().contains("line"), "{err}");
     assert!(err["message"].as_str().unwrap().contains("column"), "{err}");
@@ -98,19 +152,36 @@ fn bad_input_is_rejected_and_nothing_is_stored() {
     assert_eq!(got, 413, "{err}");
 
     // A multi-document apply whose second document is bad stores neither.
-    let both = format!("{good}\n---\n{}", good.replace("web-frontend", "web-two").replace("cpu: 100m", "cpu: x"));
+    let both = format!(
+        "{good}\n---\n{}",
+        good.replace("web-frontend", "web-two")
+            .replace("cpu: 100m", "cpu: x")
+    );
     let (got, _) = api.apply(&both);
     assert_eq!(got, 422);
 
     // Negative replicas through the scale subresource and the CLI.
     api.apply(&good);
-    let (got, err) = api.send("PUT", &format!("{DEPLOY}/web-frontend/scale"), r#"{"spec":{"replicas":-1}}"#);
-    assert_eq!((got, err["field"].as_str()), (422, Some("spec.replicas")), "{err}");
+    let (got, err) = api.send(
+        "PUT",
+        &format!("{DEPLOY}/web-frontend/scale"),
+        r#"{"spec":{"replicas":-1}}"#,
+    );
+    assert_eq!(
+        (got, err["field"].as_str()),
+        (422, Some("spec.replicas")),
+        "{err}"
+    );
     let (ok, _, stderr) = node.cli(&["scale", "deployment/web-frontend", "--replicas=-2"]);
     assert!(!ok && stderr.contains("--replicas"), "{stderr}");
 
     let (_, list) = api.get(DEPLOY);
-    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["web-frontend"], "only the one good apply is stored");
     assert_ne!(before, revision());
 }
@@ -128,7 +199,13 @@ fn api_requires_the_token() {
     assert_eq!(anon.raw_get("/readyz").0, 200);
     let (status, metrics) = anon.raw_get("/metrics");
     assert_eq!(status, 200);
-    for name in ["api_requests_total", "api_request_duration_seconds_bucket", "raft_term", "raft_commit_index", "raft_is_leader"] {
+    for name in [
+        "api_requests_total",
+        "api_request_duration_seconds_bucket",
+        "raft_term",
+        "raft_commit_index",
+        "raft_is_leader",
+    ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
     assert_eq!(node.api().metric("raft_is_leader"), Some(1.0));
@@ -144,7 +221,10 @@ fn concurrent_updates_exactly_one_wins() {
     assert_eq!(api.apply(&fixture("deployment.yaml")).0, 200);
     for round in 0..5 {
         let (_, current) = api.get(&format!("{DEPLOY}/web-frontend"));
-        let rv = current["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+        let rv = current["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let barrier = Arc::new(Barrier::new(2));
         let threads: Vec<_> = [11, 12]
             .into_iter()
@@ -152,7 +232,8 @@ fn concurrent_updates_exactly_one_wins() {
                 let api = api.clone();
                 let barrier = barrier.clone();
                 let mut obj = current.clone();
-                obj["spec"]["replicas"] = Value::from(replicas + round);
+                // Distinct from every earlier value, so neither write is a no-op.
+                obj["spec"]["replicas"] = Value::from(replicas + 10 * round);
                 obj["metadata"]["resourceVersion"] = Value::from(rv.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
@@ -171,13 +252,19 @@ fn concurrent_updates_exactly_one_wins() {
     let (status, err) = api.send("PUT", &format!("{DEPLOY}/web-frontend"), &stale.to_string());
     assert_eq!(status, 409);
     assert_eq!(err["field"], "metadata.resourceVersion");
-    assert_eq!(current["metadata"]["generation"], 6, "five spec changes after creation");
+    assert_eq!(
+        current["metadata"]["generation"], 6,
+        "five spec changes after creation"
+    );
 }
 
 #[test]
 fn cli_apply_get_scale_describe_delete() {
     let node = TestNode::start("cli");
-    let path = format!("{}/tests/fixtures/deployment.yaml", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/deployment.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let (ok, out, err) = node.cli(&["apply", "-f", &path]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "deployment/web-frontend created");
@@ -202,19 +289,38 @@ fn cli_apply_get_scale_describe_delete() {
     assert_eq!(obj["spec"]["replicas"], 16);
     assert_eq!(obj["metadata"]["generation"], 3);
 
-    let (ok, out, _) = node.cli(&["get", "deployments", "-l", "app=web-frontend", "-o", "json"]);
+    let k8s = format!(
+        "{}/tests/fixtures/k8s-deployment.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    assert!(node.cli(&["apply", "-f", &k8s]).0);
+    let (ok, out, _) = node.cli(&["get", "deployments", "-l", "app=api", "-o", "json"]);
     assert!(ok);
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["items"].as_array().unwrap().len(), 1);
+    let items = serde_json::from_str::<Value>(&out).unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["metadata"]["name"], "api");
     let (ok, out, _) = node.cli(&["get", "deployments", "-l", "app=other", "-o", "json"]);
     assert!(ok);
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["items"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 
     let (ok, out, _) = node.cli(&["get", "deployments", "-o", "yaml"]);
     assert!(ok && out.contains("kind: DeploymentList"), "{out}");
 
     let (ok, out, _) = node.cli(&["describe", "deployment/web-frontend"]);
     assert!(ok);
-    assert!(out.contains("Name:") && out.contains("web-frontend") && out.contains("replicas: 16"), "{out}");
+    assert!(
+        out.contains("Name:") && out.contains("web-frontend") && out.contains("replicas: 16"),
+        "{out}"
+    );
 
     let stdin = fixture("statefulset.yaml");
     let (ok, out, err) = node.cli_with_stdin(&["apply", "-f", "-"], Some(&stdin));
@@ -228,7 +334,10 @@ fn cli_apply_get_scale_describe_delete() {
 
     let (ok, out, _) = node.cli(&["version", "-o", "json"]);
     assert!(ok);
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["server"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["server"],
+        env!("CARGO_PKG_VERSION")
+    );
 
     let (ok, _, err) = node.cli(&["get", "gizmos"]);
     assert!(!ok && err.contains("unknown kind"), "{err}");
@@ -239,14 +348,26 @@ fn watch_streams_changes_since_a_revision() {
     let node = TestNode::start("watch");
     let api = node.api();
     let (_, list) = api.get(DEPLOY);
-    let since: u64 = list["metadata"]["revision"].as_str().unwrap().parse::<u64>().unwrap() + 1;
+    let since: u64 = list["metadata"]["revision"]
+        .as_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        + 1;
     api.apply(&fixture("deployment.yaml"));
-    api.send("PUT", &format!("{DEPLOY}/web-frontend/scale"), r#"{"spec":{"replicas":4}}"#);
+    api.send(
+        "PUT",
+        &format!("{DEPLOY}/web-frontend/scale"),
+        r#"{"spec":{"replicas":4}}"#,
+    );
     api.delete(&format!("{DEPLOY}/web-frontend"));
 
     // History replay, then live: read three lines and stop.
     let url = format!("{}/v1/watch?since={since}&kind=deployments", node.api);
-    let resp = ureq::get(&url).set("Authorization", &format!("Bearer {}", node.token)).call().unwrap();
+    let resp = ureq::get(&url)
+        .set("Authorization", &format!("Bearer {}", node.token))
+        .call()
+        .unwrap();
     let mut reader = std::io::BufReader::new(resp.into_reader());
     let mut events = Vec::new();
     for _ in 0..3 {
@@ -257,15 +378,22 @@ fn watch_streams_changes_since_a_revision() {
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["ADDED", "MODIFIED", "DELETED"]);
     assert_eq!(events[1]["object"]["spec"]["replicas"], 4);
-    let revs: Vec<u64> = events.iter().map(|e| e["revision"].as_u64().unwrap()).collect();
+    let revs: Vec<u64> = events
+        .iter()
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect();
     assert!(revs.windows(2).all(|w| w[0] < w[1]), "{revs:?}");
 
     // A live change arrives on an open watch.
     let url = format!("{}/v1/watch?kind=deployments", node.api);
-    let resp = ureq::get(&url).set("Authorization", &format!("Bearer {}", node.token)).call().unwrap();
+    let resp = ureq::get(&url)
+        .set("Authorization", &format!("Bearer {}", node.token))
+        .call()
+        .unwrap();
     api.apply(&fixture("deployment.yaml"));
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(resp.into_reader()), &mut line).unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(resp.into_reader()), &mut line)
+        .unwrap();
     let ev: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(ev["type"], "ADDED");
     assert_eq!(ev["object"]["metadata"]["name"], "web-frontend");
@@ -275,7 +403,11 @@ fn watch_streams_changes_since_a_revision() {
 #[test]
 fn snapshots_compact_the_log_and_survive_restart() {
     let cfg = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(cfg.path(), "[raft]\nsnapshot_after_logs = 20\nkeep_logs_after_snapshot = 5\n").unwrap();
+    std::fs::write(
+        cfg.path(),
+        "[raft]\nsnapshot_after_logs = 20\nkeep_logs_after_snapshot = 5\n",
+    )
+    .unwrap();
     let mut node = TestNode::start_with("snap", &["--config", cfg.path().to_str().unwrap()]);
     let api = node.api();
     let template = fixture("deployment.yaml");
@@ -286,7 +418,11 @@ fn snapshots_compact_the_log_and_survive_restart() {
     let purged = common::eventually(Duration::from_secs(10), || {
         api.metric("raft_purged_index").filter(|p| *p >= 20.0)
     });
-    assert!(purged.is_some(), "log was never compacted: {:?}", api.metric("raft_purged_index"));
+    assert!(
+        purged.is_some(),
+        "log was never compacted: {:?}",
+        api.metric("raft_purged_index")
+    );
     assert!(api.metric("raft_snapshot_index").unwrap() >= 20.0);
 
     node.stop();
@@ -310,7 +446,11 @@ fn kill9_loses_no_acknowledged_write() {
                 let mut acked = Vec::new();
                 for i in 0.. {
                     let name = format!("r{round}-w{i}");
-                    match api.try_send("POST", "/v1/apply", &template.replace("web-frontend", &name)) {
+                    match api.try_send(
+                        "POST",
+                        "/v1/apply",
+                        &template.replace("web-frontend", &name),
+                    ) {
                         Ok((200, _)) => acked.push(name),
                         Ok((status, body)) => panic!("write {name} refused: {status} {body}"),
                         Err(_) => break, // the node died mid-request: not acknowledged
@@ -322,14 +462,24 @@ fn kill9_loses_no_acknowledged_write() {
         std::thread::sleep(Duration::from_millis(400 + round * 150));
         node.kill9();
         let acked = writer.join().unwrap();
-        assert!(acked.len() > 5, "round {round}: too few writes before the kill ({})", acked.len());
+        assert!(
+            acked.len() > 5,
+            "round {round}: too few writes before the kill ({})",
+            acked.len()
+        );
         node.restart();
         let (_, list) = node.api().get(DEPLOY);
         let stored: Vec<&Value> = list["items"].as_array().unwrap().iter().collect();
         for name in &acked {
-            let obj = stored.iter().find(|o| o["metadata"]["name"] == name.as_str());
+            let obj = stored
+                .iter()
+                .find(|o| o["metadata"]["name"] == name.as_str());
             let obj = obj.unwrap_or_else(|| panic!("round {round}: acknowledged {name} lost"));
-            assert_eq!(obj["spec"], yaml_to_json(&template.replace("web-frontend", name))["spec"], "torn {name}");
+            assert_eq!(
+                obj["spec"],
+                yaml_to_json(&template.replace("web-frontend", name))["spec"],
+                "torn {name}"
+            );
         }
     }
 }

@@ -29,7 +29,9 @@ impl Counters {
         let now = Instant::now();
         match w.2 {
             Some(start) if now.duration_since(start) < Duration::from_secs(1) => w.0 += 1,
-            Some(start) if now.duration_since(start) < Duration::from_secs(2) => *w = (1, w.0, Some(now)),
+            Some(start) if now.duration_since(start) < Duration::from_secs(2) => {
+                *w = (1, w.0, Some(now))
+            }
             _ => *w = (1, 0, Some(now)),
         }
     }
@@ -86,7 +88,11 @@ fn handle(stream: TcpStream, counters: &Counters) -> std::io::Result<()> {
             writer,
             "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
             body.len(),
-            if keep_alive { "" } else { "Connection: close\r\n" }
+            if keep_alive {
+                ""
+            } else {
+                "Connection: close\r\n"
+            }
         )?;
         writer.flush()?;
         if !keep_alive {
@@ -154,10 +160,14 @@ mod tests {
         route("POST", "/health/fail", &c);
         assert_eq!(route("GET", "/health", &c).0, "503 Service Unavailable");
         let t = Instant::now();
-        assert!(route("GET", "/burn?ms=30", &c).1.starts_with("burned 30 ms"));
+        assert!(route("GET", "/burn?ms=30", &c)
+            .1
+            .starts_with("burned 30 ms"));
         assert!(t.elapsed() >= Duration::from_millis(30));
         c.tick();
-        assert!(route("GET", "/metrics", &c).1.contains("http_requests_total 1"));
+        assert!(route("GET", "/metrics", &c)
+            .1
+            .contains("http_requests_total 1"));
         assert_eq!(route("GET", "/nope", &c).0, "404 Not Found");
     }
 }

@@ -23,7 +23,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code: status.as_u16(), reason, message: message.into(), field: String::new() }
+        ApiError {
+            code: status.as_u16(),
+            reason,
+            message: message.into(),
+            field: String::new(),
+        }
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -37,7 +42,11 @@ impl ApiError {
 
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
-        let full = if field.is_empty() { message } else { format!("{field}: {message}") };
+        let full = if field.is_empty() {
+            message
+        } else {
+            format!("{field}: {message}")
+        };
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", full).with_field(field)
     }
 
@@ -76,10 +85,11 @@ impl From<Rejection> for ApiError {
         let message = r.to_string();
         match r {
             Rejection::NotFound { .. } => ApiError::not_found(message),
-            Rejection::AlreadyExists { .. } => ApiError::new(StatusCode::CONFLICT, "AlreadyExists", message),
-            Rejection::Conflict { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "Conflict", message).with_field("metadata.resourceVersion")
+            Rejection::AlreadyExists { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "AlreadyExists", message)
             }
+            Rejection::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "Conflict", message)
+                .with_field("metadata.resourceVersion"),
             Rejection::Invalid { field, message } => ApiError::invalid(&field, message),
         }
     }

@@ -58,9 +58,15 @@ impl ApiMetrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5].into_iter())
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])
         });
-        registry.register("api_requests", "API requests by route, method and status", requests.clone());
+        registry.register(
+            "api_requests",
+            "API requests by route, method and status",
+            requests.clone(),
+        );
         registry.register(
             "api_request_duration_seconds",
             "API request latency by route",
@@ -83,14 +89,46 @@ impl ApiMetrics {
         {
             let mut r = m.registry.lock().unwrap();
             r.register("raft_term", "Current Raft term", m.raft_term.clone());
-            r.register("raft_commit_index", "Highest committed log index", m.raft_commit_index.clone());
-            r.register("raft_last_applied", "Last log index applied to the state machine", m.raft_last_applied.clone());
-            r.register("raft_last_log_index", "Last log index in this node's log", m.raft_last_log_index.clone());
-            r.register("raft_snapshot_index", "Last log index in the current snapshot", m.raft_snapshot_index.clone());
-            r.register("raft_purged_index", "Last log index removed by compaction", m.raft_purged_index.clone());
-            r.register("raft_is_leader", "1 if this node is the Raft leader", m.raft_is_leader.clone());
-            r.register("raft_leader_id", "Node id of the current leader (0 if none)", m.raft_leader_id.clone());
-            r.register("raft_voters", "Voters in the current Raft membership", m.raft_voters.clone());
+            r.register(
+                "raft_commit_index",
+                "Highest committed log index",
+                m.raft_commit_index.clone(),
+            );
+            r.register(
+                "raft_last_applied",
+                "Last log index applied to the state machine",
+                m.raft_last_applied.clone(),
+            );
+            r.register(
+                "raft_last_log_index",
+                "Last log index in this node's log",
+                m.raft_last_log_index.clone(),
+            );
+            r.register(
+                "raft_snapshot_index",
+                "Last log index in the current snapshot",
+                m.raft_snapshot_index.clone(),
+            );
+            r.register(
+                "raft_purged_index",
+                "Last log index removed by compaction",
+                m.raft_purged_index.clone(),
+            );
+            r.register(
+                "raft_is_leader",
+                "1 if this node is the Raft leader",
+                m.raft_is_leader.clone(),
+            );
+            r.register(
+                "raft_leader_id",
+                "Node id of the current leader (0 if none)",
+                m.raft_leader_id.clone(),
+            );
+            r.register(
+                "raft_voters",
+                "Voters in the current Raft membership",
+                m.raft_voters.clone(),
+            );
         }
         m
     }
@@ -101,24 +139,40 @@ impl ApiMetrics {
     }
 
     fn observe(&self, route: String, method: String, status: u16, seconds: f64) {
-        self.latency.get_or_create(&RouteLabels { route: route.clone() }).observe(seconds);
-        self.requests.get_or_create(&RequestLabels { route, method, status }).inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
+            .observe(seconds);
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
     }
 
     fn refresh_raft(&self, state: &ApiState) {
         let m = state.control.raft.metrics().borrow().clone();
         self.raft_term.set(m.current_term as i64);
-        self.raft_last_applied.set(m.last_applied.map(|l| l.index as i64).unwrap_or(0));
+        self.raft_last_applied
+            .set(m.last_applied.map(|l| l.index as i64).unwrap_or(0));
         // openraft 0.9 does not report the commit index; everything applied is committed and
         // the state machine applies as soon as the leader's commit reaches this node.
         let committed = m.last_applied.map(|l| l.index).unwrap_or(0);
         self.raft_commit_index.set(committed as i64);
-        self.raft_last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
-        self.raft_snapshot_index.set(m.snapshot.map(|l| l.index as i64).unwrap_or(0));
-        self.raft_purged_index.set(m.purged.map(|l| l.index as i64).unwrap_or(0));
-        self.raft_is_leader.set((m.state == ServerState::Leader) as i64);
+        self.raft_last_log_index
+            .set(m.last_log_index.unwrap_or(0) as i64);
+        self.raft_snapshot_index
+            .set(m.snapshot.map(|l| l.index as i64).unwrap_or(0));
+        self.raft_purged_index
+            .set(m.purged.map(|l| l.index as i64).unwrap_or(0));
+        self.raft_is_leader
+            .set((m.state == ServerState::Leader) as i64);
         self.raft_leader_id.set(m.current_leader.unwrap_or(0));
-        self.raft_voters.set(m.membership_config.membership().voter_ids().count() as i64);
+        self.raft_voters
+            .set(m.membership_config.membership().voter_ids().count() as i64);
     }
 
     pub fn encode(&self, state: &ApiState) -> String {
@@ -146,7 +200,9 @@ pub async fn track(
             Ok(r) => r.status().as_u16(),
             Err(e) => e.as_response_error().status_code().as_u16(),
         };
-        state.metrics.observe(route, method, status, start.elapsed().as_secs_f64());
+        state
+            .metrics
+            .observe(route, method, status, start.elapsed().as_secs_f64());
     }
     res
 }

@@ -38,7 +38,11 @@ pub struct ApiState {
 }
 
 /// Starts serving on an already-bound listener; the returned server runs until stopped.
-pub fn serve(listener: TcpListener, state: Data<ApiState>, workers: usize) -> std::io::Result<Server> {
+pub fn serve(
+    listener: TcpListener,
+    state: Data<ApiState>,
+    workers: usize,
+) -> std::io::Result<Server> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -47,7 +51,11 @@ pub fn serve(listener: TcpListener, state: Data<ApiState>, workers: usize) -> st
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics::metrics))
-            .service(web::scope("/v1").configure(watch::routes).configure(resources::routes))
+            .service(
+                web::scope("/v1")
+                    .configure(watch::routes)
+                    .configure(resources::routes),
+            )
             .default_service(web::to(|| async {
                 ApiError::not_found("no such route; the API lives under /v1/").error_response()
             }))
@@ -66,7 +74,9 @@ async fn authenticate(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     if req.path().starts_with("/v1/") || req.path() == "/v1" {
-        let state = req.app_data::<Data<ApiState>>().expect("state is registered");
+        let state = req
+            .app_data::<Data<ApiState>>()
+            .expect("state is registered");
         let given = req
             .headers()
             .get("authorization")

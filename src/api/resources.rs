@@ -18,12 +18,30 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/version", web::get().to(version))
         .route("/apply", web::post().to(apply))
         .route("/namespaces/{ns}/{plural}", web::get().to(list_namespaced))
-        .route("/namespaces/{ns}/{plural}", web::post().to(create_namespaced))
-        .route("/namespaces/{ns}/{plural}/{name}", web::get().to(get_namespaced))
-        .route("/namespaces/{ns}/{plural}/{name}", web::put().to(replace_namespaced))
-        .route("/namespaces/{ns}/{plural}/{name}", web::delete().to(delete_namespaced))
-        .route("/namespaces/{ns}/{plural}/{name}/scale", web::get().to(get_scale))
-        .route("/namespaces/{ns}/{plural}/{name}/scale", web::put().to(put_scale))
+        .route(
+            "/namespaces/{ns}/{plural}",
+            web::post().to(create_namespaced),
+        )
+        .route(
+            "/namespaces/{ns}/{plural}/{name}",
+            web::get().to(get_namespaced),
+        )
+        .route(
+            "/namespaces/{ns}/{plural}/{name}",
+            web::put().to(replace_namespaced),
+        )
+        .route(
+            "/namespaces/{ns}/{plural}/{name}",
+            web::delete().to(delete_namespaced),
+        )
+        .route(
+            "/namespaces/{ns}/{plural}/{name}/scale",
+            web::get().to(get_scale),
+        )
+        .route(
+            "/namespaces/{ns}/{plural}/{name}/scale",
+            web::put().to(put_scale),
+        )
         .route("/{plural}", web::get().to(list_cluster))
         .route("/{plural}", web::post().to(create_cluster))
         .route("/{plural}/{name}", web::get().to(get_cluster))
@@ -56,7 +74,10 @@ async fn version(state: Data<ApiState>) -> HttpResponse {
 fn parse_kind(plural: &str) -> Result<Kind, ApiError> {
     Kind::parse(plural).ok_or_else(|| {
         let known: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
-        ApiError::not_found(format!("unknown resource type \"{plural}\"; known: {}", known.join(", ")))
+        ApiError::not_found(format!(
+            "unknown resource type \"{plural}\"; known: {}",
+            known.join(", ")
+        ))
     })
 }
 
@@ -88,7 +109,9 @@ fn place(resource: &mut Resource, url_namespace: Option<&str>) -> Result<ObjectK
             (Some(body), Some(url)) if body != url => {
                 return Err(ApiError::invalid(
                     "metadata.namespace",
-                    format!("\"{body}\" does not match the namespace \"{url}\" in the request path"),
+                    format!(
+                        "\"{body}\" does not match the namespace \"{url}\" in the request path"
+                    ),
                 ))
             }
             (Some(body), _) => body.clone(),
@@ -115,12 +138,20 @@ fn expected_version(resource: &Resource) -> Result<Option<u64>, ApiError> {
         return Ok(None);
     }
     rv.parse().map(Some).map_err(|_| {
-        ApiError::invalid("metadata.resourceVersion", format!("\"{rv}\" is not a resource version (a number)"))
+        ApiError::invalid(
+            "metadata.resourceVersion",
+            format!("\"{rv}\" is not a resource version (a number)"),
+        )
     })
 }
 
 fn put_command(resource: &Resource, key: ObjectKey, mode: PutMode) -> Result<Command, ApiError> {
-    Ok(Command::put(key, &resource.to_value(), mode, expected_version(resource)?))
+    Ok(Command::put(
+        key,
+        &resource.to_value(),
+        mode,
+        expected_version(resource)?,
+    ))
 }
 
 /// Proposes `cmd` and turns a rejection into its HTTP error.
@@ -133,7 +164,9 @@ async fn submit(state: &ApiState, cmd: Command) -> Result<Vec<Applied>, ApiError
 }
 
 fn object_response(status: StatusCode, bytes: &[u8]) -> HttpResponse {
-    HttpResponse::build(status).content_type("application/json").body(bytes.to_vec())
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(bytes.to_vec())
 }
 
 fn single_document(body: &str) -> Result<Resource, ApiError> {
@@ -147,10 +180,18 @@ fn single_document(body: &str) -> Result<Resource, ApiError> {
     Ok(docs.remove(0))
 }
 
-async fn create(state: &ApiState, kind: Kind, ns: Option<&str>, body: String) -> Result<HttpResponse, ApiError> {
+async fn create(
+    state: &ApiState,
+    kind: Kind,
+    ns: Option<&str>,
+    body: String,
+) -> Result<HttpResponse, ApiError> {
     let mut resource = single_document(&body)?;
     if resource.kind != kind {
-        return Err(ApiError::invalid("kind", format!("{} posted to {}", resource.kind, kind.plural())));
+        return Err(ApiError::invalid(
+            "kind",
+            format!("{} posted to {}", resource.kind, kind.plural()),
+        ));
     }
     let key = place(&mut resource, ns)?;
     let applied = submit(state, put_command(&resource, key, PutMode::Create)?).await?;
@@ -166,12 +207,18 @@ async fn replace(
 ) -> Result<HttpResponse, ApiError> {
     let mut resource = single_document(&body)?;
     if resource.kind != kind {
-        return Err(ApiError::invalid("kind", format!("{} sent to {}", resource.kind, kind.plural())));
+        return Err(ApiError::invalid(
+            "kind",
+            format!("{} sent to {}", resource.kind, kind.plural()),
+        ));
     }
     if resource.metadata.name != name {
         return Err(ApiError::invalid(
             "metadata.name",
-            format!("\"{}\" does not match \"{name}\" in the request path", resource.metadata.name),
+            format!(
+                "\"{}\" does not match \"{name}\" in the request path",
+                resource.metadata.name
+            ),
         ));
     }
     let key = place(&mut resource, ns)?;
@@ -189,7 +236,12 @@ async fn get(state: &ApiState, key: ObjectKey, q: &ReadQuery) -> Result<HttpResp
     }
 }
 
-async fn list(state: &ApiState, kind: Kind, ns: Option<&str>, q: &ReadQuery) -> Result<HttpResponse, ApiError> {
+async fn list(
+    state: &ApiState,
+    kind: Kind,
+    ns: Option<&str>,
+    q: &ReadQuery,
+) -> Result<HttpResponse, ApiError> {
     if q.consistent {
         state.control.read_barrier().await?;
     }
@@ -200,7 +252,8 @@ async fn list(state: &ApiState, kind: Kind, ns: Option<&str>, q: &ReadQuery) -> 
     let (objects, revision) = state.control.reader().list(kind, ns)?;
     let mut items = Vec::with_capacity(objects.len());
     for bytes in objects {
-        let object: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+        let object: Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
         if let Some(sel) = &selector {
             if !model::selector_matches(sel, &labels_of(&object)) {
                 continue;
@@ -219,13 +272,28 @@ async fn list(state: &ApiState, kind: Kind, ns: Option<&str>, q: &ReadQuery) -> 
 pub(super) fn labels_of(object: &Value) -> std::collections::BTreeMap<String, String> {
     object["metadata"]["labels"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 async fn delete(state: &ApiState, key: ObjectKey, q: &ReadQuery) -> Result<HttpResponse, ApiError> {
-    let applied = submit(state, Command::Delete { key: key.clone(), expected_version: q.resource_version }).await?;
-    let last = applied.iter().rev().find(|a| a.key == key).expect("delete reports the deleted object");
+    let applied = submit(
+        state,
+        Command::Delete {
+            key: key.clone(),
+            expected_version: q.resource_version,
+        },
+    )
+    .await?;
+    let last = applied
+        .iter()
+        .rev()
+        .find(|a| a.key == key)
+        .expect("delete reports the deleted object");
     Ok(object_response(StatusCode::OK, &last.object))
 }
 
@@ -289,7 +357,12 @@ async fn get_cluster(
     q: Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (plural, name) = path.into_inner();
-    get(&state, key_for(parse_kind(&plural)?, q.namespace.as_deref(), &name), &q).await
+    get(
+        &state,
+        key_for(parse_kind(&plural)?, q.namespace.as_deref(), &name),
+        &q,
+    )
+    .await
 }
 
 async fn replace_namespaced(
@@ -330,7 +403,12 @@ async fn delete_cluster(
     q: Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (plural, name) = path.into_inner();
-    delete(&state, key_for(parse_kind(&plural)?, q.namespace.as_deref(), &name), &q).await
+    delete(
+        &state,
+        key_for(parse_kind(&plural)?, q.namespace.as_deref(), &name),
+        &q,
+    )
+    .await
 }
 
 fn scale_body(object: &Value) -> Value {
@@ -357,8 +435,13 @@ async fn get_scale(
     if q.consistent {
         state.control.read_barrier().await?;
     }
-    let bytes = state.control.reader().get(&key)?.ok_or_else(|| ApiError::not_found(format!("{key} not found")))?;
-    let object: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+    let bytes = state
+        .control
+        .reader()
+        .get(&key)?
+        .ok_or_else(|| ApiError::not_found(format!("{key} not found")))?;
+    let object: Value =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(HttpResponse::Ok().json(scale_body(&object)))
 }
 
@@ -395,29 +478,51 @@ async fn put_scale(
     let (ns, plural, name) = path.into_inner();
     let kind = parse_kind(&plural)?;
     if !kind.has_replicas() {
-        return Err(ApiError::not_found(format!("{} has no scale subresource", kind.plural())));
+        return Err(ApiError::not_found(format!(
+            "{} has no scale subresource",
+            kind.plural()
+        )));
     }
     let body = read_body(payload, state.max_body_bytes).await?;
     let de = &mut serde_json::Deserializer::from_str(&body);
     let req: ScaleRequest = serde_path_to_error::deserialize(de)
         .map_err(|e| ApiError::invalid(&e.path().to_string(), e.inner().to_string()))?;
     if req.spec.replicas < 0 {
-        return Err(ApiError::invalid("spec.replicas", format!("must be >= 0, got {}", req.spec.replicas)));
+        return Err(ApiError::invalid(
+            "spec.replicas",
+            format!("must be >= 0, got {}", req.spec.replicas),
+        ));
     }
     let expected_version = match req.metadata.and_then(|m| m.resource_version) {
         Some(rv) => Some(rv.parse().map_err(|_| {
-            ApiError::invalid("metadata.resourceVersion", format!("\"{rv}\" is not a resource version (a number)"))
+            ApiError::invalid(
+                "metadata.resourceVersion",
+                format!("\"{rv}\" is not a resource version (a number)"),
+            )
         })?),
         None => None,
     };
     let key = key_for(kind, Some(&ns), &name);
-    let applied = submit(&state, Command::Scale { key, replicas: req.spec.replicas, expected_version }).await?;
-    let object: Value = serde_json::from_slice(&applied[0].object).map_err(|e| ApiError::internal(e.to_string()))?;
+    let applied = submit(
+        &state,
+        Command::Scale {
+            key,
+            replicas: req.spec.replicas,
+            expected_version,
+        },
+    )
+    .await?;
+    let object: Value = serde_json::from_slice(&applied[0].object)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(HttpResponse::Ok().json(scale_body(&object)))
 }
 
 /// Create-or-update of every document in the body, in one Raft entry: all or nothing.
-async fn apply(state: Data<ApiState>, q: Query<ReadQuery>, payload: Payload) -> Result<HttpResponse, ApiError> {
+async fn apply(
+    state: Data<ApiState>,
+    q: Query<ReadQuery>,
+    payload: Payload,
+) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.max_body_bytes).await?;
     let mut resources = model::parse_manifests(&body)?;
     if resources.is_empty() {

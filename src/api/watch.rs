@@ -46,8 +46,14 @@ struct Filter {
 impl Filter {
     fn matches(&self, change: &Change, object: &Value) -> bool {
         self.kind.is_none_or(|k| change.key.kind == k)
-            && self.namespace.as_ref().is_none_or(|ns| &change.key.namespace == ns)
-            && self.selector.as_ref().is_none_or(|s| model::selector_matches(s, &labels_of(object)))
+            && self
+                .namespace
+                .as_ref()
+                .is_none_or(|ns| &change.key.namespace == ns)
+            && self
+                .selector
+                .as_ref()
+                .is_none_or(|s| model::selector_matches(s, &labels_of(object)))
     }
 }
 
@@ -105,7 +111,10 @@ impl WatchState {
 
 async fn watch(state: Data<ApiState>, q: Query<WatchQuery>) -> Result<HttpResponse, ApiError> {
     let kind = match q.kind.as_deref() {
-        Some(k) => Some(Kind::parse(k).ok_or_else(|| ApiError::invalid("kind", format!("unknown kind \"{k}\"")))?),
+        Some(k) => Some(
+            Kind::parse(k)
+                .ok_or_else(|| ApiError::invalid("kind", format!("unknown kind \"{k}\"")))?,
+        ),
         None => None,
     };
     let selector = match q.label_selector.as_deref() {
@@ -117,7 +126,9 @@ async fn watch(state: Data<ApiState>, q: Query<WatchQuery>) -> Result<HttpRespon
     let (backlog, next_revision) = match q.since {
         Some(since) => {
             let history = reader.changes_since(since).map_err(|e| match e {
-                HistoryError::Compacted { .. } => ApiError::new(StatusCode::GONE, "Expired", e.to_string()),
+                HistoryError::Compacted { .. } => {
+                    ApiError::new(StatusCode::GONE, "Expired", e.to_string())
+                }
                 HistoryError::Store(s) => s.into(),
             })?;
             (history.into_iter().map(Arc::new).collect(), since)
@@ -128,11 +139,19 @@ async fn watch(state: Data<ApiState>, q: Query<WatchQuery>) -> Result<HttpRespon
         backlog,
         live,
         next_revision,
-        filter: Filter { kind, namespace: q.namespace.clone(), selector },
+        filter: Filter {
+            kind,
+            namespace: q.namespace.clone(),
+            selector,
+        },
         done: false,
     };
     let stream = futures::stream::unfold(watch, |mut w| async move {
-        w.next_line().await.map(|l| (Ok::<_, actix_web::Error>(l), w))
+        w.next_line()
+            .await
+            .map(|l| (Ok::<_, actix_web::Error>(l), w))
     });
-    Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(stream))
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(stream))
 }

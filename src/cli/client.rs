@@ -12,7 +12,12 @@ use serde_json::Value;
 pub enum ClientError {
     /// The server answered with an error body.
     #[error("{message}")]
-    Api { status: u16, reason: String, message: String, field: String },
+    Api {
+        status: u16,
+        reason: String,
+        message: String,
+        field: String,
+    },
     #[error("cannot reach {server}: {message} (is `omnicloud node` running? set --server or OMNICLOUD_SERVER)")]
     Unreachable { server: String, message: String },
     #[error("{0}")]
@@ -40,61 +45,104 @@ pub fn discover_token(explicit: Option<String>, data_dir: Option<PathBuf>) -> Op
         return Some(t);
     }
     let dir = data_dir.unwrap_or_else(crate::config::default_data_dir);
-    std::fs::read_to_string(crate::node::admin_token_path(&dir)).ok().map(|t| t.trim().to_string())
+    std::fs::read_to_string(crate::node::admin_token_path(&dir))
+        .ok()
+        .map(|t| t.trim().to_string())
 }
 
 impl Client {
     pub fn new(server: &str, token: Option<String>) -> Client {
-        let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(5)).build();
-        Client { server: server.trim_end_matches('/').to_string(), token, agent }
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .build();
+        Client {
+            server: server.trim_end_matches('/').to_string(),
+            token,
+            agent,
+        }
     }
 
     fn request(&self, method: &str, path: &str) -> ureq::Request {
-        let mut req = self.agent.request(method, &format!("{}{}", self.server, path));
+        let mut req = self
+            .agent
+            .request(method, &format!("{}{}", self.server, path));
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
         req
     }
 
-    fn finish(&self, result: Result<ureq::Response, ureq::Error>) -> Result<ureq::Response, ClientError> {
+    fn finish(
+        &self,
+        result: Result<ureq::Response, ureq::Error>,
+    ) -> Result<ureq::Response, ClientError> {
         match result {
             Ok(r) => Ok(r),
             Err(ureq::Error::Status(status, r)) => {
                 let body: Value = r.into_json().unwrap_or(Value::Null);
                 let text = |k: &str| body[k].as_str().unwrap_or_default().to_string();
-                let message = if text("message").is_empty() { format!("HTTP {status}") } else { text("message") };
-                Err(ClientError::Api { status, reason: text("reason"), message, field: text("field") })
+                let message = if text("message").is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    text("message")
+                };
+                Err(ClientError::Api {
+                    status,
+                    reason: text("reason"),
+                    message,
+                    field: text("field"),
+                })
             }
-            Err(e) => Err(ClientError::Unreachable { server: self.server.clone(), message: e.to_string() }),
+            Err(e) => Err(ClientError::Unreachable {
+                server: self.server.clone(),
+                message: e.to_string(),
+            }),
         }
     }
 
     pub fn get_json(&self, path: &str) -> Result<Value, ClientError> {
         let r = self.finish(self.request("GET", path).call())?;
-        r.into_json().map_err(|e| ClientError::Other(format!("bad response: {e}")))
+        r.into_json()
+            .map_err(|e| ClientError::Other(format!("bad response: {e}")))
     }
 
-    pub fn send(&self, method: &str, path: &str, content_type: &str, body: &str) -> Result<Value, ClientError> {
-        let r = self.finish(self.request(method, path).set("Content-Type", content_type).send_string(body))?;
-        r.into_json().map_err(|e| ClientError::Other(format!("bad response: {e}")))
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> Result<Value, ClientError> {
+        let r = self.finish(
+            self.request(method, path)
+                .set("Content-Type", content_type)
+                .send_string(body),
+        )?;
+        r.into_json()
+            .map_err(|e| ClientError::Other(format!("bad response: {e}")))
     }
 
     pub fn delete(&self, path: &str) -> Result<Value, ClientError> {
         let r = self.finish(self.request("DELETE", path).call())?;
-        r.into_json().map_err(|e| ClientError::Other(format!("bad response: {e}")))
+        r.into_json()
+            .map_err(|e| ClientError::Other(format!("bad response: {e}")))
     }
 
     /// Follows a newline-delimited JSON stream, calling `each` per line until it returns false
     /// or the stream ends.
-    pub fn stream(&self, path: &str, mut each: impl FnMut(Value) -> bool) -> Result<(), ClientError> {
+    pub fn stream(
+        &self,
+        path: &str,
+        mut each: impl FnMut(Value) -> bool,
+    ) -> Result<(), ClientError> {
         let r = self.finish(self.request("GET", path).call())?;
         for line in BufReader::new(r.into_reader()).lines() {
             let line = line.map_err(|e| ClientError::Other(format!("stream: {e}")))?;
             if line.trim().is_empty() {
                 continue;
             }
-            let value: Value = serde_json::from_str(&line).map_err(|e| ClientError::Other(e.to_string()))?;
+            let value: Value =
+                serde_json::from_str(&line).map_err(|e| ClientError::Other(e.to_string()))?;
             if !each(value) {
                 break;
             }

@@ -20,7 +20,11 @@ use client::{discover_token, Client, ClientError};
 use output::Format;
 
 #[derive(Debug, Parser)]
-#[command(name = "omnicloud", version, about = "Self-bootstrapping cluster: one binary, gossip, Raft, containers and microVMs")]
+#[command(
+    name = "omnicloud",
+    version,
+    about = "Self-bootstrapping cluster: one binary, gossip, Raft, containers and microVMs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -129,7 +133,12 @@ pub enum WorkloadCommand {
 #[derive(Debug, Clone, Args)]
 pub struct Conn {
     /// API server URL.
-    #[arg(long, env = "OMNICLOUD_SERVER", default_value = "http://127.0.0.1:7070", global = true)]
+    #[arg(
+        long,
+        env = "OMNICLOUD_SERVER",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
     pub server: String,
     /// API token (default: <data-dir>/admin.token of a local node).
     #[arg(long, env = "OMNICLOUD_TOKEN", global = true, hide_env_values = true)]
@@ -141,7 +150,10 @@ pub struct Conn {
 
 impl Conn {
     fn client(&self) -> Client {
-        Client::new(&self.server, discover_token(self.token.clone(), self.data_dir.clone()))
+        Client::new(
+            &self.server,
+            discover_token(self.token.clone(), self.data_dir.clone()),
+        )
     }
 }
 
@@ -151,7 +163,9 @@ pub fn run(command: Command) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match &e {
-                ClientError::Api { field, .. } if !field.is_empty() && !e.to_string().contains(field.as_str()) => {
+                ClientError::Api { field, .. }
+                    if !field.is_empty() && !e.to_string().contains(field.as_str()) =>
+                {
                     eprintln!("error: {e} (field {field})")
                 }
                 _ => eprintln!("error: {e}"),
@@ -165,29 +179,76 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
     match command {
         Command::Node(_) => unreachable!("main runs the node"),
         Command::Workload(WorkloadCommand::Http { port }) => {
-            crate::agent::workload::serve_http(port).map_err(|e| ClientError::Other(format!("workload http: {e}")))
+            crate::agent::workload::serve_http(port)
+                .map_err(|e| ClientError::Other(format!("workload http: {e}")))
         }
-        Command::Apply { conn, files, namespace, output } => apply(&conn.client(), &files, namespace, output),
-        Command::Get { conn, kind, name, namespace, all_namespaces, selector, output, watch } => {
+        Command::Apply {
+            conn,
+            files,
+            namespace,
+            output,
+        } => apply(&conn.client(), &files, namespace, output),
+        Command::Get {
+            conn,
+            kind,
+            name,
+            namespace,
+            all_namespaces,
+            selector,
+            output,
+            watch,
+        } => {
             let (kind, name) = split_target(&kind, name)?;
-            let ns = if all_namespaces { None } else { Some(namespace.unwrap_or_else(|| "default".into())) };
+            let ns = if all_namespaces {
+                None
+            } else {
+                Some(namespace.unwrap_or_else(|| "default".into()))
+            };
             let client = conn.client();
             match name {
-                Some(name) => get_one(&client, kind, &name, ns.as_deref().unwrap_or("default"), output),
-                None => get_list(&client, kind, ns.as_deref(), selector.as_deref(), output, watch),
+                Some(name) => get_one(
+                    &client,
+                    kind,
+                    &name,
+                    ns.as_deref().unwrap_or("default"),
+                    output,
+                ),
+                None => get_list(
+                    &client,
+                    kind,
+                    ns.as_deref(),
+                    selector.as_deref(),
+                    output,
+                    watch,
+                ),
             }
         }
-        Command::Describe { conn, target, name, namespace } => {
+        Command::Describe {
+            conn,
+            target,
+            name,
+            namespace,
+        } => {
             let (kind, name) = split_target(&target, name)?;
             let name = name.ok_or_else(|| ClientError::Other("describe needs KIND/NAME".into()))?;
-            let o = conn.client().get_json(&object_path(kind, namespace.as_deref(), &name))?;
+            let o = conn
+                .client()
+                .get_json(&object_path(kind, namespace.as_deref(), &name))?;
             print!("{}", output::describe(&o));
             Ok(())
         }
-        Command::Delete { conn, target, name, namespace, output } => {
+        Command::Delete {
+            conn,
+            target,
+            name,
+            namespace,
+            output,
+        } => {
             let (kind, name) = split_target(&target, name)?;
             let name = name.ok_or_else(|| ClientError::Other("delete needs KIND/NAME".into()))?;
-            let o = conn.client().delete(&object_path(kind, namespace.as_deref(), &name))?;
+            let o = conn
+                .client()
+                .delete(&object_path(kind, namespace.as_deref(), &name))?;
             match output {
                 Format::Json => output::print_json(&o),
                 Format::Yaml => output::print_yaml(&o),
@@ -195,25 +256,43 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
             }
             Ok(())
         }
-        Command::Scale { conn, target, name, replicas, namespace, resource_version, output } => {
+        Command::Scale {
+            conn,
+            target,
+            name,
+            replicas,
+            namespace,
+            resource_version,
+            output,
+        } => {
             let (kind, name) = split_target(&target, name)?;
             let name = name.ok_or_else(|| ClientError::Other("scale needs KIND/NAME".into()))?;
             if !kind.has_replicas() {
-                return Err(ClientError::Other(format!("{kind} has no replicas to scale")));
+                return Err(ClientError::Other(format!(
+                    "{kind} has no replicas to scale"
+                )));
             }
             if replicas < 0 {
-                return Err(ClientError::Other(format!("--replicas must be >= 0, got {replicas}")));
+                return Err(ClientError::Other(format!(
+                    "--replicas must be >= 0, got {replicas}"
+                )));
             }
             let mut body = json!({"spec": {"replicas": replicas}});
             if let Some(rv) = resource_version {
                 body["metadata"] = json!({"resourceVersion": rv.to_string()});
             }
             let path = format!("{}/scale", object_path(kind, namespace.as_deref(), &name));
-            let o = conn.client().send("PUT", &path, "application/json", &body.to_string())?;
+            let o = conn
+                .client()
+                .send("PUT", &path, "application/json", &body.to_string())?;
             match output {
                 Format::Json => output::print_json(&o),
                 Format::Yaml => output::print_yaml(&o),
-                _ => println!("{}/{} scaled to {replicas}", kind.as_str().to_lowercase(), name),
+                _ => println!(
+                    "{}/{} scaled to {replicas}",
+                    kind.as_str().to_lowercase(),
+                    name
+                ),
             }
             Ok(())
         }
@@ -229,7 +308,11 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
                 _ => {
                     println!("Client: {}", env!("CARGO_PKG_VERSION"));
                     match &server {
-                        Ok(s) => println!("Server: {} (node {})", s["version"].as_str().unwrap_or("?"), s["node"].as_str().unwrap_or("?")),
+                        Ok(s) => println!(
+                            "Server: {} (node {})",
+                            s["version"].as_str().unwrap_or("?"),
+                            s["node"].as_str().unwrap_or("?")
+                        ),
                         Err(e) => println!("Server: unavailable ({e})"),
                     }
                 }
@@ -247,10 +330,15 @@ fn split_target(target: &str, name: Option<String>) -> Result<(Kind, Option<Stri
     };
     let kind = Kind::parse(kind_text).ok_or_else(|| {
         let known: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
-        ClientError::Other(format!("unknown kind \"{kind_text}\"; expected one of {}", known.join(", ")))
+        ClientError::Other(format!(
+            "unknown kind \"{kind_text}\"; expected one of {}",
+            known.join(", ")
+        ))
     })?;
     match (inline_name, name) {
-        (Some(_), Some(extra)) => Err(ClientError::Other(format!("unexpected argument \"{extra}\" after {target}"))),
+        (Some(_), Some(extra)) => Err(ClientError::Other(format!(
+            "unexpected argument \"{extra}\" after {target}"
+        ))),
         (n, m) => Ok((kind, n.or(m))),
     }
 }
@@ -263,21 +351,35 @@ fn collection_path(kind: Kind, ns: Option<&str>) -> String {
 }
 
 fn object_path(kind: Kind, ns: Option<&str>, name: &str) -> String {
-    format!("{}/{name}", collection_path(kind, Some(ns.unwrap_or("default"))))
+    format!(
+        "{}/{name}",
+        collection_path(kind, Some(ns.unwrap_or("default")))
+    )
 }
 
 fn read_input(file: &str) -> Result<String, ClientError> {
     if file == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).map_err(|e| ClientError::Other(format!("reading stdin: {e}")))?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| ClientError::Other(format!("reading stdin: {e}")))?;
         Ok(s)
     } else {
-        std::fs::read_to_string(file).map_err(|e| ClientError::Other(format!("reading {file}: {e}")))
+        std::fs::read_to_string(file)
+            .map_err(|e| ClientError::Other(format!("reading {file}: {e}")))
     }
 }
 
-fn apply(client: &Client, files: &[String], namespace: Option<String>, output: Format) -> Result<(), ClientError> {
-    let body: Vec<String> = files.iter().map(|f| read_input(f)).collect::<Result<_, _>>()?;
+fn apply(
+    client: &Client,
+    files: &[String],
+    namespace: Option<String>,
+    output: Format,
+) -> Result<(), ClientError> {
+    let body: Vec<String> = files
+        .iter()
+        .map(|f| read_input(f))
+        .collect::<Result<_, _>>()?;
     let body = body.join("\n---\n");
     let path = match &namespace {
         Some(ns) => format!("/v1/apply?namespace={ns}"),
@@ -301,14 +403,26 @@ fn apply(client: &Client, files: &[String], namespace: Option<String>, output: F
     Ok(())
 }
 
-fn get_one(client: &Client, kind: Kind, name: &str, ns: &str, format: Format) -> Result<(), ClientError> {
+fn get_one(
+    client: &Client,
+    kind: Kind,
+    name: &str,
+    ns: &str,
+    format: Format,
+) -> Result<(), ClientError> {
     let o = client.get_json(&object_path(kind, Some(ns), name))?;
     match format {
         Format::Json => output::print_json(&o),
         Format::Yaml => output::print_yaml(&o),
         f => {
             let wide = f == Format::Wide;
-            println!("{}", output::table(&output::columns(kind, wide), vec![output::row(kind, &o, wide)]));
+            println!(
+                "{}",
+                output::table(
+                    &output::columns(kind, wide),
+                    vec![output::row(kind, &o, wide)]
+                )
+            );
         }
     }
     Ok(())
@@ -340,7 +454,13 @@ fn get_list(
     let row_of = |o: &Value| {
         let mut r = output::row(kind, o, wide);
         if all_ns {
-            r.insert(0, o["metadata"]["namespace"].as_str().unwrap_or_default().to_string());
+            r.insert(
+                0,
+                o["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
         r
     };
@@ -348,14 +468,24 @@ fn get_list(
         Format::Json => output::print_json(&list),
         Format::Yaml => output::print_yaml(&list),
         _ if items.is_empty() && !watch => {
-            eprintln!("No {} found{}.", kind.plural(), ns.map(|n| format!(" in namespace {n}")).unwrap_or_default())
+            eprintln!(
+                "No {} found{}.",
+                kind.plural(),
+                ns.map(|n| format!(" in namespace {n}")).unwrap_or_default()
+            )
         }
-        _ => println!("{}", output::table(&header(kind), items.iter().map(row_of).collect())),
+        _ => println!(
+            "{}",
+            output::table(&header(kind), items.iter().map(row_of).collect())
+        ),
     }
     if !watch {
         return Ok(());
     }
-    let revision: u64 = list["metadata"]["revision"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0);
+    let revision: u64 = list["metadata"]["revision"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
     let mut wpath = format!("/v1/watch?since={}&kind={}", revision + 1, kind.plural());
     if let (Some(ns), true) = (ns, kind.namespaced()) {
         wpath.push_str(&format!("&namespace={ns}"));
@@ -370,7 +500,9 @@ fn get_list(
                 println!("---");
                 output::print_yaml(&event)
             }
-            _ if event["type"] == "ERROR" => eprintln!("watch ended: {}", event["message"].as_str().unwrap_or("")),
+            _ if event["type"] == "ERROR" => {
+                eprintln!("watch ended: {}", event["message"].as_str().unwrap_or(""))
+            }
             _ => {
                 let mut r = row_of(&event["object"]);
                 r.push(event["type"].as_str().unwrap_or_default().to_string());
@@ -385,7 +517,9 @@ fn get_list(
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -403,20 +537,41 @@ mod tests {
         assert_eq!((k, n.as_deref()), (Kind::Deployment, Some("web-frontend")));
         let (k, n) = split_target("sts", None).unwrap();
         assert_eq!((k, n), (Kind::StatefulSet, None));
-        assert!(split_target("gizmo/x", None).unwrap_err().to_string().contains("unknown kind \"gizmo\""));
+        assert!(split_target("gizmo/x", None)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown kind \"gizmo\""));
     }
 
     #[test]
     fn seed_scale_form_parses() {
-        let cli = Cli::try_parse_from(["omnicloud", "scale", "deployment/web-frontend", "--replicas=15"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "omnicloud",
+            "scale",
+            "deployment/web-frontend",
+            "--replicas=15",
+        ])
+        .unwrap();
         assert!(matches!(cli.command, Command::Scale { replicas: 15, .. }));
     }
 
     #[test]
     fn paths() {
-        assert_eq!(collection_path(Kind::Deployment, Some("a")), "/v1/namespaces/a/deployments");
-        assert_eq!(collection_path(Kind::PriorityClass, Some("a")), "/v1/priorityclasses");
-        assert_eq!(object_path(Kind::Deployment, None, "w"), "/v1/namespaces/default/deployments/w");
-        assert_eq!(urlencode("app=web,x in (a,b)"), "app%3Dweb%2Cx%20in%20%28a%2Cb%29");
+        assert_eq!(
+            collection_path(Kind::Deployment, Some("a")),
+            "/v1/namespaces/a/deployments"
+        );
+        assert_eq!(
+            collection_path(Kind::PriorityClass, Some("a")),
+            "/v1/priorityclasses"
+        );
+        assert_eq!(
+            object_path(Kind::Deployment, None, "w"),
+            "/v1/namespaces/default/deployments/w"
+        );
+        assert_eq!(
+            urlencode("app=web,x in (a,b)"),
+            "app%3Dweb%2Cx%20in%20%28a%2Cb%29"
+        );
     }
 }

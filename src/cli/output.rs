@@ -17,17 +17,24 @@ pub enum Format {
 }
 
 pub fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).expect("JSON values serialize"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON values serialize")
+    );
 }
 
 pub fn print_yaml(v: &Value) {
-    print!("{}", serde_norway::to_string(v).expect("JSON values serialize as YAML"));
+    print!(
+        "{}",
+        serde_norway::to_string(v).expect("JSON values serialize as YAML")
+    );
 }
 
 /// A table without borders, columns separated by three spaces, as users know from kubectl.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = Table::new();
-    t.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled);
+    t.load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled);
     t.set_header(header.iter().map(|h| h.to_string()));
     for r in rows {
         t.add_row(r);
@@ -36,7 +43,11 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
         col.set_padding((0, 3));
         col.set_cell_alignment(CellAlignment::Left);
     }
-    t.to_string().lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
+    t.to_string()
+        .lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn s(v: &Value) -> String {
@@ -48,14 +59,23 @@ fn s(v: &Value) -> String {
 }
 
 fn n(v: &Value) -> String {
-    v.as_i64().map(|x| x.to_string()).unwrap_or_else(|| "0".into())
+    v.as_i64()
+        .map(|x| x.to_string())
+        .unwrap_or_else(|| "0".into())
 }
 
 /// "5s", "3m", "2h", "4d", like kubectl.
 pub fn age(created: &Value) -> String {
-    let Some(ts) = created.as_str() else { return "<unknown>".into() };
-    let Ok(t) = humantime::parse_rfc3339(ts) else { return "<unknown>".into() };
-    let secs = SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
+    let Some(ts) = created.as_str() else {
+        return "<unknown>".into();
+    };
+    let Ok(t) = humantime::parse_rfc3339(ts) else {
+        return "<unknown>".into();
+    };
+    let secs = SystemTime::now()
+        .duration_since(t)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     match secs {
         0..=119 => format!("{secs}s"),
         120..=7199 => format!("{}m", secs / 60),
@@ -68,7 +88,15 @@ pub fn age(created: &Value) -> String {
 pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
     let mut c: Vec<&str> = match kind {
         Kind::Deployment | Kind::StatefulSet => vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
-        Kind::HorizontalPodAutoscaler => vec!["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"],
+        Kind::HorizontalPodAutoscaler => vec![
+            "NAME",
+            "REFERENCE",
+            "TARGETS",
+            "MINPODS",
+            "MAXPODS",
+            "REPLICAS",
+            "AGE",
+        ],
         Kind::VerticalPodAutoscaler => vec!["NAME", "MODE", "TARGET", "AGE"],
         Kind::VirtualMachine => vec!["NAME", "RUNNING", "CPU", "MEMORY", "REPLICAS", "AGE"],
         Kind::PriorityClass => vec!["NAME", "VALUE", "AGE"],
@@ -94,7 +122,13 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
     let age = age(&o["metadata"]["creationTimestamp"]);
     let mut r = match kind {
         Kind::Deployment | Kind::StatefulSet => {
-            vec![name, n(&spec["replicas"]), n(&status["replicas"]), n(&status["readyReplicas"]), age]
+            vec![
+                name,
+                n(&spec["replicas"]),
+                n(&status["replicas"]),
+                n(&status["readyReplicas"]),
+                age,
+            ]
         }
         Kind::HorizontalPodAutoscaler => {
             let target = &spec["scaleTargetRef"];
@@ -102,7 +136,10 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
                 name,
                 format!("{}/{}", s(&target["kind"]), s(&target["name"])),
                 hpa_targets(o),
-                spec["minReplicas"].as_i64().map(|x| x.to_string()).unwrap_or_else(|| "1".into()),
+                spec["minReplicas"]
+                    .as_i64()
+                    .map(|x| x.to_string())
+                    .unwrap_or_else(|| "1".into()),
                 n(&spec["maxReplicas"]),
                 n(&status["currentReplicas"]),
                 age,
@@ -110,26 +147,51 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
         }
         Kind::VerticalPodAutoscaler => vec![
             name,
-            spec["updatePolicy"]["updateMode"].as_str().unwrap_or("Auto").to_string(),
-            format!("{}/{}", s(&spec["targetRef"]["kind"]), s(&spec["targetRef"]["name"])),
+            spec["updatePolicy"]["updateMode"]
+                .as_str()
+                .unwrap_or("Auto")
+                .to_string(),
+            format!(
+                "{}/{}",
+                s(&spec["targetRef"]["kind"]),
+                s(&spec["targetRef"]["name"])
+            ),
             age,
         ],
         Kind::VirtualMachine => vec![
             name,
-            spec["running"].as_bool().map(|b| b.to_string()).unwrap_or_else(|| "true".into()),
+            spec["running"]
+                .as_bool()
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "true".into()),
             s(&spec["cpu"]["cores"]),
             s(&spec["memory"]["guest"]),
-            spec["replicas"].as_i64().map(|x| x.to_string()).unwrap_or_else(|| "1".into()),
+            spec["replicas"]
+                .as_i64()
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "1".into()),
             age,
         ],
         Kind::PriorityClass => vec![name, s(&spec["value"]), age],
-        Kind::NodeClass => vec![name, s(&spec["resources"]["cpu"]), s(&spec["resources"]["memory"]), age],
+        Kind::NodeClass => vec![
+            name,
+            s(&spec["resources"]["cpu"]),
+            s(&spec["resources"]["memory"]),
+            age,
+        ],
         Kind::ClusterAutoscaler => {
             let groups: Vec<String> = spec["nodeGroups"]
                 .as_array()
                 .map(|g| {
                     g.iter()
-                        .map(|g| format!("{}({}-{})", s(&g["name"]), n(&g["minSize"]), n(&g["maxSize"])))
+                        .map(|g| {
+                            format!(
+                                "{}({}-{})",
+                                s(&g["name"]),
+                                n(&g["minSize"]),
+                                n(&g["maxSize"])
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -178,7 +240,10 @@ fn hpa_targets(o: &Value) -> String {
             .map(|t| format!("cpu: <unknown>/{t}%"))
             .unwrap_or_else(|| "<none>".into());
     };
-    let current = o["status"]["currentMetrics"].as_array().cloned().unwrap_or_default();
+    let current = o["status"]["currentMetrics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     metrics
         .iter()
         .enumerate()
@@ -187,15 +252,25 @@ fn hpa_targets(o: &Value) -> String {
                 Some("Resource") => (s(&m["resource"]["name"]), &m["resource"]["target"]),
                 Some("Pods") => (s(&m["pods"]["metric"]["name"]), &m["pods"]["target"]),
                 Some("Object") => (s(&m["object"]["metric"]["name"]), &m["object"]["target"]),
-                Some("External") => (s(&m["external"]["metric"]["name"]), &m["external"]["target"]),
+                Some("External") => (
+                    s(&m["external"]["metric"]["name"]),
+                    &m["external"]["target"],
+                ),
                 _ => ("?".into(), &Value::Null),
             };
-            let want = match (&target["averageUtilization"], &target["averageValue"], &target["value"]) {
+            let want = match (
+                &target["averageUtilization"],
+                &target["averageValue"],
+                &target["value"],
+            ) {
                 (Value::Number(u), _, _) => format!("{u}%"),
                 (_, v, _) if !v.is_null() => s(v),
                 (_, _, v) => s(v),
             };
-            let cur = current.get(i).map(|c| s(&c["value"])).unwrap_or_else(|| "<unknown>".into());
+            let cur = current
+                .get(i)
+                .map(|c| s(&c["value"]))
+                .unwrap_or_else(|| "<unknown>".into());
             format!("{name}: {cur}/{want}")
         })
         .collect::<Vec<_>>()
@@ -211,26 +286,45 @@ pub fn describe(o: &Value) -> String {
     if !m["namespace"].is_null() {
         line("Namespace", s(&m["namespace"]));
     }
-    line("Kind", format!("{} ({})", s(&o["kind"]), s(&o["apiVersion"])));
+    line(
+        "Kind",
+        format!("{} ({})", s(&o["kind"]), s(&o["apiVersion"])),
+    );
     let kv = |v: &Value| -> String {
         v.as_object()
             .filter(|m| !m.is_empty())
-            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", s(v))).collect::<Vec<_>>().join(", "))
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", s(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
             .unwrap_or_else(|| "<none>".into())
     };
     line("Labels", kv(&m["labels"]));
     line("Annotations", kv(&m["annotations"]));
-    line("Created", format!("{} ({} ago)", s(&m["creationTimestamp"]), age(&m["creationTimestamp"])));
+    line(
+        "Created",
+        format!(
+            "{} ({} ago)",
+            s(&m["creationTimestamp"]),
+            age(&m["creationTimestamp"])
+        ),
+    );
     line("UID", s(&m["uid"]));
     line("Generation", n(&m["generation"]));
     line("ResourceVersion", s(&m["resourceVersion"]));
     out.push_str("Spec:\n");
-    out.push_str(&indent(&serde_norway::to_string(&o["spec"]).unwrap_or_default()));
+    out.push_str(&indent(
+        &serde_norway::to_string(&o["spec"]).unwrap_or_default(),
+    ));
     out.push_str("Status:\n");
     if o["status"].is_null() {
         out.push_str("  <none reported yet>\n");
     } else {
-        out.push_str(&indent(&serde_norway::to_string(&o["status"]).unwrap_or_default()));
+        out.push_str(&indent(
+            &serde_norway::to_string(&o["status"]).unwrap_or_default(),
+        ));
     }
     out
 }
@@ -253,7 +347,10 @@ mod tests {
         assert!(r[4].ends_with('d'));
         let t = table(&columns(Kind::Deployment, false), vec![r]);
         let first = t.lines().next().unwrap();
-        assert!(first.starts_with("NAME   DESIRED   CURRENT   READY   AGE"), "{first:?}");
+        assert!(
+            first.starts_with("NAME   DESIRED   CURRENT   READY   AGE"),
+            "{first:?}"
+        );
     }
 
     #[test]

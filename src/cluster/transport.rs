@@ -48,7 +48,8 @@ pub enum TransportError {
 
 /// A key derived from the join token for one purpose ("rpc", "gossip", ...).
 pub fn derive_key(token: &str, purpose: &str) -> [u8; 32] {
-    let mut mac = HmacSha256::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac =
+        HmacSha256::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(b"omnicloud/");
     mac.update(purpose.as_bytes());
     mac.finalize().into_bytes().into()
@@ -74,17 +75,32 @@ struct Session {
 }
 
 impl Session {
-    async fn handshake(mut stream: TcpStream, key: [u8; 32], dialer: bool) -> Result<Session, TransportError> {
+    async fn handshake(
+        mut stream: TcpStream,
+        key: [u8; 32],
+        dialer: bool,
+    ) -> Result<Session, TransportError> {
         stream.set_nodelay(true)?;
         let mine: [u8; NONCE_LEN] = rand::random();
         stream.write_all(&mine).await?;
         let mut theirs = [0u8; NONCE_LEN];
         stream.read_exact(&mut theirs).await?;
-        let (dialer_nonce, acceptor_nonce) = if dialer { (mine, theirs) } else { (theirs, mine) };
+        let (dialer_nonce, acceptor_nonce) = if dialer {
+            (mine, theirs)
+        } else {
+            (theirs, mine)
+        };
         let mut nonces = [0u8; 2 * NONCE_LEN];
         nonces[..NONCE_LEN].copy_from_slice(&dialer_nonce);
         nonces[NONCE_LEN..].copy_from_slice(&acceptor_nonce);
-        Ok(Session { stream, key, nonces, send_seq: 0, recv_seq: 0, role: if dialer { 0 } else { 1 } })
+        Ok(Session {
+            stream,
+            key,
+            nonces,
+            send_seq: 0,
+            recv_seq: 0,
+            role: if dialer { 0 } else { 1 },
+        })
     }
 
     fn tag(&self, sender_role: u8, seq: u64, body: &[u8]) -> HmacSha256 {
@@ -100,7 +116,10 @@ impl Session {
         if body.len() > MAX_FRAME {
             return Err(TransportError::TooLarge(body.len()));
         }
-        let tag = self.tag(self.role, self.send_seq, body).finalize().into_bytes();
+        let tag = self
+            .tag(self.role, self.send_seq, body)
+            .finalize()
+            .into_bytes();
         self.send_seq += 1;
         let mut frame = Vec::with_capacity(4 + TAG_LEN + body.len());
         frame.extend_from_slice(&((TAG_LEN + body.len()) as u32).to_be_bytes());
@@ -118,7 +137,9 @@ impl Session {
         let mut frame = vec![0u8; len];
         self.stream.read_exact(&mut frame).await?;
         let body = frame.split_off(TAG_LEN);
-        self.tag(1 - self.role, self.recv_seq, &body).verify_slice(&frame).map_err(|_| TransportError::BadTag)?;
+        self.tag(1 - self.role, self.recv_seq, &body)
+            .verify_slice(&frame)
+            .map_err(|_| TransportError::BadTag)?;
         self.recv_seq += 1;
         Ok(body)
     }
@@ -178,11 +199,20 @@ pub struct Client {
 
 impl Client {
     pub fn new(key: [u8; 32], stats: Arc<TransportStats>) -> Client {
-        Client { key, idle: Mutex::new(Default::default()), stats }
+        Client {
+            key,
+            idle: Mutex::new(Default::default()),
+            stats,
+        }
     }
 
     /// Sends one request and waits for its response, at most `timeout`.
-    pub async fn call(&self, addr: SocketAddr, body: &[u8], timeout: Duration) -> Result<Vec<u8>, TransportError> {
+    pub async fn call(
+        &self,
+        addr: SocketAddr,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
         match tokio::time::timeout(timeout, self.call_inner(addr, body)).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout(timeout)),
@@ -195,19 +225,30 @@ impl Client {
         let pooled = self.idle.lock().await.get_mut(&addr).and_then(Vec::pop);
         if let Some(mut session) = pooled {
             if let Ok(resp) = Self::exchange(&mut session, body).await {
-                self.idle.lock().await.entry(addr).or_default().push(session);
+                self.idle
+                    .lock()
+                    .await
+                    .entry(addr)
+                    .or_default()
+                    .push(session);
                 return Ok(resp);
             }
         }
-        let stream =
-            TcpStream::connect(addr).await.map_err(|source| TransportError::Connect { addr, source })?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| TransportError::Connect { addr, source })?;
         let mut session = Session::handshake(stream, self.key, true).await?;
         let resp = Self::exchange(&mut session, body).await;
         if let Err(TransportError::BadTag) = resp {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
         }
         let resp = resp?;
-        self.idle.lock().await.entry(addr).or_default().push(session);
+        self.idle
+            .lock()
+            .await
+            .entry(addr)
+            .or_default()
+            .push(session);
         Ok(resp)
     }
 
@@ -225,10 +266,15 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stats = Arc::new(TransportStats::default());
-        serve(listener, key, stats.clone(), |mut body: Vec<u8>| async move {
-            body.reverse();
-            body
-        });
+        serve(
+            listener,
+            key,
+            stats.clone(),
+            |mut body: Vec<u8>| async move {
+                body.reverse();
+                body
+            },
+        );
         (addr, stats)
     }
 
@@ -238,22 +284,42 @@ mod tests {
         let (addr, stats) = echo_server(key).await;
         let client = Client::new(key, Arc::new(TransportStats::default()));
         for i in 0..20u8 {
-            let resp = client.call(addr, &[1, 2, i], Duration::from_secs(2)).await.unwrap();
+            let resp = client
+                .call(addr, &[1, 2, i], Duration::from_secs(2))
+                .await
+                .unwrap();
             assert_eq!(resp, vec![i, 2, 1]);
         }
         assert_eq!(stats.requests_in.load(Ordering::Relaxed), 20);
-        assert_eq!(client.idle.lock().await[&addr].len(), 1, "one connection reused");
+        assert_eq!(
+            client.idle.lock().await[&addr].len(),
+            1,
+            "one connection reused"
+        );
     }
 
     #[tokio::test]
     async fn wrong_token_is_refused_and_counted() {
         let (addr, stats) = echo_server(derive_key("secret", "rpc")).await;
-        let client = Client::new(derive_key("guess", "rpc"), Arc::new(TransportStats::default()));
-        let err = client.call(addr, b"hello", Duration::from_secs(2)).await.unwrap_err();
-        assert!(matches!(err, TransportError::Io(_) | TransportError::BadTag), "{err:?}");
+        let client = Client::new(
+            derive_key("guess", "rpc"),
+            Arc::new(TransportStats::default()),
+        );
+        let err = client
+            .call(addr, b"hello", Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, TransportError::Io(_) | TransportError::BadTag),
+            "{err:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(stats.rejected.load(Ordering::Relaxed), 1);
-        assert_eq!(stats.requests_in.load(Ordering::Relaxed), 0, "the handler never ran");
+        assert_eq!(
+            stats.requests_in.load(Ordering::Relaxed),
+            0,
+            "the handler never ran"
+        );
     }
 
     #[tokio::test]
@@ -267,7 +333,9 @@ mod tests {
             let first = server.recv().await.unwrap();
             (first, server.recv().await)
         });
-        let mut client = Session::handshake(TcpStream::connect(addr).await.unwrap(), key, true).await.unwrap();
+        let mut client = Session::handshake(TcpStream::connect(addr).await.unwrap(), key, true)
+            .await
+            .unwrap();
         client.send(b"once").await.unwrap();
         // Same bytes again with the old sequence number: a replay.
         client.send_seq = 0;

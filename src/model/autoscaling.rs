@@ -30,7 +30,11 @@ pub struct HpaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behavior: Option<HpaBehavior>,
     /// autoscaling/v1 form.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "targetCPUUtilizationPercentage")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "targetCPUUtilizationPercentage"
+    )]
     pub target_cpu_utilization_percentage: Option<i64>,
     /// OmniCloud: how this HPA coordinates with vertical and infrastructure scaling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,38 +159,60 @@ impl HpaSpec {
             return Err(invalid("spec.minReplicas", "must be >= 1"));
         }
         if self.max_replicas < 1 {
-            return Err(invalid("spec.maxReplicas", format!("must be >= 1, got {}", self.max_replicas)));
+            return Err(invalid(
+                "spec.maxReplicas",
+                format!("must be >= 1, got {}", self.max_replicas),
+            ));
         }
         if self.min_replicas() > self.max_replicas {
             return Err(invalid(
                 "spec.minReplicas",
-                format!("{} is above maxReplicas {}", self.min_replicas(), self.max_replicas),
+                format!(
+                    "{} is above maxReplicas {}",
+                    self.min_replicas(),
+                    self.max_replicas
+                ),
             ));
         }
         for (i, m) in self.metrics.iter().flatten().enumerate() {
             let field = format!("spec.metrics[{i}]");
             let (source, target) = match m.kind.as_str() {
                 "Resource" => ("resource", m.resource.as_ref().map(|r| &r.target)),
-                "ContainerResource" => ("containerResource", m.container_resource.as_ref().map(|r| &r.target)),
+                "ContainerResource" => (
+                    "containerResource",
+                    m.container_resource.as_ref().map(|r| &r.target),
+                ),
                 "Pods" => ("pods", m.pods.as_ref().map(|p| &p.target)),
                 "Object" => ("object", m.object.as_ref().map(|p| &p.target)),
                 "External" => ("external", m.external.as_ref().map(|p| &p.target)),
                 other => {
                     return Err(invalid(
                         &format!("{field}.type"),
-                        format!("\"{other}\" is not Resource, Pods, Object, External or ContainerResource"),
+                        format!(
+                        "\"{other}\" is not Resource, Pods, Object, External or ContainerResource"
+                    ),
                     ))
                 }
             };
-            let target = target.ok_or_else(|| invalid(&format!("{field}.{source}"), "is required for this type"))?;
+            let target = target.ok_or_else(|| {
+                invalid(&format!("{field}.{source}"), "is required for this type")
+            })?;
             let tfield = format!("{field}.{source}.target");
             match target.kind.as_str() {
                 "Utilization" => match target.average_utilization {
                     Some(u) if u > 0 => {}
-                    _ => return Err(invalid(&format!("{tfield}.averageUtilization"), "must be a percentage > 0")),
+                    _ => {
+                        return Err(invalid(
+                            &format!("{tfield}.averageUtilization"),
+                            "must be a percentage > 0",
+                        ))
+                    }
                 },
                 "AverageValue" if target.average_value.is_none() => {
-                    return Err(invalid(&format!("{tfield}.averageValue"), "is required for AverageValue"))
+                    return Err(invalid(
+                        &format!("{tfield}.averageValue"),
+                        "is required for AverageValue",
+                    ))
                 }
                 "Value" if target.value.is_none() => {
                     return Err(invalid(&format!("{tfield}.value"), "is required for Value"))
@@ -200,27 +226,51 @@ impl HpaSpec {
                 }
             }
         }
-        for (dir, rules) in [("scaleUp", self.behavior.as_ref().and_then(|b| b.scale_up.as_ref())), ("scaleDown", self.behavior.as_ref().and_then(|b| b.scale_down.as_ref()))] {
+        for (dir, rules) in [
+            (
+                "scaleUp",
+                self.behavior.as_ref().and_then(|b| b.scale_up.as_ref()),
+            ),
+            (
+                "scaleDown",
+                self.behavior.as_ref().and_then(|b| b.scale_down.as_ref()),
+            ),
+        ] {
             let Some(rules) = rules else { continue };
             let field = format!("spec.behavior.{dir}");
-            if rules.stabilization_window_seconds.is_some_and(|s| !(0..=3600).contains(&s)) {
-                return Err(invalid(&format!("{field}.stabilizationWindowSeconds"), "must be between 0 and 3600"));
+            if rules
+                .stabilization_window_seconds
+                .is_some_and(|s| !(0..=3600).contains(&s))
+            {
+                return Err(invalid(
+                    &format!("{field}.stabilizationWindowSeconds"),
+                    "must be between 0 and 3600",
+                ));
             }
             if let Some(p) = &rules.select_policy {
                 if !["Max", "Min", "Disabled"].contains(&p.as_str()) {
-                    return Err(invalid(&format!("{field}.selectPolicy"), format!("\"{p}\" is not Max, Min or Disabled")));
+                    return Err(invalid(
+                        &format!("{field}.selectPolicy"),
+                        format!("\"{p}\" is not Max, Min or Disabled"),
+                    ));
                 }
             }
             for (i, p) in rules.policies.iter().flatten().enumerate() {
                 let pf = format!("{field}.policies[{i}]");
                 if p.kind != "Pods" && p.kind != "Percent" {
-                    return Err(invalid(&format!("{pf}.type"), format!("\"{}\" is not Pods or Percent", p.kind)));
+                    return Err(invalid(
+                        &format!("{pf}.type"),
+                        format!("\"{}\" is not Pods or Percent", p.kind),
+                    ));
                 }
                 if p.value < 1 {
                     return Err(invalid(&format!("{pf}.value"), "must be >= 1"));
                 }
                 if !(1..=1800).contains(&p.period_seconds) {
-                    return Err(invalid(&format!("{pf}.periodSeconds"), "must be between 1 and 1800"));
+                    return Err(invalid(
+                        &format!("{pf}.periodSeconds"),
+                        "must be between 1 and 1800",
+                    ));
                 }
             }
         }
@@ -280,11 +330,18 @@ pub struct VpaContainerPolicy {
 
 impl VpaSpec {
     pub fn update_mode(&self) -> &str {
-        self.update_policy.as_ref().and_then(|p| p.update_mode.as_deref()).unwrap_or("Auto")
+        self.update_policy
+            .as_ref()
+            .and_then(|p| p.update_mode.as_deref())
+            .unwrap_or("Auto")
     }
 
     pub(super) fn validate(&self) -> Result<(), ModelError> {
-        if let Some(m) = self.update_policy.as_ref().and_then(|p| p.update_mode.as_deref()) {
+        if let Some(m) = self
+            .update_policy
+            .as_ref()
+            .and_then(|p| p.update_mode.as_deref())
+        {
             if !["Off", "Initial", "Auto", "Recreate"].contains(&m) {
                 return Err(invalid(
                     "spec.updatePolicy.updateMode",
@@ -292,28 +349,45 @@ impl VpaSpec {
                 ));
             }
         }
-        for (i, p) in self.resource_policy.iter().flat_map(|r| r.container_policies.iter().flatten()).enumerate() {
+        for (i, p) in self
+            .resource_policy
+            .iter()
+            .flat_map(|r| r.container_policies.iter().flatten())
+            .enumerate()
+        {
             let field = format!("spec.resourcePolicy.containerPolicies[{i}]");
             if let (Some(min), Some(max)) = (&p.min_allowed, &p.max_allowed) {
                 if let (Some(a), Some(b)) = (&min.cpu, &max.cpu) {
                     if a.millis() > b.millis() {
-                        return Err(invalid(&format!("{field}.minAllowed.cpu"), format!("{a} is above maxAllowed {b}")));
+                        return Err(invalid(
+                            &format!("{field}.minAllowed.cpu"),
+                            format!("{a} is above maxAllowed {b}"),
+                        ));
                     }
                 }
                 if let (Some(a), Some(b)) = (&min.memory, &max.memory) {
                     if a.bytes() > b.bytes() {
-                        return Err(invalid(&format!("{field}.minAllowed.memory"), format!("{a} is above maxAllowed {b}")));
+                        return Err(invalid(
+                            &format!("{field}.minAllowed.memory"),
+                            format!("{a} is above maxAllowed {b}"),
+                        ));
                     }
                 }
             }
             for (j, r) in p.controlled_resources.iter().flatten().enumerate() {
                 if r != "cpu" && r != "memory" {
-                    return Err(invalid(&format!("{field}.controlledResources[{j}]"), format!("\"{r}\" is not cpu or memory")));
+                    return Err(invalid(
+                        &format!("{field}.controlledResources[{j}]"),
+                        format!("\"{r}\" is not cpu or memory"),
+                    ));
                 }
             }
             for (j, ph) in p.controlled_phases.iter().flatten().enumerate() {
                 if ph != "startup" && ph != "runtime" {
-                    return Err(invalid(&format!("{field}.controlledPhases[{j}]"), format!("\"{ph}\" is not startup or runtime")));
+                    return Err(invalid(
+                        &format!("{field}.controlledPhases[{j}]"),
+                        format!("\"{ph}\" is not startup or runtime"),
+                    ));
                 }
             }
         }
@@ -378,7 +452,10 @@ impl ClusterAutoscalerSpec {
     pub(super) fn validate(&self) -> Result<(), ModelError> {
         if let Some(p) = &self.bootstrap_priority {
             if !["low", "medium", "high"].contains(&p.as_str()) {
-                return Err(invalid("spec.bootstrapPriority", format!("\"{p}\" is not low, medium or high")));
+                return Err(invalid(
+                    "spec.bootstrapPriority",
+                    format!("\"{p}\" is not low, medium or high"),
+                ));
             }
         }
         for (i, g) in self.node_groups.iter().enumerate() {
@@ -388,20 +465,32 @@ impl ClusterAutoscalerSpec {
                 return Err(invalid(&format!("{field}.minSize"), "must be >= 0"));
             }
             if g.min_size > g.max_size {
-                return Err(invalid(&format!("{field}.minSize"), format!("{} is above maxSize {}", g.min_size, g.max_size)));
+                return Err(invalid(
+                    &format!("{field}.minSize"),
+                    format!("{} is above maxSize {}", g.min_size, g.max_size),
+                ));
             }
             let thresholds = g.scaling_policy.iter().flat_map(|s| {
                 let up = s.scale_up.as_ref();
                 let down = s.scale_down.as_ref();
                 [
                     ("scaleUp.cpuThreshold", up.and_then(|u| u.cpu_threshold)),
-                    ("scaleUp.memoryThreshold", up.and_then(|u| u.memory_threshold)),
-                    ("scaleDown.utilizationThreshold", down.and_then(|d| d.utilization_threshold)),
+                    (
+                        "scaleUp.memoryThreshold",
+                        up.and_then(|u| u.memory_threshold),
+                    ),
+                    (
+                        "scaleDown.utilizationThreshold",
+                        down.and_then(|d| d.utilization_threshold),
+                    ),
                 ]
             });
             for (name, v) in thresholds {
                 if v.is_some_and(|v| !(0..=100).contains(&v)) {
-                    return Err(invalid(&format!("{field}.scalingPolicy.{name}"), "must be a percentage 0..100"));
+                    return Err(invalid(
+                        &format!("{field}.scalingPolicy.{name}"),
+                        "must be a percentage 0..100",
+                    ));
                 }
             }
         }
@@ -464,7 +553,10 @@ pub fn parse_ratio(s: &str) -> Option<(u32, u32)> {
 impl ClusterScalingPolicySpec {
     pub(super) fn validate(&self) -> Result<(), ModelError> {
         if let Some(b) = &self.bootstrap_limits {
-            for (name, v) in [("orchestratorRatio", &b.orchestrator_ratio), ("directorRatio", &b.director_ratio)] {
+            for (name, v) in [
+                ("orchestratorRatio", &b.orchestrator_ratio),
+                ("directorRatio", &b.director_ratio),
+            ] {
                 if let Some(v) = v {
                     if parse_ratio(v).is_none() {
                         return Err(invalid(
@@ -474,18 +566,35 @@ impl ClusterScalingPolicySpec {
                     }
                 }
             }
-            if b.minimum_reserved_capacity.is_some_and(|c| !(0..=100).contains(&c)) {
-                return Err(invalid("spec.bootstrapLimits.minimumReservedCapacity", "must be a percentage 0..100"));
+            if b.minimum_reserved_capacity
+                .is_some_and(|c| !(0..=100).contains(&c))
+            {
+                return Err(invalid(
+                    "spec.bootstrapLimits.minimumReservedCapacity",
+                    "must be a percentage 0..100",
+                ));
             }
         }
         let limits = self.application_limits.clone().unwrap_or_default();
         let rates = self.scaling_rates.clone().unwrap_or_default();
         for (name, v) in [
             ("applicationLimits.maxPodsPerNode", limits.max_pods_per_node),
-            ("applicationLimits.maxContainersPerPod", limits.max_containers_per_pod),
-            ("applicationLimits.maxReplicasPerDeployment", limits.max_replicas_per_deployment),
-            ("scalingRates.normalMaxPerMinute", rates.normal_max_per_minute),
-            ("scalingRates.emergencyMaxPerMinute", rates.emergency_max_per_minute),
+            (
+                "applicationLimits.maxContainersPerPod",
+                limits.max_containers_per_pod,
+            ),
+            (
+                "applicationLimits.maxReplicasPerDeployment",
+                limits.max_replicas_per_deployment,
+            ),
+            (
+                "scalingRates.normalMaxPerMinute",
+                rates.normal_max_per_minute,
+            ),
+            (
+                "scalingRates.emergencyMaxPerMinute",
+                rates.emergency_max_per_minute,
+            ),
         ] {
             if v.is_some_and(|v| v < 1) {
                 return Err(invalid(&format!("spec.{name}"), "must be >= 1"));
@@ -501,18 +610,30 @@ impl ClusterScalingPolicySpec {
 pub struct ResourceQuotaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hard: Option<QuantityMap>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "vmAwareness")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "vmAwareness"
+    )]
     pub vm_awareness: Option<VmAwareness>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct VmAwareness {
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "maxVMTypes")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "maxVMTypes"
+    )]
     pub max_vm_types: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_exposure: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "vmAffinities")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "vmAffinities"
+    )]
     pub vm_affinities: Option<Vec<VmAffinity>>,
 }
 
@@ -542,7 +663,10 @@ impl ResourceQuotaSpec {
         ];
         for name in self.hard.iter().flat_map(|h| h.keys()) {
             if !KNOWN.contains(&name.as_str()) && !name.starts_with("count/") {
-                return Err(invalid(&format!("spec.hard.{name}"), format!("unknown resource; expected one of {}", KNOWN.join(", "))));
+                return Err(invalid(
+                    &format!("spec.hard.{name}"),
+                    format!("unknown resource; expected one of {}", KNOWN.join(", ")),
+                ));
             }
         }
         Ok(())

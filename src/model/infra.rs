@@ -117,23 +117,35 @@ impl VirtualMachineSpec {
             return Err(invalid("spec.replicas", format!("must be >= 0, got {r}")));
         }
         if self.cpu.cores < 1 {
-            return Err(invalid("spec.cpu.cores", format!("must be >= 1, got {}", self.cpu.cores)));
+            return Err(invalid(
+                "spec.cpu.cores",
+                format!("must be >= 1, got {}", self.cpu.cores),
+            ));
         }
         if self.memory.guest.bytes() < 1 << 20 {
             return Err(invalid("spec.memory.guest", "must be at least 1Mi"));
         }
         if self.kernel.trim().is_empty() {
-            return Err(invalid("spec.kernel", "is required (path to a kernel image on the director)"));
+            return Err(invalid(
+                "spec.kernel",
+                "is required (path to a kernel image on the director)",
+            ));
         }
         for (i, d) in self.disks.iter().flatten().enumerate() {
             super::validate_name(&format!("spec.disks[{i}].name"), &d.name)?;
             if d.image.trim().is_empty() {
-                return Err(invalid(&format!("spec.disks[{i}].image"), "is required (path to a raw disk image)"));
+                return Err(invalid(
+                    &format!("spec.disks[{i}].image"),
+                    "is required (path to a raw disk image)",
+                ));
             }
         }
         if let Some(r) = &self.restart_policy {
             if !["Always", "OnFailure", "Never"].contains(&r.as_str()) {
-                return Err(invalid("spec.restartPolicy", format!("\"{r}\" is not Always, OnFailure or Never")));
+                return Err(invalid(
+                    "spec.restartPolicy",
+                    format!("\"{r}\" is not Always, OnFailure or Never"),
+                ));
             }
         }
         Ok(())
@@ -201,16 +213,25 @@ pub struct PriorityClassSpec {
 impl PriorityClassSpec {
     pub(super) fn validate(&self) -> Result<(), ModelError> {
         if self.value > 1_000_000_000 {
-            return Err(invalid("spec.value", "must be <= 1000000000 (higher values are reserved for the platform)"));
+            return Err(invalid(
+                "spec.value",
+                "must be <= 1000000000 (higher values are reserved for the platform)",
+            ));
         }
         if let Some(e) = &self.bootstrap_effect {
             if !["Unlimited", "Limited", "None"].contains(&e.as_str()) {
-                return Err(invalid("spec.bootstrapEffect", format!("\"{e}\" is not Unlimited, Limited or None")));
+                return Err(invalid(
+                    "spec.bootstrapEffect",
+                    format!("\"{e}\" is not Unlimited, Limited or None"),
+                ));
             }
         }
         if let Some(p) = &self.preemption_policy {
             if p != "PreemptLowerPriority" && p != "Never" {
-                return Err(invalid("spec.preemptionPolicy", format!("\"{p}\" is not PreemptLowerPriority or Never")));
+                return Err(invalid(
+                    "spec.preemptionPolicy",
+                    format!("\"{p}\" is not PreemptLowerPriority or Never"),
+                ));
             }
         }
         Ok(())

@@ -21,7 +21,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use autoscaling::{ClusterAutoscalerSpec, ClusterScalingPolicySpec, HpaSpec, ResourceQuotaSpec, VpaSpec};
+pub use autoscaling::{
+    ClusterAutoscalerSpec, ClusterScalingPolicySpec, HpaSpec, ResourceQuotaSpec, VpaSpec,
+};
 pub use infra::{NamespaceSpec, NodeClassSpec, PriorityClassSpec, VirtualMachineSpec};
 pub use quantity::{CpuQuantity, DurationStr, IntOrString, MemoryQuantity, Quantity};
 pub use selector::{parse_label_selector, selector_matches, SelectorOp};
@@ -48,7 +50,10 @@ impl fmt::Display for ModelError {
 }
 
 pub(crate) fn invalid(field: &str, message: impl Into<String>) -> ModelError {
-    ModelError { field: field.to_string(), message: message.into() }
+    ModelError {
+        field: field.to_string(),
+        message: message.into(),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -143,7 +148,10 @@ impl Kind {
     }
 
     pub fn has_replicas(&self) -> bool {
-        matches!(self, Kind::Deployment | Kind::StatefulSet | Kind::VirtualMachine)
+        matches!(
+            self,
+            Kind::Deployment | Kind::StatefulSet | Kind::VirtualMachine
+        )
     }
 
     /// Case-insensitive: the kind name, singular, plural or a short name.
@@ -246,7 +254,9 @@ struct Envelope<S> {
     status: Option<Value>,
 }
 
-fn typed<S: DeserializeOwned>(v: Value) -> Result<(ObjectMeta, Option<S>, Option<Value>), ModelError> {
+fn typed<S: DeserializeOwned>(
+    v: Value,
+) -> Result<(ObjectMeta, Option<S>, Option<Value>), ModelError> {
     let env: Envelope<S> = serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string().replace('`', "\"");
@@ -275,11 +285,19 @@ impl Resource {
 
     fn decode(mut v: Value) -> Result<Resource, ModelError> {
         let Some(obj) = v.as_object_mut() else {
-            return Err(invalid("", "expected an object (a mapping with apiVersion, kind, metadata, spec)"));
+            return Err(invalid(
+                "",
+                "expected an object (a mapping with apiVersion, kind, metadata, spec)",
+            ));
         };
         let api_version = match obj.get("apiVersion") {
             Some(Value::String(s)) => s.clone(),
-            Some(_) => return Err(invalid("apiVersion", "must be a string like omnicloud.io/v1")),
+            Some(_) => {
+                return Err(invalid(
+                    "apiVersion",
+                    "must be a string like omnicloud.io/v1",
+                ))
+            }
             None => return Err(invalid("apiVersion", "is required, e.g. omnicloud.io/v1")),
         };
         let kind_name = match obj.get("kind") {
@@ -287,10 +305,19 @@ impl Resource {
             Some(_) => return Err(invalid("kind", "must be a string like Deployment")),
             None => return Err(invalid("kind", "is required, e.g. Deployment")),
         };
-        let kind = Kind::ALL.into_iter().find(|k| k.as_str() == kind_name).ok_or_else(|| {
-            let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
-            invalid("kind", format!("unsupported kind \"{kind_name}\"; expected one of {}", names.join(", ")))
-        })?;
+        let kind = Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == kind_name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                invalid(
+                    "kind",
+                    format!(
+                        "unsupported kind \"{kind_name}\"; expected one of {}",
+                        names.join(", ")
+                    ),
+                )
+            })?;
         if !kind.accepts_api_version(&api_version) {
             return Err(invalid(
                 "apiVersion",
@@ -330,7 +357,13 @@ impl Resource {
             Kind::ClusterAutoscaler => spec_of(v, Spec::ClusterAutoscaler)?,
             Kind::ClusterScalingPolicy => spec_of(v, Spec::ClusterScalingPolicy)?,
         };
-        Ok(Resource { api_version, kind, metadata, spec, status })
+        Ok(Resource {
+            api_version,
+            kind,
+            metadata,
+            spec,
+            status,
+        })
     }
 
     fn validate(&self) -> Result<(), ModelError> {
@@ -368,9 +401,15 @@ impl Resource {
         let mut obj = serde_json::Map::new();
         obj.insert("apiVersion".into(), Value::String(self.api_version.clone()));
         obj.insert("kind".into(), Value::String(self.kind.as_str().into()));
-        obj.insert("metadata".into(), serde_json::to_value(&self.metadata).expect("metadata serializes"));
+        obj.insert(
+            "metadata".into(),
+            serde_json::to_value(&self.metadata).expect("metadata serializes"),
+        );
         if let Some(spec) = &self.spec {
-            obj.insert("spec".into(), serde_json::to_value(spec).expect("specs serialize"));
+            obj.insert(
+                "spec".into(),
+                serde_json::to_value(spec).expect("specs serialize"),
+            );
         }
         if let Some(status) = &self.status {
             obj.insert("status".into(), status.clone());
@@ -379,7 +418,10 @@ impl Resource {
     }
 
     pub fn spec_value(&self) -> Value {
-        self.spec.as_ref().map(|s| serde_json::to_value(s).expect("specs serialize")).unwrap_or(Value::Null)
+        self.spec
+            .as_ref()
+            .map(|s| serde_json::to_value(s).expect("specs serialize"))
+            .unwrap_or(Value::Null)
     }
 
     pub fn replicas(&self) -> Option<i64> {
@@ -399,7 +441,12 @@ impl Resource {
             Some(Spec::Deployment(s)) => s.replicas = Some(n),
             Some(Spec::StatefulSet(s)) => s.replicas = Some(n),
             Some(Spec::VirtualMachine(s)) => s.replicas = Some(n),
-            _ => return Err(invalid("spec.replicas", format!("{} has no replicas", self.kind))),
+            _ => {
+                return Err(invalid(
+                    "spec.replicas",
+                    format!("{} has no replicas", self.kind),
+                ))
+            }
         }
         Ok(())
     }
@@ -436,13 +483,27 @@ fn split_documents(body: &str) -> Result<Vec<Value>, ModelError> {
     let mut values = Vec::new();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         let v: Value = serde_json::from_str(body).map_err(|e| {
-            invalid("", format!("invalid JSON at line {} column {}: {e}", e.line(), e.column()))
+            invalid(
+                "",
+                format!(
+                    "invalid JSON at line {} column {}: {e}",
+                    e.line(),
+                    e.column()
+                ),
+            )
         })?;
         values.push(v);
     } else {
         for doc in serde_norway::Deserializer::from_str(body) {
             let v = Value::deserialize(doc).map_err(|e| match e.location() {
-                Some(l) => invalid("", format!("invalid YAML at line {} column {}: {e}", l.line(), l.column())),
+                Some(l) => invalid(
+                    "",
+                    format!(
+                        "invalid YAML at line {} column {}: {e}",
+                        l.line(),
+                        l.column()
+                    ),
+                ),
                 None => invalid("", format!("invalid YAML: {e}")),
             })?;
             values.push(v);
@@ -453,12 +514,19 @@ fn split_documents(body: &str) -> Result<Vec<Value>, ModelError> {
         match v {
             Value::Null => {}
             Value::Array(items) => out.extend(items),
-            Value::Object(ref o) if o.get("kind") == Some(&Value::String("List".into())) => {
-                out.extend(o.get("items").and_then(Value::as_array).cloned().unwrap_or_default())
-            }
+            Value::Object(ref o) if o.get("kind") == Some(&Value::String("List".into())) => out
+                .extend(
+                    o.get("items")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
             Value::Object(_) => out.push(v),
             other => {
-                return Err(invalid("", format!("expected an object with apiVersion and kind, got {other}")));
+                return Err(invalid(
+                    "",
+                    format!("expected an object with apiVersion and kind, got {other}"),
+                ));
             }
         }
     }
@@ -470,7 +538,9 @@ fn split_documents(body: &str) -> Result<Vec<Value>, ModelError> {
 pub fn validate_name(field: &str, name: &str) -> Result<(), ModelError> {
     let ok = !name.is_empty()
         && name.len() <= 253
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
@@ -489,7 +559,10 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), ModelError> {
 pub fn validate_label_value(field: &str, value: &str) -> Result<(), ModelError> {
     validate_name(field, value)?;
     if value.len() > 63 || value.contains('.') {
-        return Err(invalid(field, format!("\"{value}\" must be at most 63 characters without '.'")));
+        return Err(invalid(
+            field,
+            format!("\"{value}\" must be at most 63 characters without '.'"),
+        ));
     }
     Ok(())
 }
@@ -498,21 +571,36 @@ fn validate_label_key(field: &str, key: &str) -> Result<(), ModelError> {
     let name = key.rsplit_once('/').map(|(_, n)| n).unwrap_or(key);
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && key.len() <= 317;
     if ok {
         Ok(())
     } else {
-        Err(invalid(&format!("{field}.{key}"), "is not a valid key: [prefix/]name of letters, digits, '-', '_', '.'"))
+        Err(invalid(
+            &format!("{field}.{key}"),
+            "is not a valid key: [prefix/]name of letters, digits, '-', '_', '.'",
+        ))
     }
 }
 
-pub(crate) fn validate_label_map(field: &str, labels: &BTreeMap<String, String>) -> Result<(), ModelError> {
+pub(crate) fn validate_label_map(
+    field: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), ModelError> {
     for (k, v) in labels {
         validate_label_key(field, k)?;
-        let ok = v.len() <= 63 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        let ok = v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !ok {
-            return Err(invalid(&format!("{field}.{k}"), format!("\"{v}\" is not a valid label value (<= 63 of letters, digits, '-', '_', '.')")));
+            return Err(invalid(
+                &format!("{field}.{k}"),
+                format!(
+                    "\"{v}\" is not a valid label value (<= 63 of letters, digits, '-', '_', '.')"
+                ),
+            ));
         }
     }
     Ok(())

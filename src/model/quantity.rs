@@ -48,7 +48,9 @@ impl Visitor<'_> for RawVisitor {
         Ok(Raw::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Raw, E> {
-        i64::try_from(v).map(Raw::Int).map_err(|_| E::custom("number too large"))
+        i64::try_from(v)
+            .map(Raw::Int)
+            .map_err(|_| E::custom("number too large"))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Raw, E> {
         Ok(Raw::Float(v))
@@ -96,7 +98,10 @@ macro_rules! quantity_type {
                 let text = raw.text();
                 match $parse(text.trim()) {
                     Some(value) => Ok($name { raw, value }),
-                    None => Err(format!(concat!("invalid ", $what, " quantity \"{}\": expected ", $expect), text)),
+                    None => Err(format!(
+                        concat!("invalid ", $what, " quantity \"{}\": expected ", $expect),
+                        text
+                    )),
                 }
             }
         }
@@ -164,14 +169,36 @@ fn parse_memory(s: &str) -> Option<u64> {
 /// Any Kubernetes-style quantity, as a value in milli-units (so `500m` and `0.5` compare).
 fn parse_generic(s: &str) -> Option<u64> {
     if let Some(m) = s.strip_suffix('m') {
-        return if m.contains('.') { None } else { m.parse().ok() };
+        return if m.contains('.') {
+            None
+        } else {
+            m.parse().ok()
+        };
     }
     with_suffix(s, 1000)
 }
 
-quantity_type!(CpuQuantity, "cpu", "millicores like 100m or cores like 0.5 or 2", parse_cpu, millis);
-quantity_type!(MemoryQuantity, "memory", "bytes with a unit like 128Mi, 4Gi or 1G", parse_memory, bytes);
-quantity_type!(Quantity, "numeric", "a number like 100, 1.5, 500m or 2k", parse_generic, millis);
+quantity_type!(
+    CpuQuantity,
+    "cpu",
+    "millicores like 100m or cores like 0.5 or 2",
+    parse_cpu,
+    millis
+);
+quantity_type!(
+    MemoryQuantity,
+    "memory",
+    "bytes with a unit like 128Mi, 4Gi or 1G",
+    parse_memory,
+    bytes
+);
+quantity_type!(
+    Quantity,
+    "numeric",
+    "a number like 100, 1.5, 500m or 2k",
+    parse_generic,
+    millis
+);
 
 /// A duration like `60s`, `10m`, `1h`, `1h30m`, `500ms`, or a number of seconds.
 #[derive(Clone, Debug, PartialEq)]
@@ -202,7 +229,9 @@ impl DurationStr {
             }
             let n: u64 = rest[..digits].parse().ok()?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let mult = match &rest[..unit_len] {
                 "ms" => 1,
                 "s" => 1000,
@@ -266,12 +295,22 @@ mod tests {
 
     #[test]
     fn cpu() {
-        for (s, m) in [("100m", 100), ("0.5", 500), ("2", 2000), ("1.5", 1500), ("4", 4000), ("0.001", 1)] {
+        for (s, m) in [
+            ("100m", 100),
+            ("0.5", 500),
+            ("2", 2000),
+            ("1.5", 1500),
+            ("4", 4000),
+            ("0.001", 1),
+        ] {
             assert_eq!(CpuQuantity::parse(s).unwrap().millis(), m, "{s}");
         }
         for bad in ["lots", "-1", "1.5m", "", "m", "1e3", "0.5.5"] {
             let err = CpuQuantity::parse(bad).unwrap_err();
-            assert!(err.contains("invalid cpu quantity") && err.contains(bad), "{err}");
+            assert!(
+                err.contains("invalid cpu quantity") && err.contains(bad),
+                "{err}"
+            );
         }
     }
 
@@ -301,12 +340,17 @@ mod tests {
         let s: CpuQuantity = serde_json::from_value(serde_json::json!("500m")).unwrap();
         assert_eq!(serde_json::to_value(&s).unwrap(), serde_json::json!("500m"));
         let f: CpuQuantity = serde_json::from_value(serde_json::json!(0.5)).unwrap();
-        assert_eq!((f.millis(), serde_json::to_value(&f).unwrap()), (500, serde_json::json!(0.5)));
+        assert_eq!(
+            (f.millis(), serde_json::to_value(&f).unwrap()),
+            (500, serde_json::json!(0.5))
+        );
     }
 
     #[test]
     fn durations_and_percentages() {
-        let d = |s: &str| serde_json::from_value::<DurationStr>(serde_json::json!(s)).map(|d| d.as_secs());
+        let d = |s: &str| {
+            serde_json::from_value::<DurationStr>(serde_json::json!(s)).map(|d| d.as_secs())
+        };
         assert_eq!(d("60s").unwrap(), 60);
         assert_eq!(d("10m").unwrap(), 600);
         assert_eq!(d("1h30m").unwrap(), 5400);
@@ -316,6 +360,9 @@ mod tests {
         assert_eq!(IntOrString::Str("25%".into()).resolve(10, true), Some(3));
         assert_eq!(IntOrString::Str("25%".into()).resolve(10, false), Some(2));
         assert_eq!(IntOrString::Int(2).resolve(10, false), Some(2));
-        assert_eq!(Quantity::parse("500m").unwrap().millis(), Quantity::parse("0.5").unwrap().millis());
+        assert_eq!(
+            Quantity::parse("500m").unwrap().millis(),
+            Quantity::parse("0.5").unwrap().millis()
+        );
     }
 }

@@ -39,13 +39,26 @@ fn set_values(term: &str, rest: &str) -> Result<Vec<String>, ModelError> {
         .trim()
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| invalid("labelSelector", format!("\"{term}\": expected a value list like (a,b)")))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+        .ok_or_else(|| {
+            invalid(
+                "labelSelector",
+                format!("\"{term}\": expected a value list like (a,b)"),
+            )
+        })?;
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 pub fn parse_label_selector(s: &str) -> Result<Vec<(String, SelectorOp)>, ModelError> {
     let mut out = Vec::new();
-    for term in terms(s).into_iter().map(str::trim).filter(|t| !t.is_empty()) {
+    for term in terms(s)
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         let parsed = if let Some((k, v)) = term.split_once("!=") {
             (k.trim(), SelectorOp::NotEq(v.trim().to_string()))
         } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
@@ -60,8 +73,15 @@ pub fn parse_label_selector(s: &str) -> Result<Vec<(String, SelectorOp)>, ModelE
             (term, SelectorOp::Exists)
         };
         let key = parsed.0;
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)) {
-            return Err(invalid("labelSelector", format!("\"{term}\": bad label key \"{key}\"")));
+        if key.is_empty()
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+        {
+            return Err(invalid(
+                "labelSelector",
+                format!("\"{term}\": bad label key \"{key}\""),
+            ));
         }
         out.push((key.to_string(), parsed.1));
     }
@@ -87,17 +107,43 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn kubectl_syntax() {
-        let sel = parse_label_selector("app=web, tier!=db,env in (prod, staging),!canary,zone").unwrap();
+        let sel =
+            parse_label_selector("app=web, tier!=db,env in (prod, staging),!canary,zone").unwrap();
         assert_eq!(sel.len(), 5);
-        assert!(selector_matches(&sel, &labels(&[("app", "web"), ("env", "prod"), ("zone", "a")])));
-        assert!(!selector_matches(&sel, &labels(&[("app", "web"), ("env", "dev"), ("zone", "a")])));
-        assert!(!selector_matches(&sel, &labels(&[("app", "web"), ("env", "prod"), ("zone", "a"), ("canary", "1")])));
-        assert!(!selector_matches(&sel, &labels(&[("app", "web"), ("tier", "db"), ("env", "prod"), ("zone", "a")])));
+        assert!(selector_matches(
+            &sel,
+            &labels(&[("app", "web"), ("env", "prod"), ("zone", "a")])
+        ));
+        assert!(!selector_matches(
+            &sel,
+            &labels(&[("app", "web"), ("env", "dev"), ("zone", "a")])
+        ));
+        assert!(!selector_matches(
+            &sel,
+            &labels(&[
+                ("app", "web"),
+                ("env", "prod"),
+                ("zone", "a"),
+                ("canary", "1")
+            ])
+        ));
+        assert!(!selector_matches(
+            &sel,
+            &labels(&[
+                ("app", "web"),
+                ("tier", "db"),
+                ("env", "prod"),
+                ("zone", "a")
+            ])
+        ));
         let sel = parse_label_selector("env notin (dev)").unwrap();
         assert!(selector_matches(&sel, &labels(&[])));
         assert!(parse_label_selector("env in prod").is_err());

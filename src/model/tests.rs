@@ -3,7 +3,9 @@
 use super::*;
 
 fn fixture(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -31,15 +33,26 @@ fn every_fixture_parses_and_round_trips() {
         assert_eq!(parsed.len(), 1, "{file}");
         assert_eq!(parsed[0].kind, kind, "{file}");
         let written: Value = serde_norway::from_str(&text).unwrap();
-        assert_eq!(parsed[0].to_value(), written, "{file} must read back exactly as written");
+        assert_eq!(
+            parsed[0].to_value(),
+            written,
+            "{file} must read back exactly as written"
+        );
     }
 }
 
 #[test]
 fn multi_document_and_json_bodies() {
-    let body = format!("{}\n---\n{}\n---\n", fixture("deployment.yaml"), fixture("hpa.yaml"));
+    let body = format!(
+        "{}\n---\n{}\n---\n",
+        fixture("deployment.yaml"),
+        fixture("hpa.yaml")
+    );
     let docs = parse_manifests(&body).unwrap();
-    assert_eq!(docs.iter().map(|d| d.kind).collect::<Vec<_>>(), [Kind::Deployment, Kind::HorizontalPodAutoscaler]);
+    assert_eq!(
+        docs.iter().map(|d| d.kind).collect::<Vec<_>>(),
+        [Kind::Deployment, Kind::HorizontalPodAutoscaler]
+    );
     let json = serde_json::to_string(&docs[0].to_value()).unwrap();
     assert_eq!(parse_manifests(&json).unwrap()[0], docs[0]);
     let list = format!("{{\"kind\":\"List\",\"items\":[{json},{json}]}}");
@@ -50,13 +63,21 @@ fn multi_document_and_json_bodies() {
 #[test]
 fn accessors_supply_defaults_without_storing_them() {
     let d = &parse_manifests(&fixture("deployment.yaml")).unwrap()[0];
-    let Some(Spec::Deployment(spec)) = &d.spec else { panic!() };
+    let Some(Spec::Deployment(spec)) = &d.spec else {
+        panic!()
+    };
     assert_eq!(spec.replicas(), 10);
     assert_eq!(spec.strategy_type(), "RollingUpdate");
     assert!(spec.strategy.is_none());
     let c = &spec.template.spec.containers[0];
     let req = c.resources.as_ref().unwrap().requests.as_ref().unwrap();
-    assert_eq!((req.cpu.as_ref().unwrap().millis(), req.memory.as_ref().unwrap().bytes()), (100, 128 << 20));
+    assert_eq!(
+        (
+            req.cpu.as_ref().unwrap().millis(),
+            req.memory.as_ref().unwrap().bytes()
+        ),
+        (100, 128 << 20)
+    );
     let mut d = d.clone();
     d.set_replicas(15).unwrap();
     assert_eq!(d.replicas(), Some(15));
@@ -71,42 +92,112 @@ fn error_of(body: &str) -> ModelError {
 fn bad_inputs_name_their_field() {
     let good = fixture("deployment.yaml");
     let cases: Vec<(String, &str, &str)> = vec![
-        (good.replace("omnicloud.io/v1", "gizmo.io/v9"), "apiVersion", "expected one of omnicloud.io/v1, apps/v1"),
-        (good.replace("kind: Deployment", "kind: Deploymint"), "kind", "unsupported kind \"Deploymint\""),
-        (good.replace("kind: Deployment\n", ""), "kind", "is required"),
-        (good.replace("  name: web-frontend\n", ""), "metadata.name", "is required"),
-        (good.replace("name: web-frontend\nspec", "name: Web_Frontend\nspec"), "metadata.name", "lowercase"),
-        (good.replace("cpu: 100m", "cpu: lots"), "spec.template.spec.containers[0].resources.requests.cpu", "invalid cpu quantity \"lots\""),
-        (good.replace("memory: 128Mi", "memory: 12XB"), "spec.template.spec.containers[0].resources.requests.memory", "invalid memory quantity"),
-        (good.replace("replicas: 10", "replicas: -3"), "spec.replicas", "must be >= 0, got -3"),
-        (good.replace("        resources:", "        resorces:"), "spec.template.spec.containers[0].resorces", "unknown field \"resorces\""),
-        (good.replace("cpu: 100m", "cpu: 900m"), "spec.template.spec.containers[0].resources.requests.cpu", "above the limit"),
-        (good.replace("      app: web-frontend\n  template", "      app: other\n  template"), "spec.selector", "does not match"),
-        (good.replace("image: nginx:latest", "image: \"\""), "spec.template.spec.containers[0].image", "is required"),
-        (good.replace("spec:\n  replicas", "spec:\n  replica: 3\n  replicas"), "spec.replica", "unknown field"),
+        (
+            good.replace("omnicloud.io/v1", "gizmo.io/v9"),
+            "apiVersion",
+            "expected one of omnicloud.io/v1, apps/v1",
+        ),
+        (
+            good.replace("kind: Deployment", "kind: Deploymint"),
+            "kind",
+            "unsupported kind \"Deploymint\"",
+        ),
+        (
+            good.replace("kind: Deployment\n", ""),
+            "kind",
+            "is required",
+        ),
+        (
+            good.replace("  name: web-frontend\n", ""),
+            "metadata.name",
+            "is required",
+        ),
+        (
+            good.replace("name: web-frontend\nspec", "name: Web_Frontend\nspec"),
+            "metadata.name",
+            "lowercase",
+        ),
+        (
+            good.replace("cpu: 100m", "cpu: lots"),
+            "spec.template.spec.containers[0].resources.requests.cpu",
+            "invalid cpu quantity \"lots\"",
+        ),
+        (
+            good.replace("memory: 128Mi", "memory: 12XB"),
+            "spec.template.spec.containers[0].resources.requests.memory",
+            "invalid memory quantity",
+        ),
+        (
+            good.replace("replicas: 10", "replicas: -3"),
+            "spec.replicas",
+            "must be >= 0, got -3",
+        ),
+        (
+            good.replace("        resources:", "        resorces:"),
+            "spec.template.spec.containers[0].resorces",
+            "unknown field \"resorces\"",
+        ),
+        (
+            good.replace("cpu: 100m", "cpu: 900m"),
+            "spec.template.spec.containers[0].resources.requests.cpu",
+            "above the limit",
+        ),
+        (
+            good.replace(
+                "      app: web-frontend\n  template",
+                "      app: other\n  template",
+            ),
+            "spec.selector",
+            "does not match",
+        ),
+        (
+            good.replace("image: nginx:latest", "image: \"\""),
+            "spec.template.spec.containers[0].image",
+            "is required",
+        ),
+        (
+            good.replace("spec:\n  replicas", "spec:\n  replica: 3\n  replicas"),
+            "spec.replica",
+            "unknown field",
+        ),
     ];
     for (body, field, mention) in cases {
         let e = error_of(&body);
         assert_eq!(e.field, field, "{e}");
-        assert!(e.message.contains(mention), "{field}: {:?} should mention {mention:?}", e.message);
+        assert!(
+            e.message.contains(mention),
+            "{field}: {:?} should mention {mention:?}",
+            e.message
+        );
     }
 
     let hpa = fixture("hpa.yaml");
     let e = error_of(&hpa.replace("minReplicas: 3", "minReplicas: 30"));
     assert_eq!(e.field, "spec.minReplicas");
     let e = error_of(&hpa.replace("averageUtilization: 70", "averageUtilization: 0"));
-    assert_eq!(e.field, "spec.metrics[0].resource.target.averageUtilization");
+    assert_eq!(
+        e.field,
+        "spec.metrics[0].resource.target.averageUtilization"
+    );
     let e = error_of(&fixture("vpa.yaml").replace("\"Auto\"", "\"Sometimes\""));
     assert_eq!(e.field, "spec.updatePolicy.updateMode");
     let e = error_of(&fixture("clusterautoscaler.yaml").replace("minSize: 3", "minSize: 30"));
     assert_eq!(e.field, "spec.nodeGroups[0].minSize");
-    let e = error_of(&fixture("clusterautoscaler.yaml").replace("decisionTime: 60s", "decisionTime: soon"));
-    assert_eq!(e.field, "spec.nodeGroups[0].scalingPolicy.scaleUp.decisionTime");
+    let e = error_of(
+        &fixture("clusterautoscaler.yaml").replace("decisionTime: 60s", "decisionTime: soon"),
+    );
+    assert_eq!(
+        e.field,
+        "spec.nodeGroups[0].scalingPolicy.scaleUp.decisionTime"
+    );
     let e = error_of(&fixture("clusterscalingpolicy.yaml").replace("1:100", "one-per-hundred"));
     assert_eq!(e.field, "spec.bootstrapLimits.orchestratorRatio");
     let e = error_of(&fixture("virtualmachine.yaml").replace("cores: 2", "cores: 0"));
     assert_eq!(e.field, "spec.cpu.cores");
-    let e = error_of(&fixture("k8s-deployment.yaml").replace("periodSeconds: 2", "periodSeconds: 2\n          exec:\n            command: [\"true\"]"));
+    let e = error_of(&fixture("k8s-deployment.yaml").replace(
+        "periodSeconds: 2",
+        "periodSeconds: 2\n          exec:\n            command: [\"true\"]",
+    ));
     assert_eq!(e.field, "spec.template.spec.containers[0].readinessProbe");
 }
 
@@ -114,20 +205,33 @@ fn bad_inputs_name_their_field() {
 fn syntax_errors_give_line_and_column() {
     let e = error_of("apiVersion: omnicloud.io/v1\nkind: Deployment\nmetadata: [unclosed\n");
     assert_eq!(e.field, "");
-    assert!(e.message.contains("line") && e.message.contains("column"), "{e}");
+    assert!(
+        e.message.contains("line") && e.message.contains("column"),
+        "{e}"
+    );
     let e = error_of("{\n  \"apiVersion\": \"omnicloud.io/v1\",\n  oops\n}");
     assert!(e.message.contains("line 3"), "{e}");
     let e = error_of("just a string");
     assert!(e.message.contains("expected an object"), "{e}");
-    let e = error_of(&format!("{}\n---\nkind: Gizmo\napiVersion: v1\n", fixture("deployment.yaml")));
+    let e = error_of(&format!(
+        "{}\n---\nkind: Gizmo\napiVersion: v1\n",
+        fixture("deployment.yaml")
+    ));
     assert!(e.message.contains("document 2"), "{e}");
 }
 
 #[test]
 fn kinds_and_names() {
-    for (s, k) in [("deploy", Kind::Deployment), ("Deployments", Kind::Deployment), ("sts", Kind::StatefulSet),
-        ("hpa", Kind::HorizontalPodAutoscaler), ("vm", Kind::VirtualMachine), ("ns", Kind::Namespace),
-        ("clusterscalingpolicies", Kind::ClusterScalingPolicy), ("priorityclass", Kind::PriorityClass)] {
+    for (s, k) in [
+        ("deploy", Kind::Deployment),
+        ("Deployments", Kind::Deployment),
+        ("sts", Kind::StatefulSet),
+        ("hpa", Kind::HorizontalPodAutoscaler),
+        ("vm", Kind::VirtualMachine),
+        ("ns", Kind::Namespace),
+        ("clusterscalingpolicies", Kind::ClusterScalingPolicy),
+        ("priorityclass", Kind::PriorityClass),
+    ] {
         assert_eq!(Kind::parse(s), Some(k), "{s}");
     }
     assert_eq!(Kind::parse("gizmo"), None);
@@ -135,7 +239,8 @@ fn kinds_and_names() {
     for bad in ["", "Web", "-web", "web-", "web_1", &"a".repeat(254)] {
         assert!(validate_name("n", bad).is_err(), "{bad}");
     }
-    let ns = parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n").unwrap();
+    let ns =
+        parse_manifests("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n").unwrap();
     assert_eq!(ns[0].spec, None);
     let pc = parse_manifests("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: high\nvalue: 1000\n").unwrap();
     assert!(matches!(&pc[0].spec, Some(Spec::PriorityClass(p)) if p.value == 1000));

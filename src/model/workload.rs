@@ -31,7 +31,11 @@ pub struct SelectorRequirement {
 
 impl LabelSelector {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let eq = self.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+        let eq = self
+            .match_labels
+            .iter()
+            .flatten()
+            .all(|(k, v)| labels.get(k) == Some(v));
         let exprs = self.match_expressions.iter().flatten().all(|r| {
             let values = r.values.as_deref().unwrap_or_default();
             match r.operator.as_str() {
@@ -50,7 +54,10 @@ impl LabelSelector {
             if !["In", "NotIn", "Exists", "DoesNotExist"].contains(&r.operator.as_str()) {
                 return Err(invalid(
                     &format!("{field}.matchExpressions[{i}].operator"),
-                    format!("\"{}\" is not one of In, NotIn, Exists, DoesNotExist", r.operator),
+                    format!(
+                        "\"{}\" is not one of In, NotIn, Exists, DoesNotExist",
+                        r.operator
+                    ),
                 ));
             }
         }
@@ -79,7 +86,10 @@ pub struct PodTemplate {
 
 impl PodTemplate {
     pub fn labels(&self) -> BTreeMap<String, String> {
-        self.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default()
+        self.metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -193,13 +203,25 @@ pub struct ResourceList {
     pub cpu: Option<CpuQuantity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryQuantity>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ephemeral-storage")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "ephemeral-storage"
+    )]
     pub ephemeral_storage: Option<MemoryQuantity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<MemoryQuantity>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "hugepages-2Mi")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "hugepages-2Mi"
+    )]
     pub hugepages_2mi: Option<MemoryQuantity>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "hugepages-1Gi")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "hugepages-1Gi"
+    )]
     pub hugepages_1gi: Option<MemoryQuantity>,
 }
 
@@ -358,7 +380,11 @@ pub struct TopologyPlacement {
     /// e.g. DistributedWithinVMGroup.
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "vmGroupKey")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "vmGroupKey"
+    )]
     pub vm_group_key: Option<String>,
 }
 
@@ -426,18 +452,31 @@ impl DeploymentSpec {
     }
 
     pub fn strategy_type(&self) -> &str {
-        self.strategy.as_ref().and_then(|s| s.kind.as_deref()).unwrap_or("RollingUpdate")
+        self.strategy
+            .as_ref()
+            .and_then(|s| s.kind.as_deref())
+            .unwrap_or("RollingUpdate")
     }
 
     pub(super) fn validate(&self) -> Result<(), ModelError> {
         validate_replicas(self.replicas)?;
         if let Some(t) = self.strategy.as_ref().and_then(|s| s.kind.as_deref()) {
             if t != "RollingUpdate" && t != "Recreate" {
-                return Err(invalid("spec.strategy.type", format!("\"{t}\" is not RollingUpdate or Recreate")));
+                return Err(invalid(
+                    "spec.strategy.type",
+                    format!("\"{t}\" is not RollingUpdate or Recreate"),
+                ));
             }
         }
-        if let Some(ru) = self.strategy.as_ref().and_then(|s| s.rolling_update.as_ref()) {
-            for (name, v) in [("maxSurge", &ru.max_surge), ("maxUnavailable", &ru.max_unavailable)] {
+        if let Some(ru) = self
+            .strategy
+            .as_ref()
+            .and_then(|s| s.rolling_update.as_ref())
+        {
+            for (name, v) in [
+                ("maxSurge", &ru.max_surge),
+                ("maxUnavailable", &ru.max_unavailable),
+            ] {
                 if let Some(v) = v {
                     if v.resolve(100, false).is_none_or(|n| n < 0) {
                         return Err(invalid(
@@ -491,23 +530,38 @@ impl StatefulSetSpec {
     }
 
     pub fn pod_management_policy(&self) -> &str {
-        self.pod_management_policy.as_deref().unwrap_or("OrderedReady")
+        self.pod_management_policy
+            .as_deref()
+            .unwrap_or("OrderedReady")
     }
 
     pub(super) fn validate(&self) -> Result<(), ModelError> {
         validate_replicas(self.replicas)?;
         if let Some(p) = &self.pod_management_policy {
             if p != "OrderedReady" && p != "Parallel" {
-                return Err(invalid("spec.podManagementPolicy", format!("\"{p}\" is not OrderedReady or Parallel")));
+                return Err(invalid(
+                    "spec.podManagementPolicy",
+                    format!("\"{p}\" is not OrderedReady or Parallel"),
+                ));
             }
         }
-        if let Some(t) = self.update_strategy.as_ref().and_then(|s| s.kind.as_deref()) {
+        if let Some(t) = self
+            .update_strategy
+            .as_ref()
+            .and_then(|s| s.kind.as_deref())
+        {
             if t != "RollingUpdate" && t != "OnDelete" {
-                return Err(invalid("spec.updateStrategy.type", format!("\"{t}\" is not RollingUpdate or OnDelete")));
+                return Err(invalid(
+                    "spec.updateStrategy.type",
+                    format!("\"{t}\" is not RollingUpdate or OnDelete"),
+                ));
             }
         }
         for (i, t) in self.volume_claim_templates.iter().flatten().enumerate() {
-            super::validate_name(&format!("spec.volumeClaimTemplates[{i}].metadata.name"), &t.metadata.name)?;
+            super::validate_name(
+                &format!("spec.volumeClaimTemplates[{i}].metadata.name"),
+                &t.metadata.name,
+            )?;
         }
         validate_selector_and_template(&self.selector, &self.template)
     }
@@ -546,12 +600,21 @@ fn validate_replicas(replicas: Option<i64>) -> Result<(), ModelError> {
     }
 }
 
-fn validate_selector_and_template(selector: &LabelSelector, template: &PodTemplate) -> Result<(), ModelError> {
+fn validate_selector_and_template(
+    selector: &LabelSelector,
+    template: &PodTemplate,
+) -> Result<(), ModelError> {
     selector.validate("spec.selector")?;
     if selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && selector.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|e| e.is_empty())
     {
-        return Err(invalid("spec.selector", "must select something: set matchLabels or matchExpressions"));
+        return Err(invalid(
+            "spec.selector",
+            "must select something: set matchLabels or matchExpressions",
+        ));
     }
     let labels = template.labels();
     validate_label_map("spec.template.metadata.labels", &labels)?;
@@ -566,7 +629,10 @@ fn validate_selector_and_template(selector: &LabelSelector, template: &PodTempla
 
 fn validate_pod_spec(field: &str, spec: &PodSpec) -> Result<(), ModelError> {
     if spec.containers.is_empty() {
-        return Err(invalid(&format!("{field}.containers"), "at least one container is required"));
+        return Err(invalid(
+            &format!("{field}.containers"),
+            "at least one container is required",
+        ));
     }
     let mut names = std::collections::BTreeSet::new();
     let all = spec
@@ -574,17 +640,29 @@ fn validate_pod_spec(field: &str, spec: &PodSpec) -> Result<(), ModelError> {
         .iter()
         .enumerate()
         .map(|(i, c)| (format!("{field}.containers[{i}]"), c))
-        .chain(spec.init_containers.iter().flatten().enumerate().map(|(i, c)| (format!("{field}.initContainers[{i}]"), c)));
+        .chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, c)| (format!("{field}.initContainers[{i}]"), c)),
+        );
     for (path, c) in all {
         if c.name.is_empty() {
             return Err(invalid(&format!("{path}.name"), "is required"));
         }
         super::validate_label_value(&format!("{path}.name"), &c.name)?;
         if !names.insert(c.name.clone()) {
-            return Err(invalid(&format!("{path}.name"), format!("duplicate container name \"{}\"", c.name)));
+            return Err(invalid(
+                &format!("{path}.name"),
+                format!("duplicate container name \"{}\"", c.name),
+            ));
         }
         if c.image.trim().is_empty() {
-            return Err(invalid(&format!("{path}.image"), "is required (an image reference like busybox:latest)"));
+            return Err(invalid(
+                &format!("{path}.image"),
+                "is required (an image reference like busybox:latest)",
+            ));
         }
         for (j, p) in c.ports.iter().flatten().enumerate() {
             if !(1..=65535).contains(&p.container_port) {
@@ -620,7 +698,12 @@ fn validate_pod_spec(field: &str, spec: &PodSpec) -> Result<(), ModelError> {
             ("startupProbe", &c.startup_probe),
         ] {
             if let Some(p) = probe {
-                let handlers = [p.http_get.is_some(), p.tcp_socket.is_some(), p.exec.is_some(), p.grpc.is_some()];
+                let handlers = [
+                    p.http_get.is_some(),
+                    p.tcp_socket.is_some(),
+                    p.exec.is_some(),
+                    p.grpc.is_some(),
+                ];
                 if handlers.iter().filter(|h| **h).count() != 1 {
                     return Err(invalid(
                         &format!("{path}.{name}"),
@@ -641,14 +724,26 @@ fn validate_pod_spec(field: &str, spec: &PodSpec) -> Result<(), ModelError> {
         }
     }
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
-        let sources = [v.empty_dir.is_some(), v.host_path.is_some(), v.persistent_volume_claim.is_some(), v.config_map.is_some(), v.secret.is_some()];
+        let sources = [
+            v.empty_dir.is_some(),
+            v.host_path.is_some(),
+            v.persistent_volume_claim.is_some(),
+            v.config_map.is_some(),
+            v.secret.is_some(),
+        ];
         if sources.iter().filter(|s| **s).count() > 1 {
-            return Err(invalid(&format!("{field}.volumes[{i}]"), "more than one volume source"));
+            return Err(invalid(
+                &format!("{field}.volumes[{i}]"),
+                "more than one volume source",
+            ));
         }
     }
     if let Some(r) = &spec.restart_policy {
         if !["Always", "OnFailure", "Never"].contains(&r.as_str()) {
-            return Err(invalid(&format!("{field}.restartPolicy"), format!("\"{r}\" is not Always, OnFailure or Never")));
+            return Err(invalid(
+                &format!("{field}.restartPolicy"),
+                format!("\"{r}\" is not Always, OnFailure or Never"),
+            ));
         }
     }
     Ok(())

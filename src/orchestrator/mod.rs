@@ -18,7 +18,9 @@ use openraft::{Config as RaftConfig, ServerState, SnapshotPolicy};
 use tokio::sync::broadcast;
 
 use crate::cluster::transport::Client;
-use crate::store::{Change, Command, CommandResult, NodeId, Raft, RaftNode, StateMachine, Store, StoreReader};
+use crate::store::{
+    Change, Command, CommandResult, NodeId, Raft, RaftNode, StateMachine, Store, StoreReader,
+};
 
 /// How long a follower waits for the leader to answer a forwarded request.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,23 +102,39 @@ impl ControlPlane {
             election_timeout_max: settings.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_after_logs),
             max_in_snapshot_log_to_keep: settings.keep_logs_after_snapshot,
-            purge_batch_size: 256,
             ..Default::default()
         }
         .validate()
         .map_err(ControlError::Config)?;
         let log_store = store.log_store();
-        let fresh = !log_store.is_initialized().map_err(|e| ControlError::Initialize(e.to_string()))?;
+        let fresh = !log_store
+            .is_initialized()
+            .map_err(|e| ControlError::Initialize(e.to_string()))?;
         let state_machine = StateMachine::new(store.clone());
         let changes = state_machine.change_feed();
-        let raft = Raft::new(node_id, Arc::new(config), network::Network::new(rpc.clone()), log_store, state_machine)
-            .await
-            .map_err(ControlError::Start)?;
+        let raft = Raft::new(
+            node_id,
+            Arc::new(config),
+            network::Network::new(rpc.clone()),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(ControlError::Start)?;
         if bootstrap && fresh {
             let members = BTreeMap::from([(node_id, me)]);
-            raft.initialize(members).await.map_err(|e| ControlError::Initialize(e.to_string()))?;
+            raft.initialize(members)
+                .await
+                .map_err(|e| ControlError::Initialize(e.to_string()))?;
         }
-        Ok(ControlPlane { node_id, raft, reader: store.reader(), changes, store, rpc })
+        Ok(ControlPlane {
+            node_id,
+            raft,
+            reader: store.reader(),
+            changes,
+            store,
+            rpc,
+        })
     }
 
     pub fn reader(&self) -> &StoreReader {
@@ -149,10 +167,12 @@ impl ControlPlane {
     pub async fn write_local(&self, command: Command) -> Result<CommandResult, ControlError> {
         match self.raft.client_write(command).await {
             Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(match f.leader_node {
-                Some(n) => ControlError::NotLeader(Some(n)),
-                None => ControlError::NoLeader,
-            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(match f.leader_node {
+                    Some(n) => ControlError::NotLeader(Some(n)),
+                    None => ControlError::NoLeader,
+                })
+            }
             Err(e) => Err(ControlError::Fatal(e.to_string())),
         }
     }
@@ -161,14 +181,18 @@ impl ControlPlane {
     /// (a linearizable read point), asking the leader for the point when this is a follower.
     pub async fn read_barrier(&self) -> Result<(), ControlError> {
         let index = match self.local_read_barrier().await {
-            Err(ControlError::NotLeader(Some(leader))) => match self.forward(&leader, &rpc::Request::ReadBarrier).await? {
-                rpc::Response::ReadBarrier(r) => r.map_err(|e| refusal(e, &leader))?,
-                other => return Err(unexpected(&leader, other)),
-            },
+            Err(ControlError::NotLeader(Some(leader))) => {
+                match self.forward(&leader, &rpc::Request::ReadBarrier).await? {
+                    rpc::Response::ReadBarrier(r) => r.map_err(|e| refusal(e, &leader))?,
+                    other => return Err(unexpected(&leader, other)),
+                }
+            }
             other => other?,
         };
         let mut rx = self.raft.metrics();
-        let applied = |m: &openraft::RaftMetrics<NodeId, RaftNode>| m.last_applied.map(|l| l.index).unwrap_or(0) >= index;
+        let applied = |m: &openraft::RaftMetrics<NodeId, RaftNode>| {
+            m.last_applied.map(|l| l.index).unwrap_or(0) >= index
+        };
         tokio::time::timeout(FORWARD_TIMEOUT, rx.wait_for(applied))
             .await
             .map_err(|_| ControlError::Fatal("timed out catching up with the leader".into()))?
@@ -187,10 +211,17 @@ impl ControlPlane {
         }
     }
 
-    async fn forward(&self, leader: &RaftNode, request: &rpc::Request) -> Result<rpc::Response, ControlError> {
+    async fn forward(
+        &self,
+        leader: &RaftNode,
+        request: &rpc::Request,
+    ) -> Result<rpc::Response, ControlError> {
         rpc::call(&self.rpc, &leader.rpc_addr, request, FORWARD_TIMEOUT)
             .await
-            .map_err(|e| ControlError::Forward { leader: leader.to_string(), message: e.to_string() })
+            .map_err(|e| ControlError::Forward {
+                leader: leader.to_string(),
+                message: e.to_string(),
+            })
     }
 
     /// Waits until a leader is known (at most `timeout`).
@@ -201,7 +232,10 @@ impl ControlPlane {
             if let Some(leader) = rx.borrow().current_leader {
                 return Ok(leader);
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 return Err(ControlError::NoLeader);
             }
         }
@@ -222,10 +256,16 @@ fn refusal(e: rpc::RemoteRefusal, leader: &RaftNode) -> ControlError {
     match e {
         // Leadership moved while the request was in flight: the caller may retry.
         rpc::RemoteRefusal::NotLeader(_) => ControlError::NoLeader,
-        rpc::RemoteRefusal::Failed(message) => ControlError::Forward { leader: leader.to_string(), message },
+        rpc::RemoteRefusal::Failed(message) => ControlError::Forward {
+            leader: leader.to_string(),
+            message,
+        },
     }
 }
 
 fn unexpected(leader: &RaftNode, resp: rpc::Response) -> ControlError {
-    ControlError::Forward { leader: leader.to_string(), message: format!("unexpected response {resp:?}") }
+    ControlError::Forward {
+        leader: leader.to_string(),
+        message: format!("unexpected response {resp:?}"),
+    }
 }

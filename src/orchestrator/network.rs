@@ -3,11 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 
 use super::rpc::{self, Request, Response};
@@ -35,29 +37,46 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &RaftNode) -> Peer {
-        Peer { client: self.client.clone(), id: target, node: node.clone() }
+        Peer {
+            client: self.client.clone(),
+            id: target,
+            node: node.clone(),
+        }
     }
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, RaftNode, E>>;
 
 impl Peer {
-    async fn send<E: std::error::Error>(&self, req: Request, option: &RPCOption) -> RpcResult<Response, E> {
+    async fn send<E: std::error::Error>(
+        &self,
+        req: Request,
+        option: &RPCOption,
+    ) -> RpcResult<Response, E> {
         // Leave openraft room to act on the timeout itself.
         let timeout = option.hard_ttl().max(Duration::from_millis(50));
-        rpc::call(&self.client, &self.node.rpc_addr, &req, timeout).await.map_err(|e| match e {
-            TransportError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-            other => RPCError::Network(NetworkError::new(&other)),
-        })
+        rpc::call(&self.client, &self.node.rpc_addr, &req, timeout)
+            .await
+            .map_err(|e| match e {
+                TransportError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                other => RPCError::Network(NetworkError::new(&other)),
+            })
     }
 
     fn remote<E: std::error::Error>(&self, e: E) -> RPCError<NodeId, RaftNode, E> {
         RPCError::RemoteError(RemoteError::new_with_node(self.id, self.node.clone(), e))
     }
 
-    fn unexpected<E: std::error::Error>(&self, what: &str, resp: Response) -> RPCError<NodeId, RaftNode, E> {
+    fn unexpected<E: std::error::Error>(
+        &self,
+        what: &str,
+        resp: Response,
+    ) -> RPCError<NodeId, RaftNode, E> {
         let msg = format!("{what}: unexpected response {resp:?}");
-        RPCError::Network(NetworkError::new(&std::io::Error::new(std::io::ErrorKind::InvalidData, msg)))
+        RPCError::Network(NetworkError::new(&std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            msg,
+        )))
     }
 }
 

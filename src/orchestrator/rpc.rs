@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +31,9 @@ pub enum Request {
 pub enum Response {
     AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
-    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
     Write(Result<CommandResult, RemoteRefusal>),
     ReadBarrier(Result<u64, RemoteRefusal>),
     /// The request could not be decoded (version skew).
@@ -56,11 +58,14 @@ impl From<ControlError> for RemoteRefusal {
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(v, bincode::config::standard()).expect("encoding in memory cannot fail")
+    bincode::serde::encode_to_vec(v, bincode::config::standard())
+        .expect("encoding in memory cannot fail")
 }
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-    bincode::serde::decode_from_slice(b, bincode::config::standard()).map(|(v, _)| v).map_err(|e| e.to_string())
+    bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| e.to_string())
 }
 
 /// Serves one decoded request against the local Raft node.
@@ -72,9 +77,13 @@ pub async fn handle(control: ControlPlane, body: Vec<u8>) -> Vec<u8> {
     let response = match request {
         Request::AppendEntries(r) => Response::AppendEntries(control.raft.append_entries(r).await),
         Request::Vote(r) => Response::Vote(control.raft.vote(r).await),
-        Request::InstallSnapshot(r) => Response::InstallSnapshot(control.raft.install_snapshot(r).await),
+        Request::InstallSnapshot(r) => {
+            Response::InstallSnapshot(control.raft.install_snapshot(r).await)
+        }
         Request::Write(cmd) => Response::Write(control.write_local(cmd).await.map_err(Into::into)),
-        Request::ReadBarrier => Response::ReadBarrier(control.local_read_barrier().await.map_err(Into::into)),
+        Request::ReadBarrier => {
+            Response::ReadBarrier(control.local_read_barrier().await.map_err(Into::into))
+        }
     };
     encode(&response)
 }
@@ -87,8 +96,12 @@ pub async fn call(
     timeout: Duration,
 ) -> Result<Response, TransportError> {
     let addr: SocketAddr = addr.parse().map_err(|_| {
-        TransportError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad rpc address {addr}")))
+        TransportError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("bad rpc address {addr}"),
+        ))
     })?;
     let body = client.call(addr, &encode(request), timeout).await?;
-    decode(&body).map_err(|e| TransportError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+    decode(&body)
+        .map_err(|e| TransportError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }

@@ -79,7 +79,9 @@ pub fn plan(
     let mut next: BTreeSet<NodeId> = voters
         .iter()
         .copied()
-        .filter(|id| *id == leader || find(*id).is_none_or(|c| c.alive || c.down_for < policy.replace_after))
+        .filter(|id| {
+            *id == leader || find(*id).is_none_or(|c| c.alive || c.down_for < policy.replace_after)
+        })
         .collect();
 
     let alive_eligible = candidates.iter().filter(|c| c.eligible && c.alive).count();
@@ -87,7 +89,13 @@ pub fn plan(
     if next.len() < target {
         let mut promotable: Vec<&Candidate> = candidates
             .iter()
-            .filter(|c| c.eligible && c.alive && c.caught_up && learners.contains(&c.id) && !next.contains(&c.id))
+            .filter(|c| {
+                c.eligible
+                    && c.alive
+                    && c.caught_up
+                    && learners.contains(&c.id)
+                    && !next.contains(&c.id)
+            })
             .collect();
         promotable.sort_by_key(|c| (c.started_at_ms, c.id));
         for c in promotable.into_iter().take(target - next.len()) {
@@ -99,7 +107,11 @@ pub fn plan(
         // Over policy (it was lowered): drop the lowest-ranked non-leader voters, down ones first.
         let mut extra: Vec<NodeId> = next.iter().copied().filter(|id| *id != leader).collect();
         extra.sort_by_key(|id| match find(*id) {
-            Some(c) => (c.alive, std::cmp::Reverse(c.started_at_ms), std::cmp::Reverse(c.id)),
+            Some(c) => (
+                c.alive,
+                std::cmp::Reverse(c.started_at_ms),
+                std::cmp::Reverse(c.id),
+            ),
             None => (false, std::cmp::Reverse(0), std::cmp::Reverse(*id)),
         });
         for id in extra.into_iter().take(next.len() - cap) {
@@ -119,7 +131,11 @@ mod tests {
     fn cand(id: NodeId, alive: bool, down_secs: u64) -> Candidate {
         Candidate {
             id,
-            node: RaftNode { name: format!("n{id}"), rpc_addr: String::new(), api_addr: String::new() },
+            node: RaftNode {
+                name: format!("n{id}"),
+                rpc_addr: String::new(),
+                api_addr: String::new(),
+            },
             eligible: true,
             alive,
             down_for: Duration::from_secs(down_secs),
@@ -133,7 +149,10 @@ mod tests {
     }
 
     fn policy() -> VoterPolicy {
-        VoterPolicy { orchestrators: 3, replace_after: Duration::from_secs(30) }
+        VoterPolicy {
+            orchestrators: 3,
+            replace_after: Duration::from_secs(30),
+        }
     }
 
     #[test]
@@ -142,7 +161,9 @@ mod tests {
         // Seed alone with 4 new nodes: all become learners first.
         let p = plan(&set(&[1]), &set(&[]), 1, &all, &policy());
         assert_eq!(p.len(), 4);
-        assert!(p.iter().all(|c| matches!(c, MembershipChange::AddLearner(..))));
+        assert!(p
+            .iter()
+            .all(|c| matches!(c, MembershipChange::AddLearner(..))));
         // Once learners, the two earliest are promoted.
         let p = plan(&set(&[1]), &set(&[2, 3, 4, 5]), 1, &all, &policy());
         assert_eq!(p, vec![MembershipChange::SetVoters(set(&[1, 2, 3]))]);

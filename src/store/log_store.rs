@@ -43,7 +43,8 @@ impl LogStore {
 
     fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
         let tx = self.store.db.begin_write()?;
-        tx.open_table(LOG_META)?.insert(key, encode(value).as_slice())?;
+        tx.open_table(LOG_META)?
+            .insert(key, encode(value).as_slice())?;
         tx.commit()?;
         Ok(())
     }
@@ -52,7 +53,8 @@ impl LogStore {
         let tx = self.store.db.begin_read()?;
         let table = tx.open_table(LOG)?;
         let last = table.last()?;
-        last.map(|(_, v)| decode::<Entry>("log entry", v.value()).map(|e| e.log_id)).transpose()
+        last.map(|(_, v)| decode::<Entry>("log entry", v.value()).map(|e| e.log_id))
+            .transpose()
     }
 
     /// Number of entries currently kept (after purges); used by tests and metrics.
@@ -103,7 +105,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.meta("last_purged").map_err(read_logs_err)?;
         let last = self.last_entry_id().map_err(read_logs_err)?.or(last_purged);
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -116,7 +121,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.meta("vote").map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+        self.meta("vote")
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
     }
 
     /// Not fsynced: a lost `committed` only means re-learning it from the leader, and the
@@ -125,7 +131,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let write = || -> Result<(), StoreError> {
             let mut tx = self.store.db.begin_write()?;
             tx.set_durability(Durability::None);
-            tx.open_table(LOG_META)?.insert("committed", encode(&committed).as_slice())?;
+            tx.open_table(LOG_META)?
+                .insert("committed", encode(&committed).as_slice())?;
             tx.commit()?;
             Ok(())
         };
@@ -133,10 +140,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.meta::<Option<LogId>>("committed").map_err(read_logs_err)?.flatten())
+        Ok(self
+            .meta::<Option<LogId>>("committed")
+            .map_err(read_logs_err)?
+            .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -169,7 +183,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let tx = self.store.db.begin_write().map_err(write_logs_err)?;
         {
             let mut table = tx.open_table(LOG).map_err(write_logs_err)?;
-            table.retain_in(log_id.index.., |_, _| false).map_err(write_logs_err)?;
+            table
+                .retain_in(log_id.index.., |_, _| false)
+                .map_err(write_logs_err)?;
         }
         tx.commit().map_err(write_logs_err)
     }
@@ -178,9 +194,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let tx = self.store.db.begin_write().map_err(write_logs_err)?;
         {
             let mut meta = tx.open_table(LOG_META).map_err(write_logs_err)?;
-            meta.insert("last_purged", encode(&log_id).as_slice()).map_err(write_logs_err)?;
+            meta.insert("last_purged", encode(&log_id).as_slice())
+                .map_err(write_logs_err)?;
             let mut table = tx.open_table(LOG).map_err(write_logs_err)?;
-            table.retain_in(..=log_id.index, |_, _| false).map_err(write_logs_err)?;
+            table
+                .retain_in(..=log_id.index, |_, _| false)
+                .map_err(write_logs_err)?;
         }
         tx.commit().map_err(write_logs_err)
     }

@@ -53,7 +53,7 @@ pub enum StoreError {
         source: redb::DatabaseError,
     },
     #[error("database error")]
-    Db(#[from] redb::Error),
+    Db(#[source] Box<redb::Error>),
     #[error("corrupt record {what}")]
     Decode {
         what: String,
@@ -62,24 +62,29 @@ pub enum StoreError {
     },
 }
 
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Db(Box::new(e))
+    }
+}
 impl From<redb::TransactionError> for StoreError {
     fn from(e: redb::TransactionError) -> Self {
-        StoreError::Db(e.into())
+        StoreError::Db(Box::new(e.into()))
     }
 }
 impl From<redb::TableError> for StoreError {
     fn from(e: redb::TableError) -> Self {
-        StoreError::Db(e.into())
+        StoreError::Db(Box::new(e.into()))
     }
 }
 impl From<redb::StorageError> for StoreError {
     fn from(e: redb::StorageError) -> Self {
-        StoreError::Db(e.into())
+        StoreError::Db(Box::new(e.into()))
     }
 }
 impl From<redb::CommitError> for StoreError {
     fn from(e: redb::CommitError) -> Self {
-        StoreError::Db(e.into())
+        StoreError::Db(Box::new(e.into()))
     }
 }
 
@@ -144,5 +149,8 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(v, _)| v)
-        .map_err(|source| StoreError::Decode { what: what.to_string(), source })
+        .map_err(|source| StoreError::Decode {
+            what: what.to_string(),
+            source,
+        })
 }

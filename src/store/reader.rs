@@ -2,7 +2,6 @@
 //! revision counter and change history for watches. Reads never go through Raft; they
 //! see what this node has applied.
 
-
 use super::{decode, Change, ObjectKey, Store, StoreError, CHANGES, OBJECTS, SM_META};
 use crate::model::Kind;
 
@@ -28,12 +27,18 @@ impl StoreReader {
     pub fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.store.db.begin_read()?;
         let table = tx.open_table(OBJECTS)?;
-        Ok(table.get(key.storage_key().as_str())?.map(|v| v.value().to_vec()))
+        Ok(table
+            .get(key.storage_key().as_str())?
+            .map(|v| v.value().to_vec()))
     }
 
     /// Objects of one kind (in one namespace, or all), in key order, with the revision the
     /// listing reflects (a watch from `revision + 1` continues it without gaps).
-    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<(Vec<Vec<u8>>, u64), StoreError> {
+    pub fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Vec<u8>>, u64), StoreError> {
         let tx = self.store.db.begin_read()?;
         let table = tx.open_table(OBJECTS)?;
         let prefix = ObjectKey::kind_prefix(kind, namespace);
@@ -59,7 +64,10 @@ impl StoreReader {
         let tx = self.store.db.begin_read().map_err(StoreError::from)?;
         let compacted_below = meta_u64(&tx, "compacted_below")?;
         if from < compacted_below {
-            return Err(HistoryError::Compacted { requested: from, oldest: compacted_below });
+            return Err(HistoryError::Compacted {
+                requested: from,
+                oldest: compacted_below,
+            });
         }
         let table = tx.open_table(CHANGES).map_err(StoreError::from)?;
         let mut out = Vec::new();
@@ -74,5 +82,8 @@ impl StoreReader {
 fn meta_u64(tx: &redb::ReadTransaction, key: &str) -> Result<u64, StoreError> {
     let table = tx.open_table(SM_META)?;
     let value = table.get(key)?;
-    Ok(value.map(|v| decode(key, v.value())).transpose()?.unwrap_or(0))
+    Ok(value
+        .map(|v| decode(key, v.value()))
+        .transpose()?
+        .unwrap_or(0))
 }

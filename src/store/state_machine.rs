@@ -10,17 +10,17 @@ use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
-    StorageIOError,
+    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StorageIOError,
 };
 use redb::{Durability, ReadableTable, WriteTransaction};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::{
-    decode, encode, Applied, Change, ChangeType, Command, CommandResult, Entry, LogId, NodeId, ObjectKey,
-    PutMode, RaftNode, Rejection, SnapshotPayload, Store, StoreError, StoredMembership, TypeConfig,
-    CHANGES, CHANGE_HISTORY, OBJECTS, SM_META, SNAPSHOT,
+    decode, encode, Applied, Change, ChangeType, Command, CommandResult, Entry, LogId, NodeId,
+    ObjectKey, PutMode, RaftNode, Rejection, SnapshotPayload, Store, StoreError, StoredMembership,
+    TypeConfig, CHANGES, CHANGE_HISTORY, OBJECTS, SM_META, SNAPSHOT,
 };
 use crate::model::Kind;
 
@@ -53,7 +53,10 @@ impl StateMachine {
         self.changes.clone()
     }
 
-    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(Vec<CommandResult>, Vec<Arc<Change>>), StoreError> {
+    fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+    ) -> Result<(Vec<CommandResult>, Vec<Arc<Change>>), StoreError> {
         let mut tx = self.store.db.begin_write()?;
         tx.set_durability(Durability::None);
         let mut results = Vec::with_capacity(entries.len());
@@ -78,11 +81,15 @@ impl StateMachine {
                                 for change in overlay.flush(&tx)? {
                                     published.push(Arc::new(change));
                                 }
-                                results.push(CommandResult { applied, rejection: None });
+                                results.push(CommandResult {
+                                    applied,
+                                    rejection: None,
+                                });
                             }
-                            Err(Reject::Rejected(r)) => {
-                                results.push(CommandResult { applied: Vec::new(), rejection: Some(r) })
-                            }
+                            Err(Reject::Rejected(r)) => results.push(CommandResult {
+                                applied: Vec::new(),
+                                rejection: Some(r),
+                            }),
                             Err(Reject::Store(e)) => return Err(e),
                         }
                     }
@@ -91,7 +98,7 @@ impl StateMachine {
             let mut meta = tx.open_table(SM_META)?;
             meta.insert("revision", encode(&revision).as_slice())?;
             if let Some(id) = last_applied {
-                meta.insert("last_applied", encode(&id).as_slice())?;
+                meta.insert("last_applied", encode(&Some(id)).as_slice())?;
             }
             if let Some(m) = membership {
                 meta.insert("membership", encode(&m).as_slice())?;
@@ -109,14 +116,27 @@ impl StateMachine {
         let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> {
             Ok(meta_table.get(k)?.map(|v| v.value().to_vec()))
         };
-        let last_applied: Option<LogId> = get("last_applied")?.map(|b| decode("last_applied", &b)).transpose()?;
-        let membership: StoredMembership =
-            get("membership")?.map(|b| decode("membership", &b)).transpose()?.unwrap_or_default();
-        let revision: u64 = get("revision")?.map(|b| decode("revision", &b)).transpose()?.unwrap_or(0);
-        let mut payload = SnapshotPayload { revision, objects: BTreeMap::new() };
+        let last_applied: Option<LogId> = get("last_applied")?
+            .map(|b| decode::<Option<LogId>>("last_applied", &b))
+            .transpose()?
+            .flatten();
+        let membership: StoredMembership = get("membership")?
+            .map(|b| decode("membership", &b))
+            .transpose()?
+            .unwrap_or_default();
+        let revision: u64 = get("revision")?
+            .map(|b| decode("revision", &b))
+            .transpose()?
+            .unwrap_or(0);
+        let mut payload = SnapshotPayload {
+            revision,
+            objects: BTreeMap::new(),
+        };
         for item in tx.open_table(OBJECTS)?.iter()? {
             let (k, v) = item?;
-            payload.objects.insert(k.value().to_string(), v.value().to_vec());
+            payload
+                .objects
+                .insert(k.value().to_string(), v.value().to_vec());
         }
         drop(meta_table);
         drop(tx);
@@ -125,7 +145,11 @@ impl StateMachine {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, revision),
             None => format!("0-0-{revision}"),
         };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
         let data = encode(&payload);
         let tx = self.store.db.begin_write()?;
         {
@@ -134,10 +158,17 @@ impl StateMachine {
             table.insert("data", data.as_slice())?;
         }
         tx.commit()?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 
-    fn install(&mut self, meta: &SnapshotMeta<NodeId, RaftNode>, data: &[u8]) -> Result<(), StoreError> {
+    fn install(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, RaftNode>,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
         let payload: SnapshotPayload = decode("snapshot", data)?;
         let tx = self.store.db.begin_write()?;
         {
@@ -149,7 +180,10 @@ impl StateMachine {
             tx.open_table(CHANGES)?.retain(|_, _| false)?;
             let mut sm = tx.open_table(SM_META)?;
             sm.insert("revision", encode(&payload.revision).as_slice())?;
-            sm.insert("compacted_below", encode(&(payload.revision + 1)).as_slice())?;
+            sm.insert(
+                "compacted_below",
+                encode(&(payload.revision + 1)).as_slice(),
+            )?;
             sm.insert("last_applied", encode(&meta.last_log_id).as_slice())?;
             sm.insert("membership", encode(&meta.last_membership).as_slice())?;
             let mut snap = tx.open_table(SNAPSHOT)?;
@@ -167,14 +201,20 @@ impl StateMachine {
             return Ok(None);
         };
         let meta: SnapshotMeta<NodeId, RaftNode> = decode("snapshot meta", meta.value())?;
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data.value().to_vec())) }))
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data.value().to_vec())),
+        }))
     }
 }
 
 fn read_u64(tx: &WriteTransaction, key: &str) -> Result<u64, StoreError> {
     let table = tx.open_table(SM_META)?;
     let value = table.get(key)?;
-    Ok(value.map(|v| decode(key, v.value())).transpose()?.unwrap_or(0))
+    Ok(value
+        .map(|v| decode(key, v.value()))
+        .transpose()?
+        .unwrap_or(0))
 }
 
 /// Keeps the change history bounded; watches from before the cut get 410 Gone.
@@ -188,7 +228,8 @@ fn prune_changes(tx: &WriteTransaction, revision: u64) -> Result<(), StoreError>
     if matches!(oldest, Some(o) if o < cut) {
         changes.retain_in(..cut, |_, _| false)?;
         drop(changes);
-        tx.open_table(SM_META)?.insert("compacted_below", encode(&cut).as_slice())?;
+        tx.open_table(SM_META)?
+            .insert("compacted_below", encode(&cut).as_slice())?;
     }
     Ok(())
 }
@@ -218,14 +259,23 @@ struct Overlay<'a> {
 
 impl<'a> Overlay<'a> {
     fn new(tx: &'a WriteTransaction, revision: u64) -> Self {
-        Overlay { tx, revision, writes: BTreeMap::new(), changes: Vec::new() }
+        Overlay {
+            tx,
+            revision,
+            writes: BTreeMap::new(),
+            changes: Vec::new(),
+        }
     }
 
     fn get(&self, key: &ObjectKey) -> Result<Option<Value>, Reject> {
         let skey = key.storage_key();
         let bytes = match self.writes.get(&skey) {
             Some(pending) => pending.clone(),
-            None => self.tx.open_table(OBJECTS)?.get(skey.as_str())?.map(|v| v.value().to_vec()),
+            None => self
+                .tx
+                .open_table(OBJECTS)?
+                .get(skey.as_str())?
+                .map(|v| v.value().to_vec()),
         };
         Ok(bytes.map(|b| serde_json::from_slice(&b).expect("stored objects are valid JSON")))
     }
@@ -257,12 +307,26 @@ impl<'a> Overlay<'a> {
     fn record(&mut self, key: &ObjectKey, change: ChangeType, object: Value) -> Applied {
         self.revision += 1;
         let mut object = object;
-        set_meta(&mut object, "resourceVersion", Value::String(self.revision.to_string()));
+        set_meta(
+            &mut object,
+            "resourceVersion",
+            Value::String(self.revision.to_string()),
+        );
         let bytes = serde_json::to_vec(&object).expect("JSON values serialize");
         let stored = (change != ChangeType::Deleted).then(|| bytes.clone());
         self.writes.insert(key.storage_key(), stored);
-        self.changes.push(Change { revision: self.revision, change, key: key.clone(), object: bytes.clone() });
-        Applied { key: key.clone(), object: bytes, revision: self.revision, change }
+        self.changes.push(Change {
+            revision: self.revision,
+            change,
+            key: key.clone(),
+            object: bytes.clone(),
+        });
+        Applied {
+            key: key.clone(),
+            object: bytes,
+            revision: self.revision,
+            change,
+        }
     }
 
     fn run(&mut self, cmd: &Command) -> Result<Vec<Applied>, Reject> {
@@ -275,16 +339,42 @@ impl<'a> Overlay<'a> {
                 Ok(all)
             }
             Command::Barrier => Ok(Vec::new()),
-            Command::Put { key, object, mode, expected_version, uid, now } => {
+            Command::Put {
+                key,
+                object,
+                mode,
+                expected_version,
+                uid,
+                now,
+            } => {
                 let object: Value = serde_json::from_slice(object).map_err(|e| {
-                    Reject::Rejected(Rejection::Invalid { field: String::new(), message: e.to_string() })
+                    Reject::Rejected(Rejection::Invalid {
+                        field: String::new(),
+                        message: e.to_string(),
+                    })
                 })?;
-                Ok(vec![self.put(key, object, *mode, *expected_version, uid, now)?])
+                Ok(vec![self.put(
+                    key,
+                    object,
+                    *mode,
+                    *expected_version,
+                    uid,
+                    now,
+                )?])
             }
-            Command::Delete { key, expected_version } => self.delete(key, *expected_version),
-            Command::Scale { key, replicas, expected_version } => {
+            Command::Delete {
+                key,
+                expected_version,
+            } => self.delete(key, *expected_version),
+            Command::Scale {
+                key,
+                replicas,
+                expected_version,
+            } => {
                 let Some(mut object) = self.get(key)? else {
-                    return rejected(Rejection::NotFound { key: key.to_string() });
+                    return rejected(Rejection::NotFound {
+                        key: key.to_string(),
+                    });
                 };
                 check_version(key, &object, *expected_version)?;
                 if !key.kind.has_replicas() {
@@ -309,10 +399,15 @@ impl<'a> Overlay<'a> {
             }
             Command::SetStatus { key, status } => {
                 let Some(mut object) = self.get(key)? else {
-                    return rejected(Rejection::NotFound { key: key.to_string() });
+                    return rejected(Rejection::NotFound {
+                        key: key.to_string(),
+                    });
                 };
                 let status: Value = serde_json::from_slice(status).map_err(|e| {
-                    Reject::Rejected(Rejection::Invalid { field: "status".into(), message: e.to_string() })
+                    Reject::Rejected(Rejection::Invalid {
+                        field: "status".into(),
+                        message: e.to_string(),
+                    })
                 })?;
                 if object.get("status") == Some(&status) {
                     return Ok(vec![unchanged(key, &object)]);
@@ -337,7 +432,10 @@ impl<'a> Overlay<'a> {
             if self.get(&ns)?.is_none() {
                 return rejected(Rejection::Invalid {
                     field: "metadata.namespace".into(),
-                    message: format!("namespace \"{}\" does not exist; create it first", key.namespace),
+                    message: format!(
+                        "namespace \"{}\" does not exist; create it first",
+                        key.namespace
+                    ),
                 });
             }
         }
@@ -346,14 +444,30 @@ impl<'a> Overlay<'a> {
             obj.remove("status");
         }
         match (&existing, mode) {
-            (Some(_), PutMode::Create) => return rejected(Rejection::AlreadyExists { key: key.to_string() }),
-            (None, PutMode::Update) => return rejected(Rejection::NotFound { key: key.to_string() }),
-            (None, _) if expected.is_some() => return rejected(Rejection::NotFound { key: key.to_string() }),
+            (Some(_), PutMode::Create) => {
+                return rejected(Rejection::AlreadyExists {
+                    key: key.to_string(),
+                })
+            }
+            (None, PutMode::Update) => {
+                return rejected(Rejection::NotFound {
+                    key: key.to_string(),
+                })
+            }
+            (None, _) if expected.is_some() => {
+                return rejected(Rejection::NotFound {
+                    key: key.to_string(),
+                })
+            }
             _ => {}
         }
         let Some(old) = existing else {
             set_meta(&mut object, "uid", Value::String(uid.to_string()));
-            set_meta(&mut object, "creationTimestamp", Value::String(now.to_string()));
+            set_meta(
+                &mut object,
+                "creationTimestamp",
+                Value::String(now.to_string()),
+            );
             set_meta(&mut object, "generation", Value::from(1u64));
             return Ok(self.record(key, ChangeType::Added, object));
         };
@@ -377,7 +491,9 @@ impl<'a> Overlay<'a> {
 
     fn delete(&mut self, key: &ObjectKey, expected: Option<u64>) -> Result<Vec<Applied>, Reject> {
         let Some(object) = self.get(key)? else {
-            return rejected(Rejection::NotFound { key: key.to_string() });
+            return rejected(Rejection::NotFound {
+                key: key.to_string(),
+            });
         };
         check_version(key, &object, expected)?;
         let mut applied = Vec::new();
@@ -390,7 +506,9 @@ impl<'a> Overlay<'a> {
             }
             // Cascade: a namespace takes its objects with it, in the same commit.
             for kind in Kind::ALL.iter().filter(|k| k.namespaced()) {
-                for skey in self.keys_with_prefix(&ObjectKey::kind_prefix(*kind, Some(&key.name)))? {
+                for skey in
+                    self.keys_with_prefix(&ObjectKey::kind_prefix(*kind, Some(&key.name)))?
+                {
                     let name = skey.rsplit('/').next().unwrap_or_default().to_string();
                     let child = ObjectKey::new(*kind, key.name.clone(), name);
                     if let Some(obj) = self.get(&child)? {
@@ -432,7 +550,10 @@ fn bump_generation(object: &mut Value) {
 }
 
 pub(crate) fn resource_version(object: &Value) -> u64 {
-    object["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 fn check_version(key: &ObjectKey, object: &Value, expected: Option<u64>) -> Result<(), Reject> {
@@ -461,7 +582,9 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        StateMachine::new(self.store.clone()).build().map_err(|e| snap_err(ErrorVerb::Write, e))
+        StateMachine::new(self.store.clone())
+            .build()
+            .map_err(|e| snap_err(ErrorVerb::Write, e))
     }
 }
 
@@ -472,9 +595,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let read = || -> Result<(Option<LogId>, StoredMembership), StoreError> {
             let tx = self.store.db.begin_read()?;
             let table = tx.open_table(SM_META)?;
-            let last = table.get("last_applied")?.map(|v| decode("last_applied", v.value())).transpose()?;
-            let membership =
-                table.get("membership")?.map(|v| decode("membership", v.value())).transpose()?.unwrap_or_default();
+            let last = table
+                .get("last_applied")?
+                .map(|v| decode::<Option<LogId>>("last_applied", v.value()))
+                .transpose()?;
+            let membership = table
+                .get("membership")?
+                .map(|v| decode("membership", v.value()))
+                .transpose()?
+                .unwrap_or_default();
             Ok((last.flatten(), membership))
         };
         read().map_err(|e| sm_err(ErrorVerb::Read, e))
@@ -485,8 +614,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let (results, published) =
-            self.apply_entries(entries.into_iter().collect()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let (results, published) = self
+            .apply_entries(entries.into_iter().collect())
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         for change in published {
             // No receivers is normal (no watch open).
             let _ = self.changes.send(change);
@@ -495,7 +625,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { store: self.store.clone() }
+        SnapshotBuilder {
+            store: self.store.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -507,7 +639,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<NodeId, RaftNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
-        self.install(meta, snapshot.get_ref()).map_err(|e| snap_err(ErrorVerb::Write, e))
+        self.install(meta, snapshot.get_ref())
+            .map_err(|e| snap_err(ErrorVerb::Write, e))
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {

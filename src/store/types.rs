@@ -58,8 +58,16 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        let namespace = if kind.namespaced() { namespace.into() } else { String::new() };
-        ObjectKey { kind, namespace, name: name.into() }
+        let namespace = if kind.namespaced() {
+            namespace.into()
+        } else {
+            String::new()
+        };
+        ObjectKey {
+            kind,
+            namespace,
+            name: name.into(),
+        }
     }
 
     /// The redb key: `Kind/namespace/name`, so a prefix scan lists one kind (and namespace).
@@ -121,10 +129,7 @@ pub enum Command {
         expected_version: Option<u64>,
     },
     /// Replace the server-owned `status` of an object (controllers, nodes).
-    SetStatus {
-        key: ObjectKey,
-        status: Vec<u8>,
-    },
+    SetStatus { key: ObjectKey, status: Vec<u8> },
     /// All or nothing: if one command fails, none applies.
     Batch(Vec<Command>),
     /// No-op, used to wait for the state machine to catch up (consistent reads).
@@ -134,10 +139,21 @@ pub enum Command {
 /// Why a command was rejected by the state machine. Mapped 1:1 onto HTTP statuses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rejection {
-    NotFound { key: String },
-    AlreadyExists { key: String },
-    Conflict { key: String, expected: u64, actual: u64 },
-    Invalid { field: String, message: String },
+    NotFound {
+        key: String,
+    },
+    AlreadyExists {
+        key: String,
+    },
+    Conflict {
+        key: String,
+        expected: u64,
+        actual: u64,
+    },
+    Invalid {
+        field: String,
+        message: String,
+    },
 }
 
 impl fmt::Display for Rejection {
@@ -208,7 +224,12 @@ pub struct SnapshotPayload {
 
 impl Command {
     /// A `Put` stamped with a fresh uid and the current time (used only if it creates).
-    pub fn put(key: ObjectKey, object: &serde_json::Value, mode: PutMode, expected_version: Option<u64>) -> Command {
+    pub fn put(
+        key: ObjectKey,
+        object: &serde_json::Value,
+        mode: PutMode,
+        expected_version: Option<u64>,
+    ) -> Command {
         let b: [u8; 16] = rand::random();
         let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
         Command::Put {
@@ -216,7 +237,14 @@ impl Command {
             object: serde_json::to_vec(object).expect("JSON values serialize"),
             mode,
             expected_version,
-            uid: format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]),
+            uid: format!(
+                "{}-{}-{}-{}-{}",
+                &h[0..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..32]
+            ),
             now: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         }
     }

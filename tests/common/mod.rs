@@ -29,7 +29,10 @@ impl TestNode {
 
     /// Starts a fresh node with extra `omnicloud node` arguments.
     pub fn start_with(name: &str, extra: &[&str]) -> TestNode {
-        let tmp = tempfile::Builder::new().prefix(&format!("omni-{name}-")).tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("omni-{name}-"))
+            .tempdir()
+            .unwrap();
         let mut node = TestNode {
             name: name.to_string(),
             dir: tmp.path().to_path_buf(),
@@ -46,9 +49,21 @@ impl TestNode {
     fn launch(&mut self) {
         let endpoints = self.dir.join("endpoints.json");
         let _ = std::fs::remove_file(&endpoints);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))
+            .unwrap();
         let child = Command::new(BIN)
-            .args(["node", "--name", &self.name, "--bind", "127.0.0.1", "--advertise", "127.0.0.1"])
+            .args([
+                "node",
+                "--name",
+                &self.name,
+                "--bind",
+                "127.0.0.1",
+                "--advertise",
+                "127.0.0.1",
+            ])
             .args(["--api-port", "0", "--rpc-port", "0", "--gossip-port", "0"])
             .arg("--data-dir")
             .arg(&self.dir)
@@ -72,12 +87,24 @@ impl TestNode {
                 }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("node {} exited early ({status}); log:\n{}", self.name, self.log());
+                panic!(
+                    "node {} exited early ({status}); log:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "node {} did not start; log:\n{}", self.name, self.log());
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not start; log:\n{}",
+                self.name,
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.token = std::fs::read_to_string(self.dir.join("admin.token")).unwrap().trim().to_string();
+        self.token = std::fs::read_to_string(self.dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string();
         self.wait_ready();
     }
 
@@ -96,7 +123,11 @@ impl TestNode {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("node {} never became ready; log:\n{}", self.name, self.log());
+        panic!(
+            "node {} never became ready; log:\n{}",
+            self.name,
+            self.log()
+        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -114,7 +145,10 @@ impl TestNode {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("node is running");
-        Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
         c.wait().unwrap()
     }
 
@@ -125,7 +159,10 @@ impl TestNode {
     }
 
     pub fn api(&self) -> Api {
-        Api { base: self.api.clone(), token: Some(self.token.clone()) }
+        Api {
+            base: self.api.clone(),
+            token: Some(self.token.clone()),
+        }
     }
 
     /// Runs the CLI against this node and returns (success, stdout, stderr).
@@ -145,7 +182,12 @@ impl TestNode {
             .spawn()
             .unwrap();
         if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
         }
         drop(child.stdin.take());
         let out = child.wait_with_output().unwrap();
@@ -175,7 +217,8 @@ pub struct Api {
 
 impl Api {
     fn req(&self, method: &str, path: &str) -> ureq::Request {
-        let mut r = ureq::request(method, &format!("{}{}", self.base, path)).timeout(Duration::from_secs(30));
+        let mut r = ureq::request(method, &format!("{}{}", self.base, path))
+            .timeout(Duration::from_secs(30));
         if let Some(t) = &self.token {
             r = r.set("Authorization", &format!("Bearer {t}"));
         }
@@ -198,7 +241,11 @@ impl Api {
     }
 
     pub fn send(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
-        Self::finish(self.req(method, path).set("Content-Type", "application/yaml").send_string(body))
+        Self::finish(
+            self.req(method, path)
+                .set("Content-Type", "application/yaml")
+                .send_string(body),
+        )
     }
 
     pub fn try_send(&self, method: &str, path: &str, body: &str) -> Result<(u16, Value), String> {
@@ -240,7 +287,9 @@ impl Api {
 }
 
 pub fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
