@@ -61,6 +61,25 @@ fn run(node: &TestNode, clients: usize, writes: usize, tag: &str) {
     );
 }
 
+/// Server-side view from the `/metrics` histogram: the upper bound of the bucket holding
+/// the given quantile of `POST /v1/apply` requests.
+fn server_quantile(node: &TestNode, q: f64) -> String {
+    let (_, text) = node.api().raw_get("/metrics");
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("api_request_duration_seconds_bucket") && l.contains("route=\"/v1/apply\""))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
+    let le = buckets.iter().find(|(_, c)| *c >= total * q).map(|b| b.0).unwrap_or(f64::NAN);
+    format!("<= {:.1} ms", le * 1e3)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -81,6 +100,11 @@ fn main() {
     );
     run(&node, 1, writes / 4, "seq");
     run(&node, clients, writes, "par");
+    println!(
+        "server-side (all applies, /metrics buckets): p50 {}   p99 {}",
+        server_quantile(&node, 0.5),
+        server_quantile(&node, 0.99)
+    );
     std::thread::sleep(Duration::from_secs(2));
     println!(
         "RSS after {} objects: {:.1} MiB",
