@@ -67,16 +67,27 @@ fn server_quantile(node: &TestNode, q: f64) -> String {
     let (_, text) = node.api().raw_get("/metrics");
     let mut buckets: Vec<(f64, f64)> = text
         .lines()
-        .filter(|l| l.starts_with("api_request_duration_seconds_bucket") && l.contains("route=\"/v1/apply\""))
+        .filter(|l| {
+            l.starts_with("api_request_duration_seconds_bucket")
+                && l.contains("route=\"/v1/apply\"")
+        })
         .filter_map(|l| {
             let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             Some((le, l.rsplit(' ').next()?.parse().ok()?))
         })
         .collect();
     buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
     let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
-    let le = buckets.iter().find(|(_, c)| *c >= total * q).map(|b| b.0).unwrap_or(f64::NAN);
+    let le = buckets
+        .iter()
+        .find(|(_, c)| *c >= total * q)
+        .map(|b| b.0)
+        .unwrap_or(f64::NAN);
     format!("<= {:.1} ms", le * 1e3)
 }
 
