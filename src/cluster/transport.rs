@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -49,7 +49,7 @@ pub enum TransportError {
 /// A key derived from the join token for one purpose ("rpc", "gossip", ...).
 pub fn derive_key(token: &str, purpose: &str) -> [u8; 32] {
     let mut mac =
-        HmacSha256::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
+        <HmacSha256 as KeyInit>::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(b"omnicloud/");
     mac.update(purpose.as_bytes());
     mac.finalize().into_bytes().into()
@@ -104,7 +104,7 @@ impl Session {
     }
 
     fn tag(&self, sender_role: u8, seq: u64, body: &[u8]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("32-byte key");
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key).expect("32-byte key");
         mac.update(&[sender_role]);
         mac.update(&self.nonces);
         mac.update(&seq.to_be_bytes());
