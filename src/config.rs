@@ -51,8 +51,17 @@ struct FileConfig {
     roles: Vec<String>,
     labels: BTreeMap<String, String>,
     log: String,
+    cluster: FileCluster,
     raft: FileRaft,
     api: FileApi,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    orchestrators: usize,
+    orchestrator_replace_after: String,
+    gossip_probe_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +145,9 @@ pub struct NodeConfig {
     pub log: String,
     pub raft: RaftSettings,
     pub max_body_bytes: usize,
+    pub orchestrators: usize,
+    pub orchestrator_replace_after: std::time::Duration,
+    pub gossip_probe: std::time::Duration,
 }
 
 impl NodeConfig {
@@ -248,6 +260,26 @@ impl NodeConfig {
         if raft.snapshot_after_logs == 0 {
             return Err(invalid("raft.snapshot_after_logs", "must be > 0"));
         }
+        let orchestrators = file.cluster.orchestrators;
+        if orchestrators == 0 || orchestrators % 2 == 0 {
+            return Err(invalid(
+                "cluster.orchestrators",
+                format!("must be odd (1, 3, 5, ...), got {orchestrators}"),
+            ));
+        }
+        let replace_after = humantime::parse_duration(&file.cluster.orchestrator_replace_after)
+            .map_err(|e| {
+                invalid(
+                    "cluster.orchestrator_replace_after",
+                    format!("\"{}\": {e}", file.cluster.orchestrator_replace_after),
+                )
+            })?;
+        if !(50..=60_000).contains(&file.cluster.gossip_probe_ms) {
+            return Err(invalid(
+                "cluster.gossip_probe_ms",
+                "must be between 50 and 60000",
+            ));
+        }
         if file.api.max_body_bytes < 1024 {
             return Err(invalid("api.max_body_bytes", "must be at least 1024"));
         }
@@ -266,6 +298,9 @@ impl NodeConfig {
             log: flags.log.clone().unwrap_or(file.log),
             raft,
             max_body_bytes: file.api.max_body_bytes,
+            orchestrators,
+            orchestrator_replace_after: replace_after,
+            gossip_probe: std::time::Duration::from_millis(file.cluster.gossip_probe_ms),
         })
     }
 }

@@ -19,10 +19,13 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::api::{self, ApiMetrics, ApiState};
+use crate::cluster::host::{resolve_roles, HostFacts};
 use crate::cluster::transport::{self, TransportStats};
+use crate::cluster::{Gossip, GossipConfig, MemberMeta};
 use crate::config::NodeConfig;
 use crate::model::Kind;
-use crate::orchestrator::{rpc, ControlPlane};
+use crate::orchestrator::voters::VoterPolicy;
+use crate::orchestrator::{membership, rpc, ControlPlane};
 use crate::store::{Command, NodeId, ObjectKey, PutMode, RaftNode, Store};
 
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -52,11 +55,20 @@ pub enum NodeError {
     Api(#[source] std::io::Error),
     #[error("--join needs the cluster's join token: pass --token or --token-file")]
     MissingToken,
+    #[error("cannot resolve seed {seed}")]
+    Seed {
+        seed: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gossip")]
+    Gossip(#[from] crate::cluster::ClusterError),
 }
 
 pub struct Node {
     config: NodeConfig,
     control: ControlPlane,
+    gossip: Gossip,
     api_listener: TcpListener,
     api_addr: SocketAddr,
     rpc_listener: TcpListener,
@@ -76,79 +88,101 @@ impl NodeHandle {
     }
 }
 
+fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr).map_err(|source| NodeError::Bind { what, addr, source })
+}
+
 impl Node {
     pub async fn build(config: NodeConfig) -> Result<Node, NodeError> {
-        let dir = &config.data_dir;
-        fs::create_dir_all(dir).map_err(|source| NodeError::DataDir {
+        let dir = config.data_dir.clone();
+        let dir_err = |source| NodeError::DataDir {
             path: dir.display().to_string(),
             source,
-        })?;
-        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        };
+        fs::create_dir_all(&dir).map_err(dir_err)?;
+        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
 
-        let store = Store::open(dir)?;
+        let store = Store::open(&dir)?;
         let node_id = node_identity(&store, &config.name)?;
-        let admin_token =
-            ensure_token_file(&dir.join(ADMIN_TOKEN_FILE), None).map_err(|source| {
-                NodeError::DataDir {
-                    path: dir.display().to_string(),
-                    source,
-                }
-            })?;
         let join_token = if config.join.is_empty() {
-            ensure_token_file(&dir.join(JOIN_TOKEN_FILE), config.token.as_deref()).map_err(
-                |source| NodeError::DataDir {
-                    path: dir.display().to_string(),
-                    source,
-                },
-            )?
+            ensure_token_file(&dir.join(JOIN_TOKEN_FILE), config.token.as_deref())
+                .map_err(dir_err)?
         } else {
             config.token.clone().ok_or(NodeError::MissingToken)?
         };
-        let rpc_key = transport::derive_key(&join_token, "rpc");
+        // One admin token for the whole cluster, derived from the join token (which already
+        // grants full membership), so any node's admin.token works against any node.
+        let derived: String = transport::derive_key(&join_token, "admin")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let admin_token =
+            ensure_token_file(&dir.join(ADMIN_TOKEN_FILE), Some(&derived)).map_err(dir_err)?;
 
-        let api_addr = SocketAddr::new(config.bind, config.api_port);
-        let api_listener = TcpListener::bind(api_addr).map_err(|source| NodeError::Bind {
-            what: "api",
-            addr: api_addr,
-            source,
-        })?;
+        let api_listener = bind_tcp("api", SocketAddr::new(config.bind, config.api_port))?;
         let api_addr = api_listener.local_addr().map_err(NodeError::Api)?;
-        let advertised_api = SocketAddr::new(config.advertise, api_addr.port());
-        let rpc_addr = SocketAddr::new(config.bind, config.rpc_port);
-        let rpc_listener = TcpListener::bind(rpc_addr).map_err(|source| NodeError::Bind {
-            what: "rpc",
-            addr: rpc_addr,
-            source,
-        })?;
+        let rpc_listener = bind_tcp("rpc", SocketAddr::new(config.bind, config.rpc_port))?;
         let rpc_addr = rpc_listener.local_addr().map_err(NodeError::Api)?;
+        let advertised = |port| SocketAddr::new(config.advertise, port);
+
+        let facts = HostFacts::probe();
+        let meta = MemberMeta {
+            name: config.name.clone(),
+            node_id,
+            api_addr: advertised(api_addr.port()).to_string(),
+            rpc_addr: advertised(rpc_addr.port()).to_string(),
+            gossip_addr: String::new(),
+            roles: resolve_roles(&config.roles, &facts),
+            kvm: facts.kvm,
+            containers: facts.containers,
+            cpu_millis: facts.cpu_millis,
+            memory_bytes: facts.memory_bytes,
+            labels: config.labels.clone(),
+            started_at_ms: membership::now_ms(),
+        };
+        // Peers remembered from the last run let a restarted seed (no --join) find its cluster.
+        let mut seeds = resolve_seeds(&config.join).await?;
+        for peer in remembered_peers(&store) {
+            if !seeds.contains(&peer) {
+                seeds.push(peer);
+            }
+        }
+        let gossip = Gossip::start(GossipConfig {
+            bind: SocketAddr::new(config.bind, config.gossip_port),
+            advertise: advertised(0),
+            key: crate::cluster::derive_key(&join_token),
+            seeds,
+            meta: meta.clone(),
+            probe_period: Some(config.gossip_probe),
+        })
+        .await?;
+        let gossip_addr = gossip.local_addr();
+        gossip
+            .update_meta(MemberMeta {
+                gossip_addr: advertised(gossip_addr.port()).to_string(),
+                ..meta.clone()
+            })
+            .await;
 
         let me = RaftNode {
             name: config.name.clone(),
-            rpc_addr: SocketAddr::new(config.advertise, rpc_addr.port()).to_string(),
-            api_addr: advertised_api.to_string(),
+            rpc_addr: meta.rpc_addr.clone(),
+            api_addr: meta.api_addr.clone(),
         };
+        let rpc_key = transport::derive_key(&join_token, "rpc");
         let rpc_stats = Arc::new(TransportStats::default());
         let rpc_client = Arc::new(transport::Client::new(rpc_key, rpc_stats.clone()));
-        let control = ControlPlane::start(
-            store,
-            node_id,
-            me,
-            &config.raft,
-            config.join.is_empty(),
-            rpc_client,
-        )
-        .await?;
-        write_endpoints(dir, &config, api_addr, rpc_addr, node_id).map_err(|source| {
-            NodeError::DataDir {
-                path: dir.display().to_string(),
-                source,
-            }
-        })?;
+        let bootstrap = config.join.is_empty();
+        let control =
+            ControlPlane::start(store, node_id, me, &config.raft, bootstrap, rpc_client).await?;
+        write_endpoints(&dir, &config.name, node_id, api_addr, rpc_addr, gossip_addr)
+            .map_err(dir_err)?;
 
         let (stop_tx, _) = watch::channel(false);
         Ok(Node {
             config,
             control,
+            gossip,
             api_listener,
             api_addr,
             rpc_listener,
@@ -171,6 +205,7 @@ impl Node {
         let Node {
             config,
             control,
+            gossip,
             api_listener,
             api_addr,
             rpc_listener,
@@ -183,11 +218,32 @@ impl Node {
         let rpc_listener =
             tokio::net::TcpListener::from_std(rpc_listener).map_err(NodeError::Api)?;
         let rpc_control = control.clone();
-        transport::serve(rpc_listener, rpc_key, rpc_stats, move |body| {
+        transport::serve(rpc_listener, rpc_key, rpc_stats.clone(), move |body| {
             rpc::handle(rpc_control.clone(), body)
         });
+
+        spawn_peer_memory(
+            control.store().clone(),
+            gossip.clone(),
+            config.name.clone(),
+            stop_tx.subscribe(),
+        );
+        let policy = VoterPolicy {
+            orchestrators: config.orchestrators,
+            replace_after: config.orchestrator_replace_after,
+        };
+        membership::spawn(
+            control.clone(),
+            gossip.clone(),
+            policy.clone(),
+            stop_tx.subscribe(),
+        );
+
         let state = Data::new(ApiState {
             control: control.clone(),
+            gossip: gossip.clone(),
+            policy,
+            rpc_stats,
             admin_token,
             metrics: ApiMetrics::new(),
             max_body_bytes: config.max_body_bytes,
@@ -201,34 +257,93 @@ impl Node {
         if config.join.is_empty() {
             let control = control.clone();
             tokio::spawn(async move { create_default_namespace(&control).await });
+            eprintln!(
+                "omnicloud: cluster seed {}; join other nodes with: omnicloud node --join {}:{} --token-file <copy of {}>",
+                config.name,
+                config.advertise,
+                gossip.local_addr().port(),
+                config.data_dir.join(JOIN_TOKEN_FILE).display()
+            );
         }
         tracing::info!(
             node = %config.name,
             api = %api_addr,
+            gossip = %gossip.local_addr(),
             data_dir = %config.data_dir.display(),
             "node ready; admin token in {}",
             config.data_dir.join(ADMIN_TOKEN_FILE).display()
         );
-        if config.join.is_empty() {
-            eprintln!(
-                "omnicloud: new cluster on {}; join other nodes with: omnicloud node --join {}:{} --token-file <copy of {}>",
-                config.name,
-                config.advertise,
-                config.gossip_port,
-                config.data_dir.join(JOIN_TOKEN_FILE).display()
-            );
-        }
 
         let mut stop_rx = stop_tx.subscribe();
         tokio::select! {
             _ = shutdown_signal() => tracing::info!("signal received, shutting down"),
             _ = stop_rx.wait_for(|s| *s) => tracing::info!("stop requested"),
         }
+        let _ = stop_tx.send(true);
+        gossip.leave().await;
         server_handle.stop(true).await;
         let _ = server_task.await;
         control.shutdown().await;
         Ok(())
     }
+}
+
+const PEERS_KEY: &str = "gossip_peers";
+
+fn remembered_peers(store: &Store) -> Vec<SocketAddr> {
+    store
+        .local_get(PEERS_KEY)
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice::<Vec<SocketAddr>>(&b).ok())
+        .unwrap_or_default()
+}
+
+/// On every membership event (and every second), records the gossip addresses of alive
+/// peers in the local table, written only when they change.
+fn spawn_peer_memory(store: Store, gossip: Gossip, me: String, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut events = gossip.subscribe();
+        let mut last = Vec::new();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = events.recv() => {}
+                _ = stop.changed() => return,
+            }
+            let mut peers: Vec<SocketAddr> = gossip
+                .members()
+                .await
+                .iter()
+                .filter(|m| m.meta.name != me && m.status == crate::cluster::MemberStatus::Alive)
+                .filter_map(|m| m.meta.gossip_addr.parse().ok())
+                .collect();
+            peers.sort();
+            if !peers.is_empty() && peers != last {
+                let bytes = serde_json::to_vec(&peers).expect("JSON");
+                if let Err(e) = store.local_put(PEERS_KEY, &bytes) {
+                    tracing::warn!(error = %e, "remembering gossip peers");
+                }
+                last = peers;
+            }
+        }
+    });
+}
+
+/// `host:port` seeds to socket addresses (names resolved once, at start).
+async fn resolve_seeds(join: &[String]) -> Result<Vec<SocketAddr>, NodeError> {
+    let mut seeds = Vec::new();
+    for seed in join {
+        let addrs = tokio::net::lookup_host(seed.as_str())
+            .await
+            .map_err(|source| NodeError::Seed {
+                seed: seed.clone(),
+                source,
+            })?;
+        seeds.extend(addrs.filter(|a| a.is_ipv4()).take(1));
+    }
+    Ok(seeds)
 }
 
 async fn shutdown_signal() {
@@ -298,17 +413,27 @@ fn ensure_token_file(path: &Path, given: Option<&str>) -> std::io::Result<String
 
 fn write_endpoints(
     dir: &Path,
-    config: &NodeConfig,
+    name: &str,
+    node_id: NodeId,
     api: SocketAddr,
     rpc: SocketAddr,
-    node_id: NodeId,
+    gossip: SocketAddr,
 ) -> std::io::Result<()> {
+    let local = |a: SocketAddr| {
+        let ip = if a.ip().is_unspecified() {
+            [127, 0, 0, 1].into()
+        } else {
+            a.ip()
+        };
+        SocketAddr::new(ip, a.port())
+    };
     let body = json!({
-        "name": config.name,
+        "name": name,
         "nodeId": node_id.to_string(),
         "api": api.to_string(),
+        "apiUrl": format!("http://{}", local(api)),
         "rpc": rpc.to_string(),
-        "apiUrl": format!("http://{}", SocketAddr::new(if api.ip().is_unspecified() { [127, 0, 0, 1].into() } else { api.ip() }, api.port())),
+        "gossip": local(gossip).to_string(),
         "pid": std::process::id(),
     });
     let tmp = dir.join("endpoints.json.tmp");

@@ -45,6 +45,15 @@ pub struct ApiMetrics {
     raft_is_leader: Gauge,
     raft_leader_id: Gauge<u64, AtomicU64>,
     raft_voters: Gauge,
+    gossip_members: Family<StatusLabels, Gauge>,
+    gossip_rejected: Gauge<u64, AtomicU64>,
+    gossip_packets_in: Gauge<u64, AtomicU64>,
+    rpc_rejected: Gauge<u64, AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: &'static str,
 }
 
 impl Default for ApiMetrics {
@@ -85,6 +94,10 @@ impl ApiMetrics {
             raft_is_leader: Gauge::default(),
             raft_leader_id: Gauge::default(),
             raft_voters: Gauge::default(),
+            gossip_members: Family::default(),
+            gossip_rejected: Gauge::default(),
+            gossip_packets_in: Gauge::default(),
+            rpc_rejected: Gauge::default(),
         };
         {
             let mut r = m.registry.lock().unwrap();
@@ -128,6 +141,26 @@ impl ApiMetrics {
                 "raft_voters",
                 "Voters in the current Raft membership",
                 m.raft_voters.clone(),
+            );
+            r.register(
+                "gossip_members",
+                "Gossip members by status, self included",
+                m.gossip_members.clone(),
+            );
+            r.register(
+                "gossip_rejected_packets",
+                "Gossip datagrams dropped for a bad tag (wrong join token)",
+                m.gossip_rejected.clone(),
+            );
+            r.register(
+                "gossip_packets_in",
+                "Gossip datagrams received",
+                m.gossip_packets_in.clone(),
+            );
+            r.register(
+                "rpc_rejected_frames",
+                "Internal RPC frames that failed authentication (wrong join token)",
+                m.rpc_rejected.clone(),
             );
         }
         m
@@ -175,8 +208,32 @@ impl ApiMetrics {
             .set(m.membership_config.membership().voter_ids().count() as i64);
     }
 
+    fn refresh_cluster(&self, state: &ApiState) {
+        use crate::cluster::GossipStats;
+        let g = state.gossip.stats();
+        for (status, counter) in [
+            ("alive", &g.members_alive),
+            ("suspect", &g.members_suspect),
+            ("down", &g.members_down),
+        ] {
+            self.gossip_members
+                .get_or_create(&StatusLabels { status })
+                .set(GossipStats::get(counter) as i64);
+        }
+        self.gossip_rejected
+            .set(GossipStats::get(&g.rejected_packets));
+        self.gossip_packets_in.set(GossipStats::get(&g.packets_in));
+        self.rpc_rejected.set(
+            state
+                .rpc_stats
+                .rejected
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
+
     pub fn encode(&self, state: &ApiState) -> String {
         self.refresh_raft(state);
+        self.refresh_cluster(state);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().unwrap())
             .expect("encoding metrics into a String cannot fail");

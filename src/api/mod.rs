@@ -2,18 +2,21 @@
 //!
 //! - `/v1/...` resources: list, get, create, replace, delete, the `scale` subresource,
 //!   multi-document `apply`, and `watch` (newline-delimited JSON). Bearer token required.
+//! - `/v1/nodes`, `/v1/cluster/status`: membership and the Raft group.
 //! - `/healthz`, `/readyz`, `/metrics`: open, for probes and Prometheus.
 //!
 //! Handlers parse and validate, build a `store::Command` and hand it to the
 //! `ControlPlane`; they hold no logic of their own.
 //! Threads: actix workers. May call: `model`, `store` (reads, command types), `orchestrator`.
 
+mod cluster;
 pub mod error;
 pub mod metrics;
 mod resources;
 mod watch;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -25,11 +28,17 @@ use actix_web::{App, Error, HttpResponse, HttpServer, ResponseError};
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
 
+use crate::cluster::transport::TransportStats;
+use crate::cluster::Gossip;
+use crate::orchestrator::voters::VoterPolicy;
 use crate::orchestrator::ControlPlane;
 
 /// Everything handlers need, shared by all workers.
 pub struct ApiState {
     pub control: ControlPlane,
+    pub gossip: Gossip,
+    pub policy: VoterPolicy,
+    pub rpc_stats: Arc<TransportStats>,
     pub admin_token: String,
     pub metrics: ApiMetrics,
     pub max_body_bytes: usize,
@@ -54,6 +63,7 @@ pub fn serve(
             .service(
                 web::scope("/v1")
                     .configure(watch::routes)
+                    .configure(cluster::routes)
                     .configure(resources::routes),
             )
             .default_service(web::to(|| async {

@@ -108,11 +108,32 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Cluster members: roles, gossip status, Raft role, capacity.
+    Nodes {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// The control plane itself.
+    #[command(subcommand)]
+    Bootstrap(BootstrapCommand),
     /// Demo workloads for examples and tests (what the toolbox image runs).
     #[command(subcommand)]
     Workload(WorkloadCommand),
     /// Client and server versions.
     Version {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BootstrapCommand {
+    /// Raft leader, term, commit index, each voter's lag, role counts against policy.
+    Status {
         #[command(flatten)]
         conn: Conn,
         #[arg(short, long, value_enum, default_value = "table")]
@@ -178,6 +199,24 @@ pub fn run(command: Command) -> ExitCode {
 fn dispatch(command: Command) -> Result<(), ClientError> {
     match command {
         Command::Node(_) => unreachable!("main runs the node"),
+        Command::Nodes { conn, output } => {
+            let v = conn.client().get_json("/v1/nodes")?;
+            match output {
+                Format::Json => output::print_json(&v),
+                Format::Yaml => output::print_yaml(&v),
+                _ => println!("{}", output::nodes_table(&v)),
+            }
+            Ok(())
+        }
+        Command::Bootstrap(BootstrapCommand::Status { conn, output }) => {
+            let v = conn.client().get_json("/v1/cluster/status")?;
+            match output {
+                Format::Json => output::print_json(&v),
+                Format::Yaml => output::print_yaml(&v),
+                _ => print!("{}", output::bootstrap_status(&v)),
+            }
+            Ok(())
+        }
         Command::Workload(WorkloadCommand::Http { port }) => {
             crate::agent::workload::serve_http(port)
                 .map_err(|e| ClientError::Other(format!("workload http: {e}")))

@@ -277,6 +277,128 @@ fn hpa_targets(o: &Value) -> String {
         .join(", ")
 }
 
+/// "1.5Gi", "512Mi": binary units as users write them.
+pub fn bytes(b: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
+    for (unit, size) in UNITS {
+        if b >= size {
+            let v = b as f64 / size as f64;
+            return if v.fract() < 0.05 {
+                format!("{v:.0}{unit}")
+            } else {
+                format!("{v:.1}{unit}")
+            };
+        }
+    }
+    format!("{b}")
+}
+
+fn cpu(millis: u64) -> String {
+    if millis % 1000 == 0 {
+        (millis / 1000).to_string()
+    } else {
+        format!("{millis}m")
+    }
+}
+
+fn age_ms(ms: &Value) -> String {
+    let Some(ms) = ms.as_u64() else {
+        return "<unknown>".into();
+    };
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    age(&Value::String(
+        humantime::format_rfc3339_seconds(t).to_string(),
+    ))
+}
+
+/// `omnicloud nodes`: NAME ADDRESS ROLES STATUS RAFT CPU MEMORY AGE.
+pub fn nodes_table(v: &Value) -> String {
+    let rows = v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            let roles: Vec<&str> = n["roles"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            vec![
+                s(&n["name"]),
+                s(&n["address"]),
+                if roles.is_empty() {
+                    "-".into()
+                } else {
+                    roles.join(",")
+                },
+                s(&n["status"]),
+                s(&n["raft"]),
+                cpu(n["cpuMillis"].as_u64().unwrap_or(0)),
+                bytes(n["memoryBytes"].as_u64().unwrap_or(0)),
+                age_ms(&n["startedAtMs"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME", "ADDRESS", "ROLES", "STATUS", "RAFT", "CPU", "MEMORY", "AGE",
+        ],
+        rows,
+    )
+}
+
+/// `omnicloud bootstrap status`.
+pub fn bootstrap_status(v: &Value) -> String {
+    let raft = &v["raft"];
+    let roles = &v["roles"];
+    let mut out = format!(
+        "Leader:        {} (id {})\nTerm:          {}\nCommit index:  {}\nLast log:      {}\n",
+        s(&raft["leader"]),
+        s(&raft["leaderId"]),
+        n(&raft["term"]),
+        n(&raft["commitIndex"]),
+        n(&raft["lastLogIndex"]),
+    );
+    out.push_str(&format!(
+        "Orchestrators: {} voting / {} wanted ({} eligible alive)\nDirectors:     {}\nAgents:        {}\nMembers:       {} alive, {} suspect, {} down\n\n",
+        n(&roles["orchestrators"]["voters"]),
+        n(&roles["orchestrators"]["wanted"]),
+        n(&roles["orchestrators"]["eligibleAlive"]),
+        n(&roles["directors"]),
+        n(&roles["agents"]),
+        n(&v["members"]["alive"]),
+        n(&v["members"]["suspect"]),
+        n(&v["members"]["down"]),
+    ));
+    let rows = raft["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let opt = |x: &Value| {
+                x.as_u64()
+                    .map(|x| x.to_string())
+                    .unwrap_or_else(|| "-".into())
+            };
+            vec![
+                s(&m["name"]),
+                s(&m["role"]),
+                opt(&m["matched"]),
+                opt(&m["lag"]),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["MEMBER", "RAFT", "MATCHED", "LAG"], rows));
+    out.push('\n');
+    out
+}
+
 /// `describe`: the identity first, then spec and status as YAML.
 pub fn describe(o: &Value) -> String {
     let m = &o["metadata"];

@@ -29,6 +29,7 @@
 
 pub mod actor;
 pub mod engine;
+pub mod host;
 pub mod identity;
 pub mod member;
 pub mod meta;

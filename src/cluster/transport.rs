@@ -48,8 +48,8 @@ pub enum TransportError {
 
 /// A key derived from the join token for one purpose ("rpc", "gossip", ...).
 pub fn derive_key(token: &str, purpose: &str) -> [u8; 32] {
-    let mut mac =
-        <HmacSha256 as KeyInit>::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(token.as_bytes())
+        .expect("HMAC takes keys of any length");
     mac.update(b"omnicloud/");
     mac.update(purpose.as_bytes());
     mac.finalize().into_bytes().into()

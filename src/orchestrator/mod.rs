@@ -5,6 +5,7 @@
 //! Tasks: openraft's own core, replication and state-machine tasks.
 //! May call: `model`, `store`.
 
+pub mod membership;
 pub mod network;
 pub mod rpc;
 pub mod voters;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Config as RaftConfig, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::cluster::transport::Client;
@@ -72,6 +74,31 @@ impl Default for RaftSettings {
             keep_logs_after_snapshot: 1000,
         }
     }
+}
+
+/// The Raft group as its leader sees it (`omnicloud bootstrap status`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftStatus {
+    pub leader_id: Option<String>,
+    pub leader: Option<String>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub members: Vec<RaftMemberStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftMemberStatus {
+    pub id: String,
+    pub name: String,
+    /// leader, voter or learner.
+    pub role: String,
+    /// Highest log index known replicated to it (leader's view).
+    pub matched: Option<u64>,
+    /// Entries behind the leader's log.
+    pub lag: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -222,6 +249,73 @@ impl ControlPlane {
                 leader: leader.to_string(),
                 message: e.to_string(),
             })
+    }
+
+    /// This node's Raft view; on the leader it includes each member's replication lag.
+    pub fn local_status(&self) -> RaftStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let last_log = m.last_log_index.unwrap_or(0);
+        let matched = |id: &NodeId| -> Option<u64> {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(id))
+                .map(|l| l.map(|l| l.index).unwrap_or(0))
+        };
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let role = if Some(*id) == m.current_leader {
+                    "leader"
+                } else if voters.contains(id) {
+                    "voter"
+                } else {
+                    "learner"
+                };
+                let matched = if Some(*id) == m.current_leader {
+                    Some(last_log)
+                } else {
+                    matched(id)
+                };
+                RaftMemberStatus {
+                    id: id.to_string(),
+                    name: node.name.clone(),
+                    role: role.into(),
+                    matched,
+                    lag: matched.map(|i| last_log.saturating_sub(i)),
+                }
+            })
+            .collect();
+        let leader = m
+            .current_leader
+            .and_then(|l| membership.get_node(&l).map(|n| n.name.clone()));
+        RaftStatus {
+            leader_id: m.current_leader.map(|l| l.to_string()),
+            leader,
+            term: m.current_term,
+            last_log_index: last_log,
+            commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            members,
+        }
+    }
+
+    /// The leader's view, asked of the leader when this node follows.
+    pub async fn status(&self) -> Result<RaftStatus, ControlError> {
+        let m = self.raft.metrics().borrow().clone();
+        match m.current_leader {
+            Some(l) if l == self.node_id => Ok(self.local_status()),
+            Some(l) => {
+                let Some(leader) = m.membership_config.membership().get_node(&l).cloned() else {
+                    return Ok(self.local_status());
+                };
+                match self.forward(&leader, &rpc::Request::Status).await? {
+                    rpc::Response::Status(s) => Ok(s),
+                    other => Err(unexpected(&leader, other)),
+                }
+            }
+            None => Ok(self.local_status()),
+        }
     }
 
     /// Waits until a leader is known (at most `timeout`).

@@ -25,6 +25,8 @@ pub enum Request {
     Write(Command),
     /// A linearizable read point, asked of the leader by a follower.
     ReadBarrier,
+    /// The leader's view of the Raft group.
+    Status,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -36,6 +38,7 @@ pub enum Response {
     ),
     Write(Result<CommandResult, RemoteRefusal>),
     ReadBarrier(Result<u64, RemoteRefusal>),
+    Status(super::RaftStatus),
     /// The request could not be decoded (version skew).
     Malformed(String),
 }
@@ -84,6 +87,7 @@ pub async fn handle(control: ControlPlane, body: Vec<u8>) -> Vec<u8> {
         Request::ReadBarrier => {
             Response::ReadBarrier(control.local_read_barrier().await.map_err(Into::into))
         }
+        Request::Status => Response::Status(control.local_status()),
     };
     encode(&response)
 }

@@ -5,6 +5,8 @@
 //! - the voter set grows to the largest odd number <= min(`orchestrators`, alive eligible
 //!   nodes), promoting caught-up learners by rank (earliest started, then node id);
 //! - a voter that gossip has held down longer than `replace_after` is removed;
+//! - a learner down longer than `replace_after` is removed from the membership;
+//! - a member whose addresses changed (restarted on new ports) gets its entry updated;
 //! - alive voters are never demoted because others died (that would lower fault tolerance
 //!   for nothing); the set only shrinks below its size when it exceeds `orchestrators`.
 //!
@@ -43,6 +45,9 @@ pub struct Candidate {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MembershipChange {
     AddLearner(NodeId, RaftNode),
+    /// New addresses for existing members.
+    UpdateNodes(Vec<(NodeId, RaftNode)>),
+    RemoveLearners(BTreeSet<NodeId>),
     /// The complete new voter set.
     SetVoters(BTreeSet<NodeId>),
 }
@@ -58,15 +63,40 @@ fn odd_floor(n: usize) -> usize {
     }
 }
 
+/// The current Raft membership as the leader sees it.
+pub struct Membership<'a> {
+    pub voters: &'a BTreeSet<NodeId>,
+    pub learners: &'a BTreeSet<NodeId>,
+    /// Address entries of every member.
+    pub nodes: &'a std::collections::BTreeMap<NodeId, RaftNode>,
+    pub leader: NodeId,
+}
+
 pub fn plan(
-    voters: &BTreeSet<NodeId>,
-    learners: &BTreeSet<NodeId>,
-    leader: NodeId,
+    current: &Membership,
     candidates: &[Candidate],
     policy: &VoterPolicy,
 ) -> Vec<MembershipChange> {
+    let (voters, learners, leader) = (current.voters, current.learners, current.leader);
     let mut changes = Vec::new();
     let find = |id: NodeId| candidates.iter().find(|c| c.id == id);
+
+    let moved: Vec<(NodeId, RaftNode)> = candidates
+        .iter()
+        .filter(|c| c.alive && current.nodes.get(&c.id).is_some_and(|n| n != &c.node))
+        .map(|c| (c.id, c.node.clone()))
+        .collect();
+    if !moved.is_empty() {
+        changes.push(MembershipChange::UpdateNodes(moved));
+    }
+    let dead_learners: BTreeSet<NodeId> = learners
+        .iter()
+        .copied()
+        .filter(|id| find(*id).is_some_and(|c| !c.alive && c.down_for >= policy.replace_after))
+        .collect();
+    if !dead_learners.is_empty() {
+        changes.push(MembershipChange::RemoveLearners(dead_learners));
+    }
 
     for c in candidates {
         if c.eligible && c.alive && !voters.contains(&c.id) && !learners.contains(&c.id) {
@@ -148,6 +178,26 @@ mod tests {
         ids.iter().copied().collect()
     }
 
+    fn plan_for(
+        voters: &[NodeId],
+        learners: &[NodeId],
+        leader: NodeId,
+        all: &[Candidate],
+    ) -> Vec<MembershipChange> {
+        let (v, l) = (set(voters), set(learners));
+        let nodes = all.iter().map(|c| (c.id, c.node.clone())).collect();
+        plan(
+            &Membership {
+                voters: &v,
+                learners: &l,
+                nodes: &nodes,
+                leader,
+            },
+            all,
+            &policy(),
+        )
+    }
+
     fn policy() -> VoterPolicy {
         VoterPolicy {
             orchestrators: 3,
@@ -159,22 +209,22 @@ mod tests {
     fn joiners_become_learners_then_voters_up_to_three() {
         let all: Vec<Candidate> = (1..=5).map(|i| cand(i, true, 0)).collect();
         // Seed alone with 4 new nodes: all become learners first.
-        let p = plan(&set(&[1]), &set(&[]), 1, &all, &policy());
+        let p = plan_for(&[1], &[], 1, &all);
         assert_eq!(p.len(), 4);
         assert!(p
             .iter()
             .all(|c| matches!(c, MembershipChange::AddLearner(..))));
         // Once learners, the two earliest are promoted.
-        let p = plan(&set(&[1]), &set(&[2, 3, 4, 5]), 1, &all, &policy());
+        let p = plan_for(&[1], &[2, 3, 4, 5], 1, &all);
         assert_eq!(p, vec![MembershipChange::SetVoters(set(&[1, 2, 3]))]);
         // Steady state: nothing to do.
-        assert!(plan(&set(&[1, 2, 3]), &set(&[4, 5]), 1, &all, &policy()).is_empty());
+        assert!(plan_for(&[1, 2, 3], &[4, 5], 1, &all).is_empty());
     }
 
     #[test]
     fn two_nodes_keep_one_voter() {
         let all = vec![cand(1, true, 0), cand(2, true, 0)];
-        assert!(plan(&set(&[1]), &set(&[2]), 1, &all, &policy()).is_empty());
+        assert!(plan_for(&[1], &[2], 1, &all).is_empty());
     }
 
     #[test]
@@ -182,19 +232,19 @@ mod tests {
         let mut all: Vec<Candidate> = (1..=5).map(|i| cand(i, true, 0)).collect();
         all[2] = cand(3, false, 10);
         // Down, but not long enough: kept.
-        assert!(plan(&set(&[1, 2, 3]), &set(&[4, 5]), 1, &all, &policy()).is_empty());
+        assert!(plan_for(&[1, 2, 3], &[4, 5], 1, &all).is_empty());
         all[2] = cand(3, false, 31);
-        let p = plan(&set(&[1, 2, 3]), &set(&[4, 5]), 1, &all, &policy());
+        let p = plan_for(&[1, 2, 3], &[4, 5], 1, &all);
         assert_eq!(p, vec![MembershipChange::SetVoters(set(&[1, 2, 4]))]);
     }
 
     #[test]
     fn dead_voter_removed_even_without_replacement_alive_voters_never_demoted() {
         let all = vec![cand(1, true, 0), cand(2, true, 0), cand(3, false, 60)];
-        let p = plan(&set(&[1, 2, 3]), &set(&[]), 1, &all, &policy());
+        let p = plan_for(&[1, 2, 3], &[], 1, &all);
         assert_eq!(p, vec![MembershipChange::SetVoters(set(&[1, 2]))]);
         // With two alive voters and no spare, nothing shrinks further.
-        assert!(plan(&set(&[1, 2]), &set(&[]), 1, &all, &policy()).is_empty());
+        assert!(plan_for(&[1, 2], &[], 1, &all).is_empty());
     }
 
     #[test]
@@ -202,14 +252,40 @@ mod tests {
         let mut all: Vec<Candidate> = (1..=3).map(|i| cand(i, true, 0)).collect();
         all[1].caught_up = false;
         all[2].eligible = false;
-        let p = plan(&set(&[1]), &set(&[2]), 1, &all, &policy());
+        let p = plan_for(&[1], &[2], 1, &all);
         assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn moved_nodes_are_updated_and_dead_learners_removed() {
+        let mut all: Vec<Candidate> = (1..=5).map(|i| cand(i, true, 0)).collect();
+        let (v, l) = (set(&[1, 2, 3]), set(&[4, 5]));
+        let nodes = all.iter().map(|c| (c.id, c.node.clone())).collect();
+        all[3].node.rpc_addr = "127.0.0.1:9999".into();
+        all[4] = cand(5, false, 31);
+        let p = plan(
+            &Membership {
+                voters: &v,
+                learners: &l,
+                nodes: &nodes,
+                leader: 1,
+            },
+            &all,
+            &policy(),
+        );
+        assert_eq!(
+            p,
+            vec![
+                MembershipChange::UpdateNodes(vec![(4, all[3].node.clone())]),
+                MembershipChange::RemoveLearners(set(&[5])),
+            ]
+        );
     }
 
     #[test]
     fn policy_lowered_shrinks_but_keeps_the_leader() {
         let all: Vec<Candidate> = (1..=5).map(|i| cand(i, true, 0)).collect();
-        let p = plan(&set(&[1, 2, 3, 4, 5]), &set(&[]), 5, &all, &policy());
+        let p = plan_for(&[1, 2, 3, 4, 5], &[], 5, &all);
         assert_eq!(p, vec![MembershipChange::SetVoters(set(&[1, 2, 5]))]);
     }
 }

@@ -15,10 +15,16 @@ pub struct TestNode {
     pub name: String,
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
-    child: Option<Child>,
+    pub(crate) child: Option<Child>,
     pub api: String,
     pub token: String,
+    /// Gossip address (`127.0.0.1:port`) of the running process.
+    pub gossip: String,
+    pub node_id: String,
     extra: Vec<String>,
+    wait_ready: bool,
+    /// Runs the node inside this network namespace (`ip netns exec`).
+    pub netns: Option<String>,
 }
 
 impl TestNode {
@@ -29,6 +35,17 @@ impl TestNode {
 
     /// Starts a fresh node with extra `omnicloud node` arguments.
     pub fn start_with(name: &str, extra: &[&str]) -> TestNode {
+        Self::start_opts(name, extra, true, None)
+    }
+
+    /// Full control: `wait_ready` false returns as soon as the process has bound its
+    /// ports (for nodes that are expected never to join), `netns` runs it in a namespace.
+    pub fn start_opts(
+        name: &str,
+        extra: &[&str],
+        wait_ready: bool,
+        netns: Option<&str>,
+    ) -> TestNode {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("omni-{name}-"))
             .tempdir()
@@ -40,7 +57,11 @@ impl TestNode {
             child: None,
             api: String::new(),
             token: String::new(),
+            gossip: String::new(),
+            node_id: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            wait_ready,
+            netns: netns.map(str::to_string),
         };
         node.launch();
         node
@@ -80,8 +101,11 @@ impl TestNode {
         loop {
             if let Ok(text) = std::fs::read_to_string(&endpoints) {
                 if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                    // Under `ip netns exec` the node is a child of `ip`'s exec, same pid.
                     if v["pid"].as_u64() == Some(pid as u64) {
                         self.api = v["apiUrl"].as_str().unwrap().to_string();
+                        self.gossip = v["gossip"].as_str().unwrap_or_default().to_string();
+                        self.node_id = v["nodeId"].as_str().unwrap_or_default().to_string();
                         break;
                     }
                 }
@@ -105,7 +129,9 @@ impl TestNode {
             .unwrap()
             .trim()
             .to_string();
-        self.wait_ready();
+        if self.wait_ready {
+            self.wait_ready();
+        }
     }
 
     pub fn log(&self) -> String {
@@ -205,6 +231,102 @@ impl Drop for TestNode {
         if std::thread::panicking() {
             eprintln!("---- log of node {} ----\n{}", self.name, self.log());
         }
+    }
+}
+
+/// Several nodes forming one cluster: a seed and joiners with the seed's join token.
+pub struct Cluster {
+    pub nodes: Vec<TestNode>,
+    pub token: String,
+    /// `--config` file shared by all nodes.
+    pub config: tempfile::NamedTempFile,
+}
+
+/// Settings that make failure handling fast enough for tests.
+pub const FAST_CLUSTER: &str =
+    "[cluster]\ngossip_probe_ms = 200\norchestrator_replace_after = \"3s\"\n";
+
+impl Cluster {
+    pub fn start(n: usize, config: &str) -> Cluster {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), config).unwrap();
+        let cfg = file.path().to_str().unwrap().to_string();
+        let seed = TestNode::start_with("node-1", &["--config", &cfg]);
+        let token = std::fs::read_to_string(seed.dir.join("join.token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let mut cluster = Cluster {
+            nodes: vec![seed],
+            token,
+            config: file,
+        };
+        for i in 2..=n {
+            cluster.add(&format!("node-{i}"));
+        }
+        cluster
+    }
+
+    /// Starts one more node joining through the seed.
+    pub fn add(&mut self, name: &str) -> usize {
+        let cfg = self.config.path().to_str().unwrap().to_string();
+        let seed = self.nodes[0].gossip.clone();
+        let node = TestNode::start_with(
+            name,
+            &["--config", &cfg, "--join", &seed, "--token", &self.token],
+        );
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// Indexes of running nodes.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].child.is_some())
+            .collect()
+    }
+
+    /// `/v1/cluster/status` from a running node.
+    pub fn status(&self, via: usize) -> Value {
+        self.nodes[via].api().get("/v1/cluster/status").1
+    }
+
+    /// Raft role by node name, as the leader reports it.
+    pub fn raft_roles(&self, via: usize) -> std::collections::BTreeMap<String, String> {
+        let status = self.status(via);
+        status["raft"]["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap_or("").to_string(),
+                    m["role"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The index of the current leader as seen from `via`.
+    pub fn leader(&self, via: usize) -> Option<usize> {
+        let name = self.status(via)["raft"]["leader"].as_str()?.to_string();
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// Member statuses by name as one node's gossip sees them.
+    pub fn members(&self, via: usize) -> std::collections::BTreeMap<String, String> {
+        let (_, v) = self.nodes[via].api().get("/v1/nodes");
+        v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap_or("").to_string(),
+                    m["status"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
     }
 }
 

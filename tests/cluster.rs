@@ -1,0 +1,233 @@
+//! The cluster with real processes on loopback: formation from one seed, three voters out
+//! of five, leader failover with no acknowledged write lost, rejoin under the same name,
+//! replacement of a voter that stays dead, and a node with the wrong token kept out.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, fixture, yaml_to_json, Cluster, TestNode, FAST_CLUSTER};
+
+const DEPLOY: &str = "/v1/namespaces/default/deployments";
+
+fn voters(roles: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    roles
+        .iter()
+        .filter(|(_, r)| *r == "leader" || *r == "voter")
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+fn converged(c: &Cluster, alive: usize, want_voters: usize) -> bool {
+    c.running().iter().all(|i| {
+        let members = c.members(*i);
+        members.values().filter(|s| *s == "alive").count() == alive
+    }) && voters(&c.raft_roles(c.running()[0])).len() == want_voters
+}
+
+#[test]
+fn five_nodes_form_one_cluster_with_three_voters() {
+    let c = Cluster::start(5, FAST_CLUSTER);
+    let ok = eventually(Duration::from_secs(30), || {
+        converged(&c, 5, 3).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "no convergence: members {:?}, raft {:?}",
+        c.members(0),
+        c.raft_roles(0)
+    );
+    // Every node answers with the same leader and sees every other node's metadata.
+    let leaders: Vec<Option<usize>> = (0..5).map(|i| c.leader(i)).collect();
+    assert!(
+        leaders.iter().all(|l| l.is_some() && *l == leaders[0]),
+        "{leaders:?}"
+    );
+    let (_, nodes) = c.nodes[4].api().get("/v1/nodes");
+    for n in nodes["items"].as_array().unwrap() {
+        assert!(n["cpuMillis"].as_u64().unwrap() >= 1000, "{n}");
+        assert!(
+            n["apiAddr"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{n}"
+        );
+    }
+    // The CLI shows the same picture.
+    let (ok, out, err) = c.nodes[2].cli(&["nodes"]);
+    assert!(ok, "{err}");
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "ADDRESS", "ROLES", "STATUS", "RAFT", "CPU", "MEMORY", "AGE"]
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" alive ")).count(),
+        5,
+        "{out}"
+    );
+    let (ok, out, _) = c.nodes[3].cli(&["bootstrap", "status"]);
+    assert!(
+        ok && out.contains("Orchestrators: 3 voting / 3 wanted"),
+        "{out}"
+    );
+    // Any node takes writes (followers forward them) and serves consistent reads.
+    for (i, node) in c.nodes.iter().enumerate() {
+        let body = fixture("deployment.yaml").replace("web-frontend", &format!("via-{i}"));
+        let (status, resp) = node.api().apply(&body);
+        assert_eq!(status, 200, "write via node {i}: {resp}");
+    }
+    let (_, list) = c.nodes[1].api().get(&format!("{DEPLOY}?consistent=true"));
+    assert_eq!(list["items"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn leader_kill9_fails_over_without_losing_writes_and_rejoins() {
+    let mut c = Cluster::start(5, FAST_CLUSTER);
+    assert!(eventually(Duration::from_secs(30), || converged(&c, 5, 3)
+        .then_some(()))
+    .is_some());
+    let leader = c.leader(0).unwrap();
+    let via = (leader + 1) % 5;
+    let template = fixture("deployment.yaml");
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let name = format!("before-{i}");
+        let (status, _) = c.nodes[via]
+            .api()
+            .apply(&template.replace("web-frontend", &name));
+        assert_eq!(status, 200);
+        acked.push(name);
+    }
+    let old_id = c.nodes[leader].node_id.clone();
+    c.nodes[leader].kill9();
+
+    // A new leader takes over and writes through any survivor succeed again.
+    let survivors: Vec<usize> = c.running();
+    let new_leader = eventually(Duration::from_secs(20), || {
+        c.leader(survivors[0]).filter(|l| *l != leader)
+    });
+    assert!(new_leader.is_some(), "no new leader");
+    for &s in &survivors {
+        let name = format!("after-via-{s}");
+        let body = template.replace("web-frontend", &name);
+        let ok = eventually(Duration::from_secs(15), || {
+            (c.nodes[s].api().apply(&body).0 == 200).then_some(())
+        });
+        assert!(ok.is_some(), "write via survivor {s} never succeeded");
+        acked.push(name);
+    }
+    // Everything acknowledged, before or after the kill, is there, intact.
+    let (_, list) = c.nodes[survivors[1]]
+        .api()
+        .get(&format!("{DEPLOY}?consistent=true"));
+    let items = list["items"].as_array().unwrap();
+    for name in &acked {
+        let obj = items
+            .iter()
+            .find(|o| o["metadata"]["name"] == name.as_str());
+        let obj = obj.unwrap_or_else(|| panic!("acknowledged {name} lost"));
+        assert_eq!(
+            obj["spec"],
+            yaml_to_json(&template.replace("web-frontend", name))["spec"],
+            "{name} torn"
+        );
+    }
+
+    // The killed node restarts (on new ports) and rejoins under its name and id.
+    c.nodes[leader].restart();
+    assert_eq!(c.nodes[leader].node_id, old_id);
+    let name = c.nodes[leader].name.clone();
+    let back = eventually(Duration::from_secs(30), || {
+        let m = c.members(survivors[0]);
+        let roles = c.raft_roles(survivors[0]);
+        (m.get(&name).map(String::as_str) == Some("alive") && roles.contains_key(&name))
+            .then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "{name} did not rejoin: {:?} {:?}",
+        c.members(survivors[0]),
+        c.raft_roles(survivors[0])
+    );
+    // And it has caught up: its local state holds every write.
+    let caught_up = eventually(Duration::from_secs(20), || {
+        let (_, list) = c.nodes[leader].api().get(DEPLOY);
+        (list["items"].as_array().map(|a| a.len()) == Some(acked.len())).then_some(())
+    });
+    assert!(caught_up.is_some(), "restarted node never caught up");
+}
+
+#[test]
+fn a_voter_dead_for_good_is_replaced() {
+    let mut c = Cluster::start(5, FAST_CLUSTER);
+    assert!(eventually(Duration::from_secs(30), || converged(&c, 5, 3)
+        .then_some(()))
+    .is_some());
+    let leader = c.leader(0).unwrap();
+    let roles = c.raft_roles(leader);
+    let victim_name = roles
+        .iter()
+        .find(|(_, r)| *r == "voter")
+        .map(|(n, _)| n.clone())
+        .unwrap();
+    let victim = c.nodes.iter().position(|n| n.name == victim_name).unwrap();
+    c.nodes[victim].kill9();
+    // orchestrator_replace_after is 3s in FAST_CLUSTER: a learner takes the seat.
+    let replaced = eventually(Duration::from_secs(30), || {
+        let roles = c.raft_roles(leader);
+        let v = voters(&roles);
+        (v.len() == 3 && !v.contains(&victim_name)).then_some(v)
+    });
+    assert!(
+        replaced.is_some(),
+        "voter not replaced: {:?}",
+        c.raft_roles(leader)
+    );
+    // The cluster still takes writes with its new voter set.
+    let (status, _) = c.nodes[leader].api().apply(&fixture("deployment.yaml"));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_node_with_the_wrong_token_never_joins() {
+    let c = Cluster::start(2, FAST_CLUSTER);
+    let cfg = c.config.path().to_str().unwrap().to_string();
+    let intruder = TestNode::start_opts(
+        "intruder",
+        &[
+            "--config",
+            &cfg,
+            "--join",
+            &c.nodes[0].gossip,
+            "--token",
+            "not-the-token",
+        ],
+        false,
+        None,
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    for i in 0..2 {
+        let members = c.members(i);
+        assert!(
+            !members.contains_key("intruder"),
+            "intruder became a member: {members:?}"
+        );
+        assert_eq!(members.len(), 2);
+    }
+    let rejected = c.nodes[0]
+        .api()
+        .metric("gossip_rejected_packets")
+        .unwrap_or(0.0);
+    assert!(rejected > 0.0, "rejected packets not counted");
+    assert!(
+        c.nodes[0].log().contains("intruder") || c.nodes[0].log().contains("tag"),
+        "refusal not logged"
+    );
+    // The intruder itself never gets a leader.
+    assert_ne!(
+        ureq::get(&format!("{}/readyz", intruder.api))
+            .call()
+            .map(|r| r.status())
+            .unwrap_or(503),
+        200
+    );
+}
