@@ -261,7 +261,7 @@ impl NodeConfig {
             return Err(invalid("raft.snapshot_after_logs", "must be > 0"));
         }
         let orchestrators = file.cluster.orchestrators;
-        if orchestrators == 0 || orchestrators % 2 == 0 {
+        if orchestrators == 0 || orchestrators.is_multiple_of(2) {
             return Err(invalid(
                 "cluster.orchestrators",
                 format!("must be odd (1, 3, 5, ...), got {orchestrators}"),

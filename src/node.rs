@@ -50,7 +50,7 @@ pub enum NodeError {
     #[error("store")]
     Store(#[from] crate::store::StoreError),
     #[error("control plane")]
-    Control(#[from] crate::orchestrator::ControlError),
+    Control(#[source] Box<crate::orchestrator::ControlError>),
     #[error("api server")]
     Api(#[source] std::io::Error),
     #[error("--join needs the cluster's join token: pass --token or --token-file")]
@@ -76,6 +76,12 @@ pub struct Node {
     rpc_stats: Arc<TransportStats>,
     admin_token: String,
     stop_tx: watch::Sender<bool>,
+}
+
+impl From<crate::orchestrator::ControlError> for NodeError {
+    fn from(e: crate::orchestrator::ControlError) -> Self {
+        NodeError::Control(Box::new(e))
+    }
 }
 
 /// Stops a running node from elsewhere (tests, embedding).

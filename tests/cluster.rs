@@ -231,3 +231,60 @@ fn a_node_with_the_wrong_token_never_joins() {
         200
     );
 }
+
+/// Two of five hosts (the leader and a learner) are cut off by iptables in their network
+/// namespaces: they cannot commit, the three others elect a leader and can; after healing,
+/// everyone converges on the majority's history.
+#[test]
+fn a_cut_off_minority_cannot_commit_and_heals() {
+    let Some(net) = common::netns::TestNet::new(5) else {
+        return;
+    };
+    let c = Cluster::start_on(5, FAST_CLUSTER, Some(&net));
+    assert!(eventually(Duration::from_secs(40), || converged(&c, 5, 3)
+        .then_some(()))
+    .is_some());
+    let leader = c.leader(0).unwrap();
+    let roles = c.raft_roles(leader);
+    let learner = c
+        .nodes
+        .iter()
+        .position(|n| roles.get(&n.name).map(String::as_str) == Some("learner"))
+        .unwrap();
+    let minority = [leader, learner];
+    let majority: Vec<usize> = (0..5).filter(|i| !minority.contains(i)).collect();
+    net.cut(&minority, &majority);
+
+    // The majority elects a leader among its two voters and commits.
+    let body = fixture("deployment.yaml").replace("web-frontend", "majority-write");
+    let committed = eventually(Duration::from_secs(30), || {
+        (c.nodes[majority[0]].api().apply(&body).0 == 200).then_some(())
+    });
+    assert!(committed.is_some(), "majority could not commit");
+    // The old leader, alone with a learner, cannot.
+    let minority_body = fixture("deployment.yaml").replace("web-frontend", "minority-write");
+    let (status, err) = c.nodes[leader].api().apply(&minority_body);
+    assert_ne!(status, 200, "minority committed: {err}");
+    let (status, _) = c.nodes[learner].api().apply(&minority_body);
+    assert_ne!(status, 200, "minority committed through the learner");
+
+    net.heal();
+    let healed = eventually(Duration::from_secs(40), || {
+        minority
+            .iter()
+            .all(|i| {
+                let (s, list) = c.nodes[*i].api().get(&format!("{DEPLOY}?consistent=true"));
+                s == 200
+                    && list["items"].as_array().is_some_and(|a| {
+                        a.iter().any(|o| o["metadata"]["name"] == "majority-write")
+                    })
+            })
+            .then_some(())
+    });
+    assert!(healed.is_some(), "minority never caught up after healing");
+    assert!(eventually(Duration::from_secs(30), || converged(&c, 5, 3)
+        .then_some(()))
+    .is_some());
+    let leaders: Vec<Option<usize>> = (0..5).map(|i| c.leader(i)).collect();
+    assert!(leaders.iter().all(|l| *l == leaders[0]), "{leaders:?}");
+}

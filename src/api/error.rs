@@ -98,9 +98,10 @@ impl From<Rejection> for ApiError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let status = match e {
-            ControlError::NotLeader(_) | ControlError::NoLeader | ControlError::Forward { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ControlError::NotLeader(_)
+            | ControlError::NoLeader
+            | ControlError::Forward { .. }
+            | ControlError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, "Unavailable", e.to_string())

@@ -299,7 +299,7 @@ pub fn bytes(b: u64) -> String {
 }
 
 fn cpu(millis: u64) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {
         format!("{millis}m")

@@ -65,6 +65,12 @@ const DOWN_GOSSIP_WINDOW_MS: u64 = 60_000;
 const FAST_ANNOUNCE_ROUNDS: u32 = 5;
 /// Otherwise one announce every this many probe periods.
 const SLOW_ANNOUNCE_PERIODS: u32 = 10;
+/// Every this many probe periods, say hello to one member we hold as down: after a
+/// network partition heals, neither side would otherwise ever talk to the other again
+/// (as Serf's reconnect of failed members).
+const RECONNECT_PERIODS: u32 = 10;
+/// Down members are retried for this long.
+const RECONNECT_WINDOW_MS: u64 = 6 * 3600 * 1000;
 
 /// What a `GossipCore` is built from.
 #[derive(Debug, Clone)]
@@ -142,6 +148,8 @@ pub struct GossipCore {
     fast_announce: u32,
     announce_gen: u32,
     leaving: bool,
+    /// Counts Rejoin ticks, to pace reconnect attempts to down members.
+    reconnect_tick: u32,
 }
 
 impl GossipCore {
@@ -177,6 +185,7 @@ impl GossipCore {
             fast_announce: 0,
             announce_gen: 0,
             leaving: false,
+            reconnect_tick: 0,
         };
         core.normalize_meta();
         core.publish_own_meta();
@@ -261,6 +270,10 @@ impl GossipCore {
                 }
                 if self.foca.num_members() == 0 {
                     self.hello(&self.seeds.clone());
+                }
+                self.reconnect_tick = self.reconnect_tick.wrapping_add(1);
+                if self.reconnect_tick.is_multiple_of(RECONNECT_PERIODS) {
+                    self.reconnect_down(now_ms);
                 }
                 self.out.timers.push((self.period(), TimerEvent::Rejoin));
             }
@@ -484,6 +497,19 @@ impl GossipCore {
                 .push((self.period() / 5, TimerEvent::Announce(generation)));
         }
         self.fast_announce = FAST_ANNOUNCE_ROUNDS;
+    }
+
+    /// Says hello to one random member held as down; if it is alive (a healed partition),
+    /// the exchange makes both sides renew and see each other again.
+    fn reconnect_down(&mut self, now_ms: u64) {
+        let down = self
+            .table
+            .recent_down(now_ms.saturating_sub(RECONNECT_WINDOW_MS));
+        if down.is_empty() {
+            return;
+        }
+        let pick = self.rng.random_range(0..down.len());
+        self.hello(&[down[pick].addr]);
     }
 
     fn random_member(&mut self) -> Option<NodeIdentity> {

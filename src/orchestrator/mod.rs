@@ -24,6 +24,10 @@ use crate::store::{
     Change, Command, CommandResult, NodeId, Raft, RaftNode, StateMachine, Store, StoreReader,
 };
 
+/// A write not committed by then is reported as unavailable (no quorum reachable). Its
+/// outcome is unknown to the client: it may still commit later.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a follower waits for the leader to answer a forwarded request.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,6 +45,10 @@ pub enum ControlError {
     Fatal(String),
     #[error("no leader elected yet; retry shortly")]
     NoLeader,
+    #[error(
+        "the write was not committed within {0:?} (no quorum reachable?); its outcome is unknown"
+    )]
+    Timeout(Duration),
     #[error("forwarding to the leader {leader} failed: {message}")]
     Forward { leader: String, message: String },
 }
@@ -179,6 +187,13 @@ impl ControlPlane {
     /// Proposes a command and waits until it is committed and applied; a follower forwards
     /// it to the leader.
     pub async fn write(&self, command: Command) -> Result<CommandResult, ControlError> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.write_routed(command)).await {
+            Ok(r) => r,
+            Err(_) => Err(ControlError::Timeout(WRITE_TIMEOUT)),
+        }
+    }
+
+    async fn write_routed(&self, command: Command) -> Result<CommandResult, ControlError> {
         match self.write_local(command.clone()).await {
             Err(ControlError::NotLeader(Some(leader))) => {
                 match self.forward(&leader, &rpc::Request::Write(command)).await? {

@@ -3,6 +3,8 @@
 //! Shared by every integration test file (`mod common;`).
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -75,17 +77,23 @@ impl TestNode {
             .append(true)
             .open(self.dir.join("node.log"))
             .unwrap();
-        let child = Command::new(BIN)
-            .args([
-                "node",
-                "--name",
-                &self.name,
-                "--bind",
-                "127.0.0.1",
-                "--advertise",
-                "127.0.0.1",
-            ])
-            .args(["--api-port", "0", "--rpc-port", "0", "--gossip-port", "0"])
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let has = |flag: &str| self.extra.iter().any(|a| a == flag);
+        cmd.args(["node", "--name", &self.name]);
+        if !has("--bind") {
+            cmd.args(["--bind", "127.0.0.1", "--advertise", "127.0.0.1"]);
+        }
+        if !has("--api-port") {
+            cmd.args(["--api-port", "0", "--rpc-port", "0", "--gossip-port", "0"]);
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(&self.dir)
             .args(&self.extra)
@@ -248,35 +256,69 @@ pub const FAST_CLUSTER: &str =
 
 impl Cluster {
     pub fn start(n: usize, config: &str) -> Cluster {
+        Self::start_on(n, config, None)
+    }
+
+    /// Node i runs on host i of `net` (its own address, default ports) when given.
+    pub fn start_on(n: usize, config: &str, net: Option<&netns::TestNet>) -> Cluster {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), config).unwrap();
-        let cfg = file.path().to_str().unwrap().to_string();
-        let seed = TestNode::start_with("node-1", &["--config", &cfg]);
-        let token = std::fs::read_to_string(seed.dir.join("join.token"))
-            .unwrap()
-            .trim()
-            .to_string();
         let mut cluster = Cluster {
-            nodes: vec![seed],
-            token,
+            nodes: Vec::new(),
+            token: String::new(),
             config: file,
         };
-        for i in 2..=n {
-            cluster.add(&format!("node-{i}"));
+        for i in 0..n {
+            cluster.add_on(net, i);
         }
         cluster
     }
 
-    /// Starts one more node joining through the seed.
-    pub fn add(&mut self, name: &str) -> usize {
-        let cfg = self.config.path().to_str().unwrap().to_string();
-        let seed = self.nodes[0].gossip.clone();
-        let node = TestNode::start_with(
-            name,
-            &["--config", &cfg, "--join", &seed, "--token", &self.token],
-        );
+    fn add_on(&mut self, net: Option<&netns::TestNet>, host: usize) -> usize {
+        let name = format!("node-{}", self.nodes.len() + 1);
+        let mut args: Vec<String> = vec![
+            "--config".into(),
+            self.config.path().to_str().unwrap().into(),
+        ];
+        if let Some(seed) = self.nodes.first() {
+            args.extend([
+                "--join".into(),
+                seed.gossip.clone(),
+                "--token".into(),
+                self.token.clone(),
+            ]);
+        }
+        if let Some(net) = net {
+            let ip = net.ip(host);
+            args.extend(["--bind".into(), ip.clone(), "--advertise".into(), ip]);
+            args.extend(
+                [
+                    "--api-port",
+                    "7070",
+                    "--rpc-port",
+                    "7071",
+                    "--gossip-port",
+                    "7946",
+                ]
+                .map(String::from),
+            );
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ns = net.map(|n| n.ns(host));
+        let node = TestNode::start_opts(&name, &args, true, ns.as_deref());
+        if self.nodes.is_empty() {
+            self.token = std::fs::read_to_string(node.dir.join("join.token"))
+                .unwrap()
+                .trim()
+                .to_string();
+        }
         self.nodes.push(node);
         self.nodes.len() - 1
+    }
+
+    /// Starts one more node on loopback, joining through the seed.
+    pub fn add(&mut self) -> usize {
+        self.add_on(None, 0)
     }
 
     /// Indexes of running nodes.
