@@ -1,6 +1,6 @@
-//! The leader's membership loop: turns the gossip view into Raft membership changes
-//! (`voters::plan`) and applies them one at a time. Runs on every node, acts only while
-//! this node leads. Ticks every `TICK` and on every gossip event.
+//! The membership loop: on every node it keeps the RPC address book current from gossip;
+//! on the leader it also turns the gossip view into Raft membership changes
+//! (`voters::plan`) and applies them one at a time. Ticks every `TICK` and on every gossip event.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -83,10 +83,13 @@ pub fn spawn(
                 e = events.recv() => if let Err(broadcast::error::RecvError::Closed) = e { return },
                 _ = stop.changed() => return,
             }
+            let members = gossip.members().await;
+            for m in members.iter().filter(|m| m.status != MemberStatus::Down) {
+                control.addresses.set(m.meta.node_id, &m.meta.rpc_addr);
+            }
             if !control.is_leader() {
                 continue;
             }
-            let members = gossip.members().await;
             reconcile(&control, &members, &policy).await;
         }
     });

@@ -117,6 +117,8 @@ pub struct ControlPlane {
     changes: broadcast::Sender<Arc<Change>>,
     store: Store,
     rpc: Arc<Client>,
+    /// Current RPC addresses of peers, fed from gossip.
+    pub addresses: network::AddressBook,
 }
 
 impl ControlPlane {
@@ -145,12 +147,13 @@ impl ControlPlane {
         let fresh = !log_store
             .is_initialized()
             .map_err(|e| ControlError::Initialize(e.to_string()))?;
+        let addresses = network::AddressBook::default();
         let state_machine = StateMachine::new(store.clone());
         let changes = state_machine.change_feed();
         let raft = Raft::new(
             node_id,
             Arc::new(config),
-            network::Network::new(rpc.clone()),
+            network::Network::new(rpc.clone(), addresses.clone()),
             log_store,
             state_machine,
         )
@@ -169,6 +172,7 @@ impl ControlPlane {
             changes,
             store,
             rpc,
+            addresses,
         })
     }
 
@@ -253,17 +257,30 @@ impl ControlPlane {
         }
     }
 
+    fn leader_rpc_addr(&self, leader: &RaftNode) -> String {
+        let id = self.raft.metrics().borrow().current_leader;
+        match id {
+            Some(id) => self.addresses.resolve(id, leader),
+            None => leader.rpc_addr.clone(),
+        }
+    }
+
     async fn forward(
         &self,
         leader: &RaftNode,
         request: &rpc::Request,
     ) -> Result<rpc::Response, ControlError> {
-        rpc::call(&self.rpc, &leader.rpc_addr, request, FORWARD_TIMEOUT)
-            .await
-            .map_err(|e| ControlError::Forward {
-                leader: leader.to_string(),
-                message: e.to_string(),
-            })
+        rpc::call(
+            &self.rpc,
+            &self.leader_rpc_addr(leader),
+            request,
+            FORWARD_TIMEOUT,
+        )
+        .await
+        .map_err(|e| ControlError::Forward {
+            leader: leader.to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// This node's Raft view; on the leader it includes each member's replication lag.

@@ -1,6 +1,7 @@
 //! openraft's network: each Raft RPC becomes one request on the internal RPC transport.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use openraft::error::{
@@ -16,19 +17,46 @@ use super::rpc::{self, Request, Response};
 use crate::cluster::transport::{Client, TransportError};
 use crate::store::{NodeId, RaftNode, TypeConfig};
 
+/// Where each node's RPC listener is now, as gossip last reported it. Raft's membership
+/// holds addresses too, but a node restarted on new ports must stay reachable before the
+/// leader has committed its new address (or when that leader just died).
+#[derive(Clone, Default)]
+pub struct AddressBook(Arc<RwLock<HashMap<NodeId, String>>>);
+
+impl AddressBook {
+    pub fn set(&self, id: NodeId, rpc_addr: &str) {
+        let mut map = self.0.write().expect("address book lock");
+        if map.get(&id).map(String::as_str) != Some(rpc_addr) {
+            map.insert(id, rpc_addr.to_string());
+        }
+    }
+
+    /// The gossip-reported address, else the one in the Raft membership.
+    pub fn resolve(&self, id: NodeId, node: &RaftNode) -> String {
+        self.0
+            .read()
+            .expect("address book lock")
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| node.rpc_addr.clone())
+    }
+}
+
 #[derive(Clone)]
 pub struct Network {
     client: Arc<Client>,
+    book: AddressBook,
 }
 
 impl Network {
-    pub fn new(client: Arc<Client>) -> Self {
-        Network { client }
+    pub fn new(client: Arc<Client>, book: AddressBook) -> Self {
+        Network { client, book }
     }
 }
 
 pub struct Peer {
     client: Arc<Client>,
+    book: AddressBook,
     id: NodeId,
     node: RaftNode,
 }
@@ -39,6 +67,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &RaftNode) -> Peer {
         Peer {
             client: self.client.clone(),
+            book: self.book.clone(),
             id: target,
             node: node.clone(),
         }
@@ -55,12 +84,17 @@ impl Peer {
     ) -> RpcResult<Response, E> {
         // Leave openraft room to act on the timeout itself.
         let timeout = option.hard_ttl().max(Duration::from_millis(50));
-        rpc::call(&self.client, &self.node.rpc_addr, &req, timeout)
-            .await
-            .map_err(|e| match e {
-                TransportError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                other => RPCError::Network(NetworkError::new(&other)),
-            })
+        rpc::call(
+            &self.client,
+            &self.book.resolve(self.id, &self.node),
+            &req,
+            timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            TransportError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            other => RPCError::Network(NetworkError::new(&other)),
+        })
     }
 
     fn remote<E: std::error::Error>(&self, e: E) -> RPCError<NodeId, RaftNode, E> {

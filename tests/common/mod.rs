@@ -27,6 +27,8 @@ pub struct TestNode {
     wait_ready: bool,
     /// Runs the node inside this network namespace (`ip netns exec`).
     pub netns: Option<String>,
+    /// api, rpc and gossip ports of the first start, reused on restart.
+    ports: Option<[u16; 3]>,
 }
 
 impl TestNode {
@@ -64,6 +66,7 @@ impl TestNode {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             wait_ready,
             netns: netns.map(str::to_string),
+            ports: None,
         };
         node.launch();
         node
@@ -91,7 +94,17 @@ impl TestNode {
             cmd.args(["--bind", "127.0.0.1", "--advertise", "127.0.0.1"]);
         }
         if !has("--api-port") {
-            cmd.args(["--api-port", "0", "--rpc-port", "0", "--gossip-port", "0"]);
+            // First start: free ports picked by the node. A restart keeps them, as a real
+            // node with a fixed configuration would.
+            let [api, rpc, gossip] = self.ports.unwrap_or([0, 0, 0]).map(|p| p.to_string());
+            cmd.args([
+                "--api-port",
+                &api,
+                "--rpc-port",
+                &rpc,
+                "--gossip-port",
+                &gossip,
+            ]);
         }
         let child = cmd
             .arg("--data-dir")
@@ -114,6 +127,13 @@ impl TestNode {
                         self.api = v["apiUrl"].as_str().unwrap().to_string();
                         self.gossip = v["gossip"].as_str().unwrap_or_default().to_string();
                         self.node_id = v["nodeId"].as_str().unwrap_or_default().to_string();
+                        let port = |k: &str| {
+                            v[k].as_str()
+                                .and_then(|a| a.rsplit(':').next())
+                                .and_then(|p| p.parse().ok())
+                                .unwrap_or(0)
+                        };
+                        self.ports = Some([port("api"), port("rpc"), port("gossip")]);
                         break;
                     }
                 }
