@@ -10,11 +10,11 @@
 //! | `api`          | actix-web REST API, watch streams, health, `/metrics`                 |
 //! | `orchestrator` | Raft node (openraft) and, on the leader, the control loops            |
 //! | `agent`        | container workloads; today the demo workloads (`omnicloud workload`)  |
-//! | `cluster`      | node-to-node transport (HMAC-authenticated RPC); gossip to come      |
+//! | `cluster`      | gossip membership (foca), host facts and roles, authenticated RPC    |
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
 //! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
 //!
-//! Planned by the open issues: gossip in `cluster`, `agent` + `container` (containers),
+//! Planned by the open issues: `agent` + `container` (containers),
 //! `director` + `vmm` (microVMs).
 
 pub mod agent;

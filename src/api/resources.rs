@@ -4,7 +4,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data, Path, Payload, Query};
-use actix_web::HttpResponse;
+use actix_web::{HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,25 +15,10 @@ use crate::store::state_machine::DEFAULT_NAMESPACE;
 use crate::store::{Applied, ChangeType, Command, ObjectKey, PutMode};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    // Namespaced paths carry `{ns}`; the short forms take `?namespace=` (default: default,
+    // and for lists: all namespaces).
     cfg.route("/version", web::get().to(version))
         .route("/apply", web::post().to(apply))
-        .route("/namespaces/{ns}/{plural}", web::get().to(list_namespaced))
-        .route(
-            "/namespaces/{ns}/{plural}",
-            web::post().to(create_namespaced),
-        )
-        .route(
-            "/namespaces/{ns}/{plural}/{name}",
-            web::get().to(get_namespaced),
-        )
-        .route(
-            "/namespaces/{ns}/{plural}/{name}",
-            web::put().to(replace_namespaced),
-        )
-        .route(
-            "/namespaces/{ns}/{plural}/{name}",
-            web::delete().to(delete_namespaced),
-        )
         .route(
             "/namespaces/{ns}/{plural}/{name}/scale",
             web::get().to(get_scale),
@@ -41,12 +26,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/namespaces/{ns}/{plural}/{name}/scale",
             web::put().to(put_scale),
-        )
-        .route("/{plural}", web::get().to(list_cluster))
-        .route("/{plural}", web::post().to(create_cluster))
-        .route("/{plural}/{name}", web::get().to(get_cluster))
-        .route("/{plural}/{name}", web::put().to(replace_cluster))
-        .route("/{plural}/{name}", web::delete().to(delete_cluster));
+        );
+    for prefix in ["/namespaces/{ns}", ""] {
+        cfg.route(&format!("{prefix}/{{plural}}"), web::get().to(list_handler))
+            .route(
+                &format!("{prefix}/{{plural}}"),
+                web::post().to(create_handler),
+            )
+            .route(
+                &format!("{prefix}/{{plural}}/{{name}}"),
+                web::get().to(get_handler),
+            )
+            .route(
+                &format!("{prefix}/{{plural}}/{{name}}"),
+                web::put().to(replace_handler),
+            )
+            .route(
+                &format!("{prefix}/{{plural}}/{{name}}"),
+                web::delete().to(delete_handler),
+            );
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -297,118 +296,85 @@ async fn delete(state: &ApiState, key: ObjectKey, q: &ReadQuery) -> Result<HttpR
     Ok(object_response(StatusCode::OK, &last.object))
 }
 
-async fn list_namespaced(
-    state: Data<ApiState>,
-    path: Path<(String, String)>,
-    q: Query<ReadQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let (ns, plural) = path.into_inner();
-    let kind = parse_kind(&plural)?;
-    list(&state, kind, Some(&ns), &q).await
+/// What a resource path names: the kind, the namespace (from the path, else the query)
+/// and, for object paths, the name.
+struct Target {
+    kind: Kind,
+    namespace: Option<String>,
+    name: Option<String>,
 }
 
-async fn list_cluster(
-    state: Data<ApiState>,
-    path: Path<String>,
-    q: Query<ReadQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let kind = parse_kind(&path)?;
-    // For namespaced kinds, `?namespace=` narrows; without it the list spans all namespaces.
-    list(&state, kind, q.namespace.as_deref(), &q).await
+impl Target {
+    fn from(req: &HttpRequest, q: &ReadQuery) -> Result<Target, ApiError> {
+        let path = req.match_info();
+        Ok(Target {
+            kind: parse_kind(path.get("plural").unwrap_or_default())?,
+            namespace: path
+                .get("ns")
+                .map(str::to_string)
+                .or_else(|| q.namespace.clone()),
+            name: path.get("name").map(str::to_string),
+        })
+    }
+
+    fn key(&self) -> ObjectKey {
+        let ns = self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+        ObjectKey::new(self.kind, ns, self.name.clone().unwrap_or_default())
+    }
 }
 
-async fn create_namespaced(
+async fn list_handler(
     state: Data<ApiState>,
-    path: Path<(String, String)>,
+    req: HttpRequest,
+    q: Query<ReadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let t = Target::from(&req, &q)?;
+    list(&state, t.kind, t.namespace.as_deref(), &q).await
+}
+
+async fn create_handler(
+    state: Data<ApiState>,
+    req: HttpRequest,
+    q: Query<ReadQuery>,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (ns, plural) = path.into_inner();
-    let kind = parse_kind(&plural)?;
+    let t = Target::from(&req, &q)?;
     let body = read_body(payload, state.max_body_bytes).await?;
-    create(&state, kind, Some(&ns), body).await
+    create(&state, t.kind, t.namespace.as_deref(), body).await
 }
 
-async fn create_cluster(
+async fn get_handler(
     state: Data<ApiState>,
-    path: Path<String>,
+    req: HttpRequest,
+    q: Query<ReadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    get(&state, Target::from(&req, &q)?.key(), &q).await
+}
+
+async fn replace_handler(
+    state: Data<ApiState>,
+    req: HttpRequest,
+    q: Query<ReadQuery>,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let kind = parse_kind(&path)?;
+    let t = Target::from(&req, &q)?;
     let body = read_body(payload, state.max_body_bytes).await?;
-    create(&state, kind, None, body).await
-}
-
-fn key_for(kind: Kind, ns: Option<&str>, name: &str) -> ObjectKey {
-    ObjectKey::new(kind, ns.unwrap_or(DEFAULT_NAMESPACE), name)
-}
-
-async fn get_namespaced(
-    state: Data<ApiState>,
-    path: Path<(String, String, String)>,
-    q: Query<ReadQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let (ns, plural, name) = path.into_inner();
-    get(&state, key_for(parse_kind(&plural)?, Some(&ns), &name), &q).await
-}
-
-async fn get_cluster(
-    state: Data<ApiState>,
-    path: Path<(String, String)>,
-    q: Query<ReadQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let (plural, name) = path.into_inner();
-    get(
+    replace(
         &state,
-        key_for(parse_kind(&plural)?, q.namespace.as_deref(), &name),
-        &q,
+        t.kind,
+        t.namespace.as_deref(),
+        t.name.as_deref().unwrap_or_default(),
+        body,
     )
     .await
 }
 
-async fn replace_namespaced(
+async fn delete_handler(
     state: Data<ApiState>,
-    path: Path<(String, String, String)>,
-    payload: Payload,
-) -> Result<HttpResponse, ApiError> {
-    let (ns, plural, name) = path.into_inner();
-    let kind = parse_kind(&plural)?;
-    let body = read_body(payload, state.max_body_bytes).await?;
-    replace(&state, kind, Some(&ns), &name, body).await
-}
-
-async fn replace_cluster(
-    state: Data<ApiState>,
-    path: Path<(String, String)>,
-    q: Query<ReadQuery>,
-    payload: Payload,
-) -> Result<HttpResponse, ApiError> {
-    let (plural, name) = path.into_inner();
-    let kind = parse_kind(&plural)?;
-    let body = read_body(payload, state.max_body_bytes).await?;
-    replace(&state, kind, q.namespace.as_deref(), &name, body).await
-}
-
-async fn delete_namespaced(
-    state: Data<ApiState>,
-    path: Path<(String, String, String)>,
+    req: HttpRequest,
     q: Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (ns, plural, name) = path.into_inner();
-    delete(&state, key_for(parse_kind(&plural)?, Some(&ns), &name), &q).await
-}
-
-async fn delete_cluster(
-    state: Data<ApiState>,
-    path: Path<(String, String)>,
-    q: Query<ReadQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let (plural, name) = path.into_inner();
-    delete(
-        &state,
-        key_for(parse_kind(&plural)?, q.namespace.as_deref(), &name),
-        &q,
-    )
-    .await
+    delete(&state, Target::from(&req, &q)?.key(), &q).await
 }
 
 fn scale_body(object: &Value) -> Value {
@@ -431,7 +397,7 @@ async fn get_scale(
     q: Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (ns, plural, name) = path.into_inner();
-    let key = key_for(parse_kind(&plural)?, Some(&ns), &name);
+    let key = ObjectKey::new(parse_kind(&plural)?, ns, name);
     if q.consistent {
         state.control.read_barrier().await?;
     }
@@ -502,7 +468,7 @@ async fn put_scale(
         })?),
         None => None,
     };
-    let key = key_for(kind, Some(&ns), &name);
+    let key = ObjectKey::new(kind, ns, name);
     let applied = submit(
         &state,
         Command::Scale {
