@@ -123,8 +123,6 @@ fn main() {
                 (status_of(&nodes[0], &name).as_deref() == Some("alive")).then_some(())
             });
             assert!(back.is_some(), "{name} never came back");
-            // Let it catch up with the Raft log before the next kill.
-            std::thread::sleep(Duration::from_secs(2));
         }
         println!(
             "failure detection after kill -9 ({n} nodes, 500 ms probe): {}",

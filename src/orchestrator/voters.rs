@@ -4,7 +4,10 @@
 //! - every alive orchestrator-eligible node that is not yet a member becomes a learner;
 //! - the voter set grows to the largest odd number <= min(`orchestrators`, alive eligible
 //!   nodes), promoting caught-up learners by rank (earliest started, then node id);
-//! - a voter that gossip has held down longer than `replace_after` is removed;
+//! - a voter that gossip has held down longer than `replace_after` is replaced by the best
+//!   learner; without one it stays (removing it would leave an even set);
+//! - the voter set is always odd: two voters tolerate no more failures than one, and a
+//!   joint change out of an even set needs every one of its members alive;
 //! - a learner down longer than `replace_after` is removed from the membership;
 //! - a member whose addresses changed (restarted on new ports) gets its entry updated;
 //! - alive voters are never demoted because others died (that would lower fault tolerance
@@ -114,8 +117,10 @@ pub fn plan(
         })
         .collect();
 
+    let kept = next.len();
     let alive_eligible = candidates.iter().filter(|c| c.eligible && c.alive).count();
     let target = odd_floor(policy.orchestrators.min(alive_eligible)).max(1);
+    let mut added = Vec::new();
     if next.len() < target {
         let mut promotable: Vec<&Candidate> = candidates
             .iter()
@@ -130,6 +135,17 @@ pub fn plan(
         promotable.sort_by_key(|c| (c.started_at_ms, c.id));
         for c in promotable.into_iter().take(target - next.len()) {
             next.insert(c.id);
+            added.push(c.id);
+        }
+    }
+    // Never move to an even voter set: two voters tolerate no more failures than one, and a
+    // joint change out of an even set needs every one of its members. Growth stops at the
+    // last odd size; a dead voter with no replacement stays until one exists.
+    if next.len().is_multiple_of(2) {
+        if next.len() > kept {
+            next.remove(&added.pop().expect("grew, so something was added"));
+        } else if let Some(dead) = voters.iter().find(|id| !next.contains(id)) {
+            next.insert(*dead);
         }
     }
     let cap = odd_floor(policy.orchestrators).max(1);
@@ -239,12 +255,31 @@ mod tests {
     }
 
     #[test]
-    fn dead_voter_removed_even_without_replacement_alive_voters_never_demoted() {
+    fn a_dead_voter_stays_until_it_can_be_replaced() {
         let all = vec![cand(1, true, 0), cand(2, true, 0), cand(3, false, 60)];
-        let p = plan_for(&[1, 2, 3], &[], 1, &all);
-        assert_eq!(p, vec![MembershipChange::SetVoters(set(&[1, 2]))]);
-        // With two alive voters and no spare, nothing shrinks further.
+        // Removing it would leave an even set {1, 2}: keep three until a spare exists.
+        assert!(plan_for(&[1, 2, 3], &[], 1, &all).is_empty());
+        // Two alive voters (from an older version of the plan) are never demoted.
         assert!(plan_for(&[1, 2], &[], 1, &all).is_empty());
+        // Five voters, two dead, no spare: down to an odd three.
+        let all: Vec<Candidate> = (1..=5)
+            .map(|i| cand(i, i <= 3, if i <= 3 { 0 } else { 60 }))
+            .collect();
+        assert_eq!(
+            plan_for(&[1, 2, 3, 4, 5], &[], 1, &all),
+            vec![MembershipChange::SetVoters(set(&[1, 2, 3]))]
+        );
+    }
+
+    #[test]
+    fn growth_stops_at_odd_sizes() {
+        // Three alive, but only one is a learner yet: stay at one voter, not two.
+        let all: Vec<Candidate> = (1..=3).map(|i| cand(i, true, 0)).collect();
+        let p = plan_for(&[1], &[2], 1, &all);
+        assert_eq!(
+            p,
+            vec![MembershipChange::AddLearner(3, all[2].node.clone())]
+        );
     }
 
     #[test]

@@ -110,7 +110,11 @@ impl TestNode {
             .arg("--data-dir")
             .arg(&self.dir)
             .args(&self.extra)
-            .env("RUST_LOG", "info,openraft=warn")
+            // OMNICLOUD_TEST_LOG overrides the nodes' log filter when debugging a test.
+            .env(
+                "RUST_LOG",
+                std::env::var("OMNICLOUD_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
