@@ -80,6 +80,8 @@ pub struct Sim {
     pub trace: Vec<String>,
     pub delivered: u64,
     pub dropped: u64,
+    /// Address pairs that cannot reach each other (a network partition).
+    cut: std::collections::BTreeSet<(SocketAddr, SocketAddr)>,
 }
 
 impl Sim {
@@ -93,6 +95,7 @@ impl Sim {
             trace: Vec::new(),
             delivered: 0,
             dropped: 0,
+            cut: Default::default(),
         }
     }
 
@@ -212,6 +215,21 @@ impl Sim {
         self.drain(i);
     }
 
+    /// Nodes in `a` and nodes in `b` stop reaching each other, both ways.
+    pub fn partition(&mut self, a: &[usize], b: &[usize]) {
+        for &i in a {
+            for &j in b {
+                let (x, y) = (self.addr(i), self.addr(j));
+                self.cut.insert((x, y));
+                self.cut.insert((y, x));
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
     pub fn members(&self, i: usize) -> Vec<MemberView> {
         self.nodes[i].core.members()
     }
@@ -221,6 +239,10 @@ impl Sim {
         let out = self.nodes[i].core.take_outputs();
         let from = self.nodes[i].core.identity().addr;
         for (to, data) in out.sends {
+            if self.cut.contains(&(from, to)) {
+                self.dropped += 1;
+                continue;
+            }
             if self.cfg.loss > 0.0 && self.rng.random_bool(self.cfg.loss) {
                 self.dropped += 1;
                 continue;
@@ -536,6 +558,38 @@ mod tests {
             })
             .expect("quick restart not picked up");
         println!("sim: quick restart (never seen down) picked up everywhere after {t:?}");
+    }
+
+    #[test]
+    fn a_healed_partition_reconverges() {
+        let run = |seed: u64| {
+            let (mut sim, names) = cluster(
+                SimConfig {
+                    seed,
+                    ..Default::default()
+                },
+                6,
+            );
+            converge(&mut sim, &names, Duration::from_secs(30));
+            sim.partition(&[0, 1], &[2, 3, 4, 5]);
+            let split = sim.run_until(Duration::from_secs(60), |s| {
+                s.status_seen(0, "node-02")
+                    .is_some_and(|v| v.status == MemberStatus::Down)
+                    && s.status_seen(2, "node-00")
+                        .is_some_and(|v| v.status == MemberStatus::Down)
+            });
+            assert!(split.is_some(), "the sides never saw each other down");
+            sim.heal();
+            let n = refs(&names);
+            let healed = sim.run_until(Duration::from_secs(60), |s| s.all_see_alive(&n));
+            (
+                healed.expect("no reconvergence after healing"),
+                sim.trace.len(),
+            )
+        };
+        let (t, events) = run(21);
+        println!("sim: healed partition of 6 reconverged in {t:?}");
+        assert_eq!(run(21), (t, events), "same seed, same run");
     }
 
     #[test]
