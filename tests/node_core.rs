@@ -483,3 +483,38 @@ fn kill9_loses_no_acknowledged_write() {
         }
     }
 }
+
+/// `get -w` lists, then prints each change as a row with its event type.
+#[test]
+fn cli_get_watch_prints_changes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let node = TestNode::start("cliwatch");
+    node.api().apply(&fixture("deployment.yaml"));
+    let mut child = Command::new(common::BIN)
+        .args(["get", "deployments", "-w"])
+        .env("OMNICLOUD_SERVER", &node.api)
+        .env("OMNICLOUD_TOKEN", &node.token)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let header = lines.next().unwrap().unwrap();
+    assert!(header.starts_with("NAME"), "{header}");
+    assert!(lines.next().unwrap().unwrap().starts_with("web-frontend"));
+    let (status, _) = node.api().send(
+        "PUT",
+        &format!("{DEPLOY}/web-frontend/scale"),
+        r#"{"spec":{"replicas":7}}"#,
+    );
+    assert_eq!(status, 200);
+    let event = lines.next().unwrap().unwrap();
+    let cols: Vec<&str> = event.split_whitespace().collect();
+    assert_eq!(
+        (cols[0], cols[1], *cols.last().unwrap()),
+        ("web-frontend", "7", "MODIFIED"),
+        "{event}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
