@@ -1,5 +1,6 @@
-//! API benchmark on one real node: apply throughput and latency (p50/p99), sequential and
-//! with concurrent clients, and the node's idle RSS.
+//! API benchmark with real nodes: apply throughput and latency (p50/p99), sequential and
+//! with concurrent clients, on one node and on a 3-node cluster (through the leader and
+//! through a follower), and a node's idle RSS.
 //!
 //! Run: `cargo bench --bench api` (release build of the node). Env: `BENCH_WRITES`
 //! (default 2000), `BENCH_CLIENTS` (default 8).
@@ -122,4 +123,22 @@ fn main() {
         writes + writes / 4,
         rss_kib(node.pid()) as f64 / 1024.0
     );
+    drop(node);
+
+    // The DESIGN target is for a 3-node cluster: writes through the leader and through a
+    // follower (forwarded), each a Raft round trip to a quorum.
+    let cluster = common::Cluster::start(3, "");
+    let voters = || {
+        let (_, st) = cluster.nodes[0].api().get("/v1/cluster/status");
+        st["roles"]["orchestrators"]["voters"].as_u64().unwrap_or(0)
+    };
+    assert!(
+        common::eventually(Duration::from_secs(30), || (voters() == 3).then_some(())).is_some()
+    );
+    let leader = cluster.leader(0).expect("a leader");
+    let follower = (leader + 1) % 3;
+    println!("3-node cluster:");
+    run(&cluster.nodes[leader], 1, writes / 4, "c-leader");
+    run(&cluster.nodes[follower], 1, writes / 4, "c-follower");
+    run(&cluster.nodes[follower], clients, writes, "c-par");
 }
