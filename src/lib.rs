@@ -10,11 +10,12 @@
 //! | `api`          | actix-web REST API, watch streams, health, `/metrics`                 |
 //! | `orchestrator` | Raft node (openraft) and, on the leader, the control loops            |
 //! | `agent`        | container workloads; today the demo workloads (`omnicloud workload`)  |
+//! | `container`    | OCI containers via libcontainer, run by the `__container` helper     |
 //! | `cluster`      | gossip membership (foca), host facts and roles, authenticated RPC    |
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
 //! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
 //!
-//! Planned by the open issues: `agent` + `container` (containers),
+//! Planned by the open issues: the agent's instance actors (on top of `container`),
 //! `director` + `vmm` (microVMs).
 
 pub mod agent;
@@ -22,6 +23,7 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod container;
 pub mod model;
 pub mod node;
 pub mod orchestrator;

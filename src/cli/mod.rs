@@ -121,6 +121,9 @@ pub enum Command {
     /// Demo workloads for examples and tests (what the toolbox image runs).
     #[command(subcommand)]
     Workload(WorkloadCommand),
+    /// Container runtime helper, run by the node itself (single-threaded libcontainer).
+    #[command(name = "__container", hide = true)]
+    Container(crate::container::HelperArgs),
     /// Client and server versions.
     Version {
         #[command(flatten)]
@@ -216,6 +219,9 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
                 _ => print!("{}", output::bootstrap_status(&v)),
             }
             Ok(())
+        }
+        Command::Container(args) => {
+            crate::container::helper::main(args).map_err(|e| ClientError::Other(e.one_line()))
         }
         Command::Workload(WorkloadCommand::Http { port }) => {
             crate::agent::workload::serve_http(port)
