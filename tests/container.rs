@@ -497,3 +497,70 @@ fn start_latency() {
         times[19].as_secs_f64() * 1000.0
     );
 }
+
+/// Two instances on a node bridge: each gets its own IP in the node subnet; one serves
+/// HTTP, the other fetches from it by IP, and the node reaches it through the bridge.
+#[test]
+fn instances_on_a_node_reach_each_other_by_ip() {
+    use omnicloud::container::network::{NodeNetwork, Subnet};
+    let Some(rt) = Rt::with_prefix("net-") else {
+        return;
+    };
+    let tag = std::process::id() % 200 + 20;
+    let subnet = Subnet::parse(&format!("10.98.{tag}.0/24")).unwrap();
+    let net = NodeNetwork::ensure(&format!("ocbrt{tag}"), subnet).expect("bridge");
+    let cleanup = scopeguard(|| net.remove());
+    let ip_b = std::net::Ipv4Addr::new(10, 98, tag as u8, 10);
+    let ip_a = std::net::Ipv4Addr::new(10, 98, tag as u8, 11);
+
+    let server = rt.spec(
+        "srv",
+        "busybox:latest",
+        &["sh", "-c", "mkdir -p /tmp/www && echo hello-from-b > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"],
+    );
+    let pid_b = rt.run(&server).expect("server starts");
+    net.attach("srv", pid_b, ip_b).expect("attach server");
+    let client_cmd = format!("sleep 1; wget -qO- http://{ip_b}:8080/; sleep 30");
+    let client = rt.spec("cli", "busybox:latest", &["sh", "-c", &client_cmd]);
+    let pid_a = rt.run(&client).expect("client starts");
+    net.attach("cli", pid_a, ip_a).expect("attach client");
+
+    // The node reaches the instance through the bridge.
+    let body = common::eventually(Duration::from_secs(10), || {
+        ureq::get(&format!("http://{ip_b}:8080/"))
+            .timeout(Duration::from_secs(2))
+            .call()
+            .ok()?
+            .into_string()
+            .ok()
+    });
+    assert_eq!(body.as_deref().map(str::trim), Some("hello-from-b"));
+    // And the other instance does too.
+    let fetched = common::eventually(Duration::from_secs(10), || {
+        let log = std::fs::read_to_string(rt.log("cli")).ok()?;
+        log.contains("hello-from-b").then_some(())
+    });
+    assert!(
+        fetched.is_some(),
+        "client log: {:?}",
+        std::fs::read_to_string(rt.log("cli"))
+    );
+
+    for id in ["cli", "srv"] {
+        rt.kill(id, "KILL");
+        net.detach(id);
+        rt.delete(id, true).unwrap();
+    }
+    drop(cleanup);
+}
+
+/// Runs `f` when dropped (also when the test panics), so the bridge never outlives it.
+fn scopeguard<F: FnMut()>(f: F) -> impl Drop {
+    struct Guard<F: FnMut()>(F);
+    impl<F: FnMut()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    Guard(f)
+}

@@ -30,6 +30,7 @@
 
 pub mod helper;
 pub mod image;
+pub mod network;
 pub mod runtime;
 pub mod spec;
 
@@ -79,6 +80,8 @@ pub enum ContainerError {
     Oci(#[from] oci_spec::OciSpecError),
     #[error("{0}")]
     Helper(String),
+    #[error("network: {action}: {message}")]
+    Network { action: String, message: String },
 }
 
 impl ContainerError {

@@ -1,0 +1,260 @@
+//! Instance networking on one node: a Linux bridge holding the node's subnet, one veth per
+//! instance moved into the instance's network namespace with a stable IP, a default route
+//! through the bridge, and NAT for traffic leaving the subnet. Instances on a node reach
+//! each other (and the node reaches them) by IP.
+//!
+//! Cross-node routing is left for later: every node gets its own subnet from the cluster
+//! CIDR (allocated by the orchestrator, so no two overlap), which is what a route per peer
+//! subnet (or an overlay) needs.
+//!
+//! Uses `ip`, `nsenter` and `iptables` (iproute2, util-linux); no threads. Idempotent:
+//! `ensure` and `attach` can be re-run after a node restart.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use super::ContainerError;
+
+/// A node subnet, e.g. 10.88.3.0/24. The first address is the bridge (gateway).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subnet {
+    pub base: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    pub fn parse(s: &str) -> Option<Subnet> {
+        let (ip, prefix) = s.split_once('/')?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| (8..=30).contains(p))?;
+        let ip: Ipv4Addr = ip.parse().ok()?;
+        let mask = u32::MAX << (32 - prefix);
+        Some(Subnet {
+            base: Ipv4Addr::from(u32::from(ip) & mask),
+            prefix,
+        })
+    }
+
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) + 1)
+    }
+
+    fn size(&self) -> u32 {
+        1 << (32 - self.prefix)
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX << (32 - self.prefix);
+        u32::from(ip) & mask == u32::from(self.base)
+    }
+
+    /// The lowest address not in `used`, skipping network, gateway and broadcast.
+    pub fn allocate(&self, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+        let base = u32::from(self.base);
+        (2..self.size() - 1)
+            .map(|i| Ipv4Addr::from(base + i))
+            .find(|ip| !used.contains(ip))
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
+fn run(args: &[&str]) -> Result<String, ContainerError> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| ContainerError::Network {
+            action: args.join(" "),
+            message: e.to_string(),
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(ContainerError::Network {
+            action: args.join(" "),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+fn succeeds(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The node's bridge and subnet.
+#[derive(Clone, Debug)]
+pub struct NodeNetwork {
+    pub bridge: String,
+    pub subnet: Subnet,
+}
+
+/// Interface names are at most 15 bytes: a short stable hash of the instance id.
+fn host_veth(id: &str) -> String {
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("ocv{:010x}", h & 0xff_ffff_ffff)
+}
+
+impl NodeNetwork {
+    /// Creates the bridge with the gateway address, turns on forwarding and adds the NAT
+    /// rule for traffic leaving the subnet. Safe to call again.
+    pub fn ensure(bridge: &str, subnet: Subnet) -> Result<NodeNetwork, ContainerError> {
+        if !succeeds(&["ip", "link", "show", bridge]) {
+            run(&["ip", "link", "add", bridge, "type", "bridge"])?;
+        }
+        let gw = format!("{}/{}", subnet.gateway(), subnet.prefix);
+        let addrs = run(&["ip", "-4", "addr", "show", "dev", bridge])?;
+        if !addrs.contains(&format!("inet {gw}")) {
+            run(&["ip", "addr", "add", &gw, "dev", bridge])?;
+        }
+        run(&["ip", "link", "set", bridge, "up"])?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| {
+            ContainerError::Network {
+                action: "enable ip_forward".into(),
+                message: e.to_string(),
+            }
+        })?;
+        let cidr = subnet.to_string();
+        let rule = ["-s", cidr.as_str(), "!", "-o", bridge, "-j", "MASQUERADE"];
+        let check: Vec<&str> = ["iptables", "-t", "nat", "-C", "POSTROUTING"]
+            .iter()
+            .chain(&rule)
+            .copied()
+            .collect();
+        if !succeeds(&check) {
+            let add: Vec<&str> = ["iptables", "-t", "nat", "-A", "POSTROUTING"]
+                .iter()
+                .chain(&rule)
+                .copied()
+                .collect();
+            run(&add)?;
+        }
+        Ok(NodeNetwork {
+            bridge: bridge.to_string(),
+            subnet,
+        })
+    }
+
+    /// Gives the network namespace of `pid` an `eth0` on the bridge with `ip`, and a
+    /// default route through the bridge. Returns the host-side interface name.
+    pub fn attach(&self, id: &str, pid: i32, ip: Ipv4Addr) -> Result<String, ContainerError> {
+        if !self.subnet.contains(ip) || ip == self.subnet.gateway() {
+            return Err(ContainerError::Network {
+                action: format!("attach {id}"),
+                message: format!("{ip} is not an instance address of {}", self.subnet),
+            });
+        }
+        let host = host_veth(id);
+        let peer = format!("{host}p");
+        let pid_s = pid.to_string();
+        let _ = run(&["ip", "link", "del", &host]);
+        run(&[
+            "ip", "link", "add", &host, "type", "veth", "peer", "name", &peer,
+        ])?;
+        let setup = || -> Result<(), ContainerError> {
+            run(&["ip", "link", "set", &host, "master", &self.bridge, "up"])?;
+            run(&["ip", "link", "set", &peer, "netns", &pid_s])?;
+            let ns = |args: &[&str]| {
+                let full: Vec<&str> = ["nsenter", "-t", pid_s.as_str(), "-n"]
+                    .iter()
+                    .chain(args)
+                    .copied()
+                    .collect();
+                run(&full)
+            };
+            ns(&["ip", "link", "set", "lo", "up"])?;
+            ns(&["ip", "link", "set", &peer, "name", "eth0"])?;
+            ns(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{ip}/{}", self.subnet.prefix),
+                "dev",
+                "eth0",
+            ])?;
+            ns(&["ip", "link", "set", "eth0", "up"])?;
+            ns(&[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &self.subnet.gateway().to_string(),
+            ])?;
+            Ok(())
+        };
+        setup().inspect_err(|_| {
+            let _ = run(&["ip", "link", "del", &host]);
+        })?;
+        Ok(host)
+    }
+
+    /// Removes the instance's veth (its peer goes with it). Missing is fine.
+    pub fn detach(&self, id: &str) {
+        let _ = run(&["ip", "link", "del", &host_veth(id)]);
+    }
+
+    /// Removes the bridge and the NAT rule (tests, uninstall).
+    pub fn remove(&self) {
+        let cidr = self.subnet.to_string();
+        let _ = run(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-D",
+            "POSTROUTING",
+            "-s",
+            &cidr,
+            "!",
+            "-o",
+            &self.bridge,
+            "-j",
+            "MASQUERADE",
+        ]);
+        let _ = run(&["ip", "link", "del", &self.bridge]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_and_allocation() {
+        let s = Subnet::parse("10.88.3.77/24").unwrap();
+        assert_eq!(s.to_string(), "10.88.3.0/24");
+        assert_eq!(s.gateway(), Ipv4Addr::new(10, 88, 3, 1));
+        let mut used = BTreeSet::new();
+        let a = s.allocate(&used).unwrap();
+        assert_eq!(a, Ipv4Addr::new(10, 88, 3, 2));
+        used.insert(a);
+        assert_eq!(s.allocate(&used), Some(Ipv4Addr::new(10, 88, 3, 3)));
+        let tiny = Subnet::parse("10.0.0.0/30").unwrap();
+        let used: BTreeSet<Ipv4Addr> = [Ipv4Addr::new(10, 0, 0, 2)].into();
+        assert_eq!(
+            tiny.allocate(&used),
+            None,
+            "network, gateway and broadcast are never handed out"
+        );
+        assert!(Subnet::parse("10.0.0.0/33").is_none() && Subnet::parse("nope/24").is_none());
+        assert!(
+            s.contains(Ipv4Addr::new(10, 88, 3, 200)) && !s.contains(Ipv4Addr::new(10, 88, 4, 1))
+        );
+    }
+
+    #[test]
+    fn veth_names_fit_and_are_stable() {
+        let a = host_veth("default-web-frontend-12");
+        assert!(a.len() <= 15, "{a}");
+        assert_eq!(a, host_veth("default-web-frontend-12"));
+        assert_ne!(a, host_veth("default-web-frontend-13"));
+    }
+}
