@@ -564,3 +564,81 @@ fn scopeguard<F: FnMut()>(f: F) -> impl Drop {
     }
     Guard(f)
 }
+
+/// `omnicloud image import|ls|rm` on a node data dir: an OCI layout directory, the same
+/// layout as a tar archive, and a run from the imported store.
+#[test]
+fn images_import_list_and_remove_through_the_cli() {
+    let Some(layout) = images() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .env("OMNICLOUD_DATA_DIR", data.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = cli(&["image", "import", layout.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("busybox:latest") && out.contains("toolbox:latest"),
+        "{out}"
+    );
+
+    // The same images as one tar archive import idempotently.
+    let tarball = data.path().join("images.tar");
+    let status = std::process::Command::new("tar")
+        .args([
+            "-C",
+            layout.to_str().unwrap(),
+            "-cf",
+            tarball.to_str().unwrap(),
+            "--exclude=.build",
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (ok, _, err) = cli(&["image", "import", tarball.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = cli(&["image", "ls", "-o", "json"]);
+    assert!(ok);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["busybox:latest", "toolbox:latest"]);
+
+    // A container runs from the imported store.
+    let store = data.path().join("images");
+    if let Some(rt) = Rt::new() {
+        let mut spec = rt.spec("from-store", "busybox:latest", &["echo", "from the store"]);
+        spec.image.layout = store.clone();
+        rt.run(&spec).expect("runs from the imported store");
+        rt.wait_status("from-store", Status::Stopped);
+        assert!(std::fs::read_to_string(rt.log("from-store"))
+            .unwrap()
+            .contains("from the store"));
+        rt.delete("from-store", true).unwrap();
+    }
+
+    let (ok, out, _) = cli(&["image", "rm", "toolbox"]);
+    assert!(ok && out.contains("toolbox:latest removed"), "{out}");
+    let (_, out, _) = cli(&["image", "ls"]);
+    assert!(
+        out.contains("busybox:latest") && !out.contains("toolbox"),
+        "{out}"
+    );
+    let (ok, _, err) = cli(&["image", "rm", "toolbox"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, _, err) = cli(&["image", "import", "/nonexistent.tar"]);
+    assert!(!ok && err.contains("/nonexistent.tar"), "{err}");
+}

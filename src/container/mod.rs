@@ -33,6 +33,7 @@ pub mod image;
 pub mod network;
 pub mod runtime;
 pub mod spec;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
