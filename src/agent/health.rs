@@ -1,0 +1,333 @@
+//! Health checks and restart backoff for instances, with Kubernetes probe semantics (the
+//! seed's Volant health_check maps onto the same fields): a probe runs every
+//! `periodSeconds` after `initialDelaySeconds`, each attempt times out after
+//! `timeoutSeconds`; `failureThreshold` consecutive failures make it fail, and
+//! `successThreshold` consecutive successes make it pass again.
+//!
+//! `ProbeTracker` is the pure state machine (tested with no I/O); `check` performs one real
+//! http or tcp attempt against an instance address. Exec probes need the container
+//! runtime's exec and are reported as unsupported until it has one.
+//! Restarts back off exponentially (10s, 20s, 40s ... 5m, as CrashLoopBackOff), and the
+//! backoff resets after an instance has run cleanly for 10 minutes.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::model::workload::Probe;
+use crate::model::IntOrString;
+
+/// What a probe checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    Http { path: String, port: u16 },
+    Tcp { port: u16 },
+    Exec { command: Vec<String> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeSettings {
+    pub check: Check,
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+}
+
+/// Resolves a named port (`http`) through the container's declared ports.
+pub fn settings(probe: &Probe, named_ports: &[(String, u16)]) -> Result<ProbeSettings, String> {
+    let port = |p: &IntOrString| -> Result<u16, String> {
+        match p {
+            IntOrString::Int(n) => {
+                u16::try_from(*n).map_err(|_| format!("port {n} is out of range"))
+            }
+            IntOrString::Str(name) => named_ports
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, p)| *p)
+                .ok_or_else(|| format!("no container port is named \"{name}\"")),
+        }
+    };
+    let check = match (&probe.http_get, &probe.tcp_socket, &probe.exec) {
+        (Some(h), _, _) => Check::Http {
+            path: h.path.clone().unwrap_or_else(|| "/".into()),
+            port: port(&h.port)?,
+        },
+        (_, Some(t), _) => Check::Tcp {
+            port: port(&t.port)?,
+        },
+        (_, _, Some(e)) => Check::Exec {
+            command: e.command.clone(),
+        },
+        _ => return Err("the probe has no handler".into()),
+    };
+    let secs =
+        |v: Option<i64>, default: i64| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
+    Ok(ProbeSettings {
+        check,
+        initial_delay: secs(probe.initial_delay_seconds, 0),
+        period: secs(probe.period_seconds, 10).max(Duration::from_secs(1)),
+        timeout: secs(probe.timeout_seconds, 1).max(Duration::from_secs(1)),
+        failure_threshold: probe.failure_threshold.unwrap_or(3).max(1) as u32,
+        success_threshold: probe.success_threshold.unwrap_or(1).max(1) as u32,
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// No verdict yet (before the first threshold is reached).
+    Unknown,
+    Passing,
+    Failing,
+}
+
+/// Consecutive-result counting, the way the kubelet does it.
+#[derive(Clone, Debug)]
+pub struct ProbeTracker {
+    failure_threshold: u32,
+    success_threshold: u32,
+    successes: u32,
+    failures: u32,
+    health: Health,
+}
+
+impl ProbeTracker {
+    pub fn new(s: &ProbeSettings) -> Self {
+        ProbeTracker {
+            failure_threshold: s.failure_threshold,
+            success_threshold: s.success_threshold,
+            successes: 0,
+            failures: 0,
+            health: Health::Unknown,
+        }
+    }
+
+    /// Records one attempt; returns the health after it.
+    pub fn record(&mut self, ok: bool) -> Health {
+        if ok {
+            self.successes += 1;
+            self.failures = 0;
+            if self.successes >= self.success_threshold {
+                self.health = Health::Passing;
+            }
+        } else {
+            self.failures += 1;
+            self.successes = 0;
+            if self.failures >= self.failure_threshold {
+                self.health = Health::Failing;
+            }
+        }
+        self.health
+    }
+
+    pub fn health(&self) -> Health {
+        self.health
+    }
+}
+
+/// One attempt against the instance at `ip`. Ok(()) passes; Err says why it failed.
+pub fn check(ip: IpAddr, s: &ProbeSettings) -> Result<(), String> {
+    match &s.check {
+        Check::Tcp { port } => TcpStream::connect_timeout(&SocketAddr::new(ip, *port), s.timeout)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Check::Http { path, port } => http_get(SocketAddr::new(ip, *port), path, s.timeout),
+        Check::Exec { .. } => Err("exec probes are not supported by this runtime yet".into()),
+    }
+}
+
+/// A status in 200..400 passes, as in Kubernetes.
+fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: omnicloud-probe\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).map_err(|e| e.to_string())?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "not an HTTP response: {:?}",
+                line.lines().next().unwrap_or("")
+            )
+        })?;
+    if (200..400).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}
+
+/// Restart delays: 10s doubling to 5 minutes; reset after 10 minutes of clean running.
+#[derive(Clone, Debug, Default)]
+pub struct Backoff {
+    restarts: u32,
+}
+
+impl Backoff {
+    pub const RESET_AFTER: Duration = Duration::from_secs(600);
+    const BASE: Duration = Duration::from_secs(10);
+    const CAP: Duration = Duration::from_secs(300);
+
+    /// The delay before the next restart, given how long the last run lasted.
+    pub fn next_delay(&mut self, ran_for: Duration) -> Duration {
+        if ran_for >= Self::RESET_AFTER {
+            self.restarts = 0;
+        }
+        let delay = Self::BASE
+            .saturating_mul(1 << self.restarts.min(10))
+            .min(Self::CAP);
+        self.restarts += 1;
+        delay
+    }
+
+    /// Shown as CrashLoopBackOff once an instance has been restarted more than once in a row.
+    pub fn crash_looping(&self) -> bool {
+        self.restarts > 1
+    }
+
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, TcpListener};
+
+    fn settings_for(check: Check, failure: u32, success: u32) -> ProbeSettings {
+        ProbeSettings {
+            check,
+            initial_delay: Duration::ZERO,
+            period: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            failure_threshold: failure,
+            success_threshold: success,
+        }
+    }
+
+    #[test]
+    fn thresholds_as_kubelet() {
+        let mut t = ProbeTracker::new(&settings_for(Check::Tcp { port: 1 }, 3, 2));
+        assert_eq!(t.record(true), Health::Unknown, "one success of two");
+        assert_eq!(t.record(true), Health::Passing);
+        assert_eq!(t.record(false), Health::Passing);
+        assert_eq!(t.record(false), Health::Passing);
+        assert_eq!(
+            t.record(true),
+            Health::Passing,
+            "a success resets the failure count"
+        );
+        for _ in 0..2 {
+            t.record(false);
+        }
+        assert_eq!(t.record(false), Health::Failing, "three in a row");
+        assert_eq!(t.record(true), Health::Failing);
+        assert_eq!(t.record(true), Health::Passing);
+    }
+
+    #[test]
+    fn settings_resolve_named_ports_and_defaults() {
+        let probe: Probe = serde_json::from_value(
+            serde_json::json!({"httpGet": {"path": "/health", "port": "http"}}),
+        )
+        .unwrap();
+        let s = settings(&probe, &[("http".into(), 8080)]).unwrap();
+        assert_eq!(
+            s.check,
+            Check::Http {
+                path: "/health".into(),
+                port: 8080
+            }
+        );
+        assert_eq!(
+            (
+                s.period,
+                s.timeout,
+                s.failure_threshold,
+                s.success_threshold
+            ),
+            (Duration::from_secs(10), Duration::from_secs(1), 3, 1)
+        );
+        assert!(settings(&probe, &[])
+            .unwrap_err()
+            .contains("named \"http\""));
+    }
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let mut b = Backoff::default();
+        let quick = Duration::from_secs(1);
+        let delays: Vec<u64> = (0..7).map(|_| b.next_delay(quick).as_secs()).collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
+        assert!(b.crash_looping());
+        assert_eq!(b.next_delay(Backoff::RESET_AFTER).as_secs(), 10);
+    }
+
+    #[test]
+    fn real_tcp_and_http_checks() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for (i, stream) in listener.incoming().enumerate() {
+                let mut s = stream.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf);
+                let status = if i < 2 {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let _ = s.write_all(
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+                );
+            }
+        });
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert!(check(ip, &settings_for(Check::Tcp { port }, 1, 1)).is_ok());
+        assert!(check(
+            ip,
+            &settings_for(
+                Check::Http {
+                    path: "/health".into(),
+                    port
+                },
+                1,
+                1
+            )
+        )
+        .is_ok());
+        let err = check(
+            ip,
+            &settings_for(
+                Check::Http {
+                    path: "/health".into(),
+                    port,
+                },
+                1,
+                1,
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(err, "HTTP 503");
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        assert!(check(ip, &settings_for(Check::Tcp { port: closed }, 1, 1)).is_err());
+    }
+}
