@@ -25,20 +25,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_omnicloud");
 static SERIAL: Mutex<()> = Mutex::new(());
 static IMAGES: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// The image layout, built once; None (after a loud skip) where containers cannot run.
 fn images() -> Option<PathBuf> {
-    if !is_root() {
+    if !omnicloud::config::is_root() {
         common::netns::require(
             "root",
             "containers need namespaces, cgroups and mounts".into(),

@@ -399,7 +399,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
 }
 
 fn image(cmd: ImageCommand) -> Result<(), ClientError> {
-    use crate::container::store::{human_size, ImageStore};
+    use crate::container::store::ImageStore;
     let open = |dir: Option<PathBuf>| {
         let dir = dir
             .unwrap_or_else(crate::config::default_data_dir)
@@ -422,7 +422,7 @@ fn image(cmd: ImageCommand) -> Result<(), ClientError> {
                     vec![
                         i.name.clone(),
                         i.digest.chars().take(19).collect(),
-                        human_size(i.size),
+                        output::bytes(i.size),
                     ]
                 })
                 .collect();

@@ -6,7 +6,7 @@
 //!
 //! Sync, file-based; writes index.json atomically (write + rename). May call: `image`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -366,17 +366,6 @@ impl ImageStore {
         }
         Ok(())
     }
-}
-
-/// Sizes as people read them.
-pub fn human_size(bytes: u64) -> String {
-    let units: BTreeMap<u64, &str> = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")].into();
-    for (size, unit) in units.iter().rev() {
-        if bytes >= *size {
-            return format!("{:.1} {unit}", bytes as f64 / *size as f64);
-        }
-    }
-    format!("{bytes} B")
 }
 
 #[cfg(test)]
