@@ -225,12 +225,7 @@ impl Client {
         let pooled = self.idle.lock().await.get_mut(&addr).and_then(Vec::pop);
         if let Some(mut session) = pooled {
             if let Ok(resp) = Self::exchange(&mut session, body).await {
-                self.idle
-                    .lock()
-                    .await
-                    .entry(addr)
-                    .or_default()
-                    .push(session);
+                self.release(addr, session).await;
                 return Ok(resp);
             }
         }
@@ -243,13 +238,18 @@ impl Client {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
         }
         let resp = resp?;
+        self.release(addr, session).await;
+        Ok(resp)
+    }
+
+    /// Returns a healthy connection to the pool.
+    async fn release(&self, addr: SocketAddr, session: Session) {
         self.idle
             .lock()
             .await
             .entry(addr)
             .or_default()
             .push(session);
-        Ok(resp)
     }
 
     async fn exchange(session: &mut Session, body: &[u8]) -> Result<Vec<u8>, TransportError> {

@@ -146,6 +146,18 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
         .expect("bincode encoding of an in-memory value cannot fail")
 }
 
+/// A bincode value from a `&str -> &[u8]` table, or its default when absent.
+pub(crate) fn read_meta<T: DeserializeOwned + Default>(
+    table: &impl redb::ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<T, StoreError> {
+    let value = table.get(key)?;
+    Ok(value
+        .map(|v| decode(key, v.value()))
+        .transpose()?
+        .unwrap_or_default())
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(v, _)| v)

@@ -2,7 +2,7 @@
 //! revision counter and change history for watches. Reads never go through Raft; they
 //! see what this node has applied.
 
-use super::{decode, Change, ObjectKey, Store, StoreError, CHANGES, OBJECTS, SM_META};
+use super::{decode, read_meta, Change, ObjectKey, Store, StoreError, CHANGES, OBJECTS, SM_META};
 use crate::model::Kind;
 
 #[derive(Clone)]
@@ -80,10 +80,5 @@ impl StoreReader {
 }
 
 fn meta_u64(tx: &redb::ReadTransaction, key: &str) -> Result<u64, StoreError> {
-    let table = tx.open_table(SM_META)?;
-    let value = table.get(key)?;
-    Ok(value
-        .map(|v| decode(key, v.value()))
-        .transpose()?
-        .unwrap_or(0))
+    read_meta(&tx.open_table(SM_META)?, key)
 }

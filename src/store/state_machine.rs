@@ -18,9 +18,9 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::{
-    decode, encode, Applied, Change, ChangeType, Command, CommandResult, Entry, LogId, NodeId,
-    ObjectKey, PutMode, RaftNode, Rejection, SnapshotPayload, Store, StoreError, StoredMembership,
-    TypeConfig, CHANGES, CHANGE_HISTORY, OBJECTS, SM_META, SNAPSHOT,
+    decode, encode, read_meta, Applied, Change, ChangeType, Command, CommandResult, Entry, LogId,
+    NodeId, ObjectKey, PutMode, RaftNode, Rejection, SnapshotPayload, Store, StoreError,
+    StoredMembership, TypeConfig, CHANGES, CHANGE_HISTORY, OBJECTS, SM_META, SNAPSHOT,
 };
 use crate::model::Kind;
 
@@ -62,7 +62,7 @@ impl StateMachine {
         let mut results = Vec::with_capacity(entries.len());
         let mut published = Vec::new();
         {
-            let mut revision = read_u64(&tx, "revision")?;
+            let mut revision: u64 = read_meta(&tx.open_table(SM_META)?, "revision")?;
             let mut last_applied = None;
             let mut membership = None;
             for entry in entries {
@@ -110,60 +110,6 @@ impl StateMachine {
         Ok((results, published))
     }
 
-    fn build(&self) -> Result<Snapshot<TypeConfig>, StoreError> {
-        let tx = self.store.db.begin_read()?;
-        let meta_table = tx.open_table(SM_META)?;
-        let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(meta_table.get(k)?.map(|v| v.value().to_vec()))
-        };
-        let last_applied: Option<LogId> = get("last_applied")?
-            .map(|b| decode::<Option<LogId>>("last_applied", &b))
-            .transpose()?
-            .flatten();
-        let membership: StoredMembership = get("membership")?
-            .map(|b| decode("membership", &b))
-            .transpose()?
-            .unwrap_or_default();
-        let revision: u64 = get("revision")?
-            .map(|b| decode("revision", &b))
-            .transpose()?
-            .unwrap_or(0);
-        let mut payload = SnapshotPayload {
-            revision,
-            objects: BTreeMap::new(),
-        };
-        for item in tx.open_table(OBJECTS)?.iter()? {
-            let (k, v) = item?;
-            payload
-                .objects
-                .insert(k.value().to_string(), v.value().to_vec());
-        }
-        drop(meta_table);
-        drop(tx);
-
-        let snapshot_id = match last_applied {
-            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, revision),
-            None => format!("0-0-{revision}"),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-            snapshot_id,
-        };
-        let data = encode(&payload);
-        let tx = self.store.db.begin_write()?;
-        {
-            let mut table = tx.open_table(SNAPSHOT)?;
-            table.insert("meta", encode(&meta).as_slice())?;
-            table.insert("data", data.as_slice())?;
-        }
-        tx.commit()?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
-    }
-
     fn install(
         &mut self,
         meta: &SnapshotMeta<NodeId, RaftNode>,
@@ -208,15 +154,6 @@ impl StateMachine {
     }
 }
 
-fn read_u64(tx: &WriteTransaction, key: &str) -> Result<u64, StoreError> {
-    let table = tx.open_table(SM_META)?;
-    let value = table.get(key)?;
-    Ok(value
-        .map(|v| decode(key, v.value()))
-        .transpose()?
-        .unwrap_or(0))
-}
-
 /// Keeps the change history bounded; watches from before the cut get 410 Gone.
 fn prune_changes(tx: &WriteTransaction, revision: u64) -> Result<(), StoreError> {
     if revision <= CHANGE_HISTORY {
@@ -232,6 +169,50 @@ fn prune_changes(tx: &WriteTransaction, revision: u64) -> Result<(), StoreError>
             .insert("compacted_below", encode(&cut).as_slice())?;
     }
     Ok(())
+}
+
+/// Serializes the state machine at its last applied entry and keeps it as the current
+/// snapshot (a durable commit, which also persists earlier unsynced applies).
+fn build_snapshot(store: &Store) -> Result<Snapshot<TypeConfig>, StoreError> {
+    let tx = store.db.begin_read()?;
+    let meta_table = tx.open_table(SM_META)?;
+    let last_applied: Option<LogId> = read_meta(&meta_table, "last_applied")?;
+    let membership: StoredMembership = read_meta(&meta_table, "membership")?;
+    let revision: u64 = read_meta(&meta_table, "revision")?;
+    let mut payload = SnapshotPayload {
+        revision,
+        objects: BTreeMap::new(),
+    };
+    for item in tx.open_table(OBJECTS)?.iter()? {
+        let (k, v) = item?;
+        payload
+            .objects
+            .insert(k.value().to_string(), v.value().to_vec());
+    }
+    drop(meta_table);
+    drop(tx);
+
+    let snapshot_id = match last_applied {
+        Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, revision),
+        None => format!("0-0-{revision}"),
+    };
+    let meta = SnapshotMeta {
+        last_log_id: last_applied,
+        last_membership: membership,
+        snapshot_id,
+    };
+    let data = encode(&payload);
+    let tx = store.db.begin_write()?;
+    {
+        let mut table = tx.open_table(SNAPSHOT)?;
+        table.insert("meta", encode(&meta).as_slice())?;
+        table.insert("data", data.as_slice())?;
+    }
+    tx.commit()?;
+    Ok(Snapshot {
+        meta,
+        snapshot: Box::new(Cursor::new(data)),
+    })
 }
 
 enum Reject {
@@ -582,9 +563,7 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        StateMachine::new(self.store.clone())
-            .build()
-            .map_err(|e| snap_err(ErrorVerb::Write, e))
+        build_snapshot(&self.store).map_err(|e| snap_err(ErrorVerb::Write, e))
     }
 }
 
@@ -595,16 +574,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let read = || -> Result<(Option<LogId>, StoredMembership), StoreError> {
             let tx = self.store.db.begin_read()?;
             let table = tx.open_table(SM_META)?;
-            let last = table
-                .get("last_applied")?
-                .map(|v| decode::<Option<LogId>>("last_applied", v.value()))
-                .transpose()?;
-            let membership = table
-                .get("membership")?
-                .map(|v| decode("membership", v.value()))
-                .transpose()?
-                .unwrap_or_default();
-            Ok((last.flatten(), membership))
+            let last: Option<LogId> = read_meta(&table, "last_applied")?;
+            let membership = read_meta(&table, "membership")?;
+            Ok((last, membership))
         };
         read().map_err(|e| sm_err(ErrorVerb::Read, e))
     }
