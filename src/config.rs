@@ -54,6 +54,24 @@ struct FileConfig {
     cluster: FileCluster,
     raft: FileRaft,
     api: FileApi,
+    network: FileNetwork,
+    agent: FileAgent,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNetwork {
+    cluster_cidr: String,
+    node_prefix: u8,
+    bridge: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAgent {
+    log_max_bytes: u64,
+    log_keep: u32,
+    usage_report_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +166,27 @@ pub struct NodeConfig {
     pub orchestrators: usize,
     pub orchestrator_replace_after: std::time::Duration,
     pub gossip_probe: std::time::Duration,
+    pub network: NetworkSettings,
+    pub agent: AgentSettings,
+}
+
+/// Instance networking: the cluster CIDR the leader leases node subnets from, and this
+/// node's bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSettings {
+    pub cluster_cidr: crate::container::network::Subnet,
+    pub node_prefix: u8,
+    pub bridge: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// An instance's log file is rotated past this size...
+    pub log_max_bytes: u64,
+    /// ...keeping this many rotated files (`.1` newest).
+    pub log_keep: u32,
+    /// How often running instances' cpu and memory are sampled and reported.
+    pub usage_report: std::time::Duration,
 }
 
 impl NodeConfig {
@@ -280,6 +319,46 @@ impl NodeConfig {
                 "must be between 50 and 60000",
             ));
         }
+        let cluster_cidr =
+            crate::container::network::Subnet::parse(&file.network.cluster_cidr).ok_or_else(|| {
+                invalid(
+                    "network.cluster_cidr",
+                    format!(
+                        "\"{}\" is not an IPv4 CIDR like 10.88.0.0/16",
+                        file.network.cluster_cidr
+                    ),
+                )
+            })?;
+        if !(cluster_cidr.prefix..=28).contains(&file.network.node_prefix) {
+            return Err(invalid(
+                "network.node_prefix",
+                format!(
+                    "must be between the cluster prefix /{} and /28, got {}",
+                    cluster_cidr.prefix, file.network.node_prefix
+                ),
+            ));
+        }
+        let bridge = &file.network.bridge;
+        if bridge.is_empty()
+            || bridge.len() > 15
+            || !bridge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "network.bridge",
+                format!("\"{bridge}\" is not an interface name (1-15 of letters, digits, - and _)"),
+            ));
+        }
+        if file.agent.log_max_bytes < 4096 {
+            return Err(invalid("agent.log_max_bytes", "must be at least 4096"));
+        }
+        if !(100..=600_000).contains(&file.agent.usage_report_ms) {
+            return Err(invalid(
+                "agent.usage_report_ms",
+                "must be between 100 and 600000",
+            ));
+        }
         if file.api.max_body_bytes < 1024 {
             return Err(invalid("api.max_body_bytes", "must be at least 1024"));
         }
@@ -301,6 +380,16 @@ impl NodeConfig {
             orchestrators,
             orchestrator_replace_after: replace_after,
             gossip_probe: std::time::Duration::from_millis(file.cluster.gossip_probe_ms),
+            network: NetworkSettings {
+                cluster_cidr,
+                node_prefix: file.network.node_prefix,
+                bridge: file.network.bridge.clone(),
+            },
+            agent: AgentSettings {
+                log_max_bytes: file.agent.log_max_bytes,
+                log_keep: file.agent.log_keep,
+                usage_report: std::time::Duration::from_millis(file.agent.usage_report_ms),
+            },
         })
     }
 }

@@ -244,6 +244,12 @@ impl Node {
             policy.clone(),
             stop_tx.subscribe(),
         );
+        crate::orchestrator::workloads::spawn(
+            control.clone(),
+            gossip.clone(),
+            config.network.clone(),
+            stop_tx.subscribe(),
+        );
 
         let state = Data::new(ApiState {
             control: control.clone(),

@@ -58,6 +58,13 @@ fn s(v: &Value) -> String {
     }
 }
 
+fn or_none(v: &Value) -> String {
+    match v.as_str() {
+        Some(x) if !x.is_empty() => x.to_string(),
+        _ => "<none>".into(),
+    }
+}
+
 fn n(v: &Value) -> String {
     v.as_i64()
         .map(|x| x.to_string())
@@ -105,10 +112,13 @@ pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
         Kind::ClusterScalingPolicy => vec!["NAME", "MAX-REPLICAS", "MAX-PODS-PER-NODE", "AGE"],
         Kind::ResourceQuota => vec!["NAME", "HARD", "AGE"],
         Kind::Namespace => vec!["NAME", "AGE"],
+        Kind::Instance => vec!["NAME", "READY", "STATUS", "RESTARTS", "IP", "NODE", "AGE"],
+        Kind::NodeSubnet => vec!["NAME", "CIDR", "AGE"],
     };
     if wide {
         match kind {
             Kind::Deployment | Kind::StatefulSet => c.extend(["IMAGES", "SELECTOR"]),
+            Kind::Instance => c.extend(["REASON", "CPU", "MEMORY"]),
             _ => c.push("GENERATION"),
         }
     }
@@ -126,7 +136,7 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
                 name,
                 n(&spec["replicas"]),
                 n(&status["replicas"]),
-                n(&status["readyReplicas"]),
+                format!("{}/{}", n(&status["readyReplicas"]), n(&spec["replicas"])),
                 age,
             ]
         }
@@ -211,6 +221,19 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
             vec![name, hard.join(", "), age]
         }
         Kind::Namespace => vec![name, age],
+        Kind::Instance => {
+            let phase = status["phase"].as_str().unwrap_or("Pending");
+            vec![
+                name,
+                if status["ready"].as_bool() == Some(true) { "1/1" } else { "0/1" }.into(),
+                phase.into(),
+                n(&status["restarts"]),
+                or_none(&status["ip"]),
+                or_none(if status["node"].is_null() { &spec["nodeName"] } else { &status["node"] }),
+                age,
+            ]
+        }
+        Kind::NodeSubnet => vec![name, s(&spec["cidr"]), age],
     };
     if wide {
         match kind {
@@ -225,6 +248,18 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
                     .unwrap_or_default();
                 r.push(images.join(","));
                 r.push(selector.join(","));
+            }
+            Kind::Instance => {
+                let usage = &status["usage"];
+                r.push(or_none(&status["reason"]));
+                r.push(match usage["cpuMillis"].as_u64() {
+                    Some(m) => format!("{m}m"),
+                    None => "<none>".into(),
+                });
+                r.push(match usage["memoryBytes"].as_u64() {
+                    Some(b) => bytes(b),
+                    None => "<none>".into(),
+                });
             }
             _ => r.push(n(&o["metadata"]["generation"])),
         }

@@ -10,6 +10,7 @@
 
 pub mod autoscaling;
 pub mod infra;
+pub mod instance;
 pub mod quantity;
 mod selector;
 pub mod workload;
@@ -24,6 +25,7 @@ use serde_json::Value;
 pub use autoscaling::{
     ClusterAutoscalerSpec, ClusterScalingPolicySpec, HpaSpec, ResourceQuotaSpec, VpaSpec,
 };
+pub use instance::{InstanceSpec, InstanceStatus, NodeSubnetSpec};
 pub use infra::{NamespaceSpec, NodeClassSpec, PriorityClassSpec, VirtualMachineSpec};
 pub use quantity::{CpuQuantity, DurationStr, IntOrString, MemoryQuantity, Quantity};
 pub use selector::{parse_label_selector, selector_matches, SelectorOp};
@@ -69,10 +71,12 @@ pub enum Kind {
     NodeClass,
     ClusterAutoscaler,
     ClusterScalingPolicy,
+    Instance,
+    NodeSubnet,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Namespace,
         Kind::Deployment,
         Kind::StatefulSet,
@@ -84,6 +88,8 @@ impl Kind {
         Kind::NodeClass,
         Kind::ClusterAutoscaler,
         Kind::ClusterScalingPolicy,
+        Kind::Instance,
+        Kind::NodeSubnet,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -99,6 +105,8 @@ impl Kind {
             Kind::NodeClass => "NodeClass",
             Kind::ClusterAutoscaler => "ClusterAutoscaler",
             Kind::ClusterScalingPolicy => "ClusterScalingPolicy",
+            Kind::Instance => "Instance",
+            Kind::NodeSubnet => "NodeSubnet",
         }
     }
 
@@ -116,6 +124,8 @@ impl Kind {
             Kind::NodeClass => "nodeclasses",
             Kind::ClusterAutoscaler => "clusterautoscalers",
             Kind::ClusterScalingPolicy => "clusterscalingpolicies",
+            Kind::Instance => "instances",
+            Kind::NodeSubnet => "nodesubnets",
         }
     }
 
@@ -132,6 +142,8 @@ impl Kind {
             Kind::NodeClass => &["nc"],
             Kind::ClusterAutoscaler => &["ca"],
             Kind::ClusterScalingPolicy => &["csp"],
+            Kind::Instance => &["inst", "instance"],
+            Kind::NodeSubnet => &["subnet", "subnets"],
         }
     }
 
@@ -144,6 +156,7 @@ impl Kind {
                 | Kind::VerticalPodAutoscaler
                 | Kind::VirtualMachine
                 | Kind::ResourceQuota
+                | Kind::Instance
         )
     }
 
@@ -225,6 +238,8 @@ pub enum Spec {
     NodeClass(NodeClassSpec),
     ClusterAutoscaler(ClusterAutoscalerSpec),
     ClusterScalingPolicy(ClusterScalingPolicySpec),
+    Instance(InstanceSpec),
+    NodeSubnet(NodeSubnetSpec),
 }
 
 /// A whole object: envelope, metadata, typed spec and server-owned status.
@@ -356,6 +371,8 @@ impl Resource {
             Kind::NodeClass => spec_of(v, Spec::NodeClass)?,
             Kind::ClusterAutoscaler => spec_of(v, Spec::ClusterAutoscaler)?,
             Kind::ClusterScalingPolicy => spec_of(v, Spec::ClusterScalingPolicy)?,
+            Kind::Instance => spec_of(v, Spec::Instance)?,
+            Kind::NodeSubnet => spec_of(v, Spec::NodeSubnet)?,
         };
         Ok(Resource {
             api_version,
@@ -394,6 +411,8 @@ impl Resource {
             Some(Spec::NodeClass(s)) => s.validate(),
             Some(Spec::ClusterAutoscaler(s)) => s.validate(),
             Some(Spec::ClusterScalingPolicy(s)) => s.validate(),
+            Some(Spec::Instance(s)) => s.validate(),
+            Some(Spec::NodeSubnet(s)) => s.validate(),
         }
     }
 

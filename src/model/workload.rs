@@ -627,7 +627,7 @@ fn validate_selector_and_template(
     validate_pod_spec("spec.template.spec", &template.spec)
 }
 
-fn validate_pod_spec(field: &str, spec: &PodSpec) -> Result<(), ModelError> {
+pub(super) fn validate_pod_spec(field: &str, spec: &PodSpec) -> Result<(), ModelError> {
     if spec.containers.is_empty() {
         return Err(invalid(
             &format!("{field}.containers"),

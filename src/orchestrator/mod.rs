@@ -9,6 +9,7 @@ pub mod membership;
 pub mod network;
 pub mod rpc;
 pub mod voters;
+pub mod workloads;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,157 @@
+//! `Instance` (one running copy of a workload, named `<workload>-<index>`, placed on one
+//! node) and `NodeSubnet` (the instance subnet the orchestrator leased to a node from the
+//! cluster CIDR). Controllers create both; users read them (`omnicloud get instances`).
+//!
+//! An instance's `status` is written only by the agent that runs it ([`InstanceStatus`]).
+
+use serde::{Deserialize, Serialize};
+
+use super::workload::{validate_pod_spec, PodSpec};
+use super::{invalid, ModelError};
+
+/// Label every controller-made instance carries: the workload that owns it.
+pub const OWNER_LABEL: &str = "omnicloud.io/owner";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InstanceSpec {
+    /// The node that runs it; unset while it waits for placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerRef>,
+    /// The replica index within its owner (`web-3` has index 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<i64>,
+    /// Hash of the owner's pod template this instance was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    pub pod: PodSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OwnerRef {
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+}
+
+impl InstanceSpec {
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
+        if let Some(n) = &self.node_name {
+            super::validate_name("spec.nodeName", n)?;
+        }
+        if self.index.is_some_and(|i| i < 0) {
+            return Err(invalid("spec.index", "must be >= 0"));
+        }
+        validate_pod_spec("spec.pod", &self.pod)
+    }
+}
+
+/// Where an instance is in its life, as `omnicloud get instances` shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Not yet running: waiting for a node, an image or the container to start.
+    #[default]
+    Pending,
+    Running,
+    /// Exited and waiting out its restart backoff.
+    CrashLoopBackOff,
+    /// Cannot start as specified (unknown image, bad command); retried with backoff.
+    Failed,
+    /// Ran to completion and is not restarted (restartPolicy Never/OnFailure).
+    Succeeded,
+    /// Being stopped and removed.
+    Terminating,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::CrashLoopBackOff => "CrashLoopBackOff",
+            Phase::Failed => "Failed",
+            Phase::Succeeded => "Succeeded",
+            Phase::Terminating => "Terminating",
+        }
+    }
+}
+
+/// How the last run of an instance ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Termination {
+    /// Shell style: 137 for SIGKILL; None when the process was not ours to reap (adopted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// OOMKilled, Error, Completed, LivenessProbeFailed, Killed.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    pub finished_at: String,
+}
+
+/// Cgroup usage sampled by the agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+/// Written by the agent that runs the instance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    pub phase: Phase,
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ip: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub container_id: String,
+    pub restarts: u32,
+    /// Why it is not running or not ready (ErrImageNotFound, ContainerCannotRun, ...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_termination: Option<Termination>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// The revision (spec.revision) this status describes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revision: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeSubnetSpec {
+    /// e.g. 10.88.3.0/24, inside the cluster CIDR, disjoint from every other node's.
+    pub cidr: String,
+}
+
+impl NodeSubnetSpec {
+    pub(super) fn validate(&self) -> Result<(), ModelError> {
+        let ok = self.cidr.split_once('/').is_some_and(|(ip, p)| {
+            ip.parse::<std::net::Ipv4Addr>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 30)
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(invalid(
+                "spec.cidr",
+                format!("\"{}\" is not an IPv4 CIDR like 10.88.3.0/24", self.cidr),
+            ))
+        }
+    }
+}
