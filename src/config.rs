@@ -319,8 +319,8 @@ impl NodeConfig {
                 "must be between 50 and 60000",
             ));
         }
-        let cluster_cidr =
-            crate::container::network::Subnet::parse(&file.network.cluster_cidr).ok_or_else(|| {
+        let cluster_cidr = crate::container::network::Subnet::parse(&file.network.cluster_cidr)
+            .ok_or_else(|| {
                 invalid(
                     "network.cluster_cidr",
                     format!(

@@ -75,6 +75,7 @@ pub struct Node {
     rpc_key: [u8; 32],
     rpc_stats: Arc<TransportStats>,
     admin_token: String,
+    roles: Vec<String>,
     stop_tx: watch::Sender<bool>,
 }
 
@@ -195,6 +196,7 @@ impl Node {
             rpc_key,
             rpc_stats,
             admin_token,
+            roles: meta.roles.clone(),
             stop_tx,
         })
     }
@@ -218,6 +220,7 @@ impl Node {
             rpc_key,
             rpc_stats,
             admin_token,
+            roles,
             stop_tx,
         } = self;
         rpc_listener.set_nonblocking(true).map_err(NodeError::Api)?;
@@ -251,15 +254,31 @@ impl Node {
             stop_tx.subscribe(),
         );
 
+        let api_metrics = ApiMetrics::new();
+        if roles.iter().any(|r| r == "agent") {
+            let agent = crate::agent::AgentConfig {
+                node: config.name.clone(),
+                data_dir: config.data_dir.clone(),
+                bridge: config.network.bridge.clone(),
+                settings: config.agent.clone(),
+            };
+            let metrics = api_metrics.with_registry(crate::agent::AgentMetrics::new);
+            if let Err(e) =
+                crate::agent::spawn(control.clone(), agent, metrics, stop_tx.subscribe())
+            {
+                tracing::error!(error = %e, "the agent did not start; this node runs no instances");
+            }
+        }
         let state = Data::new(ApiState {
             control: control.clone(),
             gossip: gossip.clone(),
             policy,
             rpc_stats,
             admin_token,
-            metrics: ApiMetrics::new(),
+            metrics: api_metrics,
             max_body_bytes: config.max_body_bytes,
             node_name: config.name.clone(),
+            data_dir: config.data_dir.clone(),
             started: Instant::now(),
         });
         let server = api::serve(api_listener, state, 2).map_err(NodeError::Api)?;

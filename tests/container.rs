@@ -11,7 +11,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use omnicloud::container::runtime::{self, ContainerState};
@@ -23,43 +23,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_omnicloud");
 
 /// Containers run one test at a time (the latency figure means something that way).
 static SERIAL: Mutex<()> = Mutex::new(());
-static IMAGES: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// The image layout, built once; None (after a loud skip) where containers cannot run.
 fn images() -> Option<PathBuf> {
-    if !omnicloud::config::is_root() {
-        common::netns::require(
-            "root",
-            "containers need namespaces, cgroups and mounts".into(),
-        );
-        return None;
-    }
-    let built = IMAGES.get_or_init(|| {
-        runtime::become_subreaper().map_err(|e| e.one_line())?;
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-images.sh");
-        let result = std::process::Command::new("sh")
-            .arg(&script)
-            .arg(&out)
-            .env("OMNICLOUD_BIN", BIN)
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !result.status.success() {
-            return Err(format!(
-                "build-images.sh failed: {}",
-                String::from_utf8_lossy(&result.stderr).trim()
-            ));
-        }
-        eprint!("{}", String::from_utf8_lossy(&result.stderr));
-        Ok(out)
-    });
-    match built {
-        Ok(p) => Some(p.clone()),
-        Err(e) => {
-            common::netns::require("the test images (busybox-static)", e.clone());
-            None
-        }
-    }
+    let layout = common::images::layout()?;
+    runtime::become_subreaper().expect("becoming a child subreaper");
+    Some(layout)
 }
 
 /// One runtime root; deletes whatever is left in it and reaps its containers on drop.

@@ -5,14 +5,17 @@
 //! `successThreshold` consecutive successes make it pass again.
 //!
 //! `ProbeTracker` is the pure state machine (tested with no I/O); `check` performs one real
-//! http or tcp attempt against an instance address. Exec probes need the container
-//! runtime's exec and are reported as unsupported until it has one.
-//! Restarts back off exponentially (10s, 20s, 40s ... 5m, as CrashLoopBackOff), and the
-//! backoff resets after an instance has run cleanly for 10 minutes.
+//! attempt: http or tcp against the instance address, exec inside the container's
+//! namespaces (`nsenter` into the init process's mount, uts, ipc, net and pid namespaces,
+//! root and working directory), where exit status 0 passes.
+//! Restarts back off as the kubelet's do: the first at once, then 10s, 20s, 40s ... 5m
+//! (CrashLoopBackOff), and the backoff resets after an instance has run cleanly for 10
+//! minutes.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::model::workload::Probe;
 use crate::model::IntOrString;
@@ -126,14 +129,61 @@ impl ProbeTracker {
     }
 }
 
-/// One attempt against the instance at `ip`. Ok(()) passes; Err says why it failed.
-pub fn check(ip: IpAddr, s: &ProbeSettings) -> Result<(), String> {
+/// What a probe runs against: the instance's address and its init process.
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub ip: IpAddr,
+    pub pid: i32,
+}
+
+/// One attempt. Ok(()) passes; Err says why it failed.
+pub fn check(target: Target, s: &ProbeSettings) -> Result<(), String> {
+    let ip = target.ip;
     match &s.check {
         Check::Tcp { port } => TcpStream::connect_timeout(&SocketAddr::new(ip, *port), s.timeout)
             .map(|_| ())
             .map_err(|e| e.to_string()),
         Check::Http { path, port } => http_get(SocketAddr::new(ip, *port), path, s.timeout),
-        Check::Exec { .. } => Err("exec probes are not supported by this runtime yet".into()),
+        Check::Exec { command } => exec(target.pid, command, s.timeout),
+    }
+}
+
+fn exec(pid: i32, command: &[String], timeout: Duration) -> Result<(), String> {
+    if command.is_empty() {
+        return Err("exec probe has an empty command".into());
+    }
+    let mut child = Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-m",
+            "-u",
+            "-i",
+            "-n",
+            "-p",
+            "-r",
+            "-w",
+            "--",
+        ])
+        .args(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting nsenter: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(format!("{:?} exited with {status}", command[0])),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{:?} timed out after {timeout:?}", command[0]));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(e.to_string()),
+        }
     }
 }
 
@@ -150,9 +200,17 @@ fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), Strin
     stream
         .write_all(request.as_bytes())
         .map_err(|e| e.to_string())?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head).map_err(|e| e.to_string())?;
-    let line = String::from_utf8_lossy(&head[..n]);
+    // The status line may arrive in pieces: read until its end.
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 64];
+    while !head.contains(&b'\n') && head.len() < 1024 {
+        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
     let status: u16 = line
         .split_whitespace()
         .nth(1)
@@ -170,7 +228,8 @@ fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), Strin
     }
 }
 
-/// Restart delays: 10s doubling to 5 minutes; reset after 10 minutes of clean running.
+/// Restart delays: at once, then 10s doubling to 5 minutes; reset after 10 minutes of clean
+/// running.
 #[derive(Clone, Debug, Default)]
 pub struct Backoff {
     restarts: u32,
@@ -186,9 +245,12 @@ impl Backoff {
         if ran_for >= Self::RESET_AFTER {
             self.restarts = 0;
         }
-        let delay = Self::BASE
-            .saturating_mul(1 << self.restarts.min(10))
-            .min(Self::CAP);
+        let delay = match self.restarts {
+            0 => Duration::ZERO,
+            n => Self::BASE
+                .saturating_mul(1 << (n - 1).min(10))
+                .min(Self::CAP),
+        };
         self.restarts += 1;
         delay
     }
@@ -271,10 +333,10 @@ mod tests {
     fn backoff_doubles_caps_and_resets() {
         let mut b = Backoff::default();
         let quick = Duration::from_secs(1);
-        let delays: Vec<u64> = (0..7).map(|_| b.next_delay(quick).as_secs()).collect();
-        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
+        let delays: Vec<u64> = (0..8).map(|_| b.next_delay(quick).as_secs()).collect();
+        assert_eq!(delays, [0, 10, 20, 40, 80, 160, 300, 300]);
         assert!(b.crash_looping());
-        assert_eq!(b.next_delay(Backoff::RESET_AFTER).as_secs(), 10);
+        assert_eq!(b.next_delay(Backoff::RESET_AFTER).as_secs(), 0);
     }
 
     #[test]
@@ -296,7 +358,10 @@ mod tests {
                 );
             }
         });
-        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let ip = Target {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            pid: std::process::id() as i32,
+        };
         assert!(check(ip, &settings_for(Check::Tcp { port }, 1, 1)).is_ok());
         assert!(check(
             ip,
@@ -329,5 +394,28 @@ mod tests {
             .unwrap()
             .port();
         assert!(check(ip, &settings_for(Check::Tcp { port: closed }, 1, 1)).is_err());
+    }
+
+    #[test]
+    fn exec_checks_pass_on_exit_zero_and_time_out() {
+        if !crate::config::is_root() {
+            eprintln!("SKIP exec_checks_pass_on_exit_zero_and_time_out: nsenter needs root");
+            assert!(
+                std::env::var_os("OMNICLOUD_REQUIRE_ALL").is_none(),
+                "root required"
+            );
+            return;
+        }
+        let me = Target {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            pid: std::process::id() as i32,
+        };
+        let exec = |cmd: &[&str]| {
+            let command = cmd.iter().map(|s| s.to_string()).collect();
+            check(me, &settings_for(Check::Exec { command }, 1, 1))
+        };
+        assert!(exec(&["true"]).is_ok());
+        assert!(exec(&["false"]).unwrap_err().contains("exited"));
+        assert!(exec(&["sleep", "5"]).unwrap_err().contains("timed out"));
     }
 }

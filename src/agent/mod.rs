@@ -1,5 +1,495 @@
-//! The agent role: container workloads on this node. So far: health checks and restart
-//! backoff (`health`) and the demo workloads that the `toolbox` image runs (`workload`).
+//! The agent role: runs the instances the orchestrator placed on this node as real
+//! containers. One reconcile loop compares the instances assigned to this node (its local
+//! replica of the store) with the supervisors it runs, and starts or stops
+//! [`supervisor`]s; each supervisor owns one instance's container for its whole life.
+//!
+//! Containers outlive the node process: the node is their child subreaper while it runs,
+//! and records in the local redb table (`agent/<namespace>/<name>`) let a restarted node
+//! adopt what still runs and restart what died meanwhile. Statuses go to the Raft leader
+//! through one [`Reporter`] that coalesces and retries.
+//!
+//! Files: `supervisor` (one instance), `containers` (the `__container` helper, process
+//! liveness), `translate` (pod spec -> container spec), `health` (probes, backoff), `logs`
+//! (files, rotation, tail/follow), `usage` (cgroup cpu and memory), `workload` (the demo
+//! workloads the toolbox image runs).
+//! May call: `container`, `model`, `store`, `orchestrator` (writes), `config`.
 
+pub mod containers;
 pub mod health;
+pub mod logs;
+pub mod supervisor;
+pub mod translate;
+pub mod usage;
 pub mod workload;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::sync::{broadcast, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::config::AgentSettings;
+use crate::container::network::{NodeNetwork, Subnet};
+use crate::model::instance::InstanceStatus;
+use crate::model::{Kind, Resource, Spec};
+use crate::orchestrator::ControlPlane;
+use crate::store::{Command, ObjectKey, Rejection, Store};
+use supervisor::Record;
+
+const RECORD_PREFIX: &str = "agent/";
+const TICK: Duration = Duration::from_secs(1);
+
+/// Where the agent keeps things under the node's data dir.
+#[derive(Clone, Debug)]
+pub struct Dirs {
+    /// The container runtime root (`__container --root`).
+    pub containers: PathBuf,
+    pub images: PathBuf,
+    pub logs: PathBuf,
+    /// emptyDir volumes, `<namespace>/<instance>/<volume>`.
+    pub volumes: PathBuf,
+    /// Persistent claims, `<namespace>/<claim>`.
+    pub claims: PathBuf,
+}
+
+impl Dirs {
+    pub fn under(data_dir: &Path) -> Dirs {
+        Dirs {
+            containers: data_dir.join("containers"),
+            images: data_dir.join("images"),
+            logs: data_dir.join("logs"),
+            volumes: data_dir.join("volumes"),
+            claims: data_dir.join("claims"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub namespace: String,
+    pub instance: String,
+}
+
+/// The agent's series in `/metrics`.
+#[derive(Clone)]
+pub struct AgentMetrics {
+    pub start_duration: Histogram,
+    pub restarts: Counter,
+    cpu: Family<InstanceLabels, Gauge>,
+    memory: Family<InstanceLabels, Gauge>,
+    pub instances: Gauge,
+}
+
+impl AgentMetrics {
+    pub fn new(registry: &mut Registry) -> AgentMetrics {
+        let m = AgentMetrics {
+            start_duration: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            restarts: Counter::default(),
+            cpu: Family::default(),
+            memory: Family::default(),
+            instances: Gauge::default(),
+        };
+        registry.register(
+            "agent_container_start_duration_seconds",
+            "From create to running with its network, per container start",
+            m.start_duration.clone(),
+        );
+        registry.register(
+            "agent_container_restarts",
+            "Container restarts by the agent",
+            m.restarts.clone(),
+        );
+        registry.register(
+            "agent_instance_cpu_millicores",
+            "Instance cpu use over the last sample period",
+            m.cpu.clone(),
+        );
+        registry.register(
+            "agent_instance_memory_working_set_bytes",
+            "Instance memory working set",
+            m.memory.clone(),
+        );
+        registry.register(
+            "agent_instances",
+            "Instances supervised on this node",
+            m.instances.clone(),
+        );
+        m
+    }
+
+    fn labels(key: &ObjectKey) -> InstanceLabels {
+        InstanceLabels {
+            namespace: key.namespace.clone(),
+            instance: key.name.clone(),
+        }
+    }
+
+    pub fn record_usage(&self, key: &ObjectKey, cpu_millis: u64, memory_bytes: u64) {
+        let l = Self::labels(key);
+        self.cpu.get_or_create(&l).set(cpu_millis as i64);
+        self.memory.get_or_create(&l).set(memory_bytes as i64);
+    }
+
+    fn forget(&self, key: &ObjectKey) {
+        let l = Self::labels(key);
+        self.cpu.remove(&l);
+        self.memory.remove(&l);
+    }
+}
+
+/// Coalesces status writes per instance and retries them until the leader takes them.
+#[derive(Default)]
+pub struct Reporter {
+    pending: Mutex<HashMap<ObjectKey, InstanceStatus>>,
+    wake: Notify,
+}
+
+impl Reporter {
+    fn submit(&self, key: &ObjectKey, status: &InstanceStatus) {
+        self.pending
+            .lock()
+            .unwrap()
+            .insert(key.clone(), status.clone());
+        self.wake.notify_one();
+    }
+
+    fn drop_pending(&self, key: &ObjectKey) {
+        self.pending.lock().unwrap().remove(key);
+    }
+
+    async fn run(self: Arc<Self>, control: ControlPlane, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = stop.changed() => return,
+            }
+            let batch: Vec<(ObjectKey, InstanceStatus)> =
+                self.pending.lock().unwrap().drain().collect();
+            let mut failed = false;
+            for (key, status) in batch {
+                let command = Command::SetStatus {
+                    key: key.clone(),
+                    status: serde_json::to_vec(&status).expect("JSON"),
+                };
+                match control.write(command).await {
+                    Ok(r) => {
+                        if let Some(Rejection::NotFound { .. }) = r.rejection {
+                            tracing::debug!(instance = %key, "status for a deleted instance dropped");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(instance = %key, error = %e, "status write failed; retrying");
+                        // Keep it unless a newer status arrived meanwhile.
+                        self.pending.lock().unwrap().entry(key).or_insert(status);
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// What every supervisor shares.
+pub struct Shared {
+    pub node: String,
+    pub dirs: Dirs,
+    pub settings: AgentSettings,
+    pub metrics: AgentMetrics,
+    pub containers: containers::Containers,
+    store: Store,
+    reporter: Arc<Reporter>,
+    network: watch::Sender<Option<NodeNetwork>>,
+    /// Serializes address allocation with its record write.
+    ip_lock: Mutex<()>,
+    stopping: watch::Receiver<bool>,
+}
+
+fn record_key(key: &ObjectKey) -> String {
+    format!("{RECORD_PREFIX}{}/{}", key.namespace, key.name)
+}
+
+impl Shared {
+    pub fn report(&self, key: &ObjectKey, status: &InstanceStatus) {
+        self.reporter.submit(key, status);
+    }
+
+    pub fn network(&self) -> Option<NodeNetwork> {
+        self.network.borrow().clone()
+    }
+
+    /// Waits until the orchestrator has leased this node a subnet and the bridge is up;
+    /// None when the agent is stopping first.
+    pub async fn wait_network(&self) -> Option<NodeNetwork> {
+        let mut rx = self.network.subscribe();
+        let mut stopping = self.stopping.clone();
+        tokio::select! {
+            n = rx.wait_for(|n| n.is_some()) => n.ok().and_then(|n| n.clone()),
+            _ = stopping.wait_for(|s| *s) => None,
+        }
+    }
+
+    fn records(&self) -> Vec<(ObjectKey, Record)> {
+        let entries = self.store.local_scan(RECORD_PREFIX).unwrap_or_default();
+        entries
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix(RECORD_PREFIX)?;
+                let (ns, name) = rest.split_once('/')?;
+                let record = serde_json::from_slice(&v).ok()?;
+                Some((ObjectKey::new(Kind::Instance, ns, name), record))
+            })
+            .collect()
+    }
+
+    /// A record for a new instance with the lowest free address of the node subnet, saved
+    /// before it is returned (so no two instances get one address).
+    pub fn new_record(
+        &self,
+        key: &ObjectKey,
+        uid: &str,
+        container_id: &str,
+        network: &NodeNetwork,
+    ) -> Option<Record> {
+        let _guard = self.ip_lock.lock().unwrap();
+        let used: BTreeSet<Ipv4Addr> = self.records().into_iter().map(|(_, r)| r.ip).collect();
+        let record = Record {
+            uid: uid.to_string(),
+            container_id: container_id.to_string(),
+            ip: network.subnet.allocate(&used)?,
+            pid: None,
+            ticks: None,
+            restarts: 0,
+            started_at: String::new(),
+        };
+        self.save_record(key, &record);
+        Some(record)
+    }
+
+    pub fn save_record(&self, key: &ObjectKey, record: &Record) {
+        let bytes = serde_json::to_vec(record).expect("JSON");
+        if let Err(e) = self.store.local_put(&record_key(key), &bytes) {
+            tracing::error!(instance = %key, error = %e, "saving the instance record");
+        }
+    }
+
+    /// The instance left this node for good.
+    pub fn forget(&self, key: &ObjectKey) {
+        let _ = self.store.local_delete(&record_key(key));
+        self.reporter.drop_pending(key);
+        self.metrics.forget(key);
+    }
+}
+
+struct Running {
+    uid: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Everything the agent needs from the node.
+pub struct AgentConfig {
+    pub node: String,
+    pub data_dir: PathBuf,
+    pub bridge: String,
+    pub settings: AgentSettings,
+}
+
+/// Starts the agent: adopts what a previous node process left, then reconciles.
+pub fn spawn(
+    control: ControlPlane,
+    config: AgentConfig,
+    metrics: AgentMetrics,
+    stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    crate::container::runtime::become_subreaper().map_err(|e| e.one_line())?;
+    let dirs = Dirs::under(&config.data_dir);
+    for d in [&dirs.containers, &dirs.images, &dirs.logs] {
+        std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    let reporter = Arc::new(Reporter::default());
+    tokio::spawn(reporter.clone().run(control.clone(), stop.clone()));
+    let shared = Arc::new(Shared {
+        node: config.node,
+        containers: containers::Containers::new(&dirs.containers)
+            .map_err(|e| format!("finding this executable: {e}"))?,
+        dirs,
+        settings: config.settings,
+        metrics,
+        store: control.store().clone(),
+        reporter,
+        network: watch::channel(None).0,
+        ip_lock: Mutex::new(()),
+        stopping: stop.clone(),
+    });
+    tokio::spawn(reconcile_loop(control, shared, config.bridge, stop));
+    Ok(())
+}
+
+fn assigned(control: &ControlPlane, node: &str) -> Vec<supervisor::Instance> {
+    let Ok((objects, _)) = control.reader().list(Kind::Instance, None) else {
+        return Vec::new();
+    };
+    objects
+        .iter()
+        .filter_map(|b| serde_json::from_slice(b).ok())
+        .filter_map(|v| Resource::from_stored(v).ok())
+        .filter_map(|r| {
+            let Some(Spec::Instance(spec)) = r.spec else {
+                return None;
+            };
+            (spec.node_name.as_deref() == Some(node)).then(|| supervisor::Instance {
+                key: ObjectKey::new(
+                    Kind::Instance,
+                    r.metadata.namespace.clone().unwrap_or_default(),
+                    r.metadata.name.clone(),
+                ),
+                uid: r.metadata.uid,
+                spec,
+            })
+        })
+        .collect()
+}
+
+fn node_subnet(control: &ControlPlane, node: &str) -> Option<Subnet> {
+    let bytes = control
+        .reader()
+        .get(&ObjectKey::new(Kind::NodeSubnet, "", node))
+        .ok()??;
+    let r = Resource::from_stored(serde_json::from_slice(&bytes).ok()?).ok()?;
+    match r.spec {
+        Some(Spec::NodeSubnet(s)) => Subnet::parse(&s.cidr),
+        _ => None,
+    }
+}
+
+async fn reconcile_loop(
+    control: ControlPlane,
+    shared: Arc<Shared>,
+    bridge: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut leftover: HashMap<ObjectKey, Record> = shared.records().into_iter().collect();
+    remove_unrecorded_containers(&shared, &leftover).await;
+    let mut running: HashMap<ObjectKey, Running> = HashMap::new();
+    let mut stopping: HashMap<ObjectKey, JoinHandle<()>> = HashMap::new();
+    let mut changes = control.subscribe();
+    let mut tick = tokio::time::interval(TICK);
+    let mut first_pass = true;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            c = changes.recv() => match c {
+                Err(broadcast::error::RecvError::Closed) => return,
+                _ => while changes.try_recv().is_ok() {},
+            },
+            _ = stop.changed() => return,
+        }
+        stopping.retain(|_, task| !task.is_finished());
+        let wanted = assigned(&control, &shared.node);
+        // The bridge comes up with the first instance: a node that runs none changes nothing.
+        if shared.network().is_none() && !wanted.is_empty() {
+            if let Some(subnet) = node_subnet(&control, &shared.node) {
+                let b = bridge.clone();
+                match tokio::task::spawn_blocking(move || NodeNetwork::ensure(&b, subnet)).await {
+                    Ok(Ok(n)) => {
+                        tracing::info!(bridge = %n.bridge, subnet = %n.subnet, "instance network ready");
+                        shared.network.send_replace(Some(n));
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, "setting up the instance network"),
+                    Err(e) => tracing::error!(error = %e, "network setup panicked"),
+                }
+            }
+        }
+        let wanted_keys: BTreeSet<&ObjectKey> = wanted.iter().map(|i| &i.key).collect();
+        let gone: Vec<ObjectKey> = running
+            .iter()
+            .filter(|(k, r)| {
+                !wanted_keys.contains(k) || !wanted.iter().any(|w| &w.key == *k && w.uid == r.uid)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            let r = running.remove(&key).expect("listed above");
+            let _ = r.stop.send(true);
+            stopping.insert(key, r.task);
+        }
+        for inst in wanted {
+            if running.contains_key(&inst.key) || stopping.contains_key(&inst.key) {
+                continue;
+            }
+            let adopted = match leftover.remove(&inst.key) {
+                Some(r) if r.uid == inst.uid => Some(r),
+                Some(old) => {
+                    remove_leftover(&shared, &inst.key, &old).await;
+                    None
+                }
+                None => None,
+            };
+            let (tx, rx) = watch::channel(false);
+            let key = inst.key.clone();
+            let uid = inst.uid.clone();
+            let task = tokio::spawn(supervisor::run(shared.clone(), inst, adopted, rx));
+            running.insert(
+                key,
+                Running {
+                    uid,
+                    stop: tx,
+                    task,
+                },
+            );
+        }
+        if first_pass {
+            first_pass = false;
+            // Records of instances no longer here: clean up what they left.
+            for (key, record) in leftover.drain() {
+                remove_leftover(&shared, &key, &record).await;
+            }
+        }
+        shared.metrics.instances.set(running.len() as i64);
+    }
+}
+
+/// A container a previous node process ran for an instance that is no longer here.
+async fn remove_leftover(shared: &Shared, key: &ObjectKey, record: &Record) {
+    tracing::info!(instance = %key, container = %record.container_id, "removing a container no longer assigned here");
+    if let Err(e) = shared.containers.remove(&record.container_id).await {
+        tracing::warn!(instance = %key, error = %e, "removing a leftover container");
+    }
+    if let Some(n) = shared.network() {
+        n.detach(&record.container_id);
+    }
+    logs::remove(
+        &logs::log_path(&shared.dirs.logs, &key.namespace, &key.name),
+        shared.settings.log_keep,
+    );
+    shared.forget(key);
+}
+
+/// Containers under our runtime root with no record were left by a crash mid-start.
+async fn remove_unrecorded_containers(shared: &Shared, records: &HashMap<ObjectKey, Record>) {
+    let known: BTreeSet<&str> = records.values().map(|r| r.container_id.as_str()).collect();
+    match shared.containers.list().await {
+        Ok(list) => {
+            for c in list.iter().filter(|c| !known.contains(c.id.as_str())) {
+                tracing::info!(container = %c.id, "removing an unrecorded container");
+                let _ = shared.containers.remove(&c.id).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing containers"),
+    }
+}

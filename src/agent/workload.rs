@@ -45,8 +45,23 @@ impl Counters {
     }
 }
 
-/// Serves until the process is killed.
+extern "C" fn exit_now(_: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe and ends the process without running anything.
+    unsafe { libc::_exit(0) }
+}
+
+/// As a container's init (pid 1 of its namespace) the process ignores signals it has no
+/// handler for, so a polite stop would always wait out the grace period.
+fn exit_on_sigterm() {
+    // SAFETY: installs a handler that only calls _exit.
+    unsafe {
+        libc::signal(libc::SIGTERM, exit_now as *const () as libc::sighandler_t);
+    }
+}
+
+/// Serves until the process is killed (SIGTERM ends it at once).
 pub fn serve_http(port: u16) -> std::io::Result<()> {
+    exit_on_sigterm();
     let listener = TcpListener::bind(("0.0.0.0", port))?;
     eprintln!("workload http listening on {}", listener.local_addr()?);
     let counters = Arc::new(Counters::default());

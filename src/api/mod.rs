@@ -11,6 +11,7 @@
 
 mod cluster;
 pub mod error;
+mod logs;
 pub mod metrics;
 mod resources;
 mod watch;
@@ -43,6 +44,8 @@ pub struct ApiState {
     pub metrics: ApiMetrics,
     pub max_body_bytes: usize,
     pub node_name: String,
+    /// The node's data dir (instance logs live under it).
+    pub data_dir: std::path::PathBuf,
     pub started: Instant,
 }
 
@@ -64,6 +67,7 @@ pub fn serve(
                 web::scope("/v1")
                     .configure(watch::routes)
                     .configure(cluster::routes)
+                    .configure(logs::routes)
                     .configure(resources::routes),
             )
             .default_service(web::to(|| async {

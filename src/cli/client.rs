@@ -128,6 +128,24 @@ impl Client {
             .map_err(|e| ClientError::Other(format!("bad response: {e}")))
     }
 
+    /// Copies a plain-text (possibly endless) response to `out` as it arrives.
+    pub fn copy_to(&self, path: &str, out: &mut impl std::io::Write) -> Result<(), ClientError> {
+        let r = self.finish(self.request("GET", path).call())?;
+        let mut reader = r.into_reader();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = std::io::Read::read(&mut reader, &mut buf)
+                .map_err(|e| ClientError::Other(format!("stream: {e}")))?;
+            if n == 0 {
+                return Ok(());
+            }
+            // A closed stdout (`| head`) ends the copy quietly.
+            if out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
+                return Ok(());
+            }
+        }
+    }
+
     /// Follows a newline-delimited JSON stream, calling `each` per line until it returns false
     /// or the stream ends.
     pub fn stream(

@@ -108,6 +108,21 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// An instance's stdout and stderr, from whichever node runs it.
+    Logs {
+        #[command(flatten)]
+        conn: Conn,
+        /// Instance name (e.g. web-0), or instance/NAME.
+        instance: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Keep printing what it writes.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+    },
     /// The node's image store (`<data-dir>/images`).
     #[command(subcommand)]
     Image(ImageCommand),
@@ -298,6 +313,21 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
                     watch,
                 ),
             }
+        }
+        Command::Logs {
+            conn,
+            instance,
+            namespace,
+            follow,
+            tail,
+        } => {
+            let name = instance.strip_prefix("instance/").unwrap_or(&instance);
+            let ns = namespace.unwrap_or_else(|| "default".into());
+            let mut path = format!("/v1/namespaces/{ns}/instances/{name}/log?follow={follow}");
+            if let Some(n) = tail {
+                path.push_str(&format!("&tail={n}"));
+            }
+            conn.client().copy_to(&path, &mut std::io::stdout())
         }
         Command::Describe {
             conn,

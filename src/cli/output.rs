@@ -225,11 +225,20 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
             let phase = status["phase"].as_str().unwrap_or("Pending");
             vec![
                 name,
-                if status["ready"].as_bool() == Some(true) { "1/1" } else { "0/1" }.into(),
+                if status["ready"].as_bool() == Some(true) {
+                    "1/1"
+                } else {
+                    "0/1"
+                }
+                .into(),
                 phase.into(),
                 n(&status["restarts"]),
                 or_none(&status["ip"]),
-                or_none(if status["node"].is_null() { &spec["nodeName"] } else { &status["node"] }),
+                or_none(if status["node"].is_null() {
+                    &spec["nodeName"]
+                } else {
+                    &status["node"]
+                }),
                 age,
             ]
         }

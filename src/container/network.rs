@@ -194,6 +194,9 @@ impl NodeNetwork {
         setup().inspect_err(|_| {
             let _ = run(&["ip", "link", "del", &host]);
         })?;
+        // The address may have belonged to an earlier container (another MAC): forget
+        // the node's cached neighbour entry so traffic reaches the new one at once.
+        let _ = run(&["ip", "neigh", "del", &ip.to_string(), "dev", &self.bridge]);
         Ok(host)
     }
 

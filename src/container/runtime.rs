@@ -21,6 +21,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use serde::{Deserialize, Serialize};
 
 use super::image;
+use super::network::{NodeNetwork, Subnet};
 use super::spec::{self, ContainerSpec, Network};
 use super::{ContainerError, Result};
 
@@ -134,6 +135,9 @@ impl Runtime {
         }
         let result = self.create_and_start(spec, &image.config, &layers, &bundle);
         if result.is_err() {
+            if let Ok(Some((net, _))) = bridge_of(&spec.network) {
+                net.detach(id);
+            }
             if let Ok(mut c) = self.load(id) {
                 let _ = c.delete(true);
             }
@@ -187,8 +191,11 @@ impl Runtime {
             .pid()
             .map(|p| p.as_raw())
             .ok_or_else(|| ContainerError::Helper(format!("container {id} has no init pid")))?;
-        if spec.network == Network::None {
+        if spec.network.isolated() {
             loopback_up(pid).map_err(|e| ContainerError::io("bringing up loopback", e))?;
+        }
+        if let Some((net, ip)) = bridge_of(&spec.network)? {
+            net.attach(id, pid, ip)?;
         }
         container
             .start()
@@ -288,6 +295,28 @@ impl Status {
             Status::Paused => "paused",
         }
     }
+}
+
+/// The bridge and address of a `Network::Bridge`.
+fn bridge_of(network: &Network) -> Result<Option<(NodeNetwork, std::net::Ipv4Addr)>> {
+    let Network::Bridge { bridge, address } = network else {
+        return Ok(None);
+    };
+    let bad =
+        || ContainerError::InvalidSpec(format!("network address {address:?} is not IPV4/PREFIX"));
+    let subnet = Subnet::parse(address).ok_or_else(bad)?;
+    let ip = address
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(bad)?;
+    Ok(Some((
+        NodeNetwork {
+            bridge: bridge.clone(),
+            subnet,
+        },
+        ip,
+    )))
 }
 
 fn open_log(path: &Path) -> Result<OwnedFd> {

@@ -104,7 +104,7 @@ pub struct BindMount {
 }
 
 /// The container's network namespace.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
     /// A new, empty namespace with only loopback (up).
@@ -112,6 +112,20 @@ pub enum Network {
     None,
     /// The host's namespace.
     Host,
+    /// A new namespace with an `eth0` on the node bridge, wired between create and start
+    /// (the process never runs without its address).
+    Bridge {
+        bridge: String,
+        /// e.g. 10.88.3.7/24; the first address of the subnet is the gateway.
+        address: String,
+    },
+}
+
+impl Network {
+    /// Whether the container gets a network namespace of its own.
+    pub fn isolated(&self) -> bool {
+        !matches!(self, Network::Host)
+    }
 }
 
 impl ContainerSpec {
@@ -350,7 +364,7 @@ pub fn oci_spec(spec: &ContainerSpec, image: &ImageConfig, rootfs: &Path) -> Res
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
     ];
-    if spec.network == Network::None {
+    if spec.network.isolated() {
         namespaces.push(LinuxNamespaceType::Network);
     }
     let namespaces = namespaces

@@ -25,8 +25,8 @@ use serde_json::Value;
 pub use autoscaling::{
     ClusterAutoscalerSpec, ClusterScalingPolicySpec, HpaSpec, ResourceQuotaSpec, VpaSpec,
 };
-pub use instance::{InstanceSpec, InstanceStatus, NodeSubnetSpec};
 pub use infra::{NamespaceSpec, NodeClassSpec, PriorityClassSpec, VirtualMachineSpec};
+pub use instance::{InstanceSpec, InstanceStatus, NodeSubnetSpec};
 pub use quantity::{CpuQuantity, DurationStr, IntOrString, MemoryQuantity, Quantity};
 pub use selector::{parse_label_selector, selector_matches, SelectorOp};
 pub use workload::{DeploymentSpec, PodTemplate, StatefulSetSpec};

@@ -470,11 +470,17 @@ mod tests {
         world.deployments = vec![deployment("web", 2, "busybox")];
         let cmds = plan(&world);
         apply(&mut world, cmds);
-        assert!(world.instances.is_empty(), "stale revisions are removed first");
+        assert!(
+            world.instances.is_empty(),
+            "stale revisions are removed first"
+        );
         let cmds = plan(&world);
         apply(&mut world, cmds);
         assert_eq!(names(&world), ["web-0", "web-1"]);
-        assert_ne!(instance_spec(&world.instances[0]).unwrap().revision, old_rev);
+        assert_ne!(
+            instance_spec(&world.instances[0]).unwrap().revision,
+            old_rev
+        );
     }
 
     #[test]
@@ -488,9 +494,13 @@ mod tests {
         assert_eq!(instance_spec(&world.instances[0]).unwrap().node_name, None);
         world.agents = agents(&["a"]);
         let cmds = plan(&world);
-        assert!(cmds
-            .iter()
-            .any(|c| matches!(c, Command::Put { mode: PutMode::Update, .. })));
+        assert!(cmds.iter().any(|c| matches!(
+            c,
+            Command::Put {
+                mode: PutMode::Update,
+                ..
+            }
+        )));
         world.deployments.clear();
         let cmds = plan(&world);
         apply(&mut world, cmds);

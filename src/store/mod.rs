@@ -139,6 +139,28 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+
+    pub fn local_delete(&self, key: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(LOCAL)?.remove(key)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Node-local entries whose key starts with `prefix`, in key order.
+    pub fn local_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(LOCAL)?;
+        let mut out = Vec::new();
+        for item in table.range(prefix..)? {
+            let (k, v) = item?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -1,0 +1,209 @@
+//! From an instance's pod spec to the [`ContainerSpec`] the helper runs: image, command,
+//! env, working dir, cpu and memory to cgroups, volumes to bind mounts, hostname = the
+//! instance name. Pure apart from the paths it is given; every refusal names the field.
+//!
+//! Volumes: `emptyDir` is a directory under the node's data dir that lives and dies with
+//! the instance; `hostPath` is the host's path; `persistentVolumeClaim` is a directory
+//! per namespace and claim that outlives instances (a StatefulSet's per-replica claim is
+//! `<template>-<instance>`). ConfigMap and Secret volumes have no source yet and are
+//! refused.
+
+use std::path::{Path, PathBuf};
+
+use crate::container::{BindMount, ContainerSpec, EnvVar, Network, Resources};
+use crate::model::instance::InstanceSpec;
+use crate::model::workload::Container;
+
+/// Where one instance's files live on this node.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    pub images: PathBuf,
+    pub log: PathBuf,
+    /// emptyDir volumes: `<this>/<volume>`.
+    pub scratch: PathBuf,
+    /// Claims: `<this>/<claim>`.
+    pub claims: PathBuf,
+}
+
+/// The one container of an instance. Several containers per instance (sidecars sharing
+/// a network namespace) are not supported yet, and are refused by name.
+pub fn main_container(spec: &InstanceSpec) -> Result<&Container, String> {
+    match spec.pod.containers.as_slice() {
+        [one] => Ok(one),
+        [] => Err("spec.pod.containers: no container".into()),
+        [_, extra, ..] => Err(format!(
+            "spec.pod.containers[1] ({}): this agent runs one container per instance",
+            extra.name
+        )),
+    }
+}
+
+/// The container's declared ports by name, for probes that name a port.
+pub fn named_ports(c: &Container) -> Vec<(String, u16)> {
+    c.ports
+        .iter()
+        .flatten()
+        .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
+        .collect()
+}
+
+pub fn container_spec(
+    id: &str,
+    instance: &str,
+    spec: &InstanceSpec,
+    paths: &Paths,
+    network: Network,
+) -> Result<ContainerSpec, String> {
+    let c = main_container(spec)?;
+    let mut out = ContainerSpec::new(id, &paths.images, c.image.trim(), &paths.log);
+    out.command = c.command.clone();
+    out.args = c.args.clone();
+    out.working_dir = c.working_dir.clone();
+    out.hostname = Some(instance.to_string());
+    out.network = network;
+    for (i, e) in c.env.iter().flatten().enumerate() {
+        let value = match (&e.value, &e.value_from) {
+            (_, Some(_)) => {
+                return Err(format!(
+                    "spec.pod.containers[0].env[{i}].valueFrom: not supported yet; set value"
+                ))
+            }
+            (v, None) => v.clone().unwrap_or_default(),
+        };
+        out.env.push(EnvVar {
+            name: e.name.clone(),
+            value,
+        });
+    }
+    if let Some(r) = &c.resources {
+        let limits = r.limits.clone().unwrap_or_default();
+        let requests = r.requests.clone().unwrap_or_default();
+        out.resources = Resources {
+            cpu_limit_millis: limits.cpu.as_ref().map(|q| q.millis()),
+            cpu_request_millis: requests.cpu.or(limits.cpu).map(|q| q.millis()),
+            memory_limit_bytes: limits.memory.map(|q| q.bytes()),
+        };
+    }
+    for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
+        let field = format!("spec.pod.containers[0].volumeMounts[{i}]");
+        let Some(v) = spec.pod.volumes.iter().flatten().find(|v| v.name == m.name) else {
+            return Err(format!(
+                "{field}.name: no volume named \"{}\" in spec.pod.volumes",
+                m.name
+            ));
+        };
+        let host_path = if v.empty_dir.is_some() {
+            paths.scratch.join(&v.name)
+        } else if let Some(h) = &v.host_path {
+            PathBuf::from(&h.path)
+        } else if let Some(claim) = &v.persistent_volume_claim {
+            paths.claims.join(&claim.claim_name)
+        } else {
+            return Err(format!(
+                "spec.pod.volumes ({}): only emptyDir, hostPath and persistentVolumeClaim volumes are supported",
+                v.name
+            ));
+        };
+        let host_path = match &m.sub_path {
+            Some(sub) if !sub.is_empty() => {
+                if Path::new(sub).is_absolute() || sub.split('/').any(|p| p == "..") {
+                    return Err(format!(
+                        "{field}.subPath: must be a relative path without .."
+                    ));
+                }
+                host_path.join(sub)
+            }
+            _ => host_path,
+        };
+        out.mounts.push(BindMount {
+            host_path,
+            container_path: m.mount_path.clone(),
+            read_only: m.read_only.unwrap_or(false),
+        });
+    }
+    out.validate().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(pod: serde_json::Value) -> InstanceSpec {
+        serde_json::from_value(serde_json::json!({ "pod": pod })).unwrap()
+    }
+
+    fn paths() -> Paths {
+        Paths {
+            images: "/d/images".into(),
+            log: "/d/logs/web-0.log".into(),
+            scratch: "/d/volumes/default/web-0".into(),
+            claims: "/d/claims/default".into(),
+        }
+    }
+
+    #[test]
+    fn the_pod_spec_maps_onto_the_container() {
+        let spec = instance(serde_json::json!({
+            "containers": [{
+                "name": "web", "image": "toolbox", "command": ["omnicloud"],
+                "args": ["workload", "http"], "workingDir": "/tmp",
+                "env": [{"name": "A", "value": "1"}],
+                "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "1", "memory": "64Mi"}},
+                "volumeMounts": [{"name": "cache", "mountPath": "/cache"},
+                                 {"name": "data", "mountPath": "/data", "readOnly": true}]
+            }],
+            "volumes": [{"name": "cache", "emptyDir": {}},
+                        {"name": "data", "persistentVolumeClaim": {"claimName": "data-web-0"}}]
+        }));
+        let c = container_spec(
+            "default.web-0.1234",
+            "web-0",
+            &spec,
+            &paths(),
+            Network::None,
+        )
+        .unwrap();
+        assert_eq!(c.hostname.as_deref(), Some("web-0"));
+        assert_eq!(c.image.name, "toolbox");
+        assert_eq!(c.args.as_ref().unwrap(), &["workload", "http"]);
+        assert_eq!(c.resources.cpu_request_millis, Some(250));
+        assert_eq!(c.resources.cpu_limit_millis, Some(1000));
+        assert_eq!(c.resources.memory_limit_bytes, Some(64 << 20));
+        assert_eq!(
+            c.mounts[0].host_path,
+            Path::new("/d/volumes/default/web-0/cache")
+        );
+        assert_eq!(
+            c.mounts[1].host_path,
+            Path::new("/d/claims/default/data-web-0")
+        );
+        assert!(c.mounts[1].read_only);
+    }
+
+    #[test]
+    fn unsupported_input_is_refused_by_field() {
+        let two = instance(serde_json::json!({
+            "containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]
+        }));
+        assert!(container_spec("i", "i", &two, &paths(), Network::None)
+            .unwrap_err()
+            .starts_with("spec.pod.containers[1]"));
+        let missing = instance(serde_json::json!({
+            "containers": [{"name": "a", "image": "x",
+                            "volumeMounts": [{"name": "nope", "mountPath": "/n"}]}]
+        }));
+        let e = container_spec("i", "i", &missing, &paths(), Network::None).unwrap_err();
+        assert!(
+            e.contains("volumeMounts[0].name") && e.contains("nope"),
+            "{e}"
+        );
+        let escape = instance(serde_json::json!({
+            "containers": [{"name": "a", "image": "x",
+                            "volumeMounts": [{"name": "v", "mountPath": "/n", "subPath": "../../etc"}]}],
+            "volumes": [{"name": "v", "emptyDir": {}}]
+        }));
+        let e = container_spec("i", "i", &escape, &paths(), Network::None).unwrap_err();
+        assert!(e.contains("subPath"), "{e}");
+    }
+}

@@ -1,0 +1,200 @@
+//! `GET /v1/namespaces/{ns}/instances/{name}/log?tail=N&follow=true`: an instance's
+//! stdout and stderr as plain text. Any node answers: the node that runs the instance reads
+//! its log file; another node forwards the request to it (its API address from gossip,
+//! with the cluster's admin token) and streams the answer back.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix_web::web::{self, Bytes, Data, Path, Query};
+use actix_web::HttpResponse;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::error::ApiError;
+use super::ApiState;
+use crate::agent::logs;
+use crate::model::{Kind, Resource, Spec};
+use crate::store::ObjectKey;
+
+/// Marks a request one node forwarded to another, so it is never forwarded twice.
+const FORWARDED: &str = "x-omnicloud-forwarded";
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/namespaces/{ns}/instances/{name}/log",
+        web::get().to(instance_log),
+    );
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct LogQuery {
+    /// Only the last N lines (then follow from there).
+    tail: Option<usize>,
+    follow: bool,
+}
+
+fn streaming(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, actix_web::Error>(chunk), rx))
+    });
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .streaming(body)
+}
+
+async fn instance_log(
+    state: Data<ApiState>,
+    path: Path<(String, String)>,
+    q: Query<LogQuery>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (ns, name) = path.into_inner();
+    let key = ObjectKey::new(Kind::Instance, ns.clone(), name.clone());
+    let bytes = state
+        .control
+        .reader()
+        .get(&key)?
+        .ok_or_else(|| ApiError::not_found(format!("instance {ns}/{name} not found")))?;
+    let object = serde_json::from_slice(&bytes)
+        .ok()
+        .and_then(|v| Resource::from_stored(v).ok())
+        .ok_or_else(|| ApiError::internal("stored instance does not parse"))?;
+    let node = match &object.spec {
+        Some(Spec::Instance(s)) => s.node_name.clone(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "instance {ns}/{name} is not placed on a node yet: no logs"
+        ))
+    })?;
+    if node == state.node_name {
+        let file = logs::log_path(&state.data_dir.join("logs"), &ns, &name);
+        return local(file, q.into_inner()).await;
+    }
+    if req.headers().contains_key(FORWARDED) {
+        return Err(ApiError::not_found(format!(
+            "instance {ns}/{name} does not run on node {}",
+            state.node_name
+        )));
+    }
+    let owner = state
+        .gossip
+        .members()
+        .await
+        .into_iter()
+        .find(|m| m.meta.name == node)
+        .ok_or_else(|| {
+            ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                format!("node {node}, which runs {ns}/{name}, is not a known member"),
+            )
+        })?;
+    let mut url = format!(
+        "http://{}/v1/namespaces/{ns}/instances/{name}/log?follow={}",
+        owner.meta.api_addr, q.follow
+    );
+    if let Some(n) = q.tail {
+        url.push_str(&format!("&tail={n}"));
+    }
+    forward(url, state.admin_token.clone(), node).await
+}
+
+async fn local(file: PathBuf, q: LogQuery) -> Result<HttpResponse, ApiError> {
+    let path = file.clone();
+    let (head, offset) = tokio::task::spawn_blocking(move || logs::tail(&path, q.tail))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                ApiError::not_found("the instance has not written a log yet")
+            }
+            _ => ApiError::internal(format!("reading {}: {e}", file.display())),
+        })?;
+    if !q.follow {
+        return Ok(HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(head));
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        if tx.send(Bytes::from(head)).await.is_err() {
+            return;
+        }
+        let mut offset = offset;
+        loop {
+            tokio::time::sleep(FOLLOW_POLL).await;
+            if tx.is_closed() {
+                return;
+            }
+            let path = file.clone();
+            let read = tokio::task::spawn_blocking(move || logs::read_from(&path, offset)).await;
+            match read {
+                Ok(Ok((bytes, next))) => {
+                    offset = next;
+                    if !bytes.is_empty() && tx.send(Bytes::from(bytes)).await.is_err() {
+                        return;
+                    }
+                }
+                // The instance (and its log) was removed: the stream ends.
+                _ => return,
+            }
+        }
+    });
+    Ok(streaming(rx))
+}
+
+async fn forward(url: String, token: String, node: String) -> Result<HttpResponse, ApiError> {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
+    tokio::task::spawn_blocking(move || {
+        let response = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .build()
+            .get(&url)
+            .set("Authorization", &format!("Bearer {token}"))
+            .set(FORWARDED, "1")
+            .call();
+        let reader = match response {
+            Ok(r) => r.into_reader(),
+            Err(ureq::Error::Status(code, r)) => {
+                let body: serde_json::Value = r.into_json().unwrap_or_default();
+                let msg = body["message"].as_str().unwrap_or("").to_string();
+                let status = actix_web::http::StatusCode::from_u16(code)
+                    .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
+                let _ = first_tx.send(Err(ApiError::new(status, "Forwarded", msg)));
+                return;
+            }
+            Err(e) => {
+                let _ = first_tx.send(Err(ApiError::new(
+                    actix_web::http::StatusCode::BAD_GATEWAY,
+                    "Unavailable",
+                    format!("node {node} did not answer: {e}"),
+                )));
+                return;
+            }
+        };
+        let _ = first_tx.send(Ok(()));
+        let mut reader = reader;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match std::io::Read::read(&mut reader, &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    first_rx
+        .await
+        .map_err(|_| ApiError::internal("log forwarding ended early"))??;
+    Ok(streaming(rx))
+}

@@ -1,0 +1,453 @@
+//! The agent with real containers, as root: Deployments become running, reachable,
+//! health-checked instances that restart by policy, keep their logs, and survive a kill -9
+//! of the node process. Needs root and the test images; skips loudly elsewhere (and fails
+//! under OMNICLOUD_REQUIRE_ALL=1).
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::{eventually, TestNode, BIN};
+use serde_json::Value;
+
+/// One node with containers at a time: they share the host's cgroups and iptables.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A single-node cluster with its own bridge and cluster CIDR, the test images imported,
+/// and on drop every container it ran removed (containers outlive their node by design).
+struct AgentNode {
+    node: TestNode,
+    bridge: String,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl AgentNode {
+    fn start(tag: u8) -> Option<AgentNode> {
+        let layout = common::images::layout()?;
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let bridge = format!("octest{tag}");
+        let config = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            config.path(),
+            format!(
+                "[network]\ncluster_cidr = \"10.{}.0.0/16\"\nbridge = \"{bridge}\"\n[agent]\nusage_report_ms = 1000\n",
+                90 + tag
+            ),
+        )
+        .unwrap();
+        let node = TestNode::start_with("agent", &["--config", config.path().to_str().unwrap()]);
+        let out = std::process::Command::new(BIN)
+            .args(["image", "import", layout.to_str().unwrap()])
+            .env("OMNICLOUD_DATA_DIR", &node.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::mem::forget(config); // the node reads it again on restart
+        Some(AgentNode {
+            node,
+            bridge,
+            _serial: serial,
+        })
+    }
+
+    fn runtime_root(&self) -> PathBuf {
+        self.node.dir.join("containers")
+    }
+
+    /// Container ids the runtime has under this node's root.
+    fn containers(&self) -> Vec<String> {
+        let out = std::process::Command::new(BIN)
+            .args(["__container", "list", "--root"])
+            .arg(self.runtime_root())
+            .output()
+            .unwrap();
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        list.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|c| c["id"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn instance(&self, name: &str) -> Value {
+        let (code, v) = self
+            .node
+            .api()
+            .get(&format!("/v1/namespaces/default/instances/{name}"));
+        if code == 200 {
+            v
+        } else {
+            Value::Null
+        }
+    }
+
+    fn instances(&self, owner: &str) -> Vec<Value> {
+        let (_, v) = self.node.api().get(&format!(
+            "/v1/namespaces/default/instances?labelSelector=omnicloud.io/owner%3D{owner}"
+        ));
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn ready(&self, deployment: &str) -> i64 {
+        let (_, d) = self
+            .node
+            .api()
+            .get(&format!("/v1/namespaces/default/deployments/{deployment}"));
+        d["status"]["readyReplicas"].as_i64().unwrap_or(0)
+    }
+
+    fn wait_ready(&self, deployment: &str, n: i64, secs: u64) {
+        let got = eventually(Duration::from_secs(secs), || {
+            (self.ready(deployment) == n).then_some(())
+        });
+        if got.is_none() {
+            panic!(
+                "{deployment} never had {n} ready instances; instances: {:#}",
+                Value::Array(self.instances(deployment))
+            );
+        }
+    }
+}
+
+impl Drop for AgentNode {
+    fn drop(&mut self) {
+        self.node.kill9();
+        for id in self.containers() {
+            let _ = std::process::Command::new(BIN)
+                .args(["__container", "delete", &id, "--force", "--root"])
+                .arg(self.runtime_root())
+                .output();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+fn web(name: &str, replicas: u32) -> String {
+    format!(
+        r#"apiVersion: omnicloud.io/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: http
+        image: toolbox:latest
+        args: [workload, http, --port, "8080"]
+        ports: [{{name: http, containerPort: 8080}}]
+        resources:
+          requests: {{cpu: 100m, memory: 32Mi}}
+          limits: {{cpu: "1", memory: 128Mi}}
+        readinessProbe:
+          httpGet: {{path: /health, port: http}}
+          periodSeconds: 1
+        livenessProbe:
+          httpGet: {{path: /health, port: http}}
+          periodSeconds: 1
+          failureThreshold: 2
+"#
+    )
+}
+
+fn http_get(ip: &str, path: &str) -> Option<String> {
+    ureq::get(&format!("http://{ip}:8080{path}"))
+        .timeout(Duration::from_secs(2))
+        .call()
+        .ok()?
+        .into_string()
+        .ok()
+}
+
+fn pid_alive(pid: i64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn a_deployment_runs_ready_reachable_restarts_and_cleans_up() {
+    let Some(a) = AgentNode::start(1) else { return };
+    let (code, body) = a.node.api().apply(&web("web", 3));
+    assert_eq!(code, 200, "{body}");
+    a.wait_ready("web", 3, 60);
+    let (ok, table, _) = a.node.cli(&["get", "deployments"]);
+    assert!(ok && table.contains("3/3"), "{table}");
+
+    // Each instance answers on its own address, under its own hostname.
+    let mut ips = Vec::new();
+    for i in 0..3 {
+        let inst = a.instance(&format!("web-{i}"));
+        let ip = inst["status"]["ip"].as_str().unwrap().to_string();
+        assert!(ip.starts_with("10.91."), "{inst}");
+        let page = http_get(&ip, "/").expect("instance answers");
+        assert!(page.contains(&format!("web-{i}")), "{page}");
+        ips.push(ip);
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "stable, distinct addresses");
+    let (ok, out, _) = a.node.cli(&["get", "instances", "-o", "wide"]);
+    assert!(
+        ok && out.contains("web-0") && out.contains("Running"),
+        "{out}"
+    );
+
+    // Killing the container's process: restarted, the exit recorded.
+    let before = a.instance("web-0");
+    let pid = before["status"]["pid"].as_i64().unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let after = eventually(Duration::from_secs(30), || {
+        let v = a.instance("web-0");
+        (v["status"]["restarts"].as_u64() == Some(1) && v["status"]["ready"] == true).then_some(v)
+    })
+    .expect("web-0 restarted and ready again");
+    assert_eq!(
+        after["status"]["lastTermination"]["exitCode"], 137,
+        "{after}"
+    );
+    assert_eq!(
+        after["status"]["ip"], before["status"]["ip"],
+        "the address is kept"
+    );
+    assert_ne!(after["status"]["pid"], before["status"]["pid"]);
+
+    // A failing liveness check: restarted with the reason recorded.
+    let ip1 = a.instance("web-1")["status"]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ureq::post(&format!("http://{ip1}:8080/health/fail"))
+        .call()
+        .unwrap();
+    let v = eventually(Duration::from_secs(30), || {
+        let v = a.instance("web-1");
+        (v["status"]["restarts"].as_u64() >= Some(1)).then_some(v)
+    })
+    .expect("web-1 restarted by its liveness probe");
+    assert_eq!(
+        v["status"]["lastTermination"]["reason"], "LivenessProbeFailed",
+        "{v}"
+    );
+
+    // Logs from the API and the CLI.
+    let (ok, logs, err) = a.node.cli(&["logs", "web-2", "--tail", "5"]);
+    assert!(
+        ok && logs.contains("workload http listening"),
+        "{logs}{err}"
+    );
+    let (code, _) = a
+        .node
+        .api()
+        .raw_get("/v1/namespaces/default/instances/nope/log");
+    assert_eq!(code, 404);
+
+    // Metrics: start latency and usage.
+    let starts = a
+        .node
+        .api()
+        .metric("agent_container_start_duration_seconds_count")
+        .unwrap();
+    assert!(starts >= 5.0, "3 starts and 2 restarts, got {starts}");
+    eventually(Duration::from_secs(10), || {
+        a.instance("web-2")["status"]["usage"]["memoryBytes"]
+            .as_u64()
+            .filter(|m| *m > 0)
+    })
+    .expect("usage is reported");
+
+    // Scale down: the highest indexes go, with their containers.
+    let (ok, _, err) = a.node.cli(&["scale", "deployment/web", "--replicas=1"]);
+    assert!(ok, "{err}");
+    eventually(Duration::from_secs(30), || {
+        (a.containers().len() == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("containers left: {:?}", a.containers()));
+    assert!(a.instance("web-2").is_null() && !a.instance("web-0").is_null());
+
+    // Delete: nothing left behind (containers, records, veths).
+    let (code, _) = a
+        .node
+        .api()
+        .delete("/v1/namespaces/default/deployments/web");
+    assert_eq!(code, 200);
+    eventually(Duration::from_secs(30), || {
+        a.containers().is_empty().then_some(())
+    })
+    .expect("every container removed");
+    let links = String::from_utf8(
+        std::process::Command::new("ip")
+            .args(["-o", "link", "show", "master", &a.bridge])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(links.trim().is_empty(), "veths left on the bridge: {links}");
+}
+
+#[test]
+fn oom_kills_and_bad_specs_are_reported_and_leave_nothing() {
+    let Some(a) = AgentNode::start(2) else { return };
+    let manifest = r#"
+apiVersion: omnicloud.io/v1
+kind: Deployment
+metadata: {name: hog}
+spec:
+  selector: {matchLabels: {app: hog}}
+  template:
+    metadata: {labels: {app: hog}}
+    spec:
+      containers:
+      - name: hog
+        image: busybox
+        command: [sh, -c, "tail /dev/zero"]
+        resources: {limits: {memory: 32Mi}}
+---
+apiVersion: omnicloud.io/v1
+kind: Deployment
+metadata: {name: ghost}
+spec:
+  selector: {matchLabels: {app: ghost}}
+  template:
+    metadata: {labels: {app: ghost}}
+    spec:
+      containers: [{name: c, image: "no-such-image:1"}]
+---
+apiVersion: omnicloud.io/v1
+kind: Deployment
+metadata: {name: badcmd}
+spec:
+  selector: {matchLabels: {app: badcmd}}
+  template:
+    metadata: {labels: {app: badcmd}}
+    spec:
+      containers: [{name: c, image: busybox, command: [/no/such/binary]}]
+"#;
+    let (code, body) = a.node.api().apply(manifest);
+    assert_eq!(code, 200, "{body}");
+
+    let hog = eventually(Duration::from_secs(60), || {
+        let v = a.instance("hog-0");
+        let restarted = v["status"]["restarts"].as_u64() >= Some(1);
+        (v["status"]["lastTermination"]["reason"] == "OOMKilled" && restarted).then_some(v)
+    })
+    .expect("the memory limit is enforced, and the instance restarted");
+    assert_eq!(hog["status"]["lastTermination"]["exitCode"], 137, "{hog}");
+
+    let ghost = eventually(Duration::from_secs(30), || {
+        let v = a.instance("ghost-0");
+        (v["status"]["reason"] == "ErrImageNotFound").then_some(v)
+    })
+    .expect("an unknown image is reported");
+    assert!(
+        ghost["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-image:1"),
+        "{ghost}"
+    );
+    assert_eq!(ghost["status"]["phase"], "Failed");
+
+    let bad = eventually(Duration::from_secs(30), || {
+        let v = a.instance("badcmd-0");
+        (v["status"]["reason"] == "ContainerCannotRun").then_some(v)
+    })
+    .expect("an invalid command is reported");
+    assert!(
+        bad["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/no/such/binary"),
+        "{bad}"
+    );
+    let (ok, described, _) = a.node.cli(&["describe", "instance/badcmd-0"]);
+    assert!(
+        ok && described.contains("ContainerCannotRun"),
+        "{described}"
+    );
+
+    // Neither failed start left a container, bundle, cgroup or veth behind.
+    let ids = a.containers();
+    assert!(
+        ids.iter().all(|id| id.starts_with("default.hog-0.")),
+        "{ids:?}"
+    );
+    let bundles: Vec<String> = std::fs::read_dir(a.runtime_root().join("bundles"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        bundles.iter().all(|b| b.starts_with("default.hog-0.")),
+        "{bundles:?}"
+    );
+    for id in [&ghost, &bad].map(|v| v["status"]["containerId"].as_str().unwrap().to_string()) {
+        assert!(
+            omnicloud::container::runtime::memory_cgroup_dir(&id).is_none(),
+            "cgroup of {id} left"
+        );
+    }
+}
+
+#[test]
+fn kill9_of_the_node_keeps_containers_and_they_are_readopted() {
+    let Some(mut a) = AgentNode::start(3) else {
+        return;
+    };
+    let (code, body) = a.node.api().apply(&web("keep", 2));
+    assert_eq!(code, 200, "{body}");
+    a.wait_ready("keep", 2, 60);
+    let pid0 = a.instance("keep-0")["status"]["pid"].as_i64().unwrap();
+    let pid1 = a.instance("keep-1")["status"]["pid"].as_i64().unwrap();
+
+    a.node.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        pid_alive(pid0) && pid_alive(pid1),
+        "containers outlive the node process"
+    );
+    // One dies while the node is away.
+    unsafe { libc::kill(pid1 as i32, libc::SIGKILL) };
+    a.node.restart();
+
+    let adopted = eventually(Duration::from_secs(30), || {
+        let v = a.instance("keep-0");
+        (v["status"]["ready"] == true).then_some(v)
+    })
+    .expect("keep-0 ready after the restart");
+    assert_eq!(
+        adopted["status"]["pid"].as_i64(),
+        Some(pid0),
+        "the same process, adopted"
+    );
+    assert_eq!(adopted["status"]["restarts"], 0);
+    let restarted = eventually(Duration::from_secs(30), || {
+        let v = a.instance("keep-1");
+        (v["status"]["ready"] == true && v["status"]["restarts"] == 1).then_some(v)
+    })
+    .expect("keep-1, dead meanwhile, restarted");
+    assert_ne!(restarted["status"]["pid"].as_i64(), Some(pid1));
+    let ip = adopted["status"]["ip"].as_str().unwrap();
+    assert!(
+        http_get(ip, "/").is_some(),
+        "the adopted instance still serves"
+    );
+    a.wait_ready("keep", 2, 30);
+}

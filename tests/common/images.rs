@@ -1,0 +1,44 @@
+//! The test images (busybox, toolbox), built once per test binary by
+//! `scripts/build-images.sh` into `CARGO_TARGET_TMPDIR/images`.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+static IMAGES: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// The OCI layout holding busybox:latest and toolbox:latest; None (after a loud skip, or a
+/// failure under OMNICLOUD_REQUIRE_ALL=1) where they cannot be built or run.
+pub fn layout() -> Option<PathBuf> {
+    if !omnicloud::config::is_root() {
+        super::netns::require(
+            "root",
+            "containers need namespaces, cgroups and mounts".into(),
+        );
+        return None;
+    }
+    let built = IMAGES.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-images.sh");
+        let result = std::process::Command::new("sh")
+            .arg(&script)
+            .arg(&out)
+            .env("OMNICLOUD_BIN", super::BIN)
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !result.status.success() {
+            return Err(format!(
+                "build-images.sh failed: {}",
+                String::from_utf8_lossy(&result.stderr).trim()
+            ));
+        }
+        eprint!("{}", String::from_utf8_lossy(&result.stderr));
+        Ok(out)
+    });
+    match built {
+        Ok(p) => Some(p.clone()),
+        Err(e) => {
+            super::netns::require("the test images (busybox-static)", e.clone());
+            None
+        }
+    }
+}
