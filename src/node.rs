@@ -261,6 +261,8 @@ impl Node {
                 data_dir: config.data_dir.clone(),
                 bridge: config.network.bridge.clone(),
                 settings: config.agent.clone(),
+                peers: gossip.clone(),
+                admin_token: admin_token.clone(),
             };
             let metrics = api_metrics.with_registry(crate::agent::AgentMetrics::new);
             if let Err(e) =

@@ -15,18 +15,42 @@ use serde_json::Value;
 /// One node with containers at a time: they share the host's cgroups and iptables.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// A single-node cluster with its own bridge and cluster CIDR, the test images imported,
-/// and on drop every container it ran removed (containers outlive their node by design).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A node with the agent role, its own bridge and cluster CIDR, and on drop every
+/// container it ran removed (containers outlive their node by design).
 struct AgentNode {
     node: TestNode,
     bridge: String,
-    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl AgentNode {
+    /// A single-node cluster with the test images imported.
     fn start(tag: u8) -> Option<AgentNode> {
         let layout = common::images::layout()?;
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let a = AgentNode::launch(tag, "agent", &[]);
+        a.import(&layout);
+        Some(a)
+    }
+
+    /// A node joining `seed`'s cluster, with an empty image store.
+    fn join(tag: u8, name: &str, seed: &AgentNode) -> AgentNode {
+        let token = seed.node.dir.join("join.token");
+        AgentNode::launch(
+            tag,
+            name,
+            &[
+                "--join",
+                &seed.node.gossip,
+                "--token-file",
+                token.to_str().unwrap(),
+            ],
+        )
+    }
+
+    fn launch(tag: u8, name: &str, extra: &[&str]) -> AgentNode {
         let bridge = format!("octest{tag}");
         let config = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(
@@ -37,10 +61,23 @@ impl AgentNode {
             ),
         )
         .unwrap();
-        let node = TestNode::start_with("agent", &["--config", config.path().to_str().unwrap()]);
+        let mut args = vec![
+            "--roles",
+            "auto",
+            "--config",
+            config.path().to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let node = TestNode::start_with(name, &args);
+        std::mem::forget(config); // the node reads it again on restart
+        AgentNode { node, bridge }
+    }
+
+    fn image_cli(&self, args: &[&str]) -> String {
         let out = std::process::Command::new(BIN)
-            .args(["image", "import", layout.to_str().unwrap()])
-            .env("OMNICLOUD_DATA_DIR", &node.dir)
+            .arg("image")
+            .args(args)
+            .env("OMNICLOUD_DATA_DIR", &self.node.dir)
             .output()
             .unwrap();
         assert!(
@@ -48,12 +85,11 @@ impl AgentNode {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        std::mem::forget(config); // the node reads it again on restart
-        Some(AgentNode {
-            node,
-            bridge,
-            _serial: serial,
-        })
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn import(&self, layout: &std::path::Path) {
+        self.image_cli(&["import", layout.to_str().unwrap()]);
     }
 
     fn runtime_root(&self) -> PathBuf {
@@ -181,6 +217,7 @@ fn pid_alive(pid: i64) -> bool {
 
 #[test]
 fn a_deployment_runs_ready_reachable_restarts_and_cleans_up() {
+    let _serial = serial();
     let Some(a) = AgentNode::start(1) else { return };
     let (code, body) = a.node.api().apply(&web("web", 3));
     assert_eq!(code, 200, "{body}");
@@ -302,6 +339,7 @@ fn a_deployment_runs_ready_reachable_restarts_and_cleans_up() {
 
 #[test]
 fn oom_kills_and_bad_specs_are_reported_and_leave_nothing() {
+    let _serial = serial();
     let Some(a) = AgentNode::start(2) else { return };
     let manifest = r#"
 apiVersion: omnicloud.io/v1
@@ -408,6 +446,7 @@ spec:
 
 #[test]
 fn kill9_of_the_node_keeps_containers_and_they_are_readopted() {
+    let _serial = serial();
     let Some(mut a) = AgentNode::start(3) else {
         return;
     };
@@ -450,4 +489,173 @@ fn kill9_of_the_node_keeps_containers_and_they_are_readopted() {
         "the adopted instance still serves"
     );
     a.wait_ready("keep", 2, 30);
+}
+
+/// A registry on loopback: Debian's docker-registry, storing in a temp dir.
+struct Registry {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Option<Registry> {
+        let bin = ["/usr/bin/docker-registry", "/usr/bin/registry"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let Some(bin) = bin else {
+            common::netns::require("docker-registry", "apt-get install docker-registry".into());
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let up = eventually(Duration::from_secs(10), || {
+            ureq::get(&format!("http://{addr}/v2/"))
+                .call()
+                .ok()
+                .map(|_| ())
+        });
+        assert!(up.is_some(), "docker-registry did not start on {addr}");
+        Some(Registry {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn images_come_from_a_registry_and_from_peers() {
+    let _serial = serial();
+    let Some(layout) = common::images::layout() else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let seed = AgentNode::launch(4, "seed", &[]);
+
+    // Push from a scratch store; the seed's own store starts empty and the agent pulls.
+    let scratch = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .arg("image")
+            .args(args)
+            .env("OMNICLOUD_DATA_DIR", scratch.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    cli(&["import", layout.to_str().unwrap()]);
+    let remote = format!("{}/tools/toolbox:1", registry.addr);
+    cli(&["push", "toolbox:latest", &remote]);
+    let manifest = format!(
+        r#"apiVersion: omnicloud.io/v1
+kind: Deployment
+metadata: {{name: pulled}}
+spec:
+  selector: {{matchLabels: {{app: pulled}}}}
+  template:
+    metadata: {{labels: {{app: pulled}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: http
+        image: {remote}
+        args: [workload, http, --port, "8080"]
+"#
+    );
+    let (code, body) = seed.node.api().apply(&manifest);
+    assert_eq!(code, 200, "{body}");
+    seed.wait_ready("pulled", 1, 120);
+    assert!(
+        seed.image_cli(&["ls"]).contains("tools/toolbox:1"),
+        "pulled into the store"
+    );
+
+    // A second node, with an empty store, fetches toolbox:latest from the seed.
+    seed.import(&layout);
+    let peer = AgentNode::join(5, "peer", &seed);
+    let instance = r#"
+apiVersion: omnicloud.io/v1
+kind: Instance
+metadata: {name: fetched}
+spec:
+  nodeName: peer
+  pod:
+    terminationGracePeriodSeconds: 1
+    containers:
+    - name: http
+      image: toolbox:latest
+      args: [workload, http, --port, "8080"]
+"#;
+    let (code, body) = seed.node.api().apply(instance);
+    assert_eq!(code, 200, "{body}");
+    let v = eventually(Duration::from_secs(120), || {
+        let v = seed.instance("fetched");
+        (v["status"]["ready"] == true).then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "fetched never ran on the peer: {:#}",
+            seed.instance("fetched")
+        )
+    });
+    assert_eq!(v["status"]["node"], "peer");
+    assert!(
+        peer.image_cli(&["ls"]).contains("toolbox:latest"),
+        "fetched from the seed"
+    );
+    let ip = v["status"]["ip"].as_str().unwrap();
+    assert!(
+        ip.starts_with("10.94."),
+        "the peer's subnet comes from the leader's cluster CIDR: {ip}"
+    );
+    assert!(http_get(ip, "/").is_some());
+
+    // Logs of an instance on the peer, asked of the seed: streamed from the owner.
+    let (ok, logs, err) = seed.node.cli(&["logs", "fetched"]);
+    assert!(
+        ok && logs.contains("workload http listening"),
+        "{logs}{err}"
+    );
+    seed.node
+        .api()
+        .delete("/v1/namespaces/default/instances/fetched");
+    eventually(Duration::from_secs(30), || {
+        peer.containers().is_empty().then_some(())
+    })
+    .expect("the peer removed the deleted instance");
 }

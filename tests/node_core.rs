@@ -7,7 +7,7 @@ mod common;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{fixture, yaml_to_json, TestNode};
+use common::{eventually, fixture, yaml_to_json, TestNode};
 use serde_json::Value;
 
 const DEPLOY: &str = "/v1/namespaces/default/deployments";
@@ -220,7 +220,15 @@ fn concurrent_updates_exactly_one_wins() {
     let api = node.api();
     assert_eq!(api.apply(&fixture("deployment.yaml")).0, 200);
     for round in 0..5 {
-        let (_, current) = api.get(&format!("{DEPLOY}/web-frontend"));
+        // The workload loop writes the Deployment's status (a new resourceVersion) after
+        // each change; read once it has settled, so only the two writers race.
+        let current = eventually(Duration::from_secs(10), || {
+            let (_, d) = api.get(&format!("{DEPLOY}/web-frontend"));
+            let settled = d["status"]["observedGeneration"] == d["metadata"]["generation"]
+                && d["status"]["replicas"] == d["spec"]["replicas"];
+            settled.then_some(d)
+        })
+        .expect("the deployment status settles");
         let rv = current["metadata"]["resourceVersion"]
             .as_str()
             .unwrap()

@@ -16,6 +16,7 @@
 
 pub mod containers;
 pub mod health;
+pub mod images;
 pub mod logs;
 pub mod supervisor;
 pub mod translate;
@@ -37,6 +38,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::cluster::Gossip;
 use crate::config::AgentSettings;
 use crate::container::network::{NodeNetwork, Subnet};
 use crate::model::instance::InstanceStatus;
@@ -211,6 +213,11 @@ pub struct Shared {
     pub settings: AgentSettings,
     pub metrics: AgentMetrics,
     pub containers: containers::Containers,
+    /// Peers to fetch images from, and the token their APIs take.
+    pub peers: Gossip,
+    pub admin_token: String,
+    /// One image pull at a time.
+    pub pulls: tokio::sync::Mutex<()>,
     store: Store,
     reporter: Arc<Reporter>,
     network: watch::Sender<Option<NodeNetwork>>,
@@ -307,6 +314,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub bridge: String,
     pub settings: AgentSettings,
+    pub peers: Gossip,
+    pub admin_token: String,
 }
 
 /// Starts the agent: adopts what a previous node process left, then reconciles.
@@ -328,6 +337,9 @@ pub fn spawn(
         containers: containers::Containers::new(&dirs.containers)
             .map_err(|e| format!("finding this executable: {e}"))?,
         dirs,
+        peers: config.peers,
+        admin_token: config.admin_token,
+        pulls: tokio::sync::Mutex::new(()),
         settings: config.settings,
         metrics,
         store: control.store().clone(),

@@ -281,27 +281,9 @@ impl Supervisor {
                     reason: "InvalidSpec",
                     message,
                 })?;
-        let images = self.shared.dirs.images.clone();
-        let image = spec.image.name.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            crate::container::image::open(
-                &images,
-                &crate::container::image::normalize_reference(&image),
-            )
-        })
-        .await
-        .expect("image lookup does not panic");
-        if let Err(e) = found {
-            let message = match e {
-                crate::container::ContainerError::ImageNotFound { reference, .. } => format!(
-                    "image {reference} is not in this node's image store (omnicloud image import)"
-                ),
-                other => other.one_line(),
-            };
-            return Err(StartError {
-                reason: "ErrImageNotFound",
-                message,
-            });
+        if let Err((reason, message)) = super::images::ensure(&self.shared, &spec.image.name).await
+        {
+            return Err(StartError { reason, message });
         }
         for m in &spec.mounts {
             if m.host_path.starts_with(&self.shared.dirs.volumes)

@@ -13,6 +13,7 @@ mod cluster;
 pub mod error;
 mod logs;
 pub mod metrics;
+mod registry;
 mod resources;
 mod watch;
 
@@ -68,6 +69,7 @@ pub fn serve(
                     .configure(watch::routes)
                     .configure(cluster::routes)
                     .configure(logs::routes)
+                    .configure(registry::routes)
                     .configure(resources::routes),
             )
             .default_service(web::to(|| async {

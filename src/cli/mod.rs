@@ -5,6 +5,7 @@
 //! (default data dir and token file names).
 
 pub mod client;
+mod images;
 pub mod output;
 
 use std::io::Read;
@@ -125,7 +126,7 @@ pub enum Command {
     },
     /// The node's image store (`<data-dir>/images`).
     #[command(subcommand)]
-    Image(ImageCommand),
+    Image(images::ImageCommand),
     /// Cluster members: roles, gossip status, Raft role, capacity.
     Nodes {
         #[command(flatten)]
@@ -148,33 +149,6 @@ pub enum Command {
         conn: Conn,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ImageCommand {
-    /// Import images from an OCI layout (directory or tar) or a `docker save` archive.
-    Import {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// Node data dir (default: OMNICLOUD_DATA_DIR or the default data dir).
-        #[arg(long, env = "OMNICLOUD_DATA_DIR")]
-        data_dir: Option<PathBuf>,
-        #[arg(short, long, value_enum, default_value = "table")]
-        output: Format,
-    },
-    /// List the images in the store.
-    Ls {
-        #[arg(long, env = "OMNICLOUD_DATA_DIR")]
-        data_dir: Option<PathBuf>,
-        #[arg(short, long, value_enum, default_value = "table")]
-        output: Format,
-    },
-    /// Remove an image and the blobs only it used.
-    Rm {
-        name: String,
-        #[arg(long, env = "OMNICLOUD_DATA_DIR")]
-        data_dir: Option<PathBuf>,
     },
 }
 
@@ -247,7 +221,7 @@ pub fn run(command: Command) -> ExitCode {
 fn dispatch(command: Command) -> Result<(), ClientError> {
     match command {
         Command::Node(_) => unreachable!("main runs the node"),
-        Command::Image(cmd) => image(cmd),
+        Command::Image(cmd) => images::run(cmd),
         Command::Nodes { conn, output } => {
             let v = conn.client().get_json("/v1/nodes")?;
             match output {
@@ -426,69 +400,6 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
             server.map(|_| ())
         }
     }
-}
-
-fn image(cmd: ImageCommand) -> Result<(), ClientError> {
-    use crate::container::store::ImageStore;
-    let open = |dir: Option<PathBuf>| {
-        let dir = dir
-            .unwrap_or_else(crate::config::default_data_dir)
-            .join("images");
-        ImageStore::open(&dir).map_err(|e| ClientError::Other(e.one_line()))
-    };
-    let show = |images: &[crate::container::store::ImageInfo], output: Format| match output {
-        Format::Json | Format::Yaml => {
-            let v = serde_json::to_value(images).expect("JSON");
-            if output == Format::Json {
-                output::print_json(&v)
-            } else {
-                output::print_yaml(&v)
-            }
-        }
-        _ => {
-            let rows = images
-                .iter()
-                .map(|i| {
-                    vec![
-                        i.name.clone(),
-                        i.digest.chars().take(19).collect(),
-                        output::bytes(i.size),
-                    ]
-                })
-                .collect();
-            println!("{}", output::table(&["NAME", "DIGEST", "SIZE"], rows));
-        }
-    };
-    match cmd {
-        ImageCommand::Import {
-            files,
-            data_dir,
-            output,
-        } => {
-            let store = open(data_dir)?;
-            let mut all = Vec::new();
-            for f in files {
-                let imported = store.import(&f).map_err(|e| {
-                    ClientError::Other(format!("{}: {}", f.display(), e.one_line()))
-                })?;
-                all.extend(imported);
-            }
-            show(&all, output);
-        }
-        ImageCommand::Ls { data_dir, output } => show(
-            &open(data_dir)?
-                .list()
-                .map_err(|e| ClientError::Other(e.one_line()))?,
-            output,
-        ),
-        ImageCommand::Rm { name, data_dir } => {
-            let removed = open(data_dir)?
-                .remove(&name)
-                .map_err(|e| ClientError::Other(e.one_line()))?;
-            println!("image {} removed", removed.name);
-        }
-    }
-    Ok(())
 }
 
 /// `deployment/web`, or `deployment web`.

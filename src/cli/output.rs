@@ -509,7 +509,7 @@ mod tests {
         let o = json!({"metadata": {"name": "web", "creationTimestamp": "2000-01-01T00:00:00Z"},
                        "spec": {"replicas": 3}, "status": {"replicas": 2, "readyReplicas": 1}});
         let r = row(Kind::Deployment, &o, false);
-        assert_eq!(&r[..4], &["web", "3", "2", "1"]);
+        assert_eq!(&r[..4], &["web", "3", "2", "1/3"]);
         assert!(r[4].ends_with('d'));
         let t = table(&columns(Kind::Deployment, false), vec![r]);
         let first = t.lines().next().unwrap();

@@ -31,6 +31,7 @@
 pub mod helper;
 pub mod image;
 pub mod network;
+pub mod registry;
 pub mod runtime;
 pub mod spec;
 pub mod store;

@@ -96,7 +96,7 @@ impl ImageStore {
     }
 
     /// Stores `bytes` as a blob; returns its digest.
-    fn put_blob(&self, bytes: &[u8]) -> Result<String> {
+    pub(crate) fn put_blob(&self, bytes: &[u8]) -> Result<String> {
         let hex = sha256_hex(bytes);
         let path = self.blob_path(&hex);
         if !path.exists() {
@@ -107,7 +107,7 @@ impl ImageStore {
         Ok(format!("sha256:{hex}"))
     }
 
-    fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
+    pub(crate) fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
         let path = self.blob_path(digest);
         fs::read(&path).map_err(io(format!("reading blob {digest}")))
     }
@@ -280,7 +280,7 @@ impl ImageStore {
     }
 
     /// Adds or replaces the index entry with this entry's name.
-    fn tag(&self, entry: Value) -> Result<()> {
+    pub(crate) fn tag(&self, entry: Value) -> Result<()> {
         let name = entry["annotations"][REF_NAME]
             .as_str()
             .unwrap_or_default()
@@ -292,6 +292,26 @@ impl ImageStore {
         manifests.retain(|d| d["annotations"][REF_NAME].as_str() != Some(name.as_str()));
         manifests.push(entry);
         self.write_index(&index)
+    }
+
+    /// The index entry (manifest descriptor) of an image, by name.
+    pub fn descriptor(&self, name: &str) -> Result<Option<Value>> {
+        let wanted = normalize_reference(name);
+        let index = self.index()?;
+        Ok(index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["annotations"][REF_NAME].as_str() == Some(wanted.as_str()))
+            .cloned())
+    }
+
+    /// Whether the blob is stored (and so can be served).
+    pub fn has_blob(&self, digest: &str) -> bool {
+        digest.starts_with("sha256:")
+            && digest.len() == 71
+            && digest[7..].bytes().all(|b| b.is_ascii_hexdigit())
+            && self.blob_path(digest).exists()
     }
 
     pub fn list(&self) -> Result<Vec<ImageInfo>> {

@@ -91,6 +91,10 @@ impl TestNode {
         };
         let has = |flag: &str| self.extra.iter().any(|a| a == flag);
         cmd.args(["node", "--name", &self.name]);
+        // Nodes run no containers unless a test asks for the agent role (`--roles auto`).
+        if !has("--roles") {
+            cmd.args(["--roles", "orchestrator"]);
+        }
         if !has("--bind") {
             cmd.args(["--bind", "127.0.0.1", "--advertise", "127.0.0.1"]);
         }

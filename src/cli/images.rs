@@ -1,0 +1,159 @@
+//! `omnicloud image ...`: the node's local image store (import, list, remove) and moving
+//! images to and from registries.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::client::ClientError;
+use super::{output, Format};
+use crate::container::registry::{Reference, Source};
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import images from an OCI layout (directory or tar) or a `docker save` archive.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Node data dir (default: OMNICLOUD_DATA_DIR or the default data dir).
+        #[arg(long, env = "OMNICLOUD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// List the images in the store.
+    Ls {
+        #[arg(long, env = "OMNICLOUD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Pull an image from a registry (plain HTTP, e.g. 10.0.0.5:5000/toolbox:1) into the store.
+    Pull {
+        reference: String,
+        /// Store it under this name (default: the reference).
+        #[arg(long = "as")]
+        name: Option<String>,
+        #[arg(long, env = "OMNICLOUD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Push an image of the store to a registry as REFERENCE (host:port/repo:tag).
+    Push {
+        name: String,
+        reference: String,
+        #[arg(long, env = "OMNICLOUD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Remove an image and the blobs only it used.
+    Rm {
+        name: String,
+        #[arg(long, env = "OMNICLOUD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+pub fn run(cmd: ImageCommand) -> Result<(), ClientError> {
+    use crate::container::store::ImageStore;
+    let open = |dir: Option<PathBuf>| {
+        let dir = dir
+            .unwrap_or_else(crate::config::default_data_dir)
+            .join("images");
+        ImageStore::open(&dir).map_err(|e| ClientError::Other(e.one_line()))
+    };
+    let show = |images: &[crate::container::store::ImageInfo], output: Format| match output {
+        Format::Json | Format::Yaml => {
+            let v = serde_json::to_value(images).expect("JSON");
+            if output == Format::Json {
+                output::print_json(&v)
+            } else {
+                output::print_yaml(&v)
+            }
+        }
+        _ => {
+            let rows = images
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.name.clone(),
+                        i.digest.chars().take(19).collect(),
+                        output::bytes(i.size),
+                    ]
+                })
+                .collect();
+            println!("{}", output::table(&["NAME", "DIGEST", "SIZE"], rows));
+        }
+    };
+    match cmd {
+        ImageCommand::Import {
+            files,
+            data_dir,
+            output,
+        } => {
+            let store = open(data_dir)?;
+            let mut all = Vec::new();
+            for f in files {
+                let imported = store.import(&f).map_err(|e| {
+                    ClientError::Other(format!("{}: {}", f.display(), e.one_line()))
+                })?;
+                all.extend(imported);
+            }
+            show(&all, output);
+        }
+        ImageCommand::Ls { data_dir, output } => show(
+            &open(data_dir)?
+                .list()
+                .map_err(|e| ClientError::Other(e.one_line()))?,
+            output,
+        ),
+        ImageCommand::Pull {
+            reference,
+            name,
+            data_dir,
+        } => {
+            let store = open(data_dir)?;
+            let r = Reference::parse(&reference);
+            let host = r.registry.clone().ok_or_else(|| {
+                ClientError::Other(format!(
+                    "{reference}: name the registry, e.g. 127.0.0.1:5000/{}:{}",
+                    r.repository, r.tag
+                ))
+            })?;
+            let source = Source {
+                base: format!("http://{host}"),
+                token: None,
+            };
+            let name = name.unwrap_or(reference.clone());
+            let info = source
+                .pull(&store, &r, &name)
+                .map_err(|e| ClientError::Other(e.one_line()))?
+                .ok_or_else(|| ClientError::Other(format!("{reference}: not found")))?;
+            println!("pulled {} ({})", info.name, output::bytes(info.size));
+        }
+        ImageCommand::Push {
+            name,
+            reference,
+            data_dir,
+        } => {
+            let store = open(data_dir)?;
+            let r = Reference::parse(&reference);
+            let host = r.registry.clone().ok_or_else(|| {
+                ClientError::Other(format!("{reference}: expected HOST:PORT/REPOSITORY[:TAG]"))
+            })?;
+            let source = Source {
+                base: format!("http://{host}"),
+                token: None,
+            };
+            source
+                .push(&store, &name, &r)
+                .map_err(|e| ClientError::Other(e.one_line()))?;
+            println!("pushed {name} to {reference}");
+        }
+        ImageCommand::Rm { name, data_dir } => {
+            let removed = open(data_dir)?
+                .remove(&name)
+                .map_err(|e| ClientError::Other(e.one_line()))?;
+            println!("image {} removed", removed.name);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! Moving images between image stores over the OCI distribution API (`/v2/<repo>/...`):
+//! pull from (and push to) a registry such as Debian's `docker-registry`, and pull from a
+//! peer node, whose API serves its own store under `/v1/registry/v2/...` with the same
+//! paths. Every blob is checked against its digest before it is stored; the image is named
+//! in the store only after all of its blobs are in.
+//!
+//! Blocking (ureq): callers in async code use `spawn_blocking`.
+
+use std::io::Read;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::image::{normalize_reference, REF_NAME};
+use super::store::{ImageInfo, ImageStore};
+use super::{ContainerError, Result};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Largest manifest or blob accepted (a layer of the toolbox image is ~100 MiB).
+const MAX_BLOB: u64 = 4 << 30;
+
+/// Where images come from or go to: a registry (`http://127.0.0.1:5000`) or a peer's API
+/// (`http://10.0.0.2:7070/v1/registry`), with a bearer token for peers.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub base: String,
+    pub token: Option<String>,
+}
+
+/// A reference split into where it lives and what it is: `127.0.0.1:5000/tools/toolbox:1`
+/// is registry `127.0.0.1:5000`, repository `tools/toolbox`, tag `1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    pub registry: Option<String>,
+    pub repository: String,
+    pub tag: String,
+}
+
+impl Reference {
+    pub fn parse(name: &str) -> Reference {
+        let full = normalize_reference(name);
+        let (first, rest) = full.split_once('/').unwrap_or(("", &full));
+        let is_host = first.contains('.') || first.contains(':') || first == "localhost";
+        let (registry, path) = if is_host {
+            (Some(first.to_string()), rest.to_string())
+        } else {
+            (None, full.clone())
+        };
+        let (repository, tag) = match path.rsplit_once('@') {
+            Some((r, digest)) => (r.to_string(), digest.to_string()),
+            None => {
+                let (r, t) = path.rsplit_once(':').unwrap_or((&path, "latest"));
+                (r.to_string(), t.to_string())
+            }
+        };
+        Reference {
+            registry,
+            repository,
+            tag,
+        }
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(5))
+        .timeout_read(Duration::from_secs(120))
+        .build()
+}
+
+fn fail(what: impl Into<String>) -> ContainerError {
+    ContainerError::Helper(what.into())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Source {
+    fn request(&self, method: &str, url: &str) -> ureq::Request {
+        let r = agent().request(method, url);
+        match &self.token {
+            Some(t) => r.set("Authorization", &format!("Bearer {t}")),
+            None => r,
+        }
+    }
+
+    fn url(&self, repo: &str, rest: &str) -> String {
+        format!("{}/v2/{repo}/{rest}", self.base.trim_end_matches('/'))
+    }
+
+    /// GETs a manifest or blob; Ok(None) on 404.
+    fn get(&self, url: &str, accept: &str) -> Result<Option<(String, Vec<u8>)>> {
+        match self.request("GET", url).set("Accept", accept).call() {
+            Ok(r) => {
+                let media = r.content_type().to_string();
+                let mut body = Vec::new();
+                r.into_reader()
+                    .take(MAX_BLOB)
+                    .read_to_end(&mut body)
+                    .map_err(|e| fail(format!("reading {url}: {e}")))?;
+                Ok(Some((media, body)))
+            }
+            Err(ureq::Error::Status(404, _)) => Ok(None),
+            Err(ureq::Error::Status(code, r)) => Err(fail(format!(
+                "GET {url}: HTTP {code} {}",
+                r.into_string().unwrap_or_default().trim()
+            ))),
+            Err(e) => Err(fail(format!("GET {url}: {e}"))),
+        }
+    }
+
+    fn blob(&self, repo: &str, digest: &str) -> Result<Vec<u8>> {
+        let url = self.url(repo, &format!("blobs/{digest}"));
+        let (_, body) = self
+            .get(&url, "*/*")?
+            .ok_or_else(|| fail(format!("{url}: blob not found")))?;
+        if format!("sha256:{}", hex(&body)) != digest {
+            return Err(ContainerError::Digest {
+                digest: digest.into(),
+                message: format!("the content served by {} does not match", self.base),
+            });
+        }
+        Ok(body)
+    }
+
+    /// Pulls `reference` into `store`, naming it `name`. Ok(None) when the source does
+    /// not have it.
+    pub fn pull(
+        &self,
+        store: &ImageStore,
+        reference: &Reference,
+        name: &str,
+    ) -> Result<Option<ImageInfo>> {
+        let repo = &reference.repository;
+        let accept = [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST].join(", ");
+        let url = self.url(repo, &format!("manifests/{}", reference.tag));
+        let Some((_, mut body)) = self.get(&url, &accept)? else {
+            return Ok(None);
+        };
+        let mut manifest: Value = serde_json::from_slice(&body)
+            .map_err(|e| fail(format!("{url}: not a manifest: {e}")))?;
+        // An index (manifest list): take this platform's manifest.
+        if manifest["manifests"].is_array() {
+            let pick = manifest["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|d| {
+                    d["platform"]["os"].as_str().unwrap_or("linux") == "linux"
+                        && d["platform"]["architecture"].as_str().unwrap_or("amd64")
+                            == std::env::consts::ARCH.replace("x86_64", "amd64")
+                })
+                .and_then(|d| d["digest"].as_str())
+                .ok_or_else(|| fail(format!("{url}: no linux/{} image", std::env::consts::ARCH)))?
+                .to_string();
+            let url = self.url(repo, &format!("manifests/{pick}"));
+            let (_, b) = self
+                .get(&url, &accept)?
+                .ok_or_else(|| fail(format!("{url}: manifest not found")))?;
+            manifest = serde_json::from_slice(&b).map_err(|e| fail(format!("{url}: {e}")))?;
+            body = b;
+        }
+        let mut size = 0;
+        let parts: Vec<String> = std::iter::once(&manifest["config"])
+            .chain(manifest["layers"].as_array().into_iter().flatten())
+            .map(|p| {
+                p["digest"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| fail(format!("{url}: a part without a digest")))
+            })
+            .collect::<Result<_>>()?;
+        for digest in &parts {
+            if !store.has_blob(digest) {
+                let bytes = self.blob(repo, digest)?;
+                size += bytes.len() as u64;
+                store.put_blob(&bytes)?;
+            }
+        }
+        let digest = store.put_blob(&body)?;
+        let name = normalize_reference(name);
+        store.tag(json!({
+            "mediaType": OCI_MANIFEST,
+            "digest": digest,
+            "size": body.len(),
+            "annotations": {REF_NAME: name},
+        }))?;
+        Ok(Some(ImageInfo { name, digest, size }))
+    }
+
+    /// Pushes the image `name` from `store` as `reference` (blobs the registry already
+    /// has are skipped).
+    pub fn push(&self, store: &ImageStore, name: &str, reference: &Reference) -> Result<()> {
+        let desc = store
+            .descriptor(name)?
+            .ok_or_else(|| ContainerError::ImageNotFound {
+                reference: normalize_reference(name),
+                layout: store.layout().to_path_buf(),
+            })?;
+        let digest = desc["digest"].as_str().unwrap_or_default().to_string();
+        let body = store.read_blob(&digest)?;
+        let manifest: Value =
+            serde_json::from_slice(&body).map_err(|e| fail(format!("manifest {digest}: {e}")))?;
+        let repo = &reference.repository;
+        for part in std::iter::once(&manifest["config"])
+            .chain(manifest["layers"].as_array().into_iter().flatten())
+        {
+            let d = part["digest"].as_str().unwrap_or_default();
+            let head = self.url(repo, &format!("blobs/{d}"));
+            if self.request("HEAD", &head).call().is_ok() {
+                continue;
+            }
+            let start = self.url(repo, "blobs/uploads/");
+            let r = self
+                .request("POST", &start)
+                .send_bytes(&[])
+                .map_err(|e| fail(format!("POST {start}: {e}")))?;
+            let location = r
+                .header("Location")
+                .ok_or_else(|| fail(format!("POST {start}: no Location")))?
+                .to_string();
+            let location = if location.starts_with('/') {
+                let origin = self
+                    .base
+                    .splitn(4, '/')
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join("/");
+                format!("{origin}{location}")
+            } else {
+                location
+            };
+            let sep = if location.contains('?') { '&' } else { '?' };
+            let put = format!("{location}{sep}digest={d}");
+            self.request("PUT", &put)
+                .set("Content-Type", "application/octet-stream")
+                .send_bytes(&store.read_blob(d)?)
+                .map_err(|e| fail(format!("uploading {d}: {e}")))?;
+        }
+        let url = self.url(repo, &format!("manifests/{}", reference.tag));
+        self.request("PUT", &url)
+            .set("Content-Type", OCI_MANIFEST)
+            .send_bytes(&body)
+            .map_err(|e| fail(format!("PUT {url}: {e}")))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_into_registry_repository_and_tag() {
+        let r = Reference::parse("127.0.0.1:5000/tools/toolbox:1");
+        assert_eq!(r.registry.as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(
+            (r.repository.as_str(), r.tag.as_str()),
+            ("tools/toolbox", "1")
+        );
+        let r = Reference::parse("toolbox");
+        assert_eq!(r.registry, None);
+        assert_eq!(
+            (r.repository.as_str(), r.tag.as_str()),
+            ("toolbox", "latest")
+        );
+        let r = Reference::parse("registry.local/busybox@sha256:abc");
+        assert_eq!(r.registry.as_deref(), Some("registry.local"));
+        assert_eq!(r.tag, "sha256:abc");
+        assert_eq!(Reference::parse("library/busybox:1").registry, None);
+    }
+}
