@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
-# The main job: build the binary, start a one-node cluster on embedded defaults in a
-# throwaway data dir, apply the example workload and show it. Ctrl-C stops the node.
+# The main job: build the binary and the images, start a one-node cluster on embedded
+# defaults in a throwaway data dir, run the example web workload in real containers, scale
+# it, and show each replica answering on its own address. Ctrl-C stops the node (the
+# containers keep running until the node removes them; stop with: omnicloud delete
+# deployment/web first). Containers need root; without it the workload stays Pending.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
-BIN=target/release/omnicloud
+BIN=$PWD/target/release/omnicloud
+OMNICLOUD_BIN=$BIN sh scripts/build-images.sh target/images
 DATA=${OMNICLOUD_DATA_DIR:-$(mktemp -d /tmp/omnicloud-demo.XXXXXX)}
 PORT=${OMNICLOUD_API_PORT:-7070}
+export OMNICLOUD_SERVER=http://127.0.0.1:$PORT OMNICLOUD_DATA_DIR=$DATA
+"$BIN" image import target/images
 "$BIN" node --data-dir "$DATA" --api-port "$PORT" --bind 127.0.0.1 &
 NODE=$!
-trap 'kill $NODE 2>/dev/null; wait $NODE 2>/dev/null' EXIT
-export OMNICLOUD_SERVER=http://127.0.0.1:$PORT OMNICLOUD_DATA_DIR=$DATA
+cleanup() {
+  "$BIN" delete deployment/web >/dev/null 2>&1 && sleep 3
+  kill $NODE 2>/dev/null
+  wait $NODE 2>/dev/null || true
+}
+trap cleanup EXIT
 for _ in $(seq 100); do curl -sf "$OMNICLOUD_SERVER/readyz" >/dev/null && break; sleep 0.1; done
-"$BIN" apply -f examples/web.yaml
+if [ "$(id -u)" != 0 ]; then
+  echo "demo: not root, so this node has no agent role and the workload will stay Pending" >&2
+fi
+"$BIN" apply -f examples/web.yaml --wait --timeout 2m
+"$BIN" scale deployment/web --replicas=3 --wait --timeout 2m
 "$BIN" get deployments
-"$BIN" scale deployment/web --replicas=3
-"$BIN" describe deployment/web
+"$BIN" get instances -o wide
+for ip in $("$BIN" get instances -o json | sed -n 's/.*"ip": "\([0-9.]*\)".*/\1/p'); do
+  printf '%s -> ' "$ip"; curl -s "http://$ip:8080/"; echo
+done
+"$BIN" logs web-0 --tail 3
 echo
-echo "node running (data dir $DATA); try: OMNICLOUD_SERVER=$OMNICLOUD_SERVER OMNICLOUD_DATA_DIR=$DATA $BIN get deployments -w"
+echo "node running (data dir $DATA); try: OMNICLOUD_SERVER=$OMNICLOUD_SERVER $BIN get instances -w"
 echo "Ctrl-C to stop."
 wait $NODE

@@ -7,6 +7,7 @@
 pub mod client;
 mod images;
 pub mod output;
+mod wait;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ pub enum Command {
         namespace: Option<String>,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
+        #[command(flatten)]
+        wait: wait::WaitArgs,
     },
     /// List resources of a kind, or show one.
     Get {
@@ -108,6 +111,8 @@ pub enum Command {
         resource_version: Option<u64>,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
+        #[command(flatten)]
+        wait: wait::WaitArgs,
     },
     /// An instance's stdout and stderr, from whichever node runs it.
     Logs {
@@ -252,7 +257,8 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
             files,
             namespace,
             output,
-        } => apply(&conn.client(), &files, namespace, output),
+            wait,
+        } => apply(&conn.client(), &files, namespace, output, &wait),
         Command::Get {
             conn,
             kind,
@@ -344,6 +350,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
             namespace,
             resource_version,
             output,
+            wait,
         } => {
             let (kind, name) = split_target(&target, name)?;
             let name = name.ok_or_else(|| ClientError::Other("scale needs KIND/NAME".into()))?;
@@ -373,6 +380,14 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
                     kind.as_str().to_lowercase(),
                     name
                 ),
+            }
+            if wait.wait {
+                let target = wait::Target {
+                    kind,
+                    namespace: namespace.unwrap_or_else(|| "default".into()),
+                    name,
+                };
+                wait::wait(&conn.client(), &[target], wait.timeout)?;
             }
             Ok(())
         }
@@ -455,6 +470,7 @@ fn apply(
     files: &[String],
     namespace: Option<String>,
     output: Format,
+    wait: &wait::WaitArgs,
 ) -> Result<(), ClientError> {
     let body: Vec<String> = files
         .iter()
@@ -479,6 +495,21 @@ fn apply(
                 );
             }
         }
+    }
+    if wait.wait {
+        let targets: Vec<wait::Target> = result["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| {
+                Some(wait::Target {
+                    kind: Kind::parse(i["kind"].as_str()?)?,
+                    namespace: i["namespace"].as_str().unwrap_or("default").to_string(),
+                    name: i["name"].as_str()?.to_string(),
+                })
+            })
+            .collect();
+        wait::wait(client, &targets, wait.timeout)?;
     }
     Ok(())
 }
