@@ -81,6 +81,34 @@ fn run(args: &[&str]) -> Result<String, ContainerError> {
     }
 }
 
+/// Runs `args` with `script` on stdin (`ip -batch -`).
+fn batch(args: &[&str], script: &str) -> Result<(), ContainerError> {
+    use std::io::Write;
+    let err = |message: String| ContainerError::Network {
+        action: format!("{} <<< {}", args.join(" "), script.trim().replace('\n', "; ")),
+        message,
+    };
+    let mut child = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| err(e.to_string()))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes())
+        .map_err(|e| err(e.to_string()))?;
+    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+    }
+}
+
 fn succeeds(args: &[&str]) -> bool {
     Command::new(args[0])
         .args(&args[1..])
@@ -154,49 +182,39 @@ impl NodeNetwork {
         }
         let host = host_veth(id);
         let peer = format!("{host}p");
+        // Left by a crash between create and delete: a fresh veth replaces it.
+        if std::path::Path::new("/sys/class/net").join(&host).exists() {
+            let _ = run(&["ip", "link", "del", &host]);
+        }
+        // Two processes in all: one `ip -batch` on the host side, one inside the netns.
+        let gateway = self.subnet.gateway();
+        let outside = format!(
+            "link add {host} type veth peer name {peer}\n\
+             link set {host} master {bridge} up\n\
+             link set {peer} netns {pid}\n\
+             neigh flush to {ip} dev {bridge}\n",
+            bridge = self.bridge
+        );
+        let inside = format!(
+            "link set lo up\n\
+             link set {peer} name eth0\n\
+             addr add {ip}/{prefix} dev eth0\n\
+             link set eth0 up\n\
+             route add default via {gateway}\n",
+            prefix = self.subnet.prefix
+        );
         let pid_s = pid.to_string();
-        let _ = run(&["ip", "link", "del", &host]);
-        run(&[
-            "ip", "link", "add", &host, "type", "veth", "peer", "name", &peer,
-        ])?;
-        let setup = || -> Result<(), ContainerError> {
-            run(&["ip", "link", "set", &host, "master", &self.bridge, "up"])?;
-            run(&["ip", "link", "set", &peer, "netns", &pid_s])?;
-            let ns = |args: &[&str]| {
-                let full: Vec<&str> = ["nsenter", "-t", pid_s.as_str(), "-n"]
-                    .iter()
-                    .chain(args)
-                    .copied()
-                    .collect();
-                run(&full)
-            };
-            ns(&["ip", "link", "set", "lo", "up"])?;
-            ns(&["ip", "link", "set", &peer, "name", "eth0"])?;
-            ns(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{ip}/{}", self.subnet.prefix),
-                "dev",
-                "eth0",
-            ])?;
-            ns(&["ip", "link", "set", "eth0", "up"])?;
-            ns(&[
-                "ip",
-                "route",
-                "add",
-                "default",
-                "via",
-                &self.subnet.gateway().to_string(),
-            ])?;
-            Ok(())
-        };
-        setup().inspect_err(|_| {
+        let result = batch(&["ip", "-batch", "-"], &outside).and_then(|_| {
+            batch(
+                &["nsenter", "-t", &pid_s, "-n", "ip", "-batch", "-"],
+                &inside,
+            )
+        });
+        // The address may have belonged to an earlier container (another MAC): the flush
+        // above makes the node forget its cached neighbour entry.
+        result.inspect_err(|_| {
             let _ = run(&["ip", "link", "del", &host]);
         })?;
-        // The address may have belonged to an earlier container (another MAC): forget
-        // the node's cached neighbour entry so traffic reaches the new one at once.
-        let _ = run(&["ip", "neigh", "del", &ip.to_string(), "dev", &self.bridge]);
         Ok(host)
     }
 
