@@ -31,7 +31,11 @@ fn helper(root: &std::path::Path, verb: Verb, stdin: Option<&[u8]>) -> Vec<u8> {
         child.stdin.take().unwrap().write_all(input).unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -57,7 +61,10 @@ fn start_latency(layout: &std::path::Path, starts: usize) {
         let pid = serde_json::from_slice::<RunOutput>(&out).unwrap().pid;
         // The first start unpacks the image layers; it is reported apart.
         if i == 0 {
-            println!("container start, first (unpacks layers): {:.1} ms", ms(took));
+            println!(
+                "container start, first (unpacks layers): {:.1} ms",
+                ms(took)
+            );
         } else {
             lat.push(took);
         }
@@ -83,7 +90,12 @@ fn replicas_ready(layout: &std::path::Path, n: usize) {
     .unwrap();
     let node = TestNode::start_with(
         "bench",
-        &["--roles", "auto", "--config", config.path().to_str().unwrap()],
+        &[
+            "--roles",
+            "auto",
+            "--config",
+            config.path().to_str().unwrap(),
+        ],
     );
     let out = std::process::Command::new(BIN)
         .args(["image", "import", layout.to_str().unwrap()])
@@ -115,17 +127,22 @@ spec:
     };
     let t = Instant::now();
     assert_eq!(node.api().apply(&manifest).0, 200);
-    let first = eventually(Duration::from_secs(120), || (ready() >= 1).then(|| t.elapsed()))
-        .expect("a first replica ready");
-    let all = eventually(Duration::from_secs(600), || (ready() == n).then(|| t.elapsed()))
-        .expect("every replica ready");
+    let first = eventually(Duration::from_secs(120), || {
+        (ready() >= 1).then(|| t.elapsed())
+    })
+    .expect("a first replica ready");
+    let all = eventually(Duration::from_secs(600), || {
+        (ready() == n).then(|| t.elapsed())
+    })
+    .expect("every replica ready");
     println!(
         "0 -> {n} replicas on one node: first ready {:.2} s, all ready {:.2} s ({:.1} replicas/s)",
         first.as_secs_f64(),
         all.as_secs_f64(),
         n as f64 / all.as_secs_f64()
     );
-    node.api().delete("/v1/namespaces/default/deployments/fleet");
+    node.api()
+        .delete("/v1/namespaces/default/deployments/fleet");
     let root = node.dir.join("containers");
     let gone = eventually(Duration::from_secs(120), || {
         let list = helper(&root, Verb::List, None);

@@ -8,15 +8,15 @@
 //! | `node`         | composition root: store, identity, tokens, control plane, API server |
 //! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags                      |
 //! | `api`          | actix-web REST API, watch streams, health, `/metrics`                 |
-//! | `orchestrator` | Raft node (openraft) and, on the leader, the control loops            |
-//! | `agent`        | container workloads; today the demo workloads (`omnicloud workload`)  |
-//! | `container`    | OCI containers via libcontainer, run by the `__container` helper     |
+//! | `agent`        | runs the instances placed on this node: one supervisor per instance  |
+//! | `orchestrator` | Raft node (openraft); on the leader the control loops (`workloads`)   |
+//! | `container`    | OCI containers (libcontainer, `__container` helper), images, bridge  |
 //! | `cluster`      | gossip membership (foca), host facts and roles, authenticated RPC    |
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
 //! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
 //!
-//! Planned by the open issues: the agent's instance actors (on top of `container`),
-//! `director` + `vmm` (microVMs).
+//! Planned by the open issues: the scheduler and controllers (`orchestrator`),
+//! `director` + `vmm` (microVMs), the autoscalers.
 
 pub mod agent;
 pub mod api;

@@ -378,6 +378,43 @@ spec:
 "#;
     let (code, body) = a.node.api().apply(manifest);
     assert_eq!(code, 200, "{body}");
+    // Volumes: a hostPath the test reads, an emptyDir that lives with the instance.
+    let host_dir = tempfile::tempdir().unwrap();
+    let volumes = format!(
+        r#"
+apiVersion: omnicloud.io/v1
+kind: Deployment
+metadata: {{name: vols}}
+spec:
+  selector: {{matchLabels: {{app: vols}}}}
+  template:
+    metadata: {{labels: {{app: vols}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox
+        env: [{{name: GREETING, value: hello}}]
+        command: [sh, -c, "echo $GREETING > /scratch/x && cat /scratch/x > /host/out && hostname >> /host/out && sleep 600"]
+        volumeMounts: [{{name: scratch, mountPath: /scratch}}, {{name: host, mountPath: /host}}]
+      volumes:
+      - {{name: scratch, emptyDir: {{}}}}
+      - {{name: host, hostPath: {{path: {}}}}}
+"#,
+        host_dir.path().display()
+    );
+    let (code, body) = a.node.api().apply(&volumes);
+    assert_eq!(code, 200, "{body}");
+    let written = eventually(Duration::from_secs(30), || {
+        std::fs::read_to_string(host_dir.path().join("out"))
+            .ok()
+            .filter(|t| t.lines().count() == 2)
+    })
+    .expect("the container wrote through its volumes");
+    assert_eq!(
+        written, "hello\nvols-0\n",
+        "env, emptyDir, hostPath and hostname"
+    );
 
     let hog = eventually(Duration::from_secs(60), || {
         let v = a.instance("hog-0");
@@ -420,6 +457,13 @@ spec:
     );
 
     // Neither failed start left a container, bundle, cgroup or veth behind.
+    a.node
+        .api()
+        .delete("/v1/namespaces/default/deployments/vols");
+    eventually(Duration::from_secs(30), || {
+        (!a.node.dir.join("volumes/default/vols-0").exists()).then_some(())
+    })
+    .expect("the emptyDir went with its instance");
     let ids = a.containers();
     assert!(
         ids.iter().all(|id| id.starts_with("default.hog-0.")),

@@ -218,6 +218,9 @@ pub struct Shared {
     pub admin_token: String,
     /// One image pull at a time.
     pub pulls: tokio::sync::Mutex<()>,
+    /// Container creations in flight: a burst of new instances starts a few at a time, so
+    /// the first are ready early and a new image's layers are unpacked once.
+    pub starts: tokio::sync::Semaphore,
     store: Store,
     reporter: Arc<Reporter>,
     network: watch::Sender<Option<NodeNetwork>>,
@@ -340,6 +343,9 @@ pub fn spawn(
         peers: config.peers,
         admin_token: config.admin_token,
         pulls: tokio::sync::Mutex::new(()),
+        starts: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+        ),
         settings: config.settings,
         metrics,
         store: control.store().clone(),

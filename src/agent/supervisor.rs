@@ -262,7 +262,6 @@ impl Supervisor {
 
     /// Creates, starts and wires up the container. On failure nothing is left behind.
     async fn start(&mut self) -> Result<(i32, u64), StartError> {
-        let t0 = Instant::now();
         let name = self.key.name.clone();
         let paths = translate::Paths {
             images: self.shared.dirs.images.clone(),
@@ -292,6 +291,8 @@ impl Supervisor {
                 let _ = std::fs::create_dir_all(&m.host_path);
             }
         }
+        let _permit = self.shared.starts.acquire().await.expect("never closed");
+        let t0 = Instant::now();
         // A container of ours left from a crash mid-start has the same id.
         self.remove_container().await;
         let pid = self

@@ -43,7 +43,10 @@ fn progress(o: &Value) -> (String, bool) {
 
 /// Polls until every target has converged; prints progress to stderr.
 pub fn wait(client: &Client, targets: &[Target], timeout: Duration) -> Result<(), ClientError> {
-    let targets: Vec<&Target> = targets.iter().filter(|t| t.kind == Kind::Deployment).collect();
+    let targets: Vec<&Target> = targets
+        .iter()
+        .filter(|t| t.kind == Kind::Deployment)
+        .collect();
     let live = std::io::stderr().is_terminal();
     let start = Instant::now();
     let mut last = String::new();
@@ -60,7 +63,11 @@ pub fn wait(client: &Client, targets: &[Target], timeout: Duration) -> Result<()
             let o = client.get_json(&path)?;
             let (text, done) = progress(&o);
             all &= done;
-            parts.push(format!("{}/{} {text}", t.kind.as_str().to_lowercase(), t.name));
+            parts.push(format!(
+                "{}/{} {text}",
+                t.kind.as_str().to_lowercase(),
+                t.name
+            ));
         }
         let line = format!("{} ({}s)", parts.join(", "), start.elapsed().as_secs());
         if live {
@@ -105,6 +112,9 @@ mod tests {
         assert!(!progress(&stale).1);
         let extra = json!({"metadata": {"generation": 2}, "spec": {"replicas": 1},
                            "status": {"observedGeneration": 2, "replicas": 2, "readyReplicas": 1}});
-        assert!(!progress(&extra).1, "scaling down is done when the extra ones are gone");
+        assert!(
+            !progress(&extra).1,
+            "scaling down is done when the extra ones are gone"
+        );
     }
 }

@@ -85,7 +85,11 @@ fn run(args: &[&str]) -> Result<String, ContainerError> {
 fn batch(args: &[&str], script: &str) -> Result<(), ContainerError> {
     use std::io::Write;
     let err = |message: String| ContainerError::Network {
-        action: format!("{} <<< {}", args.join(" "), script.trim().replace('\n', "; ")),
+        action: format!(
+            "{} <<< {}",
+            args.join(" "),
+            script.trim().replace('\n', "; ")
+        ),
         message,
     };
     let mut child = Command::new(args[0])
