@@ -175,7 +175,7 @@ fn plan_subnets(world: &World, out: &mut Vec<Command>) {
 }
 
 /// The alive agent with the fewest instances (ties: by name).
-fn place<'a>(load: &mut BTreeMap<&'a str, usize>) -> Option<String> {
+fn place(load: &mut BTreeMap<&str, usize>) -> Option<String> {
     let (name, count) = load.iter_mut().min_by_key(|(n, c)| (**c, **n))?;
     *count += 1;
     Some(name.to_string())
@@ -336,7 +336,12 @@ pub fn spawn(
                 .members()
                 .await
                 .into_iter()
-                .filter(|m| m.meta.roles.iter().any(|r| r == "agent"))
+                // An agent reads its assignments from its replica of the store, so only
+                // nodes that are Raft members (orchestrator-eligible) get instances.
+                .filter(|m| {
+                    m.meta.roles.iter().any(|r| r == "agent")
+                        && super::membership::orchestrator_eligible(&m.meta.roles)
+                })
                 .map(|m| Agent {
                     name: m.meta.name.clone(),
                     alive: m.status != MemberStatus::Down,
