@@ -247,7 +247,7 @@ impl Node {
             policy.clone(),
             stop_tx.subscribe(),
         );
-        crate::orchestrator::workloads::spawn(
+        crate::orchestrator::controllers::spawn(
             control.clone(),
             gossip.clone(),
             config.network.clone(),

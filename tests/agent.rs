@@ -98,19 +98,7 @@ impl AgentNode {
 
     /// Container ids the runtime has under this node's root.
     fn containers(&self) -> Vec<String> {
-        let out = std::process::Command::new(BIN)
-            .args(["__container", "list", "--root"])
-            .arg(self.runtime_root())
-            .output()
-            .unwrap();
-        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        list.as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|c| c["id"].as_str().unwrap().to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        common::containers(&self.node.dir)
     }
 
     fn instance(&self, name: &str) -> Value {
@@ -156,12 +144,7 @@ impl AgentNode {
 impl Drop for AgentNode {
     fn drop(&mut self) {
         self.node.kill9();
-        for id in self.containers() {
-            let _ = std::process::Command::new(BIN)
-                .args(["__container", "delete", &id, "--force", "--root"])
-                .arg(self.runtime_root())
-                .output();
-        }
+        common::remove_containers(&self.node.dir);
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();

@@ -218,6 +218,7 @@ impl Supervisor {
                     });
                     self.status.pid = None;
                     self.status.ready = false;
+                    self.status.ready_since.clear();
                     let policy = self.spec.pod.restart_policy.as_deref().unwrap_or("Always");
                     let restart = match policy {
                         "Never" => false,
@@ -240,6 +241,7 @@ impl Supervisor {
                     tracing::warn!(instance = %self.key, reason = e.reason, message = %e.message, "instance did not start");
                     self.status.phase = Phase::Failed;
                     self.status.ready = false;
+                    self.status.ready_since.clear();
                     self.status.pid = None;
                     self.status.reason = e.reason.into();
                     self.status.message = e.message;
@@ -333,6 +335,7 @@ impl Supervisor {
         let mut next_ready = readiness.as_ref().map(|s| start + s.initial_delay);
         if readiness.is_none() && !self.status.ready {
             self.status.ready = true;
+            self.status.ready_since = now_rfc3339();
             self.report();
         }
         let mut cpu = usage::CpuRate::default();
@@ -364,6 +367,7 @@ impl Supervisor {
                     let ready = tracker.record(result.is_ok()) == Health::Passing;
                     if ready != self.status.ready {
                         self.status.ready = ready;
+                        self.status.ready_since = if ready { now_rfc3339() } else { String::new() };
                         self.status.reason = if ready { String::new() } else { "ReadinessProbeFailed".into() };
                         self.status.message = result.err().unwrap_or_default();
                         self.report();

@@ -6,6 +6,7 @@
 
 pub mod client;
 mod images;
+mod rollout;
 pub mod output;
 mod wait;
 
@@ -114,6 +115,9 @@ pub enum Command {
         #[command(flatten)]
         wait: wait::WaitArgs,
     },
+    /// Follow, list and undo Deployment rollouts.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
     /// An instance's stdout and stderr, from whichever node runs it.
     Logs {
         #[command(flatten)]
@@ -227,6 +231,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
     match command {
         Command::Node(_) => unreachable!("main runs the node"),
         Command::Image(cmd) => images::run(cmd),
+        Command::Rollout(cmd) => rollout::run(cmd),
         Command::Nodes { conn, output } => {
             let v = conn.client().get_json("/v1/nodes")?;
             match output {
@@ -317,10 +322,23 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         } => {
             let (kind, name) = split_target(&target, name)?;
             let name = name.ok_or_else(|| ClientError::Other("describe needs KIND/NAME".into()))?;
-            let o = conn
-                .client()
-                .get_json(&object_path(kind, namespace.as_deref(), &name))?;
+            let client = conn.client();
+            let o = client.get_json(&object_path(kind, namespace.as_deref(), &name))?;
             print!("{}", output::describe(&o));
+            if kind.namespaced() && kind != Kind::Event {
+                let ns = o["metadata"]["namespace"].as_str().unwrap_or("default");
+                let events = client.get_json(&format!("/v1/namespaces/{ns}/events"))?;
+                let mine: Vec<&serde_json::Value> = events["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| {
+                        e["spec"]["involvedObject"]["kind"] == kind.as_str()
+                            && e["spec"]["involvedObject"]["name"] == name.as_str()
+                    })
+                    .collect();
+                print!("{}", output::events_section(&mine));
+            }
             Ok(())
         }
         Command::Delete {

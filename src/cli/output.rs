@@ -114,6 +114,7 @@ pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
         Kind::Namespace => vec!["NAME", "AGE"],
         Kind::Instance => vec!["NAME", "READY", "STATUS", "RESTARTS", "IP", "NODE", "AGE"],
         Kind::NodeSubnet => vec!["NAME", "CIDR", "AGE"],
+        Kind::Event => vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"],
     };
     if wide {
         match kind {
@@ -243,6 +244,18 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
             ]
         }
         Kind::NodeSubnet => vec![name, s(&spec["cidr"]), age],
+        Kind::Event => vec![
+            crate::cli::output::age(&spec["lastTimestamp"]),
+            s(&spec["type"]),
+            s(&spec["reason"]),
+            format!(
+                "{}/{}",
+                s(&spec["involvedObject"]["kind"]).to_lowercase(),
+                s(&spec["involvedObject"]["name"])
+            ),
+            n(&spec["count"]),
+            s(&spec["message"]),
+        ],
     };
     if wide {
         match kind {
@@ -493,6 +506,32 @@ pub fn describe(o: &Value) -> String {
         ));
     }
     out
+}
+
+/// The "Events:" part of `describe`, oldest first.
+pub fn events_section(events: &[&Value]) -> String {
+    if events.is_empty() {
+        return "Events: <none>\n".into();
+    }
+    let mut sorted = events.to_vec();
+    sorted.sort_by_key(|e| e["spec"]["lastTimestamp"].as_str().unwrap_or("").to_string());
+    let rows = sorted
+        .iter()
+        .map(|e| {
+            let spec = &e["spec"];
+            vec![
+                s(&spec["type"]),
+                s(&spec["reason"]),
+                age(&spec["lastTimestamp"]),
+                n(&spec["count"]),
+                s(&spec["message"]),
+            ]
+        })
+        .collect();
+    format!(
+        "Events:\n{}",
+        indent(&table(&["TYPE", "REASON", "AGE", "COUNT", "MESSAGE"], rows))
+    )
 }
 
 fn indent(text: &str) -> String {

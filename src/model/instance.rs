@@ -108,6 +108,9 @@ pub struct Usage {
 pub struct InstanceStatus {
     pub phase: Phase,
     pub ready: bool,
+    /// When it last became ready (minReadySeconds counts from here).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ready_since: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]

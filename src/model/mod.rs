@@ -9,6 +9,7 @@
 //! `DeploymentSpec::replicas()` supply them), and quantities keep their written form.
 
 pub mod autoscaling;
+pub mod event;
 pub mod infra;
 pub mod instance;
 pub mod quantity;
@@ -73,10 +74,11 @@ pub enum Kind {
     ClusterScalingPolicy,
     Instance,
     NodeSubnet,
+    Event,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Namespace,
         Kind::Deployment,
         Kind::StatefulSet,
@@ -90,6 +92,7 @@ impl Kind {
         Kind::ClusterScalingPolicy,
         Kind::Instance,
         Kind::NodeSubnet,
+        Kind::Event,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -107,6 +110,7 @@ impl Kind {
             Kind::ClusterScalingPolicy => "ClusterScalingPolicy",
             Kind::Instance => "Instance",
             Kind::NodeSubnet => "NodeSubnet",
+            Kind::Event => "Event",
         }
     }
 
@@ -126,6 +130,7 @@ impl Kind {
             Kind::ClusterScalingPolicy => "clusterscalingpolicies",
             Kind::Instance => "instances",
             Kind::NodeSubnet => "nodesubnets",
+            Kind::Event => "events",
         }
     }
 
@@ -144,6 +149,7 @@ impl Kind {
             Kind::ClusterScalingPolicy => &["csp"],
             Kind::Instance => &["inst", "instance"],
             Kind::NodeSubnet => &["subnet", "subnets"],
+            Kind::Event => &["ev"],
         }
     }
 
@@ -157,6 +163,7 @@ impl Kind {
                 | Kind::VirtualMachine
                 | Kind::ResourceQuota
                 | Kind::Instance
+                | Kind::Event
         )
     }
 
@@ -240,6 +247,7 @@ pub enum Spec {
     ClusterScalingPolicy(ClusterScalingPolicySpec),
     Instance(InstanceSpec),
     NodeSubnet(NodeSubnetSpec),
+    Event(event::EventSpec),
 }
 
 /// A whole object: envelope, metadata, typed spec and server-owned status.
@@ -373,6 +381,7 @@ impl Resource {
             Kind::ClusterScalingPolicy => spec_of(v, Spec::ClusterScalingPolicy)?,
             Kind::Instance => spec_of(v, Spec::Instance)?,
             Kind::NodeSubnet => spec_of(v, Spec::NodeSubnet)?,
+            Kind::Event => spec_of(v, Spec::Event)?,
         };
         Ok(Resource {
             api_version,
@@ -413,6 +422,7 @@ impl Resource {
             Some(Spec::ClusterScalingPolicy(s)) => s.validate(),
             Some(Spec::Instance(s)) => s.validate(),
             Some(Spec::NodeSubnet(s)) => s.validate(),
+            Some(Spec::Event(s)) => s.validate(),
         }
     }
 

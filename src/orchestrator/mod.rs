@@ -5,11 +5,12 @@
 //! Tasks: openraft's own core, replication and state-machine tasks.
 //! May call: `model`, `store`.
 
+pub mod controllers;
 pub mod membership;
 pub mod network;
 pub mod rpc;
+pub mod scheduler;
 pub mod voters;
-pub mod workloads;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -504,3 +504,30 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+/// Container ids under a node's runtime root (`<data-dir>/containers`).
+pub fn containers(data_dir: &Path) -> Vec<String> {
+    let out = Command::new(BIN)
+        .args(["__container", "list", "--root"])
+        .arg(data_dir.join("containers"))
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes every container a node ran (they outlive their node by design).
+pub fn remove_containers(data_dir: &Path) {
+    for id in containers(data_dir) {
+        let _ = Command::new(BIN)
+            .args(["__container", "delete", &id, "--force", "--root"])
+            .arg(data_dir.join("containers"))
+            .output();
+    }
+}

@@ -1,0 +1,176 @@
+//! `omnicloud rollout status|history|undo deployment/NAME`: follow a rollout, list the
+//! revisions the Deployment's status keeps, and put an earlier template back.
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use super::client::{Client, ClientError};
+use super::{output, wait, Conn, Format};
+use crate::model::Kind;
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Follow the rollout until every replica runs the current revision and is ready.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+        /// deployment/NAME
+        target: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// The revisions kept (revisionHistoryLimit), newest last.
+    History {
+        #[command(flatten)]
+        conn: Conn,
+        target: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Roll back to the previous revision (or --to-revision).
+    Undo {
+        #[command(flatten)]
+        conn: Conn,
+        target: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(long)]
+        to_revision: Option<String>,
+    },
+}
+
+fn deployment_name(target: &str) -> Result<String, ClientError> {
+    let (kind, name) = target.split_once('/').ok_or_else(|| {
+        ClientError::Other(format!("{target:?}: expected deployment/NAME"))
+    })?;
+    if Kind::parse(kind) != Some(Kind::Deployment) {
+        return Err(ClientError::Other(format!(
+            "{target:?}: rollouts are for deployments"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+fn path(ns: &Option<String>, name: &str) -> String {
+    format!(
+        "/v1/namespaces/{}/deployments/{name}",
+        ns.as_deref().unwrap_or("default")
+    )
+}
+
+fn images(template: &Value) -> String {
+    template["spec"]["containers"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c["image"].as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+pub fn run(cmd: RolloutCommand) -> Result<(), ClientError> {
+    match cmd {
+        RolloutCommand::Status {
+            conn,
+            target,
+            namespace,
+            timeout,
+        } => {
+            let name = deployment_name(&target)?;
+            let client = conn.client();
+            let t = wait::Target {
+                kind: Kind::Deployment,
+                namespace: namespace.clone().unwrap_or_else(|| "default".into()),
+                name: name.clone(),
+            };
+            wait::wait(&client, &[t], timeout)?;
+            println!("deployment/{name} successfully rolled out");
+            Ok(())
+        }
+        RolloutCommand::History {
+            conn,
+            target,
+            namespace,
+            output: format,
+        } => {
+            let name = deployment_name(&target)?;
+            let d = conn.client().get_json(&path(&namespace, &name))?;
+            let history = d["status"]["history"].clone();
+            match format {
+                Format::Json => output::print_json(&history),
+                Format::Yaml => output::print_yaml(&history),
+                _ => {
+                    let current = d["status"]["revision"].as_str().unwrap_or_default();
+                    let rows = history
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|h| {
+                            let rev = h["revision"].as_str().unwrap_or_default();
+                            vec![
+                                rev.to_string(),
+                                if rev == current { "*" } else { "" }.into(),
+                                h["since"].as_str().unwrap_or_default().to_string(),
+                                images(&h["template"]),
+                            ]
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        output::table(&["REVISION", "CURRENT", "SINCE", "IMAGES"], rows)
+                    );
+                }
+            }
+            Ok(())
+        }
+        RolloutCommand::Undo {
+            conn,
+            target,
+            namespace,
+            to_revision,
+        } => {
+            let name = deployment_name(&target)?;
+            let client = conn.client();
+            undo(&client, &namespace, &name, to_revision)
+        }
+    }
+}
+
+fn undo(
+    client: &Client,
+    namespace: &Option<String>,
+    name: &str,
+    to: Option<String>,
+) -> Result<(), ClientError> {
+    let p = path(namespace, name);
+    let mut d = client.get_json(&p)?;
+    let current = d["status"]["revision"].as_str().unwrap_or_default().to_string();
+    let history = d["status"]["history"].as_array().cloned().unwrap_or_default();
+    let entry = match &to {
+        Some(r) => history.iter().find(|h| h["revision"] == r.as_str()),
+        None => history.iter().rev().find(|h| h["revision"] != current.as_str()),
+    }
+    .ok_or_else(|| {
+        ClientError::Other(match &to {
+            Some(r) => format!("deployment/{name} has no revision {r} (see rollout history)"),
+            None => format!("deployment/{name} has no earlier revision to roll back to"),
+        })
+    })?
+    .clone();
+    d["spec"]["template"] = entry["template"].clone();
+    if let Some(o) = d.as_object_mut() {
+        o.remove("status");
+    }
+    client.send("PUT", &p, "application/json", &d.to_string())?;
+    println!(
+        "deployment/{name} rolled back to revision {}",
+        entry["revision"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}

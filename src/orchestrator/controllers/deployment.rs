@@ -1,0 +1,573 @@
+//! The Deployment controller: indexed instances `<name>-<index>`, scaling (the highest
+//! index goes first), rollouts and rollback, and the Deployment's status.
+//!
+//! A rollout moves instances from old template revisions to the current one:
+//! - RollingUpdate: at most `replicas + maxSurge` instances exist and at least
+//!   `replicas - maxUnavailable` are available (ready for `minReadySeconds`). New instances
+//!   take the lowest free index; unavailable old ones go first, then old ones by highest
+//!   index as availability allows.
+//! - Recreate: every old instance goes before any new one is made.
+//!
+//! The status keeps the revision history (template per revision, `revisionHistoryLimit`)
+//! that `rollout history|undo` read. A rollout whose new revision is not fully available
+//! within `progressDeadlineSeconds` is rolled back to the previous revision automatically.
+//! `paused` freezes the target revision (scaling still applies).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+
+use super::{key_of, version, Draft, EventDraft, InstanceView, NewInstance, Pass};
+use crate::model::instance::{InstanceSpec, OwnerRef, OWNER_LABEL};
+use crate::model::{Resource, Spec, API_VERSION};
+use crate::store::{Command, ObjectKey, PutMode};
+
+const SOURCE: &str = "deployment-controller";
+const DEFAULT_DEADLINE_SECS: i64 = 600;
+const DEFAULT_HISTORY: usize = 10;
+
+/// The pod template's hash: instances made from another template are replaced.
+pub fn template_revision(template: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(serde_json::to_vec(template).expect("JSON"));
+    digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
+}
+
+/// maxSurge and maxUnavailable as counts (Kubernetes rounding: surge up, unavailable
+/// down; never both zero).
+pub fn rolling_limits(spec: &crate::model::DeploymentSpec, replicas: i64) -> (i64, i64) {
+    let ru = spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.clone())
+        .unwrap_or_default();
+    let resolve = |v: Option<crate::model::IntOrString>, up: bool| {
+        v.unwrap_or(crate::model::IntOrString::Str("25%".into()))
+            .resolve(replicas, up)
+            .unwrap_or(0)
+            .max(0)
+    };
+    let surge = resolve(ru.max_surge, true);
+    let unavailable = resolve(ru.max_unavailable, false);
+    if surge == 0 && unavailable == 0 {
+        (0, 1)
+    } else {
+        (surge, unavailable)
+    }
+}
+
+fn history(d: &Resource) -> Vec<Value> {
+    d.status
+        .as_ref()
+        .and_then(|s| s["history"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+pub fn plan(pass: &Pass, d: &Resource, draft: &mut Draft) {
+    let world = pass.world;
+    let Some(Spec::Deployment(spec)) = &d.spec else {
+        return;
+    };
+    let ns = d.metadata.namespace.clone().unwrap_or_default();
+    let name = d.metadata.name.clone();
+    let old_status = d.status.clone().unwrap_or(Value::Null);
+    let spec_template = serde_json::to_value(&spec.template).expect("JSON");
+    let spec_revision = template_revision(&spec_template);
+    let paused = spec.paused == Some(true);
+    // While paused the target stays what was being rolled out.
+    let (revision, template) = match old_status["revision"].as_str() {
+        Some(r) if paused && r != spec_revision => {
+            let t = history(d)
+                .into_iter()
+                .find(|h| h["revision"] == r)
+                .map(|h| h["template"].clone());
+            match t {
+                Some(t) => (r.to_string(), t),
+                None => (spec_revision.clone(), spec_template.clone()),
+            }
+        }
+        _ => (spec_revision.clone(), spec_template.clone()),
+    };
+    let template: crate::model::PodTemplate = match serde_json::from_value(template) {
+        Ok(t) => t,
+        Err(_) => return,
+    };
+    let desired = spec.replicas().max(0);
+    let min_ready = spec.min_ready_seconds.unwrap_or(0).max(0) as u64;
+    let mine: Vec<&InstanceView> = pass
+        .instances
+        .iter()
+        .filter(|i| i.namespace() == ns && i.owned_by("Deployment", &d.metadata.uid))
+        .collect();
+    let (new, old): (Vec<&InstanceView>, Vec<&InstanceView>) =
+        mine.iter().copied().partition(|i| i.revision() == revision);
+    let available = |i: &InstanceView| i.available(world.now_ms, min_ready);
+    let available_count = mine.iter().filter(|i| available(i)).count() as i64;
+    let mut deleted: BTreeSet<String> = BTreeSet::new();
+    let mut delete = |i: &InstanceView, why: &str, draft: &mut Draft| {
+        if deleted.insert(i.name().to_string()) {
+            draft.commands.push(Command::Delete {
+                key: key_of(i.resource),
+                expected_version: version(i.resource),
+            });
+            draft.events.push(EventDraft::normal(
+                d,
+                "DeletingInstance",
+                format!("deleted instance {}: {why}", i.name()),
+                SOURCE,
+            ));
+        }
+    };
+
+    let recreate = spec.strategy_type() == "Recreate";
+    let (surge, max_unavailable) = if recreate {
+        (0, desired)
+    } else {
+        rolling_limits(spec, desired)
+    };
+    // Excess new instances: the highest indexes (unready ones first) go.
+    let mut new_sorted: Vec<&&InstanceView> = new.iter().collect();
+    new_sorted.sort_by_key(|i| (available(i), std::cmp::Reverse(i.index())));
+    let mut new_count = new.len() as i64;
+    for i in new_sorted {
+        if new_count <= desired {
+            break;
+        }
+        delete(i, "scaled down", draft);
+        new_count -= 1;
+    }
+    // Old instances: unavailable ones never count towards availability, so they go
+    // first; available ones as far as maxUnavailable allows.
+    let min_available = desired - max_unavailable;
+    let mut can_remove_available = (available_count - min_available).max(0);
+    let mut old_sorted: Vec<&&InstanceView> = old.iter().collect();
+    old_sorted.sort_by_key(|i| (available(i), std::cmp::Reverse(i.index())));
+    let mut old_left = old.len() as i64;
+    for i in old_sorted {
+        if !available(i) {
+            delete(i, "old revision, unavailable", draft);
+            old_left -= 1;
+        } else if can_remove_available > 0 {
+            delete(i, &format!("rolling to revision {revision}"), draft);
+            can_remove_available -= 1;
+            old_left -= 1;
+        }
+    }
+    // New instances at the lowest free indexes, within the surge budget.
+    let total_after = new_count + old_left;
+    // Recreate waits a pass for the old ones to be gone before making new ones.
+    let budget = if recreate && !old.is_empty() {
+        0
+    } else {
+        (desired - new_count).min(desired + surge - total_after).max(0)
+    };
+    let taken: BTreeSet<&str> = pass
+        .instances
+        .iter()
+        .filter(|i| i.namespace() == ns)
+        .map(|i| i.name())
+        .collect();
+    let used: BTreeSet<i64> = mine
+        .iter()
+        .filter(|i| !deleted.contains(i.name()))
+        .map(|i| i.index())
+        .collect();
+    let mut index = 0;
+    let mut created = 0;
+    while created < budget {
+        let instance_name = format!("{name}-{index}");
+        if !used.contains(&index) && !taken.contains(instance_name.as_str()) {
+            draft.creates.push(new_instance(d, &ns, &instance_name, index, &revision, &template));
+            created += 1;
+        }
+        index += 1;
+    }
+    if created > 0 {
+        draft.events.push(EventDraft::normal(
+            d,
+            "ScalingUp",
+            format!("created {created} instance(s) of revision {revision}"),
+            SOURCE,
+        ));
+    }
+
+    // Status, history and the progress deadline.
+    let ready = mine.iter().filter(|i| i.ready()).count() as i64;
+    let updated_available = new.iter().filter(|i| available(i)).count() as i64;
+    let mut hist = history(d);
+    if !hist.iter().any(|h| h["revision"] == revision.as_str()) {
+        hist.push(json!({"revision": revision, "template": serde_json::to_value(&template).expect("JSON"), "since": world.now_rfc3339()}));
+        let keep = spec
+            .revision_history_limit
+            .map_or(DEFAULT_HISTORY, |n| n.max(1) as usize);
+        if hist.len() > keep {
+            hist.drain(..hist.len() - keep);
+        }
+    }
+    let complete = updated_available == desired && old.is_empty() && new.len() as i64 == desired;
+    let since = if old_status["revision"] == revision.as_str() {
+        old_status["progressingSince"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| world.now_rfc3339())
+    } else {
+        world.now_rfc3339()
+    };
+    let deadline = spec
+        .progress_deadline_seconds
+        .unwrap_or(DEFAULT_DEADLINE_SECS)
+        .max(0) as u64;
+    let elapsed = world.now_ms.saturating_sub(super::parse_ms(&since)) / 1000;
+    let mut condition = if complete {
+        "Complete"
+    } else if paused {
+        "Paused"
+    } else {
+        "Progressing"
+    };
+    if !complete && !paused && elapsed >= deadline {
+        condition = "ProgressDeadlineExceeded";
+        if old_status["condition"] != condition {
+            rollback(d, &revision, &hist, elapsed, draft);
+        }
+    }
+    let status = json!({
+        "observedGeneration": d.metadata.generation,
+        "replicas": mine.len() as i64,
+        "updatedReplicas": new_count,
+        "readyReplicas": ready,
+        "availableReplicas": available_count,
+        "revision": revision,
+        "condition": condition,
+        "progressingSince": since,
+        "history": hist,
+    });
+    if d.status.as_ref() != Some(&status) {
+        draft.commands.push(Command::SetStatus {
+            key: key_of(d),
+            status: serde_json::to_vec(&status).expect("JSON"),
+        });
+    }
+}
+
+/// Puts the previous revision's template back (a new generation), with events.
+fn rollback(d: &Resource, bad: &str, hist: &[Value], elapsed: u64, draft: &mut Draft) {
+    let previous = hist.iter().rev().find(|h| h["revision"] != bad);
+    let Some(previous) = previous else {
+        draft.events.push(EventDraft::warning(
+            d,
+            "ProgressDeadlineExceeded",
+            format!("revision {bad} is not available after {elapsed}s and there is no earlier revision to roll back to"),
+            SOURCE,
+        ));
+        return;
+    };
+    let to = previous["revision"].as_str().unwrap_or_default().to_string();
+    let mut v = d.to_value();
+    v["spec"]["template"] = previous["template"].clone();
+    v["metadata"]["annotations"]["omnicloud.io/rolled-back-from"] = Value::String(bad.into());
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("status");
+    }
+    draft.commands.push(Command::put(
+        key_of(d),
+        &v,
+        PutMode::Update,
+        version(d),
+    ));
+    draft.events.push(EventDraft::warning(
+        d,
+        "RolledBack",
+        format!("revision {bad} was not available after {elapsed}s (progressDeadlineSeconds); rolled back to revision {to}"),
+        SOURCE,
+    ));
+}
+
+fn new_instance(
+    d: &Resource,
+    ns: &str,
+    instance_name: &str,
+    index: i64,
+    revision: &str,
+    template: &crate::model::PodTemplate,
+) -> NewInstance {
+    let mut labels: BTreeMap<String, String> = template.labels();
+    labels.insert(OWNER_LABEL.into(), d.metadata.name.clone());
+    let spec = InstanceSpec {
+        node_name: None,
+        owner: Some(OwnerRef {
+            kind: "Deployment".into(),
+            name: d.metadata.name.clone(),
+            uid: d.metadata.uid.clone(),
+        }),
+        index: Some(index),
+        revision: Some(revision.to_string()),
+        pod: template.spec.clone(),
+    };
+    let object = json!({
+        "apiVersion": API_VERSION,
+        "kind": "Instance",
+        "metadata": {"name": instance_name, "namespace": ns, "labels": labels},
+        "spec": spec,
+    });
+    NewInstance {
+        key: ObjectKey::new(crate::model::Kind::Instance, ns, instance_name),
+        object,
+        owner: format!("{ns}/Deployment/{}", d.metadata.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{plan as plan_all, NodeView, World};
+    use super::*;
+    use crate::model::Kind;
+
+    fn deployment(name: &str, replicas: i64, image: &str, strategy: Value) -> Resource {
+        let v = json!({
+            "apiVersion": "omnicloud.io/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                         "resourceVersion": "1", "generation": 1},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "strategy": strategy,
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "c", "image": image,
+                                     "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}}},
+        });
+        Resource::from_stored(v).unwrap()
+    }
+
+    fn nodes(names: &[&str]) -> Vec<NodeView> {
+        names
+            .iter()
+            .map(|n| NodeView {
+                name: n.to_string(),
+                alive: true,
+                agent: true,
+                labels: Default::default(),
+                cpu_millis: 4000,
+                memory_bytes: 8 << 30,
+            })
+            .collect()
+    }
+
+    fn world(d: Resource, agents: &[&str]) -> World {
+        World {
+            deployments: vec![d],
+            nodes: nodes(agents),
+            now_ms: 1_000_000_000,
+            ..Default::default()
+        }
+    }
+
+    /// Applies a pass's writes the way the state machine would; returns the events.
+    fn step(world: &mut World) -> Vec<EventDraft> {
+        let draft = plan_all(world);
+        for c in draft.commands {
+            match c {
+                Command::Put { key, object, .. } => {
+                    let mut v: Value = serde_json::from_slice(&object).unwrap();
+                    v["metadata"]["resourceVersion"] = json!("1");
+                    v["metadata"]["uid"] = json!(format!("uid-{}", key.name));
+                    let r = Resource::from_stored(v).unwrap();
+                    let list = match key.kind {
+                        Kind::Instance => &mut world.instances,
+                        Kind::Deployment => &mut world.deployments,
+                        _ => continue,
+                    };
+                    list.retain(|o| o.metadata.name != key.name);
+                    list.push(r);
+                }
+                Command::Delete { key, .. } => world
+                    .instances
+                    .retain(|o| !(o.kind == key.kind && o.metadata.name == key.name)),
+                Command::SetStatus { key, status } => {
+                    let list = match key.kind {
+                        Kind::Instance => &mut world.instances,
+                        _ => &mut world.deployments,
+                    };
+                    if let Some(o) = list.iter_mut().find(|o| o.metadata.name == key.name) {
+                        o.status = Some(serde_json::from_slice(&status).unwrap());
+                    }
+                }
+                _ => {}
+            }
+        }
+        draft.events
+    }
+
+    /// What the agents would report: every placed instance ready (or only some).
+    fn make_ready(world: &mut World, ready: impl Fn(&InstanceSpec) -> bool) {
+        for i in world.instances.iter_mut() {
+            let Some(Spec::Instance(s)) = &i.spec else { continue };
+            if s.node_name.is_some() && ready(s) {
+                i.status = Some(json!({"phase": "Running", "ready": true, "restarts": 0,
+                    "revision": s.revision, "readySince": "2000-01-01T00:00:00Z"}));
+            }
+        }
+    }
+
+    fn names(world: &World) -> Vec<String> {
+        let mut v: Vec<String> = world
+            .instances
+            .iter()
+            .map(|i| i.metadata.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn image_of(i: &Resource) -> String {
+        match &i.spec {
+            Some(Spec::Instance(s)) => s.pod.containers[0].image.clone(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn replicas_become_indexed_instances_spread_over_agents() {
+        let mut w = world(deployment("web", 6, "toolbox", Value::Null), &["a", "b", "c"]);
+        step(&mut w);
+        assert_eq!(names(&w).len(), 6);
+        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+        for i in &w.instances {
+            let Some(Spec::Instance(s)) = &i.spec else { unreachable!() };
+            *per_node.entry(s.node_name.clone().unwrap()).or_default() += 1;
+            assert_eq!(i.metadata.labels[OWNER_LABEL], "web");
+        }
+        assert_eq!(per_node.values().copied().collect::<Vec<_>>(), [2, 2, 2]);
+        make_ready(&mut w, |_| true);
+        step(&mut w);
+        assert_eq!(w.deployments[0].status.as_ref().unwrap()["readyReplicas"], 6);
+        // Converged: nothing but (unchanged) status is planned.
+        let again = plan_all(&w);
+        assert!(again.commands.is_empty() && again.creates.is_empty(), "{:?}", again.commands);
+    }
+
+    #[test]
+    fn scaling_down_removes_the_highest_indexes() {
+        let mut w = world(deployment("web", 4, "toolbox", Value::Null), &["a"]);
+        step(&mut w);
+        make_ready(&mut w, |_| true);
+        w.deployments = vec![deployment("web", 2, "toolbox", Value::Null)];
+        step(&mut w);
+        assert_eq!(names(&w), ["web-0", "web-1"]);
+    }
+
+    #[test]
+    fn rolling_update_keeps_availability_and_surges_by_one() {
+        let strategy = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
+        let mut w = world(deployment("web", 4, "v1", strategy.clone()), &["a", "b"]);
+        step(&mut w);
+        make_ready(&mut w, |_| true);
+        step(&mut w);
+        w.deployments[0] = Resource {
+            status: w.deployments[0].status.clone(),
+            ..deployment("web", 4, "v2", strategy)
+        };
+        for round in 0..20 {
+            step(&mut w);
+            let total = w.instances.len();
+            assert!(total <= 5, "round {round}: {total} instances exceed replicas + maxSurge");
+            let available = w
+                .instances
+                .iter()
+                .filter(|i| i.status.as_ref().is_some_and(|s| s["ready"] == true))
+                .count();
+            assert!(available >= 4, "round {round}: only {available} available");
+            make_ready(&mut w, |_| true);
+            if w.instances.iter().all(|i| image_of(i) == "v2") && total == 4 {
+                return;
+            }
+        }
+        panic!("the rollout did not finish: {:?}", names(&w));
+    }
+
+    #[test]
+    fn recreate_removes_every_old_instance_first() {
+        let strategy = json!({"type": "Recreate"});
+        let mut w = world(deployment("web", 3, "v1", strategy.clone()), &["a"]);
+        step(&mut w);
+        make_ready(&mut w, |_| true);
+        w.deployments[0] = deployment("web", 3, "v2", strategy);
+        step(&mut w);
+        assert!(w.instances.is_empty(), "old ones go before new ones come");
+        step(&mut w);
+        assert_eq!(w.instances.len(), 3);
+        assert!(w.instances.iter().all(|i| image_of(i) == "v2"));
+    }
+
+    #[test]
+    fn a_revision_that_never_gets_ready_is_rolled_back() {
+        let strategy = json!({"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}});
+        let mut d = deployment("web", 4, "good", strategy.clone());
+        let mut w = world(d.clone(), &["a", "b"]);
+        step(&mut w);
+        make_ready(&mut w, |_| true);
+        step(&mut w);
+        d = deployment("web", 4, "bad", strategy);
+        d.status = w.deployments[0].status.clone();
+        if let Some(Spec::Deployment(s)) = &mut d.spec {
+            s.progress_deadline_seconds = Some(30);
+        }
+        w.deployments[0] = d;
+        for _ in 0..5 {
+            step(&mut w);
+            make_ready(&mut w, |s| s.pod.containers[0].image == "good");
+        }
+        let good = w.instances.iter().filter(|i| image_of(i) == "good").count();
+        assert!(good >= 3, "maxUnavailable 1 keeps 3 of 4 good ones, got {good}");
+        w.now_ms += 31_000;
+        let events = step(&mut w);
+        assert!(events.iter().any(|e| e.reason == "RolledBack"), "{events:?}");
+        let Some(Spec::Deployment(s)) = &w.deployments[0].spec else { unreachable!() };
+        assert_eq!(s.template.spec.containers[0].image, "good");
+        for _ in 0..5 {
+            step(&mut w);
+            make_ready(&mut w, |s| s.pod.containers[0].image == "good");
+        }
+        assert_eq!(w.instances.len(), 4);
+        assert!(w.instances.iter().all(|i| image_of(i) == "good"));
+    }
+
+    #[test]
+    fn instances_of_a_dead_node_are_replaced_on_live_ones() {
+        let mut w = world(deployment("web", 6, "toolbox", Value::Null), &["a", "b", "c"]);
+        step(&mut w);
+        make_ready(&mut w, |_| true);
+        w.nodes[1].alive = false;
+        let events = step(&mut w);
+        assert!(events.iter().filter(|e| e.reason == "NodeLost").count() == 2);
+        step(&mut w);
+        assert_eq!(w.instances.len(), 6);
+        for i in &w.instances {
+            let Some(Spec::Instance(s)) = &i.spec else { unreachable!() };
+            assert_ne!(s.node_name.as_deref(), Some("b"));
+        }
+    }
+
+    #[test]
+    fn orphans_go_and_unschedulable_instances_wait_pending() {
+        let mut w = world(deployment("web", 1, "toolbox", Value::Null), &[]);
+        step(&mut w);
+        let i = &w.instances[0];
+        assert_eq!(i.status.as_ref().unwrap()["reason"], "Unschedulable");
+        w.nodes = nodes(&["a"]);
+        step(&mut w);
+        let Some(Spec::Instance(s)) = &w.instances[0].spec else { unreachable!() };
+        assert_eq!(s.node_name.as_deref(), Some("a"));
+        w.deployments.clear();
+        step(&mut w);
+        assert!(w.instances.is_empty());
+    }
+
+    #[test]
+    fn limits_resolve_like_kubernetes() {
+        let d = deployment("w", 10, "x", Value::Null);
+        let Some(Spec::Deployment(s)) = &d.spec else { unreachable!() };
+        assert_eq!(rolling_limits(s, 10), (3, 2), "25% up and down");
+        let d = deployment("w", 1, "x", json!({"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}}));
+        let Some(Spec::Deployment(s)) = &d.spec else { unreachable!() };
+        assert_eq!(rolling_limits(s, 1), (0, 1));
+    }
+}

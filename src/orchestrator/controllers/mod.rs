@@ -1,0 +1,317 @@
+//! The control loops, on the Raft leader. One pass gathers a [`World`] (objects from the
+//! local replica, nodes from gossip, the clock), and the controllers — pure functions of
+//! it — return a [`Draft`]: commands, new instances to place, events. The scheduler then
+//! places the new and the unplaced instances as one batch, and the loop writes the result
+//! one command at a time (each stands alone; a refused one is retried next pass with
+//! fresh state).
+//!
+//! Controllers: `subnets` (node subnet leases), `deployment` (instances, rollouts,
+//! rollback), `nodes` (instances of dead nodes are replaced), `placement` (scheduler glue,
+//! preemption), `events` (the Event objects every decision leaves).
+
+pub mod deployment;
+pub mod events;
+pub mod nodes;
+pub mod placement;
+pub mod subnets;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
+
+use super::ControlPlane;
+use crate::cluster::{Gossip, MemberStatus};
+use crate::container::network::Subnet;
+use crate::model::instance::{InstanceSpec, InstanceStatus};
+use crate::model::{Kind, Resource, Spec};
+use crate::store::{Command, ObjectKey};
+pub use events::EventDraft;
+
+const TICK: Duration = Duration::from_secs(1);
+
+/// A node as the controllers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    pub name: String,
+    pub alive: bool,
+    /// May run instances: the agent role and a Raft member (it reads its assignments from
+    /// its replica of the store).
+    pub agent: bool,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+/// An instance with its parsed spec and status.
+#[derive(Clone, Debug)]
+pub struct InstanceView<'a> {
+    pub resource: &'a Resource,
+    pub spec: &'a InstanceSpec,
+    pub status: InstanceStatus,
+}
+
+impl<'a> InstanceView<'a> {
+    pub fn of(r: &'a Resource) -> Option<InstanceView<'a>> {
+        let Some(Spec::Instance(spec)) = &r.spec else {
+            return None;
+        };
+        let status = r
+            .status
+            .clone()
+            .and_then(|s| serde_json::from_value(s).ok())
+            .unwrap_or_default();
+        Some(InstanceView {
+            resource: r,
+            spec,
+            status,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.resource.metadata.name
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.resource.metadata.namespace.as_deref().unwrap_or("")
+    }
+
+    pub fn index(&self) -> i64 {
+        self.spec.index.unwrap_or(0)
+    }
+
+    pub fn revision(&self) -> &str {
+        self.spec.revision.as_deref().unwrap_or("")
+    }
+
+    pub fn node(&self) -> Option<&str> {
+        self.spec.node_name.as_deref()
+    }
+
+    pub fn owned_by(&self, kind: &str, uid: &str) -> bool {
+        self.spec
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.kind == kind && o.uid == uid)
+    }
+
+    /// Ready, of its own revision, on a node that is alive.
+    pub fn ready(&self) -> bool {
+        self.status.ready && self.status.revision == self.revision()
+    }
+
+    /// Ready for at least `min_ready_secs`.
+    pub fn available(&self, now_ms: u64, min_ready_secs: u64) -> bool {
+        self.ready()
+            && (min_ready_secs == 0
+                || now_ms.saturating_sub(parse_ms(&self.status.ready_since)) >= min_ready_secs * 1000)
+    }
+}
+
+/// Everything one pass decides from.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    pub deployments: Vec<Resource>,
+    pub instances: Vec<Resource>,
+    pub subnets: Vec<Resource>,
+    pub priority_classes: Vec<Resource>,
+    pub policies: Vec<Resource>,
+    pub nodes: Vec<NodeView>,
+    pub cluster_cidr: Option<Subnet>,
+    pub node_prefix: u8,
+    pub now_ms: u64,
+}
+
+/// One pass over a world: the world and its instances parsed once.
+pub struct Pass<'a> {
+    pub world: &'a World,
+    pub instances: Vec<InstanceView<'a>>,
+}
+
+impl<'a> Pass<'a> {
+    pub fn new(world: &'a World) -> Pass<'a> {
+        Pass {
+            world,
+            instances: world.instances.iter().filter_map(InstanceView::of).collect(),
+        }
+    }
+}
+
+impl World {
+    pub fn now_rfc3339(&self) -> String {
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(self.now_ms);
+        humantime::format_rfc3339_seconds(t).to_string()
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeView> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// What a pass wants done.
+#[derive(Debug, Default)]
+pub struct Draft {
+    pub commands: Vec<Command>,
+    pub creates: Vec<NewInstance>,
+    pub events: Vec<EventDraft>,
+}
+
+/// An instance to create once the scheduler has picked its node.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub key: ObjectKey,
+    pub object: Value,
+    /// `namespace/Kind/name` of the owning workload.
+    pub owner: String,
+}
+
+pub fn key_of(r: &Resource) -> ObjectKey {
+    ObjectKey::new(
+        r.kind,
+        r.metadata.namespace.clone().unwrap_or_default(),
+        r.metadata.name.clone(),
+    )
+}
+
+pub fn version(r: &Resource) -> Option<u64> {
+    r.metadata.resource_version.parse().ok()
+}
+
+/// RFC 3339 to ms since the epoch; 0 when empty or unreadable.
+pub fn parse_ms(ts: &str) -> u64 {
+    humantime::parse_rfc3339(ts)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One pass: every controller, then placement.
+pub fn plan(world: &World) -> Draft {
+    let pass = Pass::new(world);
+    let mut draft = Draft::default();
+    subnets::plan(world, &mut draft);
+    nodes::plan(&pass, &mut draft);
+    for d in &world.deployments {
+        deployment::plan(&pass, d, &mut draft);
+    }
+    orphans(&pass, &mut draft);
+    placement::place(&pass, &mut draft);
+    draft
+}
+
+/// Instances whose Deployment is gone.
+fn orphans(pass: &Pass, draft: &mut Draft) {
+    let world = pass.world;
+    let owners: std::collections::BTreeSet<(&str, &str)> = world
+        .deployments
+        .iter()
+        .map(|d| {
+            (
+                d.metadata.namespace.as_deref().unwrap_or(""),
+                d.metadata.uid.as_str(),
+            )
+        })
+        .collect();
+    for i in &pass.instances {
+        let Some(owner) = &i.spec.owner else { continue };
+        if owner.kind == "Deployment" && !owners.contains(&(i.namespace(), owner.uid.as_str())) {
+            draft.commands.push(Command::Delete {
+                key: key_of(i.resource),
+                expected_version: version(i.resource),
+            });
+        }
+    }
+}
+
+fn load_all(control: &ControlPlane, kind: Kind) -> Vec<Resource> {
+    match control.reader().list(kind, None) {
+        Ok((objects, _)) => objects
+            .iter()
+            .filter_map(|b| serde_json::from_slice(b).ok())
+            .filter_map(|v| Resource::from_stored(v).ok())
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, %kind, "reading the store");
+            Vec::new()
+        }
+    }
+}
+
+fn gather(
+    control: &ControlPlane,
+    nodes: Vec<NodeView>,
+    network: &crate::config::NetworkSettings,
+) -> World {
+    World {
+        deployments: load_all(control, Kind::Deployment),
+        instances: load_all(control, Kind::Instance),
+        subnets: load_all(control, Kind::NodeSubnet),
+        priority_classes: load_all(control, Kind::PriorityClass),
+        policies: load_all(control, Kind::ClusterScalingPolicy),
+        nodes,
+        cluster_cidr: Some(network.cluster_cidr),
+        node_prefix: network.node_prefix,
+        now_ms: super::membership::now_ms(),
+    }
+}
+
+pub fn spawn(
+    control: ControlPlane,
+    gossip: Gossip,
+    network: crate::config::NetworkSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = control.subscribe();
+        let mut membership = gossip.subscribe();
+        let mut recorder = events::Recorder::default();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                c = changes.recv() => match c {
+                    Err(broadcast::error::RecvError::Closed) => return,
+                    // A burst of changes is one pass: drain what is queued.
+                    _ => while changes.try_recv().is_ok() {},
+                },
+                _ = membership.recv() => {}
+                _ = stop.changed() => return,
+            }
+            if !control.is_leader() {
+                continue;
+            }
+            let members = gossip.members().await;
+            let nodes = members
+                .iter()
+                .map(|m| NodeView {
+                    name: m.meta.name.clone(),
+                    alive: m.status != MemberStatus::Down,
+                    agent: m.meta.roles.iter().any(|r| r == "agent")
+                        && super::membership::orchestrator_eligible(&m.meta.roles),
+                    labels: m.meta.labels.clone(),
+                    cpu_millis: m.meta.cpu_millis,
+                    memory_bytes: m.meta.memory_bytes,
+                })
+                .collect();
+            let world = gather(&control, nodes, &network);
+            let draft = plan(&world);
+            let now = world.now_rfc3339();
+            let mut commands = draft.commands;
+            commands.extend(recorder.commands(draft.events, &now));
+            for command in commands {
+                match control.write_local(command).await {
+                    Ok(r) => {
+                        if let Some(e) = r.rejection {
+                            tracing::debug!(?e, "controller step refused; retrying next pass");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "controller step not written");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,338 @@
+//! Scheduler glue: the new instances of this pass and the ones still waiting for a node
+//! become one batch of [`scheduler::Request`]s against the live agents and what already
+//! runs on them; the outcomes become writes. Preemption deletes the lower-priority
+//! victims; an instance that fits nowhere is still created (Pending, reason
+//! Unschedulable, with the scheduler's explanation) and is retried every pass.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::{key_of, version, Draft, EventDraft, InstanceView, Pass};
+use crate::model::instance::InstanceSpec;
+use crate::model::workload::PodSpec;
+use crate::model::Spec;
+use crate::orchestrator::scheduler::{
+    self, NodeInfo, Outcome, Placed, Policy, Request, Spread, Term, HOSTNAME_KEYS,
+};
+use crate::store::{Command, PutMode};
+
+const SOURCE: &str = "scheduler";
+
+/// cpu millicores and memory bytes a pod asks for (requests, else limits).
+pub fn pod_requests(pod: &PodSpec) -> (u64, u64) {
+    pod.containers.iter().fold((0, 0), |(cpu, mem), c| {
+        let r = c.resources.clone().unwrap_or_default();
+        let req = r.requests.unwrap_or_default();
+        let lim = r.limits.unwrap_or_default();
+        (
+            cpu + req.cpu.or(lim.cpu).map_or(0, |q| q.millis()),
+            mem + req.memory.or(lim.memory).map_or(0, |q| q.bytes()),
+        )
+    })
+}
+
+fn match_labels(v: &Value) -> BTreeMap<String, String> {
+    v["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn term(v: &Value) -> Term {
+    Term {
+        selector: match_labels(&v["labelSelector"]),
+        topology_key: v["topologyKey"]
+            .as_str()
+            .unwrap_or(HOSTNAME_KEYS[0])
+            .to_string(),
+    }
+}
+
+fn preferred(v: &Value) -> Vec<(i32, Term)> {
+    v["preferredDuringSchedulingIgnoredDuringExecution"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["weight"].as_i64().unwrap_or(1).clamp(1, 100) as i32,
+                term(&p["podAffinityTerm"]),
+            )
+        })
+        .collect()
+}
+
+fn request(
+    key: String,
+    owner: String,
+    labels: BTreeMap<String, String>,
+    pod: &PodSpec,
+    priorities: &BTreeMap<String, i64>,
+) -> Request {
+    let (cpu_millis, memory_bytes) = pod_requests(pod);
+    let affinity = pod.affinity.clone().unwrap_or(Value::Null);
+    let mut req = Request {
+        key,
+        owner,
+        labels,
+        cpu_millis,
+        memory_bytes,
+        priority: pod
+            .priority_class_name
+            .as_ref()
+            .and_then(|p| priorities.get(p).copied())
+            .unwrap_or(0),
+        node_selector: pod.node_selector.clone().unwrap_or_default(),
+        spread: pod
+            .topology_spread_constraints
+            .iter()
+            .flatten()
+            .map(|c| Spread {
+                max_skew: c.max_skew.max(1) as u32,
+                topology_key: c.topology_key.clone(),
+                hard: c.when_unsatisfiable != "ScheduleAnyway",
+                selector: c
+                    .label_selector
+                    .as_ref()
+                    .and_then(|s| s.match_labels.clone())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        anti_affinity: affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(term)
+            .collect(),
+        affinity_preferred: preferred(&affinity["podAffinity"]),
+        anti_affinity_preferred: preferred(&affinity["podAntiAffinity"]),
+    };
+    // The seed's colocation: PreferSameVM / RequireSameVM pull towards the node running
+    // the selected workload, PreferDifferentVM away from it.
+    for c in pod
+        .topology_constraints
+        .iter()
+        .flat_map(|t| t.colocations.iter().flatten())
+    {
+        let t = Term {
+            selector: c.selector.match_labels.clone().unwrap_or_default(),
+            topology_key: HOSTNAME_KEYS[1].into(),
+        };
+        match c.strategy.as_str() {
+            "PreferDifferentVM" => req.anti_affinity_preferred.push((100, t)),
+            _ => req.affinity_preferred.push((100, t)),
+        }
+    }
+    req
+}
+
+fn policy(pass: &Pass) -> (Policy, u64) {
+    let spec = pass.world.policies.iter().find_map(|p| match &p.spec {
+        Some(Spec::ClusterScalingPolicy(s)) => Some(s.clone()),
+        _ => None,
+    });
+    let max_pods = spec
+        .as_ref()
+        .and_then(|s| s.application_limits.as_ref()?.max_pods_per_node)
+        .map(|n| n.max(0) as u32);
+    let reserve_pct = spec
+        .as_ref()
+        .and_then(|s| s.bootstrap_limits.as_ref()?.minimum_reserved_capacity)
+        .unwrap_or(0)
+        .clamp(0, 90) as u64;
+    (
+        Policy {
+            max_pods_per_node: max_pods,
+            ..Default::default()
+        },
+        reserve_pct,
+    )
+}
+
+fn placed(i: &InstanceView) -> Option<Placed> {
+    let (cpu_millis, memory_bytes) = pod_requests(&i.spec.pod);
+    Some(Placed {
+        key: format!("{}/{}", i.namespace(), i.name()),
+        node: i.node()?.to_string(),
+        owner: owner_of(i.namespace(), i.spec),
+        labels: i.resource.metadata.labels.clone(),
+        cpu_millis,
+        memory_bytes,
+        priority: 0,
+    })
+}
+
+fn owner_of(ns: &str, spec: &InstanceSpec) -> String {
+    match &spec.owner {
+        Some(o) => format!("{ns}/{}/{}", o.kind, o.name),
+        None => String::new(),
+    }
+}
+
+pub fn place(pass: &Pass, draft: &mut Draft) {
+    let world = pass.world;
+    let priorities: BTreeMap<String, i64> = world
+        .priority_classes
+        .iter()
+        .filter_map(|p| match &p.spec {
+            Some(Spec::PriorityClass(s)) => Some((p.metadata.name.clone(), s.value)),
+            _ => None,
+        })
+        .collect();
+    let (policy, reserve_pct) = policy(pass);
+    let nodes: Vec<NodeInfo> = world
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut labels = n.labels.clone();
+            for k in HOSTNAME_KEYS {
+                labels.insert(k.into(), n.name.clone());
+            }
+            NodeInfo {
+                name: n.name.clone(),
+                alive: n.alive,
+                schedulable: n.agent,
+                labels,
+                cpu_millis: n.cpu_millis * (100 - reserve_pct) / 100,
+                memory_bytes: n.memory_bytes * (100 - reserve_pct) / 100,
+            }
+        })
+        .collect();
+    let deleted: std::collections::BTreeSet<String> = draft
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Delete { key, .. } => Some(format!("{}/{}", key.namespace, key.name)),
+            _ => None,
+        })
+        .collect();
+    let mut existing: Vec<Placed> = pass
+        .instances
+        .iter()
+        .filter_map(placed)
+        .filter(|p| !deleted.contains(&p.key))
+        .collect();
+    for p in existing.iter_mut() {
+        if let Some(i) = pass
+            .instances
+            .iter()
+            .find(|i| format!("{}/{}", i.namespace(), i.name()) == p.key)
+        {
+            p.priority = i
+                .spec
+                .pod
+                .priority_class_name
+                .as_ref()
+                .and_then(|n| priorities.get(n).copied())
+                .unwrap_or(0);
+        }
+    }
+    let waiting: Vec<&InstanceView> = pass
+        .instances
+        .iter()
+        .filter(|i| i.node().is_none())
+        .filter(|i| !deleted.contains(&format!("{}/{}", i.namespace(), i.name())))
+        .collect();
+    let mut requests = Vec::new();
+    for i in &waiting {
+        requests.push(request(
+            format!("{}/{}", i.namespace(), i.name()),
+            owner_of(i.namespace(), i.spec),
+            i.resource.metadata.labels.clone(),
+            &i.spec.pod,
+            &priorities,
+        ));
+    }
+    let creates = std::mem::take(&mut draft.creates);
+    for c in &creates {
+        let spec: InstanceSpec =
+            serde_json::from_value(c.object["spec"].clone()).expect("made by a controller");
+        let labels = serde_json::from_value(c.object["metadata"]["labels"].clone())
+            .unwrap_or_default();
+        requests.push(request(
+            format!("{}/{}", c.key.namespace, c.key.name),
+            c.owner.clone(),
+            labels,
+            &spec.pod,
+            &priorities,
+        ));
+    }
+    if requests.is_empty() {
+        return;
+    }
+    let outcomes = scheduler::schedule(&nodes, &existing, &requests, &policy);
+    for (n, outcome) in outcomes.into_iter().enumerate() {
+        let node = match outcome {
+            Outcome::Placed(node) => Some(node),
+            Outcome::Preempt { node, victims } => {
+                for v in victims {
+                    if let Some(i) = pass
+                        .instances
+                        .iter()
+                        .find(|i| format!("{}/{}", i.namespace(), i.name()) == v)
+                    {
+                        draft.commands.push(Command::Delete {
+                            key: key_of(i.resource),
+                            expected_version: version(i.resource),
+                        });
+                        draft.events.push(EventDraft::warning(
+                            i.resource,
+                            "Preempted",
+                            format!("evicted from {node} for the higher-priority {}", requests[n].key),
+                            SOURCE,
+                        ));
+                    }
+                }
+                Some(node)
+            }
+            Outcome::Unschedulable(reason) => {
+                if n < waiting.len() {
+                    let i = waiting[n];
+                    if i.status.message != reason {
+                        let status = json!({"phase": "Pending", "ready": false, "restarts": 0,
+                                            "reason": "Unschedulable", "message": reason});
+                        draft.commands.push(Command::SetStatus {
+                            key: key_of(i.resource),
+                            status: serde_json::to_vec(&status).expect("JSON"),
+                        });
+                        draft.events.push(EventDraft::warning(
+                            i.resource,
+                            "FailedScheduling",
+                            reason,
+                            SOURCE,
+                        ));
+                    }
+                } else {
+                    let c = &creates[n - waiting.len()];
+                    let mut object = c.object.clone();
+                    object["status"] = json!({"phase": "Pending", "ready": false, "restarts": 0,
+                                              "reason": "Unschedulable", "message": reason});
+                    draft.commands.push(Command::put(c.key.clone(), &object, PutMode::Create, None));
+                }
+                None
+            }
+        };
+        let Some(node) = node else { continue };
+        if n < waiting.len() {
+            let i = waiting[n];
+            let mut v = i.resource.to_value();
+            v["spec"]["nodeName"] = Value::String(node);
+            draft.commands.push(Command::put(
+                key_of(i.resource),
+                &v,
+                PutMode::Update,
+                version(i.resource),
+            ));
+        } else {
+            let c = &creates[n - waiting.len()];
+            let mut object = c.object.clone();
+            object["spec"]["nodeName"] = Value::String(node);
+            draft.commands.push(Command::put(c.key.clone(), &object, PutMode::Create, None));
+        }
+    }
+}
