@@ -17,7 +17,11 @@ fn import(dir: &std::path::Path, layout: &std::path::Path) {
         .env("OMNICLOUD_DATA_DIR", dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn deployment(name: &str, replicas: u32, extra_spec: &str, container: &str) -> String {
@@ -73,7 +77,7 @@ fn replicas_spread_over_agents_and_return_after_a_node_is_killed() {
         return;
     };
     let Some(net) = TestNet::new(3) else { return };
-    let config = format!("{FAST_CLUSTER}roles = [\"auto\"]\n");
+    let config = format!("roles = [\"auto\"]\n{FAST_CLUSTER}");
     let mut c = Cluster::start_on(3, &config, Some(&net));
     let _cleanup = Cleanup(c.nodes.iter().map(|n| n.dir.clone()).collect());
     for n in &c.nodes {
@@ -86,13 +90,23 @@ fn replicas_spread_over_agents_and_return_after_a_node_is_killed() {
         (ready_count(&api, "web") == 6).then(|| {
             let mut per: BTreeMap<String, usize> = BTreeMap::new();
             for i in instances(&api, "web") {
-                *per.entry(i["status"]["node"].as_str().unwrap_or("").to_string()).or_default() += 1;
+                *per.entry(i["status"]["node"].as_str().unwrap_or("").to_string())
+                    .or_default() += 1;
             }
             per
         })
     })
-    .unwrap_or_else(|| panic!("6 replicas never ready: {:#}", Value::Array(instances(&api, "web"))));
-    assert_eq!(spread.values().copied().collect::<Vec<_>>(), [2, 2, 2], "{spread:?}");
+    .unwrap_or_else(|| {
+        panic!(
+            "6 replicas never ready: {:#}",
+            Value::Array(instances(&api, "web"))
+        )
+    });
+    assert_eq!(
+        spread.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{spread:?}"
+    );
 
     // Kill a node that is not the one we talk to; its two replicas move.
     let victim = 2;
@@ -105,7 +119,12 @@ fn replicas_spread_over_agents_and_return_after_a_node_is_killed() {
             .all(|i| i["status"]["node"] != victim_name.as_str() && i["status"]["ready"] == true);
         (moved && ready_count(&api, "web") == 6).then(|| t.elapsed())
     })
-    .unwrap_or_else(|| panic!("replicas not restored: {:#}", Value::Array(instances(&api, "web"))));
+    .unwrap_or_else(|| {
+        panic!(
+            "replicas not restored: {:#}",
+            Value::Array(instances(&api, "web"))
+        )
+    });
     eprintln!("node kill -> 6/6 ready again on the survivors in {back:?}");
     let (ok, events, _) = c.nodes[0].cli(&["get", "events"]);
     assert!(ok && events.contains("NodeLost"), "{events}");
@@ -113,7 +132,9 @@ fn replicas_spread_over_agents_and_return_after_a_node_is_killed() {
     // The node returns: its stale containers are stopped.
     c.nodes[victim].restart();
     eventually(Duration::from_secs(60), || {
-        common::containers(&c.nodes[victim].dir).is_empty().then_some(())
+        common::containers(&c.nodes[victim].dir)
+            .is_empty()
+            .then_some(())
     })
     .expect("the returning node removes its stale instances");
     assert_eq!(ready_count(&api, "web"), 6);
@@ -132,7 +153,12 @@ fn a_rollout_that_never_gets_ready_stops_at_max_unavailable_and_rolls_back() {
     .unwrap();
     let node = TestNode::start_with(
         "rollout",
-        &["--roles", "auto", "--config", config.path().to_str().unwrap()],
+        &[
+            "--roles",
+            "auto",
+            "--config",
+            config.path().to_str().unwrap(),
+        ],
     );
     let _cleanup = Cleanup(vec![node.dir.clone()]);
     import(&node.dir, &layout);
@@ -140,8 +166,10 @@ fn a_rollout_that_never_gets_ready_stops_at_max_unavailable_and_rolls_back() {
     let strategy = "  progressDeadlineSeconds: 12\n  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}\n";
     let (code, body) = api.apply(&deployment("roll", 4, strategy, HTTP));
     assert_eq!(code, 200, "{body}");
-    eventually(Duration::from_secs(60), || (ready_count(&api, "roll") == 4).then_some(()))
-        .expect("4 ready");
+    eventually(Duration::from_secs(60), || {
+        (ready_count(&api, "roll") == 4).then_some(())
+    })
+    .expect("4 ready");
 
     // busybox serves no /health: the new revision never becomes ready.
     let broken = r#"      - name: http
@@ -155,12 +183,22 @@ fn a_rollout_that_never_gets_ready_stops_at_max_unavailable_and_rolls_back() {
     while Instant::now() < deadline {
         let list = instances(&api, "roll");
         let ready = list.iter().filter(|i| i["status"]["ready"] == true).count();
-        assert!(list.len() <= 5, "more than replicas + maxSurge: {}", list.len());
-        assert!(ready >= 3, "availability fell below replicas - maxUnavailable: {ready}");
+        assert!(
+            list.len() <= 5,
+            "more than replicas + maxSurge: {}",
+            list.len()
+        );
+        assert!(
+            ready >= 3,
+            "availability fell below replicas - maxUnavailable: {ready}"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     let (ok, out, err) = node.cli(&["rollout", "history", "deployment/roll"]);
-    assert!(ok && out.contains("busybox:latest") && out.contains("toolbox:latest"), "{out}{err}");
+    assert!(
+        ok && out.contains("busybox:latest") && out.contains("toolbox:latest"),
+        "{out}{err}"
+    );
 
     // Past progressDeadlineSeconds: rolled back to the toolbox revision, all ready again.
     let rolled = eventually(Duration::from_secs(60), || {
@@ -179,5 +217,7 @@ fn a_rollout_that_never_gets_ready_stops_at_max_unavailable_and_rolls_back() {
             .then_some(())
     })
     .expect("only the good revision remains");
-    let _ = std::process::Command::new("ip").args(["link", "del", "octctl1"]).output();
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "octctl1"])
+        .output();
 }

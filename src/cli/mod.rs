@@ -6,8 +6,8 @@
 
 pub mod client;
 mod images;
-mod rollout;
 pub mod output;
+mod rollout;
 mod wait;
 
 use std::io::Read;

@@ -514,7 +514,12 @@ pub fn events_section(events: &[&Value]) -> String {
         return "Events: <none>\n".into();
     }
     let mut sorted = events.to_vec();
-    sorted.sort_by_key(|e| e["spec"]["lastTimestamp"].as_str().unwrap_or("").to_string());
+    sorted.sort_by_key(|e| {
+        e["spec"]["lastTimestamp"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    });
     let rows = sorted
         .iter()
         .map(|e| {

@@ -44,9 +44,9 @@ pub enum RolloutCommand {
 }
 
 fn deployment_name(target: &str) -> Result<String, ClientError> {
-    let (kind, name) = target.split_once('/').ok_or_else(|| {
-        ClientError::Other(format!("{target:?}: expected deployment/NAME"))
-    })?;
+    let (kind, name) = target
+        .split_once('/')
+        .ok_or_else(|| ClientError::Other(format!("{target:?}: expected deployment/NAME")))?;
     if Kind::parse(kind) != Some(Kind::Deployment) {
         return Err(ClientError::Other(format!(
             "{target:?}: rollouts are for deployments"
@@ -150,11 +150,20 @@ fn undo(
 ) -> Result<(), ClientError> {
     let p = path(namespace, name);
     let mut d = client.get_json(&p)?;
-    let current = d["status"]["revision"].as_str().unwrap_or_default().to_string();
-    let history = d["status"]["history"].as_array().cloned().unwrap_or_default();
+    let current = d["status"]["revision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let history = d["status"]["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let entry = match &to {
         Some(r) => history.iter().find(|h| h["revision"] == r.as_str()),
-        None => history.iter().rev().find(|h| h["revision"] != current.as_str()),
+        None => history
+            .iter()
+            .rev()
+            .find(|h| h["revision"] != current.as_str()),
     }
     .ok_or_else(|| {
         ClientError::Other(match &to {

@@ -26,7 +26,7 @@ pub struct TestNode {
     pub node_id: String,
     extra: Vec<String>,
     wait_ready: bool,
-    /// Runs the node inside this network namespace (`ip netns exec`).
+    /// Runs the node inside this network namespace (`nsenter --net`).
     pub netns: Option<String>,
     /// api, rpc and gossip ports of the first start, reused on restart.
     ports: Option<[u16; 3]>,
@@ -82,9 +82,11 @@ impl TestNode {
             .open(self.dir.join("node.log"))
             .unwrap();
         let mut cmd = match &self.netns {
+            // nsenter switches only the network namespace; `ip netns exec` would also
+            // remount /sys, hiding the cgroup hierarchy containers need.
             Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, BIN]);
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(BIN);
                 c
             }
             None => Command::new(BIN),
@@ -131,7 +133,7 @@ impl TestNode {
         loop {
             if let Ok(text) = std::fs::read_to_string(&endpoints) {
                 if let Ok(v) = serde_json::from_str::<Value>(&text) {
-                    // Under `ip netns exec` the node is a child of `ip`'s exec, same pid.
+                    // nsenter execs the node: it keeps the pid we spawned.
                     if v["pid"].as_u64() == Some(pid as u64) {
                         self.api = v["apiUrl"].as_str().unwrap().to_string();
                         self.gossip = v["gossip"].as_str().unwrap_or_default().to_string();
@@ -309,6 +311,11 @@ impl Cluster {
             "--config".into(),
             self.config.path().to_str().unwrap().into(),
         ];
+        // A config that sets roles wants them (TestNode defaults to orchestrator only).
+        let config = std::fs::read_to_string(self.config.path()).unwrap_or_default();
+        if config.lines().any(|l| l.trim_start().starts_with("roles")) {
+            args.extend(["--roles".into(), "auto".into()]);
+        }
         if let Some(seed) = self.nodes.first() {
             args.extend([
                 "--join".into(),

@@ -159,7 +159,9 @@ pub fn plan(pass: &Pass, d: &Resource, draft: &mut Draft) {
     let budget = if recreate && !old.is_empty() {
         0
     } else {
-        (desired - new_count).min(desired + surge - total_after).max(0)
+        (desired - new_count)
+            .min(desired + surge - total_after)
+            .max(0)
     };
     let taken: BTreeSet<&str> = pass
         .instances
@@ -177,7 +179,14 @@ pub fn plan(pass: &Pass, d: &Resource, draft: &mut Draft) {
     while created < budget {
         let instance_name = format!("{name}-{index}");
         if !used.contains(&index) && !taken.contains(instance_name.as_str()) {
-            draft.creates.push(new_instance(d, &ns, &instance_name, index, &revision, &template));
+            draft.creates.push(new_instance(
+                d,
+                &ns,
+                &instance_name,
+                index,
+                &revision,
+                &template,
+            ));
             created += 1;
         }
         index += 1;
@@ -262,19 +271,19 @@ fn rollback(d: &Resource, bad: &str, hist: &[Value], elapsed: u64, draft: &mut D
         ));
         return;
     };
-    let to = previous["revision"].as_str().unwrap_or_default().to_string();
+    let to = previous["revision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let mut v = d.to_value();
     v["spec"]["template"] = previous["template"].clone();
     v["metadata"]["annotations"]["omnicloud.io/rolled-back-from"] = Value::String(bad.into());
     if let Some(obj) = v.as_object_mut() {
         obj.remove("status");
     }
-    draft.commands.push(Command::put(
-        key_of(d),
-        &v,
-        PutMode::Update,
-        version(d),
-    ));
+    draft
+        .commands
+        .push(Command::put(key_of(d), &v, PutMode::Update, version(d)));
     draft.events.push(EventDraft::warning(
         d,
         "RolledBack",
@@ -399,7 +408,9 @@ mod tests {
     /// What the agents would report: every placed instance ready (or only some).
     fn make_ready(world: &mut World, ready: impl Fn(&InstanceSpec) -> bool) {
         for i in world.instances.iter_mut() {
-            let Some(Spec::Instance(s)) = &i.spec else { continue };
+            let Some(Spec::Instance(s)) = &i.spec else {
+                continue;
+            };
             if s.node_name.is_some() && ready(s) {
                 i.status = Some(json!({"phase": "Running", "ready": true, "restarts": 0,
                     "revision": s.revision, "readySince": "2000-01-01T00:00:00Z"}));
@@ -426,22 +437,34 @@ mod tests {
 
     #[test]
     fn replicas_become_indexed_instances_spread_over_agents() {
-        let mut w = world(deployment("web", 6, "toolbox", Value::Null), &["a", "b", "c"]);
+        let mut w = world(
+            deployment("web", 6, "toolbox", Value::Null),
+            &["a", "b", "c"],
+        );
         step(&mut w);
         assert_eq!(names(&w).len(), 6);
         let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
         for i in &w.instances {
-            let Some(Spec::Instance(s)) = &i.spec else { unreachable!() };
+            let Some(Spec::Instance(s)) = &i.spec else {
+                unreachable!()
+            };
             *per_node.entry(s.node_name.clone().unwrap()).or_default() += 1;
             assert_eq!(i.metadata.labels[OWNER_LABEL], "web");
         }
         assert_eq!(per_node.values().copied().collect::<Vec<_>>(), [2, 2, 2]);
         make_ready(&mut w, |_| true);
         step(&mut w);
-        assert_eq!(w.deployments[0].status.as_ref().unwrap()["readyReplicas"], 6);
+        assert_eq!(
+            w.deployments[0].status.as_ref().unwrap()["readyReplicas"],
+            6
+        );
         // Converged: nothing but (unchanged) status is planned.
         let again = plan_all(&w);
-        assert!(again.commands.is_empty() && again.creates.is_empty(), "{:?}", again.commands);
+        assert!(
+            again.commands.is_empty() && again.creates.is_empty(),
+            "{:?}",
+            again.commands
+        );
     }
 
     #[test]
@@ -456,7 +479,8 @@ mod tests {
 
     #[test]
     fn rolling_update_keeps_availability_and_surges_by_one() {
-        let strategy = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
+        let strategy =
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
         let mut w = world(deployment("web", 4, "v1", strategy.clone()), &["a", "b"]);
         step(&mut w);
         make_ready(&mut w, |_| true);
@@ -468,7 +492,10 @@ mod tests {
         for round in 0..20 {
             step(&mut w);
             let total = w.instances.len();
-            assert!(total <= 5, "round {round}: {total} instances exceed replicas + maxSurge");
+            assert!(
+                total <= 5,
+                "round {round}: {total} instances exceed replicas + maxSurge"
+            );
             let available = w
                 .instances
                 .iter()
@@ -516,11 +543,19 @@ mod tests {
             make_ready(&mut w, |s| s.pod.containers[0].image == "good");
         }
         let good = w.instances.iter().filter(|i| image_of(i) == "good").count();
-        assert!(good >= 3, "maxUnavailable 1 keeps 3 of 4 good ones, got {good}");
+        assert!(
+            good >= 3,
+            "maxUnavailable 1 keeps 3 of 4 good ones, got {good}"
+        );
         w.now_ms += 31_000;
         let events = step(&mut w);
-        assert!(events.iter().any(|e| e.reason == "RolledBack"), "{events:?}");
-        let Some(Spec::Deployment(s)) = &w.deployments[0].spec else { unreachable!() };
+        assert!(
+            events.iter().any(|e| e.reason == "RolledBack"),
+            "{events:?}"
+        );
+        let Some(Spec::Deployment(s)) = &w.deployments[0].spec else {
+            unreachable!()
+        };
         assert_eq!(s.template.spec.containers[0].image, "good");
         for _ in 0..5 {
             step(&mut w);
@@ -532,7 +567,10 @@ mod tests {
 
     #[test]
     fn instances_of_a_dead_node_are_replaced_on_live_ones() {
-        let mut w = world(deployment("web", 6, "toolbox", Value::Null), &["a", "b", "c"]);
+        let mut w = world(
+            deployment("web", 6, "toolbox", Value::Null),
+            &["a", "b", "c"],
+        );
         step(&mut w);
         make_ready(&mut w, |_| true);
         w.nodes[1].alive = false;
@@ -541,7 +579,9 @@ mod tests {
         step(&mut w);
         assert_eq!(w.instances.len(), 6);
         for i in &w.instances {
-            let Some(Spec::Instance(s)) = &i.spec else { unreachable!() };
+            let Some(Spec::Instance(s)) = &i.spec else {
+                unreachable!()
+            };
             assert_ne!(s.node_name.as_deref(), Some("b"));
         }
     }
@@ -554,7 +594,9 @@ mod tests {
         assert_eq!(i.status.as_ref().unwrap()["reason"], "Unschedulable");
         w.nodes = nodes(&["a"]);
         step(&mut w);
-        let Some(Spec::Instance(s)) = &w.instances[0].spec else { unreachable!() };
+        let Some(Spec::Instance(s)) = &w.instances[0].spec else {
+            unreachable!()
+        };
         assert_eq!(s.node_name.as_deref(), Some("a"));
         w.deployments.clear();
         step(&mut w);
@@ -564,10 +606,19 @@ mod tests {
     #[test]
     fn limits_resolve_like_kubernetes() {
         let d = deployment("w", 10, "x", Value::Null);
-        let Some(Spec::Deployment(s)) = &d.spec else { unreachable!() };
+        let Some(Spec::Deployment(s)) = &d.spec else {
+            unreachable!()
+        };
         assert_eq!(rolling_limits(s, 10), (3, 2), "25% up and down");
-        let d = deployment("w", 1, "x", json!({"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}}));
-        let Some(Spec::Deployment(s)) = &d.spec else { unreachable!() };
+        let d = deployment(
+            "w",
+            1,
+            "x",
+            json!({"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}}),
+        );
+        let Some(Spec::Deployment(s)) = &d.spec else {
+            unreachable!()
+        };
         assert_eq!(rolling_limits(s, 1), (0, 1));
     }
 }

@@ -104,7 +104,8 @@ impl<'a> InstanceView<'a> {
     pub fn available(&self, now_ms: u64, min_ready_secs: u64) -> bool {
         self.ready()
             && (min_ready_secs == 0
-                || now_ms.saturating_sub(parse_ms(&self.status.ready_since)) >= min_ready_secs * 1000)
+                || now_ms.saturating_sub(parse_ms(&self.status.ready_since))
+                    >= min_ready_secs * 1000)
     }
 }
 
@@ -132,7 +133,11 @@ impl<'a> Pass<'a> {
     pub fn new(world: &'a World) -> Pass<'a> {
         Pass {
             world,
-            instances: world.instances.iter().filter_map(InstanceView::of).collect(),
+            instances: world
+                .instances
+                .iter()
+                .filter_map(InstanceView::of)
+                .collect(),
         }
     }
 }

@@ -103,7 +103,8 @@ fn request(
                     .unwrap_or_default(),
             })
             .collect(),
-        anti_affinity: affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        anti_affinity: affinity["podAntiAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"]
             .as_array()
             .into_iter()
             .flatten()
@@ -252,8 +253,8 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
     for c in &creates {
         let spec: InstanceSpec =
             serde_json::from_value(c.object["spec"].clone()).expect("made by a controller");
-        let labels = serde_json::from_value(c.object["metadata"]["labels"].clone())
-            .unwrap_or_default();
+        let labels =
+            serde_json::from_value(c.object["metadata"]["labels"].clone()).unwrap_or_default();
         requests.push(request(
             format!("{}/{}", c.key.namespace, c.key.name),
             c.owner.clone(),
@@ -283,7 +284,10 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
                         draft.events.push(EventDraft::warning(
                             i.resource,
                             "Preempted",
-                            format!("evicted from {node} for the higher-priority {}", requests[n].key),
+                            format!(
+                                "evicted from {node} for the higher-priority {}",
+                                requests[n].key
+                            ),
                             SOURCE,
                         ));
                     }
@@ -312,7 +316,12 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
                     let mut object = c.object.clone();
                     object["status"] = json!({"phase": "Pending", "ready": false, "restarts": 0,
                                               "reason": "Unschedulable", "message": reason});
-                    draft.commands.push(Command::put(c.key.clone(), &object, PutMode::Create, None));
+                    draft.commands.push(Command::put(
+                        c.key.clone(),
+                        &object,
+                        PutMode::Create,
+                        None,
+                    ));
                 }
                 None
             }
@@ -332,7 +341,9 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
             let c = &creates[n - waiting.len()];
             let mut object = c.object.clone();
             object["spec"]["nodeName"] = Value::String(node);
-            draft.commands.push(Command::put(c.key.clone(), &object, PutMode::Create, None));
+            draft
+                .commands
+                .push(Command::put(c.key.clone(), &object, PutMode::Create, None));
         }
     }
 }
