@@ -526,3 +526,55 @@ fn cli_get_watch_prints_changes() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn quotas_and_scaling_policies_refuse_growth_and_name_the_limit() {
+    let node = TestNode::start("quota");
+    let api = node.api();
+    let setup = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: team-quota, namespace: team-a}
+spec:
+  hard: {pods: "10", requests.cpu: "2"}
+---
+apiVersion: omnicloud.io/v1
+kind: ClusterScalingPolicy
+metadata: {name: limits}
+spec:
+  applicationLimits: {maxReplicasPerDeployment: 8}
+"#;
+    assert_eq!(api.apply(setup).0, 200);
+    let web = |replicas: u32| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: team-a}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers: [{{name: c, image: toolbox, resources: {{requests: {{cpu: 500m}}}}}}]\n"
+        )
+    };
+    assert_eq!(api.apply(&web(4)).0, 200, "4 x 500m fits 2 cores");
+    let (code, body) = api.apply(&web(5));
+    assert_eq!(code, 403, "{body}");
+    let msg = body["message"].as_str().unwrap();
+    assert!(
+        msg.contains("team-quota") && msg.contains("requests.cpu"),
+        "{msg}"
+    );
+    let (ok, _, err) = node.cli(&["scale", "deployment/web", "-n", "team-a", "--replicas=6"]);
+    assert!(!ok && err.contains("team-quota"), "{err}");
+    let (_, d) = api.get("/v1/namespaces/team-a/deployments/web");
+    assert_eq!(d["spec"]["replicas"], 4, "nothing half-written");
+    // The cluster-wide cap, in a namespace without a quota.
+    let (code, body) = api.apply(&web(9).replace("namespace: team-a", "namespace: default"));
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("maxReplicasPerDeployment is 8"),
+        "{body}"
+    );
+    assert_eq!(api.apply(&web(2)).0, 200, "scaling down is always allowed");
+}

@@ -91,6 +91,9 @@ impl From<Rejection> for ApiError {
             Rejection::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "Conflict", message)
                 .with_field("metadata.resourceVersion"),
             Rejection::Invalid { field, message } => ApiError::invalid(&field, message),
+            Rejection::Forbidden { field, message } => {
+                ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message).with_field(field)
+            }
         }
     }
 }

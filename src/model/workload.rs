@@ -131,6 +131,39 @@ pub struct PodSpec {
     pub image_pull_secrets: Option<Vec<Value>>,
 }
 
+impl PodSpec {
+    /// cpu millicores and memory bytes the pod asks for (each container's requests,
+    /// else its limits, as Kubernetes defaults them).
+    pub fn requests(&self) -> (u64, u64) {
+        self.sum(|r| {
+            let req = r.requests.clone().unwrap_or_default();
+            let lim = r.limits.clone().unwrap_or_default();
+            (req.cpu.or(lim.cpu), req.memory.or(lim.memory))
+        })
+    }
+
+    /// cpu millicores and memory bytes of the containers' limits.
+    pub fn limits(&self) -> (u64, u64) {
+        self.sum(|r| {
+            let lim = r.limits.clone().unwrap_or_default();
+            (lim.cpu, lim.memory)
+        })
+    }
+
+    fn sum(
+        &self,
+        pick: impl Fn(&Resources) -> (Option<CpuQuantity>, Option<MemoryQuantity>),
+    ) -> (u64, u64) {
+        self.containers.iter().fold((0, 0), |(cpu, mem), c| {
+            let (c_cpu, c_mem) = pick(&c.resources.clone().unwrap_or_default());
+            (
+                cpu + c_cpu.map_or(0, |q| q.millis()),
+                mem + c_mem.map_or(0, |q| q.bytes()),
+            )
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Container {

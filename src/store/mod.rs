@@ -9,6 +9,7 @@
 //!
 //! May call: `model` (kinds only). No async tasks of its own.
 
+pub mod limits;
 pub mod log_store;
 pub mod reader;
 pub mod state_machine;

@@ -261,6 +261,41 @@ impl<'a> Overlay<'a> {
         Ok(bytes.map(|b| serde_json::from_slice(&b).expect("stored objects are valid JSON")))
     }
 
+    /// The objects of a kind (in a namespace), including pending writes.
+    fn objects_of(&self, kind: Kind, namespace: Option<&str>) -> Result<Vec<Value>, Reject> {
+        let mut out = Vec::new();
+        for skey in self.keys_with_prefix(&ObjectKey::kind_prefix(kind, namespace))? {
+            let name = skey.rsplit('/').next().unwrap_or_default();
+            let key = ObjectKey::new(kind, namespace.unwrap_or_default(), name);
+            out.extend(self.get(&key)?);
+        }
+        Ok(out)
+    }
+
+    /// Quotas and scaling policies (`limits`) for a workload write.
+    fn check_limits(
+        &self,
+        key: &ObjectKey,
+        old: Option<&Value>,
+        new: &Value,
+    ) -> Result<(), Reject> {
+        if !matches!(key.kind, Kind::Deployment | Kind::StatefulSet) {
+            return Ok(());
+        }
+        let ns = Some(key.namespace.as_str());
+        let mut others = Vec::new();
+        for kind in [Kind::Deployment, Kind::StatefulSet] {
+            for o in self.objects_of(kind, ns)? {
+                if !(kind == key.kind && o["metadata"]["name"] == key.name.as_str()) {
+                    others.push(o);
+                }
+            }
+        }
+        let quotas = self.objects_of(Kind::ResourceQuota, ns)?;
+        let policies = self.objects_of(Kind::ClusterScalingPolicy, None)?;
+        super::limits::check(key, old, new, &others, &quotas, &policies).map_err(Reject::Rejected)
+    }
+
     /// Keys stored under a prefix, including pending writes.
     fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, Reject> {
         let mut keys: Vec<String> = Vec::new();
@@ -374,7 +409,9 @@ impl<'a> Overlay<'a> {
                 if old == Some(*replicas) {
                     return Ok(vec![unchanged(key, &object)]);
                 }
+                let before = object.clone();
                 object["spec"]["replicas"] = Value::from(*replicas);
+                self.check_limits(key, Some(&before), &object)?;
                 bump_generation(&mut object);
                 Ok(vec![self.record(key, ChangeType::Modified, object)])
             }
@@ -442,6 +479,7 @@ impl<'a> Overlay<'a> {
             }
             _ => {}
         }
+        self.check_limits(key, existing.as_ref(), &object)?;
         let Some(old) = existing else {
             set_meta(&mut object, "uid", Value::String(uid.to_string()));
             set_meta(

@@ -154,6 +154,11 @@ pub enum Rejection {
         field: String,
         message: String,
     },
+    /// Valid, but over a limit (ResourceQuota, ClusterScalingPolicy); the message names it.
+    Forbidden {
+        field: String,
+        message: String,
+    },
 }
 
 impl fmt::Display for Rejection {
@@ -165,7 +170,9 @@ impl fmt::Display for Rejection {
                 f,
                 "{key} was modified: resourceVersion is {actual}, the request expected {expected}; read it again and retry"
             ),
-            Rejection::Invalid { field, message } => write!(f, "{field}: {message}"),
+            Rejection::Invalid { field, message } | Rejection::Forbidden { field, message } => {
+                write!(f, "{field}: {message}")
+            }
         }
     }
 }

@@ -590,6 +590,11 @@ mod tests {
     fn orphans_go_and_unschedulable_instances_wait_pending() {
         let mut w = world(deployment("web", 1, "toolbox", Value::Null), &[]);
         step(&mut w);
+        let events = step(&mut w);
+        assert!(
+            events.iter().any(|e| e.reason == "FailedScheduling"),
+            "{events:?}"
+        );
         let i = &w.instances[0];
         assert_eq!(i.status.as_ref().unwrap()["reason"], "Unschedulable");
         w.nodes = nodes(&["a"]);

@@ -19,19 +19,6 @@ use crate::store::{Command, PutMode};
 
 const SOURCE: &str = "scheduler";
 
-/// cpu millicores and memory bytes a pod asks for (requests, else limits).
-pub fn pod_requests(pod: &PodSpec) -> (u64, u64) {
-    pod.containers.iter().fold((0, 0), |(cpu, mem), c| {
-        let r = c.resources.clone().unwrap_or_default();
-        let req = r.requests.unwrap_or_default();
-        let lim = r.limits.unwrap_or_default();
-        (
-            cpu + req.cpu.or(lim.cpu).map_or(0, |q| q.millis()),
-            mem + req.memory.or(lim.memory).map_or(0, |q| q.bytes()),
-        )
-    })
-}
-
 fn match_labels(v: &Value) -> BTreeMap<String, String> {
     v["matchLabels"]
         .as_object()
@@ -74,7 +61,7 @@ fn request(
     pod: &PodSpec,
     priorities: &BTreeMap<String, i64>,
 ) -> Request {
-    let (cpu_millis, memory_bytes) = pod_requests(pod);
+    let (cpu_millis, memory_bytes) = pod.requests();
     let affinity = pod.affinity.clone().unwrap_or(Value::Null);
     let mut req = Request {
         key,
@@ -156,7 +143,7 @@ fn policy(pass: &Pass) -> (Policy, u64) {
 }
 
 fn placed(i: &InstanceView) -> Option<Placed> {
-    let (cpu_millis, memory_bytes) = pod_requests(&i.spec.pod);
+    let (cpu_millis, memory_bytes) = i.spec.pod.requests();
     Some(Placed {
         key: format!("{}/{}", i.namespace(), i.name()),
         node: i.node()?.to_string(),
@@ -312,13 +299,11 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
                         ));
                     }
                 } else {
+                    // Created unplaced; the next pass records why (status is server-set).
                     let c = &creates[n - waiting.len()];
-                    let mut object = c.object.clone();
-                    object["status"] = json!({"phase": "Pending", "ready": false, "restarts": 0,
-                                              "reason": "Unschedulable", "message": reason});
                     draft.commands.push(Command::put(
                         c.key.clone(),
-                        &object,
+                        &c.object,
                         PutMode::Create,
                         None,
                     ));
