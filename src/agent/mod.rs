@@ -48,6 +48,9 @@ use crate::store::{Command, ObjectKey, Rejection, Store};
 use supervisor::Record;
 
 const RECORD_PREFIX: &str = "agent/";
+/// An agent that has not reached the Raft leader for this long stops its StatefulSet
+/// instances: the orchestrator may be replacing them elsewhere (at most one per identity).
+pub const FENCE_AFTER: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_secs(1);
 
 /// Where the agent keeps things under the node's data dir.
@@ -408,6 +411,8 @@ async fn reconcile_loop(
     let mut changes = control.subscribe();
     let mut tick = tokio::time::interval(TICK);
     let mut first_pass = true;
+    let last_contact = spawn_leader_contact(control.clone(), stop.clone());
+    let mut fenced = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -418,7 +423,28 @@ async fn reconcile_loop(
             _ = stop.changed() => return,
         }
         stopping.retain(|_, task| !task.is_finished());
-        let wanted = assigned(&control, &shared.node);
+        let mut wanted = assigned(&control, &shared.node);
+        let silent = crate::orchestrator::membership::now_ms()
+            .saturating_sub(last_contact.load(std::sync::atomic::Ordering::Relaxed));
+        if (silent > FENCE_AFTER.as_millis() as u64) != fenced {
+            fenced = !fenced;
+            if fenced {
+                tracing::warn!(
+                    silent_ms = silent,
+                    "lost the Raft leader: stopping StatefulSet instances (fenced)"
+                );
+            } else {
+                tracing::info!("reached the Raft leader again: StatefulSet instances may run");
+            }
+        }
+        if fenced {
+            wanted.retain(|i| {
+                i.spec
+                    .owner
+                    .as_ref()
+                    .is_none_or(|o| o.kind != "StatefulSet")
+            });
+        }
         // The bridge comes up with the first instance: a node that runs none changes nothing.
         if shared.network().is_none() && !wanted.is_empty() {
             if let Some(subnet) = node_subnet(&control, &shared.node) {
@@ -480,6 +506,31 @@ async fn reconcile_loop(
         }
         shared.metrics.instances.set(running.len() as i64);
     }
+}
+
+/// When this node last got a linearizable read point from the Raft leader (ms since the
+/// epoch), checked every second: the fencing clock.
+fn spawn_leader_contact(
+    control: ControlPlane,
+    mut stop: watch::Receiver<bool>,
+) -> Arc<std::sync::atomic::AtomicU64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let last = Arc::new(AtomicU64::new(crate::orchestrator::membership::now_ms()));
+    let out = last.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let ok = tokio::time::timeout(Duration::from_secs(2), control.read_barrier()).await;
+            if matches!(ok, Ok(Ok(()))) {
+                last.store(crate::orchestrator::membership::now_ms(), Ordering::Relaxed);
+            }
+        }
+    });
+    out
 }
 
 /// A container a previous node process ran for an instance that is no longer here.

@@ -8,6 +8,7 @@ pub mod client;
 mod images;
 pub mod output;
 mod rollout;
+mod statefulset;
 mod wait;
 
 use std::io::Read;
@@ -115,6 +116,9 @@ pub enum Command {
         #[command(flatten)]
         wait: wait::WaitArgs,
     },
+    /// StatefulSet verbs in the seed's form.
+    #[command(subcommand, name = "statefulset", alias = "sts")]
+    StatefulSet(statefulset::StatefulSetCommand),
     /// Follow, list and undo Deployment rollouts.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
@@ -232,6 +236,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Node(_) => unreachable!("main runs the node"),
         Command::Image(cmd) => images::run(cmd),
         Command::Rollout(cmd) => rollout::run(cmd),
+        Command::StatefulSet(cmd) => statefulset::run(cmd),
         Command::Nodes { conn, output } => {
             let v = conn.client().get_json("/v1/nodes")?;
             match output {

@@ -31,6 +31,22 @@ pub enum RolloutCommand {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Freeze the rollout at the current revision (scaling still applies).
+    Pause {
+        #[command(flatten)]
+        conn: Conn,
+        target: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Continue a paused rollout.
+    Resume {
+        #[command(flatten)]
+        conn: Conn,
+        target: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
     /// Roll back to the previous revision (or --to-revision).
     Undo {
         #[command(flatten)]
@@ -129,6 +145,21 @@ pub fn run(cmd: RolloutCommand) -> Result<(), ClientError> {
             }
             Ok(())
         }
+        RolloutCommand::Pause {
+            conn,
+            target,
+            namespace,
+        } => set_paused(&conn.client(), &namespace, &deployment_name(&target)?, true),
+        RolloutCommand::Resume {
+            conn,
+            target,
+            namespace,
+        } => set_paused(
+            &conn.client(),
+            &namespace,
+            &deployment_name(&target)?,
+            false,
+        ),
         RolloutCommand::Undo {
             conn,
             target,
@@ -140,6 +171,26 @@ pub fn run(cmd: RolloutCommand) -> Result<(), ClientError> {
             undo(&client, &namespace, &name, to_revision)
         }
     }
+}
+
+fn set_paused(
+    client: &Client,
+    namespace: &Option<String>,
+    name: &str,
+    paused: bool,
+) -> Result<(), ClientError> {
+    let p = path(namespace, name);
+    let mut d = client.get_json(&p)?;
+    d["spec"]["paused"] = Value::Bool(paused);
+    if let Some(o) = d.as_object_mut() {
+        o.remove("status");
+    }
+    client.send("PUT", &p, "application/json", &d.to_string())?;
+    println!(
+        "deployment/{name} {}",
+        if paused { "paused" } else { "resumed" }
+    );
+    Ok(())
 }
 
 fn undo(

@@ -13,14 +13,15 @@
 //! within `progressDeadlineSeconds` is rolled back to the previous revision automatically.
 //! `paused` freezes the target revision (scaling still applies).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use super::{key_of, version, Draft, EventDraft, InstanceView, NewInstance, Pass};
-use crate::model::instance::{InstanceSpec, OwnerRef, OWNER_LABEL};
-use crate::model::{Resource, Spec, API_VERSION};
-use crate::store::{Command, ObjectKey, PutMode};
+use super::{key_of, new_instance, version, Draft, EventDraft, InstanceView, Pass};
+#[cfg(test)]
+use crate::model::instance::{InstanceSpec, OWNER_LABEL};
+use crate::model::{Resource, Spec};
+use crate::store::{Command, PutMode};
 
 const SOURCE: &str = "deployment-controller";
 const DEFAULT_DEADLINE_SECS: i64 = 600;
@@ -292,45 +293,12 @@ fn rollback(d: &Resource, bad: &str, hist: &[Value], elapsed: u64, draft: &mut D
     ));
 }
 
-fn new_instance(
-    d: &Resource,
-    ns: &str,
-    instance_name: &str,
-    index: i64,
-    revision: &str,
-    template: &crate::model::PodTemplate,
-) -> NewInstance {
-    let mut labels: BTreeMap<String, String> = template.labels();
-    labels.insert(OWNER_LABEL.into(), d.metadata.name.clone());
-    let spec = InstanceSpec {
-        node_name: None,
-        owner: Some(OwnerRef {
-            kind: "Deployment".into(),
-            name: d.metadata.name.clone(),
-            uid: d.metadata.uid.clone(),
-        }),
-        index: Some(index),
-        revision: Some(revision.to_string()),
-        pod: template.spec.clone(),
-    };
-    let object = json!({
-        "apiVersion": API_VERSION,
-        "kind": "Instance",
-        "metadata": {"name": instance_name, "namespace": ns, "labels": labels},
-        "spec": spec,
-    });
-    NewInstance {
-        key: ObjectKey::new(crate::model::Kind::Instance, ns, instance_name),
-        object,
-        owner: format!("{ns}/Deployment/{}", d.metadata.name),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::{plan as plan_all, NodeView, World};
     use super::*;
     use crate::model::Kind;
+    use std::collections::BTreeMap;
 
     fn deployment(name: &str, replicas: i64, image: &str, strategy: Value) -> Resource {
         let v = json!({
@@ -356,6 +324,7 @@ mod tests {
                 labels: Default::default(),
                 cpu_millis: 4000,
                 memory_bytes: 8 << 30,
+                down_for_ms: 0,
             })
             .collect()
     }

@@ -13,18 +13,20 @@ pub mod deployment;
 pub mod events;
 pub mod nodes;
 pub mod placement;
+pub mod statefulset;
 pub mod subnets;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
 use super::ControlPlane;
 use crate::cluster::{Gossip, MemberStatus};
 use crate::container::network::Subnet;
-use crate::model::instance::{InstanceSpec, InstanceStatus};
-use crate::model::{Kind, Resource, Spec};
+use crate::model::instance::{InstanceSpec, InstanceStatus, OwnerRef, OWNER_LABEL};
+use crate::model::{Kind, Resource, Spec, API_VERSION};
 use crate::store::{Command, ObjectKey};
 pub use events::EventDraft;
 
@@ -41,6 +43,8 @@ pub struct NodeView {
     pub labels: std::collections::BTreeMap<String, String>,
     pub cpu_millis: u64,
     pub memory_bytes: u64,
+    /// How long gossip has held it down (0 while alive).
+    pub down_for_ms: u64,
 }
 
 /// An instance with its parsed spec and status.
@@ -113,6 +117,7 @@ impl<'a> InstanceView<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct World {
     pub deployments: Vec<Resource>,
+    pub statefulsets: Vec<Resource>,
     pub instances: Vec<Resource>,
     pub subnets: Vec<Resource>,
     pub priority_classes: Vec<Resource>,
@@ -170,6 +175,41 @@ pub struct NewInstance {
     pub owner: String,
 }
 
+/// An instance of `owner` (a Deployment or StatefulSet) made from `template`.
+pub fn new_instance(
+    owner: &Resource,
+    ns: &str,
+    instance_name: &str,
+    index: i64,
+    revision: &str,
+    template: &crate::model::PodTemplate,
+) -> NewInstance {
+    let mut labels: BTreeMap<String, String> = template.labels();
+    labels.insert(OWNER_LABEL.into(), owner.metadata.name.clone());
+    let spec = InstanceSpec {
+        node_name: None,
+        owner: Some(OwnerRef {
+            kind: owner.kind.as_str().into(),
+            name: owner.metadata.name.clone(),
+            uid: owner.metadata.uid.clone(),
+        }),
+        index: Some(index),
+        revision: Some(revision.to_string()),
+        pod: template.spec.clone(),
+    };
+    let object = json!({
+        "apiVersion": API_VERSION,
+        "kind": "Instance",
+        "metadata": {"name": instance_name, "namespace": ns, "labels": labels},
+        "spec": spec,
+    });
+    NewInstance {
+        key: ObjectKey::new(crate::model::Kind::Instance, ns, instance_name),
+        object,
+        owner: format!("{ns}/{}/{}", owner.kind, owner.metadata.name),
+    }
+}
+
 pub fn key_of(r: &Resource) -> ObjectKey {
     ObjectKey::new(
         r.kind,
@@ -199,17 +239,21 @@ pub fn plan(world: &World) -> Draft {
     for d in &world.deployments {
         deployment::plan(&pass, d, &mut draft);
     }
+    for s in &world.statefulsets {
+        statefulset::plan(&pass, s, &mut draft);
+    }
     orphans(&pass, &mut draft);
     placement::place(&pass, &mut draft);
     draft
 }
 
-/// Instances whose Deployment is gone.
+/// Instances whose Deployment or StatefulSet is gone.
 fn orphans(pass: &Pass, draft: &mut Draft) {
     let world = pass.world;
     let owners: std::collections::BTreeSet<(&str, &str)> = world
         .deployments
         .iter()
+        .chain(&world.statefulsets)
         .map(|d| {
             (
                 d.metadata.namespace.as_deref().unwrap_or(""),
@@ -219,7 +263,8 @@ fn orphans(pass: &Pass, draft: &mut Draft) {
         .collect();
     for i in &pass.instances {
         let Some(owner) = &i.spec.owner else { continue };
-        if owner.kind == "Deployment" && !owners.contains(&(i.namespace(), owner.uid.as_str())) {
+        let workload = owner.kind == "Deployment" || owner.kind == "StatefulSet";
+        if workload && !owners.contains(&(i.namespace(), owner.uid.as_str())) {
             draft.commands.push(Command::Delete {
                 key: key_of(i.resource),
                 expected_version: version(i.resource),
@@ -249,6 +294,7 @@ fn gather(
 ) -> World {
     World {
         deployments: load_all(control, Kind::Deployment),
+        statefulsets: load_all(control, Kind::StatefulSet),
         instances: load_all(control, Kind::Instance),
         subnets: load_all(control, Kind::NodeSubnet),
         priority_classes: load_all(control, Kind::PriorityClass),
@@ -297,6 +343,11 @@ pub fn spawn(
                     labels: m.meta.labels.clone(),
                     cpu_millis: m.meta.cpu_millis,
                     memory_bytes: m.meta.memory_bytes,
+                    down_for_ms: if m.status == MemberStatus::Down {
+                        super::membership::now_ms().saturating_sub(m.since_ms)
+                    } else {
+                        0
+                    },
                 })
                 .collect();
             let world = gather(&control, nodes, &network);

@@ -86,6 +86,7 @@ mod tests {
                 labels: Default::default(),
                 cpu_millis: 2000,
                 memory_bytes: 1 << 30,
+                down_for_ms: 0,
             })
             .collect()
     }
