@@ -221,3 +221,109 @@ fn a_rollout_that_never_gets_ready_stops_at_max_unavailable_and_rolls_back() {
         .args(["link", "del", "octctl1"])
         .output();
 }
+
+#[test]
+fn a_statefulset_starts_in_order_and_keeps_names_and_data_after_its_node_dies() {
+    let Some(layout) = common::images::layout() else {
+        return;
+    };
+    let Some(net) = TestNet::new(3) else { return };
+    let config = format!("roles = [\"auto\"]\n{FAST_CLUSTER}");
+    let mut c = Cluster::start_on(3, &config, Some(&net));
+    let _cleanup = Cleanup(c.nodes.iter().map(|n| n.dir.clone()).collect());
+    for n in &c.nodes {
+        import(&n.dir, &layout);
+    }
+    let set = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        image: busybox:latest
+        command: [sh, -c, "echo $HOSTNAME >> /data/log; sleep 1; touch /tmp/ready; exec sleep 600"]
+        volumeMounts: [{name: data, mountPath: /data}]
+        readinessProbe: {exec: {command: [test, -f, /tmp/ready]}, periodSeconds: 1}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {resources: {requests: {storage: 1Gi}}}
+"#;
+    // Talk to node-1 and keep it alive; the replica to lose must live elsewhere.
+    let api = c.nodes[0].api();
+    assert_eq!(api.apply(set).0, 200);
+    let mut first_seen: BTreeMap<String, Instant> = BTreeMap::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(90) {
+        let list = instances(&api, "db");
+        for i in &list {
+            let name = i["metadata"]["name"].as_str().unwrap().to_string();
+            if !first_seen.contains_key(&name) {
+                // OrderedReady: a new ordinal appears only when the one below is ready.
+                let ordinal: usize = name.rsplit('-').next().unwrap().parse().unwrap();
+                if ordinal > 0 {
+                    let below = list
+                        .iter()
+                        .find(|o| o["metadata"]["name"] == format!("db-{}", ordinal - 1));
+                    assert!(
+                        below.is_some_and(|b| b["status"]["ready"] == true),
+                        "{name} appeared before db-{} was ready",
+                        ordinal - 1
+                    );
+                }
+                first_seen.insert(name, Instant::now());
+            }
+        }
+        if list.len() == 3 && list.iter().all(|i| i["status"]["ready"] == true) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let names: Vec<&String> = first_seen.keys().collect();
+    assert_eq!(names, ["db-0", "db-1", "db-2"]);
+    assert!(first_seen["db-0"] < first_seen["db-1"] && first_seen["db-1"] < first_seen["db-2"]);
+
+    // Lose the node of a replica that is not on node-1.
+    let victim_instance = instances(&api, "db")
+        .into_iter()
+        .find(|i| i["status"]["node"] != c.nodes[0].name.as_str())
+        .expect("a replica on another node");
+    let name = victim_instance["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let victim_node = victim_instance["status"]["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let victim = c.nodes.iter().position(|n| n.name == victim_node).unwrap();
+    std::thread::sleep(Duration::from_secs(5)); // a claim sync period has passed
+    c.nodes[victim].kill9();
+    let moved = eventually(Duration::from_secs(90), || {
+        let v = instances(&api, "db")
+            .into_iter()
+            .find(|i| i["metadata"]["name"] == name.as_str())?;
+        (v["status"]["ready"] == true && v["status"]["node"] != victim_node.as_str()).then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{name} did not come back: {:#}",
+            Value::Array(instances(&api, "db"))
+        )
+    });
+    let new_node = moved["status"]["node"].as_str().unwrap();
+    let dir = &c.nodes.iter().find(|n| n.name == new_node).unwrap().dir;
+    let log = std::fs::read_to_string(dir.join(format!("claims/default/data-{name}/log"))).unwrap();
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        [name.as_str(), name.as_str()],
+        "the claim came along: the first run's line, then the new one's"
+    );
+    assert_eq!(instances(&api, "db").len(), 3, "one instance per identity");
+}

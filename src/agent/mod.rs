@@ -14,6 +14,7 @@
 //! workloads the toolbox image runs).
 //! May call: `container`, `model`, `store`, `orchestrator` (writes), `config`.
 
+pub mod claims;
 pub mod containers;
 pub mod health;
 pub mod images;

@@ -155,8 +155,25 @@ impl Supervisor {
         self.shared.report(&self.key, &self.status);
     }
 
+    /// The claims this instance mounts.
+    fn claims(&self) -> Vec<String> {
+        self.spec
+            .pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| Some(v.persistent_volume_claim.as_ref()?.claim_name.clone()))
+            .collect()
+    }
+
     async fn main(&mut self, stop: &mut watch::Receiver<bool>) {
         let mut first = true;
+        if self.adopted_pid.is_none() {
+            let claims = self.claims();
+            if !claims.is_empty() {
+                super::claims::restore(&self.shared, &self.key.namespace, &claims).await;
+            }
+        }
         loop {
             let started = Instant::now();
             let pid = match self.adopted_pid.take() {
@@ -338,6 +355,9 @@ impl Supervisor {
             self.status.ready_since = now_rfc3339();
             self.report();
         }
+        let claims = self.claims();
+        let mut claim_prints = std::collections::HashMap::new();
+        let mut claim_tick = tokio::time::interval(super::claims::SYNC_EVERY);
         let mut cpu = usage::CpuRate::default();
         let mut usage_tick = tokio::time::interval(self.shared.settings.usage_report);
         let exit = containers::wait_exit(pid, ticks);
@@ -372,6 +392,9 @@ impl Supervisor {
                         self.status.message = result.err().unwrap_or_default();
                         self.report();
                     }
+                }
+                _ = claim_tick.tick(), if !claims.is_empty() => {
+                    super::claims::push_changed(&self.shared, &self.key.namespace, &claims, &mut claim_prints).await;
                 }
                 _ = usage_tick.tick() => {
                     let id = &self.record.container_id;

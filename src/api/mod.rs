@@ -9,6 +9,7 @@
 //! `ControlPlane`; they hold no logic of their own.
 //! Threads: actix workers. May call: `model`, `store` (reads, command types), `orchestrator`.
 
+mod claims;
 mod cluster;
 pub mod error;
 mod logs;
@@ -69,6 +70,7 @@ pub fn serve(
                     .configure(watch::routes)
                     .configure(cluster::routes)
                     .configure(logs::routes)
+                    .configure(claims::routes)
                     .configure(registry::routes)
                     .configure(resources::routes),
             )
