@@ -264,7 +264,8 @@ spec:
         let list = instances(&api, "db");
         for i in &list {
             let name = i["metadata"]["name"].as_str().unwrap().to_string();
-            if !first_seen.contains_key(&name) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = first_seen.entry(name.clone())
+            {
                 // OrderedReady: a new ordinal appears only when the one below is ready.
                 let ordinal: usize = name.rsplit('-').next().unwrap().parse().unwrap();
                 if ordinal > 0 {
@@ -277,7 +278,7 @@ spec:
                         ordinal - 1
                     );
                 }
-                first_seen.insert(name, Instant::now());
+                slot.insert(Instant::now());
             }
         }
         if list.len() == 3 && list.iter().all(|i| i["status"]["ready"] == true) {

@@ -97,21 +97,19 @@ pub fn unpack(dir: &Path, version: u64, bytes: &[u8]) -> std::io::Result<bool> {
     Ok(true)
 }
 
-fn peers(shared: &Shared) -> impl std::future::Future<Output = Vec<(String, String)>> + '_ {
-    async move {
-        shared
-            .peers
-            .members()
-            .await
-            .into_iter()
-            .filter(|m| {
-                m.status == MemberStatus::Alive
-                    && m.meta.name != shared.node
-                    && m.meta.roles.iter().any(|r| r == "agent")
-            })
-            .map(|m| (m.meta.name.clone(), m.meta.api_addr.clone()))
-            .collect()
-    }
+async fn peers(shared: &Shared) -> Vec<(String, String)> {
+    shared
+        .peers
+        .members()
+        .await
+        .into_iter()
+        .filter(|m| {
+            m.status == MemberStatus::Alive
+                && m.meta.name != shared.node
+                && m.meta.roles.iter().any(|r| r == "agent")
+        })
+        .map(|m| (m.meta.name.clone(), m.meta.api_addr.clone()))
+        .collect()
 }
 
 /// Before an instance starts here: take the newest copy of each claim any peer holds.

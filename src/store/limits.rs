@@ -10,6 +10,9 @@ use serde_json::Value;
 use super::types::{ObjectKey, Rejection};
 use crate::model::{Kind, Resource, Spec};
 
+/// Quota keys naming a measure, its value, and how to print an amount of it.
+type Measure = (&'static [&'static str], u64, fn(u64) -> String);
+
 /// What one workload object holds: pods, cpu and memory requests, cpu and memory limits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -52,8 +55,8 @@ impl Usage {
         }
     }
 
-    /// (quota key, used, how to print an amount).
-    fn measured(&self) -> [(&'static [&'static str], u64, fn(u64) -> String); 5] {
+    /// (quota keys, used, how to print an amount).
+    fn measured(&self) -> [Measure; 5] {
         fn count(n: u64) -> String {
             n.to_string()
         }
