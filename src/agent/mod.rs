@@ -5,8 +5,11 @@
 //!
 //! Containers outlive the node process: the node is their child subreaper while it runs,
 //! and records in the local redb table (`agent/<namespace>/<name>`) let a restarted node
-//! adopt what still runs and restart what died meanwhile. Statuses go to the Raft leader
-//! through one [`Reporter`] that coalesces and retries.
+//! adopt what still runs and restart what died meanwhile. The agent acts only after its
+//! first linearizable read through the leader (so a node that was away sees that its
+//! instances moved), and it fences itself — stops its StatefulSet instances — when it
+//! has not reached the leader for [`FENCE_AFTER`]. Statuses go to the Raft leader through
+//! one [`Reporter`] that coalesces and retries, each tied to the instance's uid.
 //!
 //! Files: `supervisor` (one instance), `containers` (the `__container` helper, process
 //! liveness), `translate` (pod spec -> container spec), `health` (probes, backoff), `logs`
@@ -157,16 +160,17 @@ impl AgentMetrics {
 /// Coalesces status writes per instance and retries them until the leader takes them.
 #[derive(Default)]
 pub struct Reporter {
-    pending: Mutex<HashMap<ObjectKey, InstanceStatus>>,
+    /// Latest status per instance, with the uid it describes.
+    pending: Mutex<HashMap<ObjectKey, (String, InstanceStatus)>>,
     wake: Notify,
 }
 
 impl Reporter {
-    fn submit(&self, key: &ObjectKey, status: &InstanceStatus) {
+    fn submit(&self, key: &ObjectKey, uid: &str, status: &InstanceStatus) {
         self.pending
             .lock()
             .unwrap()
-            .insert(key.clone(), status.clone());
+            .insert(key.clone(), (uid.to_string(), status.clone()));
         self.wake.notify_one();
     }
 
@@ -180,13 +184,14 @@ impl Reporter {
                 _ = self.wake.notified() => {}
                 _ = stop.changed() => return,
             }
-            let batch: Vec<(ObjectKey, InstanceStatus)> =
+            let batch: Vec<(ObjectKey, (String, InstanceStatus))> =
                 self.pending.lock().unwrap().drain().collect();
             let mut failed = false;
-            for (key, status) in batch {
+            for (key, (uid, status)) in batch {
                 let command = Command::SetStatus {
                     key: key.clone(),
                     status: serde_json::to_vec(&status).expect("JSON"),
+                    uid: Some(uid.clone()),
                 };
                 match control.write(command).await {
                     Ok(r) => {
@@ -197,7 +202,11 @@ impl Reporter {
                     Err(e) => {
                         tracing::debug!(instance = %key, error = %e, "status write failed; retrying");
                         // Keep it unless a newer status arrived meanwhile.
-                        self.pending.lock().unwrap().entry(key).or_insert(status);
+                        self.pending
+                            .lock()
+                            .unwrap()
+                            .entry(key)
+                            .or_insert((uid, status));
                         failed = true;
                     }
                 }
@@ -238,8 +247,9 @@ fn record_key(key: &ObjectKey) -> String {
 }
 
 impl Shared {
-    pub fn report(&self, key: &ObjectKey, status: &InstanceStatus) {
-        self.reporter.submit(key, status);
+    /// Reports the status of the incarnation `uid` of the instance at `key`.
+    pub fn report(&self, key: &ObjectKey, uid: &str, status: &InstanceStatus) {
+        self.reporter.submit(key, uid, status);
     }
 
     pub fn network(&self) -> Option<NodeNetwork> {
@@ -424,6 +434,9 @@ async fn reconcile_loop(
             _ = stop.changed() => return,
         }
         stopping.retain(|_, task| !task.is_finished());
+        if last_contact.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            continue;
+        }
         let mut wanted = assigned(&control, &shared.node);
         let silent = crate::orchestrator::membership::now_ms()
             .saturating_sub(last_contact.load(std::sync::atomic::Ordering::Relaxed));
@@ -516,7 +529,9 @@ fn spawn_leader_contact(
     mut stop: watch::Receiver<bool>,
 ) -> Arc<std::sync::atomic::AtomicU64> {
     use std::sync::atomic::{AtomicU64, Ordering};
-    let last = Arc::new(AtomicU64::new(crate::orchestrator::membership::now_ms()));
+    // Zero until the first contact: a restarted node acts only on a view at least as new
+    // as the leader's (it may have been down while its instances were moved away).
+    let last = Arc::new(AtomicU64::new(0));
     let out = last.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);

@@ -125,7 +125,7 @@ impl Supervisor {
                         status.phase = Phase::Pending;
                         status.reason = "NoAddress".into();
                         status.message = format!("node subnet {} is full", network.subnet);
-                        shared.report(&key, &status);
+                        shared.report(&key, &uid, &status);
                         return None;
                     }
                 }
@@ -152,7 +152,8 @@ impl Supervisor {
     }
 
     fn report(&self) {
-        self.shared.report(&self.key, &self.status);
+        self.shared
+            .report(&self.key, &self.record.uid, &self.status);
     }
 
     /// The claims this instance mounts.

@@ -8,6 +8,7 @@ pub mod client;
 mod images;
 pub mod output;
 mod rollout;
+mod scaling;
 mod statefulset;
 mod wait;
 
@@ -116,6 +117,9 @@ pub enum Command {
         #[command(flatten)]
         wait: wait::WaitArgs,
     },
+    /// Scaling decisions the controllers made (from their events).
+    #[command(subcommand)]
+    Scaling(scaling::ScalingCommand),
     /// StatefulSet verbs in the seed's form.
     #[command(subcommand, name = "statefulset", alias = "sts")]
     StatefulSet(statefulset::StatefulSetCommand),
@@ -236,6 +240,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Node(_) => unreachable!("main runs the node"),
         Command::Image(cmd) => images::run(cmd),
         Command::Rollout(cmd) => rollout::run(cmd),
+        Command::Scaling(cmd) => scaling::run(cmd),
         Command::StatefulSet(cmd) => statefulset::run(cmd),
         Command::Nodes { conn, output } => {
             let v = conn.client().get_json("/v1/nodes")?;

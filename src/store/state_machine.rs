@@ -415,12 +415,20 @@ impl<'a> Overlay<'a> {
                 bump_generation(&mut object);
                 Ok(vec![self.record(key, ChangeType::Modified, object)])
             }
-            Command::SetStatus { key, status } => {
+            Command::SetStatus { key, status, uid } => {
                 let Some(mut object) = self.get(key)? else {
                     return rejected(Rejection::NotFound {
                         key: key.to_string(),
                     });
                 };
+                if uid
+                    .as_ref()
+                    .is_some_and(|u| object["metadata"]["uid"] != u.as_str())
+                {
+                    return rejected(Rejection::NotFound {
+                        key: format!("{key} (uid {})", uid.as_deref().unwrap_or("")),
+                    });
+                }
                 let status: Value = serde_json::from_slice(status).map_err(|e| {
                     Reject::Rejected(Rejection::Invalid {
                         field: "status".into(),

@@ -128,8 +128,13 @@ pub enum Command {
         replicas: i64,
         expected_version: Option<u64>,
     },
-    /// Replace the server-owned `status` of an object (controllers, nodes).
-    SetStatus { key: ObjectKey, status: Vec<u8> },
+    /// Replace the server-owned `status` of an object (controllers, nodes). With `uid`,
+    /// only if the object is still that incarnation (a recreated one is left alone).
+    SetStatus {
+        key: ObjectKey,
+        status: Vec<u8>,
+        uid: Option<String>,
+    },
     /// All or nothing: if one command fails, none applies.
     Batch(Vec<Command>),
     /// No-op, used to wait for the state machine to catch up (consistent reads).

@@ -256,6 +256,7 @@ pub fn plan(pass: &Pass, d: &Resource, draft: &mut Draft) {
         draft.commands.push(Command::SetStatus {
             key: key_of(d),
             status: serde_json::to_vec(&status).expect("JSON"),
+            uid: Some(d.metadata.uid.clone()),
         });
     }
 }
@@ -359,7 +360,7 @@ mod tests {
                 Command::Delete { key, .. } => world
                     .instances
                     .retain(|o| !(o.kind == key.kind && o.metadata.name == key.name)),
-                Command::SetStatus { key, status } => {
+                Command::SetStatus { key, status, .. } => {
                     let list = match key.kind {
                         Kind::Instance => &mut world.instances,
                         _ => &mut world.deployments,

@@ -290,6 +290,7 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
                         draft.commands.push(Command::SetStatus {
                             key: key_of(i.resource),
                             status: serde_json::to_vec(&status).expect("JSON"),
+                            uid: Some(i.resource.metadata.uid.clone()),
                         });
                         draft.events.push(EventDraft::warning(
                             i.resource,

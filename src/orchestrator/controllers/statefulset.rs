@@ -163,6 +163,7 @@ pub fn plan(pass: &Pass, s: &Resource, draft: &mut Draft) {
         draft.commands.push(Command::SetStatus {
             key: key_of(s),
             status: serde_json::to_vec(&status).expect("JSON"),
+            uid: Some(s.metadata.uid.clone()),
         });
     }
 }
