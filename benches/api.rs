@@ -27,7 +27,8 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn run(node: &TestNode, clients: usize, writes: usize, tag: &str) {
-    let template = fixture("deployment.yaml");
+    // replicas 0: the API path itself, not the controllers' fan-out into instances.
+    let template = fixture("deployment.yaml").replace("replicas: 10", "replicas: 0");
     let start = Instant::now();
     let handles: Vec<_> = (0..clients)
         .map(|c| {

@@ -9,14 +9,14 @@
 //! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags                      |
 //! | `api`          | actix-web REST API, watch streams, health, `/metrics`                 |
 //! | `agent`        | runs the instances placed on this node: one supervisor per instance  |
-//! | `orchestrator` | Raft node (openraft); on the leader the control loops (`workloads`)   |
+//! | `orchestrator` | Raft node (openraft); on the leader the scheduler and controllers    |
 //! | `container`    | OCI containers (libcontainer, `__container` helper), images, bridge  |
 //! | `cluster`      | gossip membership (foca), host facts and roles, authenticated RPC    |
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
 //! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
 //!
-//! Planned by the open issues: the scheduler and controllers (`orchestrator`),
-//! `director` + `vmm` (microVMs), the autoscalers.
+//! Planned by the open issues: `director` + `vmm` (microVMs), the autoscalers, the
+//! dashboard.
 
 pub mod agent;
 pub mod api;

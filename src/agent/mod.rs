@@ -56,6 +56,8 @@ const RECORD_PREFIX: &str = "agent/";
 /// instances: the orchestrator may be replacing them elsewhere (at most one per identity).
 pub const FENCE_AFTER: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_secs(1);
+/// Pause before a pass, so a burst of changes costs one pass, not one each.
+const SETTLE: Duration = Duration::from_millis(50);
 
 /// Where the agent keeps things under the node's data dir.
 #[derive(Clone, Debug)]
@@ -433,6 +435,9 @@ async fn reconcile_loop(
             },
             _ = stop.changed() => return,
         }
+        // A write burst is one pass: let it settle, then drop what queued meanwhile.
+        tokio::time::sleep(SETTLE).await;
+        while changes.try_recv().is_ok() {}
         stopping.retain(|_, task| !task.is_finished());
         if last_contact.load(std::sync::atomic::Ordering::Relaxed) == 0 {
             continue;

@@ -283,16 +283,23 @@ impl<'a> Overlay<'a> {
             return Ok(());
         }
         let ns = Some(key.namespace.as_str());
+        let quotas = self.objects_of(Kind::ResourceQuota, ns)?;
+        let policies = self.objects_of(Kind::ClusterScalingPolicy, None)?;
+        if quotas.is_empty() && policies.is_empty() {
+            return Ok(());
+        }
+        // The namespace's other workloads only matter to a quota.
         let mut others = Vec::new();
-        for kind in [Kind::Deployment, Kind::StatefulSet] {
+        for kind in [Kind::Deployment, Kind::StatefulSet]
+            .into_iter()
+            .filter(|_| !quotas.is_empty())
+        {
             for o in self.objects_of(kind, ns)? {
                 if !(kind == key.kind && o["metadata"]["name"] == key.name.as_str()) {
                     others.push(o);
                 }
             }
         }
-        let quotas = self.objects_of(Kind::ResourceQuota, ns)?;
-        let policies = self.objects_of(Kind::ClusterScalingPolicy, None)?;
         super::limits::check(key, old, new, &others, &quotas, &policies).map_err(Reject::Rejected)
     }
 

@@ -175,6 +175,25 @@ pub fn plan(pass: &Pass, d: &Resource, draft: &mut Draft) {
         .filter(|i| !deleted.contains(i.name()))
         .map(|i| i.index())
         .collect();
+    let wanted = budget;
+    let budget = match draft.rate_left {
+        Some(left) => budget.min(left),
+        None => budget,
+    };
+    if budget < wanted {
+        draft.events.push(EventDraft::normal(
+            d,
+            "ScalingRateLimited",
+            format!(
+                "{} more instance(s) wait for the ClusterScalingPolicy scaling rate",
+                wanted - budget
+            ),
+            SOURCE,
+        ));
+    }
+    if let Some(left) = draft.rate_left.as_mut() {
+        *left -= budget;
+    }
     let mut index = 0;
     let mut created = 0;
     while created < budget {
@@ -595,5 +614,63 @@ mod tests {
             unreachable!()
         };
         assert_eq!(rolling_limits(s, 1), (0, 1));
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::super::{plan as plan_all, NodeView, World};
+    use super::*;
+
+    #[test]
+    fn scaling_rates_cap_creations_per_minute() {
+        let d = Resource::from_stored(json!({
+            "apiVersion": "omnicloud.io/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default", "uid": "u", "resourceVersion": "1"},
+            "spec": {"replicas": 5, "selector": {"matchLabels": {"app": "w"}},
+                     "template": {"metadata": {"labels": {"app": "w"}},
+                                  "spec": {"containers": [{"name": "c", "image": "x"}]}}}
+        }))
+        .unwrap();
+        let policy = Resource::from_stored(json!({
+            "apiVersion": "omnicloud.io/v1", "kind": "ClusterScalingPolicy",
+            "metadata": {"name": "rates"},
+            "spec": {"scalingRates": {"normalMaxPerMinute": 2, "emergencyMaxPerMinute": 3}}
+        }))
+        .unwrap();
+        let w = World {
+            deployments: vec![d],
+            policies: vec![policy],
+            nodes: vec![NodeView {
+                name: "a".into(),
+                alive: true,
+                agent: true,
+                labels: Default::default(),
+                cpu_millis: 4000,
+                memory_bytes: 8 << 30,
+                down_for_ms: 0,
+            }],
+            now_ms: 1_000_000_000,
+            ..Default::default()
+        };
+        let draft = plan_all(&w);
+        let creates = draft
+            .commands
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Command::Put {
+                        mode: PutMode::Create,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(creates, 2, "normalMaxPerMinute");
+        assert!(draft
+            .events
+            .iter()
+            .any(|e| e.reason == "ScalingRateLimited"));
     }
 }

@@ -31,6 +31,8 @@ use crate::store::{Command, ObjectKey};
 pub use events::EventDraft;
 
 const TICK: Duration = Duration::from_secs(1);
+/// Pause before a pass, so a burst of changes costs one pass, not one each.
+const SETTLE: Duration = Duration::from_millis(50);
 
 /// A node as the controllers see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,6 +163,9 @@ impl World {
 /// What a pass wants done.
 #[derive(Debug, Default)]
 pub struct Draft {
+    /// Instances that may still be created this minute (ClusterScalingPolicy
+    /// scalingRates); None: no limit.
+    pub rate_left: Option<i64>,
     pub commands: Vec<Command>,
     pub creates: Vec<NewInstance>,
     pub events: Vec<EventDraft>,
@@ -233,7 +238,10 @@ pub fn parse_ms(ts: &str) -> u64 {
 /// One pass: every controller, then placement.
 pub fn plan(world: &World) -> Draft {
     let pass = Pass::new(world);
-    let mut draft = Draft::default();
+    let mut draft = Draft {
+        rate_left: rate_left(&pass),
+        ..Default::default()
+    };
     subnets::plan(world, &mut draft);
     nodes::plan(&pass, &mut draft);
     for d in &world.deployments {
@@ -245,6 +253,34 @@ pub fn plan(world: &World) -> Draft {
     orphans(&pass, &mut draft);
     placement::place(&pass, &mut draft);
     draft
+}
+
+/// ClusterScalingPolicy scalingRates: instances created in the last minute count against
+/// `normalMaxPerMinute`, or `emergencyMaxPerMinute` while fewer than half of all wanted
+/// instances are ready (recovering from a failure).
+fn rate_left(pass: &Pass) -> Option<i64> {
+    let rates = pass.world.policies.iter().find_map(|p| match &p.spec {
+        Some(Spec::ClusterScalingPolicy(s)) => s.scaling_rates.clone(),
+        _ => None,
+    })?;
+    let ready = pass.instances.iter().filter(|i| i.ready()).count();
+    let emergency = ready * 2 < pass.instances.len();
+    let per_minute = if emergency {
+        rates
+            .emergency_max_per_minute
+            .or(rates.normal_max_per_minute)
+    } else {
+        rates.normal_max_per_minute
+    }?;
+    let recent = pass
+        .instances
+        .iter()
+        .filter(|i| {
+            let created = parse_ms(&i.resource.metadata.creation_timestamp);
+            pass.world.now_ms.saturating_sub(created) < 60_000
+        })
+        .count() as i64;
+    Some((per_minute - recent).max(0))
 }
 
 /// Instances whose Deployment or StatefulSet is gone.
@@ -287,12 +323,25 @@ fn load_all(control: &ControlPlane, kind: Kind) -> Vec<Resource> {
     }
 }
 
+/// The objects of the last pass, reused while the store's revision has not moved (the
+/// periodic passes that only watch the clock and gossip cost no parsing).
 fn gather(
     control: &ControlPlane,
     nodes: Vec<NodeView>,
     network: &crate::config::NetworkSettings,
+    cache: &mut Option<(u64, World)>,
 ) -> World {
-    World {
+    let revision = control.reader().revision().ok();
+    if let (Some(rev), Some((cached_rev, world))) = (revision, cache.as_ref()) {
+        if rev == *cached_rev {
+            return World {
+                nodes,
+                now_ms: super::membership::now_ms(),
+                ..world.clone()
+            };
+        }
+    }
+    let world = World {
         deployments: load_all(control, Kind::Deployment),
         statefulsets: load_all(control, Kind::StatefulSet),
         instances: load_all(control, Kind::Instance),
@@ -303,7 +352,11 @@ fn gather(
         cluster_cidr: Some(network.cluster_cidr),
         node_prefix: network.node_prefix,
         now_ms: super::membership::now_ms(),
+    };
+    if let Some(rev) = revision {
+        *cache = Some((rev, world.clone()));
     }
+    world
 }
 
 pub fn spawn(
@@ -318,6 +371,7 @@ pub fn spawn(
         let mut changes = control.subscribe();
         let mut membership = gossip.subscribe();
         let mut recorder = events::Recorder::default();
+        let mut cache = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -329,6 +383,9 @@ pub fn spawn(
                 _ = membership.recv() => {}
                 _ = stop.changed() => return,
             }
+            // A write burst is one pass: let it settle, then drop what queued meanwhile.
+            tokio::time::sleep(SETTLE).await;
+            while changes.try_recv().is_ok() {}
             if !control.is_leader() {
                 continue;
             }
@@ -350,7 +407,7 @@ pub fn spawn(
                     },
                 })
                 .collect();
-            let world = gather(&control, nodes, &network);
+            let world = gather(&control, nodes, &network, &mut cache);
             let draft = plan(&world);
             let now = world.now_rfc3339();
             let mut commands = draft.commands;
