@@ -111,6 +111,8 @@ fn replicas_spread_over_agents_and_return_after_a_node_is_killed() {
     // Kill a node that is not the one we talk to; its two replicas move.
     let victim = 2;
     let victim_name = c.nodes[victim].name.clone();
+    let stale = common::containers(&c.nodes[victim].dir);
+    assert_eq!(stale.len(), 2, "{stale:?}");
     let t = Instant::now();
     c.nodes[victim].kill9();
     let back = eventually(Duration::from_secs(60), || {
@@ -129,15 +131,19 @@ fn replicas_spread_over_agents_and_return_after_a_node_is_killed() {
     let (ok, events, _) = c.nodes[0].cli(&["get", "events"]);
     assert!(ok && events.contains("NodeLost"), "{events}");
 
-    // The node returns: its stale containers are stopped.
+    // The node returns: its stale containers (the replaced instances) are stopped. It
+    // may be given new instances right away; those have new container ids.
     c.nodes[victim].restart();
     eventually(Duration::from_secs(60), || {
-        common::containers(&c.nodes[victim].dir)
-            .is_empty()
-            .then_some(())
+        let now = common::containers(&c.nodes[victim].dir);
+        (!now.iter().any(|id| stale.contains(id))).then_some(())
     })
     .expect("the returning node removes its stale instances");
-    assert_eq!(ready_count(&api, "web"), 6);
+    eventually(Duration::from_secs(60), || {
+        (ready_count(&api, "web") == 6).then_some(())
+    })
+    .expect("6 ready with the node back");
+    assert_eq!(instances(&api, "web").len(), 6);
 }
 
 #[test]
