@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The main job: build the binary and the images, start a one-node cluster on embedded
 # defaults in a throwaway data dir, run the example web workload in real containers, scale
-# it, and show each replica answering on its own address. Ctrl-C stops the node (the
-# containers keep running until the node removes them; stop with: omnicloud delete
-# deployment/web first). Containers need root; without it the workload stays Pending.
+# it, and show each replica answering on its own address. Ctrl-C deletes the workload and
+# stops the node. Containers need root; without it the workload stays Pending.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release
@@ -15,8 +14,15 @@ export OMNICLOUD_SERVER=http://127.0.0.1:$PORT OMNICLOUD_DATA_DIR=$DATA
 "$BIN" image import target/images
 "$BIN" node --data-dir "$DATA" --api-port "$PORT" --bind 127.0.0.1 &
 NODE=$!
+# On exit: delete the workload and let the node remove its containers before it stops
+# (containers outlive a stopped node by design).
 cleanup() {
-  "$BIN" delete deployment/web >/dev/null 2>&1 && sleep 3
+  if "$BIN" delete deployment/web >/dev/null 2>&1; then
+    for _ in $(seq 40); do
+      [ "$("$BIN" __container list --root "$DATA/containers" 2>/dev/null)" = "[]" ] && break
+      sleep 0.25
+    done
+  fi
   kill $NODE 2>/dev/null
   wait $NODE 2>/dev/null || true
 }
@@ -30,7 +36,7 @@ fi
 "$BIN" get deployments
 "$BIN" get instances -o wide
 for ip in $("$BIN" get instances -o json | sed -n 's/.*"ip": "\([0-9.]*\)".*/\1/p'); do
-  printf '%s -> ' "$ip"; curl -s "http://$ip:8080/"; echo
+  printf "%s -> " "$ip"; curl -s "http://$ip:8080/"
 done
 "$BIN" logs web-0 --tail 3
 echo
