@@ -247,14 +247,15 @@ impl Node {
             policy.clone(),
             stop_tx.subscribe(),
         );
+        let api_metrics = ApiMetrics::new();
         crate::orchestrator::controllers::spawn(
             control.clone(),
             gossip.clone(),
             config.network.clone(),
+            api_metrics.with_registry(crate::orchestrator::controllers::ControllerMetrics::new),
             stop_tx.subscribe(),
         );
 
-        let api_metrics = ApiMetrics::new();
         if roles.iter().any(|r| r == "agent") {
             let agent = crate::agent::AgentConfig {
                 node: config.name.clone(),

@@ -290,6 +290,16 @@ fn a_deployment_runs_ready_reachable_restarts_and_cleans_up() {
     })
     .expect("usage is reported");
 
+    let restarts = a
+        .node
+        .api()
+        .metric("agent_container_restarts_total")
+        .unwrap();
+    assert!(
+        restarts >= 2.0,
+        "the kill and the liveness restart: {restarts}"
+    );
+
     // Scale down: the highest indexes go, with their containers.
     let (ok, _, err) = a.node.cli(&["scale", "deployment/web", "--replicas=1"]);
     assert!(ok, "{err}");

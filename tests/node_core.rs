@@ -587,3 +587,51 @@ spec:
     );
     assert_eq!(api.apply(&web(2)).0, 200, "scaling down is always allowed");
 }
+
+#[test]
+fn prometheus_config_and_alert_rules_check_and_metrics_are_served() {
+    let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    match promtool {
+        Some(promtool) => {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+            for args in [
+                vec!["check", "config", "--syntax-only", "prometheus.yml"],
+                vec!["check", "rules", "alerts.yml"],
+            ] {
+                let out = std::process::Command::new(promtool)
+                    .args(&args)
+                    .current_dir(&dir)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "promtool {args:?}: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        None => common::netns::require("promtool", "apt-get install prometheus".into()),
+    }
+    // Every series the rules use is served (this node has no agent, so its one
+    // Deployment stays Pending: a scaling decision and a pending instance).
+    let node = TestNode::start("metrics");
+    assert_eq!(node.api().apply(&fixture("deployment.yaml")).0, 200);
+    let pending = eventually(Duration::from_secs(10), || {
+        node.api()
+            .metric("orchestrator_pending_instances")
+            .filter(|n| *n == 10.0)
+    });
+    assert_eq!(pending, Some(10.0), "10 replicas, no agent to run them");
+    let (_, text) = node.api().raw_get("/metrics");
+    for name in [
+        "orchestrator_scaling_decisions_count_total{kind=\"Deployment\",reason=\"ScalingUp\"}",
+        "orchestrator_controller_pass_duration_seconds_count",
+        "gossip_members{status=\"down\"}",
+        "raft_is_leader 1",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}");
+    }
+}

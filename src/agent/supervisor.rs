@@ -188,6 +188,7 @@ impl Supervisor {
                     if !first || self.status.last_termination.is_some() {
                         self.record.restarts += 1;
                         self.status.restarts = self.record.restarts;
+                        self.shared.metrics.restarts.inc();
                     }
                     self.start().await
                 }

@@ -359,10 +359,57 @@ fn gather(
     world
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub kind: String,
+    pub reason: String,
+}
+
+/// The controllers' series in `/metrics` (on the leader).
+#[derive(Clone)]
+pub struct ControllerMetrics {
+    /// Every decision event, by object kind and reason (the seed's name).
+    pub decisions: prometheus_client::metrics::family::Family<
+        DecisionLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    pub pass_duration: prometheus_client::metrics::histogram::Histogram,
+    pub pending: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl ControllerMetrics {
+    pub fn new(registry: &mut prometheus_client::registry::Registry) -> ControllerMetrics {
+        let m = ControllerMetrics {
+            decisions: Default::default(),
+            pass_duration: prometheus_client::metrics::histogram::Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+            pending: Default::default(),
+        };
+        registry.register(
+            "orchestrator_scaling_decisions_count",
+            "Controller decisions (scaling, placement, rollback, node loss) by kind and reason",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "orchestrator_controller_pass_duration_seconds",
+            "One pass of every control loop on the leader: gather, plan and schedule",
+            m.pass_duration.clone(),
+        );
+        registry.register(
+            "orchestrator_pending_instances",
+            "Instances waiting for a node (unschedulable)",
+            m.pending.clone(),
+        );
+        m
+    }
+}
+
 pub fn spawn(
     control: ControlPlane,
     gossip: Gossip,
     network: crate::config::NetworkSettings,
+    metrics: ControllerMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
@@ -407,8 +454,28 @@ pub fn spawn(
                     },
                 })
                 .collect();
+            let started = std::time::Instant::now();
             let world = gather(&control, nodes, &network, &mut cache);
             let draft = plan(&world);
+            metrics
+                .pass_duration
+                .observe(started.elapsed().as_secs_f64());
+            let pending = world
+                .instances
+                .iter()
+                .filter_map(InstanceView::of)
+                .filter(|i| i.node().is_none())
+                .count();
+            metrics.pending.set(pending as i64);
+            for e in &draft.events {
+                metrics
+                    .decisions
+                    .get_or_create(&DecisionLabels {
+                        kind: e.kind.clone(),
+                        reason: e.reason.clone(),
+                    })
+                    .inc();
+            }
             let now = world.now_rfc3339();
             let mut commands = draft.commands;
             commands.extend(recorder.commands(draft.events, &now));
