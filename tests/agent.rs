@@ -300,6 +300,28 @@ fn a_deployment_runs_ready_reachable_restarts_and_cleans_up() {
         "the kill and the liveness restart: {restarts}"
     );
 
+    let (ok, top, err) = a.node.cli(&["top", "instances"]);
+    assert!(
+        ok && top.contains("web-2") && top.contains("100m"),
+        "{top}{err}"
+    );
+    let (ok, res, err) = a.node.cli(&["debug", "resources"]);
+    assert!(
+        ok && res.contains("(cluster)") && res.contains("300m"),
+        "{res}{err}"
+    );
+    let (ok, head, err) = a.node.cli(&["scaling-headroom", "deployment/web"]);
+    assert!(
+        ok && head.contains("headroom for deployment/web"),
+        "{head}{err}"
+    );
+    let (ok, cap, err) = a.node.cli(&["scaling-capacity", "-o", "json"]);
+    let cap: Value = serde_json::from_str(&cap).unwrap_or_else(|_| panic!("{cap}{err}"));
+    assert!(
+        ok && cap["nodes"][0]["freeCpuMillis"].as_u64().is_some(),
+        "{cap}"
+    );
+
     // Scale down: the highest indexes go, with their containers.
     let (ok, _, err) = a.node.cli(&["scale", "deployment/web", "--replicas=1"]);
     assert!(ok, "{err}");
@@ -319,15 +341,16 @@ fn a_deployment_runs_ready_reachable_restarts_and_cleans_up() {
         a.containers().is_empty().then_some(())
     })
     .expect("every container removed");
-    let links = String::from_utf8(
-        std::process::Command::new("ip")
+    // The veth goes right after the container (the supervisor's last step).
+    let links = || {
+        let out = std::process::Command::new("ip")
             .args(["-o", "link", "show", "master", &a.bridge])
             .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    assert!(links.trim().is_empty(), "veths left on the bridge: {links}");
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    eventually(Duration::from_secs(10), || links().is_empty().then_some(()))
+        .unwrap_or_else(|| panic!("veths left on the bridge: {}", links()));
 }
 
 #[test]
