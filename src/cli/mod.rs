@@ -10,6 +10,7 @@ pub mod output;
 mod rollout;
 mod scaling;
 mod statefulset;
+mod top;
 mod wait;
 
 use std::io::Read;
@@ -117,6 +118,30 @@ pub enum Command {
         #[command(flatten)]
         wait: wait::WaitArgs,
     },
+    /// Measured cpu and memory against requests and capacity.
+    #[command(subcommand)]
+    Top(top::TopCommand),
+    /// Free cpu and memory per node, as requests leave it.
+    #[command(name = "scaling-capacity")]
+    ScalingCapacity {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// How many more replicas of a workload fit, by its requests.
+    #[command(name = "scaling-headroom")]
+    ScalingHeadroom {
+        #[command(flatten)]
+        conn: Conn,
+        /// deployment/NAME or statefulset/NAME (default namespace).
+        target: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Cluster diagnostics.
+    #[command(subcommand)]
+    Debug(top::DebugCommand),
     /// Scaling decisions the controllers made (from their events).
     #[command(subcommand)]
     Scaling(scaling::ScalingCommand),
@@ -241,6 +266,14 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Image(cmd) => images::run(cmd),
         Command::Rollout(cmd) => rollout::run(cmd),
         Command::Scaling(cmd) => scaling::run(cmd),
+        Command::Top(cmd) => top::top(cmd),
+        Command::ScalingCapacity { conn, output } => top::capacity(conn, None, output),
+        Command::ScalingHeadroom {
+            conn,
+            target,
+            output,
+        } => top::capacity(conn, Some(target), output),
+        Command::Debug(cmd) => top::debug(cmd),
         Command::StatefulSet(cmd) => statefulset::run(cmd),
         Command::Nodes { conn, output } => {
             let v = conn.client().get_json("/v1/nodes")?;
