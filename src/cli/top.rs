@@ -104,10 +104,9 @@ fn per_node(client: &Client) -> Result<Vec<(String, u64, u64, Sums)>, ClientErro
 }
 
 fn pct(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        "-".into()
-    } else {
-        format!("{}%", part * 100 / whole)
+    match (part * 100).checked_div(whole) {
+        Some(p) => format!("{p}%"),
+        None => "-".into(),
     }
 }
 
