@@ -11,11 +11,12 @@
 //! | `agent`        | runs the instances placed on this node: one supervisor per instance  |
 //! | `orchestrator` | Raft node (openraft); on the leader the scheduler and controllers    |
 //! | `container`    | OCI containers (libcontainer, `__container` helper), images, bridge  |
+//! | `vmm`          | microVMs on KVM: memory, vCPU threads, boot, devices, `__vmm` helper |
 //! | `cluster`      | gossip membership (foca), host facts and roles, authenticated RPC    |
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
 //! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
 //!
-//! Planned by the open issues: `director` + `vmm` (microVMs), the autoscalers, the
+//! Planned by the open issues: `director` (runs microVMs with `vmm`), the autoscalers, the
 //! dashboard.
 
 pub mod agent;
@@ -28,6 +29,7 @@ pub mod model;
 pub mod node;
 pub mod orchestrator;
 pub mod store;
+pub mod vmm;
 
 use std::process::ExitCode;
 

@@ -185,6 +185,9 @@ pub enum Command {
     /// Container runtime helper, run by the node itself (single-threaded libcontainer).
     #[command(name = "__container", hide = true)]
     Container(crate::container::HelperArgs),
+    /// microVM helper: one VM per process, run by the director.
+    #[command(name = "__vmm", hide = true)]
+    Vmm(crate::vmm::HelperArgs),
     /// Client and server versions.
     Version {
         #[command(flatten)]
@@ -295,6 +298,9 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         }
         Command::Container(args) => {
             crate::container::helper::main(args).map_err(|e| ClientError::Other(e.one_line()))
+        }
+        Command::Vmm(args) => {
+            crate::vmm::helper::main(args).map_err(|e| ClientError::Other(e.one_line()))
         }
         Command::Workload(WorkloadCommand::Http { port }) => {
             crate::agent::workload::serve_http(port)

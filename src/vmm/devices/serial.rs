@@ -1,0 +1,174 @@
+//! COM1: a 16550 UART (vm-superio) at port 0x3f8, IRQ 4. What the guest writes goes to the
+//! serial log file, to stdout when asked, and to every client attached to the console
+//! socket; what an attached client writes is the guest's serial input.
+//!
+//! Output is written byte by byte as the guest sends it (unbuffered), so the log is always
+//! current and the first byte is visible at once. A client that does not read fast enough
+//! loses output rather than stalling the vCPU (sends are non-blocking).
+//!
+//! Threads: the socket's accept loop, and one reader per attached client.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use vm_superio::serial::NoEvents;
+use vm_superio::Serial;
+
+use super::{lock, IrqLine};
+use crate::vmm::vm::VmMetrics;
+use crate::vmm::{Result, VmmError};
+
+/// Where serial output goes.
+pub struct SerialOut {
+    log: Option<File>,
+    stdout: bool,
+    clients: Arc<Mutex<Vec<UnixStream>>>,
+    metrics: Arc<VmMetrics>,
+}
+
+impl SerialOut {
+    pub fn new(log: Option<File>, stdout: bool, metrics: Arc<VmMetrics>) -> SerialOut {
+        SerialOut {
+            log,
+            stdout,
+            clients: Arc::new(Mutex::new(Vec::new())),
+            metrics,
+        }
+    }
+}
+
+impl Write for SerialOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.metrics.count_serial_out(buf.len());
+        if let Some(log) = &mut self.log {
+            log.write_all(buf)?;
+        }
+        if self.stdout {
+            let mut out = std::io::stdout().lock();
+            out.write_all(buf)?;
+            out.flush()?;
+        }
+        let mut clients = lock(&self.clients);
+        if !clients.is_empty() {
+            clients.retain(|c| send_nonblocking(c, buf));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends without blocking (a slow client loses bytes) and without SIGPIPE; false when the
+/// client is gone. The socket itself stays blocking for the client's reader thread.
+fn send_nonblocking(client: &UnixStream, buf: &[u8]) -> bool {
+    // SAFETY: the fd is a live socket owned by `client`; buf is valid for buf.len() bytes.
+    let n = unsafe {
+        libc::send(
+            client.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n >= 0 {
+        return true;
+    }
+    let err = std::io::Error::last_os_error();
+    matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted)
+}
+
+/// The UART and its output.
+pub struct SerialDevice {
+    uart: Serial<IrqLine, NoEvents, SerialOut>,
+}
+
+impl SerialDevice {
+    pub fn new(irq: IrqLine, out: SerialOut) -> SerialDevice {
+        SerialDevice {
+            uart: Serial::new(irq, out),
+        }
+    }
+
+    pub fn read(&mut self, offset: u8) -> u8 {
+        self.uart.read(offset)
+    }
+
+    /// A register write; a failed output write is dropped (the guest cannot be told).
+    pub fn write(&mut self, offset: u8, value: u8) {
+        if self.uart.write(offset, value).is_err() {
+            self.uart.writer().metrics.count_serial_lost();
+        }
+    }
+
+    /// Queues guest input; returns how many bytes fit in the receive FIFO.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        self.uart.enqueue_raw_bytes(bytes).unwrap_or(0)
+    }
+
+    fn clients(&self) -> Arc<Mutex<Vec<UnixStream>>> {
+        self.uart.writer().clients.clone()
+    }
+}
+
+/// Listens on `path` (replacing a stale socket) and attaches each client that connects.
+pub fn listen(path: &Path, serial: Arc<Mutex<SerialDevice>>) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(|e| {
+        VmmError::io(
+            format!("listening on the console socket {}", path.display()),
+            e,
+        )
+    })?;
+    // The threads hold the UART weakly: they never keep a dropped VM (and its KVM fd) alive.
+    let clients = Arc::downgrade(&lock(&serial).clients());
+    let serial = Arc::downgrade(&serial);
+    std::thread::Builder::new()
+        .name("vmm-console".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let Ok(writer) = stream.try_clone() else {
+                    continue;
+                };
+                let Some(clients) = clients.upgrade() else {
+                    return; // the VM is gone
+                };
+                lock(&clients).push(writer);
+                let serial = serial.clone();
+                let _ = std::thread::Builder::new()
+                    .name("vmm-console-in".into())
+                    .spawn(move || feed_input(stream, serial));
+            }
+        })
+        .map_err(|e| VmmError::io("starting the console thread", e))?;
+    Ok(())
+}
+
+/// Copies what a client writes into the UART's receive FIFO, waiting while it is full.
+fn feed_input(mut stream: UnixStream, serial: Weak<Mutex<SerialDevice>>) {
+    let mut buf = [0u8; 64];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let Some(uart) = serial.upgrade() else {
+                return;
+            };
+            let taken = lock(&uart).enqueue_input(rest);
+            rest = &rest[taken..];
+            if !rest.is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}

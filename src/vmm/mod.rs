@@ -1,0 +1,132 @@
+//! The built-in minimal VMM: one microVM per process on Linux KVM, in Firecracker's shape
+//! (one thread per vCPU, devices emulated in the VMM process). A leaf library: sync code, no
+//! tokio, no actors. The director runs each VM in its own helper process,
+//! `omnicloud __vmm run` ([`helper`]), so a VM that crashes or is killed takes nothing else
+//! with it.
+//!
+//! Building a VM, in order ([`builder::build`] does it in one function):
+//!
+//! 1. [`spec::VmSpec::validate`] refuses a bad spec before anything is created, naming the
+//!    field (vCPUs, memory size, kernel/initrd/disk files, command line).
+//! 2. Open `/dev/kvm`, create the VM, its in-kernel interrupt controllers (PIC, IOAPIC,
+//!    LAPICs) and PIT, as Firecracker does.
+//! 3. [`memory`]: guest RAM as anonymous mappings (vm-memory), registered as KVM memory
+//!    slots, with a hole below 4 GiB for device MMIO ([`layout`]).
+//! 4. [`boot`]: load the kernel with linux-loader (ELF vmlinux, or a bzImage with a 64-bit
+//!    entry point), the initrd, the command line (plus one `virtio_mmio.device=` entry per
+//!    device), and the Linux "zero page" (`boot_params`) with the e820 map.
+//! 5. [`cpu`]: per vCPU, CPUID, MSRs, LAPIC LINT0/LINT1; on the boot vCPU the 64-bit entry
+//!    state of the Linux boot protocol: GDT, identity-mapped page tables, long mode,
+//!    `%rip` = kernel entry, `%rsi` = zero page. [`mptable`] tells the guest its CPUs and
+//!    IOAPIC (there is no ACPI).
+//! 6. [`devices`]: the port-I/O bus (16550 serial COM1, i8042 reset, a poweroff port) and
+//!    the MMIO bus (virtio-mmio block device).
+//! 7. [`vcpu`]: one thread per vCPU runs `KVM_RUN` and hands each I/O or MMIO exit to the
+//!    buses; [`vm::Vm::wait`] returns when the guest powers off, resets or crashes.
+//!
+//! Guest-visible contract (what the purpose-built test guest in `images/test-guest` checks):
+//! serial COM1 at port 0x3f8 (IRQ 4); poweroff = a write with bit 13 set (0x2000) to port
+//! 0x604 (the PM1a control port QEMU's q35 uses); reset = 0xfe to the i8042 command port
+//! 0x64 (as Firecracker) or 0x06/0x0e to 0xcf9; virtio-mmio devices from 0xd000_0000, 4 KiB
+//! apart, IRQs from 5, announced on the command line. A Linux guest halts the VM with
+//! `reboot` (i8042) just as under Firecracker.
+//!
+//! Files: `spec` (the VM spec), `layout` (guest physical addresses), `memory`, `boot`, `cpu`,
+//! `mptable`,
+//! `devices/` (buses, serial, legacy ports, virtio), `vcpu` (threads and their run loop),
+//! `vm` (a running VM), `builder` (assembles one), `helper` (the `__vmm` process).
+//! May call: nothing else in the crate. Unsafe code (each with a `// SAFETY:` note): KVM
+//! memory slots, the vCPU kick signal handler, `pthread_kill`.
+
+pub mod boot;
+pub mod builder;
+pub mod cpu;
+pub mod devices;
+pub mod helper;
+pub mod layout;
+pub mod memory;
+pub mod mptable;
+pub mod spec;
+pub mod vcpu;
+pub mod vm;
+
+pub use builder::build;
+pub use helper::HelperArgs;
+pub use spec::VmSpec;
+pub use vm::{ExitReason, Vm, VmMetrics};
+
+/// Everything that can go wrong in this module.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// A spec field is wrong; `field` names it (`memory_mib`, `kernel`, ...).
+    #[error("invalid VM spec: {field}: {message}")]
+    InvalidSpec { field: String, message: String },
+    #[error("{what}")]
+    Kvm {
+        what: String,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("creating guest memory")]
+    Memory(#[source] vm_memory::mmap::FromRangesError),
+    #[error("guest memory access at {0:#x}")]
+    GuestMemory(u64),
+    #[error("loading {what}")]
+    Load {
+        what: String,
+        #[source]
+        source: linux_loader::loader::Error,
+    },
+    #[error("{0}")]
+    Boot(String),
+    #[error("the guest crashed: {0}")]
+    GuestCrashed(String),
+    #[error("{0}")]
+    Helper(String),
+}
+
+impl VmmError {
+    pub(crate) fn kvm(what: impl Into<String>, source: kvm_ioctls::Error) -> Self {
+        VmmError::Kvm {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        VmmError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn spec(field: impl Into<String>, message: impl Into<String>) -> Self {
+        VmmError::InvalidSpec {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The message with every source in the chain, on one line.
+    pub fn one_line(&self) -> String {
+        let mut msg = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(s) = src {
+            let text = s.to_string();
+            if !msg.contains(&text) {
+                msg.push_str(": ");
+                msg.push_str(&text);
+            }
+            src = s.source();
+        }
+        msg.replace('\n', " ")
+    }
+}
+
+pub type Result<T, E = VmmError> = std::result::Result<T, E>;
