@@ -334,3 +334,99 @@ spec:
     );
     assert_eq!(instances(&api, "db").len(), 3, "one instance per identity");
 }
+
+/// Running containers of `instance` on each node.
+fn running(c: &Cluster, instance: &str) -> usize {
+    c.nodes
+        .iter()
+        .map(|n| {
+            let out = std::process::Command::new(BIN)
+                .args(["__container", "list", "--root"])
+                .arg(n.dir.join("containers"))
+                .output()
+                .unwrap();
+            let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            list.as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| {
+                    c["status"] == "running"
+                        && c["id"]
+                            .as_str()
+                            .is_some_and(|id| id.starts_with(&format!("default.{instance}.")))
+                })
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn a_partitioned_statefulset_replica_is_fenced_before_it_runs_elsewhere() {
+    let Some(layout) = common::images::layout() else {
+        return;
+    };
+    let Some(net) = TestNet::new(3) else { return };
+    let config = format!("roles = [\"auto\"]\n{FAST_CLUSTER}");
+    let c = Cluster::start_on(3, &config, Some(&net));
+    let _cleanup = Cleanup(c.nodes.iter().map(|n| n.dir.clone()).collect());
+    for n in &c.nodes {
+        import(&n.dir, &layout);
+    }
+    let set = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: solo}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: solo}}
+  template:
+    metadata: {labels: {app: solo}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: c, image: busybox:latest, command: [sleep, "600"]}
+"#;
+    assert_eq!(c.nodes[0].api().apply(set).0, 200);
+    let placed = eventually(Duration::from_secs(60), || {
+        let i = instances(&c.nodes[0].api(), "solo").into_iter().next()?;
+        (i["status"]["ready"] == true).then(|| i["status"]["node"].as_str().unwrap().to_string())
+    })
+    .expect("solo-0 ready");
+    let x = c.nodes.iter().position(|n| n.name == placed).unwrap();
+    let others: Vec<usize> = (0..3).filter(|i| *i != x).collect();
+    let api = c.nodes[others[0]].api();
+
+    // Cut the replica's node off. It must stop the replica itself (no leader for 10 s)
+    // before the majority starts it elsewhere (after 20 s down); never two at once.
+    net.cut(&[x], &others);
+    let t = Instant::now();
+    let mut fenced_at = None;
+    let moved = loop {
+        let n = running(&c, "solo-0");
+        assert!(n <= 1, "two solo-0 running at once after {:?}", t.elapsed());
+        if fenced_at.is_none() && n == 0 {
+            fenced_at = Some(t.elapsed());
+        }
+        let elsewhere = instances(&api, "solo")
+            .into_iter()
+            .find(|i| i["status"]["ready"] == true && i["status"]["node"] != placed.as_str());
+        if let Some(i) = elsewhere {
+            break i;
+        }
+        assert!(t.elapsed() < Duration::from_secs(90), "solo-0 never moved");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let fenced_at = fenced_at.expect("the partitioned node stopped its replica first");
+    eprintln!(
+        "fenced after {fenced_at:?}; running on {} after {:?}",
+        moved["status"]["node"],
+        t.elapsed()
+    );
+    assert!(
+        fenced_at < Duration::from_secs(20),
+        "fenced at {fenced_at:?}"
+    );
+    net.heal();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(running(&c, "solo-0"), 1, "one after the partition heals");
+}
