@@ -30,17 +30,19 @@ impl AgentNode {
     /// A single-node cluster with the test images imported.
     fn start(tag: u8) -> Option<AgentNode> {
         let layout = common::images::layout()?;
-        let a = AgentNode::launch(tag, "agent", &[]);
+        let a = AgentNode::launch(tag, "agent", "auto", &[]);
         a.import(&layout);
         Some(a)
     }
 
-    /// A node joining `seed`'s cluster, with an empty image store.
+    /// A node joining `seed`'s cluster with only the agent role (a Raft learner, never a
+    /// voter), with an empty image store.
     fn join(tag: u8, name: &str, seed: &AgentNode) -> AgentNode {
         let token = seed.node.dir.join("join.token");
         AgentNode::launch(
             tag,
             name,
+            "agent",
             &[
                 "--join",
                 &seed.node.gossip,
@@ -50,7 +52,7 @@ impl AgentNode {
         )
     }
 
-    fn launch(tag: u8, name: &str, extra: &[&str]) -> AgentNode {
+    fn launch(tag: u8, name: &str, roles: &str, extra: &[&str]) -> AgentNode {
         let bridge = format!("octest{tag}");
         let config = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(
@@ -63,7 +65,7 @@ impl AgentNode {
         .unwrap();
         let mut args = vec![
             "--roles",
-            "auto",
+            roles,
             "--config",
             config.path().to_str().unwrap(),
         ];
@@ -621,7 +623,7 @@ fn images_come_from_a_registry_and_from_peers() {
     let Some(registry) = Registry::start() else {
         return;
     };
-    let seed = AgentNode::launch(4, "seed", &[]);
+    let seed = AgentNode::launch(4, "seed", "auto", &[]);
 
     // Push from a scratch store; the seed's own store starts empty and the agent pulls.
     let scratch = tempfile::tempdir().unwrap();

@@ -1,7 +1,9 @@
 //! Which nodes vote in Raft: a pure planning function the leader runs on every membership
 //! change and tick. Rules (DESIGN "Roles"):
 //!
-//! - every alive orchestrator-eligible node that is not yet a member becomes a learner;
+//! - every alive node that is not yet a member becomes a learner (agent-only nodes too:
+//!   they read their assignments from their replica of the store), but only
+//!   orchestrator-eligible ones are ever promoted;
 //! - the voter set grows to the largest odd number <= min(`orchestrators`, alive eligible
 //!   nodes), promoting caught-up learners by rank (earliest started, then node id);
 //! - a voter that gossip has held down longer than `replace_after` is replaced by the best
@@ -102,7 +104,7 @@ pub fn plan(
     }
 
     for c in candidates {
-        if c.eligible && c.alive && !voters.contains(&c.id) && !learners.contains(&c.id) {
+        if c.alive && !voters.contains(&c.id) && !learners.contains(&c.id) {
             changes.push(MembershipChange::AddLearner(c.id, c.node.clone()));
         }
     }
@@ -283,11 +285,23 @@ mod tests {
     }
 
     #[test]
+    fn ineligible_nodes_learn_but_never_vote() {
+        let mut all: Vec<Candidate> = (1..=3).map(|i| cand(i, true, 0)).collect();
+        all[2].eligible = false;
+        let p = plan_for(&[1], &[2], 1, &all);
+        assert_eq!(p, vec![MembershipChange::AddLearner(3, all[2].node.clone())]);
+        let mut four: Vec<Candidate> = (1..=4).map(|i| cand(i, true, 0)).collect();
+        four[3].eligible = false;
+        let p = plan_for(&[1], &[2, 3, 4], 1, &four);
+        assert_eq!(p, vec![MembershipChange::SetVoters(set(&[1, 2, 3]))]);
+    }
+
+    #[test]
     fn lagging_and_ineligible_nodes_are_not_promoted() {
         let mut all: Vec<Candidate> = (1..=3).map(|i| cand(i, true, 0)).collect();
         all[1].caught_up = false;
         all[2].eligible = false;
-        let p = plan_for(&[1], &[2], 1, &all);
+        let p = plan_for(&[1], &[2, 3], 1, &all);
         assert!(p.is_empty(), "{p:?}");
     }
 

@@ -39,8 +39,8 @@ const SETTLE: Duration = Duration::from_millis(50);
 pub struct NodeView {
     pub name: String,
     pub alive: bool,
-    /// May run instances: the agent role and a Raft member (it reads its assignments from
-    /// its replica of the store).
+    /// May run instances: the agent role (every node is a Raft member, at least a learner,
+    /// so it reads its assignments from its replica of the store).
     pub agent: bool,
     pub labels: std::collections::BTreeMap<String, String>,
     pub cpu_millis: u64,
@@ -442,8 +442,7 @@ pub fn spawn(
                 .map(|m| NodeView {
                     name: m.meta.name.clone(),
                     alive: m.status != MemberStatus::Down,
-                    agent: m.meta.roles.iter().any(|r| r == "agent")
-                        && super::membership::orchestrator_eligible(&m.meta.roles),
+                    agent: m.meta.roles.iter().any(|r| r == "agent"),
                     labels: m.meta.labels.clone(),
                     cpu_millis: m.meta.cpu_millis,
                     memory_bytes: m.meta.memory_bytes,
