@@ -289,7 +289,10 @@ mod tests {
         let mut all: Vec<Candidate> = (1..=3).map(|i| cand(i, true, 0)).collect();
         all[2].eligible = false;
         let p = plan_for(&[1], &[2], 1, &all);
-        assert_eq!(p, vec![MembershipChange::AddLearner(3, all[2].node.clone())]);
+        assert_eq!(
+            p,
+            vec![MembershipChange::AddLearner(3, all[2].node.clone())]
+        );
         let mut four: Vec<Candidate> = (1..=4).map(|i| cand(i, true, 0)).collect();
         four[3].eligible = false;
         let p = plan_for(&[1], &[2, 3, 4], 1, &four);
