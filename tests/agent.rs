@@ -238,8 +238,11 @@ fn a_deployment_runs_ready_reachable_restarts_and_cleans_up() {
         (v["status"]["restarts"].as_u64() == Some(1) && v["status"]["ready"] == true).then_some(v)
     })
     .expect("web-0 restarted and ready again");
-    assert_eq!(
-        after["status"]["lastTermination"]["exitCode"], 137,
+    // Usually the exit is seen first (SIGKILL: 137); on a loaded machine the liveness
+    // probe may notice the dead server first. Either way it was restarted once.
+    let last = &after["status"]["lastTermination"];
+    assert!(
+        last["exitCode"] == 137 || last["reason"] == "LivenessProbeFailed",
         "{after}"
     );
     assert_eq!(
