@@ -366,7 +366,10 @@ impl Supervisor {
         tokio::pin!(exit);
         let far = start + Duration::from_secs(86400 * 365);
         loop {
+            // Biased: an exit that is already known wins over a probe that is also due (a
+            // dead server would otherwise be reported as a failed liveness probe).
             tokio::select! {
+                biased;
                 code = &mut exit => return Ended::Exited(code),
                 _ = stopped(stop) => return Ended::Stop,
                 _ = tokio::time::sleep_until(next_live.unwrap_or(far)) => {
