@@ -25,7 +25,7 @@
 //!
 //! Files: `image` (OCI layouts, layer cache, rootfs), `spec` ([`spec::ContainerSpec`] and the
 //! OCI runtime spec built from it), `runtime` (libcontainer calls), `helper` (the verbs).
-//! May call: nothing else in the crate. Unsafe code: mount/umount, mknod, setns, ioctl,
+//! May call: only the crate root's `error_chain`. Unsafe code: mount/umount, mknod, setns, ioctl,
 //! prctl, waitpid (each with a `// SAFETY:` note).
 
 pub mod helper;
@@ -97,17 +97,7 @@ impl ContainerError {
 
     /// The message with every source in the chain, on one line.
     pub fn one_line(&self) -> String {
-        let mut msg = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(s) = src {
-            let text = s.to_string();
-            if !msg.contains(&text) {
-                msg.push_str(": ");
-                msg.push_str(&text);
-            }
-            src = s.source();
-        }
-        msg.replace('\n', " ")
+        crate::error_chain(self)
     }
 }
 

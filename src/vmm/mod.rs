@@ -35,7 +35,7 @@
 //! `mptable`,
 //! `devices/` (buses, serial, legacy ports, virtio), `vcpu` (threads and their run loop),
 //! `vm` (a running VM), `builder` (assembles one), `helper` (the `__vmm` process).
-//! May call: nothing else in the crate. Unsafe code (each with a `// SAFETY:` note): KVM
+//! May call: only the crate root's `error_chain`. Unsafe code (each with a `// SAFETY:` note): KVM
 //! memory slots, the vCPU kick signal handler, `pthread_kill`.
 
 pub mod boot;
@@ -115,17 +115,7 @@ impl VmmError {
 
     /// The message with every source in the chain, on one line.
     pub fn one_line(&self) -> String {
-        let mut msg = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(s) = src {
-            let text = s.to_string();
-            if !msg.contains(&text) {
-                msg.push_str(": ");
-                msg.push_str(&text);
-            }
-            src = s.source();
-        }
-        msg.replace('\n', " ")
+        crate::error_chain(self)
     }
 }
 
