@@ -97,12 +97,7 @@ fn replicas_ready(layout: &std::path::Path, n: usize) {
             config.path().to_str().unwrap(),
         ],
     );
-    let out = std::process::Command::new(BIN)
-        .args(["image", "import", layout.to_str().unwrap()])
-        .env("OMNICLOUD_DATA_DIR", &node.dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    common::images::import(&node.dir, layout);
     let manifest = format!(
         r#"apiVersion: omnicloud.io/v1
 kind: Deployment

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, netns::TestNet, Cluster, BIN};
+use common::{eventually, netns::TestNet, Cluster};
 use serde_json::Value;
 
 const DEPLOYMENT: &str = r#"
@@ -57,12 +57,7 @@ fn main() {
     let Some(net) = TestNet::new(3) else { return };
     let mut c = Cluster::start_on(3, "roles = [\"auto\"]\n", Some(&net));
     for n in &c.nodes {
-        let out = std::process::Command::new(BIN)
-            .args(["image", "import", layout.to_str().unwrap()])
-            .env("OMNICLOUD_DATA_DIR", &n.dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        common::images::import(&n.dir, &layout);
     }
     let api = c.nodes[0].api();
     assert_eq!(api.apply(DEPLOYMENT).0, 200);

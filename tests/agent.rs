@@ -91,7 +91,7 @@ impl AgentNode {
     }
 
     fn import(&self, layout: &std::path::Path) {
-        self.image_cli(&["import", layout.to_str().unwrap()]);
+        common::images::import(&self.node.dir, layout);
     }
 
     fn runtime_root(&self) -> PathBuf {

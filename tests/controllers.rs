@@ -11,19 +11,6 @@ use std::time::{Duration, Instant};
 use common::{eventually, netns::TestNet, Cluster, TestNode, BIN, FAST_CLUSTER};
 use serde_json::Value;
 
-fn import(dir: &std::path::Path, layout: &std::path::Path) {
-    let out = std::process::Command::new(BIN)
-        .args(["image", "import", layout.to_str().unwrap()])
-        .env("OMNICLOUD_DATA_DIR", dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn deployment(name: &str, replicas: u32, extra_spec: &str, container: &str) -> String {
     format!(
         r#"apiVersion: omnicloud.io/v1
@@ -81,7 +68,7 @@ fn replicas_spread_over_agents_and_return_after_a_node_is_killed() {
     let mut c = Cluster::start_on(3, &config, Some(&net));
     let _cleanup = Cleanup(c.nodes.iter().map(|n| n.dir.clone()).collect());
     for n in &c.nodes {
-        import(&n.dir, &layout);
+        common::images::import(&n.dir, &layout);
     }
     let api = c.nodes[0].api();
     let (code, body) = api.apply(&deployment("web", 6, "", HTTP));
@@ -167,7 +154,7 @@ fn a_rollout_that_never_gets_ready_stops_at_max_unavailable_and_rolls_back() {
         ],
     );
     let _cleanup = Cleanup(vec![node.dir.clone()]);
-    import(&node.dir, &layout);
+    common::images::import(&node.dir, &layout);
     let api = node.api();
     let strategy = "  progressDeadlineSeconds: 12\n  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}\n";
     let (code, body) = api.apply(&deployment("roll", 4, strategy, HTTP));
@@ -238,7 +225,7 @@ fn a_statefulset_starts_in_order_and_keeps_names_and_data_after_its_node_dies() 
     let mut c = Cluster::start_on(3, &config, Some(&net));
     let _cleanup = Cleanup(c.nodes.iter().map(|n| n.dir.clone()).collect());
     for n in &c.nodes {
-        import(&n.dir, &layout);
+        common::images::import(&n.dir, &layout);
     }
     let set = r#"
 apiVersion: apps/v1
@@ -370,7 +357,7 @@ fn a_partitioned_statefulset_replica_is_fenced_before_it_runs_elsewhere() {
     let c = Cluster::start_on(3, &config, Some(&net));
     let _cleanup = Cleanup(c.nodes.iter().map(|n| n.dir.clone()).collect());
     for n in &c.nodes {
-        import(&n.dir, &layout);
+        common::images::import(&n.dir, &layout);
     }
     let set = r#"
 apiVersion: apps/v1

@@ -42,3 +42,17 @@ pub fn layout() -> Option<PathBuf> {
         }
     }
 }
+
+/// Imports the test images into the node store of `data_dir` (`omnicloud image import`).
+pub fn import(data_dir: &Path, layout: &Path) {
+    let out = std::process::Command::new(super::BIN)
+        .args(["image", "import", layout.to_str().unwrap()])
+        .env("OMNICLOUD_DATA_DIR", data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
