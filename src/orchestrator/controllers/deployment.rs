@@ -335,18 +335,7 @@ mod tests {
     }
 
     fn nodes(names: &[&str]) -> Vec<NodeView> {
-        names
-            .iter()
-            .map(|n| NodeView {
-                name: n.to_string(),
-                alive: true,
-                agent: true,
-                labels: Default::default(),
-                cpu_millis: 4000,
-                memory_bytes: 8 << 30,
-                down_for_ms: 0,
-            })
-            .collect()
+        names.iter().map(|n| NodeView::test_agent(n)).collect()
     }
 
     fn world(d: Resource, agents: &[&str]) -> World {
@@ -641,15 +630,7 @@ mod rate_tests {
         let w = World {
             deployments: vec![d],
             policies: vec![policy],
-            nodes: vec![NodeView {
-                name: "a".into(),
-                alive: true,
-                agent: true,
-                labels: Default::default(),
-                cpu_millis: 4000,
-                memory_bytes: 8 << 30,
-                down_for_ms: 0,
-            }],
+            nodes: vec![NodeView::test_agent("a")],
             now_ms: 1_000_000_000,
             ..Default::default()
         };

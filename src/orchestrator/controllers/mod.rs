@@ -49,6 +49,22 @@ pub struct NodeView {
     pub down_for_ms: u64,
 }
 
+#[cfg(test)]
+impl NodeView {
+    /// An alive agent with room for the controllers' tests.
+    pub fn test_agent(name: &str) -> NodeView {
+        NodeView {
+            name: name.into(),
+            alive: true,
+            agent: true,
+            labels: Default::default(),
+            cpu_millis: 4000,
+            memory_bytes: 8 << 30,
+            down_for_ms: 0,
+        }
+    }
+}
+
 /// An instance with its parsed spec and status.
 #[derive(Clone, Debug)]
 pub struct InstanceView<'a> {

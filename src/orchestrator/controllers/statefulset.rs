@@ -195,15 +195,7 @@ mod tests {
     fn world(s: Resource) -> World {
         World {
             statefulsets: vec![s],
-            nodes: vec![NodeView {
-                name: "a".into(),
-                alive: true,
-                agent: true,
-                labels: Default::default(),
-                cpu_millis: 8000,
-                memory_bytes: 8 << 30,
-                down_for_ms: 0,
-            }],
+            nodes: vec![NodeView::test_agent("a")],
             now_ms: 1_000_000_000,
             ..Default::default()
         }

@@ -77,18 +77,7 @@ mod tests {
     use crate::orchestrator::controllers::NodeView;
 
     fn agents(names: &[&str]) -> Vec<NodeView> {
-        names
-            .iter()
-            .map(|n| NodeView {
-                name: n.to_string(),
-                alive: true,
-                agent: true,
-                labels: Default::default(),
-                cpu_millis: 2000,
-                memory_bytes: 1 << 30,
-                down_for_ms: 0,
-            })
-            .collect()
+        names.iter().map(|n| NodeView::test_agent(n)).collect()
     }
 
     #[test]
