@@ -10,36 +10,21 @@
 //! or gcc/ld.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use omnicloud::vmm::VmSpec;
 
-const BIN: &str = env!("CARGO_BIN_EXE_omnicloud");
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::BIN;
 /// An odd size, so no other mapping (a malloc arena is 64 MiB) is taken for the guest's.
 const GUEST_MIB: u64 = 72;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn build_guest(dir: &Path) -> Result<PathBuf, String> {
-    std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .map_err(|e| format!("/dev/kvm: {e}"))?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-test-guest.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(dir)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    Ok(dir.join("test-guest.elf"))
 }
 
 fn spawn(dir: &Path, spec: &VmSpec) -> Child {
@@ -132,7 +117,7 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (starts, samples) = if full { (20, 5) } else { (3, 1) };
     let dir = tempfile::tempdir().unwrap();
-    let kernel = match build_guest(dir.path()) {
+    let kernel = match common::guest::build() {
         Ok(k) => k,
         Err(why) => {
             if std::env::var("OMNICLOUD_REQUIRE_ALL").as_deref() == Ok("1") {

@@ -25,10 +25,12 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod container;
+pub mod director;
 pub mod model;
 pub mod node;
 pub mod orchestrator;
 pub mod store;
+pub mod supervise;
 pub mod vmm;
 
 use std::process::ExitCode;

@@ -272,6 +272,19 @@ impl Node {
                 tracing::error!(error = %e, "the agent did not start; this node runs no instances");
             }
         }
+        if roles.iter().any(|r| r == "director") {
+            let director = crate::director::DirectorConfig {
+                node: config.name.clone(),
+                data_dir: config.data_dir.clone(),
+                settings: config.agent.clone(),
+            };
+            let metrics = api_metrics.with_registry(crate::director::DirectorMetrics::new);
+            if let Err(e) =
+                crate::director::spawn(control.clone(), director, metrics, stop_tx.subscribe())
+            {
+                tracing::error!(error = %e, "the director did not start; this node runs no VMs");
+            }
+        }
         let state = Data::new(ApiState {
             control: control.clone(),
             gossip: gossip.clone(),

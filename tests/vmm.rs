@@ -13,7 +13,6 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use omnicloud::vmm::{ExitReason, VmSpec};
@@ -22,38 +21,8 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_omnicloud");
 const MIB: u64 = 1 << 20;
 
-/// The test guest ELF, built once; None (after a loud skip) where VMs cannot run here.
 fn guest() -> Option<PathBuf> {
-    static GUEST: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let built = GUEST.get_or_init(|| {
-        std::fs::File::options()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .map_err(|e| format!("/dev/kvm: {e}"))?;
-        // One dir for every run: the script replaces its outputs atomically.
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vmm-test-guest");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-test-guest.sh");
-        let run = Command::new("bash")
-            .arg(&script)
-            .arg(&out)
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !run.status.success() {
-            return Err(format!(
-                "building the test guest: {}",
-                String::from_utf8_lossy(&run.stderr).trim()
-            ));
-        }
-        Ok(out.join("test-guest.elf"))
-    });
-    match built {
-        Ok(path) => Some(path.clone()),
-        Err(why) => {
-            common::netns::require("/dev/kvm, gcc and ld (the VMM test guest)", why.clone());
-            None
-        }
-    }
+    common::guest::elf()
 }
 
 /// A temp dir with a spec for the test guest in it.

@@ -19,7 +19,9 @@
  *                                                   writes "written by the test guest\n" there)
  *   initrd: 0x<addr> <size>: <its first line>      (only when the VMM loaded an initrd:
  *                                                   boot_params.hdr.ramdisk_image/_size)
- * then, if the command line holds "omnicloud.wait", waits for one byte on the serial input
+ * then, if the command line holds "omnicloud.hold", prints "holding" and halts with
+ * interrupts off (the VM stays up, using no CPU, until its VMM is ended); if it holds
+ * "omnicloud.wait", waits for one byte on the serial input
  * and prints "got <byte>"; finally it powers off (16-bit write of 0x2000 to port 0x604), or
  * with "omnicloud.reset" on the command line resets (0xfe to the i8042 command port 0x64).
  *
@@ -113,6 +115,16 @@ _start:
         call    virtio_blk
         call    initrd
 
+        /* optional: stay up (halted, no CPU use) until the VMM is ended from outside */
+        mov     %r14, %rdi
+        lea     str_hold(%rip), %rsi
+        call    strstr
+        test    %rax, %rax
+        jz      6f
+        lea     msg_holding(%rip), %rdi
+        call    puts
+        jmp     halt
+6:
         /* optional: wait for one byte of serial input */
         mov     %r14, %rdi
         lea     str_wait(%rip), %rsi
@@ -598,11 +610,13 @@ msg_ioerr:      .asciz "virtio-blk: request failed, status "
 msg_vbad:       .asciz "\nvirtio-blk: unusable device\n"
 msg_vnone:      .asciz "virtio-blk: none\n"
 msg_waiting:    .asciz "waiting for a serial byte\n"
+msg_holding:    .asciz "holding\n"
 msg_got:        .asciz "got "
 msg_poweroff:   .asciz "powering off\n"
 msg_reset:      .asciz "resetting\n"
 str_vmmio:      .asciz "virtio_mmio.device="
 str_wait:       .asciz "omnicloud.wait"
+str_hold:       .asciz "omnicloud.hold"
 str_reset:      .asciz "omnicloud.reset"
 str_write:      .asciz "omnicloud.write"
 str_written:    .asciz "written by the test guest\n"

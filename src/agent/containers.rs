@@ -1,7 +1,6 @@
 //! The agent's side of the container helper: each call runs `omnicloud __container VERB`
 //! as a child process (libcontainer must not run inside the multi-threaded node) and
-//! parses its one line of JSON. Plus the process-level facts the supervisor needs: is a
-//! container's init still alive, and how did it end.
+//! parses its one line of JSON.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -91,72 +90,5 @@ impl Containers {
             Err(e) if e.contains("does not exist") => Ok(()),
             Err(e) => Err(e),
         }
-    }
-}
-
-/// The start time of `pid` (clock ticks since boot, field 22 of /proc/PID/stat): with the
-/// pid it names one process for good, even after the pid is reused.
-pub fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Whether `pid` still is the process that started at `ticks` and has not exited.
-pub fn alive(pid: i32, ticks: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return false;
-    };
-    let mut fields = stat[close + 2..].split_whitespace();
-    let state = fields.next().unwrap_or("X");
-    let started = fields.nth(18).and_then(|t| t.parse::<u64>().ok());
-    started == Some(ticks) && state != "Z" && state != "X"
-}
-
-/// Waits for the container init `pid` to end. A child of ours (we are its subreaper) is
-/// reaped and its shell-style exit code returned; an adopted one (left by a previous node
-/// process) is watched through /proc and ends with no code.
-pub async fn wait_exit(pid: i32, ticks: u64) -> Option<i32> {
-    let mut ours = true;
-    loop {
-        if ours {
-            match container::runtime::try_reap(pid) {
-                Ok(Some(code)) => return Some(code),
-                Ok(None) => {}
-                Err(_) => ours = false,
-            }
-        }
-        if !ours && !alive(pid, ticks) {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    #[allow(clippy::zombie_processes)] // wait_exit reaps it
-    async fn exits_of_children_and_strangers_are_seen() {
-        let child = std::process::Command::new("sh")
-            .args(["-c", "sleep 0.2; exit 3"])
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        let ticks = start_ticks(pid).unwrap();
-        assert!(alive(pid, ticks));
-        assert!(
-            !alive(pid, ticks + 1),
-            "another start time is another process"
-        );
-        assert_eq!(wait_exit(pid, ticks).await, Some(3));
-        assert!(!alive(pid, ticks));
-        assert_eq!(start_ticks(-5), None);
     }
 }

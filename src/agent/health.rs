@@ -228,43 +228,6 @@ fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), Strin
     }
 }
 
-/// Restart delays: at once, then 10s doubling to 5 minutes; reset after 10 minutes of clean
-/// running.
-#[derive(Clone, Debug, Default)]
-pub struct Backoff {
-    restarts: u32,
-}
-
-impl Backoff {
-    pub const RESET_AFTER: Duration = Duration::from_secs(600);
-    const BASE: Duration = Duration::from_secs(10);
-    const CAP: Duration = Duration::from_secs(300);
-
-    /// The delay before the next restart, given how long the last run lasted.
-    pub fn next_delay(&mut self, ran_for: Duration) -> Duration {
-        if ran_for >= Self::RESET_AFTER {
-            self.restarts = 0;
-        }
-        let delay = match self.restarts {
-            0 => Duration::ZERO,
-            n => Self::BASE
-                .saturating_mul(1 << (n - 1).min(10))
-                .min(Self::CAP),
-        };
-        self.restarts += 1;
-        delay
-    }
-
-    /// Shown as CrashLoopBackOff once an instance has been restarted more than once in a row.
-    pub fn crash_looping(&self) -> bool {
-        self.restarts > 1
-    }
-
-    pub fn restarts(&self) -> u32 {
-        self.restarts
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,16 +290,6 @@ mod tests {
         assert!(settings(&probe, &[])
             .unwrap_err()
             .contains("named \"http\""));
-    }
-
-    #[test]
-    fn backoff_doubles_caps_and_resets() {
-        let mut b = Backoff::default();
-        let quick = Duration::from_secs(1);
-        let delays: Vec<u64> = (0..8).map(|_| b.next_delay(quick).as_secs()).collect();
-        assert_eq!(delays, [0, 10, 20, 40, 80, 160, 300, 300]);
-        assert!(b.crash_looping());
-        assert_eq!(b.next_delay(Backoff::RESET_AFTER).as_secs(), 0);
     }
 
     #[test]

@@ -39,7 +39,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::cluster::Gossip;
@@ -48,7 +48,8 @@ use crate::container::network::{NodeNetwork, Subnet};
 use crate::model::instance::InstanceStatus;
 use crate::model::{Kind, Resource, Spec};
 use crate::orchestrator::ControlPlane;
-use crate::store::{Command, ObjectKey, Rejection, Store};
+use crate::store::{ObjectKey, Store};
+use crate::supervise::{spawn_leader_contact, Reporter};
 use supervisor::Record;
 
 const RECORD_PREFIX: &str = "agent/";
@@ -156,68 +157,6 @@ impl AgentMetrics {
         let l = Self::labels(key);
         self.cpu.remove(&l);
         self.memory.remove(&l);
-    }
-}
-
-/// Coalesces status writes per instance and retries them until the leader takes them.
-#[derive(Default)]
-pub struct Reporter {
-    /// Latest status per instance, with the uid it describes.
-    pending: Mutex<HashMap<ObjectKey, (String, InstanceStatus)>>,
-    wake: Notify,
-}
-
-impl Reporter {
-    fn submit(&self, key: &ObjectKey, uid: &str, status: &InstanceStatus) {
-        self.pending
-            .lock()
-            .unwrap()
-            .insert(key.clone(), (uid.to_string(), status.clone()));
-        self.wake.notify_one();
-    }
-
-    fn drop_pending(&self, key: &ObjectKey) {
-        self.pending.lock().unwrap().remove(key);
-    }
-
-    async fn run(self: Arc<Self>, control: ControlPlane, mut stop: watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = stop.changed() => return,
-            }
-            let batch: Vec<(ObjectKey, (String, InstanceStatus))> =
-                self.pending.lock().unwrap().drain().collect();
-            let mut failed = false;
-            for (key, (uid, status)) in batch {
-                let command = Command::SetStatus {
-                    key: key.clone(),
-                    status: serde_json::to_vec(&status).expect("JSON"),
-                    uid: Some(uid.clone()),
-                };
-                match control.write(command).await {
-                    Ok(r) => {
-                        if let Some(Rejection::NotFound { .. }) = r.rejection {
-                            tracing::debug!(instance = %key, "status for a deleted instance dropped");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(instance = %key, error = %e, "status write failed; retrying");
-                        // Keep it unless a newer status arrived meanwhile.
-                        self.pending
-                            .lock()
-                            .unwrap()
-                            .entry(key)
-                            .or_insert((uid, status));
-                        failed = true;
-                    }
-                }
-            }
-            if failed {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                self.wake.notify_one();
-            }
-        }
     }
 }
 
@@ -386,14 +325,17 @@ fn assigned(control: &ControlPlane, node: &str) -> Vec<supervisor::Instance> {
             let Some(Spec::Instance(spec)) = r.spec else {
                 return None;
             };
-            (spec.node_name.as_deref() == Some(node)).then(|| supervisor::Instance {
-                key: ObjectKey::new(
-                    Kind::Instance,
-                    r.metadata.namespace.clone().unwrap_or_default(),
-                    r.metadata.name.clone(),
-                ),
-                uid: r.metadata.uid,
-                spec,
+            // VM instances are the director's.
+            (spec.node_name.as_deref() == Some(node) && !spec.is_vm()).then(|| {
+                supervisor::Instance {
+                    key: ObjectKey::new(
+                        Kind::Instance,
+                        r.metadata.namespace.clone().unwrap_or_default(),
+                        r.metadata.name.clone(),
+                    ),
+                    uid: r.metadata.uid,
+                    spec,
+                }
             })
         })
         .collect()
@@ -525,33 +467,6 @@ async fn reconcile_loop(
         }
         shared.metrics.instances.set(running.len() as i64);
     }
-}
-
-/// When this node last got a linearizable read point from the Raft leader (ms since the
-/// epoch), checked every second: the fencing clock.
-fn spawn_leader_contact(
-    control: ControlPlane,
-    mut stop: watch::Receiver<bool>,
-) -> Arc<std::sync::atomic::AtomicU64> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    // Zero until the first contact: a restarted node acts only on a view at least as new
-    // as the leader's (it may have been down while its instances were moved away).
-    let last = Arc::new(AtomicU64::new(0));
-    let out = last.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(TICK);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.changed() => return,
-            }
-            let ok = tokio::time::timeout(Duration::from_secs(2), control.read_barrier()).await;
-            if matches!(ok, Ok(Ok(()))) {
-                last.store(crate::orchestrator::membership::now_ms(), Ordering::Relaxed);
-            }
-        }
-    });
-    out
 }
 
 /// A container a previous node process ran for an instance that is no longer here.

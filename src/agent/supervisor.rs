@@ -11,11 +11,11 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::containers;
-use super::health::{self, Backoff, Health, ProbeSettings, ProbeTracker, Target};
+use super::health::{self, Health, ProbeSettings, ProbeTracker, Target};
 use super::{logs, translate, usage, Shared};
 use crate::model::instance::{InstanceSpec, InstanceStatus, Phase, Termination, Usage};
 use crate::store::ObjectKey;
+use crate::supervise::{self, Backoff};
 
 /// What the agent keeps about a running instance in its local table, so a restarted node
 /// process can adopt the container and keep its address and restart count.
@@ -25,7 +25,7 @@ pub struct Record {
     pub container_id: String,
     pub ip: Ipv4Addr,
     pub pid: Option<i32>,
-    /// Start time of `pid` (see `containers::start_ticks`).
+    /// Start time of `pid` (see `supervise::start_ticks`).
     pub ticks: Option<u64>,
     pub restarts: u32,
     pub started_at: String,
@@ -104,7 +104,7 @@ impl Supervisor {
         let (record, adopted_pid) = match adopted {
             Some(r) => {
                 let live = match (r.pid, r.ticks) {
-                    (Some(pid), Some(t)) if containers::alive(pid, t) => Some((pid, t)),
+                    (Some(pid), Some(t)) if supervise::alive(pid, t) => Some((pid, t)),
                     _ => None,
                 };
                 if live.is_none() {
@@ -325,7 +325,7 @@ impl Supervisor {
                 reason: "ContainerCannotRun",
                 message,
             })?;
-        let ticks = containers::start_ticks(pid).unwrap_or(0);
+        let ticks = supervise::start_ticks(pid).unwrap_or(0);
         self.record.started_at = now_rfc3339();
         self.shared
             .metrics
@@ -362,7 +362,7 @@ impl Supervisor {
         let mut claim_tick = tokio::time::interval(super::claims::SYNC_EVERY);
         let mut cpu = usage::CpuRate::default();
         let mut usage_tick = tokio::time::interval(self.shared.settings.usage_report);
-        let exit = containers::wait_exit(pid, ticks);
+        let exit = supervise::wait_exit(pid, ticks);
         tokio::pin!(exit);
         let far = start + Duration::from_secs(86400 * 365);
         loop {
@@ -441,11 +441,9 @@ impl Supervisor {
                 .containers
                 .kill(&self.record.container_id, "TERM")
                 .await;
-            let _ = tokio::time::timeout(
-                Duration::from_secs(grace),
-                containers::wait_exit(pid, ticks),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(grace), supervise::wait_exit(pid, ticks))
+                    .await;
         }
         self.remove_container().await;
         let (scratch, log, keep) = (

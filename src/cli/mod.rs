@@ -11,6 +11,7 @@ mod rollout;
 mod scaling;
 mod statefulset;
 mod top;
+mod vms;
 mod wait;
 
 use std::io::Read;
@@ -151,6 +152,9 @@ pub enum Command {
     /// Follow, list and undo Deployment rollouts.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// VM replicas: list, serial logs, start and stop.
+    #[command(subcommand)]
+    Vms(vms::VmsCommand),
     /// An instance's stdout and stderr, from whichever node runs it.
     Logs {
         #[command(flatten)]
@@ -268,6 +272,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Node(_) => unreachable!("main runs the node"),
         Command::Image(cmd) => images::run(cmd),
         Command::Rollout(cmd) => rollout::run(cmd),
+        Command::Vms(cmd) => vms::run(cmd),
         Command::Scaling(cmd) => scaling::run(cmd),
         Command::Top(cmd) => top::top(cmd),
         Command::ScalingCapacity { conn, output } => top::capacity(conn, None, output),
@@ -356,12 +361,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
             tail,
         } => {
             let name = instance.strip_prefix("instance/").unwrap_or(&instance);
-            let ns = namespace.unwrap_or_else(|| "default".into());
-            let mut path = format!("/v1/namespaces/{ns}/instances/{name}/log?follow={follow}");
-            if let Some(n) = tail {
-                path.push_str(&format!("&tail={n}"));
-            }
-            conn.client().copy_to(&path, &mut std::io::stdout())
+            stream_log(&conn, namespace.as_deref(), name, follow, tail)
         }
         Command::Describe {
             conn,
@@ -690,6 +690,23 @@ fn get_list(
         }
         true
     })
+}
+
+/// An instance's log (a container's output, a VM's serial console) to stdout, from the
+/// node that runs it.
+fn stream_log(
+    conn: &Conn,
+    namespace: Option<&str>,
+    name: &str,
+    follow: bool,
+    tail: Option<usize>,
+) -> Result<(), ClientError> {
+    let ns = namespace.unwrap_or("default");
+    let mut path = format!("/v1/namespaces/{ns}/instances/{name}/log?follow={follow}");
+    if let Some(n) = tail {
+        path.push_str(&format!("&tail={n}"));
+    }
+    conn.client().copy_to(&path, &mut std::io::stdout())
 }
 
 fn urlencode(s: &str) -> String {

@@ -105,7 +105,7 @@ pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
             "AGE",
         ],
         Kind::VerticalPodAutoscaler => vec!["NAME", "MODE", "TARGET", "AGE"],
-        Kind::VirtualMachine => vec!["NAME", "RUNNING", "CPU", "MEMORY", "REPLICAS", "AGE"],
+        Kind::VirtualMachine => vec!["NAME", "RUNNING", "CPU", "MEMORY", "READY", "AGE"],
         Kind::PriorityClass => vec!["NAME", "VALUE", "AGE"],
         Kind::NodeClass => vec!["NAME", "CPU", "MEMORY", "AGE"],
         Kind::ClusterAutoscaler => vec!["NAME", "NODEGROUPS", "AGE"],
@@ -177,10 +177,15 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
                 .unwrap_or_else(|| "true".into()),
             s(&spec["cpu"]["cores"]),
             s(&spec["memory"]["guest"]),
-            spec["replicas"]
-                .as_i64()
-                .map(|x| x.to_string())
-                .unwrap_or_else(|| "1".into()),
+            format!(
+                "{}/{}",
+                n(&status["readyReplicas"]),
+                if spec["running"] == false {
+                    0
+                } else {
+                    spec["replicas"].as_i64().unwrap_or(1)
+                }
+            ),
             age,
         ],
         Kind::PriorityClass => vec![name, s(&spec["value"]), age],

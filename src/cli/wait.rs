@@ -31,7 +31,11 @@ pub struct Target {
 
 /// "2/3 ready" and whether it has converged.
 fn progress(o: &Value) -> (String, bool) {
-    let want = o["spec"]["replicas"].as_i64().unwrap_or(1);
+    let mut want = o["spec"]["replicas"].as_i64().unwrap_or(1);
+    // A VirtualMachine that is not running wants none.
+    if o["spec"]["running"] == false {
+        want = 0;
+    }
     let st = &o["status"];
     let ready = st["readyReplicas"].as_i64().unwrap_or(0);
     let current = st["replicas"].as_i64().unwrap_or(0);
@@ -45,7 +49,7 @@ fn progress(o: &Value) -> (String, bool) {
 pub fn wait(client: &Client, targets: &[Target], timeout: Duration) -> Result<(), ClientError> {
     let targets: Vec<&Target> = targets
         .iter()
-        .filter(|t| t.kind == Kind::Deployment)
+        .filter(|t| matches!(t.kind, Kind::Deployment | Kind::VirtualMachine))
         .collect();
     let live = std::io::stderr().is_terminal();
     let start = Instant::now();
@@ -116,5 +120,8 @@ mod tests {
             !progress(&extra).1,
             "scaling down is done when the extra ones are gone"
         );
+        let stopped_vm = json!({"metadata": {"generation": 4}, "spec": {"replicas": 2, "running": false},
+                           "status": {"observedGeneration": 4, "replicas": 0, "readyReplicas": 0}});
+        assert_eq!(progress(&stopped_vm), ("0/0 ready".to_string(), true));
     }
 }

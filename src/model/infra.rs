@@ -103,6 +103,9 @@ pub struct VmNetwork {
     pub mac: Option<String>,
 }
 
+/// The built-in VMM's vCPU limit (`vmm::spec::MAX_VCPUS`, Firecracker's too).
+pub const MAX_VM_CORES: i64 = 32;
+
 impl VirtualMachineSpec {
     pub fn replicas(&self) -> i64 {
         self.replicas.unwrap_or(1)
@@ -112,7 +115,7 @@ impl VirtualMachineSpec {
         self.running.unwrap_or(true)
     }
 
-    pub(super) fn validate(&self) -> Result<(), ModelError> {
+    pub fn validate(&self) -> Result<(), ModelError> {
         if let Some(r) = self.replicas.filter(|r| *r < 0) {
             return Err(invalid("spec.replicas", format!("must be >= 0, got {r}")));
         }
@@ -122,8 +125,36 @@ impl VirtualMachineSpec {
                 format!("must be >= 1, got {}", self.cpu.cores),
             ));
         }
-        if self.memory.guest.bytes() < 1 << 20 {
-            return Err(invalid("spec.memory.guest", "must be at least 1Mi"));
+        if self.cpu.cores > MAX_VM_CORES {
+            return Err(invalid(
+                "spec.cpu.cores",
+                format!(
+                    "{} is more than the maximum of {MAX_VM_CORES}",
+                    self.cpu.cores
+                ),
+            ));
+        }
+        if self.memory.guest.bytes() < 2 << 20 {
+            return Err(invalid(
+                "spec.memory.guest",
+                "must be at least 2Mi (the kernel loads at 1 MiB)",
+            ));
+        }
+        if self.disks.as_ref().is_some_and(|d| d.len() > 1) {
+            return Err(invalid(
+                "spec.disks",
+                "the built-in VMM attaches one disk (virtio-blk); give at most one",
+            ));
+        }
+        if self
+            .network
+            .as_ref()
+            .is_some_and(|n| n.bridge == Some(true))
+        {
+            return Err(invalid(
+                "spec.network.bridge",
+                "virtio-net is not in the built-in VMM yet; leave the network out",
+            ));
         }
         if self.kernel.trim().is_empty() {
             return Err(invalid(

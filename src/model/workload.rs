@@ -132,6 +132,11 @@ pub struct PodSpec {
 }
 
 impl PodSpec {
+    /// No containers and nothing else set (a VM instance's pod).
+    pub fn is_empty(&self) -> bool {
+        *self == PodSpec::default()
+    }
+
     /// cpu millicores and memory bytes the pod asks for (each container's requests,
     /// else its limits, as Kubernetes defaults them).
     pub fn requests(&self) -> (u64, u64) {

@@ -3,6 +3,7 @@
 //! Shared by every integration test file (`mod common;`).
 #![allow(dead_code)]
 
+pub mod guest;
 pub mod images;
 pub mod netns;
 

@@ -315,9 +315,8 @@ fn rollback(d: &Resource, bad: &str, hist: &[Value], elapsed: u64, draft: &mut D
 
 #[cfg(test)]
 mod tests {
-    use super::super::{plan as plan_all, NodeView, World};
+    use super::super::{plan as plan_all, step, NodeView, World};
     use super::*;
-    use crate::model::Kind;
     use std::collections::BTreeMap;
 
     fn deployment(name: &str, replicas: i64, image: &str, strategy: Value) -> Resource {
@@ -345,42 +344,6 @@ mod tests {
             now_ms: 1_000_000_000,
             ..Default::default()
         }
-    }
-
-    /// Applies a pass's writes the way the state machine would; returns the events.
-    fn step(world: &mut World) -> Vec<EventDraft> {
-        let draft = plan_all(world);
-        for c in draft.commands {
-            match c {
-                Command::Put { key, object, .. } => {
-                    let mut v: Value = serde_json::from_slice(&object).unwrap();
-                    v["metadata"]["resourceVersion"] = json!("1");
-                    v["metadata"]["uid"] = json!(format!("uid-{}", key.name));
-                    let r = Resource::from_stored(v).unwrap();
-                    let list = match key.kind {
-                        Kind::Instance => &mut world.instances,
-                        Kind::Deployment => &mut world.deployments,
-                        _ => continue,
-                    };
-                    list.retain(|o| o.metadata.name != key.name);
-                    list.push(r);
-                }
-                Command::Delete { key, .. } => world
-                    .instances
-                    .retain(|o| !(o.kind == key.kind && o.metadata.name == key.name)),
-                Command::SetStatus { key, status, .. } => {
-                    let list = match key.kind {
-                        Kind::Instance => &mut world.instances,
-                        _ => &mut world.deployments,
-                    };
-                    if let Some(o) = list.iter_mut().find(|o| o.metadata.name == key.name) {
-                        o.status = Some(serde_json::from_slice(&status).unwrap());
-                    }
-                }
-                _ => {}
-            }
-        }
-        draft.events
     }
 
     /// What the agents would report: every placed instance ready (or only some).

@@ -6,8 +6,9 @@
 //! fresh state).
 //!
 //! Controllers: `subnets` (node subnet leases), `deployment` (instances, rollouts,
-//! rollback), `nodes` (instances of dead nodes are replaced), `placement` (scheduler glue,
-//! preemption), `events` (the Event objects every decision leaves).
+//! rollback), `statefulset`, `virtualmachine` (VM replicas), `nodes` (instances of dead
+//! nodes are replaced), `placement` (scheduler glue, preemption), `events` (the Event
+//! objects every decision leaves).
 
 pub mod deployment;
 pub mod events;
@@ -15,6 +16,7 @@ pub mod nodes;
 pub mod placement;
 pub mod statefulset;
 pub mod subnets;
+pub mod virtualmachine;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -42,6 +44,8 @@ pub struct NodeView {
     /// May run instances: the agent role (every node is a Raft member, at least a learner,
     /// so it reads its assignments from its replica of the store).
     pub agent: bool,
+    /// May run VM instances: the director role.
+    pub director: bool,
     pub labels: std::collections::BTreeMap<String, String>,
     pub cpu_millis: u64,
     pub memory_bytes: u64,
@@ -57,12 +61,47 @@ impl NodeView {
             name: name.into(),
             alive: true,
             agent: true,
+            director: false,
             labels: Default::default(),
             cpu_millis: 4000,
             memory_bytes: 8 << 30,
             down_for_ms: 0,
         }
     }
+}
+
+/// Applies one pass's writes to the world the way the state machine would (tests).
+#[cfg(test)]
+pub fn step(world: &mut World) -> Vec<EventDraft> {
+    let draft = plan(world);
+    for c in draft.commands {
+        match c {
+            Command::Put { key, object, .. } => {
+                let mut v: Value = serde_json::from_slice(&object).unwrap();
+                v["metadata"]["resourceVersion"] = json!("1");
+                v["metadata"]["uid"] = json!(format!("uid-{}", key.name));
+                let r = Resource::from_stored(v).unwrap();
+                let Some(list) = world.list_mut(key.kind) else {
+                    continue;
+                };
+                list.retain(|o| o.metadata.name != key.name);
+                list.push(r);
+            }
+            Command::Delete { key, .. } => world
+                .instances
+                .retain(|o| !(o.kind == key.kind && o.metadata.name == key.name)),
+            Command::SetStatus { key, status, .. } => {
+                let Some(list) = world.list_mut(key.kind) else {
+                    continue;
+                };
+                if let Some(o) = list.iter_mut().find(|o| o.metadata.name == key.name) {
+                    o.status = Some(serde_json::from_slice(&status).unwrap());
+                }
+            }
+            _ => {}
+        }
+    }
+    draft.events
 }
 
 /// An instance with its parsed spec and status.
@@ -136,6 +175,7 @@ impl<'a> InstanceView<'a> {
 pub struct World {
     pub deployments: Vec<Resource>,
     pub statefulsets: Vec<Resource>,
+    pub virtual_machines: Vec<Resource>,
     pub instances: Vec<Resource>,
     pub subnets: Vec<Resource>,
     pub priority_classes: Vec<Resource>,
@@ -174,6 +214,17 @@ impl World {
     pub fn node(&self, name: &str) -> Option<&NodeView> {
         self.nodes.iter().find(|n| n.name == name)
     }
+
+    #[cfg(test)]
+    fn list_mut(&mut self, kind: Kind) -> Option<&mut Vec<Resource>> {
+        Some(match kind {
+            Kind::Instance => &mut self.instances,
+            Kind::Deployment => &mut self.deployments,
+            Kind::StatefulSet => &mut self.statefulsets,
+            Kind::VirtualMachine => &mut self.virtual_machines,
+            _ => return None,
+        })
+    }
 }
 
 /// What a pass wants done.
@@ -205,9 +256,16 @@ pub fn new_instance(
     revision: &str,
     template: &crate::model::PodTemplate,
 ) -> NewInstance {
-    let mut labels: BTreeMap<String, String> = template.labels();
-    labels.insert(OWNER_LABEL.into(), owner.metadata.name.clone());
     let spec = InstanceSpec {
+        pod: template.spec.clone(),
+        ..owned_spec(owner, index, revision)
+    };
+    owned_instance(owner, ns, instance_name, template.labels(), spec)
+}
+
+/// The spec fields every controller-made instance has; the caller adds the pod or VM.
+pub fn owned_spec(owner: &Resource, index: i64, revision: &str) -> InstanceSpec {
+    InstanceSpec {
         node_name: None,
         owner: Some(OwnerRef {
             kind: owner.kind.as_str().into(),
@@ -216,8 +274,20 @@ pub fn new_instance(
         }),
         index: Some(index),
         revision: Some(revision.to_string()),
-        pod: template.spec.clone(),
-    };
+        pod: Default::default(),
+        vm: None,
+    }
+}
+
+/// The instance object for `spec`, labelled with `labels` and its owner.
+pub fn owned_instance(
+    owner: &Resource,
+    ns: &str,
+    instance_name: &str,
+    mut labels: BTreeMap<String, String>,
+    spec: InstanceSpec,
+) -> NewInstance {
+    labels.insert(OWNER_LABEL.into(), owner.metadata.name.clone());
     let object = json!({
         "apiVersion": API_VERSION,
         "kind": "Instance",
@@ -266,6 +336,9 @@ pub fn plan(world: &World) -> Draft {
     for s in &world.statefulsets {
         statefulset::plan(&pass, s, &mut draft);
     }
+    for vm in &world.virtual_machines {
+        virtualmachine::plan(&pass, vm, &mut draft);
+    }
     orphans(&pass, &mut draft);
     placement::place(&pass, &mut draft);
     draft
@@ -299,13 +372,14 @@ fn rate_left(pass: &Pass) -> Option<i64> {
     Some((per_minute - recent).max(0))
 }
 
-/// Instances whose Deployment or StatefulSet is gone.
+/// Instances whose Deployment, StatefulSet or VirtualMachine is gone.
 fn orphans(pass: &Pass, draft: &mut Draft) {
     let world = pass.world;
     let owners: std::collections::BTreeSet<(&str, &str)> = world
         .deployments
         .iter()
         .chain(&world.statefulsets)
+        .chain(&world.virtual_machines)
         .map(|d| {
             (
                 d.metadata.namespace.as_deref().unwrap_or(""),
@@ -315,7 +389,8 @@ fn orphans(pass: &Pass, draft: &mut Draft) {
         .collect();
     for i in &pass.instances {
         let Some(owner) = &i.spec.owner else { continue };
-        let workload = owner.kind == "Deployment" || owner.kind == "StatefulSet";
+        let workload =
+            ["Deployment", "StatefulSet", "VirtualMachine"].contains(&owner.kind.as_str());
         if workload && !owners.contains(&(i.namespace(), owner.uid.as_str())) {
             draft.commands.push(Command::Delete {
                 key: key_of(i.resource),
@@ -360,6 +435,7 @@ fn gather(
     let world = World {
         deployments: load_all(control, Kind::Deployment),
         statefulsets: load_all(control, Kind::StatefulSet),
+        virtual_machines: load_all(control, Kind::VirtualMachine),
         instances: load_all(control, Kind::Instance),
         subnets: load_all(control, Kind::NodeSubnet),
         priority_classes: load_all(control, Kind::PriorityClass),
@@ -459,6 +535,7 @@ pub fn spawn(
                     name: m.meta.name.clone(),
                     alive: m.status != MemberStatus::Down,
                     agent: m.meta.roles.iter().any(|r| r == "agent"),
+                    director: m.meta.roles.iter().any(|r| r == "director"),
                     labels: m.meta.labels.clone(),
                     cpu_millis: m.meta.cpu_millis,
                     memory_bytes: m.meta.memory_bytes,

@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 
 use super::{key_of, version, Draft, EventDraft, InstanceView, Pass};
 use crate::model::instance::InstanceSpec;
-use crate::model::workload::PodSpec;
 use crate::model::Spec;
 use crate::orchestrator::scheduler::{
     self, NodeInfo, Outcome, Placed, Policy, Request, Spread, Term, HOSTNAME_KEYS,
@@ -58,10 +57,27 @@ fn request(
     key: String,
     owner: String,
     labels: BTreeMap<String, String>,
-    pod: &PodSpec,
+    spec: &InstanceSpec,
     priorities: &BTreeMap<String, i64>,
 ) -> Request {
-    let (cpu_millis, memory_bytes) = pod.requests();
+    let (cpu_millis, memory_bytes) = spec.requests();
+    if let Some(vm) = &spec.vm {
+        return Request {
+            key,
+            owner,
+            labels,
+            cpu_millis,
+            memory_bytes,
+            priority: vm
+                .priority_class_name
+                .as_ref()
+                .and_then(|p| priorities.get(p).copied())
+                .unwrap_or(0),
+            node_selector: vm.node_selector.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+    }
+    let pod = &spec.pod;
     let affinity = pod.affinity.clone().unwrap_or(Value::Null);
     let mut req = Request {
         key,
@@ -143,7 +159,7 @@ fn policy(pass: &Pass) -> (Policy, u64) {
 }
 
 fn placed(i: &InstanceView) -> Option<Placed> {
-    let (cpu_millis, memory_bytes) = i.spec.pod.requests();
+    let (cpu_millis, memory_bytes) = i.spec.requests();
     Some(Placed {
         key: format!("{}/{}", i.namespace(), i.name()),
         node: i.node()?.to_string(),
@@ -173,24 +189,27 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
         })
         .collect();
     let (policy, reserve_pct) = policy(pass);
-    let nodes: Vec<NodeInfo> = world
-        .nodes
-        .iter()
-        .map(|n| {
-            let mut labels = n.labels.clone();
-            for k in HOSTNAME_KEYS {
-                labels.insert(k.into(), n.name.clone());
-            }
-            NodeInfo {
-                name: n.name.clone(),
-                alive: n.alive,
-                schedulable: n.agent,
-                labels,
-                cpu_millis: n.cpu_millis * (100 - reserve_pct) / 100,
-                memory_bytes: n.memory_bytes * (100 - reserve_pct) / 100,
-            }
-        })
-        .collect();
+    // Containers go to agents, VMs to directors; a node with both roles shares its capacity.
+    let nodes_for = |vm: bool| -> Vec<NodeInfo> {
+        world
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut labels = n.labels.clone();
+                for k in HOSTNAME_KEYS {
+                    labels.insert(k.into(), n.name.clone());
+                }
+                NodeInfo {
+                    name: n.name.clone(),
+                    alive: n.alive,
+                    schedulable: if vm { n.director } else { n.agent },
+                    labels,
+                    cpu_millis: n.cpu_millis * (100 - reserve_pct) / 100,
+                    memory_bytes: n.memory_bytes * (100 - reserve_pct) / 100,
+                }
+            })
+            .collect()
+    };
     let deleted: std::collections::BTreeSet<String> = draft
         .commands
         .iter()
@@ -211,10 +230,11 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
             .iter()
             .find(|i| format!("{}/{}", i.namespace(), i.name()) == p.key)
         {
-            p.priority = i
-                .spec
-                .pod
-                .priority_class_name
+            let class = match &i.spec.vm {
+                Some(vm) => &vm.priority_class_name,
+                None => &i.spec.pod.priority_class_name,
+            };
+            p.priority = class
                 .as_ref()
                 .and_then(|n| priorities.get(n).copied())
                 .unwrap_or(0);
@@ -227,12 +247,14 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
         .filter(|i| !deleted.contains(&format!("{}/{}", i.namespace(), i.name())))
         .collect();
     let mut requests = Vec::new();
+    let mut is_vm = Vec::new();
     for i in &waiting {
+        is_vm.push(i.spec.is_vm());
         requests.push(request(
             format!("{}/{}", i.namespace(), i.name()),
             owner_of(i.namespace(), i.spec),
             i.resource.metadata.labels.clone(),
-            &i.spec.pod,
+            i.spec,
             &priorities,
         ));
     }
@@ -242,18 +264,19 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
             serde_json::from_value(c.object["spec"].clone()).expect("made by a controller");
         let labels =
             serde_json::from_value(c.object["metadata"]["labels"].clone()).unwrap_or_default();
+        is_vm.push(spec.is_vm());
         requests.push(request(
             format!("{}/{}", c.key.namespace, c.key.name),
             c.owner.clone(),
             labels,
-            &spec.pod,
+            &spec,
             &priorities,
         ));
     }
     if requests.is_empty() {
         return;
     }
-    let outcomes = scheduler::schedule(&nodes, &existing, &requests, &policy);
+    let outcomes = schedule_by_role(nodes_for, existing, &requests, &is_vm, &policy);
     for (n, outcome) in outcomes.into_iter().enumerate() {
         let node = match outcome {
             Outcome::Placed(node) => Some(node),
@@ -332,4 +355,42 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
                 .push(Command::put(c.key.clone(), &object, PutMode::Create, None));
         }
     }
+}
+
+/// Schedules the container requests on agents, then the VM requests on directors with the
+/// first batch's placements counted; outcomes in the order of `requests`.
+fn schedule_by_role(
+    nodes_for: impl Fn(bool) -> Vec<NodeInfo>,
+    mut existing: Vec<Placed>,
+    requests: &[Request],
+    is_vm: &[bool],
+    policy: &Policy,
+) -> Vec<Outcome> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
+    for vm in [false, true] {
+        let batch: Vec<usize> = (0..requests.len()).filter(|&i| is_vm[i] == vm).collect();
+        if batch.is_empty() {
+            continue;
+        }
+        let reqs: Vec<Request> = batch.iter().map(|&i| requests[i].clone()).collect();
+        let out = scheduler::schedule(&nodes_for(vm), &existing, &reqs, policy);
+        for ((&i, req), outcome) in batch.iter().zip(&reqs).zip(out) {
+            if let Outcome::Placed(node) | Outcome::Preempt { node, .. } = &outcome {
+                existing.push(Placed {
+                    key: req.key.clone(),
+                    node: node.clone(),
+                    owner: req.owner.clone(),
+                    labels: req.labels.clone(),
+                    cpu_millis: req.cpu_millis,
+                    memory_bytes: req.memory_bytes,
+                    priority: req.priority,
+                });
+            }
+            outcomes[i] = Some(outcome);
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.expect("every request is in one batch"))
+        .collect()
 }

@@ -170,11 +170,9 @@ pub fn plan(pass: &Pass, s: &Resource, draft: &mut Draft) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{plan as plan_all, NodeView, World};
+    use super::super::{step, NodeView, World};
     use super::*;
     use crate::model::instance::InstanceSpec;
-    use crate::model::Kind;
-    use serde_json::Value;
 
     fn set(replicas: i64, policy: &str, image: &str) -> Resource {
         Resource::from_stored(json!({
@@ -198,22 +196,6 @@ mod tests {
             nodes: vec![NodeView::test_agent("a")],
             now_ms: 1_000_000_000,
             ..Default::default()
-        }
-    }
-
-    fn step(w: &mut World) {
-        let draft = plan_all(w);
-        for c in draft.commands {
-            match c {
-                Command::Put { key, object, .. } if key.kind == Kind::Instance => {
-                    let mut v: Value = serde_json::from_slice(&object).unwrap();
-                    v["metadata"]["resourceVersion"] = json!("1");
-                    w.instances.retain(|o| o.metadata.name != key.name);
-                    w.instances.push(Resource::from_stored(v).unwrap());
-                }
-                Command::Delete { key, .. } => w.instances.retain(|o| o.metadata.name != key.name),
-                _ => {}
-            }
         }
     }
 

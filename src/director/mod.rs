@@ -1,0 +1,243 @@
+//! The director role: runs the VM instances the orchestrator placed on this node, each in
+//! its own `omnicloud __vmm run` process (the [`crate::vmm`] library), as Firecracker runs
+//! one VM per process. One reconcile loop compares the VM instances assigned here with the
+//! [`supervisor`]s it runs; each supervisor owns one VM for its whole life: it checks the
+//! spec, starts the VMM, records its boot time (first serial byte), samples its usage,
+//! restarts it by `restartPolicy` with backoff, and reports every change of status.
+//!
+//! VMs outlive the node process, like containers: records in the local redb table
+//! (`director/<namespace>/<name>`) let a restarted node adopt a VMM that still runs. The
+//! serial console goes to the instance log, so `omnicloud logs` / `vms logs` read it.
+//!
+//! Files: `supervisor` (one VM), `metrics` (the director's series in `/metrics`).
+//! May call: `vmm` (spec checks), `supervise`, `agent` (log files, cpu rates), `model`,
+//! `store`, `orchestrator` (writes).
+
+pub mod metrics;
+pub mod supervisor;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::AgentSettings;
+use crate::model::{Kind, Resource, Spec};
+use crate::orchestrator::ControlPlane;
+use crate::store::{ObjectKey, Store};
+use crate::supervise::{spawn_leader_contact, Reporter};
+pub use metrics::DirectorMetrics;
+use supervisor::Record;
+
+const RECORD_PREFIX: &str = "director/";
+const TICK: Duration = Duration::from_secs(1);
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// Everything the director needs from the node.
+pub struct DirectorConfig {
+    pub node: String,
+    pub data_dir: PathBuf,
+    /// Log rotation and the usage sampling period are the agent's settings.
+    pub settings: AgentSettings,
+}
+
+/// What every VM supervisor shares.
+pub struct Shared {
+    pub node: String,
+    /// `<data>/vms/<namespace>/<name>/`: the VMM's spec and its stdout/stderr.
+    pub vms: PathBuf,
+    /// Serial console logs, beside the containers' (`<data>/logs/<namespace>/<name>.log`).
+    pub logs: PathBuf,
+    pub settings: AgentSettings,
+    pub metrics: DirectorMetrics,
+    /// This executable, re-run as `__vmm`.
+    pub exe: PathBuf,
+    store: Store,
+    reporter: Arc<Reporter>,
+}
+
+fn record_key(key: &ObjectKey) -> String {
+    format!("{RECORD_PREFIX}{}/{}", key.namespace, key.name)
+}
+
+impl Shared {
+    pub fn report(&self, key: &ObjectKey, uid: &str, status: &crate::model::InstanceStatus) {
+        self.reporter.submit(key, uid, status);
+    }
+
+    pub fn vm_dir(&self, key: &ObjectKey) -> PathBuf {
+        self.vms.join(&key.namespace).join(&key.name)
+    }
+
+    fn records(&self) -> Vec<(ObjectKey, Record)> {
+        let entries = self.store.local_scan(RECORD_PREFIX).unwrap_or_default();
+        entries
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix(RECORD_PREFIX)?;
+                let (ns, name) = rest.split_once('/')?;
+                Some((
+                    ObjectKey::new(Kind::Instance, ns, name),
+                    serde_json::from_slice(&v).ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    pub fn save_record(&self, key: &ObjectKey, record: &Record) {
+        let bytes = serde_json::to_vec(record).expect("JSON");
+        if let Err(e) = self.store.local_put(&record_key(key), &bytes) {
+            tracing::error!(instance = %key, error = %e, "saving the VM record");
+        }
+    }
+
+    /// The VM left this node for good.
+    pub fn forget(&self, key: &ObjectKey) {
+        let _ = self.store.local_delete(&record_key(key));
+        self.reporter.drop_pending(key);
+        self.metrics.forget(key);
+    }
+}
+
+struct Running {
+    uid: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Starts the director: adopts the VMs a previous node process left, then reconciles.
+pub fn spawn(
+    control: ControlPlane,
+    config: DirectorConfig,
+    metrics: DirectorMetrics,
+    stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    crate::container::runtime::become_subreaper().map_err(|e| e.one_line())?;
+    let vms = config.data_dir.join("vms");
+    let logs = config.data_dir.join("logs");
+    for d in [&vms, &logs] {
+        std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    let reporter = Arc::new(Reporter::default());
+    tokio::spawn(reporter.clone().run(control.clone(), stop.clone()));
+    let shared = Arc::new(Shared {
+        node: config.node,
+        vms,
+        logs,
+        settings: config.settings,
+        metrics,
+        exe: std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?,
+        store: control.store().clone(),
+        reporter,
+    });
+    tokio::spawn(reconcile_loop(control, shared, stop));
+    Ok(())
+}
+
+/// The VM instances placed on `node`.
+fn assigned(control: &ControlPlane, node: &str) -> Vec<supervisor::VmInstance> {
+    let Ok((objects, _)) = control.reader().list(Kind::Instance, None) else {
+        return Vec::new();
+    };
+    objects
+        .iter()
+        .filter_map(|b| serde_json::from_slice(b).ok())
+        .filter_map(|v| Resource::from_stored(v).ok())
+        .filter_map(|r| {
+            let Some(Spec::Instance(spec)) = r.spec else {
+                return None;
+            };
+            if spec.node_name.as_deref() != Some(node) {
+                return None;
+            }
+            Some(supervisor::VmInstance {
+                key: ObjectKey::new(
+                    Kind::Instance,
+                    r.metadata.namespace.clone().unwrap_or_default(),
+                    r.metadata.name.clone(),
+                ),
+                uid: r.metadata.uid,
+                revision: spec.revision.unwrap_or_default(),
+                vm: spec.vm?,
+            })
+        })
+        .collect()
+}
+
+async fn reconcile_loop(
+    control: ControlPlane,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut leftover: HashMap<ObjectKey, Record> = shared.records().into_iter().collect();
+    let mut running: HashMap<ObjectKey, Running> = HashMap::new();
+    let mut stopping: HashMap<ObjectKey, JoinHandle<()>> = HashMap::new();
+    let mut changes = control.subscribe();
+    let mut tick = tokio::time::interval(TICK);
+    let mut first_pass = true;
+    let last_contact = spawn_leader_contact(control.clone(), stop.clone());
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            c = changes.recv() => match c {
+                Err(broadcast::error::RecvError::Closed) => return,
+                _ => while changes.try_recv().is_ok() {},
+            },
+            _ = stop.changed() => return,
+        }
+        tokio::time::sleep(SETTLE).await;
+        while changes.try_recv().is_ok() {}
+        stopping.retain(|_, task| !task.is_finished());
+        // Act only on a view at least as new as the leader's (see the agent).
+        if last_contact.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        let wanted = assigned(&control, &shared.node);
+        let gone: Vec<ObjectKey> = running
+            .iter()
+            .filter(|(k, r)| !wanted.iter().any(|w| &w.key == *k && w.uid == r.uid))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            let r = running.remove(&key).expect("listed above");
+            let _ = r.stop.send(true);
+            stopping.insert(key, r.task);
+        }
+        for inst in wanted {
+            if running.contains_key(&inst.key) || stopping.contains_key(&inst.key) {
+                continue;
+            }
+            let adopted = match leftover.remove(&inst.key) {
+                Some(r) if r.uid == inst.uid => Some(r),
+                Some(old) => {
+                    supervisor::remove_leftover(&shared, &inst.key, &old).await;
+                    None
+                }
+                None => None,
+            };
+            let (tx, rx) = watch::channel(false);
+            let key = inst.key.clone();
+            let uid = inst.uid.clone();
+            let task = tokio::spawn(supervisor::run(shared.clone(), inst, adopted, rx));
+            running.insert(
+                key,
+                Running {
+                    uid,
+                    stop: tx,
+                    task,
+                },
+            );
+        }
+        if first_pass {
+            first_pass = false;
+            for (key, record) in leftover.drain() {
+                supervisor::remove_leftover(&shared, &key, &record).await;
+            }
+        }
+        shared.metrics.vms.set(running.len() as i64);
+    }
+}

@@ -1,0 +1,338 @@
+//! The director on this machine's /dev/kvm: VirtualMachines become VM replicas
+//! `<name>-<index>`, each an `omnicloud __vmm run` process booting the purpose-built test
+//! guest, restarted by policy when killed, scaled, stopped and started, refused clearly when
+//! the spec cannot run, and adopted (not rebooted) across a kill -9 of the node process.
+//! Without /dev/kvm, gcc or ld every test skips loudly (fails under OMNICLOUD_REQUIRE_ALL=1).
+
+mod common;
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::{eventually, TestNode};
+use serde_json::Value;
+
+/// One director node at a time: the tests count VMM processes on the host.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ends the VMMs a test's node left (VMs outlive their node process by design).
+struct KillVmms(std::path::PathBuf);
+
+impl Drop for KillVmms {
+    fn drop(&mut self) {
+        for pid in vmm_processes(&self.0) {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// A single-node cluster with the orchestrator and director roles.
+fn director_node(name: &str) -> (TestNode, KillVmms) {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[agent]\nusage_report_ms = 500\n").unwrap();
+    let node = TestNode::start_with(
+        name,
+        &[
+            "--roles",
+            "orchestrator,director",
+            "--config",
+            config.path().to_str().unwrap(),
+        ],
+    );
+    std::mem::forget(config); // read again on restart
+    let cleanup = KillVmms(node.dir.clone());
+    (node, cleanup)
+}
+
+fn vm_yaml(name: &str, kernel: &Path, replicas: i64, extra: &str) -> String {
+    format!(
+        "apiVersion: omnicloud.io/v1\nkind: VirtualMachine\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\n\
+         spec:\n  replicas: {replicas}\n  cpu: {{cores: 1}}\n  memory: {{guest: 32Mi}}\n  kernel: {}\n{extra}",
+        kernel.display()
+    )
+}
+
+/// `vms list --json` through the CLI.
+fn vms(node: &TestNode, vm: &str) -> Vec<Value> {
+    let (ok, out, err) = node.cli(&["vms", "list", "--vm", vm, "--json"]);
+    assert!(ok, "vms list failed: {err}");
+    match serde_json::from_str(&out) {
+        Ok(Value::Array(list)) => list,
+        other => panic!("vms list --json printed {out:?}: {other:?}"),
+    }
+}
+
+/// The VM replicas of `vm`, once there are `n` and every one is ready.
+fn wait_ready(node: &TestNode, vm: &str, n: usize) -> Vec<Value> {
+    eventually(Duration::from_secs(30), || {
+        let list = vms(node, vm);
+        (list.len() == n && list.iter().all(|v| v["ready"] == true && v["pid"].is_i64()))
+            .then_some(list)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{vm} never had {n} ready replicas: {:?}\n{}",
+            vms(node, vm),
+            node.log()
+        )
+    })
+}
+
+fn alive(pid: i64) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+/// Live `__vmm run` processes whose spec lives under `dir`.
+fn vmm_processes(dir: &Path) -> Vec<i64> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i64>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("__vmm run") && cmd.contains(dir.to_str().unwrap()) && alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn get(node: &TestNode, path: &str) -> Value {
+    let (code, v) = node.api().get(path);
+    assert_eq!(code, 200, "{path}: {v}");
+    v
+}
+
+#[test]
+fn vm_replicas_boot_restart_when_killed_scale_stop_and_start() {
+    let Some(kernel) = common::guest::elf() else {
+        return;
+    };
+    let _g = serial();
+    let (node, _cleanup) = director_node("dir1");
+    let (code, body) = node
+        .api()
+        .apply(&vm_yaml("db", &kernel, 2, "  cmdline: omnicloud.hold\n"));
+    assert_eq!(code, 200, "{body}");
+
+    // Two replicas, each its own VMM process, ready at the guest's first serial byte.
+    let list = wait_ready(&node, "db", 2);
+    let names: Vec<&str> = list.iter().filter_map(|v| v["name"].as_str()).collect();
+    assert_eq!(names, ["db-0", "db-1"]);
+    assert!(list
+        .iter()
+        .all(|v| v["node"] == "dir1" && v["phase"] == "Running"));
+    let pids = vmm_processes(&node.dir);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let vm_ready = eventually(Duration::from_secs(10), || {
+        let vm = get(&node, "/v1/namespaces/default/virtualmachines/db");
+        (vm["status"]["readyReplicas"] == 2).then_some(())
+    });
+    assert!(
+        vm_ready.is_some(),
+        "the VirtualMachine status counts 2 ready"
+    );
+
+    // The serial console is the instance log, from the CLI.
+    let log = eventually(Duration::from_secs(10), || {
+        let (ok, out, _) = node.cli(&["vms", "logs", "db-0"]);
+        (ok && out.contains("holding")).then_some(out)
+    })
+    .expect("the guest's serial output in vms logs");
+    assert!(log.contains("cmdline: omnicloud.hold"), "{log}");
+    assert!(log.contains("e820 entries: 2"), "{log}");
+
+    // kill -9 of a VMM: the director boots it again (Always) and records why it ended.
+    let old_pid = list[0]["pid"].as_i64().unwrap();
+    unsafe { libc::kill(old_pid as i32, libc::SIGKILL) };
+    let restarted = eventually(Duration::from_secs(30), || {
+        let v = vms(&node, "db").into_iter().find(|v| v["name"] == "db-0")?;
+        (v["restarts"] == 1 && v["ready"] == true && v["pid"].as_i64() != Some(old_pid))
+            .then_some(v)
+    })
+    .unwrap_or_else(|| panic!("db-0 was not restarted: {:?}", vms(&node, "db")));
+    assert_eq!(restarted["lastExit"], "killed", "{restarted}");
+    let inst = get(&node, "/v1/namespaces/default/instances/db-0");
+    let term = &inst["status"]["lastTermination"];
+    assert_eq!(term["exitCode"], 137, "{inst}");
+    assert!(
+        term["message"].as_str().unwrap().contains("signal 9"),
+        "{inst}"
+    );
+
+    // Metrics: boots timed, the kill counted, guest memory shown.
+    let api = node.api();
+    let boots = eventually(Duration::from_secs(5), || {
+        api.metric("director_vm_boot_duration_seconds_count")
+            .filter(|n| *n >= 3.0)
+    });
+    assert!(boots.is_some(), "3 boots timed");
+    assert_eq!(
+        api.metric("director_vm_exits_total{reason=\"killed\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        api.metric("director_vm_guest_memory_bytes{namespace=\"default\",instance=\"db-0\"}"),
+        Some((32u64 << 20) as f64)
+    );
+
+    // Scale down: the highest index goes, and its VMM with it.
+    let (ok, _, err) = node.cli(&["scale", "virtualmachine/db", "--replicas", "1", "--wait"]);
+    assert!(ok, "{err}");
+    let db1_pid = list[1]["pid"].as_i64().unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || (!alive(db1_pid)).then_some(())).is_some(),
+        "db-1's VMM still runs"
+    );
+    assert_eq!(vms(&node, "db").len(), 1);
+
+    // Stop keeps the object and ends every VMM; start boots them again.
+    let (ok, out, err) = node.cli(&["vms", "stop", "db", "--wait", "--timeout", "30s"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        eventually(Duration::from_secs(15), || vmm_processes(&node.dir)
+            .is_empty()
+            .then_some(()))
+        .is_some(),
+        "VMMs left after stop: {:?}",
+        vmm_processes(&node.dir)
+    );
+    let (ok, out, err) = node.cli(&["get", "virtualmachines"]);
+    assert!(
+        ok && out.contains("false") && out.contains("0/0"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = node.cli(&["vms", "start", "db", "--wait", "--timeout", "30s"]);
+    assert!(ok, "{out}{err}");
+    wait_ready(&node, "db", 1);
+
+    // Deleting the VirtualMachine ends its VMMs and removes their files.
+    let (code, _) = node
+        .api()
+        .delete("/v1/namespaces/default/virtualmachines/db");
+    assert_eq!(code, 200);
+    assert!(
+        eventually(Duration::from_secs(15), || (vmm_processes(&node.dir)
+            .is_empty()
+            && !node.dir.join("vms/default/db-0").exists())
+        .then_some(()))
+        .is_some(),
+        "a VMM or its files outlived the VirtualMachine"
+    );
+}
+
+#[test]
+fn bad_vm_specs_are_refused_clearly_and_start_nothing() {
+    let Some(kernel) = common::guest::elf() else {
+        return;
+    };
+    let _g = serial();
+    let (node, _cleanup) = director_node("dir2");
+    let api = node.api();
+    // Refused at the API, naming the field.
+    for (yaml, field) in [
+        (
+            vm_yaml("big", &kernel, 1, "").replace("cores: 1", "cores: 1000"),
+            "spec.cpu.cores",
+        ),
+        (
+            vm_yaml("zero", &kernel, 1, "").replace("guest: 32Mi", "guest: 0"),
+            "spec.memory.guest",
+        ),
+    ] {
+        let (code, body) = api.apply(&yaml);
+        assert_eq!(code, 422, "{body}");
+        assert!(body.to_string().contains(field), "{field}: {body}");
+    }
+    // A kernel that is not on the director: the replica fails with the field named, and
+    // no VMM process is left.
+    let (code, body) = api.apply(&vm_yaml("ghost", Path::new("/no/such/vmlinux"), 1, ""));
+    assert_eq!(code, 200, "{body}");
+    let failed = eventually(Duration::from_secs(20), || {
+        let v = vms(&node, "ghost").into_iter().next()?;
+        (v["phase"] == "Failed").then_some(v)
+    })
+    .expect("the replica fails");
+    assert_eq!(failed["reason"], "InvalidSpec", "{failed}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.kernel: /no/such/vmlinux"),
+        "{failed}"
+    );
+    assert!(vmm_processes(&node.dir).is_empty());
+    let (ok, _, _) = node.cli(&["get", "virtualmachines", "big"]);
+    assert!(!ok, "a refused VirtualMachine was stored");
+}
+
+#[test]
+fn powered_off_vms_follow_the_restart_policy() {
+    let Some(kernel) = common::guest::elf() else {
+        return;
+    };
+    let _g = serial();
+    let (node, _cleanup) = director_node("dir3");
+    let api = node.api();
+    // The guest prints and powers off at once.
+    let (code, body) = api.apply(&vm_yaml("once", &kernel, 1, "  restartPolicy: OnFailure\n"));
+    assert_eq!(code, 200, "{body}");
+    let done = eventually(Duration::from_secs(30), || {
+        let v = vms(&node, "once").into_iter().next()?;
+        (v["phase"] == "Succeeded").then_some(v)
+    })
+    .unwrap_or_else(|| panic!("never Succeeded: {:?}", vms(&node, "once")));
+    assert_eq!(done["restarts"], 0, "{done}");
+    assert_eq!(done["lastExit"], "poweroff");
+    // A reset is a reboot under Always: it boots again and again.
+    let (code, body) = api.apply(&vm_yaml("loop", &kernel, 1, "  cmdline: omnicloud.reset\n"));
+    assert_eq!(code, 200, "{body}");
+    let rebooted = eventually(Duration::from_secs(30), || {
+        let v = vms(&node, "loop").into_iter().next()?;
+        (v["restarts"].as_u64()? >= 2).then_some(v)
+    });
+    assert!(rebooted.is_some(), "{:?}", vms(&node, "loop"));
+    let resets = eventually(Duration::from_secs(5), || {
+        api.metric("director_vm_exits_total{reason=\"reset\"}")
+            .filter(|n| *n >= 2.0)
+    });
+    assert!(resets.is_some(), "resets counted");
+}
+
+#[test]
+fn a_killed_node_process_adopts_its_running_vms() {
+    let Some(kernel) = common::guest::elf() else {
+        return;
+    };
+    let _g = serial();
+    let (mut node, _cleanup) = director_node("dir4");
+    let (code, body) =
+        node.api()
+            .apply(&vm_yaml("keep", &kernel, 1, "  cmdline: omnicloud.hold\n"));
+    assert_eq!(code, 200, "{body}");
+    let before = wait_ready(&node, "keep", 1);
+    let pid = before[0]["pid"].as_i64().unwrap();
+    node.kill9();
+    assert!(alive(pid), "the VM died with the node process");
+    node.restart();
+    // Same VMM, not a reboot.
+    let after = eventually(Duration::from_secs(30), || {
+        let v = vms(&node, "keep").into_iter().next()?;
+        (v["ready"] == true && v["pid"] == pid).then_some(v)
+    });
+    assert!(after.is_some(), "not adopted: {:?}", vms(&node, "keep"));
+    assert_eq!(after.unwrap()["restarts"], 0);
+    assert_eq!(vmm_processes(&node.dir), vec![pid]);
+    let (code, _) = node
+        .api()
+        .delete("/v1/namespaces/default/virtualmachines/keep");
+    assert_eq!(code, 200);
+    assert!(eventually(Duration::from_secs(15), || (!alive(pid)).then_some(())).is_some());
+}
