@@ -9,6 +9,8 @@
 //! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags                      |
 //! | `api`          | actix-web REST API, watch streams, health, `/metrics`                 |
 //! | `agent`        | runs the instances placed on this node: one supervisor per instance  |
+//! | `director`     | runs the VM instances placed on this node, one `__vmm` process each  |
+//! | `supervise`    | shared by agent and director: status reporter, backoff, process life |
 //! | `orchestrator` | Raft node (openraft); on the leader the scheduler and controllers    |
 //! | `container`    | OCI containers (libcontainer, `__container` helper), images, bridge  |
 //! | `vmm`          | microVMs on KVM: memory, vCPU threads, boot, devices, `__vmm` helper |
@@ -16,8 +18,7 @@
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
 //! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
 //!
-//! Planned by the open issues: `director` (runs microVMs with `vmm`), the autoscalers, the
-//! dashboard.
+//! Planned by the open issues: the autoscalers, the dashboard, worker VMs.
 
 pub mod agent;
 pub mod api;
