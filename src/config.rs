@@ -56,6 +56,7 @@ struct FileConfig {
     api: FileApi,
     network: FileNetwork,
     agent: FileAgent,
+    director: FileDirector,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +73,13 @@ struct FileAgent {
     log_max_bytes: u64,
     log_keep: u32,
     usage_report_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDirector {
+    worker_kernel: String,
+    worker_initrd: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +176,14 @@ pub struct NodeConfig {
     pub gossip_probe: std::time::Duration,
     pub network: NetworkSettings,
     pub agent: AgentSettings,
+    pub director: DirectorSettings,
+}
+
+/// The worker VM image a director boots for `VirtualMachine`s with `worker: true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectorSettings {
+    pub worker_kernel: PathBuf,
+    pub worker_initrd: PathBuf,
 }
 
 /// Instance networking: the cluster CIDR the leader leases node subnets from, and this
@@ -362,6 +378,10 @@ impl NodeConfig {
         if file.api.max_body_bytes < 1024 {
             return Err(invalid("api.max_body_bytes", "must be at least 1024"));
         }
+        let director = DirectorSettings {
+            worker_kernel: data_dir.join(&file.director.worker_kernel),
+            worker_initrd: data_dir.join(&file.director.worker_initrd),
+        };
         Ok(NodeConfig {
             name,
             data_dir,
@@ -390,6 +410,7 @@ impl NodeConfig {
                 log_keep: file.agent.log_keep,
                 usage_report: std::time::Duration::from_millis(file.agent.usage_report_ms),
             },
+            director,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags                      |
 //! | `api`          | actix-web REST API, watch streams, health, `/metrics`                 |
 //! | `agent`        | runs the instances placed on this node: one supervisor per instance  |
+//! | `appliance`    | `omnicloud init`: PID 1 of a worker VM or USB-booted machine          |
 //! | `director`     | runs the VM instances placed on this node, one `__vmm` process each  |
 //! | `supervise`    | shared by agent and director: status reporter, backoff, process life |
 //! | `orchestrator` | Raft node (openraft); on the leader the scheduler and controllers    |
@@ -22,6 +23,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod appliance;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -75,6 +75,8 @@ pub struct Node {
     rpc_key: [u8; 32],
     rpc_stats: Arc<TransportStats>,
     admin_token: String,
+    /// Handed to the worker VMs a director boots.
+    join_token: String,
     roles: Vec<String>,
     stop_tx: watch::Sender<bool>,
 }
@@ -197,6 +199,7 @@ impl Node {
             rpc_stats,
             admin_token,
             roles: meta.roles.clone(),
+            join_token,
             stop_tx,
         })
     }
@@ -220,6 +223,7 @@ impl Node {
             rpc_key,
             rpc_stats,
             admin_token,
+            join_token,
             roles,
             stop_tx,
         } = self;
@@ -277,6 +281,9 @@ impl Node {
                 node: config.name.clone(),
                 data_dir: config.data_dir.clone(),
                 settings: config.agent.clone(),
+                worker: config.director.clone(),
+                join_addr: format!("{}:{}", config.advertise, gossip.local_addr().port()),
+                join_token: join_token.clone(),
             };
             let metrics = api_metrics.with_registry(crate::director::DirectorMetrics::new);
             if let Err(e) =

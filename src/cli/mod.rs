@@ -41,6 +41,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a node (a new cluster, or --join an existing one).
     Node(NodeFlags),
+    /// PID 1 of a worker VM or USB-booted machine: plan from the kernel command line, mount,
+    /// configure the network, run the node (`--dry-run` prints the plan).
+    Init(crate::appliance::InitArgs),
     /// Create or update resources from a YAML/JSON file ("-" for stdin); multi-document
     /// files apply all-or-nothing.
     Apply {
@@ -269,7 +272,7 @@ pub fn run(command: Command) -> ExitCode {
 
 fn dispatch(command: Command) -> Result<(), ClientError> {
     match command {
-        Command::Node(_) => unreachable!("main runs the node"),
+        Command::Node(_) | Command::Init(_) => unreachable!("main runs the node and init"),
         Command::Image(cmd) => images::run(cmd),
         Command::Rollout(cmd) => rollout::run(cmd),
         Command::Vms(cmd) => vms::run(cmd),

@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::AgentSettings;
+use crate::config::{AgentSettings, DirectorSettings};
 use crate::model::{Kind, Resource, Spec};
 use crate::orchestrator::ControlPlane;
 use crate::store::{ObjectKey, Store};
@@ -43,6 +43,10 @@ pub struct DirectorConfig {
     pub data_dir: PathBuf,
     /// Log rotation and the usage sampling period are the agent's settings.
     pub settings: AgentSettings,
+    pub worker: DirectorSettings,
+    /// What a worker VM joins: this node's gossip address, and the cluster's join token.
+    pub join_addr: String,
+    pub join_token: String,
 }
 
 /// What every VM supervisor shares.
@@ -53,6 +57,9 @@ pub struct Shared {
     /// Serial console logs, beside the containers' (`<data>/logs/<namespace>/<name>.log`).
     pub logs: PathBuf,
     pub settings: AgentSettings,
+    pub worker: DirectorSettings,
+    pub join_addr: String,
+    pub join_token: String,
     pub metrics: DirectorMetrics,
     /// This executable, re-run as `__vmm`.
     pub exe: PathBuf,
@@ -129,6 +136,9 @@ pub fn spawn(
         vms,
         logs,
         settings: config.settings,
+        worker: config.worker,
+        join_addr: config.join_addr,
+        join_token: config.join_token,
         metrics,
         exe: std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?,
         store: control.store().clone(),

@@ -10,6 +10,8 @@
 //! reset is a reboot: booted again at once unless the policy is `Never`.
 
 use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -57,10 +59,11 @@ fn now_rfc3339() -> String {
 }
 
 /// The VMM's spec for this VM: the VirtualMachine's fields, the serial console to the
-/// instance log.
-pub fn vmm_spec(vm: &VirtualMachineSpec, serial_log: &Path) -> VmSpec {
+/// instance log. A worker VM boots the director's worker image with what it needs to join
+/// on the command line (before the user's part).
+pub fn vmm_spec(vm: &VirtualMachineSpec, serial_log: &Path, worker: Option<&Worker>) -> VmSpec {
     let disk = vm.disks.iter().flatten().next();
-    VmSpec {
+    let mut spec = VmSpec {
         vcpus: vm.cpu.cores.clamp(0, u32::MAX as i64) as u32,
         memory_mib: vm.memory.guest.bytes() >> 20,
         kernel: vm.kernel.clone().into(),
@@ -71,7 +74,33 @@ pub fn vmm_spec(vm: &VirtualMachineSpec, serial_log: &Path) -> VmSpec {
         serial_log: Some(serial_log.to_path_buf()),
         serial_stdout: false,
         serial_socket: None,
+    };
+    if let (Some(w), true) = (worker, vm.worker == Some(true)) {
+        if vm.kernel.is_empty() {
+            spec.kernel = w.kernel.clone();
+        }
+        if vm.initrd.is_none() {
+            spec.initrd = Some(w.initrd.clone());
+        }
+        let join = crate::appliance::init::worker_cmdline(
+            &w.name,
+            std::slice::from_ref(&w.join_addr),
+            &w.token,
+            None,
+        );
+        spec.cmdline = format!("{join} {}", spec.cmdline).trim().to_string();
     }
+    spec
+}
+
+/// What a worker VM is booted with.
+pub struct Worker {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// The guest's node name: the instance name.
+    pub name: String,
+    pub join_addr: String,
+    pub token: String,
 }
 
 /// A VMM spec error in the VirtualMachine's own field names.
@@ -277,7 +306,14 @@ impl Supervisor {
     /// Checks the spec against this host, then starts the VMM. On a refusal nothing was
     /// started.
     async fn start(&mut self) -> Result<(i32, u64), String> {
-        let spec = vmm_spec(&self.vm, &self.log);
+        let worker = Worker {
+            kernel: self.shared.worker.worker_kernel.clone(),
+            initrd: self.shared.worker.worker_initrd.clone(),
+            name: self.key.name.clone(),
+            join_addr: self.shared.join_addr.clone(),
+            token: self.shared.join_token.clone(),
+        };
+        let spec = vmm_spec(&self.vm, &self.log, Some(&worker));
         let (dir, log) = (self.dir.clone(), self.log.clone());
         let checked = tokio::task::spawn_blocking(move || -> Result<PathBuf, String> {
             for d in [Some(dir.as_path()), log.parent()].into_iter().flatten() {
@@ -286,7 +322,15 @@ impl Supervisor {
             spec.validate().map_err(|e| spec_error(&e))?;
             let path = dir.join("spec.json");
             let json = serde_json::to_vec_pretty(&spec).expect("JSON");
-            std::fs::write(&path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            // A worker VM's command line holds the cluster token: owner-only.
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(&json));
+            written.map_err(|e| format!("writing {}: {e}", path.display()))?;
             Ok(path)
         })
         .await
@@ -499,7 +543,7 @@ mod tests {
             "cpu: {cores: 2}\nmemory: {guest: 256Mi}\nkernel: /k\ncmdline: console=ttyS0\n\
                     disks: [{name: root, image: /d.raw, readOnly: true}]\n",
         );
-        let s = vmm_spec(&v, Path::new("/logs/x.log"));
+        let s = vmm_spec(&v, Path::new("/logs/x.log"), None);
         assert_eq!((s.vcpus, s.memory_mib), (2, 256));
         assert_eq!(s.kernel, PathBuf::from("/k"));
         assert_eq!(s.disk, Some(PathBuf::from("/d.raw")));
@@ -509,9 +553,36 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_vm_boots_the_worker_image_and_joins_this_cluster() {
+        let v = vm("worker: true\ncpu: {cores: 2}\nmemory: {guest: 1Gi}\ncmdline: quiet\n");
+        let w = Worker {
+            kernel: "/data/worker/vmlinuz".into(),
+            initrd: "/data/worker/initramfs.cpio.gz".into(),
+            name: "workers-3".into(),
+            join_addr: "10.0.0.1:7946".into(),
+            token: "tok".into(),
+        };
+        let s = vmm_spec(&v, Path::new("/l.log"), Some(&w));
+        assert_eq!(s.kernel, PathBuf::from("/data/worker/vmlinuz"));
+        assert_eq!(
+            s.initrd,
+            Some(PathBuf::from("/data/worker/initramfs.cpio.gz"))
+        );
+        let plan = crate::appliance::init::plan(&s.cmdline, "x").unwrap();
+        assert_eq!(plan.name, "workers-3");
+        assert_eq!(plan.join, ["10.0.0.1:7946"]);
+        assert_eq!(plan.token.as_deref(), Some("tok"));
+        assert_eq!(plan.roles, ["agent"]);
+        assert!(s.cmdline.ends_with(" quiet"), "{}", s.cmdline);
+        // Not a worker: the image is not used.
+        let plain = vm("cpu: {cores: 1}\nmemory: {guest: 64Mi}\nkernel: /k\n");
+        assert_eq!(vmm_spec(&plain, Path::new("/l.log"), Some(&w)).cmdline, "");
+    }
+
+    #[test]
     fn refusals_name_the_virtual_machine_field() {
         let v = vm("cpu: {cores: 1}\nmemory: {guest: 64Mi}\nkernel: /no/such/kernel\n");
-        let e = vmm_spec(&v, Path::new("/tmp/x.log"))
+        let e = vmm_spec(&v, Path::new("/tmp/x.log"), None)
             .validate()
             .unwrap_err();
         let msg = spec_error(&e);

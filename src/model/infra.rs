@@ -13,6 +13,7 @@
 //!   cmdline: "console=ttyS0"
 //!   disks: [{name: root, image: /path/disk.raw, readOnly: false}]
 //!   network: {bridge: true}
+//!   worker: false          # true: boot the director's worker image, join as an agent
 //! ```
 
 use std::collections::BTreeMap;
@@ -39,6 +40,8 @@ pub struct VirtualMachineSpec {
     pub running: Option<bool>,
     pub cpu: VmCpu,
     pub memory: VmMemory,
+    /// A kernel file on the director; may be left out with `worker: true`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub kernel: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initrd: Option<String>,
@@ -55,6 +58,11 @@ pub struct VirtualMachineSpec {
     pub node_selector: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+    /// A worker VM: the director boots its worker image (kernel and initramfs holding this
+    /// binary) with its own join address and the cluster token on the command line, and
+    /// the guest joins the cluster as an agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -156,10 +164,10 @@ impl VirtualMachineSpec {
                 "virtio-net is not in the built-in VMM yet; leave the network out",
             ));
         }
-        if self.kernel.trim().is_empty() {
+        if self.kernel.trim().is_empty() && self.worker != Some(true) {
             return Err(invalid(
                 "spec.kernel",
-                "is required (path to a kernel image on the director)",
+                "is required (path to a kernel image on the director) unless worker: true",
             ));
         }
         for (i, d) in self.disks.iter().flatten().enumerate() {

@@ -1,0 +1,104 @@
+#!/bin/sh
+# Builds the worker VM image the director boots (issue #6, the bootstrapped model):
+#
+#   scripts/build-worker-image.sh [OUT_DIR]      (default: target/worker)
+#
+#   OUT_DIR/initramfs.cpio.gz  /init = the omnicloud binary ($OMNICLOUD_BIN, default
+#                              target/release/omnicloud, else target/debug/omnicloud) and its
+#                              shared libraries; busybox (ip, udhcpc, sh for a rescue shell);
+#                              /etc/udhcpc.script. As PID 1 the binary runs `omnicloud init`:
+#                              it reads omnicloud.* keys from the kernel command line, brings
+#                              the network up and starts `omnicloud node` (joining as an agent).
+#   OUT_DIR/vmlinuz            Debian's linux-image-amd64 kernel (a bzImage), fetched with
+#                              `apt-get download` unless OMNICLOUD_WORKER_KERNEL names one.
+#   OUT_DIR/contents.txt       the initramfs file list.
+#
+# The initramfs is rebuilt only when the binary changed. Needs sh, cpio (busybox's), gzip,
+# ldd, dpkg-deb and apt-get (for the kernel).
+set -eu
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-$here/target/worker}
+mkdir -p "$out/.build"
+out=$(cd "$out" && pwd)
+build=$out/.build
+
+say() { echo "build-worker-image: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+. "$here/scripts/lib/busybox.sh"
+
+bin=${OMNICLOUD_BIN:-}
+if [ -z "$bin" ]; then
+    for c in "$here/target/release/omnicloud" "$here/target/debug/omnicloud"; do
+        [ -x "$c" ] && { bin=$c; break; }
+    done
+fi
+[ -n "$bin" ] && [ -x "$bin" ] || die "omnicloud binary not found (cargo build, or set OMNICLOUD_BIN)"
+busybox=$(find_busybox)
+
+# --- initramfs ---
+libs=$(ldd "$bin" 2>/dev/null | awk '/=> \//{print $3} /^[ \t]*\//{print $1}' | sort -u)
+stamp="$(stat -L -c '%s %Y %i' "$bin") $bin $(stat -L -c '%s %Y' "$busybox") $(cat "$0" | cksum)"
+if [ -f "$out/initramfs.cpio.gz" ] && [ -f "$build/initramfs.stamp" ] \
+    && [ "$(cat "$build/initramfs.stamp")" = "$stamp" ]; then
+    say "initramfs unchanged"
+else
+    root=$build/root
+    rm -rf "$root"
+    mkdir -p "$root/bin" "$root/sbin" "$root/etc" "$root/dev" "$root/proc" "$root/sys" \
+        "$root/run" "$root/tmp" "$root/var/lib/omnicloud" "$root/root"
+    cp "$bin" "$root/init"
+    chmod 755 "$root/init"
+    ln -s /init "$root/bin/omnicloud"
+    for l in $libs; do
+        mkdir -p "$root$(dirname "$l")"
+        cp -L "$l" "$root$l"
+    done
+    cp "$busybox" "$root/bin/busybox"
+    for applet in sh ip udhcpc mount umount ls cat ps; do
+        ln -s busybox "$root/bin/$applet"
+    done
+    # udhcpc calls this with the lease in the environment.
+    cat >"$root/etc/udhcpc.script" <<'SCRIPT'
+#!/bin/busybox sh
+case "$1" in
+  deconfig) /bin/busybox ip addr flush dev "$interface"; /bin/busybox ip link set "$interface" up ;;
+  bound|renew)
+    /bin/busybox ip addr flush dev "$interface"
+    /bin/busybox ip addr add "$ip/${mask:-24}" dev "$interface"
+    for r in $router; do /bin/busybox ip route add default via "$r" dev "$interface"; break; done
+    : >/etc/resolv.conf
+    for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done ;;
+esac
+SCRIPT
+    chmod 755 "$root/etc/udhcpc.script"
+    printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
+    printf 'root:x:0:\n' >"$root/etc/group"
+    (cd "$root" && find . | sort) >"$out/contents.txt"
+    (cd "$root" && find . | sort | "$busybox" cpio -o -H newc 2>/dev/null) | gzip -n -1 >"$build/initramfs.cpio.gz"
+    mv "$build/initramfs.cpio.gz" "$out/initramfs.cpio.gz"
+    rm -rf "$root"
+    echo "$stamp" >"$build/initramfs.stamp"
+    say "initramfs $(du -h "$out/initramfs.cpio.gz" | cut -f1) ($(wc -l <"$out/contents.txt") entries)"
+fi
+
+# --- kernel ---
+if [ -n "${OMNICLOUD_WORKER_KERNEL:-}" ]; then
+    cp "$OMNICLOUD_WORKER_KERNEL" "$out/vmlinuz"
+elif [ ! -f "$out/vmlinuz" ]; then
+    deb_dir=$build/kernel
+    rm -rf "$deb_dir" && mkdir -p "$deb_dir"
+    kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
+    pkg=$(kernel_pkg)
+    if [ -z "$pkg" ] && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq >/dev/null 2>&1 || true
+        pkg=$(kernel_pkg)
+    fi
+    [ -n "$pkg" ] || die "apt-cache knows no linux-image-amd64 (run apt-get update)"
+    (cd "$deb_dir" && apt-get download "$pkg" >/dev/null 2>&1) || die "apt-get download $pkg failed"
+    dpkg-deb --fsys-tarfile "$deb_dir"/*.deb | tar -x -C "$deb_dir" ./boot
+    cp "$deb_dir"/boot/vmlinuz-* "$out/vmlinuz"
+    rm -rf "$deb_dir"
+    say "kernel $pkg"
+fi
+echo "$out"

@@ -1,0 +1,192 @@
+//! Carrying out an init plan as PID 1. PID 1 must never exit (the kernel panics), so every
+//! failure is printed on the console and init goes on: a mount that fails is reported, a
+//! data device that does not mount falls back to tmpfs, a node that dies is started again.
+//! Orphans are reparented to PID 1 and reaped here. SIGTERM or SIGINT (ctrl-alt-del) stop
+//! the node politely and power the machine off.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::init::{InitPlan, Step, DATA_DIR};
+
+/// How long the node gets to stop before the machine powers off regardless.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+fn say(msg: &str) {
+    // The console is init's stderr.
+    let _ = writeln!(std::io::stderr(), "omnicloud init: {msg}");
+}
+
+fn mount(fstype: &str, source: &str, target: &str) -> Result<(), String> {
+    std::fs::create_dir_all(target).map_err(|e| format!("creating {target}: {e}"))?;
+    let c = |s: &str| CString::new(s).expect("no NUL in mount arguments");
+    let (src, tgt, fs) = (c(source), c(target), c(fstype));
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call; no data.
+    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        // The kernel may have mounted devtmpfs already.
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(format!("mounting {fstype} {source} on {target}: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// A pseudo filesystem mounted on `target` (proc, sysfs).
+pub fn run_mount(fstype: &str, target: &str) -> Result<(), String> {
+    mount(fstype, fstype, target)
+}
+
+/// The command line cannot be used: say why on the console and give the user a shell there
+/// (busybox, in the image) to look around; power off when it exits.
+pub fn rescue_shell(why: &str) -> ! {
+    say(&format!("error: {why}"));
+    say("fix the kernel command line (or the USB config partition); starting a rescue shell");
+    let _ = Command::new(super::init::BUSYBOX).arg("sh").status();
+    power_off();
+}
+
+fn run_step(step: &Step, plan: &InitPlan) {
+    match step {
+        Step::Mount {
+            fstype,
+            source,
+            target,
+        } => {
+            if let Err(e) = mount(fstype, source, target) {
+                say(&e);
+                if target == DATA_DIR {
+                    say("the data dir falls back to tmpfs: state will not survive a reboot");
+                    if let Err(e) = mount("tmpfs", "tmpfs", DATA_DIR) {
+                        say(&e);
+                    }
+                }
+            }
+        }
+        Step::Hostname { name } => {
+            // SAFETY: the pointer and length describe `name`'s bytes.
+            let rc = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
+            if rc != 0 {
+                say(&format!(
+                    "setting the hostname: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        Step::Run { argv } => match Command::new(&argv[0]).args(&argv[1..]).status() {
+            Ok(s) if s.success() => {}
+            Ok(s) => say(&format!("{} ended with {s}", argv.join(" "))),
+            Err(e) => say(&format!("running {}: {e}", argv.join(" "))),
+        },
+        Step::WriteSecret { path } => {
+            let token = plan.token.as_deref().unwrap_or_default();
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .and_then(|mut f| f.write_all(token.as_bytes()));
+            if let Err(e) = written {
+                say(&format!("writing {path}: {e}"));
+            }
+        }
+        Step::Node { .. } => unreachable!("the node is supervised by run"),
+    }
+}
+
+fn spawn_node(argv: &[String]) -> Option<i32> {
+    match Command::new(&argv[0]).args(&argv[1..]).spawn() {
+        Ok(child) => Some(child.id() as i32),
+        Err(e) => {
+            say(&format!("starting the node: {e}"));
+            None
+        }
+    }
+}
+
+/// Reaps every exited child; true if `node` was among them.
+fn reap(node: Option<i32>) -> bool {
+    let mut node_ended = false;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return node_ended;
+        }
+        if Some(pid) == node {
+            node_ended = true;
+            say(&format!("the node ended (wait status {status})"));
+        }
+    }
+}
+
+/// Runs the plan as PID 1; returns only by powering the machine off.
+pub fn run(plan: &InitPlan, steps: &[Step]) -> ! {
+    // Signals arrive through sigwait, never as handlers: block them first.
+    // SAFETY: sigset_t is plain data initialised by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t for the duration of these calls.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    for step in steps {
+        if !matches!(step, Step::Node { .. }) {
+            run_step(step, plan);
+        }
+    }
+    let Some(Step::Node { argv }) = steps.iter().find(|s| matches!(s, Step::Node { .. })) else {
+        say("no node in the plan");
+        power_off();
+    };
+    let mut node = spawn_node(argv);
+    say(&format!("node {} started", plan.name));
+    loop {
+        let mut sig = 0;
+        // SAFETY: `set` holds blocked signals; sigwait writes the one taken to `sig`.
+        unsafe { libc::sigwait(&set, &mut sig) };
+        match sig {
+            libc::SIGCHLD => {
+                if reap(node) {
+                    std::thread::sleep(Duration::from_secs(1));
+                    node = spawn_node(argv);
+                    say("node started again");
+                }
+            }
+            _ => {
+                say("stopping: the node gets 30 s, then the machine powers off");
+                if let Some(pid) = node {
+                    // SAFETY: kill(2) on our own child.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                    let deadline = Instant::now() + STOP_GRACE;
+                    while Instant::now() < deadline && !reap(Some(pid)) {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+                power_off();
+            }
+        }
+    }
+}
+
+fn power_off() -> ! {
+    // SAFETY: sync and reboot take no pointers; RB_POWER_OFF ends the machine.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    // reboot(2) returns only on failure (not PID 1, no CAP_SYS_BOOT).
+    say("power off failed; halting here");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
