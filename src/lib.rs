@@ -4,6 +4,7 @@
 //!
 //! | module         | job                                                                  |
 //! |----------------|----------------------------------------------------------------------|
+//! | `chaos`        | `omnicloud chaos`: local cluster, seeded kill -9s, invariant report  |
 //! | `cli`          | the `omnicloud` command line; client verbs talk HTTP to `api`         |
 //! | `node`         | composition root: store, identity, tokens, control plane, API server |
 //! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags                      |
@@ -24,6 +25,7 @@
 pub mod agent;
 pub mod api;
 pub mod appliance;
+pub mod chaos;
 pub mod cli;
 pub mod cluster;
 pub mod config;

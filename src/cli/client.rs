@@ -62,6 +62,15 @@ impl Client {
         }
     }
 
+    /// The same client with a limit on each whole request (connect, send, read).
+    pub fn with_timeout(mut self, limit: Duration) -> Client {
+        self.agent = ureq::AgentBuilder::new()
+            .timeout_connect(limit.min(Duration::from_secs(5)))
+            .timeout(limit)
+            .build();
+        self
+    }
+
     fn request(&self, method: &str, path: &str) -> ureq::Request {
         let mut req = self
             .agent

@@ -155,6 +155,8 @@ pub enum Command {
     /// Follow, list and undo Deployment rollouts.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// A resilience run: a local cluster, random kill -9s on a schedule, and a verdict.
+    Chaos(crate::chaos::ChaosArgs),
     /// VM replicas: list, serial logs, start and stop.
     #[command(subcommand)]
     Vms(vms::VmsCommand),
@@ -276,6 +278,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Image(cmd) => images::run(cmd),
         Command::Rollout(cmd) => rollout::run(cmd),
         Command::Vms(cmd) => vms::run(cmd),
+        Command::Chaos(args) => chaos(args),
         Command::Scaling(cmd) => scaling::run(cmd),
         Command::Top(cmd) => top::top(cmd),
         Command::ScalingCapacity { conn, output } => top::capacity(conn, None, output),
@@ -693,6 +696,22 @@ fn get_list(
         }
         true
     })
+}
+
+fn chaos(args: crate::chaos::ChaosArgs) -> Result<(), ClientError> {
+    let json = matches!(args.output, Format::Json);
+    let report = crate::chaos::run(args).map_err(ClientError::Other)?;
+    if json {
+        output::print_json(&serde_json::to_value(&report).expect("JSON"));
+    } else {
+        print!("{}", crate::chaos::render(&report));
+    }
+    if report.verdict != "PASS" {
+        return Err(ClientError::Other(
+            "the chaos run broke an invariant (verdict FAIL)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// An instance's log (a container's output, a VM's serial console) to stdout, from the

@@ -1,0 +1,334 @@
+//! What a chaos run watches while it kills nodes: a stream of API writes (each one
+//! acknowledged or not), the Raft leader, the workloads' readiness, and the containers
+//! every node runs (one identity on two nodes at once breaks StatefulSet semantics).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::local::LocalCluster;
+use crate::cli::client::Client;
+
+/// A workload that must be back at its desired replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    pub plural: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The Deployments and StatefulSets of an apply response.
+pub fn workloads_of(applied: &Value) -> Vec<Workload> {
+    applied["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| {
+            let plural = match i["kind"].as_str()? {
+                "Deployment" => "deployments",
+                "StatefulSet" => "statefulsets",
+                _ => return None,
+            };
+            Some(Workload {
+                plural,
+                namespace: i["namespace"].as_str().unwrap_or("default").to_string(),
+                name: i["name"].as_str()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// "deployments/web 4/6 ready" for a workload short of its replicas, None when restored.
+fn shortfall(o: &Value, w: &Workload) -> Option<String> {
+    let want = o["spec"]["replicas"].as_i64().unwrap_or(1);
+    let st = &o["status"];
+    let ready = st["readyReplicas"].as_i64().unwrap_or(0);
+    let current = st["replicas"].as_i64().unwrap_or(0);
+    let observed = st["observedGeneration"].as_u64().unwrap_or(0)
+        >= o["metadata"]["generation"].as_u64().unwrap_or(0);
+    (!(observed && ready == want && current == want))
+        .then(|| format!("{}/{} {ready}/{want} ready", w.plural, w.name))
+}
+
+/// Waits until every workload is at its desired replicas, asking any live node; Err lists
+/// the ones that were not at `limit`.
+pub fn wait_restored(
+    cluster: &LocalCluster,
+    workloads: &[Workload],
+    limit: Duration,
+) -> Result<(), Vec<String>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut missing = Vec::new();
+        for w in workloads {
+            let path = format!("/v1/namespaces/{}/{}/{}", w.namespace, w.plural, w.name);
+            let o = (0..cluster.nodes.len())
+                .filter(|&i| cluster.nodes[i].alive())
+                .find_map(|i| cluster.client(i).get_json(&path).ok());
+            match o {
+                Some(o) => missing.extend(shortfall(&o, w)),
+                None => missing.push(format!("{}/{} unreadable", w.plural, w.name)),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(missing);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What the observers saw.
+pub struct Seen {
+    pub acknowledged: Vec<String>,
+    pub failed: u64,
+    pub leader_changes: u64,
+    pub duplicates: Vec<String>,
+}
+
+struct Shared {
+    apis: Vec<String>,
+    dirs: Vec<PathBuf>,
+    token: String,
+    alive: Vec<AtomicBool>,
+    stop: AtomicBool,
+    acknowledged: Mutex<Vec<String>>,
+    failed: AtomicU64,
+    leader_changes: AtomicU64,
+    duplicates: Mutex<BTreeSet<String>>,
+    /// `namespace/name` of the StatefulSets: their instances are identities.
+    stateful: Vec<String>,
+}
+
+impl Shared {
+    /// A StatefulSet identity (`ns/set-<ordinal>`), which must never run twice; a
+    /// Deployment's instances may, briefly, while a dead node's containers still run.
+    fn is_identity(&self, instance: &str) -> bool {
+        self.stateful.iter().any(|set| {
+            instance
+                .strip_prefix(set.as_str())
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|ord| !ord.is_empty() && ord.bytes().all(|b| b.is_ascii_digit()))
+        })
+    }
+
+    fn client(&self, i: usize) -> Client {
+        Client::new(&self.apis[i], Some(self.token.clone())).with_timeout(Duration::from_secs(3))
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.apis.len())
+            .filter(|&i| self.alive[i].load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+pub struct Observers {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Observers {
+    pub fn start(cluster: &LocalCluster, writes_per_sec: u32, workloads: &[Workload]) -> Observers {
+        let shared = Arc::new(Shared {
+            apis: cluster.nodes.iter().map(|n| n.api.clone()).collect(),
+            dirs: cluster.nodes.iter().map(|n| n.dir.clone()).collect(),
+            token: cluster.token.clone(),
+            alive: cluster
+                .nodes
+                .iter()
+                .map(|n| AtomicBool::new(n.alive()))
+                .collect(),
+            stop: AtomicBool::new(false),
+            acknowledged: Mutex::new(Vec::new()),
+            failed: AtomicU64::new(0),
+            leader_changes: AtomicU64::new(0),
+            duplicates: Mutex::new(BTreeSet::new()),
+            stateful: workloads
+                .iter()
+                .filter(|w| w.plural == "statefulsets")
+                .map(|w| format!("{}/{}", w.namespace, w.name))
+                .collect(),
+        });
+        let mut threads = Vec::new();
+        if writes_per_sec > 0 {
+            let s = shared.clone();
+            let pause = Duration::from_secs(1) / writes_per_sec;
+            threads.push(std::thread::spawn(move || writer(&s, pause)));
+        }
+        let s = shared.clone();
+        threads.push(std::thread::spawn(move || leader_watch(&s)));
+        let s = shared.clone();
+        threads.push(std::thread::spawn(move || identity_watch(&s)));
+        Observers { shared, threads }
+    }
+
+    pub fn set_alive(&self, node: usize, alive: bool) {
+        self.shared.alive[node].store(alive, Ordering::Relaxed);
+    }
+
+    pub fn stop(self) -> Seen {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let s = &self.shared;
+        Seen {
+            acknowledged: s.acknowledged.lock().unwrap().clone(),
+            failed: s.failed.load(Ordering::Relaxed),
+            leader_changes: s.leader_changes.load(Ordering::Relaxed),
+            duplicates: s.duplicates.lock().unwrap().iter().cloned().collect(),
+        }
+    }
+}
+
+/// One write at a time to the next live node; a write counts as acknowledged only on a
+/// 2xx answer (a timeout may or may not have been applied, so it is not counted).
+fn writer(s: &Shared, pause: Duration) {
+    let mut n: u64 = 0;
+    while !s.stop.load(Ordering::Relaxed) {
+        let live = s.live();
+        if let Some(&i) = live.get(n as usize % live.len().max(1)) {
+            let name = format!("chaos-w-{n}");
+            let body = json!({"apiVersion": "omnicloud.io/v1", "kind": "PriorityClass",
+                              "metadata": {"name": name}, "spec": {"value": n}});
+            match s.client(i).send(
+                "POST",
+                "/v1/priorityclasses",
+                "application/json",
+                &body.to_string(),
+            ) {
+                Ok(_) => s.acknowledged.lock().unwrap().push(name),
+                Err(_) => {
+                    s.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            n += 1;
+        }
+        std::thread::sleep(pause);
+    }
+}
+
+fn leader_watch(s: &Shared) {
+    let mut last: Option<String> = None;
+    while !s.stop.load(Ordering::Relaxed) {
+        let leader = s.live().into_iter().find_map(|i| {
+            let st = s.client(i).get_json("/v1/cluster/status").ok()?;
+            st["raft"]["leader"].as_str().map(str::to_string)
+        });
+        if let Some(l) = leader {
+            if last.as_ref().is_some_and(|prev| *prev != l) {
+                s.leader_changes.fetch_add(1, Ordering::Relaxed);
+            }
+            last = Some(l);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Container ids are `<namespace>.<instance>.<uid8>`: the instance identity.
+fn identity(container_id: &str) -> Option<String> {
+    let (rest, _uid) = container_id.rsplit_once('.')?;
+    let (ns, name) = rest.split_once('.')?;
+    Some(format!("{ns}/{name}"))
+}
+
+/// Every 250 ms: the StatefulSet identities running on each node (whether or not the node process is
+/// up: its containers outlive it); one on two nodes at once is a violation.
+fn identity_watch(s: &Shared) {
+    while !s.stop.load(Ordering::Relaxed) {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for dir in &s.dirs {
+            let runtime = crate::container::runtime::Runtime::new(dir.join("containers"));
+            let running: HashSet<String> = runtime
+                .list()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c.status == crate::container::runtime::Status::Running)
+                .filter_map(|c| identity(&c.id))
+                .filter(|id| s.is_identity(id))
+                .collect();
+            for id in running {
+                *seen.entry(id).or_default() += 1;
+            }
+        }
+        let mut dups = s.duplicates.lock().unwrap();
+        dups.extend(seen.into_iter().filter(|(_, n)| *n > 1).map(|(id, _)| id));
+        drop(dups);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The acknowledged writes found by a consistent (leader) read.
+pub fn find_writes(
+    cluster: &LocalCluster,
+    acknowledged: &[String],
+) -> Result<HashSet<String>, String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = (0..cluster.nodes.len())
+            .filter(|&i| cluster.nodes[i].alive())
+            .find_map(|i| {
+                cluster
+                    .client(i)
+                    .get_json("/v1/priorityclasses?consistent=true")
+                    .ok()
+            });
+        if let Some(list) = list {
+            let names: HashSet<String> = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+                .collect();
+            return Ok(acknowledged
+                .iter()
+                .filter(|a| names.contains(*a))
+                .cloned()
+                .collect());
+        }
+        if Instant::now() >= deadline {
+            return Err("no node answered a consistent read of the writes for 60s".into());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_come_from_container_ids() {
+        assert_eq!(
+            identity("default.db-0.0123abcd").as_deref(),
+            Some("default/db-0")
+        );
+        assert_eq!(identity("nodots"), None);
+    }
+
+    #[test]
+    fn a_workload_is_restored_when_current_and_ready_match_desired() {
+        let w = Workload {
+            plural: "deployments",
+            namespace: "default".into(),
+            name: "web".into(),
+        };
+        let ok = json!({"metadata": {"generation": 1}, "spec": {"replicas": 3},
+                        "status": {"observedGeneration": 1, "replicas": 3, "readyReplicas": 3}});
+        assert_eq!(shortfall(&ok, &w), None);
+        let short = json!({"metadata": {"generation": 1}, "spec": {"replicas": 3},
+                        "status": {"observedGeneration": 1, "replicas": 3, "readyReplicas": 2}});
+        assert_eq!(shortfall(&short, &w).unwrap(), "deployments/web 2/3 ready");
+        let applied = json!({"items": [{"kind": "Deployment", "namespace": "default", "name": "web"},
+                                       {"kind": "Namespace", "name": "x"}]});
+        assert_eq!(workloads_of(&applied), vec![w]);
+    }
+}
