@@ -237,3 +237,29 @@ fn feed_input(mut stream: UnixStream, serial: Weak<Mutex<SerialDevice>>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_channel_keeps_output_for_the_next_client() {
+        let metrics = Arc::new(VmMetrics::default());
+        let mut out = SerialOut::agent(metrics.clone());
+        out.write_all(b"{}\n").unwrap();
+        assert_eq!(lock(&out.attached).backlog, b"{}\n");
+        out.write_all(&vec![b'x'; AGENT_BACKLOG]).unwrap();
+        assert_eq!(lock(&out.attached).backlog.len(), AGENT_BACKLOG);
+        let m = metrics.snapshot();
+        assert_eq!(m.agent_out_bytes, 3 + AGENT_BACKLOG as u64);
+        assert_eq!((m.agent_lost_bytes, m.serial_out_bytes), (3, 0));
+
+        let mut console = SerialOut::new(None, false, metrics.clone());
+        console.write_all(b"boot\n").unwrap();
+        assert!(
+            lock(&console.attached).backlog.is_empty(),
+            "the console keeps none"
+        );
+        assert_eq!(metrics.snapshot().serial_out_bytes, 5);
+    }
+}

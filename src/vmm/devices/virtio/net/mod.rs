@@ -114,12 +114,8 @@ impl Net {
             return false;
         }
         let mut used = false;
-        loop {
-            let chain = match queue.pop(mem) {
-                Some(Ok(chain)) => chain,
-                // No buffer (the frame waits in the tap), or a broken chain: stop here.
-                None | Some(Err(_)) => break,
-            };
+        // Until no buffer is left (frames wait in the tap) or a chain is broken.
+        while let Some(Ok(chain)) = queue.pop(mem) {
             let n = match self.tap.read_frame(&mut self.buf[NET_HDR_LEN..]) {
                 Ok(n) => n,
                 Err(e) => {
