@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the VMM test guest (images/test-guest/guest.S) into OUT_DIR:
+# Builds the VMM test guest (images/test-guest/guest.S, which includes net-agent.S) into OUT_DIR:
 #   test-guest.elf      a static ELF64 loaded at 1 MiB whose entry point runs in 64-bit long
 #                       mode, like a vmlinux;
 #   test-guest.bzImage  the same program as a bzImage: a setup header (boot protocol 2.15,

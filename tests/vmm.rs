@@ -1,20 +1,25 @@
 //! The built-in VMM on this machine's real /dev/kvm: the purpose-built test guest
 //! (images/test-guest, built by scripts/build-test-guest.sh once per test binary) boots
 //! through the Linux 64-bit boot protocol in an `omnicloud __vmm run` process and prints
-//! what it was given on its serial port (cmdline, e820 map, initrd, virtio-blk sectors);
-//! the tests assert that output, the process's exit status and that nothing is left
-//! behind. The guest is built both as an ELF (vmlinux-style) and as a bzImage. Without /dev/kvm, gcc or ld every test skips
-//! loudly, and fails when OMNICLOUD_REQUIRE_ALL=1.
+//! what it was given on its serial port (cmdline, e820 map, initrd, virtio-blk sectors,
+//! the frame virtio-net received, the line the agent channel carried); the tests assert
+//! that output, the process's exit status and that nothing is left behind (processes,
+//! sockets, tap interfaces). The guest is built both as an ELF (vmlinux-style) and as a
+//! bzImage. The network tests make their own Linux bridge and watch it with an AF_PACKET
+//! socket. Without /dev/kvm, gcc or ld (or root and `ip` for the network tests) a test
+//! skips loudly, and fails when OMNICLOUD_REQUIRE_ALL=1.
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use common::packet::{self, PacketSocket, TestBridge};
+use omnicloud::vmm::spec::NetSpec;
 use omnicloud::vmm::{ExitReason, VmSpec};
 use serde_json::Value;
 
@@ -456,4 +461,211 @@ fn the_library_pauses_resumes_and_stops_vcpus() {
         stop.stop();
     });
     assert_eq!(vm.wait(), ExitReason::Stopped);
+}
+
+/// The ethertype the test guest sends and listens for (IEEE local experimental 1).
+const ETHERTYPE: u16 = 0x88b5;
+
+fn mac_text(mac: &[u8]) -> String {
+    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    parts.join(":")
+}
+
+#[test]
+fn virtio_net_frames_cross_a_bridge_both_ways_and_the_tap_goes_with_the_vm() {
+    let Some(kernel) = guest() else { return };
+    let Some(bridge) = TestBridge::new() else {
+        return;
+    };
+    let socket = PacketSocket::bind(&bridge.name, ETHERTYPE).unwrap();
+    let tap = packet::unique_ifname("t");
+    let mut mac = [0x02u8, 0, 0, 0, 0, 0];
+    mac[1..].copy_from_slice(&rand::random::<[u8; 5]>());
+    let mut case = Case::new(&kernel, 16, "omnicloud.net");
+    case.spec.net = Some(NetSpec {
+        tap: tap.clone(),
+        mac: mac_text(&mac),
+        bridge: Some(bridge.name.clone()),
+    });
+    let child = case.spawn();
+
+    // The guest's frame, seen on the bridge.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let frame = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = socket
+            .recv(left)
+            .unwrap_or_else(|| panic!("no frame from the guest: {}", case.serial()));
+        if frame.len() >= 14 && frame[6..12] == mac {
+            break frame;
+        }
+    };
+    assert_eq!(frame[..6], [0xff; 6], "broadcast");
+    assert_eq!(frame[12..14], ETHERTYPE.to_be_bytes());
+    assert_eq!(frame.len(), 60, "{frame:?}");
+    assert!(
+        frame[14..].starts_with(b"hello from the test guest\0"),
+        "{:?}",
+        String::from_utf8_lossy(&frame[14..])
+    );
+    let serial = case.serial();
+    let line = format!("virtio-net: 0x00000000d0000000 mac {}\n", mac_text(&mac));
+    assert!(serial.contains(&line), "{line:?} in\n{serial}");
+    assert!(packet::interface_exists(&tap), "the VMM made the tap");
+    assert_eq!(packet::master_of(&tap), Some(bridge.name.clone()));
+
+    // A frame back to the guest's MAC.
+    let tok = token();
+    let mut reply = mac.to_vec();
+    reply.extend_from_slice(&[0x02, 0xfe, 0, 0, 0, 1]);
+    reply.extend_from_slice(&ETHERTYPE.to_be_bytes());
+    reply.extend_from_slice(format!("hello from the test {tok}").as_bytes());
+    socket.send(&reply).unwrap();
+
+    let (status, out, err) = finish(child, Duration::from_secs(30));
+    let serial = case.serial();
+    assert!(status.success(), "{status}: {err}\n{serial}");
+    let line = format!("net tx: 60 bytes\nnet rx: hello from the test {tok}\npowering off\n");
+    assert!(serial.ends_with(&line), "{line:?} at the end of\n{serial}");
+    let metrics = &json_lines(&out)[1]["metrics"];
+    assert_eq!(metrics["net_tx_frames"], 1, "{out}");
+    assert_eq!(metrics["net_tx_bytes"], 60, "{out}");
+    assert!(metrics["net_rx_frames"].as_u64().unwrap() >= 1, "{out}");
+    assert!(
+        metrics["net_rx_bytes"].as_u64().unwrap() >= reply.len() as u64,
+        "{out}"
+    );
+    assert!(!packet::interface_exists(&tap), "the tap ends with the VM");
+}
+
+#[test]
+fn the_agent_channel_carries_lines_both_ways_through_its_socket() {
+    let Some(kernel) = guest() else { return };
+    let mut case = Case::new(&kernel, 16, "omnicloud.agent");
+    let path = case.dir.path().join("agent.sock");
+    case.spec.agent_socket = Some(path.clone());
+    let child = case.spawn();
+    // The guest may speak before the host connects: its line waits for the first client.
+    case.wait_serial("mptable: ");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let agent = loop {
+        match UnixStream::connect(&path) {
+            Ok(s) => break s,
+            Err(e) => assert!(Instant::now() < deadline, "{}: {e}", path.display()),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    agent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut lines = BufReader::new(agent.try_clone().unwrap());
+    let mut hello = String::new();
+    lines.read_line(&mut hello).unwrap();
+    assert_eq!(hello, "{\"hello\":\"test-guest\"}\n");
+    let tok = token();
+    let line = format!("{{\"echo\":\"{tok}\"}}");
+    (&agent).write_all(format!("{line}\n").as_bytes()).unwrap();
+    let (status, out, err) = finish(child, Duration::from_secs(30));
+    let serial = case.serial();
+    assert!(status.success(), "{status}: {err}\n{serial}");
+    assert!(
+        serial.ends_with(&format!("agent rx: {line}\npowering off\n")),
+        "{serial}"
+    );
+    assert_eq!(
+        json_lines(&out)[1]["metrics"]["agent_out_bytes"],
+        23,
+        "{out}"
+    );
+    assert!(!path.exists(), "the helper removes the agent socket");
+}
+
+#[test]
+fn bad_net_specs_are_refused_naming_the_field_and_leave_no_tap() {
+    let Some(kernel) = guest() else { return };
+    let Some(bridge) = TestBridge::new() else {
+        return;
+    };
+    let tap = packet::unique_ifname("t");
+    let good = NetSpec {
+        tap: tap.clone(),
+        mac: "02:00:00:00:00:01".into(),
+        bridge: Some(bridge.name.clone()),
+    };
+    type Change = Box<dyn Fn(&mut NetSpec)>;
+    let cases: Vec<(&str, Change)> = vec![
+        ("net.tap", Box::new(|n| n.tap = "a-name-too-long-1".into())),
+        ("net.tap", Box::new(|n| n.tap = "tap%d".into())),
+        ("net.tap", Box::new(|n| n.tap = "lo".into())),
+        ("net.mac", Box::new(|n| n.mac = "02:00:00:00:01".into())),
+        ("net.mac", Box::new(|n| n.mac = "ff:ff:ff:ff:ff:ff".into())),
+        (
+            "net.bridge",
+            Box::new(|n| n.bridge = Some("omnivt-none0".into())),
+        ),
+        ("net.bridge", Box::new(|n| n.bridge = Some("lo".into()))),
+    ];
+    for (field, change) in cases {
+        let mut case = Case::new(&kernel, 16, "omnicloud.net");
+        let mut net = good.clone();
+        change(&mut net);
+        case.spec.net = Some(net);
+        let (status, out, err) = case.run();
+        assert_eq!(status.code(), Some(1), "{field}: {status} {out} {err}");
+        assert_eq!(err.lines().count(), 1, "{field}: one error line: {err}");
+        assert!(
+            err.starts_with(&format!("error: invalid VM spec: {field}: ")),
+            "{field}: {err}"
+        );
+        assert!(out.is_empty(), "{field}: nothing started: {out}");
+        assert!(!packet::interface_exists(&tap), "{field}: no tap");
+    }
+    // Valid, but the kernel fails to load after the devices (and the tap) were made: the
+    // tap goes with the failed VMM.
+    let mut case = Case::new(&kernel, 16, "");
+    let junk = case.dir.path().join("junk-kernel");
+    std::fs::write(&junk, vec![0x90u8; 4096]).unwrap();
+    case.spec.kernel = junk;
+    case.spec.net = Some(good);
+    let (status, _, err) = case.run();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: loading the kernel "), "{err}");
+    assert!(
+        !packet::interface_exists(&tap),
+        "no tap after a failed build"
+    );
+}
+
+#[test]
+fn the_library_removes_the_tap_it_made_and_leaves_an_existing_one() {
+    let Some(kernel) = guest() else { return };
+    let made = packet::unique_ifname("t");
+    let mut case = Case::new(&kernel, 16, "");
+    let net = |tap: &str| NetSpec {
+        tap: tap.into(),
+        mac: "02:00:00:00:00:02".into(),
+        bridge: None,
+    };
+    case.spec.net = Some(net(&made));
+    let vm = omnicloud::vmm::build(&case.spec).unwrap();
+    assert!(packet::interface_exists(&made));
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{made}/flags")).unwrap();
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_ne!(flags & 1, 0, "IFF_UP: {flags:#x}");
+    drop(vm);
+    assert!(
+        !packet::interface_exists(&made),
+        "a made tap goes with the VM"
+    );
+
+    let existing = packet::unique_ifname("p");
+    if let Err(why) = packet::ip(&["tuntap", "add", &existing, "mode", "tap"]) {
+        common::netns::require("root and ip (a persistent tap)", why);
+        return;
+    }
+    let _cleanup = packet::DeleteLink(existing.clone());
+    case.spec.net = Some(net(&existing));
+    let vm = omnicloud::vmm::build(&case.spec).unwrap();
+    drop(vm);
+    assert!(packet::interface_exists(&existing), "an existing tap stays");
 }

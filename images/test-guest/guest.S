@@ -19,14 +19,30 @@
  *                                                   writes "written by the test guest\n" there)
  *   initrd: 0x<addr> <size>: <its first line>      (only when the VMM loaded an initrd:
  *                                                   boot_params.hdr.ramdisk_image/_size)
+ * with "omnicloud.net" on the command line (virtio-net, device id 1):
+ *   virtio-net: 0x<mmio base> mac <aa:bb:cc:dd:ee:ff from config space>
+ *   net tx: 60 bytes                                (one frame sent: to ff:ff:ff:ff:ff:ff from
+ *                                                   its MAC, ethertype 0x88b5, payload
+ *                                                   "hello from the test guest", zero-padded)
+ *   net rx: <payload of the first frame received with ethertype 0x88b5, up to the first
+ *           NUL or newline, at most 64 bytes; other frames are ignored>
+ *           or "net rx: timeout" after about 2^35 TSC cycles (~10 s)
+ *   (or "virtio-net: none" / "virtio-net: unusable device")
+ * with "omnicloud.agent" (the guest-agent channel, COM2 at 0x2f8):
+ *   writes {"hello":"test-guest"} and a newline to COM2, reads one line from COM2 and prints
+ *   agent rx: <that line, at most 120 bytes>          (or "agent rx: timeout", ~10 s)
  * then, if the command line holds "omnicloud.hold", prints "holding" and halts with
  * interrupts off (the VM stays up, using no CPU, until its VMM is ended); if it holds
  * "omnicloud.wait", waits for one byte on the serial input
  * and prints "got <byte>"; finally it powers off (16-bit write of 0x2000 to port 0x604), or
  * with "omnicloud.reset" on the command line resets (0xfe to the i8042 command port 0x64).
  *
- * The virtio-blk device is driven through virtio-mmio version 2 with one split virtqueue,
- * polled (no interrupts). Build: scripts/build-test-guest.sh OUT_DIR.
+ * Devices are found by id among the virtio_mmio.device=4K@<base>:<irq> entries of the
+ * command line (the VMM announces block first, then net). The virtio-blk device is driven
+ * through virtio-mmio version 2 with one split virtqueue, virtio-net with two (receive,
+ * transmit; 4 receive buffers of 2 KiB), all polled (no interrupts). The net driver and the
+ * agent channel live in net-agent.S, included at the end.
+ * Build: scripts/build-test-guest.sh OUT_DIR.
  */
 
 #define COM1            0x3f8
@@ -114,6 +130,8 @@ _start:
         call    mptable
         call    virtio_blk
         call    initrd
+        call    virtio_net
+        call    agent
 
         /* optional: stay up (halted, no CPU use) until the VMM is ended from outside */
         mov     %r14, %rdi
@@ -171,37 +189,60 @@ halt:
         jmp     halt
 
 /*
- * virtio_blk: find the device named on the command line, set it up, print its capacity and
+ * find_virtio(%edi = device id) -> %rax = MMIO base of the first virtio_mmio.device= entry
+ * on the command line whose window holds a virtio-mmio v2 device of that id, or 0.
+ */
+find_virtio:
+        push    %rbx
+        push    %r12
+        push    %r13
+        mov     %edi, %r12d
+        mov     %r14, %r13                               /* where the search goes on */
+1:      mov     %r13, %rdi
+        lea     str_vmmio(%rip), %rsi
+        call    strstr
+        test    %rax, %rax
+        jz      3f
+        lea     1(%rax), %r13
+        mov     %rax, %rdi
+        mov     $'@', %esi
+        call    strchr
+        test    %rax, %rax
+        jz      3f
+        lea     1(%rax), %rdi
+        call    parse_hex
+        mov     %rax, %rbx
+        cmpl    $0x74726976, VIRTIO_MAGIC(%rbx)          /* "virt" */
+        jne     1b
+        cmpl    $2, VIRTIO_VERSION(%rbx)
+        jne     1b
+        cmp     VIRTIO_DEVICE_ID(%rbx), %r12d
+        jne     1b
+        mov     %rbx, %rax
+        jmp     4f
+3:      xor     %eax, %eax
+4:      pop     %r13
+        pop     %r12
+        pop     %rbx
+        ret
+
+/*
+ * virtio_blk: find the block device named on the command line, set it up, print its capacity and
  * the text at the start of sectors 0 and 1. Uses %rbx for the MMIO base.
  */
 virtio_blk:
         push    %rbx
         push    %r12
-        mov     %r14, %rdi
-        lea     str_vmmio(%rip), %rsi
-        call    strstr
+        mov     $2, %edi                                 /* block */
+        call    find_virtio
         test    %rax, %rax
         jz      .Lvb_none
-        mov     %rax, %rdi
-        mov     $'@', %esi
-        call    strchr
-        test    %rax, %rax
-        jz      .Lvb_none
-        lea     1(%rax), %rdi
-        call    parse_hex
         mov     %rax, %rbx
 
         lea     msg_vblk(%rip), %rdi
         call    puts
         mov     %rbx, %rdi
         call    puthex64
-
-        cmpl    $0x74726976, VIRTIO_MAGIC(%rbx)          /* "virt" */
-        jne     .Lvb_bad
-        cmpl    $2, VIRTIO_VERSION(%rbx)
-        jne     .Lvb_bad
-        cmpl    $2, VIRTIO_DEVICE_ID(%rbx)               /* block */
-        jne     .Lvb_bad
 
         movl    $0, VIRTIO_STATUS(%rbx)                  /* reset */
         movl    $1, VIRTIO_STATUS(%rbx)                  /* ACKNOWLEDGE */
@@ -646,3 +687,5 @@ numbuf_end:     .skip 1
         .balign 16
 stack:          .skip 16384
 stack_top:
+
+#include "net-agent.S"

@@ -74,6 +74,8 @@ pub fn vmm_spec(vm: &VirtualMachineSpec, serial_log: &Path, worker: Option<&Work
         serial_log: Some(serial_log.to_path_buf()),
         serial_stdout: false,
         serial_socket: None,
+        net: None,
+        agent_socket: None,
     };
     if let (Some(w), true) = (worker, vm.worker == Some(true)) {
         if vm.kernel.is_empty() {

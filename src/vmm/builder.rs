@@ -10,6 +10,7 @@ use kvm_ioctls::Kvm;
 use super::devices::serial::{self, SerialDevice, SerialOut};
 use super::devices::virtio::block::Block;
 use super::devices::virtio::mmio::MmioTransport;
+use super::devices::virtio::net::Net;
 use super::devices::{Devices, IrqLine};
 use super::spec::VmSpec;
 use super::vcpu::Vcpu;
@@ -75,18 +76,37 @@ pub fn build(spec: &VmSpec) -> Result<Vm> {
     if let Some(path) = &spec.serial_socket {
         serial::listen(path, serial.clone())?;
     }
+    let agent = match &spec.agent_socket {
+        Some(path) => {
+            let agent = Arc::new(Mutex::new(SerialDevice::new(
+                IrqLine::new(vm.clone(), layout::AGENT_IRQ),
+                SerialOut::agent(metrics.clone()),
+            )));
+            serial::listen(path, agent.clone())?;
+            Some(agent)
+        }
+        None => None,
+    };
+    // virtio-mmio devices: block, then net; each takes the next window and IRQ.
     let mut virtio = Vec::new();
+    let transport = |device, index: usize| {
+        let irq = IrqLine::new(vm.clone(), layout::MMIO_FIRST_IRQ + index as u32);
+        Arc::new(Mutex::new(MmioTransport::new(device, memory.clone(), irq)))
+    };
     if let Some(disk) = &spec.disk {
         let block = Block::open(disk, spec.disk_read_only, metrics.clone())?;
-        let irq = layout::MMIO_FIRST_IRQ + virtio.len() as u32;
-        virtio.push(MmioTransport::new(
-            Box::new(block),
-            memory.clone(),
-            IrqLine::new(vm.clone(), irq),
-        ));
+        virtio.push(transport(Box::new(block), virtio.len()));
+    }
+    if let Some(net) = &spec.net {
+        let mac = net.mac_bytes()?;
+        let net = Net::open(&net.tap, net.bridge.as_deref(), mac, metrics.clone())?;
+        let waker = net.rx_waker()?;
+        let device = transport(Box::new(net), virtio.len());
+        waker.spawn(Arc::downgrade(&device))?;
+        virtio.push(device);
     }
     let announcements = Devices::mmio_announcements(virtio.len());
-    let devices = Arc::new(Devices::new(serial, virtio, metrics.clone()));
+    let devices = Arc::new(Devices::new(serial, agent, virtio, metrics.clone()));
 
     // 4. Kernel, initrd, command line, zero page.
     let cmdline = boot::cmdline(&spec.cmdline, &announcements)?;

@@ -94,7 +94,10 @@ pub fn main(args: HelperArgs) -> Result<()> {
             let reason = vm.wait();
             let metrics = vm.metrics.snapshot();
             drop(vm);
-            if let Some(path) = &spec.serial_socket {
+            for path in [&spec.serial_socket, &spec.agent_socket]
+                .into_iter()
+                .flatten()
+            {
                 let _ = std::fs::remove_file(path);
             }
             let mut line = serde_json::to_value(&reason).expect("exit reasons serialize");

@@ -35,10 +35,12 @@ pub const MMIO_GAP_START: u64 = 0xd000_0000;
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 /// Each virtio-mmio device gets one 4 KiB window from the start of the gap.
 pub const MMIO_DEVICE_SIZE: u64 = 0x1000;
-/// The first virtio-mmio device interrupt (GSI); COM1 uses 4.
+/// The first virtio-mmio device interrupt (GSI); COM1 uses 4, COM2 3.
 pub const MMIO_FIRST_IRQ: u32 = 5;
-/// Legacy IRQ of the serial port COM1.
+/// Legacy IRQ of the serial port COM1 (the console).
 pub const SERIAL_IRQ: u32 = 4;
+/// Legacy IRQ of the serial port COM2 (the guest-agent channel).
+pub const AGENT_IRQ: u32 = 3;
 
 /// e820 type of usable RAM.
 pub const E820_RAM: u32 = 1;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::devices::virtio::net::{parse_mac, tap};
 use super::{Result, VmmError};
 
 /// The most vCPUs one VM may have (Firecracker's limit too).
@@ -50,6 +51,70 @@ pub struct VmSpec {
     /// from then on, and what it writes is the serial input (an attachable console).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial_socket: Option<PathBuf>,
+    /// A virtio-net device on a Linux tap interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<NetSpec>,
+    /// A Unix socket path the VMM listens on for the guest-agent channel, the guest's COM2
+    /// (port 0x2f8, IRQ 3): line-based JSON both ways by convention. Output the guest sends
+    /// while no client is attached waits (up to 64 KiB) for the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_socket: Option<PathBuf>,
+}
+
+/// The guest's network interface: a virtio-net device whose frames go to and come from a
+/// Linux tap interface on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetSpec {
+    /// The tap interface (at most 15 bytes). The VMM creates it when no interface of that
+    /// name exists, and then the kernel removes it when the VM ends; an existing tap is
+    /// attached to and left in place.
+    pub tap: String,
+    /// The guest's MAC address, `02:xx:xx:xx:xx:xx` (unicast; locally administered ones
+    /// are the safe choice), read by the guest from the device's config space.
+    pub mac: String,
+    /// A Linux bridge (it must exist) the tap is added to; otherwise the tap is left
+    /// unattached (the host routes or bridges it itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+}
+
+impl NetSpec {
+    /// Checks the fields against this host; errors name `net.tap`, `net.mac`, `net.bridge`.
+    pub fn validate(&self) -> Result<()> {
+        tap::check_name(&self.tap).map_err(|m| VmmError::spec("net.tap", m))?;
+        if tap::interface_exists(&self.tap) && !tap::is_tap(&self.tap) {
+            return Err(VmmError::spec(
+                "net.tap",
+                format!("{:?} exists and is not a tap interface", self.tap),
+            ));
+        }
+        parse_mac(&self.mac).map_err(|m| VmmError::spec("net.mac", m))?;
+        if let Some(bridge) = &self.bridge {
+            tap::check_name(bridge).map_err(|m| VmmError::spec("net.bridge", m))?;
+            if !tap::interface_exists(bridge) {
+                return Err(VmmError::spec(
+                    "net.bridge",
+                    format!("there is no interface {bridge:?}"),
+                ));
+            }
+            if !tap::is_bridge(bridge) {
+                return Err(VmmError::spec(
+                    "net.bridge",
+                    format!("{bridge:?} is not a Linux bridge"),
+                ));
+            }
+        }
+        if !Path::new("/dev/net/tun").exists() {
+            return Err(VmmError::spec("net", "/dev/net/tun does not exist here"));
+        }
+        Ok(())
+    }
+
+    /// The MAC as bytes (after [`NetSpec::validate`]).
+    pub fn mac_bytes(&self) -> Result<[u8; 6]> {
+        parse_mac(&self.mac).map_err(|m| VmmError::spec("net.mac", m))
+    }
 }
 
 impl VmSpec {
@@ -66,6 +131,8 @@ impl VmSpec {
             serial_log: None,
             serial_stdout: false,
             serial_socket: None,
+            net: None,
+            agent_socket: None,
         }
     }
 
@@ -145,6 +212,7 @@ impl VmSpec {
         for (field, path) in [
             ("serial_log", &self.serial_log),
             ("serial_socket", &self.serial_socket),
+            ("agent_socket", &self.agent_socket),
         ] {
             if let Some(path) = path {
                 let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
@@ -157,6 +225,15 @@ impl VmSpec {
                     }
                 }
             }
+        }
+        if self.agent_socket.is_some() && self.agent_socket == self.serial_socket {
+            return Err(VmmError::spec(
+                "agent_socket",
+                "is the same path as serial_socket",
+            ));
+        }
+        if let Some(net) = &self.net {
+            net.validate()?;
         }
         Ok(())
     }
@@ -291,7 +368,35 @@ mod tests {
                     ..good.clone()
                 },
             ),
+            (
+                "agent_socket",
+                VmSpec {
+                    agent_socket: Some("/nonexistent/dir/agent.sock".into()),
+                    ..good.clone()
+                },
+            ),
         ];
+        let net = |tap: &str, mac: &str, bridge: Option<&str>| VmSpec {
+            net: Some(NetSpec {
+                tap: tap.into(),
+                mac: mac.into(),
+                bridge: bridge.map(Into::into),
+            }),
+            ..good.clone()
+        };
+        let mac = "02:00:00:00:00:01";
+        net("omnivt-unit0", mac, None)
+            .validate_with(Some(1024))
+            .unwrap();
+        let cases = cases.into_iter().chain([
+            ("net.tap", net("a-name-too-long-1", mac, None)),
+            ("net.tap", net("tap%d", mac, None)),
+            ("net.tap", net("lo", mac, None)),
+            ("net.mac", net("omnivt-unit0", "02:00:00:00:01", None)),
+            ("net.mac", net("omnivt-unit0", "01:00:5e:00:00:01", None)),
+            ("net.bridge", net("omnivt-unit0", mac, Some("no-such-br0"))),
+            ("net.bridge", net("omnivt-unit0", mac, Some("lo"))),
+        ]);
         for (field, spec) in cases {
             let e = spec.validate_with(Some(1024)).unwrap_err();
             let text = e.to_string();
@@ -318,5 +423,21 @@ mod tests {
         assert!(e.to_string().contains("kernl"), "{e}");
         let spec = VmSpec::from_json(r#"{"vcpus": 1, "memory_mib": 8, "kernel": "/k"}"#).unwrap();
         assert_eq!(spec, VmSpec::new(1, 8, "/k"));
+        let e = VmSpec::from_json(
+            r#"{"vcpus": 1, "memory_mib": 8, "kernel": "/k", "net": {"tap": "t0", "mac": 2}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(field_of(e), "net.mac");
+        let spec = VmSpec::from_json(
+            r#"{"vcpus": 1, "memory_mib": 8, "kernel": "/k", "agent_socket": "/run/a.sock",
+                "net": {"tap": "vm0", "mac": "02:00:00:00:00:07", "bridge": "br0"}}"#,
+        )
+        .unwrap();
+        let net = spec.net.as_ref().unwrap();
+        assert_eq!(
+            (net.tap.as_str(), net.bridge.as_deref()),
+            ("vm0", Some("br0"))
+        );
+        assert_eq!(net.mac_bytes().unwrap(), [2, 0, 0, 0, 0, 7]);
     }
 }

@@ -40,6 +40,14 @@ pub struct VmMetrics {
     serial_lost_bytes: AtomicU64,
     block_read_bytes: AtomicU64,
     block_write_bytes: AtomicU64,
+    net_rx_bytes: AtomicU64,
+    net_rx_frames: AtomicU64,
+    net_rx_dropped: AtomicU64,
+    net_tx_bytes: AtomicU64,
+    net_tx_frames: AtomicU64,
+    net_tx_dropped: AtomicU64,
+    agent_out_bytes: AtomicU64,
+    agent_lost_bytes: AtomicU64,
 }
 
 /// A copy of [`VmMetrics`] at one moment.
@@ -51,6 +59,18 @@ pub struct MetricsSnapshot {
     pub serial_lost_bytes: u64,
     pub block_read_bytes: u64,
     pub block_write_bytes: u64,
+    /// Frames (and their bytes, Ethernet header on, virtio header off) the guest received
+    /// from its tap, and frames dropped on the way in (no buffer big enough, tap errors).
+    pub net_rx_bytes: u64,
+    pub net_rx_frames: u64,
+    pub net_rx_dropped: u64,
+    /// The same for frames the guest sent.
+    pub net_tx_bytes: u64,
+    pub net_tx_frames: u64,
+    pub net_tx_dropped: u64,
+    /// Bytes the guest wrote to the agent channel (COM2), and bytes lost there.
+    pub agent_out_bytes: u64,
+    pub agent_lost_bytes: u64,
 }
 
 impl VmMetrics {
@@ -73,6 +93,27 @@ impl VmMetrics {
         self.block_write_bytes.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub fn count_net_rx(&self, bytes: u64) {
+        self.net_rx_frames.fetch_add(1, Ordering::Relaxed);
+        self.net_rx_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    pub fn count_net_rx_dropped(&self) {
+        self.net_rx_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn count_net_tx(&self, bytes: u64) {
+        self.net_tx_frames.fetch_add(1, Ordering::Relaxed);
+        self.net_tx_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    pub fn count_net_tx_dropped(&self) {
+        self.net_tx_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn count_agent_out(&self, n: usize) {
+        self.agent_out_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    pub fn count_agent_lost(&self, n: usize) {
+        self.agent_lost_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         MetricsSnapshot {
@@ -82,6 +123,14 @@ impl VmMetrics {
             serial_lost_bytes: get(&self.serial_lost_bytes),
             block_read_bytes: get(&self.block_read_bytes),
             block_write_bytes: get(&self.block_write_bytes),
+            net_rx_bytes: get(&self.net_rx_bytes),
+            net_rx_frames: get(&self.net_rx_frames),
+            net_rx_dropped: get(&self.net_rx_dropped),
+            net_tx_bytes: get(&self.net_tx_bytes),
+            net_tx_frames: get(&self.net_tx_frames),
+            net_tx_dropped: get(&self.net_tx_dropped),
+            agent_out_bytes: get(&self.agent_out_bytes),
+            agent_lost_bytes: get(&self.agent_lost_bytes),
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod guest;
 pub mod images;
 pub mod netns;
+pub mod packet;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,8 @@
 //! window from `virtio_mmio.device=4K@0xd0000000:5` on its command line.
 //!
 //! A write to QueueNotify processes that queue at once, in the vCPU thread that wrote it;
-//! used buffers set bit 0 of InterruptStatus and pulse the device's IRQ line.
+//! a device with its own event thread (net) also calls [`MmioTransport::process_io`]. Used
+//! buffers set bit 0 of InterruptStatus and pulse the device's IRQ line.
 
 use super::{Queue, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::vmm::devices::IrqLine;
@@ -209,6 +210,26 @@ impl MmioTransport {
             }
         }
         self.status = value;
+        if newly & STATUS_DRIVER_OK != 0 {
+            // I/O that waited for the driver (frames queued on a tap) can go now.
+            self.process_io();
+        }
+    }
+
+    /// Lets the device process I/O that became ready outside a notification, once the
+    /// driver is ready; raises the interrupt if buffers were used.
+    pub fn process_io(&mut self) {
+        if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_FAILED != 0 {
+            return;
+        }
+        if self.device.process_io(&mut self.queues, &self.mem) {
+            self.used_buffers();
+        }
+    }
+
+    fn used_buffers(&mut self) {
+        self.interrupt_status |= INT_USED_RING;
+        let _ = self.irq.pulse();
     }
 
     fn notify(&mut self, index: usize) {
@@ -222,8 +243,7 @@ impl MmioTransport {
             return;
         }
         if self.device.process_queue(index, queue, &self.mem) {
-            self.interrupt_status |= INT_USED_RING;
-            let _ = self.irq.pulse();
+            self.used_buffers();
         }
     }
 }

@@ -3,10 +3,13 @@
 //! indirect descriptors, no event index, so every used buffer raises an interrupt.
 //!
 //! A device implements [`VirtioDevice`]: its type, features, config space, and how to
-//! process a queue when the driver notifies it. [`block`] is the only device so far.
+//! process a queue when the driver notifies it, and (for a device with its own event thread)
+//! how to process I/O that became ready outside any notification. The devices: [`block`]
+//! and [`net`].
 
 pub mod block;
 pub mod mmio;
+pub mod net;
 
 use std::num::Wrapping;
 use std::sync::atomic::{fence, Ordering};
@@ -23,7 +26,7 @@ pub const VIRTQ_DESC_F_WRITE: u16 = 2;
 
 /// A virtio device behind a transport.
 pub trait VirtioDevice: Send {
-    /// Virtio device id (2 = block).
+    /// Virtio device id (1 = net, 2 = block).
     fn device_type(&self) -> u32;
     /// Features offered to the driver.
     fn features(&self) -> u64;
@@ -33,6 +36,12 @@ pub trait VirtioDevice: Send {
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Processes the available buffers of queue `index`; true if any were used.
     fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemory) -> bool;
+    /// I/O became ready outside any notification (the device's own event thread says so),
+    /// or the driver just set DRIVER_OK: process it against the queues (each may not be
+    /// ready yet); true if any buffers were used.
+    fn process_io(&mut self, _queues: &mut [Queue], _mem: &GuestMemory) -> bool {
+        false
+    }
 }
 
 /// One buffer of a descriptor chain.
@@ -123,6 +132,11 @@ impl Queue {
             Err(_) => return Some(Err(BadChain("available ring unreadable".into()))),
         };
         Some(self.read_chain(mem, head))
+    }
+
+    /// Puts the chain [`Queue::pop`] last returned back: the device could not use it now.
+    pub fn undo_pop(&mut self) {
+        self.next_avail -= 1;
     }
 
     fn read_chain(&self, mem: &GuestMemory, head: u16) -> Result<Chain, BadChain> {
