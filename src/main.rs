@@ -6,8 +6,10 @@ use clap::Parser;
 use omnicloud::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    // As PID 1 (a worker VM's or USB stick's /init) there are no arguments to parse.
-    if std::process::id() == 1 {
+    // The kernel starts a worker VM's or USB stick's /init as PID 1 with no arguments (a
+    // container's entrypoint may be PID 1 too, but runs a subcommand).
+    let argv: Vec<String> = std::env::args().collect();
+    if std::process::id() == 1 && (argv.len() == 1 || argv[0] == "/init") {
         return omnicloud::appliance::init_main(omnicloud::appliance::InitArgs {
             dry_run: false,
             cmdline: None,

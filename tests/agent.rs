@@ -724,3 +724,71 @@ spec:
     })
     .expect("the peer removed the deleted instance");
 }
+
+/// A node process that dies cannot fence itself: its watchdog ends its StatefulSet
+/// containers once the node has been silent for FENCE_AFTER (before the orchestrator may
+/// start the identity elsewhere), leaves Deployment containers alone, and a restarted node
+/// starts the StatefulSet instance again.
+#[test]
+fn the_watchdog_fences_statefulset_containers_of_a_killed_node() {
+    let _g = serial();
+    let Some(mut a) = AgentNode::start(7) else {
+        return;
+    };
+    let sts = r#"apiVersion: omnicloud.io/v1
+kind: StatefulSet
+metadata: {name: ledger}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: ledger}}
+  template:
+    metadata: {labels: {app: ledger}}
+    spec:
+      containers:
+      - {name: c, image: busybox:latest, command: ["sleep", "100000"]}
+"#;
+    let (code, body) = a.node.api().apply(sts);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = a.node.api().apply(&web("keep", 1));
+    assert_eq!(code, 200, "{body}");
+    a.wait_ready("keep", 1, 60);
+    let pid_of = |a: &AgentNode, name: &str| {
+        eventually(Duration::from_secs(60), || {
+            let i = a.instance(name);
+            (i["status"]["ready"] == true)
+                .then(|| i["status"]["pid"].as_i64())
+                .flatten()
+        })
+        .unwrap_or_else(|| panic!("{name} never ran: {}", a.instance(name)))
+    };
+    let ledger = pid_of(&a, "ledger-0");
+    let web = pid_of(&a, "keep-0");
+    a.node.kill9();
+    let fenced = eventually(Duration::from_secs(20), || {
+        (!pid_alive(ledger)).then_some(())
+    });
+    assert!(
+        fenced.is_some(),
+        "the StatefulSet container outlived the fence"
+    );
+    assert!(pid_alive(web), "a Deployment container is not fenced");
+    let log = std::fs::read_to_string(a.node.dir.join("fence/watchdog.log")).unwrap();
+    assert!(
+        log.contains("killed StatefulSet container default.ledger-0."),
+        "{log}"
+    );
+    a.node.restart();
+    let back = eventually(Duration::from_secs(60), || {
+        let i = a.instance("ledger-0");
+        (i["status"]["ready"] == true && i["status"]["pid"].as_i64() != Some(ledger)).then_some(i)
+    });
+    assert!(
+        back.is_some(),
+        "ledger-0 not started again: {}",
+        a.instance("ledger-0")
+    );
+    assert!(
+        pid_alive(web),
+        "the Deployment container was adopted, not restarted"
+    );
+}

@@ -8,7 +8,8 @@
 //! adopt what still runs and restart what died meanwhile. The agent acts only after its
 //! first linearizable read through the leader (so a node that was away sees that its
 //! instances moved), and it fences itself — stops its StatefulSet instances — when it
-//! has not reached the leader for [`FENCE_AFTER`]. Statuses go to the Raft leader through
+//! has not reached the leader for [`FENCE_AFTER`], and a watchdog process ([`fence`]) does
+//! the same if the node process dies. Statuses go to the Raft leader through
 //! one [`Reporter`] that coalesces and retries, each tied to the instance's uid.
 //!
 //! Files: `supervisor` (one instance), `containers` (the `__container` helper, process
@@ -19,6 +20,7 @@
 
 pub mod claims;
 pub mod containers;
+pub mod fence;
 pub mod health;
 pub mod images;
 pub mod logs;
@@ -309,7 +311,8 @@ pub fn spawn(
         ip_lock: Mutex::new(()),
         stopping: stop.clone(),
     });
-    tokio::spawn(reconcile_loop(control, shared, config.bridge, stop));
+    let fence = fence::Fence::start(&config.data_dir, &shared.dirs.containers)?;
+    tokio::spawn(reconcile_loop(control, shared, config.bridge, fence, stop));
     Ok(())
 }
 
@@ -357,6 +360,7 @@ async fn reconcile_loop(
     control: ControlPlane,
     shared: Arc<Shared>,
     bridge: String,
+    mut fence: fence::Fence,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut leftover: HashMap<ObjectKey, Record> = shared.records().into_iter().collect();
@@ -385,8 +389,22 @@ async fn reconcile_loop(
             continue;
         }
         let mut wanted = assigned(&control, &shared.node);
-        let silent = crate::orchestrator::membership::now_ms()
-            .saturating_sub(last_contact.load(std::sync::atomic::Ordering::Relaxed));
+        let contact = last_contact.load(std::sync::atomic::Ordering::Relaxed);
+        let silent = crate::orchestrator::membership::now_ms().saturating_sub(contact);
+        // The watchdog fences the StatefulSet containers if this process stops beating.
+        fence.beat_at(contact);
+        fence.set_ids(
+            wanted
+                .iter()
+                .filter(|i| {
+                    i.spec
+                        .owner
+                        .as_ref()
+                        .is_some_and(|o| o.kind == "StatefulSet")
+                })
+                .map(|i| supervisor::container_id(&i.key.namespace, &i.key.name, &i.uid))
+                .collect(),
+        );
         if (silent > FENCE_AFTER.as_millis() as u64) != fenced {
             fenced = !fenced;
             if fenced {

@@ -218,6 +218,7 @@ impl LocalCluster {
             n.stop();
         }
         for n in &self.nodes {
+            crate::agent::fence::stop_watchdog(&n.dir);
             let runtime = crate::container::runtime::Runtime::new(n.dir.join("containers"));
             for c in runtime.list().unwrap_or_default() {
                 let _ = Command::new(&self.exe)

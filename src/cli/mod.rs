@@ -194,6 +194,10 @@ pub enum Command {
     /// Container runtime helper, run by the node itself (single-threaded libcontainer).
     #[command(name = "__container", hide = true)]
     Container(crate::container::HelperArgs),
+    /// Fencing watchdog beside an agent node: ends its StatefulSet containers when the node
+    /// loses the leader or dies.
+    #[command(name = "__fence", hide = true)]
+    Fence(crate::agent::fence::FenceArgs),
     /// microVM helper: one VM per process, run by the director.
     #[command(name = "__vmm", hide = true)]
     Vmm(crate::vmm::HelperArgs),
@@ -310,6 +314,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Container(args) => {
             crate::container::helper::main(args).map_err(|e| ClientError::Other(e.one_line()))
         }
+        Command::Fence(args) => crate::agent::fence::watchdog(args).map_err(ClientError::Other),
         Command::Vmm(args) => {
             crate::vmm::helper::main(args).map_err(|e| ClientError::Other(e.one_line()))
         }
