@@ -43,7 +43,8 @@ pub struct ApiMetrics {
     raft_snapshot_index: Gauge,
     raft_purged_index: Gauge,
     raft_is_leader: Gauge,
-    raft_leader_id: Gauge<u64, AtomicU64>,
+    /// f64: node ids are 64-bit, and an integer gauge printed the upper half negative.
+    raft_leader_id: Gauge<f64, AtomicU64>,
     raft_voters: Gauge,
     gossip_members: Family<StatusLabels, Gauge>,
     gossip_rejected: Gauge<u64, AtomicU64>,
@@ -134,7 +135,7 @@ impl ApiMetrics {
             );
             r.register(
                 "raft_leader_id",
-                "Node id of the current leader (0 if none)",
+                "Node id of the current leader (0 if none; a float, so the last digits are rounded)",
                 m.raft_leader_id.clone(),
             );
             r.register(
@@ -203,7 +204,8 @@ impl ApiMetrics {
             .set(m.purged.map(|l| l.index as i64).unwrap_or(0));
         self.raft_is_leader
             .set((m.state == ServerState::Leader) as i64);
-        self.raft_leader_id.set(m.current_leader.unwrap_or(0));
+        self.raft_leader_id
+            .set(m.current_leader.unwrap_or(0) as f64);
         self.raft_voters
             .set(m.membership_config.membership().voter_ids().count() as i64);
     }
