@@ -142,12 +142,14 @@ fn the_dashboard_is_embedded_and_open_while_the_api_keeps_its_token() {
     let (ct, _, js) = get("/ui/app.js");
     assert!(ct.starts_with("text/javascript"), "{ct}");
     assert!(js.contains("/v1/watch") && js.contains("sessionStorage"));
+    let (_, _, charts) = get("/ui/charts.js");
+    assert!(charts.contains("function chart("), "{charts}");
     let (ct, _, css) = get("/ui/style.css");
     assert!(
         ct.starts_with("text/css") && css.contains("svg.chart"),
         "{ct}"
     );
-    for body in [&html, &js, &css] {
+    for body in [&html, &js, &charts, &css] {
         assert!(!body.contains(&node.token), "an asset holds the token");
     }
 

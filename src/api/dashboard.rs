@@ -1,5 +1,5 @@
-//! The web dashboard at `/ui/`: three static files (HTML, JavaScript, CSS) compiled into the
-//! binary, served without a token. The page holds no data of its own: the browser logs in
+//! The web dashboard at `/ui/`: four static files (HTML, two scripts, CSS) compiled into
+//! the binary, served without a token. The page holds no data of its own: the browser logs in
 //! with the API token (kept in `sessionStorage`, sent as an `Authorization` header, never
 //! in a URL) and reads the same `/v1/` API the CLI uses, following `/v1/watch` for live
 //! updates. Served by every node; nothing to install.
@@ -10,6 +10,7 @@ use actix_web::HttpResponse;
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
+const CHARTS_JS: &str = include_str!("dashboard/charts.js");
 const STYLE_CSS: &str = include_str!("dashboard/style.css");
 
 /// Only our own files and our own API: no inline script, no other origin.
@@ -21,6 +22,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ui", web::get().to(to_ui))
         .route("/ui/", web::get().to(index))
         .route("/ui/app.js", web::get().to(app_js))
+        .route("/ui/charts.js", web::get().to(charts_js))
         .route("/ui/style.css", web::get().to(style_css));
 }
 
@@ -47,6 +49,10 @@ async fn index() -> HttpResponse {
 
 async fn app_js() -> HttpResponse {
     asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn charts_js() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", CHARTS_JS)
 }
 
 async fn style_css() -> HttpResponse {
