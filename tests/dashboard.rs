@@ -356,6 +356,62 @@ fn the_dashboard_logs_in_shows_the_cluster_and_follows_a_scale_live() {
     );
     shots.push(b.screenshot(&dir.join("04-scaled-from-cli.png")));
 
+    // An HPA on web: its range in the row, its cpu target on the chart. A VirtualMachine
+    // (whose kernel no director has): listed, with its replica among the instances.
+    let manifests = r#"apiVersion: omnicloud.io/v1
+kind: HorizontalPodAutoscaler
+metadata: {name: web-hpa}
+spec:
+  scaleTargetRef: {kind: Deployment, name: web}
+  minReplicas: 2
+  maxReplicas: 5
+  metrics:
+  - type: Resource
+    resource: {name: cpu, target: {type: Utilization, averageUtilization: 60}}
+---
+apiVersion: omnicloud.io/v1
+kind: VirtualMachine
+metadata: {name: db}
+spec:
+  replicas: 1
+  cpu: {cores: 1}
+  memory: {guest: 64Mi}
+  kernel: /nonexistent/vmlinux
+"#;
+    let (code, body) = api.apply(manifests);
+    assert_eq!(code, 200, "{body}");
+    b.wait_for(
+        &format!(
+            "{} === 'web-hpa (2-5)'",
+            text(&format!("{web_row} td:nth-child(9)"))
+        ),
+        wait,
+    )
+    .expect("the HPA shows on its deployment");
+    b.wait_for(
+        &format!("document.querySelector('{group} [data-chart=cpu] line.target')"),
+        wait,
+    )
+    .expect("the cpu chart marks the HPA target");
+    b.wait_for(
+        &format!(
+            "{}.includes('1/1') || {}.includes('0/1')",
+            text("#vm-table tr[data-key=\"default/db\"]"),
+            text("#vm-table tr[data-key=\"default/db\"]")
+        ),
+        wait,
+    )
+    .expect("the VM is listed");
+    b.wait_for(
+        &format!(
+            "{}.includes('virtualmachine/db')",
+            text("#instance-table tr[data-key=\"default/db-0\"]")
+        ),
+        wait,
+    )
+    .expect("the VM's replica is an instance");
+    shots.push(b.screenshot(&dir.join("05-hpa-and-vm.png")));
+
     assert!(
         b.exceptions.is_empty(),
         "the page threw: {:?}",

@@ -640,17 +640,20 @@ function renderVms() {
   syncTable('#vm-table', sorted(state.objects.VirtualMachine), keyOf, (v) => {
     const s = v.status || {};
     const spec = v.spec || {};
+    const desired = spec.replicas ?? 1;
     return [
       v.metadata.namespace,
       v.metadata.name,
-      { text: spec.replicas ?? 1, cls: 'num' },
-      spec.running === false ? 'no' : 'yes',
+      { text: desired, cls: 'num desired' },
+      { text: s.replicas ?? 0, cls: 'num' },
+      { text: s.runningReplicas ?? 0, cls: 'num' },
+      { text: `${s.readyReplicas ?? 0}/${desired}`, cls: 'num ready' },
       { text: (spec.cpu && spec.cpu.cores) || '-', cls: 'num' },
       (spec.memory && spec.memory.guest) || '-',
       spec.kernel || '-',
-      s.phase || (s.readyReplicas != null ? `${s.readyReplicas} ready` : 'no director yet'),
+      spec.running === false ? 'stopped' : 'on',
     ];
-  });
+  }, scaleCell('VirtualMachine'));
 }
 
 function renderEvents() {
