@@ -1,7 +1,9 @@
 //! The operator's view of a running node: the web dashboard driven in headless Chromium
 //! (log in, see the node and a running Deployment, scale it from the page and from the CLI
 //! and watch the page follow without a reload; screenshots under
-//! target/test-artifacts/dashboard/), and `/metrics` after a Deployment ran. The browser
+//! target/test-artifacts/dashboard/), and `/metrics` after a Deployment ran: every series
+//! the seed names (but the director's, tested with it) and node, instance, Raft and gossip
+//! health, with sane values. The browser
 //! and container tests need root, the test images and Debian's chromium; they skip loudly
 //! elsewhere (and fail under OMNICLOUD_REQUIRE_ALL=1).
 
@@ -517,6 +519,28 @@ fn metrics_after_a_deployment_ran_are_named_as_the_seed_and_sane() {
         assert!(mem > 0.0 && mem <= 128.0 * 1048576.0, "{i} memory {mem}");
     }
     assert_eq!(get("agent_instances"), 2.0);
+
+    // Node cpu and memory: capacity as announced, use within it. The usage covers the time
+    // since the previous scrape, so scrape again.
+    let nodes = api.get("/v1/nodes").1;
+    let announced = &nodes["items"][0];
+    assert_eq!(
+        get("node_cpu_capacity_millicores"),
+        announced["cpuMillis"].as_f64().unwrap()
+    );
+    let memory = get("node_memory_capacity_bytes");
+    assert_eq!(memory, announced["memoryBytes"].as_f64().unwrap());
+    let available = get("node_memory_available_bytes");
+    assert!(
+        available > 0.0 && available <= memory,
+        "{available} of {memory}"
+    );
+    let again = samples(&api.raw_get("/metrics").1);
+    let used = again["node_cpu_usage_millicores"];
+    assert!(
+        (0.0..=get("node_cpu_capacity_millicores")).contains(&used),
+        "node cpu {used}m"
+    );
     assert_eq!(get("agent_container_restarts_total"), 0.0);
     assert_eq!(get("orchestrator_pending_instances"), 0.0);
     assert!(get("orchestrator_controller_pass_duration_seconds_count") >= 1.0);

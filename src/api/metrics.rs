@@ -50,6 +50,7 @@ pub struct ApiMetrics {
     gossip_rejected: Gauge<u64, AtomicU64>,
     gossip_packets_in: Gauge<u64, AtomicU64>,
     rpc_rejected: Gauge<u64, AtomicU64>,
+    host: super::host_metrics::HostMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,6 +83,7 @@ impl ApiMetrics {
             "API request latency by route",
             latency.clone(),
         );
+        let host = super::host_metrics::HostMetrics::new(&mut registry);
         let m = ApiMetrics {
             registry: Mutex::new(registry),
             requests,
@@ -99,6 +101,7 @@ impl ApiMetrics {
             gossip_rejected: Gauge::default(),
             gossip_packets_in: Gauge::default(),
             rpc_rejected: Gauge::default(),
+            host,
         };
         {
             let mut r = m.registry.lock().unwrap();
@@ -236,6 +239,7 @@ impl ApiMetrics {
     pub fn encode(&self, state: &ApiState) -> String {
         self.refresh_raft(state);
         self.refresh_cluster(state);
+        self.host.refresh();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().unwrap())
             .expect("encoding metrics into a String cannot fail");

@@ -14,6 +14,7 @@ mod claims;
 mod cluster;
 mod dashboard;
 pub mod error;
+mod host_metrics;
 mod logs;
 pub mod metrics;
 mod registry;
