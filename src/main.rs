@@ -6,14 +6,17 @@ use clap::Parser;
 use omnicloud::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    // As PID 1 (a worker VM's or USB stick's /init) there are no arguments to parse.
-    if std::process::id() == 1 {
+    // As PID 1 of a worker VM or USB stick (/init) the kernel passes no command of ours. A
+    // container whose entrypoint is this binary (the toolbox image: `omnicloud workload
+    // http`) is PID 1 too, with a command: that one runs.
+    let parsed = Cli::try_parse();
+    if std::process::id() == 1 && parsed.is_err() {
         return omnicloud::appliance::init_main(omnicloud::appliance::InitArgs {
             dry_run: false,
             cmdline: None,
         });
     }
-    let cli = Cli::parse();
+    let cli = parsed.unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Node(flags) => omnicloud::run_node(flags),
         Command::Init(args) => omnicloud::appliance::init_main(args),
