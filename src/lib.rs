@@ -8,7 +8,7 @@
 //! | `cli`          | the `omnicloud` command line; client verbs talk HTTP to `api`         |
 //! | `node`         | composition root: store, identity, tokens, control plane, API server |
 //! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags                      |
-//! | `api`          | actix-web REST API, watch streams, health, `/metrics`                 |
+//! | `api`          | actix-web REST API, watch streams, health, `/metrics`, dashboard      |
 //! | `agent`        | runs the instances placed on this node: one supervisor per instance  |
 //! | `appliance`    | `omnicloud init`: PID 1 of a worker VM or USB-booted machine          |
 //! | `director`     | runs the VM instances placed on this node, one `__vmm` process each  |
@@ -20,7 +20,7 @@
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
 //! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
 //!
-//! Planned by the open issues: the autoscalers, the dashboard, worker VMs.
+//! Planned by the open issues: the autoscalers, worker VMs.
 
 pub mod agent;
 pub mod api;

@@ -6,16 +6,17 @@ use clap::Parser;
 use omnicloud::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    // The kernel starts a worker VM's or USB stick's /init as PID 1 with no arguments (a
-    // container's entrypoint may be PID 1 too, but runs a subcommand).
-    let argv: Vec<String> = std::env::args().collect();
-    if std::process::id() == 1 && (argv.len() == 1 || argv[0] == "/init") {
+    // As PID 1 of a worker VM or USB stick (/init) the kernel passes no command of ours. A
+    // container whose entrypoint is this binary (the toolbox image: `omnicloud workload
+    // http`) is PID 1 too, with a command: that one runs.
+    let parsed = Cli::try_parse();
+    if std::process::id() == 1 && parsed.is_err() {
         return omnicloud::appliance::init_main(omnicloud::appliance::InitArgs {
             dry_run: false,
             cmdline: None,
         });
     }
-    let cli = Cli::parse();
+    let cli = parsed.unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Node(flags) => omnicloud::run_node(flags),
         Command::Init(args) => omnicloud::appliance::init_main(args),

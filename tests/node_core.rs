@@ -1,6 +1,6 @@
 //! Node core against a real `omnicloud node` process: the seed's manifests round-trip, bad
 //! input is refused with the field named and nothing stored, optimistic concurrency, watch,
-//! snapshots with log compaction, and kill -9 with no acknowledged write lost.
+//! snapshots with log compaction, kill -9 with no acknowledged write lost, and shell completion.
 
 mod common;
 
@@ -634,4 +634,48 @@ fn prometheus_config_and_alert_rules_check_and_metrics_are_served() {
     ] {
         assert!(text.contains(name), "/metrics lacks {name}");
     }
+}
+
+#[test]
+fn shell_completion_offers_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(common::BIN)
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for verb in [
+            "apply",
+            "scale",
+            "scaling-headroom",
+            "top",
+            "rollout",
+            "completion",
+        ] {
+            assert!(script.contains(verb), "{shell} completion lacks {verb}");
+        }
+        assert!(
+            !script.contains("__container"),
+            "{shell}: hidden helpers are offered"
+        );
+    }
+    // Loaded into bash, it completes a partial verb.
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source <('{}' completion bash) && COMP_WORDS=(omnicloud sca) COMP_CWORD=1 \
+             && _omnicloud omnicloud sca omnicloud && printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            common::BIN
+        ))
+        .output()
+        .unwrap();
+    let offered = String::from_utf8_lossy(&out.stdout);
+    let offered: Vec<&str> = offered.lines().collect();
+    assert_eq!(
+        offered,
+        ["scale", "scaling-capacity", "scaling-headroom", "scaling"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -43,12 +43,14 @@ pub struct ApiMetrics {
     raft_snapshot_index: Gauge,
     raft_purged_index: Gauge,
     raft_is_leader: Gauge,
-    raft_leader_id: Gauge<u64, AtomicU64>,
+    /// f64: node ids are 64-bit, and an integer gauge printed the upper half negative.
+    raft_leader_id: Gauge<f64, AtomicU64>,
     raft_voters: Gauge,
     gossip_members: Family<StatusLabels, Gauge>,
     gossip_rejected: Gauge<u64, AtomicU64>,
     gossip_packets_in: Gauge<u64, AtomicU64>,
     rpc_rejected: Gauge<u64, AtomicU64>,
+    host: super::host_metrics::HostMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -81,6 +83,7 @@ impl ApiMetrics {
             "API request latency by route",
             latency.clone(),
         );
+        let host = super::host_metrics::HostMetrics::new(&mut registry);
         let m = ApiMetrics {
             registry: Mutex::new(registry),
             requests,
@@ -98,6 +101,7 @@ impl ApiMetrics {
             gossip_rejected: Gauge::default(),
             gossip_packets_in: Gauge::default(),
             rpc_rejected: Gauge::default(),
+            host,
         };
         {
             let mut r = m.registry.lock().unwrap();
@@ -134,7 +138,7 @@ impl ApiMetrics {
             );
             r.register(
                 "raft_leader_id",
-                "Node id of the current leader (0 if none)",
+                "Node id of the current leader (0 if none; a float, so the last digits are rounded)",
                 m.raft_leader_id.clone(),
             );
             r.register(
@@ -203,7 +207,8 @@ impl ApiMetrics {
             .set(m.purged.map(|l| l.index as i64).unwrap_or(0));
         self.raft_is_leader
             .set((m.state == ServerState::Leader) as i64);
-        self.raft_leader_id.set(m.current_leader.unwrap_or(0));
+        self.raft_leader_id
+            .set(m.current_leader.unwrap_or(0) as f64);
         self.raft_voters
             .set(m.membership_config.membership().voter_ids().count() as i64);
     }
@@ -234,6 +239,7 @@ impl ApiMetrics {
     pub fn encode(&self, state: &ApiState) -> String {
         self.refresh_raft(state);
         self.refresh_cluster(state);
+        self.host.refresh();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().unwrap())
             .expect("encoding metrics into a String cannot fail");

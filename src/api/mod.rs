@@ -4,6 +4,7 @@
 //!   multi-document `apply`, and `watch` (newline-delimited JSON). Bearer token required.
 //! - `/v1/nodes`, `/v1/cluster/status`: membership and the Raft group.
 //! - `/healthz`, `/readyz`, `/metrics`: open, for probes and Prometheus.
+//! - `/ui/`: the web dashboard (embedded static files; it logs in with the API token).
 //!
 //! Handlers parse and validate, build a `store::Command` and hand it to the
 //! `ControlPlane`; they hold no logic of their own.
@@ -11,7 +12,9 @@
 
 mod claims;
 mod cluster;
+mod dashboard;
 pub mod error;
+mod host_metrics;
 mod logs;
 pub mod metrics;
 mod registry;
@@ -65,6 +68,7 @@ pub fn serve(
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics::metrics))
+            .configure(dashboard::routes)
             .service(
                 web::scope("/v1")
                     .configure(watch::routes)
@@ -75,7 +79,10 @@ pub fn serve(
                     .configure(resources::routes),
             )
             .default_service(web::to(|| async {
-                ApiError::not_found("no such route; the API lives under /v1/").error_response()
+                ApiError::not_found(
+                    "no such route; the API lives under /v1/, the dashboard under /ui/",
+                )
+                .error_response()
             }))
     })
     .workers(workers)

@@ -5,6 +5,7 @@
 //! (default data dir and token file names).
 
 pub mod client;
+mod completion;
 mod images;
 pub mod output;
 mod rollout;
@@ -201,6 +202,8 @@ pub enum Command {
     /// microVM helper: one VM per process, run by the director.
     #[command(name = "__vmm", hide = true)]
     Vmm(crate::vmm::HelperArgs),
+    /// Shell completion script, e.g. `source <(omnicloud completion bash)`.
+    Completion(completion::CompletionArgs),
     /// Client and server versions.
     Version {
         #[command(flatten)]
@@ -280,6 +283,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
     match command {
         Command::Node(_) | Command::Init(_) => unreachable!("main runs the node and init"),
         Command::Image(cmd) => images::run(cmd),
+        Command::Completion(args) => completion::run(args),
         Command::Rollout(cmd) => rollout::run(cmd),
         Command::Vms(cmd) => vms::run(cmd),
         Command::Chaos(args) => chaos(args),
