@@ -62,7 +62,7 @@ pub struct ChaosArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Cluster CIDR of the local cluster (it must not overlap another on this host).
-    #[arg(long, default_value = "10.77.0.0/16")]
+    #[arg(long, default_value = "10.66.0.0/16")]
     pub cidr: String,
     /// Bridge name prefix (node i gets PREFIX<i>).
     #[arg(long, default_value = "ochaos")]
