@@ -679,3 +679,140 @@ fn shell_completion_offers_the_subcommands() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `omnicloud install --root DIR` writes the binary, a config the node runs with, the token
+/// (0600), a data dir (0700) and a systemd unit; a differing config is kept unless --force;
+/// `uninstall` removes exactly those files, and the data dir only with --purge.
+#[test]
+fn install_writes_a_runnable_service_and_uninstall_removes_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let token = r.join("cluster.token");
+    std::fs::write(&token, "secret-token\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::BIN)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let root_arg = r.to_str().unwrap();
+    // Refused before anything is written.
+    let (ok, out) = run(&[
+        "install",
+        "--root",
+        root_arg,
+        "--join",
+        "10.0.0.1:7946",
+        "--no-start",
+    ]);
+    assert!(!ok && out.contains("--join needs --token-file"), "{out}");
+    let (ok, out) = run(&[
+        "install",
+        "--root",
+        root_arg,
+        "--roles",
+        "agent,boss",
+        "--no-start",
+    ]);
+    assert!(
+        !ok && out.contains("--roles: unknown role \"boss\""),
+        "{out}"
+    );
+    assert!(!r.join("etc").exists(), "a refused install wrote files");
+
+    let (ok, out) = run(&[
+        "install",
+        "--root",
+        root_arg,
+        "--name",
+        "box-1",
+        "--roles",
+        "orchestrator",
+        "--token-file",
+        token.to_str().unwrap(),
+        "--no-start",
+    ]);
+    assert!(ok, "{out}");
+    let mode = |p: &str| std::fs::metadata(r.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        std::fs::read(r.join("usr/local/bin/omnicloud")).unwrap(),
+        std::fs::read(common::BIN).unwrap()
+    );
+    assert_eq!(mode("usr/local/bin/omnicloud"), 0o755);
+    assert_eq!(mode("etc/omnicloud/join.token"), 0o600);
+    assert_eq!(mode("var/lib/omnicloud"), 0o700);
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/omnicloud/join.token")).unwrap(),
+        "secret-token"
+    );
+    let unit = std::fs::read_to_string(r.join("etc/systemd/system/omnicloud.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/omnicloud node --config /etc/omnicloud/node.toml")
+    );
+    assert!(unit.contains("KillMode=process"), "{unit}");
+    // The node runs with the written config.
+    let config = r.join("etc/omnicloud/node.toml");
+    let node = TestNode::start_with("box-1", &["--config", config.to_str().unwrap()]);
+    let (code, v) = node.api().get("/v1/cluster/status");
+    assert_eq!(code, 200, "{v}");
+
+    // The same install again is fine; a hand-edited config is kept unless --force.
+    let again = [
+        "install",
+        "--root",
+        root_arg,
+        "--name",
+        "box-1",
+        "--roles",
+        "orchestrator",
+        "--token-file",
+        token.to_str().unwrap(),
+        "--no-start",
+    ];
+    assert!(run(&again).0);
+    let edited = std::fs::read_to_string(&config).unwrap() + "log = \"debug\"\n";
+    std::fs::write(&config, &edited).unwrap();
+    let (ok, out) = run(&again);
+    assert!(
+        !ok && out.contains("differs") && out.contains("--force"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
+    let mut forced = again.to_vec();
+    forced.push("--force");
+    assert!(run(&forced).0);
+
+    std::fs::write(r.join("var/lib/omnicloud/state"), "x").unwrap();
+    let (ok, out) = run(&["uninstall", "--root", root_arg]);
+    assert!(ok, "{out}");
+    for gone in [
+        "usr/local/bin/omnicloud",
+        "etc/omnicloud",
+        "etc/systemd/system/omnicloud.service",
+    ] {
+        assert!(!r.join(gone).exists(), "{gone} left after uninstall");
+    }
+    assert!(
+        r.join("var/lib/omnicloud/state").exists(),
+        "data kept without --purge"
+    );
+    let (ok, out) = run(&["uninstall", "--root", root_arg]);
+    assert!(
+        !ok && out.contains("was omnicloud installed here?"),
+        "{out}"
+    );
+    // Installed again, uninstall --purge takes the data dir too.
+    assert!(run(&forced).0);
+    let (ok, out) = run(&["uninstall", "--root", root_arg, "--purge"]);
+    assert!(ok, "{out}");
+    assert!(
+        !r.join("var/lib/omnicloud").exists(),
+        "data dir left after --purge"
+    );
+}

@@ -1,9 +1,11 @@
 //! The appliance side of the one binary: what a machine booted from the worker image or a
-//! USB stick runs as PID 1 ([`init`], carried out by [`pid1`]).
+//! USB stick runs as PID 1 ([`init`], carried out by [`pid1`]), and `omnicloud install`
+//! on a host's own Linux ([`install`]).
 //! May call: `model` (name checks). Unsafe code (each with a `// SAFETY:` note): mount,
 //! sethostname, signal masks, waitpid, reboot.
 
 pub mod init;
+pub mod install;
 pub mod pid1;
 
 use std::process::ExitCode;

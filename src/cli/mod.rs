@@ -7,7 +7,9 @@
 pub mod client;
 mod completion;
 mod images;
+mod ops;
 pub mod output;
+mod resources;
 mod rollout;
 mod scaling;
 mod statefulset;
@@ -15,7 +17,6 @@ mod top;
 mod vms;
 mod wait;
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -156,6 +157,10 @@ pub enum Command {
     /// Follow, list and undo Deployment rollouts.
     #[command(subcommand)]
     Rollout(rollout::RolloutCommand),
+    /// Install this binary as a systemd service (config, token, data dir, unit).
+    Install(crate::appliance::install::InstallArgs),
+    /// Remove what `install` wrote (the data dir only with --purge).
+    Uninstall(crate::appliance::install::UninstallArgs),
     /// A resilience run: a local cluster, random kill -9s on a schedule, and a verdict.
     Chaos(crate::chaos::ChaosArgs),
     /// VM replicas: list, serial logs, start and stop.
@@ -286,7 +291,9 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Completion(args) => completion::run(args),
         Command::Rollout(cmd) => rollout::run(cmd),
         Command::Vms(cmd) => vms::run(cmd),
-        Command::Chaos(args) => chaos(args),
+        Command::Chaos(args) => ops::chaos(args),
+        Command::Install(args) => ops::install(args),
+        Command::Uninstall(args) => ops::uninstall(args),
         Command::Scaling(cmd) => scaling::run(cmd),
         Command::Top(cmd) => top::top(cmd),
         Command::ScalingCapacity { conn, output } => top::capacity(conn, None, output),
@@ -332,7 +339,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
             namespace,
             output,
             wait,
-        } => apply(&conn.client(), &files, namespace, output, &wait),
+        } => resources::apply(&conn.client(), &files, namespace, output, &wait),
         Command::Get {
             conn,
             kind,
@@ -351,14 +358,14 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
             };
             let client = conn.client();
             match name {
-                Some(name) => get_one(
+                Some(name) => resources::get_one(
                     &client,
                     kind,
                     &name,
                     ns.as_deref().unwrap_or("default"),
                     output,
                 ),
-                None => get_list(
+                None => resources::get_list(
                     &client,
                     kind,
                     ns.as_deref(),
@@ -532,195 +539,6 @@ fn object_path(kind: Kind, ns: Option<&str>, name: &str) -> String {
         "{}/{name}",
         collection_path(kind, Some(ns.unwrap_or("default")))
     )
-}
-
-fn read_input(file: &str) -> Result<String, ClientError> {
-    if file == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| ClientError::Other(format!("reading stdin: {e}")))?;
-        Ok(s)
-    } else {
-        std::fs::read_to_string(file)
-            .map_err(|e| ClientError::Other(format!("reading {file}: {e}")))
-    }
-}
-
-fn apply(
-    client: &Client,
-    files: &[String],
-    namespace: Option<String>,
-    output: Format,
-    wait: &wait::WaitArgs,
-) -> Result<(), ClientError> {
-    let body: Vec<String> = files
-        .iter()
-        .map(|f| read_input(f))
-        .collect::<Result<_, _>>()?;
-    let body = body.join("\n---\n");
-    let path = match &namespace {
-        Some(ns) => format!("/v1/apply?namespace={ns}"),
-        None => "/v1/apply".to_string(),
-    };
-    let result = client.send("POST", &path, "application/yaml", &body)?;
-    match output {
-        Format::Json => output::print_json(&result),
-        Format::Yaml => output::print_yaml(&result),
-        _ => {
-            for item in result["items"].as_array().into_iter().flatten() {
-                println!(
-                    "{}/{} {}",
-                    item["kind"].as_str().unwrap_or("?").to_lowercase(),
-                    item["name"].as_str().unwrap_or("?"),
-                    item["action"].as_str().unwrap_or("?")
-                );
-            }
-        }
-    }
-    if wait.wait {
-        let targets: Vec<wait::Target> = result["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|i| {
-                Some(wait::Target {
-                    kind: Kind::parse(i["kind"].as_str()?)?,
-                    namespace: i["namespace"].as_str().unwrap_or("default").to_string(),
-                    name: i["name"].as_str()?.to_string(),
-                })
-            })
-            .collect();
-        wait::wait(client, &targets, wait.timeout)?;
-    }
-    Ok(())
-}
-
-fn get_one(
-    client: &Client,
-    kind: Kind,
-    name: &str,
-    ns: &str,
-    format: Format,
-) -> Result<(), ClientError> {
-    let o = client.get_json(&object_path(kind, Some(ns), name))?;
-    match format {
-        Format::Json => output::print_json(&o),
-        Format::Yaml => output::print_yaml(&o),
-        f => {
-            let wide = f == Format::Wide;
-            println!(
-                "{}",
-                output::table(
-                    &output::columns(kind, wide),
-                    vec![output::row(kind, &o, wide)]
-                )
-            );
-        }
-    }
-    Ok(())
-}
-
-fn get_list(
-    client: &Client,
-    kind: Kind,
-    ns: Option<&str>,
-    selector: Option<&str>,
-    format: Format,
-    watch: bool,
-) -> Result<(), ClientError> {
-    let mut path = collection_path(kind, ns);
-    if let Some(sel) = selector {
-        path.push_str(&format!("?labelSelector={}", urlencode(sel)));
-    }
-    let list = client.get_json(&path)?;
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    let all_ns = ns.is_none() && kind.namespaced();
-    let wide = format == Format::Wide;
-    let header = |kind| {
-        let mut h = output::columns(kind, wide);
-        if all_ns {
-            h.insert(0, "NAMESPACE");
-        }
-        h
-    };
-    let row_of = |o: &Value| {
-        let mut r = output::row(kind, o, wide);
-        if all_ns {
-            r.insert(
-                0,
-                o["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
-        }
-        r
-    };
-    match format {
-        Format::Json => output::print_json(&list),
-        Format::Yaml => output::print_yaml(&list),
-        _ if items.is_empty() && !watch => {
-            eprintln!(
-                "No {} found{}.",
-                kind.plural(),
-                ns.map(|n| format!(" in namespace {n}")).unwrap_or_default()
-            )
-        }
-        _ => println!(
-            "{}",
-            output::table(&header(kind), items.iter().map(row_of).collect())
-        ),
-    }
-    if !watch {
-        return Ok(());
-    }
-    let revision: u64 = list["metadata"]["revision"]
-        .as_str()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0);
-    let mut wpath = format!("/v1/watch?since={}&kind={}", revision + 1, kind.plural());
-    if let (Some(ns), true) = (ns, kind.namespaced()) {
-        wpath.push_str(&format!("&namespace={ns}"));
-    }
-    if let Some(sel) = selector {
-        wpath.push_str(&format!("&labelSelector={}", urlencode(sel)));
-    }
-    client.stream(&wpath, |event| {
-        match format {
-            Format::Json => println!("{event}"),
-            Format::Yaml => {
-                println!("---");
-                output::print_yaml(&event)
-            }
-            _ if event["type"] == "ERROR" => {
-                eprintln!("watch ended: {}", event["message"].as_str().unwrap_or(""))
-            }
-            _ => {
-                let mut r = row_of(&event["object"]);
-                r.push(event["type"].as_str().unwrap_or_default().to_string());
-                let t = output::table(&[header(kind), vec!["EVENT"]].concat(), vec![r]);
-                println!("{}", t.lines().nth(1).unwrap_or_default());
-            }
-        }
-        true
-    })
-}
-
-fn chaos(args: crate::chaos::ChaosArgs) -> Result<(), ClientError> {
-    let json = matches!(args.output, Format::Json);
-    let report = crate::chaos::run(args).map_err(ClientError::Other)?;
-    if json {
-        output::print_json(&serde_json::to_value(&report).expect("JSON"));
-    } else {
-        print!("{}", crate::chaos::render(&report));
-    }
-    if report.verdict != "PASS" {
-        return Err(ClientError::Other(
-            "the chaos run broke an invariant (verdict FAIL)".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// An instance's log (a container's output, a VM's serial console) to stdout, from the

@@ -1,0 +1,352 @@
+//! `omnicloud install` / `uninstall`: the one binary on a vendor's or homelab's own Linux,
+//! as a systemd service. Install writes the binary, a config file, the join token (0600),
+//! a data dir (0700) and a unit, records what it wrote in `/etc/omnicloud/install.json`,
+//! and enables and starts the service when systemd runs. Uninstall removes exactly what
+//! the record lists (the data dir only with `--purge`). `--root DIR` installs into a tree
+//! (an image being built, or a test); then nothing is started.
+//!
+//! The unit uses `KillMode=process`: stopping or restarting the service ends the node
+//! process only, so containers and VMs keep running and the restarted node adopts them.
+
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+const UNIT: &str = "omnicloud.service";
+
+#[derive(Debug, Clone, Args)]
+pub struct InstallArgs {
+    /// Install into this tree instead of / (nothing is started).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A node of the cluster to join, HOST:PORT (repeatable); none: this node seeds one.
+    #[arg(long, value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// The cluster's join token file (needed with --join; copied, mode 0600).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Roles: auto, or a comma-separated list of orchestrator, director, agent.
+    #[arg(long, default_value = "auto")]
+    pub roles: String,
+    #[arg(long, default_value = "/var/lib/omnicloud")]
+    pub data_dir: PathBuf,
+    /// Write the files but do not enable or start the service.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Replace a config file that differs from the one this install would write.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UninstallArgs {
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Also remove the data dir (the node's state, images, logs) after ending the
+    /// containers and VMs it ran.
+    #[arg(long)]
+    pub purge: bool,
+}
+
+/// What an install wrote (paths as seen from inside the root).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Record {
+    pub files: Vec<PathBuf>,
+    pub data_dir: PathBuf,
+}
+
+const BIN: &str = "/usr/local/bin/omnicloud";
+const CONFIG_DIR: &str = "/etc/omnicloud";
+const UNIT_PATH: &str = "/etc/systemd/system/omnicloud.service";
+
+fn inside(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The node config the service runs with.
+pub fn config_text(args: &InstallArgs, name: &str) -> String {
+    let roles: Vec<String> = args.roles.split(',').map(|r| toml_str(r.trim())).collect();
+    let mut text = format!(
+        "# Written by `omnicloud install`; the built-in defaults fill in the rest\n\
+         # (see config/node.toml in the omnicloud sources for every key).\n\
+         name = {}\ndata_dir = {}\nroles = [{}]\n",
+        toml_str(name),
+        toml_str(&args.data_dir.display().to_string()),
+        roles.join(", ")
+    );
+    if !args.join.is_empty() {
+        let join: Vec<String> = args.join.iter().map(|j| toml_str(j)).collect();
+        text.push_str(&format!(
+            "join = [{}]\ntoken_file = {}\n",
+            join.join(", "),
+            toml_str(&format!("{CONFIG_DIR}/join.token"))
+        ));
+    }
+    text
+}
+
+pub fn unit_text() -> String {
+    format!(
+        "[Unit]\n\
+         Description=omnicloud node\n\
+         Documentation=https://github.com/omnicloud/omnicloud\n\
+         After=network-online.target\n\
+         Wants=network-online.target\n\n\
+         [Service]\n\
+         ExecStart={BIN} node --config {CONFIG_DIR}/node.toml\n\
+         Restart=always\n\
+         RestartSec=2\n\
+         # Containers and VMs outlive the node process; a restarted node adopts them.\n\
+         KillMode=process\n\
+         Delegate=yes\n\
+         LimitNOFILE=1048576\n\
+         TasksMax=infinity\n\n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
+    )
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let tmp = path.with_extension("omnicloud-new");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::io::Write::write_all(&mut f, bytes)
+        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("installing {}: {e}", path.display()))
+}
+
+fn systemd_running(root: &Path) -> bool {
+    root == Path::new("/") && Path::new("/run/systemd/system").is_dir()
+}
+
+fn systemctl(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("systemctl")
+        .args(args)
+        .output()
+        .map_err(|e| format!("systemctl {}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "systemctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks everything before writing anything: a refused install leaves no file behind.
+pub fn install(args: &InstallArgs) -> Result<Vec<String>, String> {
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_lowercase())
+            .unwrap_or_else(|_| "node".into()),
+    };
+    crate::model::validate_name("--name", &name).map_err(|e| e.to_string())?;
+    for role in args.roles.split(',') {
+        if !["auto", "orchestrator", "director", "agent"].contains(&role.trim()) {
+            return Err(format!(
+                "--roles: unknown role \"{role}\"; expected auto, orchestrator, director or agent"
+            ));
+        }
+    }
+    let token = match (&args.join.is_empty(), &args.token_file) {
+        (false, None) => return Err("--join needs --token-file (the cluster's join token)".into()),
+        (_, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| format!("--token-file {}: {e}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (true, None) => None,
+    };
+    if !args.data_dir.is_absolute() {
+        return Err(format!(
+            "--data-dir: {} is not an absolute path",
+            args.data_dir.display()
+        ));
+    }
+    let config = config_text(args, &name);
+    let config_path = inside(&args.root, &format!("{CONFIG_DIR}/node.toml"));
+    if let Ok(existing) = std::fs::read_to_string(&config_path) {
+        if existing != config && !args.force {
+            return Err(format!(
+                "{} exists and differs from what this install would write; keep it (edit by hand) or pass --force",
+                config_path.display()
+            ));
+        }
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
+    let binary = std::fs::read(&exe).map_err(|e| format!("reading {}: {e}", exe.display()))?;
+
+    let mut record = Record {
+        files: Vec::new(),
+        data_dir: args.data_dir.clone(),
+    };
+    let mut steps = Vec::new();
+    let mut put = |path: &str, bytes: &[u8], mode: u32| -> Result<(), String> {
+        write_file(&inside(&args.root, path), bytes, mode)?;
+        record.files.push(path.into());
+        steps.push(format!("wrote {path}"));
+        Ok(())
+    };
+    put(BIN, &binary, 0o755)?;
+    put(&format!("{CONFIG_DIR}/node.toml"), config.as_bytes(), 0o644)?;
+    if let Some(token) = &token {
+        put(&format!("{CONFIG_DIR}/join.token"), token.as_bytes(), 0o600)?;
+    }
+    put(UNIT_PATH, unit_text().as_bytes(), 0o644)?;
+    let data = inside(&args.root, &args.data_dir.display().to_string());
+    std::fs::create_dir_all(&data).map_err(|e| format!("creating {}: {e}", data.display()))?;
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("{}: {e}", data.display()))?;
+    steps.push(format!("data dir {}", args.data_dir.display()));
+    let json = serde_json::to_vec_pretty(&record).expect("JSON");
+    write_file(
+        &inside(&args.root, &format!("{CONFIG_DIR}/install.json")),
+        &json,
+        0o644,
+    )?;
+    if args.no_start || !systemd_running(&args.root) {
+        steps.push(format!(
+            "not started; start with: systemctl daemon-reload && systemctl enable --now {UNIT}"
+        ));
+    } else {
+        systemctl(&["daemon-reload"])?;
+        systemctl(&["enable", "--now", UNIT])?;
+        steps.push(format!("enabled and started {UNIT}"));
+    }
+    Ok(steps)
+}
+
+pub fn uninstall(args: &UninstallArgs) -> Result<Vec<String>, String> {
+    let record_path = inside(&args.root, &format!("{CONFIG_DIR}/install.json"));
+    let record: Record = serde_json::from_slice(&std::fs::read(&record_path).map_err(|e| {
+        format!(
+            "{}: {e} (was omnicloud installed here?)",
+            record_path.display()
+        )
+    })?)
+    .map_err(|e| format!("{}: {e}", record_path.display()))?;
+    let mut steps = Vec::new();
+    if systemd_running(&args.root) {
+        // Not installed as a unit any more, or never started: nothing to stop.
+        let _ = systemctl(&["disable", "--now", UNIT]);
+        steps.push(format!("stopped and disabled {UNIT}"));
+    }
+    for f in &record.files {
+        let path = inside(&args.root, &f.display().to_string());
+        match std::fs::remove_file(&path) {
+            Ok(()) => steps.push(format!("removed {}", f.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("removing {}: {e}", path.display())),
+        }
+    }
+    let _ = std::fs::remove_file(&record_path);
+    let _ = std::fs::remove_dir(inside(&args.root, CONFIG_DIR));
+    if systemd_running(&args.root) {
+        let _ = systemctl(&["daemon-reload"]);
+    }
+    let data = inside(&args.root, &record.data_dir.display().to_string());
+    if args.purge {
+        end_workloads(&data);
+        std::fs::remove_dir_all(&data).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(format!("removing {}: {e}", data.display())),
+        })?;
+        steps.push(format!(
+            "removed the data dir {}",
+            record.data_dir.display()
+        ));
+    } else {
+        steps.push(format!(
+            "kept the data dir {} (uninstall --purge removes it); containers and VMs it ran keep running until then",
+            record.data_dir.display()
+        ));
+    }
+    Ok(steps)
+}
+
+/// Ends what a node ran from `data`: its containers (they outlive the node), its VMMs
+/// and its fencing watchdog.
+fn end_workloads(data: &Path) {
+    crate::agent::fence::stop_watchdog(data);
+    let root = data.join("containers");
+    let exe = std::env::current_exe().unwrap_or_else(|_| BIN.into());
+    for c in crate::container::runtime::Runtime::new(&root)
+        .list()
+        .unwrap_or_default()
+    {
+        let _ = Command::new(&exe)
+            .args(["__container", "delete", &c.id, "--force", "--root"])
+            .arg(&root)
+            .output();
+    }
+    let marker = data.join("vms").display().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.contains("__vmm") && cmd.contains(&marker) {
+            // SAFETY: kill(2) on a VMM process started for this data dir.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(root: &Path) -> InstallArgs {
+        InstallArgs {
+            root: root.into(),
+            name: Some("box-1".into()),
+            join: vec![],
+            token_file: None,
+            roles: "agent,director".into(),
+            data_dir: "/var/lib/omnicloud".into(),
+            no_start: true,
+            force: false,
+        }
+    }
+
+    #[test]
+    fn the_config_is_one_the_node_loads() {
+        let a = InstallArgs {
+            join: vec!["10.0.0.1:7946".into()],
+            ..args(Path::new("/x"))
+        };
+        let text = config_text(&a, "box-1");
+        let v: toml::Table = text.parse().unwrap();
+        assert_eq!(v["name"].as_str(), Some("box-1"));
+        assert_eq!(v["roles"].as_array().unwrap().len(), 2);
+        assert_eq!(v["token_file"].as_str(), Some("/etc/omnicloud/join.token"));
+        let unit = unit_text();
+        assert!(unit
+            .contains("ExecStart=/usr/local/bin/omnicloud node --config /etc/omnicloud/node.toml"));
+        assert!(unit.contains("KillMode=process"));
+    }
+}

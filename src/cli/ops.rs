@@ -1,0 +1,35 @@
+//! Verbs that run things on this machine rather than ask a node: `chaos`, `install`,
+//! `uninstall`.
+
+use super::client::ClientError;
+use super::{output, Format};
+
+pub fn chaos(args: crate::chaos::ChaosArgs) -> Result<(), ClientError> {
+    let json = matches!(args.output, Format::Json);
+    let report = crate::chaos::run(args).map_err(ClientError::Other)?;
+    if json {
+        output::print_json(&serde_json::to_value(&report).expect("JSON"));
+    } else {
+        print!("{}", crate::chaos::render(&report));
+    }
+    if report.verdict != "PASS" {
+        return Err(ClientError::Other(
+            "the chaos run broke an invariant (verdict FAIL)".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn install(args: crate::appliance::install::InstallArgs) -> Result<(), ClientError> {
+    for step in crate::appliance::install::install(&args).map_err(ClientError::Other)? {
+        println!("{step}");
+    }
+    Ok(())
+}
+
+pub fn uninstall(args: crate::appliance::install::UninstallArgs) -> Result<(), ClientError> {
+    for step in crate::appliance::install::uninstall(&args).map_err(ClientError::Other)? {
+        println!("{step}");
+    }
+    Ok(())
+}
