@@ -284,6 +284,7 @@ impl Node {
                 worker: config.director.clone(),
                 join_addr: format!("{}:{}", config.advertise, gossip.local_addr().port()),
                 join_token: join_token.clone(),
+                bridge: config.network.bridge.clone(),
             };
             let metrics = api_metrics.with_registry(crate::director::DirectorMetrics::new);
             if let Err(e) =

@@ -18,6 +18,44 @@ use crate::store::{Command, ObjectKey, Rejection};
 
 const TICK: Duration = Duration::from_secs(1);
 
+/// Serializes instance address allocation on this node (agent and director draw from one
+/// node subnet) with the record write that claims the address.
+pub static ADDRESS_LOCK: Mutex<()> = Mutex::new(());
+
+/// The instance subnet the orchestrator leased this node, from the local replica.
+pub fn node_subnet(
+    control: &ControlPlane,
+    node: &str,
+) -> Option<crate::container::network::Subnet> {
+    use crate::model::{Kind, Resource, Spec};
+    let bytes = control
+        .reader()
+        .get(&ObjectKey::new(Kind::NodeSubnet, "", node))
+        .ok()??;
+    let r = Resource::from_stored(serde_json::from_slice(&bytes).ok()?).ok()?;
+    match r.spec {
+        Some(Spec::NodeSubnet(s)) => crate::container::network::Subnet::parse(&s.cidr),
+        _ => None,
+    }
+}
+
+/// Local record prefixes whose records hold an `ip` field: every address in use here.
+const ADDRESS_RECORDS: [&str; 2] = ["agent/", "director/"];
+
+/// The instance addresses this node's agent and director hold (hold [`ADDRESS_LOCK`]).
+pub fn used_addresses(
+    store: &crate::store::Store,
+) -> std::collections::BTreeSet<std::net::Ipv4Addr> {
+    ADDRESS_RECORDS
+        .iter()
+        .flat_map(|p| store.local_scan(p).unwrap_or_default())
+        .filter_map(|(_, v)| {
+            let v: serde_json::Value = serde_json::from_slice(&v).ok()?;
+            v["ip"].as_str()?.parse().ok()
+        })
+        .collect()
+}
+
 /// Coalesces status writes per instance and retries them until the leader takes them.
 #[derive(Default)]
 pub struct Reporter {

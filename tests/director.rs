@@ -520,3 +520,106 @@ fn a_worker_vm_boots_the_worker_image_with_this_clusters_join_address_and_token(
     assert_eq!(code, 200);
     assert!(eventually(Duration::from_secs(15), || (!alive(pid)).then_some(())).is_some());
 }
+
+/// `network.bridge: true`: the replica gets an address from the node subnet, a tap on the
+/// node bridge and a MAC derived from the address; its frames reach the bridge and the
+/// bridge's reach it.
+#[test]
+fn a_networked_vm_gets_an_address_and_a_tap_on_the_node_bridge() {
+    let Some(kernel) = common::guest::elf() else {
+        return;
+    };
+    let _g = serial();
+    let bridge = "odirnet5";
+    // Made up front so the test can listen before the guest's first frame; the director
+    // gives it the subnet's gateway address (setting up an existing bridge is idempotent).
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", bridge])
+        .output();
+    common::packet::ip(&["link", "add", bridge, "type", "bridge"]).unwrap();
+    let _del = common::packet::DeleteLink(bridge.into());
+    common::packet::ip(&["link", "set", bridge, "up"]).unwrap();
+    const ETHERTYPE: u16 = 0x88b5;
+    let socket = common::packet::PacketSocket::bind(bridge, ETHERTYPE).unwrap();
+    let (node, _cleanup) = director_node_with(
+        "dir6",
+        &format!("[network]\ncluster_cidr = \"10.96.0.0/16\"\nbridge = \"{bridge}\"\n"),
+    );
+    let yaml = vm_yaml(
+        "net",
+        &kernel,
+        1,
+        "  cmdline: omnicloud.net omnicloud.hold\n  network: {bridge: true}\n",
+    );
+    let (code, body) = node.api().apply(&yaml);
+    assert_eq!(code, 200, "{body}");
+    let frame = socket.recv(Duration::from_secs(30)).unwrap_or_else(|| {
+        panic!(
+            "no frame from the guest: {:?}\n{}",
+            vms(&node, "net"),
+            node.log()
+        )
+    });
+    let inst = eventually(Duration::from_secs(10), || {
+        let (_, v) = node.api().get("/v1/namespaces/default/instances/net-0");
+        let has_ip = v["status"]["ip"].as_str().is_some_and(|s| !s.is_empty());
+        has_ip.then_some(v)
+    })
+    .expect("the replica's address in its status");
+    let ip: std::net::Ipv4Addr = inst["status"]["ip"].as_str().unwrap().parse().unwrap();
+    let o = ip.octets();
+    assert_eq!(&o[..2], &[10, 96], "an address of the node subnet: {ip}");
+    let mac = [0x02, 0x0c, o[0], o[1], o[2], o[3]];
+    assert_eq!(
+        frame[6..12],
+        mac,
+        "the guest's source MAC is derived from its address"
+    );
+    assert_eq!(frame[12..14], ETHERTYPE.to_be_bytes());
+    // The tap is on the node bridge.
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(links.contains("ovm"), "no VM tap on {bridge}: {links}");
+    // A frame back to the guest.
+    let mut reply = mac.to_vec();
+    reply.extend_from_slice(&[0x02, 0xfe, 0, 0, 0, 1]);
+    reply.extend_from_slice(&ETHERTYPE.to_be_bytes());
+    reply.extend_from_slice(b"hello from the director test");
+    socket.send(&reply).unwrap();
+    let log = eventually(Duration::from_secs(15), || {
+        let (ok, out, _) = node.cli(&["vms", "logs", "net-0"]);
+        (ok && out.contains("holding")).then_some(out)
+    })
+    .expect("the guest got past its network check");
+    assert!(
+        log.contains("net rx: hello from the director test"),
+        "{log}"
+    );
+    let spec: Value = serde_json::from_slice(
+        &std::fs::read(node.dir.join("vms/default/net-0/spec.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        spec["cmdline"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("ip={ip}::")),
+        "{spec}"
+    );
+    // Deleted: the VMM ends and the kernel removes its tap.
+    let (code, _) = node
+        .api()
+        .delete("/v1/namespaces/default/virtualmachines/net");
+    assert_eq!(code, 200);
+    let gone = eventually(Duration::from_secs(15), || {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "link", "show", "master", bridge])
+            .output()
+            .unwrap();
+        (!String::from_utf8_lossy(&out.stdout).contains("ovm")).then_some(())
+    });
+    assert!(gone.is_some(), "the tap outlived its VM");
+}

@@ -30,9 +30,8 @@ pub mod usage;
 pub mod workload;
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -46,7 +45,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::Gossip;
 use crate::config::AgentSettings;
-use crate::container::network::{NodeNetwork, Subnet};
+use crate::container::network::NodeNetwork;
 use crate::model::instance::InstanceStatus;
 use crate::model::{Kind, Resource, Spec};
 use crate::orchestrator::ControlPlane;
@@ -180,8 +179,6 @@ pub struct Shared {
     store: Store,
     reporter: Arc<Reporter>,
     network: watch::Sender<Option<NodeNetwork>>,
-    /// Serializes address allocation with its record write.
-    ip_lock: Mutex<()>,
     stopping: watch::Receiver<bool>,
 }
 
@@ -232,8 +229,8 @@ impl Shared {
         container_id: &str,
         network: &NodeNetwork,
     ) -> Option<Record> {
-        let _guard = self.ip_lock.lock().unwrap();
-        let used: BTreeSet<Ipv4Addr> = self.records().into_iter().map(|(_, r)| r.ip).collect();
+        let _guard = crate::supervise::ADDRESS_LOCK.lock().unwrap();
+        let used = crate::supervise::used_addresses(&self.store);
         let record = Record {
             uid: uid.to_string(),
             container_id: container_id.to_string(),
@@ -308,7 +305,6 @@ pub fn spawn(
         store: control.store().clone(),
         reporter,
         network: watch::channel(None).0,
-        ip_lock: Mutex::new(()),
         stopping: stop.clone(),
     });
     let fence = fence::Fence::start(&config.data_dir, &shared.dirs.containers)?;
@@ -342,18 +338,6 @@ fn assigned(control: &ControlPlane, node: &str) -> Vec<supervisor::Instance> {
             })
         })
         .collect()
-}
-
-fn node_subnet(control: &ControlPlane, node: &str) -> Option<Subnet> {
-    let bytes = control
-        .reader()
-        .get(&ObjectKey::new(Kind::NodeSubnet, "", node))
-        .ok()??;
-    let r = Resource::from_stored(serde_json::from_slice(&bytes).ok()?).ok()?;
-    match r.spec {
-        Some(Spec::NodeSubnet(s)) => Subnet::parse(&s.cidr),
-        _ => None,
-    }
 }
 
 async fn reconcile_loop(
@@ -426,7 +410,7 @@ async fn reconcile_loop(
         }
         // The bridge comes up with the first instance: a node that runs none changes nothing.
         if shared.network().is_none() && !wanted.is_empty() {
-            if let Some(subnet) = node_subnet(&control, &shared.node) {
+            if let Some(subnet) = crate::supervise::node_subnet(&control, &shared.node) {
                 let b = bridge.clone();
                 match tokio::task::spawn_blocking(move || NodeNetwork::ensure(&b, subnet)).await {
                     Ok(Ok(n)) => {

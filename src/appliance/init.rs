@@ -255,13 +255,18 @@ pub fn steps(plan: &InitPlan, exe: &str) -> Vec<Step> {
 }
 
 /// The kernel command line of a worker VM that joins `join` as an agent named `name`.
-pub fn worker_cmdline(name: &str, join: &[String], token: &str, ip: Option<&str>) -> String {
+pub fn worker_cmdline(
+    name: &str,
+    join: &[String],
+    token: &str,
+    ip: Option<(String, Ipv4Addr)>,
+) -> String {
     let mut c = format!(
         "console=ttyS0 reboot=k panic=1 omnicloud.name={name} omnicloud.roles=agent omnicloud.join={} omnicloud.token={token}",
         join.join(",")
     );
     match ip {
-        Some(ip) => c.push_str(&format!(" omnicloud.ip={ip}")),
+        Some((cidr, gw)) => c.push_str(&format!(" omnicloud.ip={cidr} omnicloud.gw={gw}")),
         None => c.push_str(" omnicloud.ip=dhcp"),
     }
     c
@@ -274,12 +279,9 @@ mod tests {
     #[test]
     fn a_worker_cmdline_plans_a_joining_agent() {
         let join = vec!["10.88.0.1:7946".to_string()];
-        let cmdline = worker_cmdline("w-0", &join, "s3cret", Some("10.88.0.200/24"));
-        let p = plan(
-            &format!("root=/dev/ram0 {cmdline} omnicloud.gw=10.88.0.1"),
-            "x",
-        )
-        .unwrap();
+        let gw = "10.88.0.1".parse().unwrap();
+        let cmdline = worker_cmdline("w-0", &join, "s3cret", Some(("10.88.0.200/24".into(), gw)));
+        let p = plan(&format!("root=/dev/ram0 {cmdline}"), "x").unwrap();
         assert_eq!(p.name, "w-0");
         assert_eq!(p.join, join);
         assert_eq!(p.token.as_deref(), Some("s3cret"));

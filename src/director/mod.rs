@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod supervisor;
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{AgentSettings, DirectorSettings};
+use crate::container::network::{NodeNetwork, Subnet};
 use crate::model::{Kind, Resource, Spec};
 use crate::orchestrator::ControlPlane;
 use crate::store::{ObjectKey, Store};
@@ -47,6 +49,8 @@ pub struct DirectorConfig {
     /// What a worker VM joins: this node's gossip address, and the cluster's join token.
     pub join_addr: String,
     pub join_token: String,
+    /// The node bridge VMs with `network.bridge: true` get a tap on.
+    pub bridge: String,
 }
 
 /// What every VM supervisor shares.
@@ -61,6 +65,8 @@ pub struct Shared {
     pub join_addr: String,
     pub join_token: String,
     pub metrics: DirectorMetrics,
+    /// The node bridge and subnet, once leased and set up (by this or the agent).
+    network: std::sync::Mutex<Option<NodeNetwork>>,
     /// This executable, re-run as `__vmm`.
     pub exe: PathBuf,
     store: Store,
@@ -72,6 +78,25 @@ fn record_key(key: &ObjectKey) -> String {
 }
 
 impl Shared {
+    pub fn network(&self) -> Option<NodeNetwork> {
+        self.network.lock().unwrap().clone()
+    }
+
+    /// The lowest free address of the node subnet for `record`, saved with it before it is
+    /// returned (agent and director share the subnet).
+    pub fn allocate(
+        &self,
+        key: &ObjectKey,
+        record: &mut Record,
+        subnet: Subnet,
+    ) -> Option<Ipv4Addr> {
+        let _guard = crate::supervise::ADDRESS_LOCK.lock().unwrap();
+        let ip = subnet.allocate(&crate::supervise::used_addresses(&self.store))?;
+        record.ip = Some(ip);
+        self.save_record(key, record);
+        Some(ip)
+    }
+
     pub fn report(&self, key: &ObjectKey, uid: &str, status: &crate::model::InstanceStatus) {
         self.reporter.submit(key, uid, status);
     }
@@ -140,11 +165,12 @@ pub fn spawn(
         join_addr: config.join_addr,
         join_token: config.join_token,
         metrics,
+        network: std::sync::Mutex::new(None),
         exe: std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?,
         store: control.store().clone(),
         reporter,
     });
-    tokio::spawn(reconcile_loop(control, shared, stop));
+    tokio::spawn(reconcile_loop(control, shared, config.bridge, stop));
     Ok(())
 }
 
@@ -181,6 +207,7 @@ fn assigned(control: &ControlPlane, node: &str) -> Vec<supervisor::VmInstance> {
 async fn reconcile_loop(
     control: ControlPlane,
     shared: Arc<Shared>,
+    bridge: String,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut leftover: HashMap<ObjectKey, Record> = shared.records().into_iter().collect();
@@ -206,7 +233,23 @@ async fn reconcile_loop(
         if last_contact.load(Ordering::Relaxed) == 0 {
             continue;
         }
-        let wanted = assigned(&control, &shared.node);
+        let mut wanted = assigned(&control, &shared.node);
+        let wants_net =
+            |v: &supervisor::VmInstance| v.vm.network.as_ref().and_then(|n| n.bridge) == Some(true);
+        if shared.network().is_none() && wanted.iter().any(wants_net) {
+            if let Some(subnet) = crate::supervise::node_subnet(&control, &shared.node) {
+                let b = bridge.clone();
+                match tokio::task::spawn_blocking(move || NodeNetwork::ensure(&b, subnet)).await {
+                    Ok(Ok(n)) => *shared.network.lock().unwrap() = Some(n),
+                    Ok(Err(e)) => tracing::error!(error = %e, "setting up the VM network"),
+                    Err(e) => tracing::error!(error = %e, "network setup panicked"),
+                }
+            }
+        }
+        // A networked VM waits for the node's subnet lease and bridge.
+        if shared.network().is_none() {
+            wanted.retain(|v| !wants_net(v));
+        }
         let gone: Vec<ObjectKey> = running
             .iter()
             .filter(|(k, r)| !wanted.iter().any(|w| &w.key == *k && w.uid == r.uid))

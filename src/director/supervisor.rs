@@ -37,6 +37,9 @@ pub struct Record {
     pub ticks: Option<u64>,
     pub restarts: u32,
     pub started_at: String,
+    /// The VM's address in the node subnet (VMs with `network.bridge: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 pub struct VmInstance {
@@ -61,7 +64,12 @@ fn now_rfc3339() -> String {
 /// The VMM's spec for this VM: the VirtualMachine's fields, the serial console to the
 /// instance log. A worker VM boots the director's worker image with what it needs to join
 /// on the command line (before the user's part).
-pub fn vmm_spec(vm: &VirtualMachineSpec, serial_log: &Path, worker: Option<&Worker>) -> VmSpec {
+pub fn vmm_spec(
+    vm: &VirtualMachineSpec,
+    serial_log: &Path,
+    worker: Option<&Worker>,
+    net: Option<&VmNet>,
+) -> VmSpec {
     let disk = vm.disks.iter().flatten().next();
     let mut spec = VmSpec {
         vcpus: vm.cpu.cores.clamp(0, u32::MAX as i64) as u32,
@@ -88,11 +96,57 @@ pub fn vmm_spec(vm: &VirtualMachineSpec, serial_log: &Path, worker: Option<&Work
             &w.name,
             std::slice::from_ref(&w.join_addr),
             &w.token,
-            None,
+            net.map(|n| (n.cidr(), n.gateway)),
         );
         spec.cmdline = format!("{join} {}", spec.cmdline).trim().to_string();
+    } else if let Some(n) = net {
+        // Linux's own IP autoconfiguration: ip=client::gateway:netmask::eth0:off.
+        let mask = std::net::Ipv4Addr::from(u32::MAX << (32 - n.prefix as u32));
+        let ip = format!("ip={}::{}:{mask}::eth0:off", n.ip, n.gateway);
+        spec.cmdline = format!("{} {ip}", spec.cmdline).trim().to_string();
+    }
+    if let Some(n) = net {
+        spec.net = Some(crate::vmm::spec::NetSpec {
+            tap: n.tap.clone(),
+            mac: n.mac(),
+            bridge: Some(n.bridge.clone()),
+        });
     }
     spec
+}
+
+/// A VM's place on the node network: a tap on the node bridge and an address.
+pub struct VmNet {
+    pub tap: String,
+    pub bridge: String,
+    pub ip: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
+}
+
+impl VmNet {
+    /// Locally administered, derived from the address (unique in the cluster as it is).
+    pub fn mac(&self) -> String {
+        let o = self.ip.octets();
+        format!("02:0c:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+    }
+
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.ip, self.prefix)
+    }
+}
+
+/// A tap name per VM incarnation, within Linux's 15 bytes.
+pub fn tap_name(key: &ObjectKey, uid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("{}/{}/{uid}", key.namespace, key.name));
+    format!(
+        "ovm{}",
+        d.iter()
+            .take(4)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
 }
 
 /// What a worker VM is booted with.
@@ -183,6 +237,7 @@ impl Supervisor {
                     ticks: None,
                     restarts: 0,
                     started_at: String::new(),
+                    ip: None,
                 },
                 None,
             ),
@@ -315,7 +370,16 @@ impl Supervisor {
             join_addr: self.shared.join_addr.clone(),
             token: self.shared.join_token.clone(),
         };
-        let spec = vmm_spec(&self.vm, &self.log, Some(&worker));
+        let net = match self.vm.network.as_ref().and_then(|n| n.bridge) {
+            Some(true) => Some(self.net().ok_or_else(|| {
+                "no free address in the node subnet for the VM's network".to_string()
+            })?),
+            _ => None,
+        };
+        if let Some(n) = &net {
+            self.status.ip = n.ip.to_string();
+        }
+        let spec = vmm_spec(&self.vm, &self.log, Some(&worker), net.as_ref());
         let (dir, log) = (self.dir.clone(), self.log.clone());
         let checked = tokio::task::spawn_blocking(move || -> Result<PathBuf, String> {
             for d in [Some(dir.as_path()), log.parent()].into_iter().flatten() {
@@ -360,6 +424,24 @@ impl Supervisor {
         let ticks = supervise::start_ticks(pid).unwrap_or(0);
         self.record.started_at = now_rfc3339();
         Ok((pid, ticks))
+    }
+
+    /// The VM's tap and address (allocated on its first start, kept across restarts).
+    fn net(&mut self) -> Option<VmNet> {
+        let network = self.shared.network()?;
+        let ip = match self.record.ip {
+            Some(ip) => ip,
+            None => self
+                .shared
+                .allocate(&self.key, &mut self.record, network.subnet)?,
+        };
+        Some(VmNet {
+            tap: tap_name(&self.key, &self.record.uid),
+            bridge: network.bridge.clone(),
+            ip,
+            prefix: network.subnet.prefix,
+            gateway: network.subnet.gateway(),
+        })
     }
 
     /// Runs until the VMM ends (Some) or a stop is asked for (None).
@@ -545,7 +627,7 @@ mod tests {
             "cpu: {cores: 2}\nmemory: {guest: 256Mi}\nkernel: /k\ncmdline: console=ttyS0\n\
                     disks: [{name: root, image: /d.raw, readOnly: true}]\n",
         );
-        let s = vmm_spec(&v, Path::new("/logs/x.log"), None);
+        let s = vmm_spec(&v, Path::new("/logs/x.log"), None, None);
         assert_eq!((s.vcpus, s.memory_mib), (2, 256));
         assert_eq!(s.kernel, PathBuf::from("/k"));
         assert_eq!(s.disk, Some(PathBuf::from("/d.raw")));
@@ -564,7 +646,7 @@ mod tests {
             join_addr: "10.0.0.1:7946".into(),
             token: "tok".into(),
         };
-        let s = vmm_spec(&v, Path::new("/l.log"), Some(&w));
+        let s = vmm_spec(&v, Path::new("/l.log"), Some(&w), None);
         assert_eq!(s.kernel, PathBuf::from("/data/worker/vmlinuz"));
         assert_eq!(
             s.initrd,
@@ -578,13 +660,16 @@ mod tests {
         assert!(s.cmdline.ends_with(" quiet"), "{}", s.cmdline);
         // Not a worker: the image is not used.
         let plain = vm("cpu: {cores: 1}\nmemory: {guest: 64Mi}\nkernel: /k\n");
-        assert_eq!(vmm_spec(&plain, Path::new("/l.log"), Some(&w)).cmdline, "");
+        assert_eq!(
+            vmm_spec(&plain, Path::new("/l.log"), Some(&w), None).cmdline,
+            ""
+        );
     }
 
     #[test]
     fn refusals_name_the_virtual_machine_field() {
         let v = vm("cpu: {cores: 1}\nmemory: {guest: 64Mi}\nkernel: /no/such/kernel\n");
-        let e = vmm_spec(&v, Path::new("/tmp/x.log"), None)
+        let e = vmm_spec(&v, Path::new("/tmp/x.log"), None, None)
             .validate()
             .unwrap_err();
         let msg = spec_error(&e);

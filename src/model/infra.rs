@@ -154,14 +154,10 @@ impl VirtualMachineSpec {
                 "the built-in VMM attaches one disk (virtio-blk); give at most one",
             ));
         }
-        if self
-            .network
-            .as_ref()
-            .is_some_and(|n| n.bridge == Some(true))
-        {
+        if let Some(mac) = self.network.as_ref().and_then(|n| n.mac.as_ref()) {
             return Err(invalid(
-                "spec.network.bridge",
-                "virtio-net is not in the built-in VMM yet; leave the network out",
+                "spec.network.mac",
+                format!("\"{mac}\": the director derives each replica's MAC from its address; leave it out"),
             ));
         }
         if self.kernel.trim().is_empty() && self.worker != Some(true) {

@@ -1,4 +1,4 @@
-//! Node subnet leases: every agent node gets a /node_prefix block of the cluster CIDR
+//! Node subnet leases: every agent or director node gets a /node_prefix block of the cluster CIDR
 //! (a `NodeSubnet` named after it), disjoint from every other lease. Leases are never
 //! taken back automatically: a node that returns keeps its addresses.
 
@@ -47,7 +47,12 @@ pub fn plan(world: &World, draft: &mut Draft) {
         .iter()
         .map(|s| s.metadata.name.as_str())
         .collect();
-    for agent in world.nodes.iter().filter(|a| a.alive && a.agent) {
+    // Agents' containers and directors' VMs get their addresses from it.
+    for agent in world
+        .nodes
+        .iter()
+        .filter(|a| a.alive && (a.agent || a.director))
+    {
         if have.contains(agent.name.as_str()) {
             continue;
         }
