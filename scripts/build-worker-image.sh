@@ -12,6 +12,9 @@
 #   OUT_DIR/vmlinuz            Debian's linux-image-amd64 kernel (a bzImage), fetched with
 #                              `apt-get download` unless OMNICLOUD_WORKER_KERNEL names one.
 #   OUT_DIR/contents.txt       the initramfs file list.
+#   The initramfs also carries the kernel modules a worker needs (virtio, ext4, vfat,
+#   bridge/veth/netfilter for containers, common NICs and disks) and /etc/modules, which
+#   /init loads first.
 #
 # The initramfs is rebuilt only when the binary changed. Needs sh, cpio (busybox's), gzip,
 # ldd, dpkg-deb and apt-get (for the kernel).
@@ -36,9 +39,41 @@ fi
 [ -n "$bin" ] && [ -x "$bin" ] || die "omnicloud binary not found (cargo build, or set OMNICLOUD_BIN)"
 busybox=$(find_busybox)
 
+# --- kernel and its modules ---
+# Debian's kernel has its disk, filesystem, network and netfilter drivers as modules: the
+# initramfs carries the ones a worker needs (WORKER_MODULES and their dependencies) and
+# /init loads them (omnicloud init, /etc/modules).
+WORKER_MODULES="virtio_mmio virtio_pci virtio_blk virtio_net virtio_console ext4 vfat nls_cp437
+nls_iso8859_1 overlay bridge br_netfilter veth tun nf_nat nf_conntrack iptable_nat
+iptable_filter ip_tables xt_MASQUERADE xt_conntrack xt_addrtype e1000 e1000e igb r8169
+ahci sd_mod usb_storage uas xhci_pci"
+tree=$build/kernel-tree
+if [ -n "${OMNICLOUD_WORKER_KERNEL:-}" ]; then
+    cp "$OMNICLOUD_WORKER_KERNEL" "$out/vmlinuz"
+elif [ ! -d "$tree/lib/modules" ] || [ ! -f "$out/vmlinuz" ]; then
+    deb_dir=$build/kernel
+    rm -rf "$deb_dir" "$tree" && mkdir -p "$deb_dir" "$tree"
+    kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
+    pkg=$(kernel_pkg)
+    if [ -z "$pkg" ] && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq >/dev/null 2>&1 || true
+        pkg=$(kernel_pkg)
+    fi
+    [ -n "$pkg" ] || die "apt-cache knows no linux-image-amd64 (run apt-get update)"
+    (cd "$deb_dir" && apt-get download "$pkg" >/dev/null 2>&1) || die "apt-get download $pkg failed"
+    dpkg-deb -x "$deb_dir"/*.deb "$tree"
+    cp "$tree"/boot/vmlinuz-* "$out/vmlinuz"
+    rm -rf "$deb_dir"
+    say "kernel $pkg"
+fi
+kver=$(ls "$tree/lib/modules" 2>/dev/null | head -n1)
+if [ -n "$kver" ] && [ ! -f "$tree/lib/modules/$kver/modules.dep" ]; then
+    "$busybox" depmod -b "$tree" "$kver"
+fi
+
 # --- initramfs ---
 libs=$(ldd "$bin" 2>/dev/null | awk '/=> \//{print $3} /^[ \t]*\//{print $1}' | sort -u)
-stamp="$(stat -L -c '%s %Y %i' "$bin") $bin $(stat -L -c '%s %Y' "$busybox") $(cat "$0" | cksum)"
+stamp="$(stat -L -c '%s %Y %i' "$bin") $bin $(stat -L -c '%s %Y' "$busybox") $(cat "$0" | cksum) $kver"
 if [ -f "$out/initramfs.cpio.gz" ] && [ -f "$build/initramfs.stamp" ] \
     && [ "$(cat "$build/initramfs.stamp")" = "$stamp" ]; then
     say "initramfs unchanged"
@@ -55,7 +90,7 @@ else
         cp -L "$l" "$root$l"
     done
     cp "$busybox" "$root/bin/busybox"
-    for applet in sh ip udhcpc mount umount ls cat ps; do
+    for applet in sh ip udhcpc mount umount ls cat ps modprobe insmod lsmod; do
         ln -s busybox "$root/bin/$applet"
     done
     # udhcpc calls this with the lease in the environment.
@@ -72,6 +107,24 @@ case "$1" in
 esac
 SCRIPT
     chmod 755 "$root/etc/udhcpc.script"
+    if [ -n "$kver" ]; then
+        # The modules and everything they depend on, by modules.dep; then /etc/modules.
+        mdir=lib/modules/$kver
+        need=
+        for m in $WORKER_MODULES; do
+            pattern=$(echo "$m" | sed 's/[-_]/[-_]/g')
+            line=$(grep -E "/$pattern\.ko:" "$tree/$mdir/modules.dep" | head -n1)
+            [ -n "$line" ] || { say "no module $m in $kver (built in?)"; continue; }
+            need="$need ${line%%:*} ${line#*:}"
+            echo "$m" >>"$root/etc/modules"
+        done
+        for f in $(echo $need | tr ' ' '\n' | sort -u); do
+            mkdir -p "$root/$mdir/$(dirname "$f")"
+            cp "$tree/$mdir/$f" "$root/$mdir/$f"
+        done
+        cp "$tree/$mdir/modules.order" "$tree/$mdir/modules.builtin" "$root/$mdir/" 2>/dev/null || true
+        "$busybox" depmod -b "$root" "$kver"
+    fi
     printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
     printf 'root:x:0:\n' >"$root/etc/group"
     (cd "$root" && find . | sort) >"$out/contents.txt"
@@ -82,23 +135,4 @@ SCRIPT
     say "initramfs $(du -h "$out/initramfs.cpio.gz" | cut -f1) ($(wc -l <"$out/contents.txt") entries)"
 fi
 
-# --- kernel ---
-if [ -n "${OMNICLOUD_WORKER_KERNEL:-}" ]; then
-    cp "$OMNICLOUD_WORKER_KERNEL" "$out/vmlinuz"
-elif [ ! -f "$out/vmlinuz" ]; then
-    deb_dir=$build/kernel
-    rm -rf "$deb_dir" && mkdir -p "$deb_dir"
-    kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
-    pkg=$(kernel_pkg)
-    if [ -z "$pkg" ] && [ "$(id -u)" = 0 ]; then
-        apt-get update -qq >/dev/null 2>&1 || true
-        pkg=$(kernel_pkg)
-    fi
-    [ -n "$pkg" ] || die "apt-cache knows no linux-image-amd64 (run apt-get update)"
-    (cd "$deb_dir" && apt-get download "$pkg" >/dev/null 2>&1) || die "apt-get download $pkg failed"
-    dpkg-deb --fsys-tarfile "$deb_dir"/*.deb | tar -x -C "$deb_dir" ./boot
-    cp "$deb_dir"/boot/vmlinuz-* "$out/vmlinuz"
-    rm -rf "$deb_dir"
-    say "kernel $pkg"
-fi
 echo "$out"

@@ -378,6 +378,8 @@ fn the_worker_image_holds_this_binary_as_init_with_everything_it_needs() {
     let contents = std::fs::read_to_string(out.join("contents.txt")).unwrap();
     for entry in [
         "./init",
+        "./etc/modules",
+        "./bin/modprobe",
         "./bin/busybox",
         "./bin/ip",
         "./bin/udhcpc",
@@ -427,6 +429,27 @@ fn the_worker_image_holds_this_binary_as_init_with_everything_it_needs() {
     let node = steps.last().unwrap();
     assert_eq!(node["step"], "node");
     assert_eq!(node["argv"][0], "/init");
+    // The kernel modules it needs (Debian's kernel has virtio and ext4 as modules) are in
+    // the image with their dependencies, and /init loads them before the network.
+    assert!(
+        contents
+            .lines()
+            .any(|l| l.ends_with("/drivers/net/virtio_net.ko")),
+        "{contents}"
+    );
+    assert!(
+        contents.lines().any(|l| l.ends_with("/fs/jbd2/jbd2.ko")),
+        "ext4's dependency"
+    );
+    assert!(contents.lines().any(|l| l.ends_with("/modules.dep")));
+    let modprobe = steps
+        .iter()
+        .position(|s| s["argv"][1] == "modprobe")
+        .expect("a modprobe step from /etc/modules");
+    let argv = steps[modprobe]["argv"].as_array().unwrap();
+    assert!(argv.iter().any(|a| a == "virtio_net") && argv.iter().any(|a| a == "virtio_mmio"));
+    let link_up = steps.iter().position(|s| s["argv"][2] == "link").unwrap();
+    assert!(modprobe < link_up, "modules before the network");
     // The DHCP step runs the image's busybox with the image's lease script.
     assert!(steps.iter().any(|s| s["argv"][1] == "udhcpc"
         && s["argv"]

@@ -20,6 +20,7 @@
 //! | `omnicloud.iface=NAME` | the network interface (default `eth0`) |
 //! | `omnicloud.data=DEVICE` | block device mounted as the data dir (default: tmpfs) |
 //! | `omnicloud.config=PATH` | a node config file (e.g. on a USB stick's config partition) |
+//! | `omnicloud.modules=a,b` | kernel modules to load (default: the image's `/etc/modules`) |
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -57,6 +58,9 @@ pub struct InitPlan {
     pub address: Address,
     pub data_device: Option<String>,
     pub config: Option<PathBuf>,
+    /// Kernel modules loaded before anything needs them (a distribution kernel has its
+    /// disk, filesystem, network and netfilter drivers as modules).
+    pub modules: Vec<String>,
 }
 
 fn redacted<S: serde::Serializer>(token: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -92,8 +96,20 @@ pub enum Step {
     },
 }
 
-/// Parses the `omnicloud.*` keys of a kernel command line.
+/// Where the image lists the modules to load (one per line).
+pub const MODULES_FILE: &str = "/etc/modules";
+
+/// Parses the `omnicloud.*` keys of a kernel command line; `default_modules` comes from
+/// the image's [`MODULES_FILE`].
 pub fn plan(cmdline: &str, default_name: &str) -> Result<InitPlan, String> {
+    plan_with_modules(cmdline, default_name, &[])
+}
+
+pub fn plan_with_modules(
+    cmdline: &str,
+    default_name: &str,
+    default_modules: &[String],
+) -> Result<InitPlan, String> {
     let mut plan = InitPlan {
         name: default_name.to_string(),
         join: Vec::new(),
@@ -103,6 +119,7 @@ pub fn plan(cmdline: &str, default_name: &str) -> Result<InitPlan, String> {
         address: Address::Dhcp,
         data_device: None,
         config: None,
+        modules: default_modules.to_vec(),
     };
     let mut ip = None;
     let mut gw = None;
@@ -134,9 +151,10 @@ pub fn plan(cmdline: &str, default_name: &str) -> Result<InitPlan, String> {
             "iface" => plan.iface = value.to_string(),
             "data" => plan.data_device = Some(value.to_string()),
             "config" => plan.config = Some(value.into()),
+            "modules" => plan.modules = list(),
             other => {
                 return Err(format!(
-                    "omnicloud.{other}: unknown key (expected name, join, token, roles, ip, gw, iface, data or config)"
+                    "omnicloud.{other}: unknown key (expected name, join, token, roles, ip, gw, iface, data, config or modules)"
                 ))
             }
         }
@@ -196,6 +214,16 @@ pub fn steps(plan: &InitPlan, exe: &str) -> Vec<Step> {
         mount("tmpfs", "tmpfs", "/run"),
         mount("tmpfs", "tmpfs", "/tmp"),
         mount("cgroup2", "cgroup2", "/sys/fs/cgroup"),
+    ];
+    // Drivers first: the data disk, its filesystem and the NIC may all be modules. busybox
+    // modprobe applies `module.param=` options from the kernel command line (virtio_mmio's
+    // device= entries, which the VMM puts there).
+    if !plan.modules.is_empty() {
+        let mut argv = vec!["modprobe", "-a"];
+        argv.extend(plan.modules.iter().map(String::as_str));
+        s.push(busybox(&argv));
+    }
+    s.extend([
         match &plan.data_device {
             Some(dev) => mount("ext4", dev, DATA_DIR),
             None => mount("tmpfs", "tmpfs", DATA_DIR),
@@ -205,7 +233,7 @@ pub fn steps(plan: &InitPlan, exe: &str) -> Vec<Step> {
         },
         busybox(&["ip", "link", "set", "lo", "up"]),
         busybox(&["ip", "link", "set", &plan.iface, "up"]),
-    ];
+    ]);
     match &plan.address {
         Address::Dhcp => s.push(busybox(&[
             "udhcpc",
@@ -333,6 +361,19 @@ mod tests {
             .iter()
             .any(|s| matches!(s, Step::Run { argv } if argv[1] == "udhcpc")));
         assert!(steps.contains(&mount("tmpfs", "tmpfs", DATA_DIR)));
+    }
+
+    #[test]
+    fn image_modules_load_before_the_data_disk_and_network() {
+        let image = vec!["virtio_net".to_string(), "ext4".to_string()];
+        let p = plan_with_modules("omnicloud.data=/dev/vdb", "n", &image).unwrap();
+        let steps = steps(&p, "/init");
+        let at = |want: &Step| steps.iter().position(|s| s == want).unwrap();
+        let modprobe = at(&busybox(&["modprobe", "-a", "virtio_net", "ext4"]));
+        assert!(modprobe < at(&mount("ext4", "/dev/vdb", DATA_DIR)));
+        assert!(modprobe < at(&busybox(&["ip", "link", "set", "eth0", "up"])));
+        let p = plan_with_modules("omnicloud.modules=e1000e", "n", &image).unwrap();
+        assert_eq!(p.modules, ["e1000e"]);
     }
 
     #[test]

@@ -57,7 +57,14 @@ pub fn init_main(args: InitArgs) -> ExitCode {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "/init".into());
-    let plan = init::plan(&cmdline, &default_name(iface));
+    let modules: Vec<String> = std::fs::read_to_string(init::MODULES_FILE)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    let plan = init::plan_with_modules(&cmdline, &default_name(iface), &modules);
     if args.dry_run {
         return match plan {
             Ok(plan) => {
