@@ -16,7 +16,7 @@
 //! 2. Several metrics: the largest proposal. Metrics that cannot be computed are skipped
 //!    unless all fail, or the others would scale down (then nothing changes).
 //! 3. Outside [min, max] the count is first brought back in range.
-//! 4. `behavior` (Kubernetes' defaults when unset: scale-up no stabilization, max of
+//! 4. `behavior` (in `behavior.rs`; Kubernetes' defaults when unset: scale-up no stabilization, max of
 //!    +100% and +4 instances per 15 s; scale-down 300 s stabilization, -100% per 15 s):
 //!    stabilization takes the lowest recommendation of the scale-up window and the
 //!    highest of the scale-down window; then the policies limit the change against the
@@ -593,6 +593,9 @@ pub fn propose(
     t: Timing,
     tolerance: Tolerance,
 ) -> Result<Proposal, MetricError> {
+    if let Metric::Unsupported { kind } = metric {
+        return Err(MetricError::Unsupported(kind.clone()));
+    }
     let samples = samples
         .as_ref()
         .map_err(|e| MetricError::Unavailable(e.clone()))?;

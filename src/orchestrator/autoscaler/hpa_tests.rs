@@ -487,6 +487,18 @@ fn metric_defaults_and_forms() {
     );
     assert_eq!(m[0].to_string(), "memory: 67108864");
     assert!(matches!(m[1], Metric::Unsupported { .. }));
+    let e = propose(
+        &m[1],
+        2,
+        &pods(2),
+        &Ok(all(&[1, 1])),
+        t(),
+        Tolerance::default(),
+    );
+    assert_eq!(
+        e.unwrap_err().to_string(),
+        "metric type External is not supported (Resource and Pods are)"
+    );
     assert_eq!(format_milli(250), "250m");
     assert_eq!(format_milli(3000), "3");
 }

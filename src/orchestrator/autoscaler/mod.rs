@@ -60,6 +60,8 @@ impl Default for AutoscalerSettings {
 /// What the loop keeps between syncs while leading.
 #[derive(Default)]
 struct State {
+    /// Some HPA existed at the last sync (else nothing is buffered).
+    active: bool,
     store: MetricStore,
     histories: HashMap<String, History>,
     recorder: Recorder,
@@ -86,6 +88,7 @@ pub fn spawn(
                 c = changes.recv() => {
                     match c {
                         Ok(c) if leading
+                            && state.active
                             && c.key.kind == Kind::Instance
                             && c.change != ChangeType::Deleted =>
                         {
@@ -180,7 +183,8 @@ async fn sync(
 ) {
     let hpas = load_all(control, Kind::HorizontalPodAutoscaler);
     let instances = load_all(control, Kind::Instance);
-    if hpas.is_empty() {
+    state.active = !hpas.is_empty();
+    if !state.active {
         state.histories.clear();
         state.store = MetricStore::default();
         return;
