@@ -157,7 +157,12 @@ fn ready_ip(a: &AgentNode, owner: &str) -> String {
             (s["ready"] == true).then(|| s["ip"].as_str().map(str::to_string))?
         })
     })
-    .unwrap_or_else(|| panic!("no ready instance of {owner}"))
+    .unwrap_or_else(|| {
+        panic!(
+            "no ready instance of {owner}: {:#}",
+            get(a, "/v1/namespaces/default/instances")
+        )
+    })
 }
 
 /// Requests to `url` in a loop until the flag drops; `pause` between them.
