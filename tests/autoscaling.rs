@@ -2,7 +2,8 @@
 //! skips loudly elsewhere, fails under OMNICLOUD_REQUIRE_ALL=1): the toolbox http
 //! workload under load through its cpu-burning endpoint scales up by cpu, scales down
 //! after a short stabilization window once the load stops, scales by a custom metric
-//! scraped from its `/metrics`, and a scale past a ResourceQuota is refused and reported.
+//! scraped from its `/metrics`, and a scale past a ResourceQuota is refused and reported;
+//! a VerticalPodAutoscaler recommends from the same usage history.
 //! Windows are shortened through the config and the HPAs' `behavior`.
 
 mod common;
@@ -112,6 +113,16 @@ spec:
       - {type: Percent, value: 100, periodSeconds: 1}
 "#;
 
+/// Recommendations for the same workload from its usage history.
+const VPA: &str = r#"apiVersion: omnicloud.io/v1
+kind: VerticalPodAutoscaler
+metadata:
+  name: burn
+spec:
+  targetRef: {apiVersion: omnicloud.io/v1, kind: Deployment, name: burn}
+  updatePolicy: {updateMode: "Off"}
+"#;
+
 /// The seed's form with a Pods metric scraped from the workload: 5 requests/s each.
 const RPS_HPA: &str = r#"apiVersion: omnicloud.io/v1
 kind: HorizontalPodAutoscaler
@@ -199,7 +210,7 @@ fn has_event(a: &AgentNode, name: &str, reason: &str, text: &str) -> Option<Stri
 fn cpu_load_scales_up_then_down_and_a_custom_metric_scales_too() {
     let Some(a) = start() else { return };
     let api = a.node.api();
-    for doc in [deployment("burn"), CPU_HPA.to_string()] {
+    for doc in [deployment("burn"), CPU_HPA.to_string(), VPA.to_string()] {
         let (code, body) = api.apply(&doc);
         assert_eq!(code, 200, "{body}");
     }
@@ -257,6 +268,30 @@ fn cpu_load_scales_up_then_down_and_a_custom_metric_scales_too() {
         out.contains("deployment/burn") && out.contains("1/3") && out.contains("cpu: "),
         "{out}"
     );
+
+    // The VPA recommends from the same history: under the burst of ~1000m its 90th
+    // percentile rises far above the 25m pod minimum.
+    let cpu = eventually(Duration::from_secs(30), || {
+        let v = get(&a, "/v1/namespaces/default/verticalpodautoscalers/burn");
+        let t = v["status"]["recommendation"]["containerRecommendations"][0]["target"]["cpu"]
+            .as_str()?
+            .strip_suffix('m')?
+            .parse::<u64>()
+            .ok()?;
+        (t > 100).then_some(t)
+    });
+    assert!(
+        cpu.is_some(),
+        "no cpu recommendation above 100m under load; vpa: {:#}",
+        get(&a, "/v1/namespaces/default/verticalpodautoscalers/burn")
+    );
+    let (ok, out, err) = a.node.cli(&["vpa", "describe", "burn"]);
+    assert!(ok, "{err}");
+    let row = out.lines().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.starts_with(&["http", "cpu", "200m"])
+    });
+    assert!(row && out.contains("RecommendationProvided True"), "{out}");
 
     // The load stops: after the 3 s window the count falls back to the minimum.
     on.store(false, Ordering::Relaxed);

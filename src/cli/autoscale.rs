@@ -81,6 +81,20 @@ pub enum AutoscalingCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum VpaCommand {
+    /// A VerticalPodAutoscaler's recommendations beside the target's current requests.
+    Describe {
+        #[command(flatten)]
+        conn: Conn,
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+}
+
 fn other(msg: impl Into<String>) -> ClientError {
     ClientError::Other(msg.into())
 }
@@ -359,6 +373,122 @@ fn status(
                 )
             );
         }
+    }
+    Ok(())
+}
+
+/// `omnicloud vpa describe NAME`.
+pub fn vpa(cmd: VpaCommand) -> Result<(), ClientError> {
+    let VpaCommand::Describe {
+        conn,
+        name,
+        namespace,
+        output: format,
+    } = cmd;
+    let ns = namespace.unwrap_or_else(|| "default".into());
+    let client = conn.client();
+    let v = client.get_json(&object_path(Kind::VerticalPodAutoscaler, Some(&ns), &name))?;
+    let target = &v["spec"]["targetRef"];
+    let (kind, tname) = (
+        target["kind"].as_str().unwrap_or("?"),
+        target["name"].as_str().unwrap_or("?"),
+    );
+    let workload = Kind::parse(kind)
+        .and_then(|k| client.get_json(&object_path(k, Some(&ns), tname)).ok())
+        .unwrap_or(Value::Null);
+    let requests = |container: &str, resource: &str| -> String {
+        workload["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == container)
+            .and_then(|c| {
+                c["resources"]["requests"][resource]
+                    .as_str()
+                    .map(str::to_string)
+                    .or_else(|| {
+                        c["resources"]["requests"][resource]
+                            .as_f64()
+                            .map(|n| n.to_string())
+                    })
+            })
+            .unwrap_or_else(|| "<none>".into())
+    };
+    let recs = v["status"]["recommendation"]["containerRecommendations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mode = v["spec"]["updatePolicy"]["updateMode"]
+        .as_str()
+        .unwrap_or("Auto");
+    if matches!(format, Format::Json | Format::Yaml) {
+        let mut out = json!({
+            "name": name, "namespace": ns, "target": format!("{}/{tname}", kind.to_lowercase()),
+            "updateMode": mode, "recommendations": recs, "conditions": v["status"]["conditions"],
+        });
+        for r in out["recommendations"].as_array_mut().into_iter().flatten() {
+            let c = r["containerName"].as_str().unwrap_or("").to_string();
+            r["currentRequests"] =
+                json!({"cpu": requests(&c, "cpu"), "memory": requests(&c, "memory")});
+        }
+        if format == Format::Json {
+            output::print_json(&out)
+        } else {
+            output::print_yaml(&out)
+        }
+        return Ok(());
+    }
+    println!("Name:         {name}");
+    println!("Namespace:    {ns}");
+    println!("Target:       {}/{tname}", kind.to_lowercase());
+    println!("Update mode:  {mode} (recommendations only: applying them is not implemented yet)");
+    let mut rows = Vec::new();
+    for r in &recs {
+        let c = r["containerName"].as_str().unwrap_or("");
+        for res in ["cpu", "memory"] {
+            if r["target"][res].is_null() {
+                continue;
+            }
+            let q = |k: &str| r[k][res].as_str().unwrap_or("-").to_string();
+            rows.push(vec![
+                c.to_string(),
+                res.to_string(),
+                requests(c, res),
+                q("lowerBound"),
+                q("target"),
+                q("upperBound"),
+                q("uncappedTarget"),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        println!("Recommendations: <none yet>");
+    } else {
+        println!("Recommendations:");
+        let t = output::table(
+            &[
+                "CONTAINER",
+                "RESOURCE",
+                "REQUEST",
+                "LOWER",
+                "TARGET",
+                "UPPER",
+                "UNCAPPED",
+            ],
+            rows,
+        );
+        for line in t.lines() {
+            println!("  {line}");
+        }
+    }
+    for c in v["status"]["conditions"].as_array().into_iter().flatten() {
+        println!(
+            "Condition:    {} {} ({}): {}",
+            c["type"].as_str().unwrap_or(""),
+            c["status"].as_str().unwrap_or(""),
+            c["reason"].as_str().unwrap_or(""),
+            c["message"].as_str().unwrap_or("")
+        );
     }
     Ok(())
 }

@@ -158,6 +158,9 @@ pub enum Command {
     /// HorizontalPodAutoscalers: status, and what a metric value would do.
     #[command(subcommand)]
     Autoscaling(autoscale::AutoscalingCommand),
+    /// VerticalPodAutoscaler recommendations.
+    #[command(subcommand)]
+    Vpa(autoscale::VpaCommand),
     /// StatefulSet verbs in the seed's form.
     #[command(subcommand, name = "statefulset", alias = "sts")]
     StatefulSet(statefulset::StatefulSetCommand),
@@ -304,6 +307,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Scaling(cmd) => scaling::run(cmd),
         Command::Autoscale(cmd) => autoscale::configure(cmd),
         Command::Autoscaling(cmd) => autoscale::run(cmd),
+        Command::Vpa(cmd) => autoscale::vpa(cmd),
         Command::Top(cmd) => top::top(cmd),
         Command::ScalingCapacity { conn, output } => top::capacity(conn, None, output),
         Command::ScalingHeadroom {

@@ -166,6 +166,20 @@ impl MetricStore {
         })
     }
 
+    /// Every point of a series: (time, value in milli-units).
+    pub fn points(
+        &self,
+        (ns, name, uid): (&str, &str, &str),
+        metric: &MetricName,
+    ) -> Vec<(u64, i64)> {
+        self.instances
+            .get(&(ns.to_string(), name.to_string()))
+            .filter(|e| e.uid == uid)
+            .and_then(|e| e.series.get(metric))
+            .map(|p| p.iter().map(|p| (p.at_ms, p.value_milli)).collect())
+            .unwrap_or_default()
+    }
+
     /// Drops the series of instances `keep` says are gone.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &str, &str) -> bool) {
         self.instances
@@ -306,6 +320,10 @@ mod tests {
         assert_eq!(s.size(), (2, 3 + CAPACITY));
         s.record(I, MetricName::Memory, 10_000 + RETENTION_MS * 2, 1, 1);
         assert_eq!(s.size(), (2, 3 + 1), "old points fall off");
+        assert_eq!(
+            s.points(I, &MetricName::Cpu),
+            vec![(1000, 100), (2000, 200), (3000, 600)]
+        );
         s.retain(|_, name, _| name != "web-0");
         assert_eq!(s.size(), (0, 0));
     }

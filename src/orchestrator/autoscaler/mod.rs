@@ -1,4 +1,5 @@
-//! Application autoscaling, on the Raft leader: the HorizontalPodAutoscaler.
+//! Application autoscaling, on the Raft leader: the HorizontalPodAutoscaler, and the
+//! VerticalPodAutoscaler's recommendations (`vpa`: pure; written to its status).
 //!
 //! One task per node; it acts only while its node leads. Every `sync_period` it reads the
 //! HPAs, their targets and instances from the local replica, scrapes the custom metrics
@@ -18,6 +19,7 @@ pub mod behavior;
 pub mod horizontal;
 pub mod hpa;
 pub mod metrics;
+pub mod vpa;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -182,8 +184,9 @@ async fn sync(
     >,
 ) {
     let hpas = load_all(control, Kind::HorizontalPodAutoscaler);
+    let vpas = load_all(control, Kind::VerticalPodAutoscaler);
     let instances = load_all(control, Kind::Instance);
-    state.active = !hpas.is_empty();
+    state.active = !hpas.is_empty() || !vpas.is_empty();
     if !state.active {
         state.histories.clear();
         state.store = MetricStore::default();
@@ -378,6 +381,21 @@ async fn sync(
         }
     }
     state.histories.retain(|k, _| keys.contains(k));
+    for v in &vpas {
+        let Some(status) = vpa_status(v, &workloads, &views, &state.store, &now_text) else {
+            continue;
+        };
+        if v.status.as_ref() != Some(&status) {
+            let command = Command::SetStatus {
+                key: key_of(v),
+                status: serde_json::to_vec(&status).expect("JSON"),
+                uid: Some(v.metadata.uid.clone()),
+            };
+            if control.write_local(command).await.is_err() {
+                return;
+            }
+        }
+    }
     for e in &events {
         decisions
             .get_or_create(&DecisionLabels {
@@ -391,4 +409,59 @@ async fn sync(
             return;
         }
     }
+}
+
+/// A VPA's new status from its target's usage history in the buffer.
+fn vpa_status(
+    v: &Resource,
+    workloads: &[Resource],
+    views: &[InstanceView],
+    store: &MetricStore,
+    now: &str,
+) -> Option<serde_json::Value> {
+    let Some(Spec::VerticalPodAutoscaler(spec)) = &v.spec else {
+        return None;
+    };
+    let ns = v.metadata.namespace.as_deref();
+    let target = workloads.iter().find(|w| {
+        w.kind.as_str() == spec.target_ref.kind
+            && w.metadata.name == spec.target_ref.name
+            && w.metadata.namespace.as_deref() == ns
+    });
+    let Some(target) = target else {
+        let why = format!(
+            "the target {}/{} does not exist",
+            spec.target_ref.kind, spec.target_ref.name
+        );
+        return Some(vpa::status(v.status.as_ref(), &[], Some(&why), now));
+    };
+    let containers: Vec<String> = horizontal::template(target)
+        .map(|t| t.spec.containers.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default();
+    let mut h = vpa::UsageHistory::default();
+    let (mut first, mut last) = (u64::MAX, 0);
+    for i in views
+        .iter()
+        .filter(|i| i.owned_by(target.kind.as_str(), &target.metadata.uid))
+    {
+        let key = (i.namespace(), i.name(), i.resource.metadata.uid.as_str());
+        let cpu = store.points(key, &MetricName::Cpu);
+        for (at, milli) in &cpu {
+            first = first.min(*at);
+            last = last.max(*at);
+            h.cpu_millis.push(*milli as f64);
+        }
+        h.samples += cpu.len();
+        let peak = store
+            .points(key, &MetricName::Memory)
+            .iter()
+            .map(|p| p.1)
+            .max();
+        if let Some(p) = peak {
+            h.memory_peaks.push(p as f64 / 1000.0);
+        }
+    }
+    h.span_ms = last.saturating_sub(first);
+    let recs = vpa::recommend(spec, &containers, &h);
+    Some(vpa::status(v.status.as_ref(), &recs, None, now))
 }
