@@ -57,6 +57,16 @@ struct FileConfig {
     network: FileNetwork,
     agent: FileAgent,
     director: FileDirector,
+    autoscaler: FileAutoscaler,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAutoscaler {
+    sync_period_ms: u64,
+    metric_window_ms: u64,
+    cpu_initialization_period_ms: u64,
+    initial_readiness_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +187,7 @@ pub struct NodeConfig {
     pub network: NetworkSettings,
     pub agent: AgentSettings,
     pub director: DirectorSettings,
+    pub autoscaler: crate::orchestrator::autoscaler::AutoscalerSettings,
 }
 
 /// The worker VM image a director boots for `VirtualMachine`s with `worker: true`.
@@ -375,6 +386,33 @@ impl NodeConfig {
                 "must be between 100 and 600000",
             ));
         }
+        let a = &file.autoscaler;
+        for (field, v, range) in [
+            ("autoscaler.sync_period_ms", a.sync_period_ms, 100..=600_000),
+            (
+                "autoscaler.metric_window_ms",
+                a.metric_window_ms,
+                100..=3_600_000,
+            ),
+        ] {
+            if !range.contains(&v) {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "must be between {} and {}, got {v}",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+            }
+        }
+        let ms = std::time::Duration::from_millis;
+        let autoscaler = crate::orchestrator::autoscaler::AutoscalerSettings {
+            sync_period: ms(a.sync_period_ms),
+            metric_window: ms(a.metric_window_ms),
+            cpu_initialization_period: ms(a.cpu_initialization_period_ms),
+            initial_readiness_delay: ms(a.initial_readiness_delay_ms),
+        };
         if file.api.max_body_bytes < 1024 {
             return Err(invalid("api.max_body_bytes", "must be at least 1024"));
         }
@@ -411,6 +449,7 @@ impl NodeConfig {
                 usage_report: std::time::Duration::from_millis(file.agent.usage_report_ms),
             },
             director,
+            autoscaler,
         })
     }
 }
@@ -541,7 +580,7 @@ mod tests {
         let path = dir.path().join("n.toml");
         std::fs::write(&path, "api_prot = 9000\n").unwrap();
         let mut f = flags();
-        f.config = Some(path);
+        f.config = Some(path.clone());
         let err = NodeConfig::load(&f).unwrap_err().to_string();
         assert!(err.contains("api_prot"), "{err}");
 
@@ -550,6 +589,15 @@ mod tests {
         let err = NodeConfig::load(&f).unwrap_err().to_string();
         assert!(
             err.starts_with("roles:") && err.contains("captain"),
+            "{err}"
+        );
+
+        std::fs::write(&path, "[autoscaler]\nsync_period_ms = 5\n").unwrap();
+        let mut f = flags();
+        f.config = Some(path.clone());
+        let err = NodeConfig::load(&f).unwrap_err().to_string();
+        assert!(
+            err.starts_with("autoscaler.sync_period_ms: must be between 100"),
             "{err}"
         );
 

@@ -13,14 +13,15 @@
 //! | `appliance`    | `omnicloud init`: PID 1 of a worker VM or USB-booted machine          |
 //! | `director`     | runs the VM instances placed on this node, one `__vmm` process each  |
 //! | `supervise`    | shared by agent and director: status reporter, backoff, process life |
-//! | `orchestrator` | Raft node (openraft); on the leader the scheduler and controllers    |
+//! | `orchestrator` | Raft node (openraft); on the leader the scheduler, controllers and   |
+//! |                | autoscalers (`autoscaler`: HPA, VPA recommender, metric buffers)     |
 //! | `container`    | OCI containers (libcontainer, `__container` helper), images, bridge  |
 //! | `vmm`          | microVMs on KVM: memory, vCPU threads, boot, devices, `__vmm` helper |
 //! | `cluster`      | gossip membership (foca), host facts and roles, authenticated RPC    |
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
 //! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
 //!
-//! Planned by the open issues: the autoscalers, worker VMs.
+//! Planned by the open issues: VPA actuation, the cluster autoscaler, worker VMs.
 
 pub mod agent;
 pub mod api;

@@ -252,11 +252,19 @@ impl Node {
             stop_tx.subscribe(),
         );
         let api_metrics = ApiMetrics::new();
+        let controller_metrics =
+            api_metrics.with_registry(crate::orchestrator::controllers::ControllerMetrics::new);
+        crate::orchestrator::autoscaler::spawn(
+            control.clone(),
+            config.autoscaler.clone(),
+            controller_metrics.decisions.clone(),
+            stop_tx.subscribe(),
+        );
         crate::orchestrator::controllers::spawn(
             control.clone(),
             gossip.clone(),
             config.network.clone(),
-            api_metrics.with_registry(crate::orchestrator::controllers::ControllerMetrics::new),
+            controller_metrics,
             stop_tx.subscribe(),
         );
 

@@ -64,6 +64,11 @@ pub fn serve_http(port: u16) -> std::io::Result<()> {
     exit_on_sigterm();
     let listener = TcpListener::bind(("0.0.0.0", port))?;
     eprintln!("workload http listening on {}", listener.local_addr()?);
+    serve_on(listener)
+}
+
+/// Serves on a bound listener (tests bind port 0 and keep their signal handlers).
+pub fn serve_on(listener: TcpListener) -> std::io::Result<()> {
     let counters = Arc::new(Counters::default());
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };

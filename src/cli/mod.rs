@@ -2,8 +2,9 @@
 //! HTTP API (`--server`, default http://127.0.0.1:7070).
 //!
 //! Blocking (ureq), no async runtime. May call: `model` (kind names), `config`/`node`
-//! (default data dir and token file names).
+//! (default data dir and token file names), the pure HPA algorithm (`autoscaling simulate`).
 
+mod autoscale;
 pub mod client;
 mod completion;
 mod images;
@@ -151,6 +152,15 @@ pub enum Command {
     /// Scaling decisions the controllers made (from their events).
     #[command(subcommand)]
     Scaling(scaling::ScalingCommand),
+    /// Create or update a workload's HorizontalPodAutoscaler.
+    #[command(subcommand)]
+    Autoscale(autoscale::AutoscaleCommand),
+    /// HorizontalPodAutoscalers: status, and what a metric value would do.
+    #[command(subcommand)]
+    Autoscaling(autoscale::AutoscalingCommand),
+    /// VerticalPodAutoscaler recommendations.
+    #[command(subcommand)]
+    Vpa(autoscale::VpaCommand),
     /// StatefulSet verbs in the seed's form.
     #[command(subcommand, name = "statefulset", alias = "sts")]
     StatefulSet(statefulset::StatefulSetCommand),
@@ -295,6 +305,9 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Install(args) => ops::install(args),
         Command::Uninstall(args) => ops::uninstall(args),
         Command::Scaling(cmd) => scaling::run(cmd),
+        Command::Autoscale(cmd) => autoscale::configure(cmd),
+        Command::Autoscaling(cmd) => autoscale::run(cmd),
+        Command::Vpa(cmd) => autoscale::vpa(cmd),
         Command::Top(cmd) => top::top(cmd),
         Command::ScalingCapacity { conn, output } => top::capacity(conn, None, output),
         Command::ScalingHeadroom {

@@ -296,47 +296,7 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
 
 /// "cpu: 45%/70%, http_requests_per_second: <unknown>/100" from spec targets and status.
 fn hpa_targets(o: &Value) -> String {
-    let Some(metrics) = o["spec"]["metrics"].as_array() else {
-        return o["spec"]["targetCPUUtilizationPercentage"]
-            .as_i64()
-            .map(|t| format!("cpu: <unknown>/{t}%"))
-            .unwrap_or_else(|| "<none>".into());
-    };
-    let current = o["status"]["currentMetrics"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    metrics
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let (name, target) = match m["type"].as_str() {
-                Some("Resource") => (s(&m["resource"]["name"]), &m["resource"]["target"]),
-                Some("Pods") => (s(&m["pods"]["metric"]["name"]), &m["pods"]["target"]),
-                Some("Object") => (s(&m["object"]["metric"]["name"]), &m["object"]["target"]),
-                Some("External") => (
-                    s(&m["external"]["metric"]["name"]),
-                    &m["external"]["target"],
-                ),
-                _ => ("?".into(), &Value::Null),
-            };
-            let want = match (
-                &target["averageUtilization"],
-                &target["averageValue"],
-                &target["value"],
-            ) {
-                (Value::Number(u), _, _) => format!("{u}%"),
-                (_, v, _) if !v.is_null() => s(v),
-                (_, _, v) => s(v),
-            };
-            let cur = current
-                .get(i)
-                .map(|c| s(&c["value"]))
-                .unwrap_or_else(|| "<unknown>".into());
-            format!("{name}: {cur}/{want}")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    super::autoscale::targets_text(o)
 }
 
 /// "1.5Gi", "512Mi": binary units as users write them.

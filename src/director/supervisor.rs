@@ -490,7 +490,12 @@ impl Supervisor {
                     let millis = supervise::cpu_nanos(pid).and_then(|n| cpu.sample(Instant::now(), n));
                     if let (Some(cpu_millis), Some(memory_bytes)) = (millis, supervise::rss_bytes(pid)) {
                         self.shared.metrics.record_usage(&self.key, cpu_millis, memory_bytes);
-                        self.status.usage = Some(Usage { cpu_millis, memory_bytes });
+                        self.status.usage = Some(Usage {
+                            cpu_millis,
+                            memory_bytes,
+                            timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                            window_ms: self.shared.settings.usage_report.as_millis() as u64,
+                        });
                         self.report();
                     }
                     let (log, max, keep) = (self.log.clone(), self.shared.settings.log_max_bytes, self.shared.settings.log_keep);

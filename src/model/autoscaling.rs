@@ -174,8 +174,46 @@ impl HpaSpec {
                 ),
             ));
         }
+        let target = &self.scale_target_ref;
+        if !["Deployment", "StatefulSet"].contains(&target.kind.as_str()) {
+            return Err(invalid(
+                "spec.scaleTargetRef.kind",
+                format!("\"{}\" is not Deployment or StatefulSet", target.kind),
+            ));
+        }
+        super::validate_name("spec.scaleTargetRef.name", &target.name)?;
+        if let Some(p) = self.target_cpu_utilization_percentage {
+            if p < 1 {
+                return Err(invalid(
+                    "spec.targetCPUUtilizationPercentage",
+                    "must be a percentage > 0",
+                ));
+            }
+            if self.metrics.as_ref().is_some_and(|m| !m.is_empty()) {
+                return Err(invalid(
+                    "spec.targetCPUUtilizationPercentage",
+                    "give either this (autoscaling/v1) or spec.metrics, not both",
+                ));
+            }
+        }
         for (i, m) in self.metrics.iter().flatten().enumerate() {
             let field = format!("spec.metrics[{i}]");
+            if let (Some(r), "Resource" | "ContainerResource") = (
+                m.resource.as_ref().or(m.container_resource.as_ref()),
+                m.kind.as_str(),
+            ) {
+                if r.name != "cpu" && r.name != "memory" {
+                    let source = if m.kind == "Resource" {
+                        "resource"
+                    } else {
+                        "containerResource"
+                    };
+                    return Err(invalid(
+                        &format!("{field}.{source}.name"),
+                        format!("\"{}\" is not cpu or memory", r.name),
+                    ));
+                }
+            }
             let (source, target) = match m.kind.as_str() {
                 "Resource" => ("resource", m.resource.as_ref().map(|r| &r.target)),
                 "ContainerResource" => (
@@ -198,6 +236,15 @@ impl HpaSpec {
                 invalid(&format!("{field}.{source}"), "is required for this type")
             })?;
             let tfield = format!("{field}.{source}.target");
+            if m.kind == "Pods" && target.kind != "AverageValue" {
+                return Err(invalid(
+                    &format!("{tfield}.type"),
+                    format!(
+                        "\"{}\" is not supported for Pods metrics; use AverageValue",
+                        target.kind
+                    ),
+                ));
+            }
             match target.kind.as_str() {
                 "Utilization" => match target.average_utilization {
                     Some(u) if u > 0 => {}
@@ -254,6 +301,12 @@ impl HpaSpec {
                         format!("\"{p}\" is not Max, Min or Disabled"),
                     ));
                 }
+            }
+            if rules.tolerance.as_ref().is_some_and(|t| t.millis() >= 1000) {
+                return Err(invalid(
+                    &format!("{field}.tolerance"),
+                    "must be a fraction below 1, like 0.05",
+                ));
             }
             for (i, p) in rules.policies.iter().flatten().enumerate() {
                 let pf = format!("{field}.policies[{i}]");

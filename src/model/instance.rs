@@ -130,12 +130,22 @@ pub struct Termination {
     pub finished_at: String,
 }
 
-/// Cgroup usage sampled by the agent.
+/// Cgroup usage sampled by the agent: cpu averaged over the `window_ms` that ended at
+/// `timestamp`, memory at `timestamp` (the autoscalers' samples).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
     pub cpu_millis: u64,
     pub memory_bytes: u64,
+    /// RFC 3339 with milliseconds; empty from agents that predate it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub window_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Written by the agent that runs the instance.

@@ -245,3 +245,53 @@ fn kinds_and_names() {
     let pc = parse_manifests("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: high\nvalue: 1000\n").unwrap();
     assert!(matches!(&pc[0].spec, Some(Spec::PriorityClass(p)) if p.value == 1000));
 }
+
+#[test]
+fn hpa_forms_and_bad_hpa_fields() {
+    // The seed's omnicloud.io/v1, autoscaling/v2 and autoscaling/v1 all parse.
+    let v2 = fixture("k8s-hpa.yaml");
+    let v1 = "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: h}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 2\n  maxReplicas: 5\n  targetCPUUtilizationPercentage: 60\n";
+    for doc in [fixture("hpa.yaml"), v2.clone(), v1.to_string()] {
+        assert_eq!(
+            parse_manifests(&doc).unwrap()[0].kind,
+            Kind::HorizontalPodAutoscaler
+        );
+    }
+    let cases = [
+        (
+            v2.replace("kind: Deployment", "kind: Service"),
+            "spec.scaleTargetRef.kind",
+        ),
+        (
+            v2.replace("name: cpu", "name: gpu"),
+            "spec.metrics[0].resource.name",
+        ),
+        (
+            fixture("hpa.yaml").replace("type: AverageValue", "type: Utilization"),
+            "spec.metrics[1].pods.target.type",
+        ),
+        (
+            v1.replace("60", "0"),
+            "spec.targetCPUUtilizationPercentage",
+        ),
+        (
+            format!("{v1}  metrics: [{{type: Resource, resource: {{name: cpu, target: {{type: Utilization, averageUtilization: 5}}}}}}]\n"),
+            "spec.targetCPUUtilizationPercentage",
+        ),
+        (
+            v2.replace("selectPolicy: Min", "selectPolicy: Min\n      tolerance: 1.5"),
+            "spec.behavior.scaleDown.tolerance",
+        ),
+        (
+            v2.replace("selectPolicy: Min", "selectPolicy: Most"),
+            "spec.behavior.scaleDown.selectPolicy",
+        ),
+        (
+            v2.replace("periodSeconds: 30", "periodSeconds: 0"),
+            "spec.behavior.scaleDown.policies[0].periodSeconds",
+        ),
+    ];
+    for (body, field) in cases {
+        assert_eq!(error_of(&body).field, field, "{body}");
+    }
+}

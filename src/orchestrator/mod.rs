@@ -5,6 +5,7 @@
 //! Tasks: openraft's own core, replication and state-machine tasks.
 //! May call: `model`, `store`.
 
+pub mod autoscaler;
 pub mod controllers;
 pub mod membership;
 pub mod network;

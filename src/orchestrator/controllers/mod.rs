@@ -400,7 +400,7 @@ fn orphans(pass: &Pass, draft: &mut Draft) {
     }
 }
 
-fn load_all(control: &ControlPlane, kind: Kind) -> Vec<Resource> {
+pub(crate) fn load_all(control: &ControlPlane, kind: Kind) -> Vec<Resource> {
     match control.reader().list(kind, None) {
         Ok((objects, _)) => objects
             .iter()

@@ -1,0 +1,467 @@
+//! Application autoscaling, on the Raft leader: the HorizontalPodAutoscaler, and the
+//! VerticalPodAutoscaler's recommendations (`vpa`: pure; written to its status).
+//!
+//! One task per node; it acts only while its node leads. Every `sync_period` it reads the
+//! HPAs, their targets and instances from the local replica, scrapes the custom metrics
+//! the HPAs name, runs the algorithm (`hpa`, `behavior`: pure) for each HPA, and writes
+//! through Raft: the target's `Scale` (refused by a ResourceQuota or scaling policy, which
+//! becomes a FailedRescale event and an AbleToScale=False condition), the HPA's status,
+//! and an Event for every rescale with its inputs (`omnicloud scaling history`). Between
+//! syncs it feeds the leader's metric buffer (`metrics`) from committed Instance changes.
+//!
+//! State kept by the leader only (recommendation and scale history per HPA, the metric
+//! buffer) is dropped when leadership is lost, as a restarted Kubernetes controller
+//! manager forgets it.
+//!
+//! May call: `model`, `store` (commands), `orchestrator::controllers` (views, events).
+
+pub mod behavior;
+pub mod horizontal;
+pub mod hpa;
+pub mod metrics;
+pub mod vpa;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+
+use super::controllers::events::{EventDraft, Recorder};
+use super::controllers::{key_of, load_all, version, DecisionLabels, InstanceView};
+use super::ControlPlane;
+use crate::model::{Kind, Resource, Spec};
+use crate::store::{ChangeType, Command, Rejection};
+use horizontal::Scaled;
+use hpa::{History, Metric, Timing};
+use metrics::{IngestStatus, MetricName, MetricStore};
+
+/// `[autoscaler]` of the node config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoscalerSettings {
+    /// How often every HPA is evaluated (Kubernetes' `--horizontal-pod-autoscaler-sync-period`).
+    pub sync_period: Duration,
+    /// Samples are averaged over this window.
+    pub metric_window: Duration,
+    /// Kubernetes' `--horizontal-pod-autoscaler-cpu-initialization-period`.
+    pub cpu_initialization_period: Duration,
+    /// Kubernetes' `--horizontal-pod-autoscaler-initial-readiness-delay`.
+    pub initial_readiness_delay: Duration,
+}
+
+impl Default for AutoscalerSettings {
+    fn default() -> Self {
+        AutoscalerSettings {
+            sync_period: Duration::from_secs(15),
+            metric_window: Duration::from_secs(15),
+            cpu_initialization_period: Duration::from_secs(300),
+            initial_readiness_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the loop keeps between syncs while leading.
+#[derive(Default)]
+struct State {
+    /// Some HPA existed at the last sync (else nothing is buffered).
+    active: bool,
+    store: MetricStore,
+    histories: HashMap<String, History>,
+    recorder: Recorder,
+}
+
+pub fn spawn(
+    control: ControlPlane,
+    settings: AutoscalerSettings,
+    decisions: prometheus_client::metrics::family::Family<
+        DecisionLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(settings.sync_period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = control.subscribe();
+        let mut state = State::default();
+        let mut leading = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                c = changes.recv() => {
+                    match c {
+                        Ok(c) if leading
+                            && state.active
+                            && c.key.kind == Kind::Instance
+                            && c.change != ChangeType::Deleted =>
+                        {
+                            ingest(&mut state.store, &c.object);
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                        _ => {}
+                    }
+                    continue;
+                }
+                _ = stop.changed() => return,
+            }
+            if !control.is_leader() {
+                if leading {
+                    state = State::default();
+                    leading = false;
+                }
+                continue;
+            }
+            leading = true;
+            sync(&control, &settings, &mut state, &decisions).await;
+        }
+    });
+}
+
+fn ingest(store: &mut MetricStore, object: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(object) else {
+        return;
+    };
+    let meta = &v["metadata"];
+    let (Some(ns), Some(name), Some(uid)) = (
+        meta["namespace"].as_str(),
+        meta["name"].as_str(),
+        meta["uid"].as_str(),
+    ) else {
+        return;
+    };
+    let status: IngestStatus = serde_json::from_value(v["status"].clone()).unwrap_or_default();
+    store.ingest((ns, name, uid), &status, super::membership::now_ms());
+}
+
+/// Scrapes the custom metrics HPAs name from their targets' ready instances into the
+/// buffer; returns the failures by metric name (the last one seen).
+async fn scrape_all(
+    jobs: Vec<(String, String, String, MetricName, String)>,
+    store: &mut MetricStore,
+    settings: &AutoscalerSettings,
+) -> BTreeMap<String, String> {
+    let timeout = (settings.sync_period / 2).min(Duration::from_secs(2));
+    let window = settings.sync_period.as_millis() as u64;
+    let tasks = jobs
+        .into_iter()
+        .map(|(ns, name, uid, metric, url)| async move {
+            let MetricName::Custom(m) = &metric else {
+                unreachable!("only custom metrics are scraped")
+            };
+            let (u, m2) = (url.clone(), m.clone());
+            let result = tokio::task::spawn_blocking(move || metrics::scrape(&u, &m2, timeout))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            (ns, name, uid, metric, result)
+        });
+    let mut errors = BTreeMap::new();
+    for (ns, name, uid, metric, result) in futures::future::join_all(tasks).await {
+        let MetricName::Custom(m) = &metric else {
+            continue;
+        };
+        match result {
+            Ok(v) => store.record(
+                (&ns, &name, &uid),
+                metric.clone(),
+                super::membership::now_ms(),
+                v,
+                window,
+            ),
+            Err(e) => {
+                errors.insert(m.clone(), e);
+            }
+        }
+    }
+    errors
+}
+
+async fn sync(
+    control: &ControlPlane,
+    settings: &AutoscalerSettings,
+    state: &mut State,
+    decisions: &prometheus_client::metrics::family::Family<
+        DecisionLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+) {
+    let hpas = load_all(control, Kind::HorizontalPodAutoscaler);
+    let vpas = load_all(control, Kind::VerticalPodAutoscaler);
+    let instances = load_all(control, Kind::Instance);
+    state.active = !hpas.is_empty() || !vpas.is_empty();
+    if !state.active {
+        state.histories.clear();
+        state.store = MetricStore::default();
+        return;
+    }
+    let mut workloads = load_all(control, Kind::Deployment);
+    workloads.extend(load_all(control, Kind::StatefulSet));
+    let now = super::membership::now_ms();
+    for i in &instances {
+        let status: IngestStatus = i
+            .status
+            .clone()
+            .and_then(|s| serde_json::from_value(s).ok())
+            .unwrap_or_default();
+        let ns = i.metadata.namespace.as_deref().unwrap_or("");
+        state
+            .store
+            .ingest((ns, &i.metadata.name, &i.metadata.uid), &status, now);
+    }
+    let live: HashSet<(&str, &str)> = instances
+        .iter()
+        .map(|i| {
+            (
+                i.metadata.namespace.as_deref().unwrap_or(""),
+                i.metadata.uid.as_str(),
+            )
+        })
+        .collect();
+    state.store.retain(|ns, _, uid| live.contains(&(ns, uid)));
+    let views: Vec<InstanceView> = instances.iter().filter_map(InstanceView::of).collect();
+    let owned = |target: &Resource| -> Vec<InstanceView> {
+        views
+            .iter()
+            .filter(|i| i.owned_by(target.kind.as_str(), &target.metadata.uid))
+            .cloned()
+            .collect()
+    };
+
+    // Custom metrics: one scrape per ready instance of each target, per metric.
+    let mut jobs = Vec::new();
+    for hpa in &hpas {
+        let Some(Spec::HorizontalPodAutoscaler(spec)) = &hpa.spec else {
+            continue;
+        };
+        let Some(target) = horizontal::target(hpa, spec, &workloads) else {
+            continue;
+        };
+        let endpoint = horizontal::template(target).and_then(metrics::scrape_endpoint);
+        for m in hpa::metrics_of(spec) {
+            let Metric::PodsAverage { name, .. } = m else {
+                continue;
+            };
+            let Some((port, path)) = &endpoint else {
+                continue;
+            };
+            for i in owned(target)
+                .iter()
+                .filter(|i| i.ready() && !i.status.ip.is_empty())
+            {
+                jobs.push((
+                    i.namespace().to_string(),
+                    i.name().to_string(),
+                    i.resource.metadata.uid.clone(),
+                    MetricName::Custom(name.clone()),
+                    format!("http://{}:{port}{path}", i.status.ip),
+                ));
+            }
+        }
+    }
+    let scrape_errors = scrape_all(jobs, &mut state.store, settings).await;
+
+    let timing = Timing {
+        now_ms: now,
+        cpu_initialization_period_ms: settings.cpu_initialization_period.as_millis() as u64,
+        initial_readiness_delay_ms: settings.initial_readiness_delay.as_millis() as u64,
+    };
+    let windows = horizontal::Windows {
+        window_ms: settings.metric_window.as_millis() as u64,
+        // A sample older than a few periods is stale (its agent stopped reporting).
+        max_age_ms: 4 * (settings.metric_window.max(settings.sync_period)).as_millis() as u64,
+        now_ms: now,
+    };
+    let now_text =
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(now))
+            .to_string();
+    let mut claimed: HashSet<String> = HashSet::new();
+    let mut keys = HashSet::new();
+    let mut events = Vec::new();
+    for hpa in &hpas {
+        let Some(Spec::HorizontalPodAutoscaler(spec)) = &hpa.spec else {
+            continue;
+        };
+        let key = key_of(hpa).to_string();
+        keys.insert(key.clone());
+        let Some(target) = horizontal::target(hpa, spec, &workloads) else {
+            events.push(EventDraft::warning(
+                hpa,
+                "FailedGetScale",
+                format!(
+                    "the scale target {}/{} does not exist",
+                    spec.scale_target_ref.kind, spec.scale_target_ref.name
+                ),
+                horizontal::SOURCE,
+            ));
+            continue;
+        };
+        let target_key = key_of(target).to_string();
+        if !claimed.insert(target_key.clone()) {
+            events.push(EventDraft::warning(
+                hpa,
+                "AmbiguousSelector",
+                format!("another HorizontalPodAutoscaler already scales {target_key}; this one is ignored"),
+                horizontal::SOURCE,
+            ));
+            continue;
+        }
+        let current = target.replicas().unwrap_or(0);
+        let mine = owned(target);
+        let pods = horizontal::pods(&mine, &state.store);
+        let observed = horizontal::observe(
+            &hpa::metrics_of(spec),
+            &mine,
+            &state.store,
+            windows,
+            &scrape_errors,
+        );
+        let history = state.histories.entry(key.clone()).or_default();
+        let d = hpa::decide(spec, current, &pods, &observed, history, timing);
+        let mut scaled = Scaled::No;
+        if d.rescale {
+            let command = Command::Scale {
+                key: key_of(target),
+                replicas: d.desired,
+                expected_version: version(target),
+            };
+            scaled = match control.write_local(command).await {
+                Ok(r) => match r.rejection {
+                    None => Scaled::Yes,
+                    // Moved meanwhile: decide again next sync with fresh state.
+                    Some(Rejection::Conflict { .. }) => continue,
+                    Some(e) => Scaled::Refused(e.to_string()),
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "autoscaler scale not written");
+                    return;
+                }
+            };
+            let message = horizontal::event_message(&d);
+            match &scaled {
+                Scaled::Yes => {
+                    history.record_scale(&hpa::Behavior::of(spec), current, d.desired, now);
+                    events.push(EventDraft::normal(
+                        hpa,
+                        "SuccessfulRescale",
+                        message,
+                        horizontal::SOURCE,
+                    ));
+                }
+                Scaled::Refused(why) => events.push(EventDraft::warning(
+                    hpa,
+                    "FailedRescale",
+                    format!("{message}; refused: {why}"),
+                    horizontal::SOURCE,
+                )),
+                Scaled::No => {}
+            }
+        } else if let Some(c) = d
+            .conditions
+            .iter()
+            .find(|c| c.kind == "ScalingActive" && !c.status)
+        {
+            if c.reason != "ScalingDisabled" {
+                events.push(EventDraft::warning(
+                    hpa,
+                    "FailedComputeMetricsReplicas",
+                    c.message.clone(),
+                    horizontal::SOURCE,
+                ));
+            }
+        }
+        let status = horizontal::status(hpa, spec, &d, &scaled, &now_text);
+        if hpa.status.as_ref() != Some(&status) {
+            let command = Command::SetStatus {
+                key: key_of(hpa),
+                status: serde_json::to_vec(&status).expect("JSON"),
+                uid: Some(hpa.metadata.uid.clone()),
+            };
+            if let Err(e) = control.write_local(command).await {
+                tracing::debug!(error = %e, "HPA status not written");
+                return;
+            }
+        }
+    }
+    state.histories.retain(|k, _| keys.contains(k));
+    for v in &vpas {
+        let Some(status) = vpa_status(v, &workloads, &views, &state.store, &now_text) else {
+            continue;
+        };
+        if v.status.as_ref() != Some(&status) {
+            let command = Command::SetStatus {
+                key: key_of(v),
+                status: serde_json::to_vec(&status).expect("JSON"),
+                uid: Some(v.metadata.uid.clone()),
+            };
+            if control.write_local(command).await.is_err() {
+                return;
+            }
+        }
+    }
+    for e in &events {
+        decisions
+            .get_or_create(&DecisionLabels {
+                kind: e.kind.clone(),
+                reason: e.reason.clone(),
+            })
+            .inc();
+    }
+    for command in state.recorder.commands(events, &now_text) {
+        if control.write_local(command).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A VPA's new status from its target's usage history in the buffer.
+fn vpa_status(
+    v: &Resource,
+    workloads: &[Resource],
+    views: &[InstanceView],
+    store: &MetricStore,
+    now: &str,
+) -> Option<serde_json::Value> {
+    let Some(Spec::VerticalPodAutoscaler(spec)) = &v.spec else {
+        return None;
+    };
+    let ns = v.metadata.namespace.as_deref();
+    let target = workloads.iter().find(|w| {
+        w.kind.as_str() == spec.target_ref.kind
+            && w.metadata.name == spec.target_ref.name
+            && w.metadata.namespace.as_deref() == ns
+    });
+    let Some(target) = target else {
+        let why = format!(
+            "the target {}/{} does not exist",
+            spec.target_ref.kind, spec.target_ref.name
+        );
+        return Some(vpa::status(v.status.as_ref(), &[], Some(&why), now));
+    };
+    let containers: Vec<String> = horizontal::template(target)
+        .map(|t| t.spec.containers.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default();
+    let mut h = vpa::UsageHistory::default();
+    let (mut first, mut last) = (u64::MAX, 0);
+    for i in views
+        .iter()
+        .filter(|i| i.owned_by(target.kind.as_str(), &target.metadata.uid))
+    {
+        let key = (i.namespace(), i.name(), i.resource.metadata.uid.as_str());
+        let cpu = store.points(key, &MetricName::Cpu);
+        for (at, milli) in &cpu {
+            first = first.min(*at);
+            last = last.max(*at);
+            h.cpu_millis.push(*milli as f64);
+        }
+        h.samples += cpu.len();
+        let peak = store
+            .points(key, &MetricName::Memory)
+            .iter()
+            .map(|p| p.1)
+            .max();
+        if let Some(p) = peak {
+            h.memory_peaks.push(p as f64 / 1000.0);
+        }
+    }
+    h.span_ms = last.saturating_sub(first);
+    let recs = vpa::recommend(spec, &containers, &h);
+    Some(vpa::status(v.status.as_ref(), &recs, None, now))
+}
