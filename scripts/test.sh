@@ -4,4 +4,5 @@
 # OMNICLOUD_REQUIRE_ALL=1 (CI sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --all-targets "$@"
+# --no-fail-fast: one failing test binary does not hide the results of the others.
+cargo test --all-targets --no-fail-fast "$@"
