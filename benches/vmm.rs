@@ -3,11 +3,13 @@
 //! - process start -> first guest serial byte: spawn `omnicloud __vmm run` with the serial
 //!   console on stdout, time until the first byte after its start line (median, p90);
 //! - memory overhead: the VM process's RSS (and its anonymous memory) minus what the guest's
-//!   memory mapping holds, while the guest waits on its serial port.
+//!   memory mapping holds, while the guest waits on its serial port;
+//! - VMs started per second: a batch of VMM processes launched at once, until every guest
+//!   has printed its first serial byte.
 //!
-//! Run: `cargo bench --bench vmm` (20 starts, 5 memory samples). Without `--bench` (as
-//! `cargo test --all-targets` runs it) a smoke run: 3 and 1. Skips loudly without /dev/kvm
-//! or gcc/ld.
+//! Run: `cargo bench --bench vmm` (20 starts, 5 memory samples, 5 batches of 50). Without
+//! `--bench` (as `cargo test --all-targets` runs it) a smoke run: 3 starts, 1 sample, one
+//! batch of 5. Skips loudly without /dev/kvm or gcc/ld.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -113,6 +115,37 @@ fn memory_overhead(dir: &Path, kernel: &Path) -> (u64, u64, u64) {
     (rss - guest_rss, anon - guest_anon, guest_rss)
 }
 
+/// VMs started per second: `n` VMM processes launched at once, each counted as started at
+/// its guest's first serial byte; the rate is n over the time until the last one. Each VM
+/// holds (halted, no CPU) until it is killed, so all `n` run together.
+fn starts_per_second(dir: &Path, kernel: &Path, n: usize) -> f64 {
+    let t = Instant::now();
+    let mut children: Vec<Child> = (0..n)
+        .map(|i| {
+            let sub = dir.join(format!("rate-{i}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            let mut spec = VmSpec::new(1, 16, kernel);
+            spec.cmdline = "omnicloud.hold".into();
+            spec.serial_stdout = true;
+            spawn(&sub, &spec)
+        })
+        .collect();
+    for child in children.iter_mut() {
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let mut byte = [0u8; 1];
+        out.read_exact(&mut byte).unwrap();
+        assert_eq!(byte[0], b'o');
+    }
+    let took = t.elapsed();
+    for mut c in children {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    n as f64 / took.as_secs_f64()
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (starts, samples) = if full { (20, 5) } else { (3, 1) };
@@ -137,6 +170,16 @@ fn main() {
         "vmm: process start -> first serial byte, {starts} runs: median {:.2} ms   p90 {:.2} ms   (target <= 10 ms)",
         ms(lat[lat.len() / 2]),
         ms(lat[((lat.len() - 1) as f64 * 0.9).round() as usize]),
+    );
+
+    let batch = if full { 50 } else { 5 };
+    let mut rates: Vec<f64> = (0..samples)
+        .map(|_| starts_per_second(dir.path(), &kernel, batch))
+        .collect();
+    rates.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "vmm: VMs started per second ({batch} launched at once, 16 MiB guests, until every guest's first serial byte): median {:.0}/s",
+        rates[rates.len() / 2]
     );
 
     let mut rss = Vec::new();
