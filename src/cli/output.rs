@@ -110,6 +110,7 @@ pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
         Kind::NodeClass => vec!["NAME", "CPU", "MEMORY", "AGE"],
         Kind::ClusterAutoscaler => vec!["NAME", "NODEGROUPS", "AGE"],
         Kind::ClusterScalingPolicy => vec!["NAME", "MAX-REPLICAS", "MAX-PODS-PER-NODE", "AGE"],
+        Kind::PredictiveBootstrapScaler => vec!["NAME", "ENTRIES", "ACTIVE", "AGE"],
         Kind::ResourceQuota => vec!["NAME", "HARD", "AGE"],
         Kind::Namespace => vec!["NAME", "AGE"],
         Kind::Instance => vec!["NAME", "READY", "STATUS", "RESTARTS", "IP", "NODE", "AGE"],
@@ -217,6 +218,21 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
             name,
             s(&spec["applicationLimits"]["maxReplicasPerDeployment"]),
             s(&spec["applicationLimits"]["maxPodsPerNode"]),
+            age,
+        ],
+        Kind::PredictiveBootstrapScaler => vec![
+            name,
+            spec["schedule"].as_array().map_or(0, |a| a.len()).to_string(),
+            status["active"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|e| n(&e["entry"]))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "<none>".into()),
             age,
         ],
         Kind::ResourceQuota => {

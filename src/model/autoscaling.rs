@@ -490,6 +490,10 @@ pub struct ScaleUpRule {
     pub memory_threshold: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_time: Option<DurationStr>,
+    /// OmniCloud: the least time between two scale-ups of the group (default 0s: workers
+    /// still booting already count as capacity, so none is needed to avoid overshoot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<DurationStr>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -499,10 +503,66 @@ pub struct ScaleDownRule {
     pub utilization_threshold: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub empty_time: Option<DurationStr>,
+    /// OmniCloud: no scale-down of the group until this long after its last scale-up
+    /// (default 10m, Kubernetes' scale-down-delay-after-add).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<DurationStr>,
+}
+
+/// Defaults of a node group's scaling policy.
+pub const DEFAULT_DECISION_TIME_MS: u64 = 30_000;
+pub const DEFAULT_EMPTY_TIME_MS: u64 = 600_000;
+pub const DEFAULT_UTILIZATION_THRESHOLD: i64 = 50;
+pub const DEFAULT_SCALE_DOWN_COOLDOWN_MS: u64 = 600_000;
+
+impl NodeGroup {
+    fn up(&self) -> Option<&ScaleUpRule> {
+        self.scaling_policy.as_ref()?.scale_up.as_ref()
+    }
+
+    fn down(&self) -> Option<&ScaleDownRule> {
+        self.scaling_policy.as_ref()?.scale_down.as_ref()
+    }
+
+    /// How long an instance waits unschedulable before it asks for a worker.
+    pub fn decision_time_ms(&self) -> u64 {
+        self.up()
+            .and_then(|u| u.decision_time.as_ref())
+            .map_or(DEFAULT_DECISION_TIME_MS, |d| d.as_millis())
+    }
+
+    pub fn scale_up_cooldown_ms(&self) -> u64 {
+        self.up()
+            .and_then(|u| u.cooldown.as_ref())
+            .map_or(0, |d| d.as_millis())
+    }
+
+    /// How long a worker stays unneeded before it is removed.
+    pub fn empty_time_ms(&self) -> u64 {
+        self.down()
+            .and_then(|d| d.empty_time.as_ref())
+            .map_or(DEFAULT_EMPTY_TIME_MS, |d| d.as_millis())
+    }
+
+    /// Percent of its capacity a worker's instances request, below which it is underused.
+    pub fn utilization_threshold(&self) -> i64 {
+        self.down()
+            .and_then(|d| d.utilization_threshold)
+            .unwrap_or(DEFAULT_UTILIZATION_THRESHOLD)
+    }
+
+    pub fn scale_down_cooldown_ms(&self) -> u64 {
+        self.down()
+            .and_then(|d| d.cooldown.as_ref())
+            .map_or(DEFAULT_SCALE_DOWN_COOLDOWN_MS, |d| d.as_millis())
+    }
 }
 
 impl ClusterAutoscalerSpec {
     pub(super) fn validate(&self) -> Result<(), ModelError> {
+        if self.node_groups.is_empty() {
+            return Err(invalid("spec.nodeGroups", "needs at least one node group"));
+        }
         if let Some(p) = &self.bootstrap_priority {
             if !["low", "medium", "high"].contains(&p.as_str()) {
                 return Err(invalid(
@@ -514,6 +574,22 @@ impl ClusterAutoscalerSpec {
         for (i, g) in self.node_groups.iter().enumerate() {
             let field = format!("spec.nodeGroups[{i}]");
             super::validate_name(&format!("{field}.name"), &g.name)?;
+            // Workers are VirtualMachines `<group>-<n>` whose guest joins as `<group>-<n>-0`.
+            if g.name.len() > 40 {
+                return Err(invalid(
+                    &format!("{field}.name"),
+                    "must be at most 40 characters (worker names are built from it)",
+                ));
+            }
+            if self.node_groups[..i].iter().any(|o| o.name == g.name) {
+                return Err(invalid(
+                    &format!("{field}.name"),
+                    format!("\"{}\" is given twice", g.name),
+                ));
+            }
+            if let Some(c) = &g.node_class {
+                super::validate_name(&format!("{field}.nodeClass"), c)?;
+            }
             if g.min_size < 0 {
                 return Err(invalid(&format!("{field}.minSize"), "must be >= 0"));
             }

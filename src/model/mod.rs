@@ -12,6 +12,7 @@ pub mod autoscaling;
 pub mod event;
 pub mod infra;
 pub mod instance;
+pub mod predictive;
 pub mod quantity;
 mod selector;
 pub mod workload;
@@ -72,13 +73,14 @@ pub enum Kind {
     NodeClass,
     ClusterAutoscaler,
     ClusterScalingPolicy,
+    PredictiveBootstrapScaler,
     Instance,
     NodeSubnet,
     Event,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Namespace,
         Kind::Deployment,
         Kind::StatefulSet,
@@ -90,6 +92,7 @@ impl Kind {
         Kind::NodeClass,
         Kind::ClusterAutoscaler,
         Kind::ClusterScalingPolicy,
+        Kind::PredictiveBootstrapScaler,
         Kind::Instance,
         Kind::NodeSubnet,
         Kind::Event,
@@ -108,6 +111,7 @@ impl Kind {
             Kind::NodeClass => "NodeClass",
             Kind::ClusterAutoscaler => "ClusterAutoscaler",
             Kind::ClusterScalingPolicy => "ClusterScalingPolicy",
+            Kind::PredictiveBootstrapScaler => "PredictiveBootstrapScaler",
             Kind::Instance => "Instance",
             Kind::NodeSubnet => "NodeSubnet",
             Kind::Event => "Event",
@@ -128,6 +132,7 @@ impl Kind {
             Kind::NodeClass => "nodeclasses",
             Kind::ClusterAutoscaler => "clusterautoscalers",
             Kind::ClusterScalingPolicy => "clusterscalingpolicies",
+            Kind::PredictiveBootstrapScaler => "predictivebootstrapscalers",
             Kind::Instance => "instances",
             Kind::NodeSubnet => "nodesubnets",
             Kind::Event => "events",
@@ -147,6 +152,7 @@ impl Kind {
             Kind::NodeClass => &["nc"],
             Kind::ClusterAutoscaler => &["ca"],
             Kind::ClusterScalingPolicy => &["csp"],
+            Kind::PredictiveBootstrapScaler => &["pbs"],
             Kind::Instance => &["inst", "instance"],
             Kind::NodeSubnet => &["subnet", "subnets"],
             Kind::Event => &["ev"],
@@ -245,6 +251,7 @@ pub enum Spec {
     NodeClass(NodeClassSpec),
     ClusterAutoscaler(ClusterAutoscalerSpec),
     ClusterScalingPolicy(ClusterScalingPolicySpec),
+    PredictiveBootstrapScaler(predictive::PredictiveBootstrapScalerSpec),
     Instance(InstanceSpec),
     NodeSubnet(NodeSubnetSpec),
     Event(event::EventSpec),
@@ -379,6 +386,7 @@ impl Resource {
             Kind::NodeClass => spec_of(v, Spec::NodeClass)?,
             Kind::ClusterAutoscaler => spec_of(v, Spec::ClusterAutoscaler)?,
             Kind::ClusterScalingPolicy => spec_of(v, Spec::ClusterScalingPolicy)?,
+            Kind::PredictiveBootstrapScaler => spec_of(v, Spec::PredictiveBootstrapScaler)?,
             Kind::Instance => spec_of(v, Spec::Instance)?,
             Kind::NodeSubnet => spec_of(v, Spec::NodeSubnet)?,
             Kind::Event => spec_of(v, Spec::Event)?,
@@ -420,6 +428,7 @@ impl Resource {
             Some(Spec::NodeClass(s)) => s.validate(),
             Some(Spec::ClusterAutoscaler(s)) => s.validate(),
             Some(Spec::ClusterScalingPolicy(s)) => s.validate(),
+            Some(Spec::PredictiveBootstrapScaler(s)) => s.validate(),
             Some(Spec::Instance(s)) => s.validate(),
             Some(Spec::NodeSubnet(s)) => s.validate(),
             Some(Spec::Event(s)) => s.validate(),

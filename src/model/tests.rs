@@ -9,7 +9,7 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-const FIXTURES: [(&str, Kind); 13] = [
+const FIXTURES: [(&str, Kind); 14] = [
     ("deployment.yaml", Kind::Deployment),
     ("statefulset.yaml", Kind::StatefulSet),
     ("hpa.yaml", Kind::HorizontalPodAutoscaler),
@@ -23,6 +23,10 @@ const FIXTURES: [(&str, Kind); 13] = [
     ("virtualmachine.yaml", Kind::VirtualMachine),
     ("k8s-deployment.yaml", Kind::Deployment),
     ("k8s-hpa.yaml", Kind::HorizontalPodAutoscaler),
+    (
+        "predictivebootstrapscaler.yaml",
+        Kind::PredictiveBootstrapScaler,
+    ),
 ];
 
 #[test]
@@ -289,6 +293,62 @@ fn hpa_forms_and_bad_hpa_fields() {
         (
             v2.replace("periodSeconds: 30", "periodSeconds: 0"),
             "spec.behavior.scaleDown.policies[0].periodSeconds",
+        ),
+    ];
+    for (body, field) in cases {
+        assert_eq!(error_of(&body).field, field, "{body}");
+    }
+}
+
+#[test]
+fn bad_cluster_autoscaler_and_schedule_fields_are_named() {
+    let ca = fixture("clusterautoscaler.yaml");
+    let pbs = fixture("predictivebootstrapscaler.yaml");
+    let cases = [
+        (
+            ca.replace("decisionTime: 60s", "decisionTime: soon"),
+            "spec.nodeGroups[0].scalingPolicy.scaleUp.decisionTime",
+        ),
+        (
+            ca.replace("emptyTime: 600s", "emptyTime: 600s\n        cooldown: x"),
+            "spec.nodeGroups[0].scalingPolicy.scaleDown.cooldown",
+        ),
+        (ca.replace("minSize: 3", "minSize: 30"), "spec.nodeGroups[0].minSize"),
+        (
+            format!("{ca}").replace("  - name: general-purpose", "  - name: Bad_Name"),
+            "spec.nodeGroups[0].name",
+        ),
+        (
+            pbs.replace("Monday-Friday", "Monday-Funday"),
+            "spec.schedule[0].dayOfWeek",
+        ),
+        (pbs.replace("\"07:30\"", "\"7.30\""), "spec.schedule[0].timeStart"),
+        (pbs.replace("\"09:30\"", "\"07:30\""), "spec.schedule[0].timeEnd"),
+        (
+            pbs.replace("targetReplicas: 5", "targetReplicas: 0"),
+            "spec.schedule[0].bootstrapAction.orchestrators.targetReplicas",
+        ),
+        (
+            pbs.replace("preScaleMinutes: 25", "preScaleMinutes: -1"),
+            "spec.schedule[0].bootstrapAction.vmPool.preScaleMinutes",
+        ),
+        (
+            pbs.replace(
+                "      vmPool:",
+                "      targets: [{kind: Deployment, name: web, minReplicas: 2}]\n      vmPool:",
+            ),
+            "spec.schedule[0].bootstrapAction.targets[0].replicas",
+        ),
+        (
+            pbs.replace(
+                "      vmPool:",
+                "      targets: [{kind: Service, name: web, replicas: 2}]\n      vmPool:",
+            ),
+            "spec.schedule[0].bootstrapAction.targets[0].kind",
+        ),
+        (
+            pbs.replace("1:200", "one per 200"),
+            "spec.metricTriggers[0].bootstrapAction.orchestratorRatio",
         ),
     ];
     for (body, field) in cases {

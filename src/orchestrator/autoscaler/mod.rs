@@ -16,6 +16,7 @@
 //! May call: `model`, `store` (commands), `orchestrator::controllers` (views, events).
 
 pub mod behavior;
+pub mod cluster;
 pub mod horizontal;
 pub mod hpa;
 pub mod metrics;
