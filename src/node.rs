@@ -256,8 +256,9 @@ impl Node {
             api_metrics.with_registry(crate::orchestrator::controllers::ControllerMetrics::new);
         crate::orchestrator::autoscaler::spawn(
             control.clone(),
+            gossip.clone(),
             config.autoscaler.clone(),
-            controller_metrics.decisions.clone(),
+            controller_metrics.clone(),
             stop_tx.subscribe(),
         );
         crate::orchestrator::controllers::spawn(

@@ -10,7 +10,21 @@ use super::client::ClientError;
 use super::{output, Conn, Format};
 
 /// Event reasons that are scaling decisions.
-const SCALING_REASONS: [&str; 9] = [
+const SCALING_REASONS: [&str; 21] = [
+    // The cluster autoscaler (orchestrator::autoscaler::cluster::REASONS).
+    "TriggeredScaleUp",
+    "ScaleUpToMinSize",
+    "ScheduledScaleUp",
+    "ScaleUpLimited",
+    "ScaleDownEmpty",
+    "ScaleDownUnderused",
+    "ScaleDownUnregistered",
+    // Scheduled scaling (orchestrator::autoscaler::schedule::REASONS).
+    "ScheduleStarted",
+    "ScheduleEnded",
+    "ScheduledRescale",
+    "ScheduledRestore",
+    "ScheduleLimited",
     "ScalingUp",
     "DeletingInstance",
     "SuccessfulCreate",
@@ -114,4 +128,15 @@ pub fn run(cmd: ScalingCommand) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_autoscaler_decision_reason_is_shown() {
+        use crate::orchestrator::autoscaler::{cluster, schedule};
+        for r in cluster::REASONS.iter().chain(&schedule::REASONS) {
+            assert!(super::SCALING_REASONS.contains(r), "{r}");
+        }
+    }
 }

@@ -90,6 +90,12 @@ pub fn spawn(
             if !control.is_leader() {
                 continue;
             }
+            // A PredictiveBootstrapScaler's active window may raise the voter target.
+            let scalers = super::controllers::load_all(&control, crate::model::Kind::PredictiveBootstrapScaler);
+            let mut policy = policy.clone();
+            if let Some(n) = super::autoscaler::schedule::orchestrators_target(&scalers) {
+                policy.orchestrators = policy.orchestrators.max(n);
+            }
             reconcile(&control, &members, &policy).await;
         }
     });

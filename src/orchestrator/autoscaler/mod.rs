@@ -1,5 +1,7 @@
-//! Application autoscaling, on the Raft leader: the HorizontalPodAutoscaler, and the
-//! VerticalPodAutoscaler's recommendations (`vpa`: pure; written to its status).
+//! Autoscaling, on the Raft leader: the HorizontalPodAutoscaler, the
+//! VerticalPodAutoscaler's recommendations (`vpa`: pure; written to its status), the
+//! cluster autoscaler (`cluster`: pure decisions; `workers`: worker VirtualMachines) and
+//! scheduled scaling (`schedule`: the PredictiveBootstrapScaler).
 //!
 //! One task per node; it acts only while its node leads. Every `sync_period` it reads the
 //! HPAs, their targets and instances from the local replica, scrapes the custom metrics
@@ -8,6 +10,9 @@
 //! becomes a FailedRescale event and an AbleToScale=False condition), the HPA's status,
 //! and an Event for every rescale with its inputs (`omnicloud scaling history`). Between
 //! syncs it feeds the leader's metric buffer (`metrics`) from committed Instance changes.
+//!
+//! Each sync first runs the cluster autoscaler and the schedules (their events are
+//! decisions too), then the HPAs and VPAs.
 //!
 //! State kept by the leader only (recommendation and scale history per HPA, the metric
 //! buffer) is dropped when leadership is lost, as a restarted Kubernetes controller
@@ -20,7 +25,9 @@ pub mod cluster;
 pub mod horizontal;
 pub mod hpa;
 pub mod metrics;
+pub mod schedule;
 pub mod vpa;
+pub mod workers;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -28,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 use super::controllers::events::{EventDraft, Recorder};
-use super::controllers::{key_of, load_all, version, DecisionLabels, InstanceView};
+use super::controllers::{key_of, load_all, version, ControllerMetrics, InstanceView};
 use super::ControlPlane;
 use crate::model::{Kind, Resource, Spec};
 use crate::store::{ChangeType, Command, Rejection};
@@ -68,15 +75,14 @@ struct State {
     store: MetricStore,
     histories: HashMap<String, History>,
     recorder: Recorder,
+    cluster: workers::ClusterState,
 }
 
 pub fn spawn(
     control: ControlPlane,
+    gossip: crate::cluster::Gossip,
     settings: AutoscalerSettings,
-    decisions: prometheus_client::metrics::family::Family<
-        DecisionLabels,
-        prometheus_client::metrics::counter::Counter,
-    >,
+    metrics: ControllerMetrics,
     mut stop: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
@@ -91,11 +97,16 @@ pub fn spawn(
                 c = changes.recv() => {
                     match c {
                         Ok(c) if leading
-                            && state.active
                             && c.key.kind == Kind::Instance
                             && c.change != ChangeType::Deleted =>
                         {
-                            ingest(&mut state.store, &c.object);
+                            let now = super::membership::now_ms();
+                            if let Some(s) = workers::provisioned(&mut state.cluster, &c.object, now) {
+                                metrics.worker_provision.observe(s);
+                            }
+                            if state.active {
+                                ingest(&mut state.store, &c.object);
+                            }
                         }
                         Err(broadcast::error::RecvError::Closed) => return,
                         _ => {}
@@ -112,7 +123,11 @@ pub fn spawn(
                 continue;
             }
             leading = true;
-            sync(&control, &settings, &mut state, &decisions).await;
+            let members = gossip.members().await;
+            if !infrastructure(&control, &members, &mut state, &metrics).await {
+                continue;
+            }
+            sync(&control, &settings, &mut state, &metrics).await;
         }
     });
 }
@@ -175,14 +190,51 @@ async fn scrape_all(
     errors
 }
 
+/// The cluster autoscaler and the schedules; false when a write failed (not leading).
+async fn infrastructure(
+    control: &ControlPlane,
+    members: &[crate::cluster::MemberView],
+    state: &mut State,
+    metrics: &ControllerMetrics,
+) -> bool {
+    let now = super::membership::now_ms();
+    let now_text =
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(now))
+            .to_string();
+    let directors = members
+        .iter()
+        .filter(|m| {
+            m.status != crate::cluster::MemberStatus::Down
+                && m.meta.roles.iter().any(|r| r == "director")
+        })
+        .count();
+    let (mut commands, mut events) = schedule::plan(control, directors, now, &now_text);
+    let (c, e) = workers::plan(control, members, &mut state.cluster, now);
+    commands.extend(c);
+    events.extend(e);
+    metrics.count(&events);
+    commands.extend(state.recorder.commands(events, &now_text));
+    for command in commands {
+        match control.write_local(command).await {
+            Ok(r) => {
+                if let Some(e) = r.rejection {
+                    tracing::debug!(?e, "autoscaler write refused; decided again next sync");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "autoscaler write not written");
+                return false;
+            }
+        }
+    }
+    true
+}
+
 async fn sync(
     control: &ControlPlane,
     settings: &AutoscalerSettings,
     state: &mut State,
-    decisions: &prometheus_client::metrics::family::Family<
-        DecisionLabels,
-        prometheus_client::metrics::counter::Counter,
-    >,
+    metrics: &ControllerMetrics,
 ) {
     let hpas = load_all(control, Kind::HorizontalPodAutoscaler);
     let vpas = load_all(control, Kind::VerticalPodAutoscaler);
@@ -397,14 +449,7 @@ async fn sync(
             }
         }
     }
-    for e in &events {
-        decisions
-            .get_or_create(&DecisionLabels {
-                kind: e.kind.clone(),
-                reason: e.reason.clone(),
-            })
-            .inc();
-    }
+    metrics.count(&events);
     for command in state.recorder.commands(events, &now_text) {
         if control.write_local(command).await.is_err() {
             return;

@@ -467,6 +467,8 @@ pub struct ControllerMetrics {
     >,
     pub pass_duration: prometheus_client::metrics::histogram::Histogram,
     pub pending: prometheus_client::metrics::gauge::Gauge,
+    /// The cluster autoscaler's request of a worker VM to its VMM process running.
+    pub worker_provision: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl ControllerMetrics {
@@ -477,6 +479,9 @@ impl ControllerMetrics {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             ]),
             pending: Default::default(),
+            worker_provision: prometheus_client::metrics::histogram::Histogram::new([
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0,
+            ]),
         };
         registry.register(
             "orchestrator_scaling_decisions_count",
@@ -489,11 +494,28 @@ impl ControllerMetrics {
             m.pass_duration.clone(),
         );
         registry.register(
+            "director_worker_provision_duration_seconds",
+            "From the cluster autoscaler's request of a worker VM to the leader seeing it Running (its VMM process started by a director)",
+            m.worker_provision.clone(),
+        );
+        registry.register(
             "orchestrator_pending_instances",
             "Instances waiting for a node (unschedulable)",
             m.pending.clone(),
         );
         m
+    }
+
+    /// One decision per event, by the involved object's kind and the reason.
+    pub fn count(&self, events: &[EventDraft]) {
+        for e in events {
+            self.decisions
+                .get_or_create(&DecisionLabels {
+                    kind: e.kind.clone(),
+                    reason: e.reason.clone(),
+                })
+                .inc();
+        }
     }
 }
 
