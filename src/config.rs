@@ -90,6 +90,7 @@ struct FileAgent {
 struct FileDirector {
     worker_kernel: String,
     worker_initrd: String,
+    worker_cmdline: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,6 +196,8 @@ pub struct NodeConfig {
 pub struct DirectorSettings {
     pub worker_kernel: PathBuf,
     pub worker_initrd: PathBuf,
+    /// Appended to every worker VM's kernel command line (after the join arguments).
+    pub worker_cmdline: String,
 }
 
 /// Instance networking: the cluster CIDR the leader leases node subnets from, and this
@@ -419,6 +422,7 @@ impl NodeConfig {
         let director = DirectorSettings {
             worker_kernel: data_dir.join(&file.director.worker_kernel),
             worker_initrd: data_dir.join(&file.director.worker_initrd),
+            worker_cmdline: file.director.worker_cmdline.clone(),
         };
         Ok(NodeConfig {
             name,

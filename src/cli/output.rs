@@ -222,7 +222,10 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
         ],
         Kind::PredictiveBootstrapScaler => vec![
             name,
-            spec["schedule"].as_array().map_or(0, |a| a.len()).to_string(),
+            spec["schedule"]
+                .as_array()
+                .map_or(0, |a| a.len())
+                .to_string(),
             status["active"]
                 .as_array()
                 .map(|a| {

@@ -98,7 +98,11 @@ pub fn vmm_spec(
             &w.token,
             net.map(|n| (n.cidr(), n.gateway)),
         );
-        spec.cmdline = format!("{join} {}", spec.cmdline).trim().to_string();
+        spec.cmdline = [join.as_str(), w.extra.trim(), spec.cmdline.trim()]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
     } else if let Some(n) = net {
         // Linux's own IP autoconfiguration: ip=client::gateway:netmask::eth0:off.
         let mask = std::net::Ipv4Addr::from(u32::MAX << (32 - n.prefix as u32));
@@ -157,6 +161,8 @@ pub struct Worker {
     pub name: String,
     pub join_addr: String,
     pub token: String,
+    /// The director's `worker_cmdline`, after the join arguments.
+    pub extra: String,
 }
 
 /// A VMM spec error in the VirtualMachine's own field names.
@@ -369,6 +375,7 @@ impl Supervisor {
             name: self.key.name.clone(),
             join_addr: self.shared.join_addr.clone(),
             token: self.shared.join_token.clone(),
+            extra: self.shared.worker.worker_cmdline.clone(),
         };
         let net = match self.vm.network.as_ref().and_then(|n| n.bridge) {
             Some(true) => Some(self.net().ok_or_else(|| {
@@ -650,6 +657,7 @@ mod tests {
             name: "workers-3".into(),
             join_addr: "10.0.0.1:7946".into(),
             token: "tok".into(),
+            extra: "loglevel=3".into(),
         };
         let s = vmm_spec(&v, Path::new("/l.log"), Some(&w), None);
         assert_eq!(s.kernel, PathBuf::from("/data/worker/vmlinuz"));
@@ -662,7 +670,7 @@ mod tests {
         assert_eq!(plan.join, ["10.0.0.1:7946"]);
         assert_eq!(plan.token.as_deref(), Some("tok"));
         assert_eq!(plan.roles, ["agent"]);
-        assert!(s.cmdline.ends_with(" quiet"), "{}", s.cmdline);
+        assert!(s.cmdline.ends_with(" loglevel=3 quiet"), "{}", s.cmdline);
         // Not a worker: the image is not used.
         let plain = vm("cpu: {cores: 1}\nmemory: {guest: 64Mi}\nkernel: /k\n");
         assert_eq!(

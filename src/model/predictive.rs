@@ -140,9 +140,7 @@ fn day(s: &str) -> Option<u8> {
     if s.len() < 3 {
         return None;
     }
-    DAYS.iter()
-        .position(|d| d.starts_with(&s))
-        .map(|i| i as u8)
+    DAYS.iter().position(|d| d.starts_with(&s)).map(|i| i as u8)
 }
 
 /// "Monday-Friday", "Saturday", "Mon,Wed,Fri", "Friday-Monday": the days (0 = Monday).
@@ -236,7 +234,10 @@ impl PredictiveBootstrapScalerSpec {
                 }
                 Ok(())
             };
-            for (name, c) in [("orchestrators", &a.orchestrators), ("directors", &a.directors)] {
+            for (name, c) in [
+                ("orchestrators", &a.orchestrators),
+                ("directors", &a.directors),
+            ] {
                 if let Some(c) = c {
                     if c.target_replicas < 1 {
                         return Err(invalid(

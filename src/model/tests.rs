@@ -313,7 +313,10 @@ fn bad_cluster_autoscaler_and_schedule_fields_are_named() {
             ca.replace("emptyTime: 600s", "emptyTime: 600s\n        cooldown: x"),
             "spec.nodeGroups[0].scalingPolicy.scaleDown.cooldown",
         ),
-        (ca.replace("minSize: 3", "minSize: 30"), "spec.nodeGroups[0].minSize"),
+        (
+            ca.replace("minSize: 3", "minSize: 30"),
+            "spec.nodeGroups[0].minSize",
+        ),
         (
             format!("{ca}").replace("  - name: general-purpose", "  - name: Bad_Name"),
             "spec.nodeGroups[0].name",
@@ -322,8 +325,14 @@ fn bad_cluster_autoscaler_and_schedule_fields_are_named() {
             pbs.replace("Monday-Friday", "Monday-Funday"),
             "spec.schedule[0].dayOfWeek",
         ),
-        (pbs.replace("\"07:30\"", "\"7.30\""), "spec.schedule[0].timeStart"),
-        (pbs.replace("\"09:30\"", "\"07:30\""), "spec.schedule[0].timeEnd"),
+        (
+            pbs.replace("\"07:30\"", "\"7.30\""),
+            "spec.schedule[0].timeStart",
+        ),
+        (
+            pbs.replace("\"09:30\"", "\"07:30\""),
+            "spec.schedule[0].timeEnd",
+        ),
         (
             pbs.replace("targetReplicas: 5", "targetReplicas: 0"),
             "spec.schedule[0].bootstrapAction.orchestrators.targetReplicas",

@@ -91,7 +91,10 @@ pub fn spawn(
                 continue;
             }
             // A PredictiveBootstrapScaler's active window may raise the voter target.
-            let scalers = super::controllers::load_all(&control, crate::model::Kind::PredictiveBootstrapScaler);
+            let scalers = super::controllers::load_all(
+                &control,
+                crate::model::Kind::PredictiveBootstrapScaler,
+            );
             let mut policy = policy.clone();
             if let Some(n) = super::autoscaler::schedule::orchestrators_target(&scalers) {
                 policy.orchestrators = policy.orchestrators.max(n);

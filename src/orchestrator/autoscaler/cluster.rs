@@ -79,12 +79,7 @@ impl Size {
 
 impl std::fmt::Display for Size {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}m cpu, {}Mi",
-            self.cpu_millis,
-            self.memory_bytes >> 20
-        )
+        write!(f, "{}m cpu, {}Mi", self.cpu_millis, self.memory_bytes >> 20)
     }
 }
 
@@ -244,7 +239,9 @@ pub fn decide(inp: &Inputs, memory: &mut Memory) -> Vec<Decision> {
     pending.sort_by_key(|p| (p.since_ms, p.key.clone()));
     let mut claimed: BTreeSet<&str> = BTreeSet::new();
     let live: BTreeSet<&str> = inp.workers.iter().map(|w| w.vm.as_str()).collect();
-    memory.unneeded_since.retain(|vm, _| live.contains(vm.as_str()));
+    memory
+        .unneeded_since
+        .retain(|vm, _| live.contains(vm.as_str()));
 
     for g in &inp.groups {
         let name = g.spec.name.as_str();
@@ -271,10 +268,7 @@ pub fn decide(inp: &Inputs, memory: &mut Memory) -> Vec<Decision> {
             });
         }
         let count = mine.len() as i64;
-        let scheduled = g
-            .scheduled
-            .as_ref()
-            .map(|(n, _)| (*n).min(g.spec.max_size));
+        let scheduled = g.scheduled.as_ref().map(|(n, _)| (*n).min(g.spec.max_size));
         let floor = g.spec.min_size.max(scheduled.unwrap_or(0));
         let Some((class, size, vm_need)) = &g.class else {
             out.push(Decision {
@@ -283,7 +277,10 @@ pub fn decide(inp: &Inputs, memory: &mut Memory) -> Vec<Decision> {
                 warning: true,
                 message: format!(
                     "node group {name}: NodeClass {} does not exist; no worker can be sized",
-                    g.spec.node_class.as_deref().unwrap_or("(none given, and there is none)")
+                    g.spec
+                        .node_class
+                        .as_deref()
+                        .unwrap_or("(none given, and there is none)")
                 ),
                 action: None,
             });
@@ -484,13 +481,16 @@ pub fn decide(inp: &Inputs, memory: &mut Memory) -> Vec<Decision> {
             let underused = !empty && w.joined && (util as i64) < threshold && {
                 // Its instances must fit on the other agents.
                 let mut room = agent_room.clone();
-                let ok = w.placed.iter().all(|s| match room.iter_mut().find(|r| r.fits(s)) {
-                    Some(r) => {
-                        r.take(s);
-                        true
-                    }
-                    None => false,
-                });
+                let ok = w
+                    .placed
+                    .iter()
+                    .all(|s| match room.iter_mut().find(|r| r.fits(s)) {
+                        Some(r) => {
+                            r.take(s);
+                            true
+                        }
+                        None => false,
+                    });
                 if ok {
                     agent_room = room;
                 }

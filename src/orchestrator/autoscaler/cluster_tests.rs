@@ -146,7 +146,11 @@ fn demand_is_packed_into_workers_and_max_size_holds() {
     let g = group("gp", 0, 2);
     let mut m = Memory::default();
     // Three instances of 800m: one per 1-cpu worker; max 2.
-    let three = || (0..3).map(|i| pending(&format!("web-{i}"), 800, 40)).collect();
+    let three = || {
+        (0..3)
+            .map(|i| pending(&format!("web-{i}"), 800, 40))
+            .collect()
+    };
     let d = decide(&inputs(vec![resolved(&g)], three(), vec![]), &mut m);
     assert_eq!(reasons(&d), ["TriggeredScaleUp", "ScaleUpLimited"]);
     assert_eq!(created(&d), ["gp-0", "gp-1"]);
@@ -158,7 +162,9 @@ fn demand_is_packed_into_workers_and_max_size_holds() {
     assert!(created(&d).is_empty());
     // Small instances share a worker: four of 200m need one.
     let g = group("gp", 0, 5);
-    let small = (0..4).map(|i| pending(&format!("s-{i}"), 200, 40)).collect();
+    let small = (0..4)
+        .map(|i| pending(&format!("s-{i}"), 200, 40))
+        .collect();
     let d = decide(&inputs(vec![resolved(&g)], small, vec![]), &mut m);
     assert_eq!(created(&d), ["gp-0"]);
 }
@@ -180,7 +186,10 @@ fn a_booting_worker_covers_the_demand_it_was_made_for() {
 #[test]
 fn min_size_and_a_scheduled_pool_are_floors() {
     let g = group("gp", 2, 5);
-    let d = decide(&inputs(vec![resolved(&g)], vec![], vec![]), &mut Memory::default());
+    let d = decide(
+        &inputs(vec![resolved(&g)], vec![], vec![]),
+        &mut Memory::default(),
+    );
     assert_eq!(reasons(&d), ["ScaleUpToMinSize"]);
     assert_eq!(created(&d), ["gp-0", "gp-1"]);
     let mut sched = resolved(&g);
@@ -197,7 +206,13 @@ fn min_size_and_a_scheduled_pool_are_floors() {
 #[test]
 fn scale_up_cooldown_no_director_and_director_room_limit() {
     let mut g = group("gp", 0, 5);
-    g.scaling_policy.as_mut().unwrap().scale_up.as_mut().unwrap().cooldown = dur("60s");
+    g.scaling_policy
+        .as_mut()
+        .unwrap()
+        .scale_up
+        .as_mut()
+        .unwrap()
+        .cooldown = dur("60s");
     let d = decide(
         &inputs(
             vec![resolved(&g)],
@@ -214,7 +229,11 @@ fn scale_up_cooldown_no_director_and_director_room_limit() {
     inp.directors.clear();
     let d = decide(&inp, &mut Memory::default());
     assert_eq!(reasons(&d), ["ScaleUpLimited"]);
-    assert!(d[0].message.contains("no alive director"), "{}", d[0].message);
+    assert!(
+        d[0].message.contains("no alive director"),
+        "{}",
+        d[0].message
+    );
 
     // Room for one 1-cpu VM on a 1.5-cpu director.
     let mut inp = inputs(
@@ -239,17 +258,28 @@ fn bootstrap_limits_cap_the_scale_up() {
     let mut inp = inputs(
         vec![resolved(&g)],
         vec![pending("a", 800, 100)],
-        vec![worker("gp-0", true, &[900], 900), worker("gp-1", true, &[900], 900)],
+        vec![
+            worker("gp-0", true, &[900], 900),
+            worker("gp-1", true, &[900], 900),
+        ],
     );
     inp.limits.director_ratio = Some((1, 2));
     let d = decide(&inp, &mut Memory::default());
     assert_eq!(reasons(&d), ["ScaleUpLimited"]);
-    assert!(d[0].message.contains("directorRatio 1:2"), "{}", d[0].message);
+    assert!(
+        d[0].message.contains("directorRatio 1:2"),
+        "{}",
+        d[0].message
+    );
 
     // orchestratorRatio 1:3, one orchestrator, two placed: one more container counts.
     let mut inp = inputs(
         vec![resolved(&g)],
-        vec![pending("a", 800, 100), pending("b", 800, 90), pending("c", 800, 80)],
+        vec![
+            pending("a", 800, 100),
+            pending("b", 800, 90),
+            pending("c", 800, 80),
+        ],
         vec![],
     );
     inp.limits.orchestrator_ratio = Some((1, 3));
@@ -257,7 +287,12 @@ fn bootstrap_limits_cap_the_scale_up() {
     let d = decide(&inp, &mut Memory::default());
     assert_eq!(reasons(&d), ["ScaleUpLimited", "TriggeredScaleUp"]);
     assert_eq!(created(&d), ["gp-0"]);
-    assert!(d[0].message.contains("2 unschedulable instance(s) not counted"), "{}", d[0].message);
+    assert!(
+        d[0].message
+            .contains("2 unschedulable instance(s) not counted"),
+        "{}",
+        d[0].message
+    );
 
     // minimumReservedCapacity 50: a 1-cpu worker offers 500m.
     let mut inp = inputs(vec![resolved(&g)], vec![pending("big", 600, 100)], vec![]);
@@ -270,14 +305,23 @@ fn bootstrap_limits_cap_the_scale_up() {
     );
     inp.limits.reserve_pct = 50;
     let d = decide(&inp, &mut Memory::default());
-    assert_eq!(created(&d), ["gp-0", "gp-1"], "one 400m instance per 500m of usable room");
+    assert_eq!(
+        created(&d),
+        ["gp-0", "gp-1"],
+        "one 400m instance per 500m of usable room"
+    );
 }
 
 #[test]
 fn an_empty_worker_goes_after_the_empty_time_but_not_below_the_floor() {
     let g = group("gp", 0, 5);
     let mut m = Memory::default();
-    let ws = || vec![worker("gp-0", true, &[], 900), worker("gp-1", true, &[700], 900)];
+    let ws = || {
+        vec![
+            worker("gp-0", true, &[], 900),
+            worker("gp-1", true, &[700], 900),
+        ]
+    };
     let mut inp = inputs(vec![resolved(&g)], vec![], ws());
     assert!(decide(&inp, &mut m).is_empty(), "unneeded from now");
     inp.now_ms += 59_000;
@@ -298,12 +342,25 @@ fn an_empty_worker_goes_after_the_empty_time_but_not_below_the_floor() {
 
     // The scale-down cooldown after the last scale-up.
     let mut g3 = group("gp", 0, 5);
-    g3.scaling_policy.as_mut().unwrap().scale_down.as_mut().unwrap().cooldown = dur("10m");
+    g3.scaling_policy
+        .as_mut()
+        .unwrap()
+        .scale_down
+        .as_mut()
+        .unwrap()
+        .cooldown = dur("10m");
     let mut m = Memory::default();
-    let mut inp = inputs(vec![resolved(&g3)], vec![], vec![worker("gp-0", true, &[], 100)]);
+    let mut inp = inputs(
+        vec![resolved(&g3)],
+        vec![],
+        vec![worker("gp-0", true, &[], 100)],
+    );
     decide(&inp, &mut m);
     inp.now_ms += 120_000;
-    assert!(decide(&inp, &mut m).is_empty(), "cooling down (last add 220s ago)");
+    assert!(
+        decide(&inp, &mut m).is_empty(),
+        "cooling down (last add 220s ago)"
+    );
     inp.now_ms += 400_000;
     assert_eq!(deleted(&decide(&inp, &mut m)), ["gp-0"]);
 }
@@ -312,17 +369,27 @@ fn an_empty_worker_goes_after_the_empty_time_but_not_below_the_floor() {
 fn a_worker_that_is_needed_again_starts_its_empty_time_over() {
     let g = group("gp", 0, 5);
     let mut m = Memory::default();
-    let mut inp = inputs(vec![resolved(&g)], vec![], vec![worker("gp-0", false, &[], 50)]);
+    let mut inp = inputs(
+        vec![resolved(&g)],
+        vec![],
+        vec![worker("gp-0", false, &[], 50)],
+    );
     decide(&inp, &mut m);
     inp.now_ms += 40_000;
     inp.pending = vec![pending("late", 500, 0)];
     inp.pending[0].since_ms = inp.now_ms - 31_000;
-    assert!(decide(&inp, &mut m).is_empty(), "the booting worker covers it");
+    assert!(
+        decide(&inp, &mut m).is_empty(),
+        "the booting worker covers it"
+    );
     inp.pending.clear();
     inp.now_ms += 40_000;
     assert!(decide(&inp, &mut m).is_empty(), "unneeded from now on");
     inp.now_ms += 40_000;
-    assert!(decide(&inp, &mut m).is_empty(), "40s unneeded since the demand went");
+    assert!(
+        decide(&inp, &mut m).is_empty(),
+        "40s unneeded since the demand went"
+    );
     inp.now_ms += 21_000;
     assert_eq!(deleted(&decide(&inp, &mut m)), ["gp-0"]);
 }
@@ -331,7 +398,11 @@ fn a_worker_that_is_needed_again_starts_its_empty_time_over() {
 fn an_underused_worker_goes_only_when_its_instances_fit_elsewhere() {
     let g = group("gp", 0, 5);
     let mut m = Memory::default();
-    let mut inp = inputs(vec![resolved(&g)], vec![], vec![worker("gp-0", true, &[100], 900)]);
+    let mut inp = inputs(
+        vec![resolved(&g)],
+        vec![],
+        vec![worker("gp-0", true, &[100], 900)],
+    );
     decide(&inp, &mut m);
     inp.now_ms += 61_000;
     assert!(decide(&inp, &mut m).is_empty(), "no other agent has room");
@@ -344,7 +415,11 @@ fn an_underused_worker_goes_only_when_its_instances_fit_elsewhere() {
     inp.now_ms += 61_000;
     let d = decide(&inp, &mut m);
     assert_eq!(reasons(&d), ["ScaleDownUnderused"]);
-    assert!(d[0].message.contains("utilizationThreshold 30%"), "{}", d[0].message);
+    assert!(
+        d[0].message.contains("utilizationThreshold 30%"),
+        "{}",
+        d[0].message
+    );
 }
 
 #[test]
@@ -374,5 +449,9 @@ fn a_missing_node_class_is_reported() {
     r.class = None;
     let d = decide(&inputs(vec![r], vec![], vec![]), &mut Memory::default());
     assert_eq!(reasons(&d), ["ScaleUpLimited"]);
-    assert!(d[0].message.contains("NodeClass small does not exist"), "{}", d[0].message);
+    assert!(
+        d[0].message.contains("NodeClass small does not exist"),
+        "{}",
+        d[0].message
+    );
 }

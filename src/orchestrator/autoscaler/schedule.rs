@@ -78,7 +78,11 @@ pub fn active(spec: &PredictiveBootstrapScalerSpec, now_ms: u64) -> BTreeMap<Com
             }
         };
         if let Some(c) = &a.orchestrators {
-            add("orchestrators".into(), c.pre_scale_minutes, c.target_replicas);
+            add(
+                "orchestrators".into(),
+                c.pre_scale_minutes,
+                c.target_replicas,
+            );
         }
         if let Some(c) = &a.directors {
             add("directors".into(), c.pre_scale_minutes, c.target_replicas);
@@ -152,10 +156,7 @@ pub fn vm_pool_floors(
                 continue;
             }
             let pool = spec.schedule[c.entry].bootstrap_action.vm_pool.as_ref();
-            let Some(group) = pool
-                .and_then(|p| p.node_group.as_deref())
-                .or(first_group)
-            else {
+            let Some(group) = pool.and_then(|p| p.node_group.as_deref()).or(first_group) else {
                 continue;
             };
             let e = out
@@ -387,7 +388,10 @@ mod tests {
             ["orchestrators", "vmPool"]
         );
         let full = active(&s, at(0, 7, 30));
-        assert_eq!(names(&full), ["Deployment/default/web", "orchestrators", "vmPool"]);
+        assert_eq!(
+            names(&full),
+            ["Deployment/default/web", "orchestrators", "vmPool"]
+        );
         assert_eq!(full.values().copied().collect::<Vec<_>>(), [10, 5, 20]);
         // Held 30m after 09:30, then released.
         assert_eq!(active(&s, at(0, 9, 59)).len(), 3);

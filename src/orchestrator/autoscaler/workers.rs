@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::{json, Value};
 
 use super::cluster::{
-    self, Action, Group, Inputs, Limits, Pending, Size, Worker, AUTOSCALER_LABEL,
-    NODE_CLASS_LABEL, NODE_GROUP_LABEL, REQUESTED_AT,
+    self, Action, Group, Inputs, Limits, Pending, Size, Worker, AUTOSCALER_LABEL, NODE_CLASS_LABEL,
+    NODE_GROUP_LABEL, REQUESTED_AT,
 };
 use crate::cluster::{MemberStatus, MemberView};
 use crate::model::autoscaling::parse_ratio;
