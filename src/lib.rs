@@ -14,14 +14,15 @@
 //! | `director`     | runs the VM instances placed on this node, one `__vmm` process each  |
 //! | `supervise`    | shared by agent and director: status reporter, backoff, process life |
 //! | `orchestrator` | Raft node (openraft); on the leader the scheduler, controllers and   |
-//! |                | autoscalers (`autoscaler`: HPA, VPA recommender, metric buffers)     |
+//! |                | autoscalers (`autoscaler`: HPA, VPA recommender, metric buffers,     |
+//! |                | cluster autoscaler asking directors for worker VMs, schedules)       |
 //! | `container`    | OCI containers (libcontainer, `__container` helper), images, bridge  |
 //! | `vmm`          | microVMs on KVM: memory, vCPU threads, boot, devices, `__vmm` helper |
 //! | `cluster`      | gossip membership (foca), host facts and roles, authenticated RPC    |
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
 //! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
 //!
-//! Planned by the open issues: VPA actuation, the cluster autoscaler, worker VMs.
+//! Planned by the open issues: VPA actuation; the PredictiveBootstrapScaler's metricTriggers.
 
 pub mod agent;
 pub mod api;

@@ -318,7 +318,7 @@ fn bad_cluster_autoscaler_and_schedule_fields_are_named() {
             "spec.nodeGroups[0].minSize",
         ),
         (
-            format!("{ca}").replace("  - name: general-purpose", "  - name: Bad_Name"),
+            ca.replace("  - name: general-purpose", "  - name: Bad_Name"),
             "spec.nodeGroups[0].name",
         ),
         (

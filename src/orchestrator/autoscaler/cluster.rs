@@ -28,6 +28,7 @@
 //!    - `minimumReservedCapacity p`: as the scheduler, every node keeps p% free: a new
 //!      worker offers (100-p)% of its NodeClass to the demand, and a director takes worker
 //!      VMs only into (100-p)% of its capacity.
+//!
 //!    And every new worker must fit on an alive director's free room (none: no scale-up).
 //!
 //! Scale-down, per group without demand: a worker is unneeded when nothing is placed on
@@ -205,7 +206,7 @@ fn names(group: &str, n: usize, taken: &mut BTreeSet<String>) -> Vec<String> {
 /// First fit, largest first: how many new bins of `bin` the items need after `open` bins.
 fn bins_needed(items: &[Size], mut open: Vec<Size>, bin: Size) -> usize {
     let mut items = items.to_vec();
-    items.sort_by(|a, b| (b.cpu_millis, b.memory_bytes).cmp(&(a.cpu_millis, a.memory_bytes)));
+    items.sort_by_key(|s| std::cmp::Reverse((s.cpu_millis, s.memory_bytes)));
     let before = open.len();
     for it in &items {
         match open.iter_mut().find(|b| b.fits(it)) {
