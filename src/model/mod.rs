@@ -9,6 +9,7 @@
 //! `DeploymentSpec::replicas()` supply them), and quantities keep their written form.
 
 pub mod autoscaling;
+pub mod capacity;
 pub mod event;
 pub mod infra;
 pub mod instance;
@@ -24,9 +25,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use autoscaling::{
-    ClusterAutoscalerSpec, ClusterScalingPolicySpec, HpaSpec, ResourceQuotaSpec, VpaSpec,
-};
+pub use autoscaling::{HpaSpec, VpaSpec};
+pub use capacity::{ClusterAutoscalerSpec, ClusterScalingPolicySpec, ResourceQuotaSpec};
 pub use infra::{NamespaceSpec, NodeClassSpec, PriorityClassSpec, VirtualMachineSpec};
 pub use instance::{InstanceSpec, InstanceStatus, NodeSubnetSpec};
 pub use quantity::{CpuQuantity, DurationStr, IntOrString, MemoryQuantity, Quantity};

@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::autoscaling::parse_ratio;
+use super::capacity::parse_ratio;
 use super::quantity::{DurationStr, Quantity};
 use super::{invalid, ModelError};
 

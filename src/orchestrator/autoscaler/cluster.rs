@@ -42,7 +42,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::autoscaling::NodeGroup;
+use crate::model::capacity::NodeGroup;
 
 /// Labels every worker VM (and its instance) carries.
 pub const AUTOSCALER_LABEL: &str = "omnicloud.io/cluster-autoscaler";

@@ -1,7 +1,7 @@
 //! The cluster autoscaler's decisions on hand-made inputs with a fake clock.
 
 use super::*;
-use crate::model::autoscaling::{NodeGroupScaling, ScaleDownRule, ScaleUpRule};
+use crate::model::capacity::{NodeGroupScaling, ScaleDownRule, ScaleUpRule};
 use crate::model::DurationStr;
 
 const MI: u64 = 1 << 20;

@@ -18,7 +18,7 @@ use super::cluster::{
     NODE_GROUP_LABEL, REQUESTED_AT,
 };
 use crate::cluster::{MemberStatus, MemberView};
-use crate::model::autoscaling::parse_ratio;
+use crate::model::capacity::parse_ratio;
 use crate::model::instance::{Phase, VM_OVERHEAD_BYTES};
 use crate::model::{Kind, Resource, Spec, API_VERSION};
 use crate::orchestrator::controllers::{key_of, parse_ms, EventDraft, InstanceView};
