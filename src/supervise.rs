@@ -18,6 +18,68 @@ use crate::store::{Command, ObjectKey, Rejection};
 
 const TICK: Duration = Duration::from_secs(1);
 
+/// The supervisor tasks of a reconcile loop (agent or director): one per instance
+/// incarnation (key and uid), and the ones asked to stop that have not ended yet (an
+/// instance is not started again until its old task is gone).
+#[derive(Default)]
+pub struct Supervised {
+    running: HashMap<ObjectKey, (String, watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    stopping: HashMap<ObjectKey, tokio::task::JoinHandle<()>>,
+}
+
+impl Supervised {
+    /// Forgets the stopped tasks that have ended.
+    pub fn reap(&mut self) {
+        self.stopping.retain(|_, task| !task.is_finished());
+    }
+
+    /// Asks every task whose (key, uid) is not in `wanted` to stop.
+    pub fn stop_unwanted<'a>(
+        &mut self,
+        wanted: impl IntoIterator<Item = (&'a ObjectKey, &'a str)>,
+    ) {
+        let wanted: std::collections::HashSet<(&ObjectKey, &str)> = wanted.into_iter().collect();
+        let gone: Vec<ObjectKey> = self
+            .running
+            .iter()
+            .filter(|(k, (uid, _, _))| !wanted.contains(&(*k, uid.as_str())))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            let (_, stop, task) = self.running.remove(&key).expect("listed above");
+            let _ = stop.send(true);
+            self.stopping.insert(key, task);
+        }
+    }
+
+    /// Running, or still stopping: not to be started now.
+    pub fn busy(&self, key: &ObjectKey) -> bool {
+        self.running.contains_key(key) || self.stopping.contains_key(key)
+    }
+
+    /// Starts the task `run(stop)` for the incarnation `uid` of `key`.
+    pub fn start<F>(
+        &mut self,
+        key: ObjectKey,
+        uid: String,
+        run: impl FnOnce(watch::Receiver<bool>) -> F,
+    ) where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(run(rx));
+        self.running.insert(key, (uid, tx, task));
+    }
+
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+}
+
 /// Serializes instance address allocation on this node (agent and director draw from one
 /// node subnet) with the record write that claims the address.
 pub static ADDRESS_LOCK: Mutex<()> = Mutex::new(());

@@ -41,7 +41,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, watch};
-use tokio::task::JoinHandle;
 
 use crate::cluster::Gossip;
 use crate::config::AgentSettings;
@@ -259,12 +258,6 @@ impl Shared {
     }
 }
 
-struct Running {
-    uid: String,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
 /// Everything the agent needs from the node.
 pub struct AgentConfig {
     pub node: String,
@@ -349,8 +342,7 @@ async fn reconcile_loop(
 ) {
     let mut leftover: HashMap<ObjectKey, Record> = shared.records().into_iter().collect();
     remove_unrecorded_containers(&shared, &leftover).await;
-    let mut running: HashMap<ObjectKey, Running> = HashMap::new();
-    let mut stopping: HashMap<ObjectKey, JoinHandle<()>> = HashMap::new();
+    let mut tasks = crate::supervise::Supervised::default();
     let mut changes = control.subscribe();
     let mut tick = tokio::time::interval(TICK);
     let mut first_pass = true;
@@ -368,7 +360,7 @@ async fn reconcile_loop(
         // A write burst is one pass: let it settle, then drop what queued meanwhile.
         tokio::time::sleep(SETTLE).await;
         while changes.try_recv().is_ok() {}
-        stopping.retain(|_, task| !task.is_finished());
+        tasks.reap();
         if last_contact.load(std::sync::atomic::Ordering::Relaxed) == 0 {
             continue;
         }
@@ -422,21 +414,9 @@ async fn reconcile_loop(
                 }
             }
         }
-        let wanted_keys: BTreeSet<&ObjectKey> = wanted.iter().map(|i| &i.key).collect();
-        let gone: Vec<ObjectKey> = running
-            .iter()
-            .filter(|(k, r)| {
-                !wanted_keys.contains(k) || !wanted.iter().any(|w| &w.key == *k && w.uid == r.uid)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in gone {
-            let r = running.remove(&key).expect("listed above");
-            let _ = r.stop.send(true);
-            stopping.insert(key, r.task);
-        }
+        tasks.stop_unwanted(wanted.iter().map(|i| (&i.key, i.uid.as_str())));
         for inst in wanted {
-            if running.contains_key(&inst.key) || stopping.contains_key(&inst.key) {
+            if tasks.busy(&inst.key) {
                 continue;
             }
             let adopted = match leftover.remove(&inst.key) {
@@ -447,18 +427,11 @@ async fn reconcile_loop(
                 }
                 None => None,
             };
-            let (tx, rx) = watch::channel(false);
-            let key = inst.key.clone();
-            let uid = inst.uid.clone();
-            let task = tokio::spawn(supervisor::run(shared.clone(), inst, adopted, rx));
-            running.insert(
-                key,
-                Running {
-                    uid,
-                    stop: tx,
-                    task,
-                },
-            );
+            let shared = shared.clone();
+            let (key, uid) = (inst.key.clone(), inst.uid.clone());
+            tasks.start(key, uid, move |stop| {
+                supervisor::run(shared, inst, adopted, stop)
+            });
         }
         if first_pass {
             first_pass = false;
@@ -467,7 +440,7 @@ async fn reconcile_loop(
                 remove_leftover(&shared, &key, &record).await;
             }
         }
-        shared.metrics.instances.set(running.len() as i64);
+        shared.metrics.instances.set(tasks.len() as i64);
     }
 }
 

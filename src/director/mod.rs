@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
-use tokio::task::JoinHandle;
 
 use crate::config::{AgentSettings, DirectorSettings};
 use crate::container::network::{NodeNetwork, Subnet};
@@ -135,12 +134,6 @@ impl Shared {
     }
 }
 
-struct Running {
-    uid: String,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
 /// Starts the director: adopts the VMs a previous node process left, then reconciles.
 pub fn spawn(
     control: ControlPlane,
@@ -211,8 +204,7 @@ async fn reconcile_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut leftover: HashMap<ObjectKey, Record> = shared.records().into_iter().collect();
-    let mut running: HashMap<ObjectKey, Running> = HashMap::new();
-    let mut stopping: HashMap<ObjectKey, JoinHandle<()>> = HashMap::new();
+    let mut tasks = crate::supervise::Supervised::default();
     let mut changes = control.subscribe();
     let mut tick = tokio::time::interval(TICK);
     let mut first_pass = true;
@@ -228,7 +220,7 @@ async fn reconcile_loop(
         }
         tokio::time::sleep(SETTLE).await;
         while changes.try_recv().is_ok() {}
-        stopping.retain(|_, task| !task.is_finished());
+        tasks.reap();
         // Act only on a view at least as new as the leader's (see the agent).
         if last_contact.load(Ordering::Relaxed) == 0 {
             continue;
@@ -250,18 +242,9 @@ async fn reconcile_loop(
         if shared.network().is_none() {
             wanted.retain(|v| !wants_net(v));
         }
-        let gone: Vec<ObjectKey> = running
-            .iter()
-            .filter(|(k, r)| !wanted.iter().any(|w| &w.key == *k && w.uid == r.uid))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in gone {
-            let r = running.remove(&key).expect("listed above");
-            let _ = r.stop.send(true);
-            stopping.insert(key, r.task);
-        }
+        tasks.stop_unwanted(wanted.iter().map(|i| (&i.key, i.uid.as_str())));
         for inst in wanted {
-            if running.contains_key(&inst.key) || stopping.contains_key(&inst.key) {
+            if tasks.busy(&inst.key) {
                 continue;
             }
             let adopted = match leftover.remove(&inst.key) {
@@ -272,18 +255,11 @@ async fn reconcile_loop(
                 }
                 None => None,
             };
-            let (tx, rx) = watch::channel(false);
-            let key = inst.key.clone();
-            let uid = inst.uid.clone();
-            let task = tokio::spawn(supervisor::run(shared.clone(), inst, adopted, rx));
-            running.insert(
-                key,
-                Running {
-                    uid,
-                    stop: tx,
-                    task,
-                },
-            );
+            let shared = shared.clone();
+            let (key, uid) = (inst.key.clone(), inst.uid.clone());
+            tasks.start(key, uid, move |stop| {
+                supervisor::run(shared, inst, adopted, stop)
+            });
         }
         if first_pass {
             first_pass = false;
@@ -291,6 +267,6 @@ async fn reconcile_loop(
                 supervisor::remove_leftover(&shared, &key, &record).await;
             }
         }
-        shared.metrics.vms.set(running.len() as i64);
+        shared.metrics.vms.set(tasks.len() as i64);
     }
 }
