@@ -12,48 +12,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::vms::{alive, vmm_processes, KillVmms};
 use common::{eventually, TestNode};
 use serde_json::Value;
 
 const BRIDGE: &str = "ocabr0";
-
-fn alive(pid: i64) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z ")
-}
-
-/// Live `__vmm run` processes whose spec lives under `dir`.
-fn vmm_processes(dir: &Path) -> Vec<i64> {
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i64>() else {
-            continue;
-        };
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains("__vmm run") && cmd.contains(dir.to_str().unwrap()) && alive(pid) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-/// Ends the VMMs and the bridge a test's node left.
-struct Cleanup(std::path::PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for pid in vmm_processes(&self.0) {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", BRIDGE])
-            .output();
-    }
-}
 
 /// The worker VirtualMachines of the ClusterAutoscaler `main`.
 fn workers(node: &TestNode) -> Vec<Value> {
@@ -161,7 +126,10 @@ fn unschedulable_instances_get_worker_vms_within_max_and_empty_workers_go() {
             config.to_str().unwrap(),
         ],
     );
-    let _cleanup = Cleanup(node.dir.clone());
+    let _cleanup = KillVmms {
+        dir: node.dir.clone(),
+        links: vec![BRIDGE.to_string()],
+    };
     for doc in [SETUP, WEB] {
         let (code, body) = node.api().apply(doc);
         assert_eq!(code, 200, "{body}");

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use common::vms::{alive, vmm_processes, KillVmms};
 use common::{eventually, TestNode};
 use serde_json::Value;
 
@@ -18,17 +19,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Ends the VMMs a test's node left (VMs outlive their node process by design).
-struct KillVmms(std::path::PathBuf);
-
-impl Drop for KillVmms {
-    fn drop(&mut self) {
-        for pid in vmm_processes(&self.0) {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    }
 }
 
 /// A single-node cluster with the orchestrator and director roles.
@@ -53,7 +43,10 @@ fn director_node_with(name: &str, config_extra: &str) -> (TestNode, KillVmms) {
         ],
     );
     std::mem::forget(config); // read again on restart
-    let cleanup = KillVmms(node.dir.clone());
+    let cleanup = KillVmms {
+        dir: node.dir.clone(),
+        links: Vec::new(),
+    };
     (node, cleanup)
 }
 
@@ -89,27 +82,6 @@ fn wait_ready(node: &TestNode, vm: &str, n: usize) -> Vec<Value> {
             node.log()
         )
     })
-}
-
-fn alive(pid: i64) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z ")
-}
-
-/// Live `__vmm run` processes whose spec lives under `dir`.
-fn vmm_processes(dir: &Path) -> Vec<i64> {
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i64>() else {
-            continue;
-        };
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains("__vmm run") && cmd.contains(dir.to_str().unwrap()) && alive(pid) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 fn get(node: &TestNode, path: &str) -> Value {
