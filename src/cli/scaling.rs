@@ -10,7 +10,7 @@ use super::client::ClientError;
 use super::{output, Conn, Format};
 
 /// Event reasons that are scaling decisions.
-const SCALING_REASONS: [&str; 21] = [
+const SCALING_REASONS: [&str; 23] = [
     // The cluster autoscaler (orchestrator::autoscaler::cluster::REASONS).
     "TriggeredScaleUp",
     "ScaleUpToMinSize",
@@ -34,6 +34,9 @@ const SCALING_REASONS: [&str; 21] = [
     "Preempted",
     "FailedScheduling",
     "SuccessfulRescale",
+    "FailedRescale",
+    // The VPA updater (orchestrator::controllers::vpa).
+    "EvictedByVPA",
 ];
 
 #[derive(Debug, Subcommand)]

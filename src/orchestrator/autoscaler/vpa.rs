@@ -11,8 +11,8 @@
 //! target before). Differences, documented: the history is the leader's buffer (one hour,
 //! live instances only, not Kubernetes' eight days of decaying histograms), samples weigh
 //! the same, a memory peak is each instance's maximum over the buffer, and usage is per
-//! instance, split evenly over its containers. Applying recommendations (Initial, Auto,
-//! Recreate) is not done yet: every mode only recommends.
+//! instance, split evenly over its containers. Applying them (Initial: at creation; Auto and
+//! Recreate: also by evicting instances outside the bounds) is `controllers::vpa`.
 
 use crate::model::autoscaling::VpaContainerPolicy;
 use crate::model::VpaSpec;

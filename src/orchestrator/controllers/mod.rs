@@ -6,7 +6,8 @@
 //! fresh state).
 //!
 //! Controllers: `subnets` (node subnet leases), `deployment` (instances, rollouts,
-//! rollback), `statefulset`, `virtualmachine` (VM replicas), `nodes` (instances of dead
+//! rollback), `statefulset`, `virtualmachine` (VM replicas), `vpa` (recommended requests at
+//! creation, evictions out of bounds), `nodes` (instances of dead
 //! nodes are replaced), `placement` (scheduler glue, preemption), `events` (the Event
 //! objects every decision leaves).
 
@@ -17,6 +18,7 @@ pub mod placement;
 pub mod statefulset;
 pub mod subnets;
 pub mod virtualmachine;
+pub mod vpa;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -176,6 +178,7 @@ pub struct World {
     pub deployments: Vec<Resource>,
     pub statefulsets: Vec<Resource>,
     pub virtual_machines: Vec<Resource>,
+    pub vpas: Vec<Resource>,
     pub instances: Vec<Resource>,
     pub subnets: Vec<Resource>,
     pub priority_classes: Vec<Resource>,
@@ -340,6 +343,7 @@ pub fn plan(world: &World) -> Draft {
         virtualmachine::plan(&pass, vm, &mut draft);
     }
     orphans(&pass, &mut draft);
+    vpa::plan(&pass, &mut draft);
     placement::place(&pass, &mut draft);
     draft
 }
@@ -436,6 +440,7 @@ fn gather(
         deployments: load_all(control, Kind::Deployment),
         statefulsets: load_all(control, Kind::StatefulSet),
         virtual_machines: load_all(control, Kind::VirtualMachine),
+        vpas: load_all(control, Kind::VerticalPodAutoscaler),
         instances: load_all(control, Kind::Instance),
         subnets: load_all(control, Kind::NodeSubnet),
         priority_classes: load_all(control, Kind::PriorityClass),
