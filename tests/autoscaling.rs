@@ -33,15 +33,21 @@ impl Drop for AgentNode {
 }
 
 fn start() -> Option<AgentNode> {
+    start_as(40)
+}
+
+/// Own bridge and cluster CIDR per tag, so the tests of this file run side by side.
+fn start_as(tag: u8) -> Option<AgentNode> {
     let layout = common::images::layout()?;
-    let bridge = "octest40".to_string();
+    let bridge = format!("octest{tag}");
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         config.path(),
         format!(
-            "[network]\ncluster_cidr = \"10.130.0.0/16\"\nbridge = \"{bridge}\"\n\
+            "[network]\ncluster_cidr = \"10.{}.0.0/16\"\nbridge = \"{bridge}\"\n\
              [agent]\nusage_report_ms = 500\n\
-             [autoscaler]\nsync_period_ms = 1000\nmetric_window_ms = 2000\n"
+             [autoscaler]\nsync_period_ms = 1000\nmetric_window_ms = 2000\n",
+            90 + tag
         ),
     )
     .unwrap();
@@ -421,4 +427,64 @@ fn cpu_load_scales_up_then_down_and_a_custom_metric_scales_too() {
         "85",
     ]);
     assert!(!ok && err.contains("has no metric \"memory\""), "{err}");
+}
+
+/// VPA in Auto mode with real containers: instances created with too small a request are
+/// evicted one at a time and come back with the recommendation (here held up by the
+/// policy's minAllowed), and the evictions are scaling decisions with their inputs.
+#[test]
+fn vpa_auto_replaces_undersized_instances_with_the_recommendation() {
+    let Some(a) = start_as(41) else { return };
+    let d = deployment("sized")
+        .replace("replicas: 1", "replicas: 2")
+        .replace(
+            "requests: {cpu: 200m, memory: 32Mi}",
+            "requests: {cpu: 20m, memory: 32Mi}",
+        );
+    let (code, body) = a.node.api().apply(&d);
+    assert_eq!(code, 200, "{body}");
+    let vpa = r#"apiVersion: autoscaling.k8s.io/v1
+kind: VerticalPodAutoscaler
+metadata: {name: sized}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: sized}
+  updatePolicy: {updateMode: Auto}
+  resourcePolicy:
+    containerPolicies:
+    - {containerName: http, minAllowed: {cpu: 300m}, controlledResources: [cpu]}
+"#;
+    let (code, body) = a.node.api().apply(vpa);
+    assert_eq!(code, 200, "{body}");
+    let cpu_requests = |a: &AgentNode| -> Vec<String> {
+        let list = get(
+            a,
+            "/v1/namespaces/default/instances?labelSelector=omnicloud.io/owner%3Dsized",
+        );
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["status"]["ready"] == true)
+            .map(|i| {
+                i["spec"]["pod"]["containers"][0]["resources"]["requests"]["cpu"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    let resized = eventually(Duration::from_secs(90), || {
+        let r = cpu_requests(&a);
+        (r.len() == 2 && r.iter().all(|c| c == "300m")).then_some(r)
+    });
+    assert!(
+        resized.is_some(),
+        "instances not resized: {:?}; vpa: {}",
+        cpu_requests(&a),
+        get(&a, "/v1/namespaces/default/verticalpodautoscalers/sized")
+    );
+    let (ok, out, err) = a.node.cli(&["scaling", "history", "--component", "sized"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("EvictedByVPA"), "{out}");
+    assert!(out.contains("outside the recommended"), "{out}");
 }
