@@ -259,6 +259,7 @@ impl Node {
             gossip.clone(),
             config.autoscaler.clone(),
             controller_metrics.clone(),
+            (config.name.clone(), admin_token.clone()),
             stop_tx.subscribe(),
         );
         crate::orchestrator::controllers::spawn(

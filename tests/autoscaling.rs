@@ -483,6 +483,20 @@ spec:
         cpu_requests(&a),
         get(&a, "/v1/namespaces/default/verticalpodautoscalers/sized")
     );
+    // A workload's metrics endpoint through its node's API (how the leader reads custom
+    // metrics of instances on other nodes).
+    let (code, text) = a
+        .node
+        .api()
+        .raw_get("/v1/namespaces/default/instances/sized-0/scrape?port=8080&path=/metrics");
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("http_requests_per_second"), "{text}");
+    let (code, text) = a
+        .node
+        .api()
+        .raw_get("/v1/namespaces/default/instances/sized-0/scrape?port=8080&path=metrics");
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("must start with /"), "{text}");
     let (ok, out, err) = a.node.cli(&["scaling", "history", "--component", "sized"]);
     assert!(ok, "{err}");
     assert!(out.contains("EvictedByVPA"), "{out}");

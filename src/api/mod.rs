@@ -19,6 +19,7 @@ mod logs;
 pub mod metrics;
 mod registry;
 mod resources;
+mod scrape;
 mod watch;
 
 use std::net::TcpListener;
@@ -74,6 +75,7 @@ pub fn serve(
                     .configure(watch::routes)
                     .configure(cluster::routes)
                     .configure(logs::routes)
+                    .configure(scrape::routes)
                     .configure(claims::routes)
                     .configure(registry::routes)
                     .configure(resources::routes),

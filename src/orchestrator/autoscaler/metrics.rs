@@ -265,11 +265,31 @@ pub fn parse_prometheus(text: &str, name: &str) -> Option<f64> {
     found
 }
 
+/// Where to scrape an instance: directly when it runs on this node, else through its
+/// node's API (`/scrape`), which reaches the instance's address on that node.
+pub fn scrape_url(
+    here: &str,
+    node: &str,
+    node_api: Option<&str>,
+    (ns, name, ip): (&str, &str, &str),
+    port: u16,
+    path: &str,
+) -> Option<String> {
+    if node == here {
+        return Some(format!("http://{ip}:{port}{path}"));
+    }
+    let api = node_api?;
+    Some(format!(
+        "http://{api}/v1/namespaces/{ns}/instances/{name}/scrape?port={port}&path={path}"
+    ))
+}
+
 /// One scrape (blocking; run it on a blocking thread): the metric's value in
-/// milli-units.
-pub fn scrape(url: &str, name: &str, timeout: Duration) -> Result<i64, String> {
+/// milli-units. `token` authenticates a scrape through another node's API.
+pub fn scrape(url: &str, name: &str, timeout: Duration, token: &str) -> Result<i64, String> {
     let text = ureq::get(url)
         .timeout(timeout)
+        .set("Authorization", &format!("Bearer {token}"))
         .call()
         .map_err(|e| format!("scraping {url}: {e}"))?
         .into_string()
@@ -382,12 +402,32 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || crate::agent::workload::serve_on(listener));
         let url = format!("http://127.0.0.1:{port}/metrics");
+        assert_eq!(
+            scrape_url("n1", "n1", None, ("d", "w-0", "10.0.0.2"), 8080, "/metrics").unwrap(),
+            "http://10.0.0.2:8080/metrics"
+        );
+        assert_eq!(
+            scrape_url(
+                "n1",
+                "n2",
+                Some("10.1.0.2:7070"),
+                ("d", "w-0", "10.0.1.2"),
+                8080,
+                "/metrics"
+            )
+            .unwrap(),
+            "http://10.1.0.2:7070/v1/namespaces/d/instances/w-0/scrape?port=8080&path=/metrics"
+        );
+        assert_eq!(
+            scrape_url("n1", "gone", None, ("d", "w", "ip"), 1, "/m"),
+            None
+        );
         // Its first request is this scrape: one request so far, 1000 in milli-units.
-        let total = scrape(&url, "http_requests_total", Duration::from_secs(2));
+        let total = scrape(&url, "http_requests_total", Duration::from_secs(2), "");
         assert_eq!(total, Ok(1000));
-        let rate = scrape(&url, "http_requests_per_second", Duration::from_secs(2));
+        let rate = scrape(&url, "http_requests_per_second", Duration::from_secs(2), "");
         assert!(rate.as_ref().is_ok_and(|r| *r >= 1000), "{rate:?}");
-        let e = scrape(&url, "no_such_metric", Duration::from_secs(1)).unwrap_err();
+        let e = scrape(&url, "no_such_metric", Duration::from_secs(1), "").unwrap_err();
         assert!(e.contains("has no metric no_such_metric"), "{e}");
     }
 }

@@ -78,11 +78,21 @@ struct State {
     cluster: workers::ClusterState,
 }
 
+/// How the leader reaches workloads' metrics endpoints on other nodes (through their API).
+pub struct Scraping {
+    /// This node's name.
+    pub node: String,
+    pub admin_token: String,
+    /// API address of every member, by node name.
+    pub apis: BTreeMap<String, String>,
+}
+
 pub fn spawn(
     control: ControlPlane,
     gossip: crate::cluster::Gossip,
     settings: AutoscalerSettings,
     metrics: ControllerMetrics,
+    (node, admin_token): (String, String),
     mut stop: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
@@ -127,7 +137,15 @@ pub fn spawn(
             if !infrastructure(&control, &members, &mut state, &metrics).await {
                 continue;
             }
-            sync(&control, &settings, &mut state, &metrics).await;
+            let scraping = Scraping {
+                node: node.clone(),
+                admin_token: admin_token.clone(),
+                apis: members
+                    .iter()
+                    .map(|m| (m.meta.name.clone(), m.meta.api_addr.to_string()))
+                    .collect(),
+            };
+            sync(&control, &settings, &mut state, &metrics, &scraping).await;
         }
     });
 }
@@ -154,6 +172,7 @@ async fn scrape_all(
     jobs: Vec<(String, String, String, MetricName, String)>,
     store: &mut MetricStore,
     settings: &AutoscalerSettings,
+    token: &str,
 ) -> BTreeMap<String, String> {
     let timeout = (settings.sync_period / 2).min(Duration::from_secs(2));
     let window = settings.sync_period.as_millis() as u64;
@@ -163,8 +182,8 @@ async fn scrape_all(
             let MetricName::Custom(m) = &metric else {
                 unreachable!("only custom metrics are scraped")
             };
-            let (u, m2) = (url.clone(), m.clone());
-            let result = tokio::task::spawn_blocking(move || metrics::scrape(&u, &m2, timeout))
+            let (u, m2, t) = (url.clone(), m.clone(), token.to_string());
+            let result = tokio::task::spawn_blocking(move || metrics::scrape(&u, &m2, timeout, &t))
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()));
             (ns, name, uid, metric, result)
@@ -235,6 +254,7 @@ async fn sync(
     settings: &AutoscalerSettings,
     state: &mut State,
     metrics: &ControllerMetrics,
+    scraping: &Scraping,
 ) {
     let hpas = load_all(control, Kind::HorizontalPodAutoscaler);
     let vpas = load_all(control, Kind::VerticalPodAutoscaler);
@@ -299,17 +319,28 @@ async fn sync(
                 .iter()
                 .filter(|i| i.ready() && !i.status.ip.is_empty())
             {
+                let node = i.node().unwrap_or_default();
+                let Some(url) = metrics::scrape_url(
+                    &scraping.node,
+                    node,
+                    scraping.apis.get(node).map(String::as_str),
+                    (i.namespace(), i.name(), &i.status.ip),
+                    *port,
+                    path,
+                ) else {
+                    continue;
+                };
                 jobs.push((
                     i.namespace().to_string(),
                     i.name().to_string(),
                     i.resource.metadata.uid.clone(),
                     MetricName::Custom(name.clone()),
-                    format!("http://{}:{port}{path}", i.status.ip),
+                    url,
                 ));
             }
         }
     }
-    let scrape_errors = scrape_all(jobs, &mut state.store, settings).await;
+    let scrape_errors = scrape_all(jobs, &mut state.store, settings, &scraping.admin_token).await;
 
     let timing = Timing {
         now_ms: now,
