@@ -8,11 +8,14 @@ cd "$(dirname "$0")/.."
 cargo build --release
 BIN=$PWD/target/release/omnicloud
 OMNICLOUD_BIN=$BIN sh scripts/build-images.sh target/images
-DATA=${OMNICLOUD_DATA_DIR:-$(mktemp -d /tmp/omnicloud-demo.XXXXXX)}
+DATA=${OMNICLOUD_DATA_DIR:-}
+OWN_DATA=
+if [ -z "$DATA" ]; then DATA=$(mktemp -d /tmp/omnicloud-demo.XXXXXX); OWN_DATA=1; fi
 PORT=${OMNICLOUD_API_PORT:-7070}
 export OMNICLOUD_SERVER=http://127.0.0.1:$PORT OMNICLOUD_DATA_DIR=$DATA
 "$BIN" image import target/images
-"$BIN" node --data-dir "$DATA" --api-port "$PORT" --bind 127.0.0.1 &
+# Its own session: Ctrl-C reaches this script, whose cleanup stops the node in order.
+setsid "$BIN" node --data-dir "$DATA" --api-port "$PORT" --bind 127.0.0.1 &
 NODE=$!
 # On exit: delete the workload and let the node remove its containers before it stops
 # (containers outlive a stopped node by design).
@@ -25,8 +28,14 @@ cleanup() {
   fi
   kill $NODE 2>/dev/null
   wait $NODE 2>/dev/null || true
+  # A throwaway data dir goes too (its fencing watchdog ends with it), unless containers
+  # are still there to look at.
+  if [ -n "$OWN_DATA" ] && [ "$("$BIN" __container list --root "$DATA/containers" 2>/dev/null)" = "[]" ]; then
+    rm -rf "$DATA"
+  fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 for _ in $(seq 100); do curl -sf "$OMNICLOUD_SERVER/readyz" >/dev/null && break; sleep 0.1; done
 if [ "$(id -u)" != 0 ]; then
   echo "demo: not root, so this node has no agent role and the workload will stay Pending" >&2
