@@ -13,11 +13,13 @@
 #                              `apt-get download` unless OMNICLOUD_WORKER_KERNEL names one.
 #   OUT_DIR/contents.txt       the initramfs file list.
 #   The initramfs also carries the kernel modules a worker needs (virtio, ext4, vfat,
-#   bridge/veth/netfilter for containers, common NICs and disks) and /etc/modules, which
-#   /init loads first.
+#   bridge/veth/netfilter for containers, common NICs and disks, USB storage for the USB
+#   image) and /etc/modules, which /init loads first; and e2fsprogs' mke2fs (with its
+#   libraries), which formats the USB image's data partition on first boot.
+#   scripts/build-usb-image.sh puts this kernel and initramfs on a bootable disk image.
 #
 # The initramfs is rebuilt only when the binary changed. Needs sh, cpio (busybox's), gzip,
-# ldd, dpkg-deb and apt-get (for the kernel).
+# ldd, dpkg-deb and apt-get (for the kernel), mke2fs (e2fsprogs).
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,10 +45,13 @@ busybox=$(find_busybox)
 # Debian's kernel has its disk, filesystem, network and netfilter drivers as modules: the
 # initramfs carries the ones a worker needs (WORKER_MODULES and their dependencies) and
 # /init loads them (omnicloud init, /etc/modules).
-WORKER_MODULES="virtio_mmio virtio_pci virtio_blk virtio_net virtio_console ext4 vfat nls_cp437
-nls_iso8859_1 overlay bridge br_netfilter veth tun nf_nat nf_conntrack iptable_nat
-iptable_filter ip_tables xt_MASQUERADE xt_conntrack xt_addrtype e1000 e1000e igb r8169
-ahci sd_mod usb_storage uas xhci_pci"
+# ext4 asks for crc32c through the crypto API (not in modules.dep); vfat mounts with the
+# kernel's default iocharset (ascii on Debian).
+WORKER_MODULES="virtio_mmio virtio_pci virtio_blk virtio_net virtio_console crc32c_generic
+crc32c_intel ext4 vfat nls_cp437 nls_ascii nls_iso8859_1 nls_utf8 overlay bridge br_netfilter veth tun
+nf_nat nf_conntrack iptable_nat iptable_filter ip_tables xt_MASQUERADE xt_conntrack
+xt_addrtype e1000 e1000e igb r8169 ahci sd_mod nvme usb_storage uas xhci_pci ehci_pci
+usbhid hid_generic"
 tree=$build/kernel-tree
 if [ -n "${OMNICLOUD_WORKER_KERNEL:-}" ]; then
     cp "$OMNICLOUD_WORKER_KERNEL" "$out/vmlinuz"
@@ -72,7 +77,9 @@ if [ -n "$kver" ] && [ ! -f "$tree/lib/modules/$kver/modules.dep" ]; then
 fi
 
 # --- initramfs ---
-libs=$(ldd "$bin" 2>/dev/null | awk '/=> \//{print $3} /^[ \t]*\//{print $1}' | sort -u)
+mke2fs=$(command -v mke2fs || echo /sbin/mke2fs)
+[ -x "$mke2fs" ] || die "mke2fs not found (apt-get install e2fsprogs)"
+libs=$(ldd "$bin" "$mke2fs" 2>/dev/null | awk '/=> \//{print $3} /^[ \t]*\// && !/:$/{print $1}' | sort -u)
 stamp="$(stat -L -c '%s %Y %i' "$bin") $bin $(stat -L -c '%s %Y' "$busybox") $(cat "$0" | cksum) $kver"
 if [ -f "$out/initramfs.cpio.gz" ] && [ -f "$build/initramfs.stamp" ] \
     && [ "$(cat "$build/initramfs.stamp")" = "$stamp" ]; then
@@ -90,6 +97,8 @@ else
         cp -L "$l" "$root$l"
     done
     cp "$busybox" "$root/bin/busybox"
+    cp "$mke2fs" "$root/sbin/mke2fs"
+    [ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$root/etc/mke2fs.conf"
     for applet in sh ip udhcpc mount umount ls cat ps modprobe insmod lsmod; do
         ln -s busybox "$root/bin/$applet"
     done
