@@ -15,11 +15,16 @@
 #   The initramfs also carries the kernel modules a worker needs (virtio, ext4, vfat,
 #   bridge/veth/netfilter for containers, common NICs and disks, USB storage for the USB
 #   image) and /etc/modules, which /init loads first; and e2fsprogs' mke2fs (with its
-#   libraries), which formats the USB image's data partition on first boot.
+#   libraries), which formats the USB image's data partition on first boot; and for the
+#   agent's container networking iproute2's `ip` (busybox's has no -batch), util-linux's
+#   nsenter (busybox's would run its own ip applet inside) and iptables
+#   (the legacy backend: the image carries ip_tables/iptable_nat, not nf_tables), in /bin,
+#   the search path of a process started without PATH.
 #   scripts/build-usb-image.sh puts this kernel and initramfs on a bootable disk image.
 #
 # The initramfs is rebuilt only when the binary changed. Needs sh, cpio (busybox's), gzip,
-# ldd, dpkg-deb and apt-get (for the kernel), mke2fs (e2fsprogs).
+# ldd, dpkg-deb and apt-get (for the kernel), mke2fs (e2fsprogs), ip (iproute2),
+# xtables-legacy-multi (iptables), nsenter (util-linux).
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -79,7 +84,15 @@ fi
 # --- initramfs ---
 mke2fs=$(command -v mke2fs || echo /sbin/mke2fs)
 [ -x "$mke2fs" ] || die "mke2fs not found (apt-get install e2fsprogs)"
-libs=$(ldd "$bin" "$mke2fs" 2>/dev/null | awk '/=> \//{print $3} /^[ \t]*\// && !/:$/{print $1}' | sort -u)
+iproute=/bin/ip
+[ -x "$iproute" ] && ! [ -L "$iproute" ] || iproute=/usr/bin/ip
+[ -x "$iproute" ] || die "ip not found (apt-get install iproute2)"
+xtables=/usr/sbin/xtables-legacy-multi
+[ -x "$xtables" ] || die "$xtables not found (apt-get install iptables)"
+nsenter=$(command -v nsenter || echo /usr/bin/nsenter)
+[ -x "$nsenter" ] || die "nsenter not found (apt-get install util-linux)"
+xt_ext=$(readlink -f "$(dirname "$(ldd "$xtables" | awk '/libxtables/{print $3}')")/xtables")
+libs=$(ldd "$bin" "$mke2fs" "$iproute" "$xtables" "$nsenter" 2>/dev/null | awk '/=> \//{print $3} /^[ \t]*\// && !/:$/{print $1}' | sort -u)
 stamp="$(stat -L -c '%s %Y %i' "$bin") $bin $(stat -L -c '%s %Y' "$busybox") $(cat "$0" | cksum) $kver"
 if [ -f "$out/initramfs.cpio.gz" ] && [ -f "$build/initramfs.stamp" ] \
     && [ "$(cat "$build/initramfs.stamp")" = "$stamp" ]; then
@@ -99,9 +112,19 @@ else
     cp "$busybox" "$root/bin/busybox"
     cp "$mke2fs" "$root/sbin/mke2fs"
     [ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$root/etc/mke2fs.conf"
-    for applet in sh ip udhcpc mount umount ls cat ps modprobe insmod lsmod; do
+    for applet in sh udhcpc mount umount ls cat ps modprobe insmod lsmod; do
         ln -s busybox "$root/bin/$applet"
     done
+    cp "$iproute" "$root/bin/ip"
+    cp "$nsenter" "$root/bin/nsenter"
+    cp "$xtables" "$root/bin/xtables-legacy-multi"
+    for t in iptables iptables-save iptables-restore; do
+        ln -s xtables-legacy-multi "$root/bin/$t"
+    done
+    if [ -d "$xt_ext" ]; then
+        mkdir -p "$root$xt_ext"
+        cp "$xt_ext"/*.so "$root$xt_ext/"
+    fi
     # udhcpc calls this with the lease in the environment.
     cat >"$root/etc/udhcpc.script" <<'SCRIPT'
 #!/bin/busybox sh

@@ -4,8 +4,9 @@
 //! init` — as a user would: each stick is a copy of the image whose config partition got
 //! its own `omnicloud.conf` (written with mtools). Three copies on a private bridge the test
 //! makes (a tap each, static addresses): the seed, then two joining, form one cluster; a
-//! joiner is powered off hard and booted again and comes back as the same node, from its
-//! data partition (formatted on the first boot only).
+//! deployment of 3 busybox replicas (pulled from a registry on the bridge) runs, one per
+//! machine; a joiner is powered off hard and booted again and comes back as the same node,
+//! from its data partition (formatted on the first boot only).
 //!
 //! Gated: runs with OMNICLOUD_QEMU_TESTS=1 (.ci/run sets it), skips loudly without. With
 //! the variable set, missing qemu/OVMF/mtools/root fail under OMNICLOUD_REQUIRE_ALL=1.
@@ -332,6 +333,128 @@ impl Drop for Vm {
     }
 }
 
+/// Debian's docker-registry on the VMs' bridge: where the sticks pull the busybox image.
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start(ip: &str) -> Registry {
+        let bin = ["/usr/bin/docker-registry", "/usr/bin/registry"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        let Some(bin) = bin else {
+            panic!(
+                "docker-registry is needed for the deployment (apt-get install docker-registry)"
+            );
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind(format!("{ip}:0"))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("{ip}:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let up = common::eventually(Duration::from_secs(10), || {
+            ureq::get(&format!("http://{addr}/v2/"))
+                .call()
+                .ok()
+                .map(|_| ())
+        });
+        assert!(up.is_some(), "docker-registry did not start on {addr}");
+        Some(Registry {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+
+    /// Pushes the test busybox image; its reference for the sticks.
+    fn push_busybox(&self) -> Option<String> {
+        let layout = common::images::layout()?;
+        let scratch = tempfile::tempdir().unwrap();
+        let remote = format!("{}/busybox:usb", self.addr);
+        for args in [
+            vec!["import", layout.to_str().unwrap()],
+            vec!["push", "busybox:latest", &remote],
+        ] {
+            let out = Command::new(common::BIN)
+                .arg("image")
+                .args(&args)
+                .env("OMNICLOUD_DATA_DIR", scratch.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "omnicloud image {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Some(remote)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Ready replicas of a deployment, and its instances for failure messages.
+fn deployment_state(api: &common::Api, name: &str) -> (i64, Value) {
+    let ready = api
+        .try_send(
+            "GET",
+            &format!("/v1/namespaces/default/deployments/{name}"),
+            "",
+        )
+        .ok()
+        .and_then(|(_, d)| d["status"]["readyReplicas"].as_i64())
+        .unwrap_or(0);
+    let instances = api
+        .try_send(
+            "GET",
+            &format!("/v1/namespaces/default/instances?labelSelector=omnicloud.io/owner%3D{name}"),
+            "",
+        )
+        .map(|(_, v)| v["items"].clone())
+        .unwrap_or(Value::Null);
+    (ready, instances)
+}
+
+/// Removes the disk images (hundreds of MiB each) when the test ends, pass or fail; the
+/// serial logs stay.
+struct RemoveImages(PathBuf);
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        for entry in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "img") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 fn conf(lan: &Lan, i: usize, join: bool) -> String {
     let mut c = format!(
         "# written by tests/usb.rs\nname=usb-{i}\nip={}/24\ngw={}\ntoken={TOKEN}\n",
@@ -353,6 +476,7 @@ fn three_usb_sticks_boot_into_one_cluster_and_keep_their_state_across_a_power_cu
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("usb");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    let _remove = RemoveImages(dir.clone());
     let img = image(&dir);
     let lan = Lan::new(3);
     let sticks: Vec<PathBuf> = (0..3)
@@ -414,6 +538,49 @@ fn three_usb_sticks_boot_into_one_cluster_and_keep_their_state_across_a_power_cu
         "usb: one cluster of 3 after {:.0} s: {members:?}",
         t0.elapsed().as_secs_f64()
     );
+
+    // A deployment: busybox from a registry on the bridge, one replica per machine.
+    let registry = Registry::start(&lan.host_ip());
+    if let Some(image) = registry.as_ref().and_then(Registry::push_busybox) {
+        let manifest = format!(
+            r#"apiVersion: omnicloud.io/v1
+kind: Deployment
+metadata: {{name: sleepers}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: sleepers}}}}
+  template:
+    metadata: {{labels: {{app: sleepers}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {{name: c, image: "{image}", command: ["sleep", "100000"]}}
+"#
+        );
+        let (code, body) = seed.api.apply(&manifest);
+        assert_eq!(code, 200, "applying the deployment: {body}");
+        let ready = common::eventually(Duration::from_secs(240), || {
+            (deployment_state(&seed.api, "sleepers").0 == 3).then_some(())
+        });
+        if ready.is_none() {
+            let (n, instances) = deployment_state(&seed.api, "sleepers");
+            panic!(
+                "sleepers has {n} of 3 ready: {instances:#}\n{}",
+                seed.tail()
+            );
+        }
+        let (_, instances) = deployment_state(&seed.api, "sleepers");
+        let nodes: std::collections::BTreeSet<String> = instances
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["spec"]["nodeName"].as_str().map(str::to_string))
+            .collect();
+        eprintln!(
+            "usb: deployment of 3 ready after {:.0} s, on {nodes:?}",
+            t0.elapsed().as_secs_f64()
+        );
+    }
 
     // A power cut on usb-1, then the same stick boots again: its data partition is mounted
     // (not formatted again) and it is the same member, not a fourth one.
