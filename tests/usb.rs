@@ -341,14 +341,16 @@ struct Registry {
 }
 
 impl Registry {
-    fn start(ip: &str) -> Registry {
+    fn start(ip: &str) -> Option<Registry> {
         let bin = ["/usr/bin/docker-registry", "/usr/bin/registry"]
             .into_iter()
             .find(|p| Path::new(p).exists());
         let Some(bin) = bin else {
-            panic!(
-                "docker-registry is needed for the deployment (apt-get install docker-registry)"
+            common::netns::require(
+                "docker-registry (for the deployment)",
+                "apt-get install docker-registry".into(),
             );
+            return None;
         };
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind(format!("{ip}:0"))
