@@ -13,11 +13,18 @@
 #                              `apt-get download` unless OMNICLOUD_WORKER_KERNEL names one.
 #   OUT_DIR/contents.txt       the initramfs file list.
 #   The initramfs also carries the kernel modules a worker needs (virtio, ext4, vfat,
-#   bridge/veth/netfilter for containers, common NICs and disks) and /etc/modules, which
-#   /init loads first.
+#   bridge/veth/netfilter for containers, common NICs and disks, USB storage for the USB
+#   image) and /etc/modules, which /init loads first; and e2fsprogs' mke2fs (with its
+#   libraries), which formats the USB image's data partition on first boot; and for the
+#   agent's container networking iproute2's `ip` (busybox's has no -batch), util-linux's
+#   nsenter (busybox's would run its own ip applet inside) and iptables
+#   (the legacy backend: the image carries ip_tables/iptable_nat, not nf_tables), in /bin,
+#   the search path of a process started without PATH.
+#   scripts/build-usb-image.sh puts this kernel and initramfs on a bootable disk image.
 #
 # The initramfs is rebuilt only when the binary changed. Needs sh, cpio (busybox's), gzip,
-# ldd, dpkg-deb and apt-get (for the kernel).
+# ldd, dpkg-deb and apt-get (for the kernel), mke2fs (e2fsprogs), ip (iproute2),
+# xtables-legacy-multi (iptables), nsenter (util-linux).
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,10 +50,13 @@ busybox=$(find_busybox)
 # Debian's kernel has its disk, filesystem, network and netfilter drivers as modules: the
 # initramfs carries the ones a worker needs (WORKER_MODULES and their dependencies) and
 # /init loads them (omnicloud init, /etc/modules).
-WORKER_MODULES="virtio_mmio virtio_pci virtio_blk virtio_net virtio_console ext4 vfat nls_cp437
-nls_iso8859_1 overlay bridge br_netfilter veth tun nf_nat nf_conntrack iptable_nat
-iptable_filter ip_tables xt_MASQUERADE xt_conntrack xt_addrtype e1000 e1000e igb r8169
-ahci sd_mod usb_storage uas xhci_pci"
+# ext4 asks for crc32c through the crypto API (not in modules.dep); vfat mounts with the
+# kernel's default iocharset (ascii on Debian).
+WORKER_MODULES="virtio_mmio virtio_pci virtio_blk virtio_net virtio_console crc32c_generic
+crc32c_intel ext4 vfat nls_cp437 nls_ascii nls_iso8859_1 nls_utf8 overlay bridge br_netfilter veth tun
+nf_nat nf_conntrack iptable_nat iptable_filter ip_tables xt_MASQUERADE xt_conntrack
+xt_addrtype e1000 e1000e igb r8169 ahci sd_mod nvme usb_storage uas xhci_pci ehci_pci
+usbhid hid_generic"
 tree=$build/kernel-tree
 if [ -n "${OMNICLOUD_WORKER_KERNEL:-}" ]; then
     cp "$OMNICLOUD_WORKER_KERNEL" "$out/vmlinuz"
@@ -72,7 +82,17 @@ if [ -n "$kver" ] && [ ! -f "$tree/lib/modules/$kver/modules.dep" ]; then
 fi
 
 # --- initramfs ---
-libs=$(ldd "$bin" 2>/dev/null | awk '/=> \//{print $3} /^[ \t]*\//{print $1}' | sort -u)
+mke2fs=$(command -v mke2fs || echo /sbin/mke2fs)
+[ -x "$mke2fs" ] || die "mke2fs not found (apt-get install e2fsprogs)"
+iproute=/bin/ip
+[ -x "$iproute" ] && ! [ -L "$iproute" ] || iproute=/usr/bin/ip
+[ -x "$iproute" ] || die "ip not found (apt-get install iproute2)"
+xtables=/usr/sbin/xtables-legacy-multi
+[ -x "$xtables" ] || die "$xtables not found (apt-get install iptables)"
+nsenter=$(command -v nsenter || echo /usr/bin/nsenter)
+[ -x "$nsenter" ] || die "nsenter not found (apt-get install util-linux)"
+xt_ext=$(readlink -f "$(dirname "$(ldd "$xtables" | awk '/libxtables/{print $3}')")/xtables")
+libs=$(ldd "$bin" "$mke2fs" "$iproute" "$xtables" "$nsenter" 2>/dev/null | awk '/=> \//{print $3} /^[ \t]*\// && !/:$/{print $1}' | sort -u)
 stamp="$(stat -L -c '%s %Y %i' "$bin") $bin $(stat -L -c '%s %Y' "$busybox") $(cat "$0" | cksum) $kver"
 if [ -f "$out/initramfs.cpio.gz" ] && [ -f "$build/initramfs.stamp" ] \
     && [ "$(cat "$build/initramfs.stamp")" = "$stamp" ]; then
@@ -90,9 +110,21 @@ else
         cp -L "$l" "$root$l"
     done
     cp "$busybox" "$root/bin/busybox"
-    for applet in sh ip udhcpc mount umount ls cat ps modprobe insmod lsmod; do
+    cp "$mke2fs" "$root/sbin/mke2fs"
+    [ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$root/etc/mke2fs.conf"
+    for applet in sh udhcpc mount umount ls cat ps modprobe insmod lsmod; do
         ln -s busybox "$root/bin/$applet"
     done
+    cp "$iproute" "$root/bin/ip"
+    cp "$nsenter" "$root/bin/nsenter"
+    cp "$xtables" "$root/bin/xtables-legacy-multi"
+    for t in iptables iptables-save iptables-restore; do
+        ln -s xtables-legacy-multi "$root/bin/$t"
+    done
+    if [ -d "$xt_ext" ]; then
+        mkdir -p "$root$xt_ext"
+        cp "$xt_ext"/*.so "$root$xt_ext/"
+    fi
     # udhcpc calls this with the lease in the environment.
     cat >"$root/etc/udhcpc.script" <<'SCRIPT'
 #!/bin/busybox sh

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         return omnicloud::appliance::init_main(omnicloud::appliance::InitArgs {
             dry_run: false,
             cmdline: None,
+            config_file: None,
         });
     }
     let cli = Cli::parse();

@@ -1,26 +1,33 @@
 //! `omnicloud init`: this binary as PID 1 of a worker VM or a USB-booted machine. The
-//! kernel command line says what the node is (`omnicloud.*` keys); init mounts the kernel
-//! filesystems, brings the network up, starts `omnicloud node` as its child, reaps every
-//! orphan, restarts the node if it dies, and powers off cleanly on SIGTERM/SIGINT.
+//! kernel command line says what the node is (`omnicloud.*` keys), and on the USB image a
+//! config partition adds its own `omnicloud.conf` under it; init mounts the kernel
+//! filesystems, loads modules, mounts (formatting on first boot) the data partition, brings
+//! the network up, starts `omnicloud node` as its child, reaps every orphan, restarts the
+//! node if it dies, and powers off cleanly on SIGTERM/SIGINT.
 //!
-//! The work is a plan ([`Step`]s) made by a pure function of the command line, so
-//! `omnicloud init --dry-run --cmdline "..."` shows exactly what would run, and the tests
-//! check the plan without booting anything.
+//! The work is a plan ([`Step`]s) made by a pure function of the command line and the
+//! config file's text, so `omnicloud init --dry-run --cmdline "..." [--config-file F]` shows
+//! exactly what would run, and the tests check the plan without booting anything.
 //!
 //! Command line keys (others are the kernel's and ignored):
 //!
 //! | key | meaning |
 //! |---|---|
-//! | `omnicloud.name=NAME` | node name (default: the hostname the kernel has, else `node`) |
+//! | `omnicloud.name=NAME` | node name (default: `node-` and the NIC's MAC's last 3 bytes) |
 //! | `omnicloud.join=HOST:PORT[,..]` | seeds to join; none: this node seeds a new cluster |
-//! | `omnicloud.token=TOKEN` | the cluster's join token (needed with `join`) |
+//! | `omnicloud.token=TOKEN` | the cluster's join token (needed with `join`; a seed uses it) |
 //! | `omnicloud.roles=agent[,director,..]` | roles (default `auto`) |
 //! | `omnicloud.ip=dhcp\|CIDR` | address of `omnicloud.iface` (default `dhcp`) |
 //! | `omnicloud.gw=IP` | default gateway with a static address |
 //! | `omnicloud.iface=NAME` | the network interface (default `eth0`) |
-//! | `omnicloud.data=DEVICE` | block device mounted as the data dir (default: tmpfs) |
-//! | `omnicloud.config=PATH` | a node config file (e.g. on a USB stick's config partition) |
+//! | `omnicloud.data=DEVICE\|LABEL=L` | the data dir's device (default: tmpfs); a labelled partition is formatted (ext4) when blank |
+//! | `omnicloud.confpart=DEVICE\|LABEL=L` | the config partition (FAT) holding `omnicloud.conf` |
+//! | `omnicloud.config=PATH` | a node config file (TOML; in `omnicloud.conf`, relative to the partition) |
 //! | `omnicloud.modules=a,b` | kernel modules to load (default: the image's `/etc/modules`) |
+//!
+//! `omnicloud.conf` holds the same keys without the `omnicloud.` prefix, one `key=value` a
+//! line, `#` comments; the kernel command line wins where both set a key. `data`,
+//! `confpart` and `modules` belong to the image's boot entry and are refused there.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -29,8 +36,14 @@ use serde::Serialize;
 
 /// Where init keeps the node's state.
 pub const DATA_DIR: &str = "/var/lib/omnicloud";
+/// Where the config partition is mounted (read-only).
+pub const CONFIG_DIR: &str = "/run/omnicloud/config";
+/// The file init reads on the config partition.
+pub const CONFIG_FILE: &str = "omnicloud.conf";
 /// busybox, shipped in the image, provides `ip` and `udhcpc`.
 pub const BUSYBOX: &str = "/bin/busybox";
+/// e2fsprogs' mke2fs, shipped in the image, formats a blank data partition.
+pub const MKE2FS: &str = "/sbin/mke2fs";
 /// Applies a DHCP lease (written into the image by the build scripts).
 pub const UDHCPC_SCRIPT: &str = "/etc/udhcpc.script";
 
@@ -44,7 +57,7 @@ pub enum Address {
     },
 }
 
-/// What the command line asks for.
+/// What the command line (and the config file) ask for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InitPlan {
@@ -56,7 +69,10 @@ pub struct InitPlan {
     pub roles: Vec<String>,
     pub iface: String,
     pub address: Address,
+    /// A device path, or `LABEL=NAME` for a partition found by label.
     pub data_device: Option<String>,
+    /// The config partition: a device path or `LABEL=NAME`.
+    pub config_partition: Option<String>,
     pub config: Option<PathBuf>,
     /// Kernel modules loaded before anything needs them (a distribution kernel has its
     /// disk, filesystem, network and netfilter drivers as modules).
@@ -79,6 +95,16 @@ pub enum Step {
         source: String,
         target: String,
     },
+    /// Find the config partition (waiting for slow USB disks) and mount it read-only on
+    /// [`CONFIG_DIR`]; init then reads [`CONFIG_FILE`] there. Failing stops the boot.
+    ConfigPartition {
+        device: String,
+    },
+    /// Find the data partition by label, format it (ext4, [`MKE2FS`]) if it is blank, and
+    /// mount it on [`DATA_DIR`]; anything else on it is never formatted (tmpfs instead).
+    DataPartition {
+        label: String,
+    },
     Hostname {
         name: String,
     },
@@ -99,17 +125,100 @@ pub enum Step {
 /// Where the image lists the modules to load (one per line).
 pub const MODULES_FILE: &str = "/etc/modules";
 
-/// Parses the `omnicloud.*` keys of a kernel command line; `default_modules` comes from
-/// the image's [`MODULES_FILE`].
+/// Where a setting came from, for error messages that point at it.
+#[derive(Clone, Copy)]
+enum Origin {
+    Cmdline,
+    File(usize),
+}
+
+impl Origin {
+    fn name(self, key: &str) -> String {
+        match self {
+            Origin::Cmdline => format!("omnicloud.{key}"),
+            Origin::File(line) => format!("{CONFIG_FILE} line {line}: {key}"),
+        }
+    }
+}
+
+/// Keys the image's boot entry sets; a config file may not change them.
+const IMAGE_KEYS: [&str; 3] = ["data", "confpart", "modules"];
+
+/// The `key=value` lines of an `omnicloud.conf`: `#` comments, blank lines, an optional
+/// `omnicloud.` prefix, spaces around `=` and quotes around the value are allowed (the file
+/// may come from any editor: a BOM and CRLF line ends are fine).
+fn config_file_settings(text: &str) -> Result<Vec<(Origin, String, String)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let origin = Origin::File(i + 1);
+        let (key, value) = line.split_once('=').ok_or_else(|| {
+            format!(
+                "{CONFIG_FILE} line {}: expected key=value, found \"{line}\"",
+                i + 1
+            )
+        })?;
+        let key = key.trim();
+        let key = key.strip_prefix("omnicloud.").unwrap_or(key);
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        if IMAGE_KEYS.contains(&key) {
+            return Err(format!(
+                "{}: set by the image's boot entry, not by {CONFIG_FILE}",
+                origin.name(key)
+            ));
+        }
+        let value = if key == "config" && !value.starts_with('/') {
+            format!("{CONFIG_DIR}/{value}")
+        } else {
+            value.to_string()
+        };
+        out.push((origin, key.to_string(), value));
+    }
+    Ok(out)
+}
+
+/// Parses the `omnicloud.*` keys of a kernel command line.
 pub fn plan(cmdline: &str, default_name: &str) -> Result<InitPlan, String> {
     plan_with_modules(cmdline, default_name, &[])
 }
 
+/// [`plan`] with the image's [`MODULES_FILE`] as the default module list.
 pub fn plan_with_modules(
     cmdline: &str,
     default_name: &str,
     default_modules: &[String],
 ) -> Result<InitPlan, String> {
+    plan_from(cmdline, None, default_name, default_modules)
+}
+
+/// The plan from a kernel command line and, on the USB image, the config partition's
+/// [`CONFIG_FILE`] text: the file's keys first, the command line's over them.
+pub fn plan_from(
+    cmdline: &str,
+    config_file: Option<&str>,
+    default_name: &str,
+    default_modules: &[String],
+) -> Result<InitPlan, String> {
+    let mut settings = match config_file {
+        Some(text) => config_file_settings(text)?,
+        None => Vec::new(),
+    };
+    for word in cmdline.split_whitespace() {
+        let Some(rest) = word.strip_prefix("omnicloud.") else {
+            continue;
+        };
+        let (key, value) = rest
+            .split_once('=')
+            .ok_or_else(|| format!("omnicloud.{rest}: expected omnicloud.{rest}=VALUE"))?;
+        settings.push((Origin::Cmdline, key.to_string(), value.to_string()));
+    }
     let mut plan = InitPlan {
         name: default_name.to_string(),
         join: Vec::new(),
@@ -118,65 +227,74 @@ pub fn plan_with_modules(
         iface: "eth0".into(),
         address: Address::Dhcp,
         data_device: None,
+        config_partition: None,
         config: None,
         modules: default_modules.to_vec(),
     };
     let mut ip = None;
     let mut gw = None;
-    for word in cmdline.split_whitespace() {
-        let Some(rest) = word.strip_prefix("omnicloud.") else {
-            continue;
-        };
-        let (key, value) = rest
-            .split_once('=')
-            .ok_or_else(|| format!("omnicloud.{rest}: expected omnicloud.{rest}=VALUE"))?;
+    for (origin, key, value) in &settings {
+        let value = value.as_str();
         let list = || -> Vec<String> {
             value
                 .split(',')
+                .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
                 .collect()
         };
-        match key {
+        let device = || -> Result<String, String> {
+            match value.strip_prefix("LABEL=") {
+                Some("") => Err(format!("{}: LABEL= needs a label", origin.name(key))),
+                _ if value.is_empty() => Err(format!(
+                    "{}: expected a device path or LABEL=NAME",
+                    origin.name(key)
+                )),
+                _ => Ok(value.to_string()),
+            }
+        };
+        match key.as_str() {
             "name" => plan.name = value.to_string(),
             "join" => plan.join = list(),
-            "token" => plan.token = Some(value.to_string()),
+            "token" => plan.token = Some(value.to_string()).filter(|t| !t.is_empty()),
             "roles" => plan.roles = list(),
-            "ip" => ip = Some(value.to_string()),
+            "ip" => ip = Some((*origin, value.to_string())),
             "gw" => {
                 gw = Some(value.parse::<Ipv4Addr>().map_err(|_| {
-                    format!("omnicloud.gw: \"{value}\" is not an IPv4 address")
+                    format!("{}: \"{value}\" is not an IPv4 address", origin.name(key))
                 })?)
             }
             "iface" => plan.iface = value.to_string(),
-            "data" => plan.data_device = Some(value.to_string()),
+            "data" => plan.data_device = Some(device()?),
+            "confpart" => plan.config_partition = Some(device()?),
             "config" => plan.config = Some(value.into()),
             "modules" => plan.modules = list(),
             other => {
                 return Err(format!(
-                    "omnicloud.{other}: unknown key (expected name, join, token, roles, ip, gw, iface, data, config or modules)"
+                    "{}: unknown key (expected name, join, token, roles, ip, gw, iface, data, confpart, config or modules)",
+                    origin.name(other)
                 ))
             }
         }
     }
     crate::model::validate_name("omnicloud.name", &plan.name).map_err(|e| e.to_string())?;
+    if plan.roles.is_empty() {
+        return Err("omnicloud.roles: empty (leave it out for auto)".into());
+    }
     if !plan.join.is_empty() && plan.token.is_none() {
         return Err("omnicloud.join needs omnicloud.token (the cluster's join token)".into());
     }
-    plan.address = match ip.as_deref() {
-        None | Some("dhcp") => {
-            if gw.is_some() {
-                return Err("omnicloud.gw: only with a static omnicloud.ip=CIDR".into());
-            }
-            Address::Dhcp
-        }
-        Some(cidr) => {
+    plan.address = match &ip {
+        None => Address::Dhcp,
+        Some((_, v)) if v == "dhcp" => Address::Dhcp,
+        Some((origin, cidr)) => {
             let ok = cidr.split_once('/').is_some_and(|(a, p)| {
                 a.parse::<Ipv4Addr>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 32)
             });
             if !ok {
                 return Err(format!(
-                    "omnicloud.ip: \"{cidr}\" is not dhcp or an IPv4 CIDR like 10.0.0.5/24"
+                    "{}: \"{cidr}\" is not dhcp or an IPv4 CIDR like 10.0.0.5/24",
+                    origin.name("ip")
                 ));
             }
             Address::Static {
@@ -185,6 +303,9 @@ pub fn plan_with_modules(
             }
         }
     };
+    if gw.is_some() && plan.address == Address::Dhcp {
+        return Err("omnicloud.gw: only with a static omnicloud.ip=CIDR".into());
+    }
     Ok(plan)
 }
 
@@ -205,8 +326,9 @@ fn busybox(args: &[&str]) -> Step {
     }
 }
 
-/// Everything init does for `plan`, in order. `exe` is this binary's path in the image.
-pub fn steps(plan: &InitPlan, exe: &str) -> Vec<Step> {
+/// What init does before it can read the config partition: the kernel filesystems, the
+/// drivers, and the config partition itself.
+pub fn early_steps(plan: &InitPlan) -> Vec<Step> {
     let mut s = vec![
         mount("proc", "proc", "/proc"),
         mount("sysfs", "sysfs", "/sys"),
@@ -223,9 +345,25 @@ pub fn steps(plan: &InitPlan, exe: &str) -> Vec<Step> {
         argv.extend(plan.modules.iter().map(String::as_str));
         s.push(busybox(&argv));
     }
-    s.extend([
-        match &plan.data_device {
-            Some(dev) => mount("ext4", dev, DATA_DIR),
+    if let Some(device) = &plan.config_partition {
+        s.push(Step::ConfigPartition {
+            device: device.clone(),
+        });
+    }
+    s
+}
+
+/// What init does with the (merged) plan: the data dir, the hostname, the network and the
+/// node. `exe` is this binary's path in the image.
+pub fn late_steps(plan: &InitPlan, exe: &str) -> Vec<Step> {
+    let mut s = vec![
+        match plan.data_device.as_deref() {
+            Some(dev) => match dev.strip_prefix("LABEL=") {
+                Some(label) => Step::DataPartition {
+                    label: label.into(),
+                },
+                None => mount("ext4", dev, DATA_DIR),
+            },
             None => mount("tmpfs", "tmpfs", DATA_DIR),
         },
         Step::Hostname {
@@ -233,7 +371,8 @@ pub fn steps(plan: &InitPlan, exe: &str) -> Vec<Step> {
         },
         busybox(&["ip", "link", "set", "lo", "up"]),
         busybox(&["ip", "link", "set", &plan.iface, "up"]),
-    ]);
+    ];
+    let mut advertise = None;
     match &plan.address {
         Address::Dhcp => s.push(busybox(&[
             "udhcpc",
@@ -258,6 +397,8 @@ pub fn steps(plan: &InitPlan, exe: &str) -> Vec<Step> {
                     &gw.to_string(),
                 ]));
             }
+            // Without a default route the node could not work out its own address.
+            advertise = cidr.split_once('/').map(|(ip, _)| ip.to_string());
         }
     }
     let mut argv: Vec<String> = [exe, "node", "--name", &plan.name, "--data-dir", DATA_DIR]
@@ -266,19 +407,32 @@ pub fn steps(plan: &InitPlan, exe: &str) -> Vec<Step> {
         .collect();
     argv.push("--roles".into());
     argv.push(plan.roles.join(","));
+    if let Some(ip) = advertise {
+        argv.extend(["--advertise".into(), ip]);
+    }
     if let Some(config) = &plan.config {
         argv.push("--config".into());
         argv.push(config.display().to_string());
     }
     if !plan.join.is_empty() {
+        argv.extend(["--join".into(), plan.join.join(",")]);
+    }
+    // A seed given a token uses it, so every stick of a cluster can carry the same one.
+    if plan.token.is_some() {
         let token_file = format!("{DATA_DIR}/cluster.token");
         s.push(Step::WriteSecret {
             path: token_file.clone(),
         });
-        argv.extend(["--join".into(), plan.join.join(",")]);
         argv.extend(["--token-file".into(), token_file]);
     }
     s.push(Step::Node { argv });
+    s
+}
+
+/// Everything init does for `plan`, in order.
+pub fn steps(plan: &InitPlan, exe: &str) -> Vec<Step> {
+    let mut s = early_steps(plan);
+    s.extend(late_steps(plan, exe));
     s
 }
 
@@ -327,7 +481,7 @@ mod tests {
         };
         assert_eq!(
             argv.join(" "),
-            "/init node --name w-0 --data-dir /var/lib/omnicloud --roles agent --join 10.88.0.1:7946 --token-file /var/lib/omnicloud/cluster.token"
+            "/init node --name w-0 --data-dir /var/lib/omnicloud --roles agent --advertise 10.88.0.200 --join 10.88.0.1:7946 --token-file /var/lib/omnicloud/cluster.token"
         );
         assert!(steps.contains(&Step::WriteSecret {
             path: "/var/lib/omnicloud/cluster.token".into()
@@ -393,5 +547,113 @@ mod tests {
             let e = plan(cmdline, "n").unwrap_err();
             assert!(e.starts_with(want), "{cmdline}: {e}");
         }
+    }
+
+    const USB: &str =
+        "console=ttyS0 omnicloud.confpart=LABEL=OMNICONFIG omnicloud.data=LABEL=OMNIDATA";
+
+    #[test]
+    fn the_usb_entry_reads_the_config_partition_then_formats_and_mounts_the_data_partition() {
+        let base = plan(USB, "n").unwrap();
+        let early = early_steps(&base);
+        assert_eq!(
+            early.last(),
+            Some(&Step::ConfigPartition {
+                device: "LABEL=OMNICONFIG".into()
+            })
+        );
+        let conf = "\u{feff}# a comment\r\nname = rack-1\r\n\njoin=10.0.0.1:7946\ntoken=\"t0k\"\n\
+                    omnicloud.roles=agent, orchestrator\nip=10.0.0.7/24\ngw=10.0.0.1\nconfig=node.toml\n";
+        let p = plan_from(USB, Some(conf), "n", &[]).unwrap();
+        assert_eq!(p.name, "rack-1");
+        assert_eq!(p.join, ["10.0.0.1:7946"]);
+        assert_eq!(p.token.as_deref(), Some("t0k"));
+        assert_eq!(p.roles, ["agent", "orchestrator"]);
+        assert_eq!(
+            p.config,
+            Some(PathBuf::from("/run/omnicloud/config/node.toml"))
+        );
+        let late = late_steps(&p, "/init");
+        assert_eq!(
+            late[0],
+            Step::DataPartition {
+                label: "OMNIDATA".into()
+            }
+        );
+        let Some(Step::Node { argv }) = late.last() else {
+            panic!("{late:?}")
+        };
+        assert_eq!(
+            argv.join(" "),
+            "/init node --name rack-1 --data-dir /var/lib/omnicloud --roles agent,orchestrator \
+             --advertise 10.0.0.7 --config /run/omnicloud/config/node.toml --join 10.0.0.1:7946 \
+             --token-file /var/lib/omnicloud/cluster.token"
+        );
+    }
+
+    #[test]
+    fn the_kernel_command_line_wins_over_the_config_file() {
+        let conf = "name=from-file\nip=10.0.0.7/24\n";
+        let p = plan_from(
+            &format!("{USB} omnicloud.name=from-cmdline"),
+            Some(conf),
+            "n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(p.name, "from-cmdline");
+        let p = plan_from("omnicloud.ip=dhcp", Some(conf), "n", &[]).unwrap();
+        assert_eq!(p.address, Address::Dhcp);
+    }
+
+    #[test]
+    fn the_shipped_template_seeds_a_cluster_and_a_seed_keeps_its_given_token() {
+        let template = "# everything commented out\n# join=\n# token=\n";
+        let p = plan_from(USB, Some(template), "node-a1b2c3", &[]).unwrap();
+        assert_eq!(p.name, "node-a1b2c3");
+        assert!(p.join.is_empty());
+        assert_eq!(p.address, Address::Dhcp);
+        let p = plan_from(USB, Some("token=shared\n"), "n", &[]).unwrap();
+        let late = late_steps(&p, "/init");
+        let Some(Step::Node { argv }) = late.last() else {
+            panic!("{late:?}")
+        };
+        assert!(!argv.contains(&"--join".to_string()), "{argv:?}");
+        assert!(argv.contains(&"--token-file".to_string()), "{argv:?}");
+    }
+
+    #[test]
+    fn config_file_errors_name_the_line_and_key() {
+        let cases = [
+            (
+                "name=ok\njoinn=x\n",
+                "omnicloud.conf line 2: joinn: unknown key",
+            ),
+            (
+                "ip=10.0.0.300/24",
+                "omnicloud.conf line 1: ip: \"10.0.0.300/24\"",
+            ),
+            ("gw=nope", "omnicloud.conf line 1: gw: \"nope\" is not"),
+            (
+                "\n\nthis is not a setting",
+                "omnicloud.conf line 3: expected key=value",
+            ),
+            (
+                "data=/dev/sda",
+                "omnicloud.conf line 1: data: set by the image's boot entry",
+            ),
+            (
+                "modules=e1000e",
+                "omnicloud.conf line 1: modules: set by the image",
+            ),
+            ("join=10.0.0.1:7946", "omnicloud.join needs omnicloud.token"),
+            ("roles=", "omnicloud.roles: empty"),
+        ];
+        for (conf, want) in cases {
+            let e = plan_from(USB, Some(conf), "n", &[]).unwrap_err();
+            assert!(e.starts_with(want), "{conf:?}: {e}");
+        }
+        let e = plan("omnicloud.data=LABEL=", "n").unwrap_err();
+        assert!(e.starts_with("omnicloud.data: LABEL= needs a label"), "{e}");
     }
 }

@@ -1,9 +1,11 @@
 //! The appliance side of the one binary: what a machine booted from the worker image or a
 //! USB stick runs as PID 1 ([`init`], carried out by [`pid1`]), and `omnicloud install`
 //! on a host's own Linux ([`install`]).
+//! [`disks`] finds the USB image's partitions by label.
 //! May call: `model` (name checks). Unsafe code (each with a `// SAFETY:` note): mount,
 //! sethostname, signal masks, waitpid, reboot.
 
+pub mod disks;
 pub mod init;
 pub mod install;
 pub mod pid1;
@@ -21,6 +23,9 @@ pub struct InitArgs {
     /// The kernel command line to plan from (default: /proc/cmdline).
     #[arg(long)]
     pub cmdline: Option<String>,
+    /// With --dry-run: the text of the config partition's omnicloud.conf to merge.
+    #[arg(long)]
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 /// A default node name: `node-` and the last 3 bytes of the interface's MAC address.
@@ -36,11 +41,14 @@ fn default_name(iface: &str) -> String {
         .unwrap_or_else(|| "node".into())
 }
 
+fn config_error(e: std::io::Error, path: &std::path::Path) -> String {
+    format!("reading {}: {e}", path.display())
+}
+
 pub fn init_main(args: InitArgs) -> ExitCode {
     let pid1 = std::process::id() == 1;
     if pid1 {
-        // Needed to read the command line and the MAC; the plan mounts them again (EBUSY is
-        // fine).
+        // Needed to read the command line; the plan mounts them again (EBUSY is fine).
         for (fs, target) in [("proc", "/proc"), ("sysfs", "/sys")] {
             let _ = std::fs::create_dir_all(target);
             let _ = pid1::run_mount(fs, target);
@@ -50,10 +58,6 @@ pub fn init_main(args: InitArgs) -> ExitCode {
         Some(c) => c,
         None => std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
     };
-    let iface = cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("omnicloud.iface="))
-        .unwrap_or("eth0");
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "/init".into());
@@ -64,11 +68,30 @@ pub fn init_main(args: InitArgs) -> ExitCode {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_string)
         .collect();
-    let plan = init::plan_with_modules(&cmdline, &default_name(iface), &modules);
+    // The command line alone says how to reach the config partition; the merged plan (its
+    // omnicloud.conf under the command line) says everything after that. The default name
+    // comes from the NIC's MAC, readable once its driver is loaded (the early steps).
+    let plan_with = |config: Option<&str>| {
+        let probe = init::plan_from(&cmdline, config, "node", &modules)?;
+        init::plan_from(&cmdline, config, &default_name(&probe.iface), &modules)
+    };
     if args.dry_run {
-        return match plan {
-            Ok(plan) => {
-                let steps = init::steps(&plan, &exe);
+        let config = match &args.config_file {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Some(text),
+                Err(e) => {
+                    eprintln!("error: {}", config_error(e, path));
+                    return ExitCode::from(2);
+                }
+            },
+            None => None,
+        };
+        let planned = init::plan_with_modules(&cmdline, "node", &modules)
+            .and_then(|base| Ok((base, plan_with(config.as_deref())?)));
+        return match planned {
+            Ok((base, plan)) => {
+                let mut steps = init::early_steps(&base);
+                steps.extend(init::late_steps(&plan, &exe));
                 let out = serde_json::json!({"plan": plan, "steps": steps});
                 println!("{}", serde_json::to_string_pretty(&out).expect("JSON"));
                 ExitCode::SUCCESS
@@ -83,9 +106,26 @@ pub fn init_main(args: InitArgs) -> ExitCode {
         eprintln!("error: omnicloud init runs as PID 1 (use --dry-run to see its plan)");
         return ExitCode::from(2);
     }
-    match plan {
+    let base = match init::plan_with_modules(&cmdline, "node", &modules) {
+        Ok(base) => base,
+        Err(e) => pid1::rescue_shell(&e),
+    };
+    if let Err(e) = pid1::run_early(&init::early_steps(&base)) {
+        pid1::rescue_shell(&e);
+    }
+    let config = base.config_partition.as_ref().map(|_| {
+        let path = std::path::Path::new(init::CONFIG_DIR).join(init::CONFIG_FILE);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            pid1::say(&format!(
+                "{}; going on with the kernel command line alone",
+                config_error(e, &path)
+            ));
+            String::new()
+        })
+    });
+    match plan_with(config.as_deref()) {
         Ok(plan) => {
-            let steps = init::steps(&plan, &exe);
+            let steps = init::late_steps(&plan, &exe);
             pid1::run(&plan, &steps)
         }
         Err(e) => pid1::rescue_shell(&e),

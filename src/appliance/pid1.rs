@@ -2,7 +2,8 @@
 //! failure is printed on the console and init goes on: a mount that fails is reported, a
 //! data device that does not mount falls back to tmpfs, a node that dies is started again.
 //! Orphans are reparented to PID 1 and reaped here. SIGTERM or SIGINT (ctrl-alt-del) stop
-//! the node politely and power the machine off.
+//! the node politely and power the machine off. Only a config partition that cannot be
+//! found or mounted stops the boot (a rescue shell): guessing would start a new cluster.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -10,22 +11,43 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::init::{InitPlan, Step, DATA_DIR};
+use super::disks::{self, Content};
+use super::init::{InitPlan, Step, BUSYBOX, CONFIG_DIR, DATA_DIR, MKE2FS};
+
+/// How long init waits for a partition to show up (USB disks enumerate slowly).
+const DISK_WAIT: Duration = Duration::from_secs(30);
 
 /// How long the node gets to stop before the machine powers off regardless.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
-fn say(msg: &str) {
+pub fn say(msg: &str) {
     // The console is init's stderr.
     let _ = writeln!(std::io::stderr(), "omnicloud init: {msg}");
 }
 
 fn mount(fstype: &str, source: &str, target: &str) -> Result<(), String> {
+    mount_with(fstype, source, target, 0)
+}
+
+fn mount_with(
+    fstype: &str,
+    source: &str,
+    target: &str,
+    flags: libc::c_ulong,
+) -> Result<(), String> {
     std::fs::create_dir_all(target).map_err(|e| format!("creating {target}: {e}"))?;
     let c = |s: &str| CString::new(s).expect("no NUL in mount arguments");
     let (src, tgt, fs) = (c(source), c(target), c(fstype));
     // SAFETY: every pointer is a valid NUL-terminated string that outlives the call; no data.
-    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fs.as_ptr(),
+            flags,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         let e = std::io::Error::last_os_error();
         // The kernel may have mounted devtmpfs already.
@@ -46,11 +68,83 @@ pub fn run_mount(fstype: &str, target: &str) -> Result<(), String> {
 pub fn rescue_shell(why: &str) -> ! {
     say(&format!("error: {why}"));
     say("fix the kernel command line (or the USB config partition); starting a rescue shell");
-    let _ = Command::new(super::init::BUSYBOX).arg("sh").status();
+    let _ = Command::new(BUSYBOX).arg("sh").status();
     power_off();
 }
 
-fn run_step(step: &Step, plan: &InitPlan) {
+/// A device given as a path or `LABEL=NAME`, once it exists.
+fn resolve(device: &str) -> Result<String, String> {
+    if let Some(label) = device.strip_prefix("LABEL=") {
+        return disks::wait_for(label, DISK_WAIT);
+    }
+    let deadline = Instant::now() + DISK_WAIT;
+    while !std::path::Path::new(device).exists() {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{device} did not appear in {} s",
+                DISK_WAIT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(device.to_string())
+}
+
+fn run_command(argv: &[&str]) -> Result<(), String> {
+    match Command::new(argv[0]).args(&argv[1..]).status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("{} ended with {s}", argv.join(" "))),
+        Err(e) => Err(format!("running {}: {e}", argv.join(" "))),
+    }
+}
+
+/// The data partition: mounted if it holds ext4, formatted first if blank, and never
+/// touched if it holds anything else. Err: why the data dir is a tmpfs instead.
+fn data_partition(label: &str) -> Result<(), String> {
+    let dev = disks::wait_for(label, DISK_WAIT)?;
+    let head =
+        disks::read_head(std::path::Path::new(&dev)).map_err(|e| format!("reading {dev}: {e}"))?;
+    match disks::content(&head) {
+        Content::Ext { .. } => {}
+        Content::Blank => {
+            say(&format!("{dev} ({label}) is blank: formatting it (ext4), first boot"));
+            let formatted = if std::path::Path::new(MKE2FS).exists() {
+                run_command(&[MKE2FS, "-F", "-q", "-t", "ext4", "-L", label, &dev])
+            } else {
+                run_command(&[BUSYBOX, "mke2fs", "-F", "-L", label, &dev])
+            };
+            formatted?;
+        }
+        Content::Fat { .. } | Content::Unknown => {
+            return Err(format!(
+                "{dev} ({label}) holds something that is not ext4 and is not blank; it is \
+                 left alone (to use it: mkfs.ext4 -L {label} {dev}, or write zeros over its first MiB)"
+            ))
+        }
+    }
+    mount("ext4", &dev, DATA_DIR)?;
+    say(&format!("data partition {dev} mounted on {DATA_DIR}"));
+    Ok(())
+}
+
+/// The steps before the config file can be read ([`super::init::early_steps`]). Err: the
+/// config partition is missing, and booting on would guess the node's identity.
+pub fn run_early(steps: &[Step]) -> Result<(), String> {
+    for step in steps {
+        match step {
+            Step::ConfigPartition { device } => {
+                let dev = resolve(device).map_err(|e| format!("config partition: {e}"))?;
+                mount_with("vfat", &dev, CONFIG_DIR, libc::MS_RDONLY)
+                    .map_err(|e| format!("config partition: {e}"))?;
+                say(&format!("config partition {dev} mounted on {CONFIG_DIR}"));
+            }
+            other => run_step(other, None),
+        }
+    }
+    Ok(())
+}
+
+fn run_step(step: &Step, plan: Option<&InitPlan>) {
     match step {
         Step::Mount {
             fstype,
@@ -67,6 +161,16 @@ fn run_step(step: &Step, plan: &InitPlan) {
                 }
             }
         }
+        Step::ConfigPartition { .. } => unreachable!("done by run_early"),
+        Step::DataPartition { label } => {
+            if let Err(e) = data_partition(label) {
+                say(&e);
+                say("the data dir falls back to tmpfs: state will not survive a reboot");
+                if let Err(e) = mount("tmpfs", "tmpfs", DATA_DIR) {
+                    say(&e);
+                }
+            }
+        }
         Step::Hostname { name } => {
             // SAFETY: the pointer and length describe `name`'s bytes.
             let rc = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
@@ -77,13 +181,14 @@ fn run_step(step: &Step, plan: &InitPlan) {
                 ));
             }
         }
-        Step::Run { argv } => match Command::new(&argv[0]).args(&argv[1..]).status() {
-            Ok(s) if s.success() => {}
-            Ok(s) => say(&format!("{} ended with {s}", argv.join(" "))),
-            Err(e) => say(&format!("running {}: {e}", argv.join(" "))),
-        },
+        Step::Run { argv } => {
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            if let Err(e) = run_command(&argv) {
+                say(&e);
+            }
+        }
         Step::WriteSecret { path } => {
-            let token = plan.token.as_deref().unwrap_or_default();
+            let token = plan.and_then(|p| p.token.as_deref()).unwrap_or_default();
             let written = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -141,7 +246,7 @@ pub fn run(plan: &InitPlan, steps: &[Step]) -> ! {
     }
     for step in steps {
         if !matches!(step, Step::Node { .. }) {
-            run_step(step, plan);
+            run_step(step, Some(plan));
         }
     }
     let Some(Step::Node { argv }) = steps.iter().find(|s| matches!(s, Step::Node { .. })) else {

@@ -184,6 +184,10 @@ impl Runtime {
             .with_stderr(stderr)
             .as_init(bundle)
             .with_systemd(false)
+            // pivot_root(2) refuses the initramfs root (a worker VM, the USB image):
+            // there the container's root is entered with MS_MOVE + chroot, as runc
+            // --no-pivot does.
+            .with_no_pivot(root_is_initramfs())
             .with_detach(true)
             .build()
             .map_err(runtime_err(format!("creating container {id}")))?;
@@ -436,6 +440,23 @@ pub fn try_reap(pid: i32) -> Result<Option<i32>> {
     }
 }
 
+/// Whether `/` is the kernel's initial rootfs (an initramfs that never switched root),
+/// from the root mount's filesystem type in /proc/self/mountinfo.
+fn root_is_initramfs() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| root_fstype(&m) == Some("rootfs"))
+        .unwrap_or(false)
+}
+
+fn root_fstype(mountinfo: &str) -> Option<&str> {
+    mountinfo.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        let mount_point = fields.nth(4)?;
+        let fstype = line.split(" - ").nth(1)?.split(' ').next()?;
+        (mount_point == "/").then_some(fstype)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,5 +525,13 @@ mod tests {
         };
         assert_eq!(code, 137);
         assert!(try_reap(pid).is_err(), "already reaped");
+    }
+
+    #[test]
+    fn an_initramfs_root_is_told_from_a_disk_root() {
+        let initramfs = "1 1 0:2 / / rw - rootfs rootfs rw,size=486772k\n20 1 0:5 / /dev rw - devtmpfs devtmpfs rw\n";
+        assert_eq!(super::root_fstype(initramfs), Some("rootfs"));
+        let disk = "25 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n";
+        assert_eq!(super::root_fstype(disk), Some("ext4"));
     }
 }
