@@ -129,3 +129,80 @@ fn bad_chaos_options_are_refused_by_name() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// Instance and VM kills: the agent restarts a SIGKILLed container, the director a
+/// SIGKILLed VMM; each kill is followed by the instance running and ready again.
+#[test]
+fn killed_instances_and_vms_come_back_and_the_run_passes() {
+    let Some(layout) = common::images::layout() else {
+        return;
+    };
+    let Some(kernel) = common::guest::elf() else {
+        return;
+    };
+    let workload = tempfile::NamedTempFile::new().unwrap();
+    let chaos_yaml =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/chaos.yaml"))
+            .unwrap();
+    std::fs::write(
+        workload.path(),
+        format!(
+            "{chaos_yaml}---\napiVersion: omnicloud.io/v1\nkind: VirtualMachine\nmetadata: {{name: vm}}\n\
+             spec: {{replicas: 2, cpu: {{cores: 1}}, memory: {{guest: 16Mi}}, kernel: {}, cmdline: omnicloud.hold}}\n",
+            kernel.display()
+        ),
+    )
+    .unwrap();
+    for (kill, cidr, prefix) in [
+        ("instances", "10.79.0.0/16", "ochaosi"),
+        ("vms", "10.80.0.0/16", "ochaosv"),
+    ] {
+        let out = Command::new(BIN)
+            .args([
+                "chaos",
+                "--kill",
+                kill,
+                "--nodes",
+                "3",
+                "--kills",
+                "3",
+                "--interval",
+                "4s",
+                "--seed",
+                "9",
+                "--settle",
+                "60s",
+                "--roles",
+                "orchestrator,agent,director",
+                "--cidr",
+                cidr,
+                "--bridge-prefix",
+                prefix,
+                "-o",
+                "json",
+            ])
+            .arg("--workload")
+            .arg(workload.path())
+            .arg("--import")
+            .arg(&layout)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{kill}: no JSON report ({e}); stderr:\n{stderr}"));
+        let pretty = serde_json::to_string_pretty(&report).unwrap();
+        println!("{pretty}");
+        let kills = report["kills"].as_array().unwrap();
+        assert_eq!(kills.len(), 3, "{kill}: {pretty}");
+        for k in kills {
+            let victim = k["node"].as_str().unwrap();
+            let is_vm = victim.starts_with("default/vm-");
+            assert_eq!(is_vm, kill == "vms", "{kill} killed {victim}");
+        }
+        assert!(
+            kills.iter().any(|k| k["recoveredAfterSecs"].is_f64()),
+            "{kill}: {pretty}"
+        );
+        assert_eq!(report["verdict"], "PASS", "{kill}: {pretty}\n{stderr}");
+    }
+}

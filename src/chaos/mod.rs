@@ -22,8 +22,22 @@ use serde_json::Value;
 
 use local::LocalCluster;
 
+/// What a chaos run kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Victims {
+    /// Node processes (SIGKILL, then started again after --down).
+    Nodes,
+    /// Container instances' processes (their agent restarts them).
+    Instances,
+    /// VM instances' VMM processes (their director restarts them).
+    Vms,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ChaosArgs {
+    /// What to kill.
+    #[arg(long, value_enum, default_value = "nodes")]
+    pub kill: Victims,
     /// Nodes in the local cluster.
     #[arg(long, default_value_t = 5)]
     pub nodes: usize,
@@ -78,6 +92,7 @@ pub struct ChaosArgs {
 #[serde(rename_all = "camelCase")]
 pub struct Kill {
     pub at_secs: f64,
+    /// The node, or the instance, killed.
     pub node: String,
     /// From the kill until every workload was back at its desired replicas.
     pub recovered_after_secs: Option<f64>,
@@ -116,7 +131,7 @@ fn validate(args: &ChaosArgs) -> Result<(), String> {
             args.nodes - 1
         ));
     }
-    if args.kills > 0 && args.interval <= args.down {
+    if args.kills > 0 && args.kill == Victims::Nodes && args.interval <= args.down {
         return Err("--interval must be longer than --down (a node is down between kills)".into());
     }
     if let Some(w) = &args.workload {
@@ -172,6 +187,46 @@ pub fn run(args: ChaosArgs) -> Result<Report, String> {
     result
 }
 
+/// One node kill: SIGKILL, down for `--down`, started again, then the wait for every
+/// workload to be back (until the next kill is due).
+#[allow(clippy::too_many_arguments)]
+fn kill_node(
+    cluster: &mut LocalCluster,
+    observers: &observe::Observers,
+    victim: usize,
+    args: &ChaosArgs,
+    workloads: &[observe::Workload],
+    budget: Duration,
+    started: Instant,
+    k: usize,
+) -> Result<Kill, String> {
+    let at = started.elapsed().as_secs_f64();
+    progress(&format!(
+        "kill {}/{}: SIGKILL {}",
+        k + 1,
+        args.kills,
+        cluster.nodes[victim].name
+    ));
+    cluster.nodes[victim].kill9();
+    observers.set_alive(victim, false);
+    let killed_at = Instant::now();
+    std::thread::sleep(args.down);
+    cluster.restart(victim)?;
+    observers.set_alive(victim, true);
+    let recovered = if workloads.is_empty() {
+        None
+    } else {
+        observe::wait_restored(cluster, workloads, budget)
+            .ok()
+            .map(|_| killed_at.elapsed().as_secs_f64())
+    };
+    Ok(Kill {
+        at_secs: at,
+        node: cluster.nodes[victim].name.clone(),
+        recovered_after_secs: recovered,
+    })
+}
+
 fn progress(msg: &str) {
     eprintln!("chaos: {msg}");
 }
@@ -214,40 +269,38 @@ fn chaos(args: &ChaosArgs, cluster: &mut LocalCluster) -> Result<Report, String>
     };
     let mut kills = Vec::new();
     for k in 0..args.kills {
-        std::thread::sleep(args.interval - args.down);
-        let victim = candidates[rng.random_range(0..candidates.len())];
-        let at = started.elapsed().as_secs_f64();
-        progress(&format!(
-            "kill {}/{}: SIGKILL {}",
-            k + 1,
-            args.kills,
-            cluster.nodes[victim].name
-        ));
-        cluster.nodes[victim].kill9();
-        observers.set_alive(victim, false);
-        let killed_at = Instant::now();
-        std::thread::sleep(args.down);
-        cluster.restart(victim)?;
-        observers.set_alive(victim, true);
-        // Recovery: every workload back at its desired replicas, waited for until the next
-        // kill is due (or the settle time after the last one).
-        let budget = if k + 1 == args.kills {
-            args.settle
-        } else {
-            args.interval - args.down
+        // Recovery is waited for until the next kill is due (the settle time after the last).
+        let last = k + 1 == args.kills;
+        let budget = |between: Duration| if last { args.settle } else { between };
+        let kill = match args.kill {
+            Victims::Nodes => {
+                std::thread::sleep(args.interval - args.down);
+                let victim = candidates[rng.random_range(0..candidates.len())];
+                let budget = budget(args.interval - args.down);
+                kill_node(
+                    cluster, &observers, victim, args, &workloads, budget, started, k,
+                )?
+            }
+            Victims::Instances | Victims::Vms => {
+                std::thread::sleep(args.interval);
+                let vms = args.kill == Victims::Vms;
+                let budget = budget(args.interval);
+                let Some(kill) =
+                    observe::kill_instance(cluster, vms, &mut rng, &workloads, budget, started)
+                else {
+                    progress("nothing to kill: no running instance of that kind");
+                    continue;
+                };
+                progress(&format!(
+                    "kill {}/{}: SIGKILL {}",
+                    k + 1,
+                    args.kills,
+                    kill.node
+                ));
+                kill
+            }
         };
-        let recovered = if workloads.is_empty() {
-            None
-        } else {
-            observe::wait_restored(cluster, &workloads, budget)
-                .ok()
-                .map(|_| killed_at.elapsed().as_secs_f64())
-        };
-        kills.push(Kill {
-            at_secs: at,
-            node: cluster.nodes[victim].name.clone(),
-            recovered_after_secs: recovered,
-        });
+        kills.push(kill);
     }
     let not_restored = match observe::wait_restored(cluster, &workloads, args.settle) {
         Ok(()) => Vec::new(),

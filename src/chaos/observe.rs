@@ -22,7 +22,7 @@ pub struct Workload {
     pub name: String,
 }
 
-/// The Deployments and StatefulSets of an apply response.
+/// The Deployments, StatefulSets and VirtualMachines of an apply response.
 pub fn workloads_of(applied: &Value) -> Vec<Workload> {
     applied["items"]
         .as_array()
@@ -32,6 +32,7 @@ pub fn workloads_of(applied: &Value) -> Vec<Workload> {
             let plural = match i["kind"].as_str()? {
                 "Deployment" => "deployments",
                 "StatefulSet" => "statefulsets",
+                "VirtualMachine" => "virtualmachines",
                 _ => return None,
             };
             Some(Workload {
@@ -83,6 +84,78 @@ pub fn wait_restored(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// SIGKILLs the process of a random running instance of the workloads (a VMM when `vms`)
+/// and waits, up to `budget`, until it runs again (its restart count went up and it is
+/// ready) and every workload is at its replicas.
+pub fn kill_instance(
+    cluster: &LocalCluster,
+    vms: bool,
+    rng: &mut rand::rngs::StdRng,
+    workloads: &[Workload],
+    budget: Duration,
+    started: Instant,
+) -> Option<super::Kill> {
+    use rand::RngExt;
+    let list = (0..cluster.nodes.len())
+        .filter(|&i| cluster.nodes[i].alive())
+        .find_map(|i| {
+            cluster
+                .client(i)
+                .get_json("/v1/instances?consistent=true")
+                .ok()
+        })?;
+    let mut running: Vec<&Value> = list["items"]
+        .as_array()?
+        .iter()
+        .filter(|i| i["spec"].get("vm").is_some() == vms)
+        .filter(|i| i["status"]["pid"].as_i64().is_some() && i["status"]["ready"] == true)
+        .collect();
+    running.sort_by_key(|i| i["metadata"]["name"].as_str().unwrap_or("").to_string());
+    if running.is_empty() {
+        return None;
+    }
+    let victim = running[rng.random_range(0..running.len())];
+    let ns = victim["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    let name = victim["metadata"]["name"].as_str()?.to_string();
+    let restarts = victim["status"]["restarts"].as_u64().unwrap_or(0);
+    let pid = victim["status"]["pid"].as_i64()? as i32;
+    let at = started.elapsed().as_secs_f64();
+    // SAFETY: kill(2) on the pid the instance's node reported for it, on this host.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let killed_at = Instant::now();
+    let deadline = killed_at + budget;
+    let path = format!("/v1/namespaces/{ns}/instances/{name}");
+    let back = loop {
+        let v = (0..cluster.nodes.len())
+            .filter(|&i| cluster.nodes[i].alive())
+            .find_map(|i| cluster.client(i).get_json(&path).ok());
+        // Restarted in place, or replaced (a new incarnation).
+        let again = v.as_ref().is_some_and(|v| {
+            v["status"]["ready"] == true
+                && (v["status"]["restarts"].as_u64().unwrap_or(0) > restarts
+                    || v["metadata"]["uid"] != victim["metadata"]["uid"])
+        });
+        if again {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let recovered = (back && wait_restored(cluster, workloads, left).is_ok())
+        .then(|| killed_at.elapsed().as_secs_f64());
+    Some(super::Kill {
+        at_secs: at,
+        node: format!("{ns}/{name}"),
+        recovered_after_secs: recovered,
+    })
 }
 
 /// What the observers saw.
