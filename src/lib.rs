@@ -10,7 +10,7 @@
 //! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags                      |
 //! | `api`          | actix-web REST API, watch streams, health, `/metrics`, dashboard      |
 //! | `agent`        | runs the instances placed on this node: one supervisor per instance  |
-//! | `appliance`    | `omnicloud init`: PID 1 of a worker VM or USB-booted machine          |
+//! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`       |
 //! | `director`     | runs the VM instances placed on this node, one `__vmm` process each  |
 //! | `supervise`    | shared by agent and director: status reporter, backoff, process life |
 //! | `orchestrator` | Raft node (openraft); on the leader the scheduler, controllers and   |
@@ -22,7 +22,8 @@
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
 //! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
 //!
-//! Planned by the open issues: VPA actuation; the PredictiveBootstrapScaler's metricTriggers.
+//! Not yet: the PredictiveBootstrapScaler's metricTriggers; a guest agent on the VMs' COM2
+//! channel.
 
 pub mod agent;
 pub mod api;
