@@ -158,6 +158,7 @@ fn vm_replicas_boot_restart_when_killed_scale_stop_and_start() {
         api.metric("director_vm_exits_total{reason=\"killed\"}"),
         Some(1.0)
     );
+    assert_eq!(api.metric("director_vm_restarts_total"), Some(1.0));
     assert_eq!(
         api.metric("director_vm_guest_memory_bytes{namespace=\"default\",instance=\"db-0\"}"),
         Some((32u64 << 20) as f64)

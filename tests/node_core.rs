@@ -631,6 +631,10 @@ fn prometheus_config_and_alert_rules_check_and_metrics_are_served() {
         "orchestrator_controller_pass_duration_seconds_count",
         "gossip_members{status=\"down\"}",
         "raft_is_leader 1",
+        "node_memory_available_bytes",
+        "node_memory_capacity_bytes",
+        "node_cpu_usage_millicores",
+        "node_cpu_capacity_millicores",
     ] {
         assert!(text.contains(name), "/metrics lacks {name}");
     }
