@@ -205,6 +205,9 @@ struct Supervisor {
     adopted: Option<(i32, u64)>,
     dir: PathBuf,
     log: PathBuf,
+    /// The serial log's size just before the VMM started: the first byte after it means
+    /// the guest runs.
+    serial_mark: u64,
 }
 
 impl Supervisor {
@@ -259,6 +262,7 @@ impl Supervisor {
             status,
             backoff: Backoff::default(),
             adopted: live,
+            serial_mark: 0,
         }
     }
 
@@ -415,6 +419,7 @@ impl Supervisor {
                 .open(self.dir.join(name))
                 .map_err(|e| format!("opening {name}: {e}"))
         };
+        self.serial_mark = log_size(&self.log);
         // The VMM prints a JSON line at start and one at exit (with its exit counters);
         // kept in a file, not a pipe, so an adopted VMM's end can still be read.
         let child = std::process::Command::new(&self.shared.exe)
@@ -460,8 +465,8 @@ impl Supervisor {
         adopted: bool,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<Ended> {
-        let log_size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
-        let serial_at_start = log_size(&self.log);
+        // Measured before the VMM was started: a guest may print all it has before this.
+        let serial_at_start = self.serial_mark;
         // An adopted VM booted under the previous node process.
         let mut booted = false;
         if adopted {
@@ -598,6 +603,10 @@ pub async fn remove_leftover(shared: &Shared, key: &ObjectKey, record: &Record) 
         shared.settings.log_keep,
     );
     shared.forget(key);
+}
+
+fn log_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 fn last_line(path: &Path) -> String {
