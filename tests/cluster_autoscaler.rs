@@ -257,9 +257,12 @@ fn unschedulable_instances_get_worker_vms_within_max_and_empty_workers_go() {
         pids.iter().all(|p| !alive(*p)).then_some(())
     });
     assert!(ended.is_some(), "worker VMMs still run: {pids:?}");
-    let events = history(&node);
+    let events = eventually(Duration::from_secs(10), || {
+        let events = history(&node);
+        (with_reason(&events, "ScaleDownEmpty").len() == 2).then_some(events)
+    })
+    .unwrap_or_else(|| panic!("two ScaleDownEmpty events: {:?}", history(&node)));
     let down = with_reason(&events, "ScaleDownEmpty");
-    assert_eq!(down.len(), 2, "{events:?}");
     assert!(down.iter().all(|e| e["spec"]["message"]
         .as_str()
         .unwrap()
@@ -313,14 +316,22 @@ spec:
         (d["spec"]["replicas"] == 4).then_some(d)
     });
     assert!(scaled.is_some(), "web not set to 4: {}", node.log());
-    let (_, p) = node.api().get("/v1/predictivebootstrapscalers/ramp");
+    // The status is the next write of the same sync.
+    let p = eventually(Duration::from_secs(10), || {
+        let (_, p) = node.api().get("/v1/predictivebootstrapscalers/ramp");
+        p["status"]["active"][0].is_object().then_some(p)
+    })
+    .unwrap_or_else(|| panic!("no active window in the status: {}", node.log()));
     let active = &p["status"]["active"][0];
     assert_eq!(active["name"], "Deployment/default/web", "{p}");
     assert_eq!(active["saved"], 1, "{p}");
-    let events = history(&node);
-    let set = with_reason(&events, "ScheduledRescale");
-    assert_eq!(set.len(), 1, "{events:?}");
-    let msg = set[0]["spec"]["message"].as_str().unwrap();
+    // Events follow the sync's other writes.
+    let msg = eventually(Duration::from_secs(10), || {
+        let events = history(&node);
+        let set = with_reason(&events, "ScheduledRescale");
+        (set.len() == 1).then(|| set[0]["spec"]["message"].as_str().unwrap().to_string())
+    })
+    .unwrap_or_else(|| panic!("one ScheduledRescale event: {:?}", history(&node)));
     assert!(msg.contains("replicas 1 -> 4"), "{msg}");
     assert!(msg.contains("test window"), "{msg}");
 }
