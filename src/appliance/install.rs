@@ -289,7 +289,7 @@ pub fn uninstall(args: &UninstallArgs) -> Result<Vec<String>, String> {
 
 /// Ends what a node ran from `data`: its containers (they outlive the node), its VMMs
 /// and its fencing watchdog.
-fn end_workloads(data: &Path) {
+pub fn end_workloads(data: &Path) {
     crate::agent::fence::stop_watchdog(data);
     let root = data.join("containers");
     let exe = std::env::current_exe().unwrap_or_else(|_| BIN.into());

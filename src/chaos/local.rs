@@ -211,21 +211,14 @@ impl LocalCluster {
         self.nodes[i].launch(&exe)
     }
 
-    /// Stops every node and removes what they left on the host: containers (they outlive
-    /// their node by design) and bridges. The data dirs stay (the caller decides).
+    /// Stops every node and removes what they left on the host: containers and VMs (they
+    /// outlive their node by design), watchdogs and bridges. The data dirs stay (the caller decides).
     pub fn shutdown(&mut self) {
         for n in &mut self.nodes {
             n.stop();
         }
         for n in &self.nodes {
-            crate::agent::fence::stop_watchdog(&n.dir);
-            let runtime = crate::container::runtime::Runtime::new(n.dir.join("containers"));
-            for c in runtime.list().unwrap_or_default() {
-                let _ = Command::new(&self.exe)
-                    .args(["__container", "delete", &c.id, "--force", "--root"])
-                    .arg(n.dir.join("containers"))
-                    .output();
-            }
+            crate::appliance::install::end_workloads(&n.dir);
             let _ = Command::new("ip").args(["link", "del", &n.bridge]).output();
         }
     }

@@ -273,6 +273,9 @@ impl Drop for TestNode {
         if std::thread::panicking() {
             eprintln!("---- log of node {} ----\n{}", self.name, self.log());
         }
+        // Containers outlive their node by design: remove the ones it left, so neither
+        // processes nor mounted layers outlive the test (its data dir can then go too).
+        remove_containers(&self.dir);
     }
 }
 
