@@ -84,6 +84,34 @@ impl Supervised {
 /// node subnet) with the record write that claims the address.
 pub static ADDRESS_LOCK: Mutex<()> = Mutex::new(());
 
+/// The instances placed on `node`, from the local replica: (key, uid, spec) each. The
+/// agent keeps the container ones, the director the VM ones.
+pub fn placed_on(
+    control: &ControlPlane,
+    node: &str,
+) -> Vec<(ObjectKey, String, crate::model::InstanceSpec)> {
+    use crate::model::{Kind, Resource, Spec};
+    let Ok((objects, _)) = control.reader().list(Kind::Instance, None) else {
+        return Vec::new();
+    };
+    objects
+        .iter()
+        .filter_map(|b| serde_json::from_slice(b).ok())
+        .filter_map(|v| Resource::from_stored(v).ok())
+        .filter_map(|r| {
+            let Some(Spec::Instance(spec)) = r.spec else {
+                return None;
+            };
+            let key = ObjectKey::new(
+                Kind::Instance,
+                r.metadata.namespace.unwrap_or_default(),
+                r.metadata.name,
+            );
+            (spec.node_name.as_deref() == Some(node)).then_some((key, r.metadata.uid, spec))
+        })
+        .collect()
+}
+
 /// The instance subnet the orchestrator leased this node, from the local replica.
 pub fn node_subnet(
     control: &ControlPlane,

@@ -46,7 +46,7 @@ use crate::cluster::Gossip;
 use crate::config::AgentSettings;
 use crate::container::network::NodeNetwork;
 use crate::model::instance::InstanceStatus;
-use crate::model::{Kind, Resource, Spec};
+use crate::model::Kind;
 use crate::orchestrator::ControlPlane;
 use crate::store::{ObjectKey, Store};
 use crate::supervise::{spawn_leader_contact, Reporter};
@@ -305,31 +305,12 @@ pub fn spawn(
     Ok(())
 }
 
+/// The container instances placed on `node` (VM instances are the director's).
 fn assigned(control: &ControlPlane, node: &str) -> Vec<supervisor::Instance> {
-    let Ok((objects, _)) = control.reader().list(Kind::Instance, None) else {
-        return Vec::new();
-    };
-    objects
-        .iter()
-        .filter_map(|b| serde_json::from_slice(b).ok())
-        .filter_map(|v| Resource::from_stored(v).ok())
-        .filter_map(|r| {
-            let Some(Spec::Instance(spec)) = r.spec else {
-                return None;
-            };
-            // VM instances are the director's.
-            (spec.node_name.as_deref() == Some(node) && !spec.is_vm()).then(|| {
-                supervisor::Instance {
-                    key: ObjectKey::new(
-                        Kind::Instance,
-                        r.metadata.namespace.clone().unwrap_or_default(),
-                        r.metadata.name.clone(),
-                    ),
-                    uid: r.metadata.uid,
-                    spec,
-                }
-            })
-        })
+    crate::supervise::placed_on(control, node)
+        .into_iter()
+        .filter(|(_, _, spec)| !spec.is_vm())
+        .map(|(key, uid, spec)| supervisor::Instance { key, uid, spec })
         .collect()
 }
 

@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::config::{AgentSettings, DirectorSettings};
 use crate::container::network::{NodeNetwork, Subnet};
-use crate::model::{Kind, Resource, Spec};
+use crate::model::Kind;
 use crate::orchestrator::ControlPlane;
 use crate::store::{ObjectKey, Store};
 use crate::supervise::{spawn_leader_contact, Reporter};
@@ -169,27 +169,12 @@ pub fn spawn(
 
 /// The VM instances placed on `node`.
 fn assigned(control: &ControlPlane, node: &str) -> Vec<supervisor::VmInstance> {
-    let Ok((objects, _)) = control.reader().list(Kind::Instance, None) else {
-        return Vec::new();
-    };
-    objects
-        .iter()
-        .filter_map(|b| serde_json::from_slice(b).ok())
-        .filter_map(|v| Resource::from_stored(v).ok())
-        .filter_map(|r| {
-            let Some(Spec::Instance(spec)) = r.spec else {
-                return None;
-            };
-            if spec.node_name.as_deref() != Some(node) {
-                return None;
-            }
+    crate::supervise::placed_on(control, node)
+        .into_iter()
+        .filter_map(|(key, uid, spec)| {
             Some(supervisor::VmInstance {
-                key: ObjectKey::new(
-                    Kind::Instance,
-                    r.metadata.namespace.clone().unwrap_or_default(),
-                    r.metadata.name.clone(),
-                ),
-                uid: r.metadata.uid,
+                key,
+                uid,
                 revision: spec.revision.unwrap_or_default(),
                 vm: spec.vm?,
             })
