@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::api::{self, ApiMetrics, ApiState};
 use crate::cluster::host::{resolve_roles, HostFacts};
 use crate::cluster::transport::{self, TransportStats};
-use crate::cluster::{Gossip, GossipConfig, MemberMeta};
+use crate::cluster::{ClusterId, Gossip, GossipConfig, MemberMeta};
 use crate::config::NodeConfig;
 use crate::model::Kind;
 use crate::orchestrator::voters::VoterPolicy;
@@ -74,6 +74,7 @@ pub struct Node {
     rpc_listener: TcpListener,
     rpc_key: [u8; 32],
     rpc_stats: Arc<TransportStats>,
+    cluster: ClusterId,
     admin_token: String,
     /// Handed to the worker VMs a director boots.
     join_token: String,
@@ -113,6 +114,7 @@ impl Node {
 
         let store = Store::open(&dir)?;
         let node_id = node_identity(&store, &config.name)?;
+        let cluster = cluster_identity(&store, config.join.is_empty())?;
         let join_token = if config.join.is_empty() {
             ensure_token_file(&dir.join(JOIN_TOKEN_FILE), config.token.as_deref())
                 .map_err(dir_err)?
@@ -163,6 +165,7 @@ impl Node {
             seeds,
             meta: meta.clone(),
             probe_period: Some(config.gossip_probe),
+            cluster: cluster.clone(),
         })
         .await?;
         let gossip_addr = gossip.local_addr();
@@ -180,7 +183,11 @@ impl Node {
         };
         let rpc_key = transport::derive_key(&join_token, "rpc");
         let rpc_stats = Arc::new(TransportStats::default());
-        let rpc_client = Arc::new(transport::Client::new(rpc_key, rpc_stats.clone()));
+        let rpc_client = Arc::new(transport::Client::new(
+            rpc_key,
+            cluster.clone(),
+            rpc_stats.clone(),
+        ));
         let bootstrap = config.join.is_empty();
         let control =
             ControlPlane::start(store, node_id, me, &config.raft, bootstrap, rpc_client).await?;
@@ -197,6 +204,7 @@ impl Node {
             rpc_listener,
             rpc_key,
             rpc_stats,
+            cluster,
             admin_token,
             roles: meta.roles.clone(),
             join_token,
@@ -222,6 +230,7 @@ impl Node {
             rpc_listener,
             rpc_key,
             rpc_stats,
+            cluster,
             admin_token,
             join_token,
             roles,
@@ -231,9 +240,13 @@ impl Node {
         let rpc_listener =
             tokio::net::TcpListener::from_std(rpc_listener).map_err(NodeError::Api)?;
         let rpc_control = control.clone();
-        transport::serve(rpc_listener, rpc_key, rpc_stats.clone(), move |body| {
-            rpc::handle(rpc_control.clone(), body)
-        });
+        transport::serve(
+            rpc_listener,
+            rpc_key,
+            cluster.clone(),
+            rpc_stats.clone(),
+            move |body| rpc::handle(rpc_control.clone(), body),
+        );
 
         spawn_peer_memory(
             control.store().clone(),
@@ -308,6 +321,7 @@ impl Node {
             gossip: gossip.clone(),
             policy,
             rpc_stats,
+            cluster,
             admin_token,
             metrics: api_metrics,
             max_body_bytes: config.max_body_bytes,
@@ -442,6 +456,32 @@ fn node_identity(store: &Store, name: &str) -> Result<NodeId, crate::store::Stor
     store.local_put("node_id", &id.to_le_bytes())?;
     store.local_put("node_name", name.as_bytes())?;
     Ok(id)
+}
+
+const CLUSTER_ID_KEY: &str = "cluster_id";
+
+/// The cluster this data dir belongs to: kept in the node's database; made here when this
+/// node bootstraps a new cluster; otherwise learned from the first seed that answers and
+/// recorded (durably) before anything of that cluster reaches this node.
+fn cluster_identity(store: &Store, bootstrap: bool) -> Result<ClusterId, crate::store::StoreError> {
+    if let Some(bytes) = store.local_get(CLUSTER_ID_KEY)? {
+        if let Ok(id) = <[u8; 16]>::try_from(bytes.as_slice()) {
+            return Ok(ClusterId::known(id));
+        }
+    }
+    if bootstrap {
+        let id = ClusterId::generate();
+        store.local_put(CLUSTER_ID_KEY, &id)?;
+        return Ok(ClusterId::known(id));
+    }
+    let store = store.clone();
+    Ok(ClusterId::unknown(Some(Arc::new(move |id: &[u8; 16]| {
+        store
+            .local_put(CLUSTER_ID_KEY, id)
+            .map_err(|e| crate::error_chain(&e))?;
+        tracing::info!(cluster = %crate::cluster::identity::hex_id(id), "joined cluster");
+        Ok(())
+    }))))
 }
 
 /// Reads the token in `path`, or creates the file (mode 0600) with `given` or a new random

@@ -205,6 +205,17 @@ fn a_node_with_the_wrong_token_never_joins() {
         None,
     );
     std::thread::sleep(Duration::from_secs(4));
+    // Issue 13.12: packets with another token are dropped without an answer, so the intruder
+    // must say what silence may mean instead of only "node ready".
+    assert!(
+        eventually(Duration::from_secs(20), || intruder
+            .log()
+            .contains("different join token")
+            .then_some(()))
+        .is_some(),
+        "the node with the wrong token never said why nobody answers:\n{}",
+        intruder.log()
+    );
     for i in 0..2 {
         let members = c.members(i);
         assert!(
@@ -287,4 +298,123 @@ fn a_cut_off_minority_cannot_commit_and_heals() {
     .is_some());
     let leaders: Vec<Option<usize>> = (0..5).map(|i| c.leader(i)).collect();
     assert!(leaders.iter().all(|l| *l == leaders[0]), "{leaders:?}");
+}
+
+/// Issue 13.2: a stopped single-node cluster restarted with `--join` and the token of
+/// another running cluster took that cluster over (its higher term won, its snapshot
+/// replaced their state). A data dir belongs to one cluster: both sides refuse, naming the
+/// two clusters, before any Raft message, and the running cluster keeps its state.
+#[test]
+fn a_node_with_another_clusters_data_is_refused_on_both_sides() {
+    let c = Cluster::start(2, FAST_CLUSTER);
+    let (status, _) = c.nodes[0].api().apply(&fixture("deployment.yaml"));
+    assert_eq!(status, 200);
+    let ours = c.status(0)["clusterId"].as_str().unwrap().to_string();
+    assert_eq!(ours.len(), 32, "a cluster id is made at bootstrap");
+
+    let cfg = c.config.path().to_str().unwrap().to_string();
+    let mut other = TestNode::start_with("other", &["--config", &cfg]);
+    let ns = "apiVersion: omnicloud.io/v1\nkind: Namespace\nmetadata:\n  name: theirs\n";
+    assert_eq!(other.api().apply(ns).0, 200);
+    let (_, st) = other.api().get("/v1/cluster/status");
+    let theirs = st["clusterId"].as_str().unwrap().to_string();
+    assert_ne!(ours, theirs);
+    other.stop();
+    other.set_args(&[
+        "--config",
+        &cfg,
+        "--join",
+        &c.nodes[0].gossip,
+        "--token",
+        &c.token,
+    ]);
+    other.restart();
+
+    let refused = eventually(Duration::from_secs(20), || {
+        let log = other.log();
+        (log.contains("refused by the cluster") && log.contains(&ours) && log.contains(&theirs))
+            .then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "the joiner never said why:\n{}",
+        other.log()
+    );
+    let seed_log = c.nodes[0].log();
+    assert!(
+        seed_log.contains("refused a gossip peer") && seed_log.contains(&theirs),
+        "the seed did not log the refusal:\n{seed_log}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..2 {
+        let members = c.members(i);
+        assert!(!members.contains_key("other"), "admitted: {members:?}");
+        assert_eq!(c.raft_roles(i).len(), 2, "the Raft group changed");
+        assert_eq!(c.status(i)["clusterId"], ours.as_str());
+    }
+    let (status, _) = c.nodes[1]
+        .api()
+        .get("/v1/namespaces/default/deployments/web-frontend");
+    assert_eq!(status, 200, "the running cluster lost its state");
+    assert_eq!(c.nodes[1].api().get("/v1/namespaces/theirs").0, 404);
+    // The refused node keeps its own data.
+    assert_eq!(other.api().get("/v1/namespaces/theirs").0, 200);
+}
+
+/// Issue 13.6: a second process started with a name another live node holds was admitted,
+/// ran that node's instances and made the real one flap. A name is owned by one node id.
+#[test]
+fn a_second_node_with_a_taken_name_is_refused() {
+    let c = Cluster::start(2, FAST_CLUSTER);
+    let cfg = c.config.path().to_str().unwrap().to_string();
+    let taken = c.nodes[1].name.clone();
+    let impostor = TestNode::start_opts(
+        &taken,
+        &[
+            "--config",
+            &cfg,
+            "--join",
+            &c.nodes[0].gossip,
+            "--token",
+            &c.token,
+        ],
+        false,
+        None,
+    );
+    let told = eventually(Duration::from_secs(20), || {
+        let log = impostor.log();
+        (log.contains("refused by the cluster") && log.contains("--name")).then_some(())
+    });
+    assert!(
+        told.is_some(),
+        "the impostor was not told why:\n{}",
+        impostor.log()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let real_id = c.nodes[1].node_id.clone();
+    for i in 0..2 {
+        let members = c.members(i);
+        assert_eq!(members.len(), 2, "{members:?}");
+        assert_eq!(members[&taken], "alive");
+        assert_eq!(
+            c.raft_roles(i).len(),
+            2,
+            "the impostor became a Raft member"
+        );
+    }
+    let (_, nodes) = c.nodes[0].api().get("/v1/nodes");
+    let row = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == taken.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["nodeId"].as_str(), Some(real_id.as_str()), "{row}");
+    assert!(
+        !c.nodes[1]
+            .log()
+            .contains("rejoined under a new incarnation"),
+        "the real node was made to flap"
+    );
 }

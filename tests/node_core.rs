@@ -820,3 +820,63 @@ fn install_writes_a_runnable_service_and_uninstall_removes_it() {
         "data dir left after --purge"
     );
 }
+
+/// One raw HTTP/1.1 request, bytes as given (no client normalises the path): the status.
+fn raw_status(api_base: &str, request_line: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let addr = api_base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "{request_line} HTTP/1.1\r\nHost: x\r\nContent-Type: application/yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 13.1: the router matches the percent-decoded path, so access is decided on what
+/// the router serves, not on a prefix of the raw string. Every spelling of `/v1/` needs
+/// the token; only the listed open paths are open, and only in their plain spelling.
+#[test]
+fn percent_encoded_paths_need_the_token_too() {
+    let node = TestNode::start("authpath");
+    let base = node.api().base.clone();
+    let ns = "apiVersion: omnicloud.io/v1\nkind: Namespace\nmetadata:\n  name: sneaky\n";
+    for path in [
+        "/%76%31/namespaces",
+        "/%761/namespaces",
+        "/v%31/namespaces",
+        "/%56%31/namespaces",
+        "/v1%2Fnamespaces",
+        "//v1/namespaces",
+        "/./v1/namespaces",
+        "/v1/../v1/namespaces",
+        "/%76%31/nodes",
+        "/%76%31/cluster/status",
+        "/%76%31/watch?since=1",
+        "/%76%31/registry/v2/_catalog",
+        "/%76%31/namespaces/default/instances/x/log",
+        "/%68ealthz",
+        "/nonexistent",
+    ] {
+        let status = raw_status(&base, &format!("GET {path}"), "");
+        assert_eq!(status, 401, "GET {path} without a token answered {status}");
+    }
+    for path in ["/%76%31/apply", "/v%31/apply", "/%2Fv1/apply"] {
+        let status = raw_status(&base, &format!("POST {path}"), ns);
+        assert_eq!(status, 401, "POST {path} without a token answered {status}");
+    }
+    let (status, _) = node.api().get("/v1/namespaces/sneaky");
+    assert_eq!(status, 404, "nothing was created without a token");
+    for open in ["/healthz", "/readyz", "/metrics", "/ui/", "/ui/app.js"] {
+        assert_eq!(raw_status(&base, &format!("GET {open}"), ""), 200, "{open}");
+    }
+    // The open paths are open to reads only.
+    assert_eq!(raw_status(&base, "POST /healthz", ""), 401);
+}

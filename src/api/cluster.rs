@@ -101,6 +101,7 @@ async fn status(state: Data<ApiState>) -> Result<HttpResponse, ApiError> {
             .count()
     };
     Ok(HttpResponse::Ok().json(json!({
+        "clusterId": state.cluster.to_string(),
         "raft": raft,
         "roles": {
             "orchestrators": {"voters": voters, "wanted": state.policy.orchestrators, "eligibleAlive": eligible},

@@ -17,6 +17,17 @@ const STYLE_CSS: &str = include_str!("dashboard/style.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// The dashboard's paths, served without a token (listed once, for the router and for the
+/// API's access decision).
+pub const OPEN_PATHS: [&str; 6] = [
+    "/",
+    "/ui",
+    "/ui/",
+    "/ui/app.js",
+    "/ui/charts.js",
+    "/ui/style.css",
+];
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(to_ui))
         .route("/ui", web::get().to(to_ui))

@@ -46,6 +46,8 @@ pub struct ApiState {
     pub gossip: Gossip,
     pub policy: VoterPolicy,
     pub rpc_stats: Arc<TransportStats>,
+    /// The cluster this node belongs to (shown in `/v1/cluster/status`).
+    pub cluster: crate::cluster::ClusterId,
     pub admin_token: String,
     pub metrics: ApiMetrics,
     pub max_body_bytes: usize,
@@ -95,12 +97,23 @@ pub fn serve(
     Ok(server)
 }
 
-/// Requires `Authorization: Bearer <admin token>` for everything under `/v1/`.
+/// Paths served without a token: probes, Prometheus and the dashboard's static files.
+/// Compared with the raw request path, byte for byte: a percent-encoded spelling of one of
+/// them is not open (it needs the token), and nothing else is.
+fn is_open(method: &actix_web::http::Method, raw_path: &str) -> bool {
+    const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+    (method == actix_web::http::Method::GET || method == actix_web::http::Method::HEAD)
+        && (PROBES.contains(&raw_path) || dashboard::OPEN_PATHS.contains(&raw_path))
+}
+
+/// Deny by default: every request needs `Authorization: Bearer <admin token>` unless its
+/// raw path is one of the open paths above. The decision never looks at a prefix of the raw
+/// path, because the router matches the percent-decoded path (`/%76%31/...` is `/v1/...`).
 async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    if req.path().starts_with("/v1/") || req.path() == "/v1" {
+    if !is_open(req.method(), req.path()) {
         let state = req
             .app_data::<Data<ApiState>>()
             .expect("state is registered");

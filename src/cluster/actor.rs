@@ -46,6 +46,8 @@ pub struct GossipConfig {
     pub meta: MemberMeta,
     /// `None`: foca's LAN default (1 s).
     pub probe_period: Option<Duration>,
+    /// The cluster this node belongs to (unknown for a fresh joiner, adopted from a seed).
+    pub cluster: crate::cluster::ClusterId,
 }
 
 /// Inputs of the gossip actor.
@@ -274,6 +276,7 @@ impl Gossip {
             meta: config.meta,
             probe_period: config.probe_period,
             rng_seed: rand::random(),
+            cluster: config.cluster,
         };
         let (actor, _join) = spawn(Args {
             core,
@@ -378,6 +381,7 @@ mod tests {
             seeds,
             meta,
             probe_period: None,
+            cluster: crate::cluster::ClusterId::known([9; 16]),
         }
     }
 

@@ -38,7 +38,8 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tracing::{debug, info, warn};
 
-use crate::cluster::identity::NodeIdentity;
+use crate::cluster::admission::{Admission, Claim};
+use crate::cluster::identity::{ClusterId, NodeIdentity};
 use crate::cluster::member::{MemberMeta, MemberStatus, MemberTable, MemberView, MembershipEvent};
 use crate::cluster::meta::{MetaBroadcasts, MetaRecord, SharedMetaStore};
 use crate::cluster::runtime::{QueueRuntime, TimerEvent};
@@ -83,6 +84,8 @@ pub struct CoreConfig {
     pub probe_period: Option<Duration>,
     /// Seeds foca's RNG and ours (the simulator passes a fixed one).
     pub rng_seed: u64,
+    /// The cluster this node's data belongs to (unknown for a fresh joiner).
+    pub cluster: ClusterId,
 }
 
 /// What the core asks its driver to do.
@@ -150,6 +153,9 @@ pub struct GossipCore {
     leaving: bool,
     /// Counts Rejoin ticks, to pace reconnect attempts to down members.
     reconnect_tick: u32,
+    admission: Admission,
+    /// When we last warned that no seed answers (a wrong join token looks like silence).
+    silence_warned_ms: u64,
 }
 
 impl GossipCore {
@@ -157,6 +163,7 @@ impl GossipCore {
     /// hello to the seeds. Drain the outputs afterwards.
     pub fn new(cfg: CoreConfig, stats: Arc<GossipStats>, now_ms: u64) -> Self {
         let store = SharedMetaStore::new(&cfg.identity.name);
+        let admission = Admission::new(cfg.cluster, &cfg.identity.name, cfg.meta.node_id);
         let bucket = size_bucket(1);
         let foca = Foca::with_custom_broadcast(
             cfg.identity.clone(),
@@ -186,6 +193,9 @@ impl GossipCore {
             announce_gen: 0,
             leaving: false,
             reconnect_tick: 0,
+            admission,
+            // The first warning after 10 s of silence, then one a minute.
+            silence_warned_ms: now_ms.saturating_sub(50_000),
         };
         core.normalize_meta();
         core.publish_own_meta();
@@ -237,13 +247,21 @@ impl GossipCore {
         GossipStats::add(&self.stats.packets_in, 1);
         GossipStats::add(&self.stats.bytes_in, data.len() as u64);
         match wire::open(&self.key, data) {
-            Ok(Packet::Foca(payload)) => {
-                if let Err(e) = self.foca.handle_data(payload, &mut self.rt) {
-                    GossipStats::add(&self.stats.decode_errors, 1);
-                    debug!(%from, error = %e, "foca refused a packet");
+            Ok((sender, packet)) => {
+                if let Err(reason) = self.admit(from, &sender, &packet, now_ms) {
+                    self.refuse(from, &reason, now_ms);
+                    return;
+                }
+                match packet {
+                    Packet::Foca(payload) => {
+                        if let Err(e) = self.foca.handle_data(payload, &mut self.rt) {
+                            GossipStats::add(&self.stats.decode_errors, 1);
+                            debug!(%from, error = %e, "foca refused a packet");
+                        }
+                    }
+                    Packet::Control(msg) => self.handle_control(from, msg),
                 }
             }
-            Ok(Packet::Control(msg)) => self.handle_control(from, msg),
             Err(e @ (ClusterError::BadTag | ClusterError::ShortPacket(_))) => {
                 self.note_rejected(from, &e, now_ms);
                 return;
@@ -254,6 +272,68 @@ impl GossipCore {
             }
         }
         self.after_input(now_ms);
+    }
+
+    /// Admission of one authenticated datagram (see `admission`): its cluster, and the
+    /// name it speaks for. A seed's `HelloAck` first teaches a joiner its cluster's id.
+    fn admit(
+        &mut self,
+        from: SocketAddr,
+        sender: &wire::Sender,
+        packet: &Packet<'_>,
+        now_ms: u64,
+    ) -> Result<(), String> {
+        let msg = match packet {
+            Packet::Control(m) => Some(m),
+            Packet::Foca(_) => None,
+        };
+        let claim = match packet {
+            Packet::Foca(payload) => {
+                let mut buf = *payload;
+                let header = foca::Codec::decode_header(&mut FocaCodec, &mut buf)
+                    .map_err(|e| format!("undecodable foca header: {e}"))?;
+                Some(direct_claim(&header.src.name, sender))
+            }
+            Packet::Control(Control::Hello { from: who }) => Some(direct_claim(&who.name, sender)),
+            Packet::Control(Control::HelloAck { identity }) => {
+                self.admission.adopt_from(sender);
+                Some(direct_claim(&identity.name, sender))
+            }
+            Packet::Control(Control::Meta(r)) => Some(Claim {
+                name: r.meta.name.clone(),
+                node_id: r.meta.node_id,
+                direct: false,
+            }),
+            Packet::Control(Control::Refused { reason }) => {
+                self.admission.note_refused(from, reason, now_ms);
+                return Err(String::new());
+            }
+            Packet::Control(_) => None,
+        };
+        let table = &self.table;
+        let owner_of = |name: &str| {
+            table
+                .views()
+                .find(|v| v.meta.name == name && v.status != MemberStatus::Down)
+                .map(|v| v.meta.node_id)
+        };
+        self.admission
+            .admit(sender, msg, claim.as_ref(), owner_of, now_ms)
+    }
+
+    /// Tells a refused sender why (once per window), and our log too.
+    fn refuse(&mut self, from: SocketAddr, reason: &str, now_ms: u64) {
+        if reason.is_empty() {
+            return; // a refusal we received; already logged
+        }
+        GossipStats::add(&self.stats.rejected_packets, 1);
+        if self.admission.should_refuse_loudly(from, now_ms) {
+            warn!(peer = %from, "refused a gossip peer: {reason}");
+            let msg = Control::Refused {
+                reason: format!("{} refused you: {reason}", self.identity().name),
+            };
+            self.send_control(from, &msg);
+        }
     }
 
     /// A timer armed through `Outputs::timers` fired.
@@ -270,6 +350,7 @@ impl GossipCore {
                 }
                 if self.foca.num_members() == 0 {
                     self.hello(&self.seeds.clone());
+                    self.warn_if_no_seed_answers(now_ms);
                 }
                 self.reconnect_tick = self.reconnect_tick.wrapping_add(1);
                 if self.reconnect_tick.is_multiple_of(RECONNECT_PERIODS) {
@@ -328,6 +409,19 @@ impl GossipCore {
         self.after_input(now_ms);
     }
 
+    /// Datagrams sealed with another join token are dropped without an answer, so a wrong
+    /// token looks like silence: say so, every minute while nobody answers.
+    fn warn_if_no_seed_answers(&mut self, now_ms: u64) {
+        if self.seeds.is_empty() || now_ms.saturating_sub(self.silence_warned_ms) < 60_000 {
+            return;
+        }
+        self.silence_warned_ms = now_ms;
+        warn!(
+            seeds = ?self.seeds,
+            "no seed has answered for a minute: they are down or unreachable, or they hold a different join token (packets sealed with another token are dropped without an answer)"
+        );
+    }
+
     fn period(&self) -> Duration {
         self.probe_period.unwrap_or(Duration::from_secs(1))
     }
@@ -378,7 +472,7 @@ impl GossipCore {
     }
 
     fn send_control(&mut self, to: SocketAddr, msg: &Control) {
-        match wire::seal_control(&self.key, msg) {
+        match wire::seal_control(&self.key, &self.admission.sender(), msg) {
             Ok(pkt) => self.out.sends.push((to, pkt)),
             Err(e) => warn!(error = %e, "encoding a control message"),
         }
@@ -428,6 +522,7 @@ impl GossipCore {
                 }
                 self.handle_digest(from, meta);
             }
+            Control::Refused { .. } => {} // handled at admission
             Control::MetaRequest(names) => {
                 let records: Vec<MetaRecord> = {
                     let store = self.store.lock();
@@ -582,9 +677,10 @@ impl GossipCore {
                     debug!(member = %to, "dropping TurnUndead to a member that refuted suspicion");
                     continue;
                 }
-                self.out
-                    .sends
-                    .push((to.addr, wire::seal_foca(&self.key, &payload)));
+                self.out.sends.push((
+                    to.addr,
+                    wire::seal_foca(&self.key, &self.admission.sender(), &payload),
+                ));
             }
             self.out.timers.append(&mut self.rt.timers);
             for n in std::mem::take(&mut self.rt.notifications) {
@@ -690,6 +786,14 @@ impl GossipCore {
                 Err(e) => warn!(error = %e, "re-deriving the gossip config"),
             }
         }
+    }
+}
+
+fn direct_claim(name: &str, sender: &wire::Sender) -> Claim {
+    Claim {
+        name: name.to_string(),
+        node_id: sender.node_id,
+        direct: true,
     }
 }
 

@@ -9,11 +9,17 @@
 //!
 //! The incarnation starts at the wall-clock milliseconds of the process start, so a restart
 //! always wins; `renew()` (foca calls it when the cluster declared us down) adds one.
+//!
+//! [`ClusterId`]: which cluster a node's data belongs to. Made once by the node that
+//! bootstraps a cluster; a joiner with an empty data dir adopts it from the first seed that
+//! answers (and persists it before anything else of that cluster reaches it); from then on
+//! every gossip datagram and every RPC connection carries it, and a peer of another cluster
+//! is refused by name before any of its messages is handled.
 //! Threads: none. Pure data. May call: nothing.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -85,6 +91,108 @@ impl foca::Identity for NodeIdentity {
     }
 }
 
+/// Bytes of a cluster id on the wire; all zero means "not known yet" (a fresh joiner).
+pub type ClusterTag = [u8; 16];
+
+/// Called once when a joiner adopts its cluster's id; an error refuses the adoption.
+pub type PersistHook = Arc<dyn Fn(&ClusterTag) -> Result<(), String> + Send + Sync>;
+
+/// The identity of the cluster this node belongs to, shared by gossip and RPC.
+#[derive(Clone)]
+pub struct ClusterId {
+    id: Arc<OnceLock<ClusterTag>>,
+    persist: Option<PersistHook>,
+}
+
+impl ClusterId {
+    /// A cluster whose id this node already holds (its own bootstrap, or persisted).
+    pub fn known(id: ClusterTag) -> Self {
+        let cell = OnceLock::new();
+        let _ = cell.set(id);
+        Self {
+            id: Arc::new(cell),
+            persist: None,
+        }
+    }
+
+    /// A joiner that has not heard from its cluster yet; `persist` records the id once
+    /// adopted.
+    pub fn unknown(persist: Option<PersistHook>) -> Self {
+        Self {
+            id: Arc::new(OnceLock::new()),
+            persist,
+        }
+    }
+
+    /// A new random id for a cluster being bootstrapped.
+    pub fn generate() -> ClusterTag {
+        loop {
+            let id: ClusterTag = rand::random();
+            if id != [0; 16] {
+                return id;
+            }
+        }
+    }
+
+    pub fn get(&self) -> Option<ClusterTag> {
+        self.id.get().copied()
+    }
+
+    /// What goes on the wire: the id, or zeros while unknown.
+    pub fn tag(&self) -> ClusterTag {
+        self.get().unwrap_or([0; 16])
+    }
+
+    /// Adopts `id` if none is held yet (persisting it first). True when `id` is now ours.
+    pub fn adopt(&self, id: &ClusterTag) -> Result<bool, String> {
+        if *id == [0; 16] {
+            return Ok(false);
+        }
+        if let Some(mine) = self.get() {
+            return Ok(mine == *id);
+        }
+        if let Some(persist) = &self.persist {
+            persist(id)?;
+        }
+        let _ = self.id.set(*id);
+        Ok(self.get() == Some(*id))
+    }
+
+    /// Decides whether a peer that sent `theirs` may talk to us; the error names both.
+    pub fn check_peer(&self, theirs: &ClusterTag) -> Result<(), String> {
+        match (self.get(), *theirs == [0; 16]) {
+            (Some(mine), false) if mine == *theirs => Ok(()),
+            (Some(mine), false) => Err(format!(
+                "it belongs to cluster {}, this node to cluster {} (a data dir belongs to one cluster: to move a node to another cluster, start it with an empty --data-dir)",
+                hex_id(theirs),
+                hex_id(&mine)
+            )),
+            (Some(_), true) => Err("it has not joined any cluster yet".into()),
+            (None, _) => Err("this node has not joined its cluster yet".into()),
+        }
+    }
+}
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.get() {
+            Some(id) => f.write_str(&hex_id(&id)),
+            None => f.write_str("(not joined yet)"),
+        }
+    }
+}
+
+impl fmt::Debug for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A cluster id as 32 hex digits.
+pub fn hex_id(id: &ClusterTag) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// serde for `Arc<str>` without serde's `rc` feature.
 mod arc_str {
     use std::sync::Arc;
@@ -147,6 +255,30 @@ mod tests {
         let a = NodeIdentity::new("n", addr(1000), 7);
         let b = NodeIdentity::new("n", addr(1001), 7);
         assert_ne!(a.win_addr_conflict(&b), b.win_addr_conflict(&a));
+    }
+
+    #[test]
+    fn cluster_ids_are_adopted_once_and_compared() {
+        let a = ClusterId::generate();
+        let b = ClusterId::generate();
+        let joiner = ClusterId::unknown(None);
+        assert!(joiner.check_peer(&a).is_err(), "unknown refuses everyone");
+        assert!(joiner.adopt(&a).unwrap());
+        assert!(!joiner.adopt(&b).unwrap(), "adopted once");
+        assert!(joiner.check_peer(&a).is_ok());
+        let err = joiner.check_peer(&b).unwrap_err();
+        assert!(
+            err.contains(&hex_id(&a)) && err.contains(&hex_id(&b)),
+            "{err}"
+        );
+        assert!(joiner.check_peer(&[0; 16]).is_err());
+        let refusing = ClusterId::unknown(Some(Arc::new(|_: &ClusterTag| Err("disk".to_string()))));
+        assert!(refusing.adopt(&a).is_err());
+        assert_eq!(
+            refusing.get(),
+            None,
+            "not adopted when it cannot be persisted"
+        );
     }
 
     #[test]

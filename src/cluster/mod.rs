@@ -6,6 +6,9 @@
 //! 1. [`wire`]: every UDP datagram is `kind || body || HMAC-SHA256(key, kind || body)`; the key
 //!    is derived from the join token ([`derive_key`]), so a node with the wrong token is never
 //!    heard. Also the foca [`foca::Codec`] (bincode 2).
+//!    [`admission`] then decides whether the sender may take part: its cluster id (a node of
+//!    another cluster is refused by name) and the node name it speaks for (owned by one
+//!    node id).
 //! 2. [`identity`]: [`NodeIdentity`] = name + gossip address + incarnation. The name is foca's
 //!    unique "address", so a restarted node (same name, higher incarnation, maybe new ports)
 //!    supersedes its old self.
@@ -28,6 +31,7 @@
 //! orchestrator or any other module of the crate: higher layers subscribe to events.
 
 pub mod actor;
+pub mod admission;
 pub mod engine;
 pub mod host;
 pub mod identity;
@@ -43,7 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use actor::{Gossip, GossipConfig};
 pub use engine::{CoreConfig, GossipCore, Outputs};
-pub use identity::NodeIdentity;
+pub use identity::{ClusterId, NodeIdentity};
 pub use member::{MemberMeta, MemberStatus, MemberView, MembershipEvent};
 pub use runtime::{TimerEvent, TimerQueue};
 pub use wire::derive_key;

@@ -158,6 +158,7 @@ impl Sim {
             meta,
             probe_period: self.cfg.probe_period,
             rng_seed: self.cfg.seed.wrapping_mul(1_000_003) ^ ((i as u64) << 32) ^ epoch as u64,
+            cluster: crate::cluster::ClusterId::known([5; 16]),
         };
         (GossipCore::new(cfg, stats.clone(), self.now_ms()), stats)
     }

@@ -1,8 +1,11 @@
 //! Wire format, authentication and the foca codec.
 //!
-//! Every UDP datagram is `kind (1 byte) || body || tag (32 bytes)` where
-//! `tag = HMAC-SHA256(key, kind || body)` and `key = derive_key(join token)`. The token itself
-//! never goes on the wire. Kinds:
+//! Every UDP datagram is `kind (1) || cluster (16) || sender node id (8, BE) || body || tag
+//! (32)` where `tag = HMAC-SHA256(key, everything before it)` and `key = derive_key(join
+//! token)`. The token itself never goes on the wire. The cluster id (zeros while a joiner
+//! has not learned it) and the sender's node id let a receiver refuse a node of another
+//! cluster, or a second node claiming a name, before foca or our handlers see the body.
+//! Kinds:
 //! - [`KIND_FOCA`]: body is a foca payload (foca's own framing, encoded by [`FocaCodec`]);
 //! - [`KIND_CONTROL`]: body is a bincode [`Control`] message of our own (join handshake and
 //!   metadata push/pull), which foca never sees.
@@ -14,7 +17,7 @@ use bytes::{Buf, BufMut};
 use hmac::{KeyInit, Mac};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::cluster::identity::NodeIdentity;
+use crate::cluster::identity::{ClusterTag, NodeIdentity};
 use crate::cluster::meta::MetaRecord;
 use crate::cluster::ClusterError;
 
@@ -23,8 +26,9 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 pub const KIND_FOCA: u8 = 1;
 pub const KIND_CONTROL: u8 = 2;
 pub const TAG_LEN: usize = 32;
+const HEADER_LEN: usize = 1 + 16 + 8;
 /// Bytes a sealed datagram adds to its body.
-pub const OVERHEAD: usize = 1 + TAG_LEN;
+pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// Label mixed into the key derivation; bump it to change the wire format incompatibly.
 const MAX_DECODE: usize = 64 * 1024;
 
@@ -54,6 +58,15 @@ pub enum Control {
     },
     /// Asks for the records of these names.
     MetaRequest(Vec<String>),
+    /// "You may not take part, and why": another cluster's data, a name another node owns.
+    Refused { reason: String },
+}
+
+/// Who sent a datagram: its cluster (zeros: not joined yet) and its node id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sender {
+    pub cluster: ClusterTag,
+    pub node_id: u64,
 }
 
 /// An authenticated datagram.
@@ -63,9 +76,11 @@ pub enum Packet<'a> {
     Control(Control),
 }
 
-fn seal(key: &[u8; 32], kind: u8, body: &[u8]) -> Vec<u8> {
+fn seal(key: &[u8; 32], sender: &Sender, kind: u8, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + OVERHEAD);
     out.push(kind);
+    out.extend_from_slice(&sender.cluster);
+    out.extend_from_slice(&sender.node_id.to_be_bytes());
     out.extend_from_slice(body);
     let mut mac = mac_with(key);
     mac.update(&out);
@@ -74,17 +89,22 @@ fn seal(key: &[u8; 32], kind: u8, body: &[u8]) -> Vec<u8> {
 }
 
 /// Seals a foca payload into a datagram.
-pub fn seal_foca(key: &[u8; 32], payload: &[u8]) -> Vec<u8> {
-    seal(key, KIND_FOCA, payload)
+pub fn seal_foca(key: &[u8; 32], sender: &Sender, payload: &[u8]) -> Vec<u8> {
+    seal(key, sender, KIND_FOCA, payload)
 }
 
 /// Seals one of our control messages into a datagram.
-pub fn seal_control(key: &[u8; 32], msg: &Control) -> Result<Vec<u8>, ClusterError> {
-    Ok(seal(key, KIND_CONTROL, &encode(msg)?))
+pub fn seal_control(
+    key: &[u8; 32],
+    sender: &Sender,
+    msg: &Control,
+) -> Result<Vec<u8>, ClusterError> {
+    Ok(seal(key, sender, KIND_CONTROL, &encode(msg)?))
 }
 
-/// Checks the tag (in constant time) and splits a datagram. Fails on a missing or bad tag.
-pub fn open<'a>(key: &[u8; 32], data: &'a [u8]) -> Result<Packet<'a>, ClusterError> {
+/// Checks the tag (in constant time) and splits a datagram. Fails on a missing or bad tag,
+/// before anything in it is decoded.
+pub fn open<'a>(key: &[u8; 32], data: &'a [u8]) -> Result<(Sender, Packet<'a>), ClusterError> {
     if data.len() < OVERHEAD {
         return Err(ClusterError::ShortPacket(data.len()));
     }
@@ -92,12 +112,17 @@ pub fn open<'a>(key: &[u8; 32], data: &'a [u8]) -> Result<Packet<'a>, ClusterErr
     let mut mac = mac_with(key);
     mac.update(signed);
     mac.verify_slice(tag).map_err(|_| ClusterError::BadTag)?;
-    let (kind, body) = (signed[0], &signed[1..]);
-    match kind {
-        KIND_FOCA => Ok(Packet::Foca(body)),
-        KIND_CONTROL => Ok(Packet::Control(decode(body)?)),
-        other => Err(ClusterError::UnknownKind(other)),
-    }
+    let (head, body) = signed.split_at(HEADER_LEN);
+    let sender = Sender {
+        cluster: head[1..17].try_into().expect("16 bytes"),
+        node_id: u64::from_be_bytes(head[17..25].try_into().expect("8 bytes")),
+    };
+    let packet = match head[0] {
+        KIND_FOCA => Packet::Foca(body),
+        KIND_CONTROL => Packet::Control(decode(body)?),
+        other => return Err(ClusterError::UnknownKind(other)),
+    };
+    Ok((sender, packet))
 }
 
 fn config() -> impl bincode::config::Config {
@@ -191,11 +216,19 @@ mod tests {
         assert_ne!(&a[..7], b"token-a");
     }
 
+    const SENDER: Sender = Sender {
+        cluster: [7; 16],
+        node_id: 42,
+    };
+
     #[test]
     fn sealed_packets_open_with_the_same_key_only() {
         let key = derive_key("t");
-        let pkt = seal_foca(&key, b"hello foca");
-        assert_eq!(open(&key, &pkt).unwrap(), Packet::Foca(b"hello foca"));
+        let pkt = seal_foca(&key, &SENDER, b"hello foca");
+        assert_eq!(
+            open(&key, &pkt).unwrap(),
+            (SENDER, Packet::Foca(b"hello foca"))
+        );
         assert!(matches!(
             open(&derive_key("u"), &pkt),
             Err(ClusterError::BadTag)
@@ -221,11 +254,11 @@ mod tests {
             meta: vec![("a".into(), 1, 2), ("b".into(), 3, 4)],
             down: vec![ident()],
         };
-        let pkt = seal_control(&key, &msg).unwrap();
-        assert_eq!(open(&key, &pkt).unwrap(), Packet::Control(msg));
+        let pkt = seal_control(&key, &SENDER, &msg).unwrap();
+        assert_eq!(open(&key, &pkt).unwrap(), (SENDER, Packet::Control(msg)));
         let hello = Control::Hello { from: ident() };
-        let pkt = seal_control(&key, &hello).unwrap();
-        assert_eq!(open(&key, &pkt).unwrap(), Packet::Control(hello));
+        let pkt = seal_control(&key, &SENDER, &hello).unwrap();
+        assert_eq!(open(&key, &pkt).unwrap(), (SENDER, Packet::Control(hello)));
     }
 
     #[test]

@@ -220,6 +220,11 @@ impl TestNode {
         c.wait().unwrap()
     }
 
+    /// Replaces the extra `omnicloud node` arguments used by the next `restart`.
+    pub fn set_args(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Starts the same node again on the same data dir (ports are new).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the node first");
