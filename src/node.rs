@@ -63,6 +63,8 @@ pub enum NodeError {
     },
     #[error("gossip")]
     Gossip(#[from] crate::cluster::ClusterError),
+    #[error("raft stopped on this node ({0}); exiting so that the service manager restarts it (if the disk is full, free space in the data dir first)")]
+    RaftFailed(String),
 }
 
 pub struct Node {
@@ -354,16 +356,39 @@ impl Node {
         );
 
         let mut stop_rx = stop_tx.subscribe();
+        let mut failure = None;
         tokio::select! {
             _ = shutdown_signal() => tracing::info!("signal received, shutting down"),
             _ = stop_rx.wait_for(|s| *s) => tracing::info!("stop requested"),
+            why = raft_failure(control.raft.metrics()) => {
+                tracing::error!("raft stopped on this node: {why}; shutting down");
+                failure = Some(why);
+            }
         }
         let _ = stop_tx.send(true);
         gossip.leave().await;
         server_handle.stop(true).await;
         let _ = server_task.await;
         control.shutdown().await;
-        Ok(())
+        match failure {
+            Some(why) => Err(NodeError::RaftFailed(why)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Resolves when Raft stops for good on this node (a storage error such as a full disk:
+/// openraft does not recover from one), with the reason.
+async fn raft_failure(
+    mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, crate::store::RaftNode>>,
+) -> String {
+    loop {
+        if let Err(fatal) = &metrics.borrow().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "raft is gone".into();
+        }
     }
 }
 

@@ -880,3 +880,236 @@ fn percent_encoded_paths_need_the_token_too() {
     // The open paths are open to reads only.
     assert_eq!(raw_status(&base, "POST /healthz", ""), 401);
 }
+
+/// A tmpfs of `mib` MiB mounted on a temp dir, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(mib: u32) -> Option<SmallDisk> {
+        let dir = tempfile::Builder::new()
+            .prefix("omni-disk-")
+            .tempdir()
+            .unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk { dir })
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(self.dir.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l"])
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A node process on `data_dir` (no harness: the data dir is given): (child, api, token).
+fn spawn_node_at(data_dir: &std::path::Path) -> (std::process::Child, String, String) {
+    let endpoints = data_dir.join("endpoints.json");
+    let _ = std::fs::remove_file(&endpoints);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.parent().unwrap().join("node.log"))
+        .unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["node", "--name", "full", "--roles", "orchestrator"])
+        .args(["--bind", "127.0.0.1", "--advertise", "127.0.0.1"])
+        .args(["--api-port", "0", "--rpc-port", "0", "--gossip-port", "0"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let api = eventually(Duration::from_secs(30), || {
+        let v: Value = serde_json::from_slice(&std::fs::read(&endpoints).ok()?).ok()?;
+        (v["pid"].as_u64() == Some(child.id() as u64))
+            .then(|| v["apiUrl"].as_str().unwrap().to_string())
+    })
+    .unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the node did not start")
+    });
+    let token = std::fs::read_to_string(data_dir.join("admin.token")).unwrap();
+    let ready = eventually(Duration::from_secs(30), || {
+        ureq::get(&format!("{api}/readyz"))
+            .call()
+            .ok()
+            .filter(|r| r.status() == 200)
+    });
+    assert!(ready.is_some(), "the node never became ready");
+    (child, api, token.trim().to_string())
+}
+
+/// Issue 13.10: at ENOSPC writes answered 500 although one was committed, Raft failed for
+/// good and /healthz and /readyz still said ready. Now a write whose fate is unknown says
+/// so, the node reports itself failed and exits (its service manager restarts it), and
+/// after space returns it starts with every acknowledged write.
+#[test]
+fn a_full_disk_is_reported_and_no_acknowledged_write_is_lost() {
+    let Some(disk) = SmallDisk::new(48) else {
+        common::netns::require("root (a tmpfs mount)", "mount -t tmpfs failed".into());
+        return;
+    };
+    let data = disk.dir.path().join("data");
+    let (mut child, api, token) = spawn_node_at(&data);
+    let client = common::Api {
+        base: api.clone(),
+        token: Some(token),
+    };
+    // Leave a little room, then write until the disk is full.
+    let filler = disk.dir.path().join("filler");
+    let room = disk.free_bytes().saturating_sub(3 << 20);
+    std::fs::write(&filler, vec![0u8; room as usize]).unwrap();
+    let note = "x".repeat(100_000);
+    let mut acknowledged = Vec::new();
+    let mut last = None;
+    for i in 0..200 {
+        let yaml = format!(
+            "apiVersion: omnicloud.io/v1\nkind: Namespace\nmetadata:\n  name: ns-{i}\n  annotations:\n    note: {note}\n"
+        );
+        match client.try_send("POST", "/v1/apply", &yaml) {
+            Ok((200, _)) => acknowledged.push(format!("ns-{i}")),
+            other => {
+                last = Some(other);
+                break;
+            }
+        }
+    }
+    let last = last.expect("the disk never filled up");
+    eprintln!("acknowledged {} writes; then {last:?}", acknowledged.len());
+    if let Ok((status, body)) = &last {
+        assert_eq!(
+            (*status, body["reason"].as_str()),
+            (503, Some("UnknownOutcome")),
+            "a write at ENOSPC must not claim to have failed: {body}"
+        );
+    }
+    // The node does not stay up pretending to be ready: it reports the failure and exits.
+    let exited = eventually(Duration::from_secs(30), || child.try_wait().unwrap());
+    let log = std::fs::read_to_string(disk.dir.path().join("node.log")).unwrap_or_default();
+    let Some(status) = exited else {
+        let health = ureq::get(&format!("{api}/readyz"))
+            .call()
+            .map(|r| r.status());
+        let _ = child.kill();
+        panic!("the node kept running after its storage failed (readyz {health:?}):\n{log}");
+    };
+    assert!(!status.success(), "exit status {status}");
+    assert!(log.contains("raft stopped"), "{log}");
+
+    // Space returns: the node starts again with every write it acknowledged.
+    std::fs::remove_file(&filler).unwrap();
+    let (mut child, api, token) = spawn_node_at(&data);
+    let client = common::Api {
+        base: api,
+        token: Some(token),
+    };
+    for ns in &acknowledged {
+        let (status, _) = client.get(&format!("/v1/namespaces/{ns}"));
+        assert_eq!(status, 200, "acknowledged {ns} was lost");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+/// Issue 13.8: every watcher loaded the whole change history, and objects could carry
+/// ~1 MB annotations: 8 watchers from `since=1` held gigabytes. Annotations are capped at
+/// 256 KiB, objects at 1.5 MiB, and a watch holds one page of history at a time.
+#[test]
+fn watch_history_is_paged_and_objects_are_capped() {
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), "[api]\nmax_body_bytes = 4194304\n").unwrap();
+    let node = TestNode::start_with("watchmem", &["--config", cfg.path().to_str().unwrap()]);
+    let api = node.api();
+    let ns = |name: &str, note: usize| {
+        format!(
+            "apiVersion: omnicloud.io/v1\nkind: Namespace\nmetadata:\n  name: {name}\n  annotations:\n    note: {}\n",
+            "x".repeat(note)
+        )
+    };
+    let (status, body) = api.apply(&ns("too-noted", 300_000));
+    assert_ne!(status, 200);
+    assert_eq!(body["field"], "metadata.annotations", "{body}");
+    let big = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: huge\nspec:\n  selector:\n    matchLabels: {{app: huge}}\n  template:\n    metadata:\n      labels: {{app: huge}}\n    spec:\n      containers:\n      - name: c\n        image: busybox\n        args: [\"{}\"]\n",
+        "y".repeat(1_700_000)
+    );
+    let (status, body) = api.apply(&big);
+    assert_ne!(status, 200, "a 1.7 MB object was stored");
+    assert!(
+        body["message"].as_str().unwrap().contains("1.5 MiB"),
+        "{body}"
+    );
+
+    for i in 0..100 {
+        assert_eq!(api.apply(&ns(&format!("ns-{i}"), 200_000)).0, 200);
+    }
+    let before = rss_bytes(node.pid());
+    let open = || {
+        let url = format!("{}/v1/watch?since=1&kind=namespaces", node.api);
+        ureq::get(&url)
+            .set("Authorization", &format!("Bearer {}", node.token))
+            .call()
+            .unwrap()
+    };
+    // Eight watchers of ~20 MB of history that read nothing.
+    let idle: Vec<_> = (0..8).map(|_| open()).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let grown = rss_bytes(node.pid()).saturating_sub(before);
+    assert!(
+        grown < 80 << 20,
+        "8 idle watchers grew the node by {} MiB",
+        grown >> 20
+    );
+    drop(idle);
+    // And a watcher that reads gets the whole history, in order, across pages.
+    let mut reader = std::io::BufReader::new(open().into_reader());
+    let mut names = Vec::new();
+    while names.len() < 100 {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        let ev: Value = serde_json::from_str(&line).unwrap();
+        assert_ne!(ev["type"], "ERROR", "{ev}");
+        let name = ev["object"]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if name.starts_with("ns-") {
+            names.push(name);
+        }
+    }
+    let want: Vec<String> = (0..100).map(|i| format!("ns-{i}")).collect();
+    assert_eq!(names, want);
+}

@@ -100,14 +100,17 @@ impl From<Rejection> for ApiError {
 
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
-        let status = match e {
-            ControlError::NotLeader(_)
-            | ControlError::NoLeader
-            | ControlError::Forward { .. }
-            | ControlError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        let (status, reason) = match e {
+            // Proposed but not known to be committed or not: never "failed".
+            ControlError::Timeout(_) | ControlError::UnknownOutcome(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UnknownOutcome")
+            }
+            ControlError::NotLeader(_) | ControlError::NoLeader | ControlError::Forward { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "Unavailable")
+            }
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "Unavailable"),
         };
-        ApiError::new(status, "Unavailable", e.to_string())
+        ApiError::new(status, reason, e.to_string())
     }
 }
 

@@ -139,19 +139,35 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+/// Live unless Raft has stopped for good on this node (its storage failed, as when the
+/// disk is full): then the node must be restarted, and says why.
+async fn healthz(state: Data<ApiState>) -> HttpResponse {
+    let m = state.control.raft.metrics().borrow().clone();
+    match &m.running_state {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ok"})),
+        Err(fatal) => HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "status": "failed",
+            "reason": format!("raft stopped: {fatal}"),
+        })),
+    }
 }
 
-/// Ready when a leader is known and this node's state machine has applied something.
+/// Ready when Raft runs, a leader is known and this node's state machine has applied
+/// something.
 async fn readyz(state: Data<ApiState>) -> HttpResponse {
     let m = state.control.raft.metrics().borrow().clone();
-    let ready = m.current_leader.is_some() && m.last_applied.is_some();
+    let failed = m
+        .running_state
+        .as_ref()
+        .err()
+        .map(|f| format!("raft stopped: {f}"));
+    let ready = failed.is_none() && m.current_leader.is_some() && m.last_applied.is_some();
     let body = serde_json::json!({
         "ready": ready,
         "leader": m.current_leader,
         "term": m.current_term,
         "lastApplied": m.last_applied.map(|l| l.index),
+        "reason": failed,
     });
     if ready {
         HttpResponse::Ok().json(body)

@@ -5,7 +5,9 @@
 //! `since=N` replays the recorded history from revision N (410 Gone if it was compacted:
 //! list again and watch from the list's revision + 1), then follows live changes without a
 //! gap: the live feed is subscribed before the history is read, and duplicates are dropped
-//! by revision. A watcher that falls too far behind gets an `ERROR` line and the stream ends.
+//! by revision. History is read a page at a time ([`PAGE_ITEMS`] changes or [`PAGE_BYTES`]),
+//! as the client takes it, so a watcher holds one page, never the whole history. A watcher
+//! that falls too far behind gets an `ERROR` line and the stream ends.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,8 +22,13 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use super::resources::labels_of;
 use super::{ApiError, ApiState};
 use crate::model::{self, Kind, SelectorOp};
-use crate::store::reader::HistoryError;
+use crate::store::reader::{HistoryError, StoreReader as Reader};
 use crate::store::Change;
+
+/// History is replayed in pages of at most this many changes ...
+pub const PAGE_ITEMS: usize = 64;
+/// ... or this many bytes of objects.
+pub const PAGE_BYTES: usize = 1 << 20;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/watch", web::get().to(watch));
@@ -59,6 +66,8 @@ impl Filter {
 
 struct WatchState {
     backlog: VecDeque<Arc<Change>>,
+    /// Where the next page of history starts; None once history is replayed.
+    history: Option<(Reader, u64)>,
     live: broadcast::Receiver<Arc<Change>>,
     next_revision: u64,
     filter: Filter,
@@ -77,6 +86,12 @@ impl WatchState {
         loop {
             if self.done {
                 return None;
+            }
+            if self.backlog.is_empty() {
+                if let Some(err) = self.next_page().await {
+                    self.done = true;
+                    return Some(err);
+                }
             }
             let change = match self.backlog.pop_front() {
                 Some(c) => c,
@@ -109,6 +124,39 @@ impl WatchState {
     }
 }
 
+impl WatchState {
+    /// Reads the next page of history into the backlog; an `ERROR` line if it is gone.
+    async fn next_page(&mut self) -> Option<Bytes> {
+        let (reader, from) = self.history.take()?;
+        let read = tokio::task::spawn_blocking(move || {
+            let page = reader.changes_page(from, PAGE_ITEMS, PAGE_BYTES);
+            (reader, page)
+        })
+        .await;
+        let (reader, page) = match read {
+            Ok(r) => r,
+            Err(e) => return Some(error_line(format!("reading the history: {e}"))),
+        };
+        match page {
+            Ok((changes, more)) => {
+                if more {
+                    let next = changes.last().map_or(from, |c| c.revision + 1);
+                    self.history = Some((reader, next));
+                }
+                self.backlog.extend(changes.into_iter().map(Arc::new));
+                None
+            }
+            Err(e) => Some(error_line(format!(
+                "{e}; list again and watch from its revision"
+            ))),
+        }
+    }
+}
+
+fn error_line(message: String) -> Bytes {
+    line(json!({"type": "ERROR", "message": message}))
+}
+
 async fn watch(state: Data<ApiState>, q: Query<WatchQuery>) -> Result<HttpResponse, ApiError> {
     let kind = match q.kind.as_deref() {
         Some(k) => Some(
@@ -123,20 +171,27 @@ async fn watch(state: Data<ApiState>, q: Query<WatchQuery>) -> Result<HttpRespon
     };
     let live = state.control.subscribe();
     let reader = state.control.reader();
-    let (backlog, next_revision) = match q.since {
+    let (backlog, history, next_revision) = match q.since {
         Some(since) => {
-            let history = reader.changes_since(since).map_err(|e| match e {
-                HistoryError::Compacted { .. } => {
-                    ApiError::new(StatusCode::GONE, "Expired", e.to_string())
-                }
-                HistoryError::Store(s) => s.into(),
-            })?;
-            (history.into_iter().map(Arc::new).collect(), since)
+            // The first page now, so a compacted revision is a 410 rather than a stream.
+            let (first, more) =
+                reader
+                    .changes_page(since, PAGE_ITEMS, PAGE_BYTES)
+                    .map_err(|e| match e {
+                        HistoryError::Compacted { .. } => {
+                            ApiError::new(StatusCode::GONE, "Expired", e.to_string())
+                        }
+                        HistoryError::Store(s) => s.into(),
+                    })?;
+            let next = first.last().map_or(since, |c| c.revision + 1);
+            let history = more.then(|| (reader.clone(), next));
+            (first.into_iter().map(Arc::new).collect(), history, since)
         }
-        None => (VecDeque::new(), reader.revision()? + 1),
+        None => (VecDeque::new(), None, reader.revision()? + 1),
     };
     let watch = WatchState {
         backlog,
+        history,
         live,
         next_revision,
         filter: Filter {

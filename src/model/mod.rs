@@ -415,6 +415,7 @@ impl Resource {
         for key in self.metadata.annotations.keys() {
             validate_label_key("metadata.annotations", key)?;
         }
+        validate_annotations_size(&self.metadata.annotations)?;
         match &self.spec {
             None => Ok(()),
             Some(Spec::Namespace(_)) => Ok(()),
@@ -569,6 +570,20 @@ fn split_documents(body: &str) -> Result<Vec<Value>, ModelError> {
         }
     }
     Ok(out)
+}
+
+/// Total bytes of an object's annotations (keys and values), as Kubernetes caps them.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+fn validate_annotations_size(a: &BTreeMap<String, String>) -> Result<(), ModelError> {
+    let total: usize = a.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_ANNOTATIONS_BYTES {
+        return Err(invalid(
+            "metadata.annotations",
+            format!("annotations total {total} bytes; at most {MAX_ANNOTATIONS_BYTES} (256 KiB) are allowed"),
+        ));
+    }
+    Ok(())
 }
 
 /// DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a

@@ -54,6 +54,8 @@ pub enum ControlError {
     Timeout(Duration),
     #[error("forwarding to the leader {leader} failed: {message}")]
     Forward { leader: String, message: String },
+    #[error("raft failed while the write was in flight ({0}); its outcome is unknown: read the object back before retrying")]
+    UnknownOutcome(String),
 }
 
 fn leader_hint(leader: &Option<RaftNode>) -> String {
@@ -222,6 +224,8 @@ impl ControlPlane {
                     None => ControlError::NoLeader,
                 })
             }
+            // Proposed and perhaps appended (even committed) before the failure.
+            Err(RaftError::Fatal(e)) => Err(ControlError::UnknownOutcome(e.to_string())),
             Err(e) => Err(ControlError::Fatal(e.to_string())),
         }
     }

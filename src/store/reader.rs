@@ -59,8 +59,15 @@ impl StoreReader {
         meta_u64(&tx, "revision")
     }
 
-    /// Changes with revision >= `from`, oldest first.
-    pub fn changes_since(&self, from: u64) -> Result<Vec<Change>, HistoryError> {
+    /// Recorded changes from revision `from` on: at most `max_items`, and no more once
+    /// `max_bytes` of objects are collected (at least one change is always returned when
+    /// there is one). The second value says whether more history follows.
+    pub fn changes_page(
+        &self,
+        from: u64,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Change>, bool), HistoryError> {
         let tx = self.store.db.begin_read().map_err(StoreError::from)?;
         let compacted_below = meta_u64(&tx, "compacted_below")?;
         if from < compacted_below {
@@ -71,11 +78,17 @@ impl StoreReader {
         }
         let table = tx.open_table(CHANGES).map_err(StoreError::from)?;
         let mut out = Vec::new();
+        let mut bytes = 0;
         for item in table.range(from..).map_err(StoreError::from)? {
+            if out.len() >= max_items || (bytes >= max_bytes && !out.is_empty()) {
+                return Ok((out, true));
+            }
             let (_, v) = item.map_err(StoreError::from)?;
-            out.push(decode("change", v.value())?);
+            let change: Change = decode("change", v.value())?;
+            bytes += change.object.len();
+            out.push(change);
         }
-        Ok(out)
+        Ok((out, false))
     }
 }
 

@@ -36,6 +36,9 @@ fn snap_err(verb: ErrorVerb, e: impl Into<StoreError>) -> StorageError {
 
 /// The namespace that exists without being created.
 pub const DEFAULT_NAMESPACE: &str = "default";
+/// Largest object (and status) stored, as etcd caps a request: 1.5 MiB. Checked inside the
+/// apply, so every replica decides the same.
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
 
 pub struct StateMachine {
     store: Store,
@@ -370,6 +373,15 @@ impl<'a> Overlay<'a> {
                 uid,
                 now,
             } => {
+                if object.len() > MAX_OBJECT_BYTES {
+                    return rejected(Rejection::Invalid {
+                        field: String::new(),
+                        message: format!(
+                            "the object is {} bytes; at most {MAX_OBJECT_BYTES} (1.5 MiB) may be stored",
+                            object.len()
+                        ),
+                    });
+                }
                 let object: Value = serde_json::from_slice(object).map_err(|e| {
                     Reject::Rejected(Rejection::Invalid {
                         field: String::new(),
@@ -434,6 +446,15 @@ impl<'a> Overlay<'a> {
                 {
                     return rejected(Rejection::NotFound {
                         key: format!("{key} (uid {})", uid.as_deref().unwrap_or("")),
+                    });
+                }
+                if status.len() > MAX_OBJECT_BYTES {
+                    return rejected(Rejection::Invalid {
+                        field: "status".into(),
+                        message: format!(
+                            "the status is {} bytes; at most {MAX_OBJECT_BYTES} may be stored",
+                            status.len()
+                        ),
                     });
                 }
                 let status: Value = serde_json::from_slice(status).map_err(|e| {
