@@ -282,8 +282,10 @@ impl IntOrString {
             IntOrString::Int(i) => Some(*i),
             IntOrString::Str(s) => {
                 let pct: i64 = s.strip_suffix('%')?.parse().ok()?;
-                let v = total * pct;
-                Some(if round_up { (v + 99) / 100 } else { v / 100 })
+                // i128: a stored count near i64::MAX must not overflow (it panicked the leader).
+                let v = i128::from(total) * i128::from(pct);
+                let r = if round_up { (v + 99) / 100 } else { v / 100 };
+                Some(r.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
             }
         }
     }

@@ -33,25 +33,26 @@ impl Usage {
             Some(Spec::StatefulSet(s)) => (s.replicas(), &s.template.spec),
             _ => return Usage::default(),
         };
+        // Saturating: a count near i64::MAX must neither panic nor wrap under a quota.
         let n = replicas.max(0) as u64;
         let (rc, rm) = pod.requests();
         let (lc, lm) = pod.limits();
         Usage {
             pods: n,
-            requests_cpu: n * rc,
-            requests_memory: n * rm,
-            limits_cpu: n * lc,
-            limits_memory: n * lm,
+            requests_cpu: n.saturating_mul(rc),
+            requests_memory: n.saturating_mul(rm),
+            limits_cpu: n.saturating_mul(lc),
+            limits_memory: n.saturating_mul(lm),
         }
     }
 
     fn add(self, o: Usage) -> Usage {
         Usage {
-            pods: self.pods + o.pods,
-            requests_cpu: self.requests_cpu + o.requests_cpu,
-            requests_memory: self.requests_memory + o.requests_memory,
-            limits_cpu: self.limits_cpu + o.limits_cpu,
-            limits_memory: self.limits_memory + o.limits_memory,
+            pods: self.pods.saturating_add(o.pods),
+            requests_cpu: self.requests_cpu.saturating_add(o.requests_cpu),
+            requests_memory: self.requests_memory.saturating_add(o.requests_memory),
+            limits_cpu: self.limits_cpu.saturating_add(o.limits_cpu),
+            limits_memory: self.limits_memory.saturating_add(o.limits_memory),
         }
     }
 
@@ -187,6 +188,18 @@ mod tests {
         let mem = [quota(json!({"requests.memory": "3Gi"}))];
         let e = check(&key, None, &deploy(4), &[], &mem, &[]).unwrap_err();
         assert!(e.to_string().contains("4096Mi of 3072Mi"), "{e}");
+    }
+
+    /// A count near i64::MAX times a request must neither panic the apply nor wrap to a
+    /// small number that slips under the quota (issue 13.3's relative).
+    #[test]
+    fn huge_counts_saturate_and_are_refused_by_the_quota() {
+        let key = ObjectKey::new(Kind::Deployment, "team-a", "web");
+        let q = [quota(json!({"requests.memory": "3Gi"}))];
+        for n in [1u64 << 31, 1 << 34, i64::MAX as u64] {
+            let e = check(&key, None, &deploy(n), &[], &q, &[]).unwrap_err();
+            assert!(e.to_string().contains("team-quota"), "{e}");
+        }
     }
 
     #[test]

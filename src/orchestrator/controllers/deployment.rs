@@ -139,7 +139,7 @@ pub fn plan(pass: &Pass, d: &Resource, draft: &mut Draft) {
     }
     // Old instances: unavailable ones never count towards availability, so they go
     // first; available ones as far as maxUnavailable allows.
-    let min_available = desired - max_unavailable;
+    let min_available = desired.saturating_sub(max_unavailable);
     let mut can_remove_available = (available_count - min_available).max(0);
     let mut old_sorted: Vec<&&InstanceView> = old.iter().collect();
     old_sorted.sort_by_key(|i| (available(i), std::cmp::Reverse(i.index())));
@@ -161,7 +161,7 @@ pub fn plan(pass: &Pass, d: &Resource, draft: &mut Draft) {
         0
     } else {
         (desired - new_count)
-            .min(desired + surge - total_after)
+            .min(desired.saturating_add(surge).saturating_sub(total_after))
             .max(0)
     };
     let taken: BTreeSet<&str> = pass
@@ -176,11 +176,12 @@ pub fn plan(pass: &Pass, d: &Resource, draft: &mut Draft) {
         .map(|i| i.index())
         .collect();
     let wanted = budget;
+    let budget = budget.min(super::create_room(mine.iter().copied()));
     let budget = match draft.rate_left {
         Some(left) => budget.min(left),
         None => budget,
     };
-    if budget < wanted {
+    if budget < wanted && draft.rate_left.is_some_and(|left| left < wanted) {
         draft.events.push(EventDraft::normal(
             d,
             "ScalingRateLimited",
@@ -373,6 +374,39 @@ mod tests {
         match &i.spec {
             Some(Spec::Instance(s)) => s.pod.containers[0].image.clone(),
             _ => unreachable!(),
+        }
+    }
+
+    /// Issue 13.3: a stored `replicas: 2147483648` made the leader allocate until it died,
+    /// on every restart. Work per pass follows what can be placed: at most
+    /// MAX_UNPLACED_PER_WORKLOAD instances wait for a node, whatever was asked.
+    #[test]
+    fn a_huge_replica_count_creates_only_what_can_wait_for_a_node() {
+        for replicas in [i64::from(i32::MAX) + 1, i64::MAX] {
+            // No agent: nothing can be placed.
+            let mut w = world(deployment("big", replicas, "img:1", json!({})), &[]);
+            for _ in 0..3 {
+                step(&mut w);
+            }
+            assert_eq!(
+                w.instances.len() as i64,
+                crate::orchestrator::controllers::MAX_UNPLACED_PER_WORKLOAD
+            );
+            // Two small agents: what they hold is placed, and 256 more wait.
+            let mut w = world(deployment("big", replicas, "img:1", json!({})), &["a", "b"]);
+            for _ in 0..5 {
+                step(&mut w);
+            }
+            let placed = w
+                .instances
+                .iter()
+                .filter(|i| matches!(&i.spec, Some(Spec::Instance(s)) if s.node_name.is_some()))
+                .count() as i64;
+            assert!(placed > 0);
+            assert_eq!(
+                w.instances.len() as i64 - placed,
+                crate::orchestrator::controllers::MAX_UNPLACED_PER_WORKLOAD
+            );
         }
     }
 

@@ -106,6 +106,18 @@ pub fn step(world: &mut World) -> Vec<EventDraft> {
     draft.events
 }
 
+/// New instances one workload may have waiting for a node. A controller creates at most
+/// this many in a pass, and none while this many of its instances are unplaced, so its
+/// work follows what the cluster can place, not the replicas asked for (a stored
+/// `replicas: 2147483648` costs no more than 256).
+pub const MAX_UNPLACED_PER_WORKLOAD: i64 = 256;
+
+/// How many instances a workload with these instances may create in this pass.
+pub fn create_room<'a, 'b: 'a>(mine: impl IntoIterator<Item = &'a InstanceView<'b>>) -> i64 {
+    let unplaced = mine.into_iter().filter(|i| i.node().is_none()).count() as i64;
+    (MAX_UNPLACED_PER_WORKLOAD - unplaced).max(0)
+}
+
 /// An instance with its parsed spec and status.
 #[derive(Clone, Debug)]
 pub struct InstanceView<'a> {

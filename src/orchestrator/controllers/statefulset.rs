@@ -92,19 +92,27 @@ pub fn plan(pass: &Pass, s: &Resource, draft: &mut Draft) {
         .filter(|i| i.namespace() == ns)
         .map(|i| i.name())
         .collect();
+    // Work per pass is bounded by the instances that exist plus what may be created.
+    let mut room = super::create_room(mine.values().copied());
+    let mut lower_ready = true;
     for ordinal in 0..desired {
-        if mine.contains_key(&ordinal) {
+        if room <= 0 {
+            break;
+        }
+        if let Some(i) = mine.get(&ordinal) {
+            lower_ready &= ready(i);
             continue;
         }
-        let lower_ready = (0..ordinal).all(|o| mine.get(&o).is_some_and(|i| ready(i)));
         if !parallel && !lower_ready {
             break;
         }
+        lower_ready = false; // this ordinal is missing: nothing above it is ordered-ready
         let instance_name = format!("{name}-{ordinal}");
         if taken.contains(instance_name.as_str()) {
             continue;
         }
         let template = ordinal_template(spec, &name, ordinal);
+        room -= 1;
         draft.creates.push(new_instance(
             s,
             &ns,

@@ -66,13 +66,15 @@ pub fn plan(pass: &Pass, vm: &Resource, draft: &mut Draft) {
     }
     // A replaced index is created again once its old instance is gone (next pass).
     let present: BTreeSet<i64> = mine.iter().map(|i| i.index()).collect();
+    let mut room = super::create_room(mine.iter().copied());
     for index in 0..desired {
         if present.contains(&index) {
             continue;
         }
-        if draft.rate_left == Some(0) {
+        if draft.rate_left == Some(0) || room <= 0 {
             break;
         }
+        room -= 1;
         if let Some(left) = draft.rate_left.as_mut() {
             *left -= 1;
         }
