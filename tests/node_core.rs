@@ -1113,3 +1113,31 @@ fn watch_history_is_paged_and_objects_are_capped() {
     let want: Vec<String> = (0..100).map(|i| format!("ns-{i}")).collect();
     assert_eq!(names, want);
 }
+
+/// Issue 13.12: a request body sent slowly was held forever. A pause over the idle limit
+/// ends the request with 408, and the node answers others meanwhile.
+#[test]
+fn a_slow_request_body_times_out() {
+    use std::io::{Read, Write};
+    let node = TestNode::start("slowbody");
+    let addr = node.api.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "POST /v1/apply HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/yaml\r\nContent-Length: 1000\r\n\r\napiVersion",
+        node.token
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    assert_eq!(node.api().raw_get("/healthz").0, 200);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no answer to a stalled body: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+}

@@ -24,7 +24,7 @@ mod watch;
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
@@ -66,6 +66,7 @@ pub fn serve(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(from_fn(body_deadline))
             .wrap(from_fn(authenticate))
             .wrap(from_fn(metrics::track))
             .route("/healthz", web::get().to(healthz))
@@ -95,6 +96,51 @@ pub fn serve(
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// A request body must arrive whole within this (registry blob uploads: [`BLOB_TIMEOUT`]),
+/// and no gap between two chunks may exceed [`BODY_IDLE`]: a slow body is not held forever.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+pub const BLOB_TIMEOUT: Duration = Duration::from_secs(600);
+pub const BODY_IDLE: Duration = Duration::from_secs(15);
+
+/// Wraps the request body in the deadlines above; a body that misses one ends in an error
+/// the handler reports (the request fails, the worker is free again).
+async fn body_deadline(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    use actix_web::error::PayloadError;
+    use actix_web::HttpMessage;
+    use futures::StreamExt;
+    let whole = match req.match_pattern() {
+        Some(p) if p.contains("/registry/") => BLOB_TIMEOUT,
+        _ => BODY_TIMEOUT,
+    };
+    let deadline = tokio::time::Instant::now() + whole;
+    let payload = req.take_payload();
+    let timed = futures::stream::unfold(Some(payload), move |state| async move {
+        let mut payload = state?;
+        let idle = (tokio::time::Instant::now() + BODY_IDLE).min(deadline);
+        match tokio::time::timeout_at(idle, payload.next()).await {
+            Ok(Some(item)) => Some((item, Some(payload))),
+            Ok(None) => None,
+            Err(_) => {
+                let why = format!(
+                    "the request body did not arrive in time (whole body within {}s, no pause over {}s)",
+                    whole.as_secs(),
+                    BODY_IDLE.as_secs()
+                );
+                let err = std::io::Error::new(std::io::ErrorKind::TimedOut, why);
+                Some((Err(PayloadError::Io(err)), None))
+            }
+        }
+    });
+    type Boxed =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<actix_web::web::Bytes, PayloadError>>>>;
+    let boxed: Boxed = Box::pin(timed);
+    req.set_payload(actix_web::dev::Payload::from(boxed));
+    next.call(req).await
 }
 
 /// Paths served without a token: probes, Prometheus and the dashboard's static files.

@@ -91,7 +91,12 @@ async fn read_body(mut payload: Payload, limit: usize) -> Result<String, ApiErro
     };
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading body: {e}")))?;
+        let chunk = chunk.map_err(|e| match &e {
+            actix_web::error::PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, "Timeout", io.to_string())
+            }
+            _ => ApiError::bad_request(format!("reading body: {e}")),
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
