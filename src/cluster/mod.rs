@@ -37,6 +37,8 @@ pub mod host;
 pub mod identity;
 pub mod member;
 pub mod meta;
+#[cfg(test)]
+mod proptests;
 pub mod runtime;
 pub mod sim;
 pub mod transport;

@@ -576,6 +576,34 @@ mod tests {
         assert_eq!(stats.rejected.load(Ordering::Relaxed), 2);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// After a valid handshake, arbitrary bytes as frames (the frame decoder's input)
+        /// never reach the handler unless tagged, and the server keeps serving.
+        #[test]
+        fn arbitrary_frames_never_reach_the_handler(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+        ) {
+            static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+            let rt = RT.get_or_init(|| tokio::runtime::Runtime::new().unwrap());
+            rt.block_on(async {
+                let key = derive_key("secret", "rpc");
+                let (addr, stats) = echo_server(key).await;
+                let stream = TcpStream::connect(addr).await.unwrap();
+                let mut s = Session::handshake(stream, key, &ours(), true).await.unwrap();
+                s.stream.write_all(&bytes).await.unwrap();
+                s.stream.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.stream.read_to_end(&mut rest)).await;
+                assert_eq!(stats.requests_in.load(Ordering::Relaxed), 0);
+                let client = Client::new(key, ours(), Arc::new(TransportStats::default()));
+                let resp = client.call(addr, &[1, 2], Duration::from_secs(5)).await.unwrap();
+                assert_eq!(resp, vec![2, 1], "still serving");
+            });
+        }
+    }
+
     #[test]
     fn keys_differ_by_token_and_purpose() {
         assert_ne!(derive_key("a", "rpc"), derive_key("b", "rpc"));

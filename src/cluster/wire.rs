@@ -76,7 +76,7 @@ pub enum Packet<'a> {
     Control(Control),
 }
 
-fn seal(key: &[u8; 32], sender: &Sender, kind: u8, body: &[u8]) -> Vec<u8> {
+pub(crate) fn seal(key: &[u8; 32], sender: &Sender, kind: u8, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + OVERHEAD);
     out.push(kind);
     out.extend_from_slice(&sender.cluster);

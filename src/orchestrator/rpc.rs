@@ -65,8 +65,12 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
         .expect("encoding in memory cannot fail")
 }
 
+/// Decodes at most this many bytes of claimed lengths (a frame is at most 64 MiB).
+const MAX_DECODE: usize = 2 * crate::cluster::transport::MAX_FRAME;
+
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-    bincode::serde::decode_from_slice(b, bincode::config::standard())
+    let config = bincode::config::standard().with_limit::<MAX_DECODE>();
+    bincode::serde::decode_from_slice(b, config)
         .map(|(v, _)| v)
         .map_err(|e| e.to_string())
 }
@@ -108,4 +112,33 @@ pub async fn call(
     let body = client.call(addr, &encode(request), timeout).await?;
     decode(&body)
         .map_err(|e| TransportError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever an authenticated peer sends as a request body decodes or is refused;
+        /// it never panics.
+        #[test]
+        fn arbitrary_request_bodies_decode_or_are_refused(
+            body in proptest::collection::vec(any::<u8>(), 0..4096),
+        ) {
+            let _ = decode::<Request>(&body);
+        }
+
+        /// Real requests with bytes changed: the same.
+        #[test]
+        fn mutated_requests_decode_or_are_refused(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut body = encode(&Request::Write(Command::Batch(vec![Command::Barrier])));
+            let i = at.index(body.len());
+            body[i] ^= byte;
+            let _ = decode::<Request>(&body);
+        }
+    }
 }
