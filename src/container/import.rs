@@ -242,3 +242,177 @@ fn too_big(what: &str, size: u64) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::container::testkit::{any_file_contains, gzip, snapshot, tar, Raw};
+
+    const CANARY: &[u8] = b"root:$6$canary-secret-that-must-never-be-stored:19000:0:99999:7:::";
+
+    /// A temp dir with `outside/shadow` (the canary) and an image store under `images`.
+    fn setup() -> (tempfile::TempDir, PathBuf, ImageStore) {
+        let tmp = tempfile::tempdir().unwrap();
+        let shadow = tmp.path().join("outside/shadow");
+        fs::create_dir_all(shadow.parent().unwrap()).unwrap();
+        fs::write(&shadow, CANARY).unwrap();
+        let store = ImageStore::open(&tmp.path().join("images")).unwrap();
+        (tmp, shadow, store)
+    }
+
+    fn docker_entries(layer_name: &str) -> Vec<Raw> {
+        let manifest =
+            json!([{"Config": "cfg.json", "RepoTags": ["evil:1"], "Layers": [layer_name]}]);
+        vec![
+            Raw::file("manifest.json", manifest.to_string().as_bytes()),
+            Raw::file("cfg.json", br#"{"architecture":"amd64","os":"linux"}"#),
+        ]
+    }
+
+    /// Nothing of a refused import remains: no image, no blob, no scratch or temp file.
+    fn assert_nothing_left(store: &ImageStore) {
+        assert!(store.list().unwrap().is_empty(), "no image named");
+        let blobs: Vec<_> = fs::read_dir(store.layout().join("blobs/sha256"))
+            .unwrap()
+            .collect();
+        assert!(blobs.is_empty(), "no blob left: {blobs:?}");
+        let mut top: Vec<String> = fs::read_dir(store.layout())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        top.sort();
+        assert_eq!(
+            top,
+            ["blobs", "index.json", "oci-layout"],
+            "no scratch left"
+        );
+    }
+
+    fn import_tar(store: &ImageStore, dir: &Path, bytes: &[u8]) -> Result<Vec<ImageInfo>> {
+        let path = dir.join("in.tar");
+        fs::write(&path, bytes).unwrap();
+        store.import(&path)
+    }
+
+    #[test]
+    fn absolute_or_parent_layer_paths_in_manifest_json_are_refused() {
+        let (tmp, shadow, store) = setup();
+        let abs = shadow.to_str().unwrap().to_string();
+        for (layer, says) in [
+            (abs.as_str(), "absolute path"),
+            ("../../outside/shadow", "leaves the archive"),
+            ("a/../../../outside/shadow", "leaves the archive"),
+        ] {
+            let e = import_tar(&store, tmp.path(), &tar(&docker_entries(layer)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{layer}: {e}");
+            assert!(!any_file_contains(store.layout(), CANARY), "{layer}");
+            assert_nothing_left(&store);
+        }
+    }
+
+    #[test]
+    fn a_layer_tar_that_is_a_symlink_or_hard_link_is_refused() {
+        let (tmp, shadow, store) = setup();
+        let abs = shadow.to_str().unwrap();
+        for (kind, target, says) in [
+            (tar::EntryType::Symlink, abs, "is a symlink in the archive"),
+            (tar::EntryType::Symlink, "../../outside/shadow", "a symlink"),
+            (tar::EntryType::Link, abs, "is a hard link in the archive"),
+        ] {
+            let mut entries = docker_entries("abc/layer.tar");
+            entries.push(Raw::link("abc/layer.tar", kind, target));
+            let e = import_tar(&store, tmp.path(), &tar(&entries))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{kind:?} {target}: {e}");
+            assert!(!any_file_contains(store.layout(), CANARY));
+            assert_nothing_left(&store);
+        }
+        // The same in a directory import: symlinks are not followed there either.
+        let dir = tmp.path().join("unpacked");
+        fs::create_dir_all(dir.join("abc")).unwrap();
+        let manifest =
+            json!([{"Config": "cfg.json", "RepoTags": ["evil:1"], "Layers": ["abc/layer.tar"]}]);
+        fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+        fs::write(dir.join("cfg.json"), b"{}").unwrap();
+        std::os::unix::fs::symlink(&shadow, dir.join("abc/layer.tar")).unwrap();
+        let e = store.import(&dir).unwrap_err().to_string();
+        assert!(e.contains("abc/layer.tar is a symlink"), "{e}");
+        assert!(!any_file_contains(store.layout(), CANARY));
+        assert_nothing_left(&store);
+    }
+
+    #[test]
+    fn oci_digests_are_checked_before_a_path_is_made() {
+        let (tmp, shadow, store) = setup();
+        let src = tmp.path().join("layout");
+        fs::create_dir_all(src.join("blobs/sha256")).unwrap();
+        fs::write(src.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        let evil = format!(
+            "sha256:../../../outside/{}",
+            shadow.file_name().unwrap().to_str().unwrap()
+        );
+        let index = json!({"schemaVersion": 2, "manifests": [{"mediaType": MANIFEST_TYPE,
+            "digest": evil, "size": CANARY.len(), "annotations": {REF_NAME: "x:1"}}]});
+        fs::write(src.join("index.json"), index.to_string()).unwrap();
+        let e = store.import(&src).unwrap_err().to_string();
+        assert!(e.contains("only sha256 digests are supported"), "{e}");
+        assert_nothing_left(&store);
+    }
+
+    #[test]
+    fn an_outer_archive_bomb_is_refused_and_leaves_nothing() {
+        let (tmp, _, store) = setup();
+        // 64 MiB of zeros gzips to ~64 KiB: far past 100:1 once 16 MiB are out.
+        let mut entries = docker_entries("layer.tar");
+        entries.push(Raw::file("layer.tar", &vec![0u8; 64 << 20]));
+        let bomb = gzip(&tar(&entries));
+        assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+        let e = import_tar(&store, tmp.path(), &bomb).unwrap_err();
+        assert!(matches!(e, ContainerError::Limit { .. }), "{e}");
+        let e = e.to_string();
+        assert!(e.contains("archive") && e.contains("in.tar"), "{e}");
+        assert!(e.contains("more than 100 times its compressed size"), "{e}");
+        assert_nothing_left(&store);
+    }
+
+    #[test]
+    fn a_refused_image_unnames_and_removes_what_the_import_added() {
+        let (tmp, _, store) = setup();
+        let in_tar = tmp.path().join("in.tar");
+        let outside = || snapshot(tmp.path(), &[store.layout(), &in_tar]);
+        let before = outside();
+        // The first image is fine, the second names a layer the archive lacks.
+        let manifest = json!([
+            {"Config": "cfg.json", "RepoTags": ["good:1"], "Layers": ["good.tar"]},
+            {"Config": "cfg.json", "RepoTags": ["bad:1"], "Layers": ["missing.tar"]},
+        ]);
+        let entries = vec![
+            Raw::file("manifest.json", manifest.to_string().as_bytes()),
+            Raw::file("cfg.json", b"{}"),
+            Raw::file("good.tar", &tar(&[Raw::file("etc/hello", b"hi")])),
+        ];
+        let e = import_tar(&store, tmp.path(), &tar(&entries)).unwrap_err();
+        assert!(e.to_string().contains("missing.tar"), "{e}");
+        assert_nothing_left(&store);
+        // A JSON document past the cap is refused by name.
+        let big = format!("[{}]", " ".repeat(MAX_METADATA as usize));
+        let e = import_tar(
+            &store,
+            tmp.path(),
+            &tar(&[Raw::file("manifest.json", big.as_bytes())]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("manifest.json is larger than 4 MiB"), "{e}");
+        assert_nothing_left(&store);
+        // Nothing outside the store was touched by any of it.
+        assert!(before.contains_key("outside/shadow"));
+        assert_eq!(outside(), before);
+    }
+}

@@ -222,3 +222,113 @@ fn real_dir(dest: &Path, rel: &Path) -> io::Result<PathBuf> {
     }
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::image;
+    use crate::container::testkit::{gzip, layout_with, snapshot, tar, Raw};
+    use tar::EntryType;
+
+    /// A temp dir with a victim directory beside the store; unpacks `layers` as app:1.
+    fn unpack(layers: &[(Vec<u8>, bool)]) -> (tempfile::TempDir, Result<Vec<PathBuf>>) {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("victim/keep")).unwrap();
+        fs::write(tmp.path().join("victim/secret"), b"canary").unwrap();
+        let layout = tmp.path().join("layout");
+        layout_with(&layout, layers);
+        let img = image::open(&layout, "app:1").unwrap();
+        let r = unpack_layers(&tmp.path().join("store"), &layout, &img);
+        (tmp, r)
+    }
+
+    fn victim(tmp: &tempfile::TempDir) -> std::collections::BTreeMap<String, String> {
+        snapshot(&tmp.path().join("victim"), &[])
+    }
+
+    #[test]
+    fn a_gzip_bomb_layer_is_refused_at_the_cap_naming_the_layer() {
+        let zeros = vec![0u8; 64 << 20];
+        // A file of zeros, and a tiny tar followed by zeros in the same gzip stream.
+        let trailing = [tar(&[Raw::file("a", b"1")]), zeros.clone()].concat();
+        for raw in [tar(&[Raw::file("big", &zeros)]), trailing] {
+            let bomb = gzip(&raw);
+            let digest = format!("sha256:{}", crate::container::testkit::sha256(&bomb));
+            let (tmp, r) = unpack(&[(bomb, true)]);
+            let e = r.unwrap_err();
+            assert!(matches!(e, ContainerError::Limit { .. }), "{e}");
+            let e = e.to_string();
+            assert!(
+                e.starts_with(&format!("layer {digest} unpacks to more than 100 times")),
+                "{e}"
+            );
+            assert!(e.contains("100:1 beyond the first 16 MiB"), "{e}");
+            // Nothing half-unpacked in the cache.
+            let cache = tmp.path().join("store/layers/sha256");
+            assert_eq!(fs::read_dir(cache).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn whiteouts_are_made_only_inside_the_layer() {
+        // A symlink to a directory outside, then a whiteout beneath it.
+        let (tmp, r) = unpack(&[(
+            tar(&[
+                Raw::link("etc", EntryType::Symlink, "../../../../victim"),
+                Raw::file("etc/sub/.wh.secret", b""),
+            ]),
+            false,
+        )]);
+        let e = r.unwrap_err().one_line();
+        assert!(e.contains("etc is a symlink"), "{e}");
+        // Only what setup made: no `sub` directory was created through the symlink.
+        let names: Vec<_> = victim(&tmp).into_keys().collect();
+        assert_eq!(names, ["keep", "secret"]);
+        // `.wh...` names the layer dir's parent (the cache): refused, the cache survives.
+        for name in [".wh...", ".wh..", "a/.wh..."] {
+            let (tmp, r) = unpack(&[
+                (tar(&[Raw::file("ok", b"1")]), false),
+                (tar(&[Raw::file(name, b"")]), false),
+            ]);
+            let e = r.unwrap_err().one_line();
+            assert!(e.contains("is not a file name to hide"), "{name}: {e}");
+            let cache = tmp.path().join("store/layers/sha256");
+            assert_eq!(fs::read_dir(&cache).unwrap().count(), 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn layer_entries_cannot_reach_outside() {
+        let tmp_probe = tempfile::tempdir().unwrap();
+        let abs_victim = tmp_probe.path().join("abs-victim");
+        let entries = [
+            // An absolute path lands inside the layer, as with Docker.
+            Raw::file(abs_victim.to_str().unwrap(), b"inside"),
+            // Writing through a symlink to outside, and hard-linking a file outside.
+            Raw::link("out", EntryType::Symlink, "../../../../victim"),
+            Raw::file("out/planted", b"x"),
+        ];
+        let (tmp, r) = unpack(&[(tar(&entries), false)]);
+        assert!(r.is_err());
+        assert!(!abs_victim.exists());
+        assert!(!tmp.path().join("victim/planted").exists());
+        let secret = tmp.path().join("victim/secret");
+        let (tmp2, r) = unpack(&[(
+            tar(&[Raw::link("h", EntryType::Link, secret.to_str().unwrap())]),
+            false,
+        )]);
+        assert!(r.is_err());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            fs::metadata(&secret).unwrap().nlink(),
+            1,
+            "no hard link to it"
+        );
+        drop(tmp2);
+        // An absolute path alone is fine and stays inside.
+        let (tmp, r) = unpack(&[(tar(&[Raw::file("/etc/motd", b"hi")]), false)]);
+        let dirs = r.unwrap();
+        assert_eq!(fs::read(dirs[0].join("etc/motd")).unwrap(), b"hi");
+        assert_eq!(victim(&tmp).len(), 2);
+    }
+}

@@ -24,8 +24,9 @@
 //! one ([`runtime::become_subreaper`]) and reaps with [`runtime::try_reap`].
 //!
 //! Files: `image` (OCI layouts, rootfs), `layer` (unpacking layers into the cache),
-//! `store` (the node's image store, `image import`), `archive` (reading untrusted import
-//! archives and directories), `limits` (size, ratio and entry caps), `spec` ([`spec::ContainerSpec`] and the
+//! `store` (the node's image store), `import` (`image import`), `archive` (reading untrusted import
+//! archives and directories), `limits` (size, ratio and entry caps), `testkit` (hostile
+//! archives for tests), `spec` ([`spec::ContainerSpec`] and the
 //! OCI runtime spec built from it), `runtime` (libcontainer calls), `helper` (the verbs).
 //! May call: only the crate root's `error_chain`. Unsafe code: mount/umount, mknod, setns, ioctl,
 //! prctl, waitpid (each with a `// SAFETY:` note).
@@ -41,6 +42,8 @@ pub mod registry;
 pub mod runtime;
 pub mod spec;
 pub mod store;
+#[cfg(test)]
+mod testkit;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
