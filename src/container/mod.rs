@@ -25,8 +25,8 @@
 //!
 //! Files: `image` (OCI layouts, rootfs), `layer` (unpacking layers into the cache),
 //! `store` (the node's image store), `import` (`image import`), `archive` (reading untrusted import
-//! archives and directories), `limits` (size, ratio and entry caps), `testkit` (hostile
-//! archives for tests), `spec` ([`spec::ContainerSpec`] and the
+//! archives and directories), `limits` (size, ratio and entry caps), `testkit` and
+//! `proptests` (hostile archives for tests), `spec` ([`spec::ContainerSpec`] and the
 //! OCI runtime spec built from it), `runtime` (libcontainer calls), `helper` (the verbs).
 //! May call: only the crate root's `error_chain`. Unsafe code: mount/umount, mknod, setns, ioctl,
 //! prctl, waitpid (each with a `// SAFETY:` note).
@@ -38,6 +38,8 @@ mod import;
 pub mod layer;
 pub mod limits;
 pub mod network;
+#[cfg(test)]
+mod proptests;
 pub mod registry;
 pub mod runtime;
 pub mod spec;
