@@ -324,3 +324,104 @@ mod tests {
         assert_eq!(Reference::parse("library/busybox:1").registry, None);
     }
 }
+
+#[cfg(test)]
+mod pull_tests {
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::container::testkit::sha256;
+
+    /// A registry answering GETs from `routes` (path -> body), 404 otherwise; port 0.
+    fn serve(routes: HashMap<String, Vec<u8>>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap() <= 2 {
+                        break;
+                    }
+                }
+                let (status, body) = match routes.get(&path) {
+                    Some(b) => ("200 OK", b.clone()),
+                    None => ("404 Not Found", b"no".to_vec()),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {OCI_MANIFEST}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(&body);
+            }
+        });
+        base
+    }
+
+    fn blob_count(store: &ImageStore) -> usize {
+        std::fs::read_dir(store.layout().join("blobs/sha256"))
+            .unwrap()
+            .count()
+    }
+
+    #[test]
+    fn a_failed_pull_leaves_nothing_and_bad_digests_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(&tmp.path().join("images")).unwrap();
+        let (config, layer) = (b"{}".to_vec(), b"layer bytes".to_vec());
+        let (cd, ld) = (
+            format!("sha256:{}", sha256(&config)),
+            format!("sha256:{}", sha256(&layer)),
+        );
+        let manifest = |layers: Value| {
+            json!({"schemaVersion": 2, "config": {"digest": cd, "size": 2}, "layers": layers})
+                .to_string()
+                .into_bytes()
+        };
+        let routes = HashMap::from([
+            (format!("/v2/app/blobs/{cd}"), config.clone()),
+            (format!("/v2/app/blobs/{ld}"), b"not the layer".to_vec()),
+            (
+                "/v2/app/manifests/bad".to_string(),
+                manifest(json!([{"digest": ld}])),
+            ),
+            (
+                "/v2/app/manifests/evil".to_string(),
+                manifest(json!([{"digest": "sha256:../../../../etc/shadow"}])),
+            ),
+            (
+                "/v2/app/manifests/sha256:".to_string() + &"0".repeat(64),
+                manifest(json!([])),
+            ),
+        ]);
+        let source = Source {
+            base: serve(routes),
+            token: None,
+        };
+        let pull = |tag: &str| source.pull(&store, &Reference::parse(&format!("app:{tag}")), "x");
+        // The config came in before the layer failed its digest: it is removed again.
+        let e = pull("bad").unwrap_err().to_string();
+        assert!(e.contains(&ld) && e.contains("does not match"), "{e}");
+        assert_eq!(blob_count(&store), 0, "nothing half-pulled");
+        // A digest that is not sha256:<64 hex> is refused before any URL or path.
+        let e = pull("evil").unwrap_err().to_string();
+        assert!(e.contains("only sha256 digests are supported"), "{e}");
+        assert_eq!(blob_count(&store), 0);
+        // A manifest fetched by digest must hash to it.
+        let by_digest = Reference::parse(&format!("app@sha256:{}", "0".repeat(64)));
+        let e = source
+            .pull(&store, &by_digest, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the manifest served by"), "{e}");
+        assert!(store.list().unwrap().is_empty());
+    }
+}
