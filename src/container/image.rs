@@ -8,25 +8,31 @@
 //! path, the `trusted.overlay.opaque` xattr for an opaque directory), so the overlay mount
 //! needs no conversion and the copy fallback applies the same markers.
 //!
-//! Sync, runs in the helper process. May call: nothing else in the crate.
+//! Unpacking layers lives in [`layer`](super::layer) (re-exported here); every JSON file
+//! read here is capped at [`MAX_METADATA`](super::limits::MAX_METADATA).
+//!
+//! Sync, runs in the helper process. May call: `layer`, `limits`.
 
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use super::limits::{read_limited, MAX_METADATA};
 use super::{ContainerError, Result};
+
+pub use super::layer::{layer_dir, unpack_layers};
 
 /// The index.json annotation that names an image.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+pub(super) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// What an image says about running it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,8 +102,7 @@ pub fn open(layout: &Path, reference: &str) -> Result<Image> {
     {
         return Err(bad(format!("unsupported oci-layout {text}")));
     }
-    let index = ImageIndex::from_file(layout.join("index.json"))
-        .map_err(|e| bad(format!("index.json: {e}")))?;
+    let index = read_index(layout)?;
     let wanted = normalize_reference(reference);
     let found = index.manifests().iter().find(|d| {
         d.annotations()
@@ -143,7 +148,7 @@ pub fn open(layout: &Path, reference: &str) -> Result<Image> {
 }
 
 /// `sha256:<hex>` -> the hex part, refusing anything that is not a sha256 digest.
-fn sha256_hex(digest: &str) -> Result<&str> {
+pub(crate) fn sha256_hex(digest: &str) -> Result<&str> {
     match digest.strip_prefix("sha256:") {
         Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(hex),
         _ => Err(ContainerError::Digest {
@@ -153,20 +158,45 @@ fn sha256_hex(digest: &str) -> Result<&str> {
     }
 }
 
-fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf> {
+pub(super) fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf> {
     Ok(layout.join("blobs/sha256").join(sha256_hex(digest)?))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads at most [`MAX_METADATA`] bytes of a JSON file.
+fn read_json_file(layout: &Path, path: &Path, what: &str) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(|e| ContainerError::io(format!("reading {what}"), e))?;
+    read_limited(file, MAX_METADATA)
+        .map_err(|e| ContainerError::io(format!("reading {what}"), e))?
+        .ok_or_else(|| ContainerError::BadImage {
+            layout: layout.to_path_buf(),
+            message: format!(
+                "{what} is larger than {} (the limit for a JSON document)",
+                super::limits::bytes(MAX_METADATA)
+            ),
+        })
+}
+
+fn read_index(layout: &Path) -> Result<ImageIndex> {
+    let bad = |message: String| ContainerError::BadImage {
+        layout: layout.to_path_buf(),
+        message: format!("index.json: {message}"),
+    };
+    let bytes = match read_json_file(layout, &layout.join("index.json"), "index.json") {
+        Err(ContainerError::Io { source, .. }) => return Err(bad(source.to_string())),
+        other => other?,
+    };
+    ImageIndex::from_reader(&bytes[..]).map_err(|e| bad(e.to_string()))
 }
 
 /// Reads a small blob (manifest, config) and checks its size and digest.
 fn read_blob(layout: &Path, desc: &Descriptor) -> Result<Vec<u8>> {
     let digest = desc.digest().to_string();
     let path = blob_path(layout, &digest)?;
-    let bytes =
-        fs::read(&path).map_err(|e| ContainerError::io(format!("reading blob {digest}"), e))?;
+    let bytes = read_json_file(layout, &path, &format!("blob {digest}"))?;
     check(
         &digest,
         desc.size(),
@@ -176,7 +206,7 @@ fn read_blob(layout: &Path, desc: &Descriptor) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn check(digest: &str, want_size: u64, size: u64, actual_hex: &str) -> Result<()> {
+pub(super) fn check(digest: &str, want_size: u64, size: u64, actual_hex: &str) -> Result<()> {
     if size != want_size {
         return Err(ContainerError::Digest {
             digest: digest.into(),
@@ -192,143 +222,11 @@ fn check(digest: &str, want_size: u64, size: u64, actual_hex: &str) -> Result<()
     Ok(())
 }
 
-/// Counts and hashes what passes through.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
-/// The cache directory of one layer under `store`.
-pub fn layer_dir(store: &Path, digest: &str) -> Result<PathBuf> {
-    Ok(store.join("layers/sha256").join(sha256_hex(digest)?))
-}
-
-/// Unpacks every layer of `image` that is not cached yet; returns the layer dirs, bottom
-/// first. A layer is unpacked into a temporary dir and renamed into place only after its
-/// digest checked out, so a cached dir is always complete.
-pub fn unpack_layers(store: &Path, layout: &Path, image: &Image) -> Result<Vec<PathBuf>> {
-    let parent = store.join("layers/sha256");
-    fs::create_dir_all(&parent)
-        .map_err(|e| ContainerError::io(format!("creating {}", parent.display()), e))?;
-    let mut dirs = Vec::new();
-    for layer in &image.layers {
-        let dir = layer_dir(store, &layer.digest)?;
-        if !dir.is_dir() {
-            let tmp = parent.join(format!(
-                ".tmp-{}-{}",
-                sha256_hex(&layer.digest)?,
-                std::process::id()
-            ));
-            let _ = remove_any(&tmp);
-            let result = unpack_layer(layout, layer, &tmp).and_then(|()| {
-                match fs::rename(&tmp, &dir) {
-                    Ok(()) => Ok(()),
-                    // Another helper got there first; its copy is as good as ours.
-                    Err(_) if dir.is_dir() => Ok(()),
-                    Err(e) => Err(ContainerError::io(
-                        format!("moving layer into {}", dir.display()),
-                        e,
-                    )),
-                }
-            });
-            let _ = remove_any(&tmp);
-            result?;
-        }
-        dirs.push(dir);
-    }
-    Ok(dirs)
-}
-
-/// Unpacks one layer blob into `dest`, converting whiteouts, verifying the digest.
-fn unpack_layer(layout: &Path, layer: &Layer, dest: &Path) -> Result<()> {
-    let digest = &layer.digest;
-    let path = blob_path(layout, digest)?;
-    let file =
-        File::open(&path).map_err(|e| ContainerError::io(format!("opening layer {digest}"), e))?;
-    fs::create_dir_all(dest)
-        .map_err(|e| ContainerError::io(format!("creating {}", dest.display()), e))?;
-    let mut hashing = Hashing {
-        inner: BufReader::with_capacity(1 << 20, file),
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
-    let mt = layer.media_type.as_str();
-    let what = |e| ContainerError::io(format!("unpacking layer {digest}"), e);
-    if mt.ends_with("zstd") {
-        return Err(ContainerError::BadImage {
-            layout: layout.to_path_buf(),
-            message: format!("layer {digest}: zstd layers are not supported"),
-        });
-    }
-    if mt.ends_with("gzip") {
-        let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(&mut hashing));
-        unpack_entries(&mut archive, dest).map_err(what)?;
-        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(what)?;
-    } else {
-        let mut archive = tar::Archive::new(&mut hashing);
-        unpack_entries(&mut archive, dest).map_err(what)?;
-    }
-    io::copy(&mut hashing, &mut io::sink()).map_err(what)?;
-    let actual = hex(&hashing.hasher.finalize());
-    check(digest, layer.size, hashing.bytes, &actual)
-}
-
-fn unpack_entries<R: Read>(archive: &mut tar::Archive<R>, dest: &Path) -> io::Result<()> {
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
-    archive.set_preserve_mtime(true);
-    archive.set_overwrite(true);
-    let root = fs::canonicalize(dest)?;
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.into_owned();
-        if path.components().any(|c| c == Component::ParentDir) {
-            return Err(io::Error::other(format!("unsafe path {path:?} in layer")));
-        }
-        let rel: PathBuf = path
-            .components()
-            .filter(|c| matches!(c, Component::Normal(_)))
-            .collect();
-        let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-            continue; // the archive's root directory
-        };
-        let Some(hidden) = name.strip_prefix(".wh.") else {
-            entry.unpack_in(dest)?;
-            continue;
-        };
-        let parent = dest.join(rel.parent().unwrap_or(Path::new("")));
-        fs::create_dir_all(&parent)?;
-        if !fs::canonicalize(&parent)?.starts_with(&root) {
-            return Err(io::Error::other(format!(
-                "whiteout {path:?} escapes the layer"
-            )));
-        }
-        if hidden == ".wh..opq" {
-            set_xattr(&parent, OPAQUE_XATTR, b"y")?;
-        } else {
-            let target = parent.join(hidden);
-            remove_any(&target)?;
-            mknod(&target, libc::S_IFCHR, 0)?;
-        }
-    }
-    Ok(())
-}
-
 fn cstring(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
 }
 
-fn mknod(path: &Path, kind: libc::mode_t, rdev: libc::dev_t) -> io::Result<()> {
+pub(super) fn mknod(path: &Path, kind: libc::mode_t, rdev: libc::dev_t) -> io::Result<()> {
     let c = cstring(path)?;
     // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
     if unsafe { libc::mknod(c.as_ptr(), kind, rdev) } != 0 {
@@ -337,7 +235,7 @@ fn mknod(path: &Path, kind: libc::mode_t, rdev: libc::dev_t) -> io::Result<()> {
     Ok(())
 }
 
-fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+pub(super) fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let (c, n) = (
         cstring(path)?,
         CString::new(name).map_err(io::Error::other)?,
@@ -374,7 +272,7 @@ fn is_whiteout(meta: &fs::Metadata) -> bool {
 }
 
 /// Removes a file, symlink or directory tree; a missing path is fine.
-fn remove_any(path: &Path) -> io::Result<()> {
+pub(super) fn remove_any(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),
@@ -522,11 +420,7 @@ pub fn remove_bundle(bundle: &Path) -> Result<()> {
 
 /// The images named in a layout's index.json, for messages and listings.
 pub fn list(layout: &Path) -> Result<Vec<String>> {
-    let index =
-        ImageIndex::from_file(layout.join("index.json")).map_err(|e| ContainerError::BadImage {
-            layout: layout.to_path_buf(),
-            message: format!("index.json: {e}"),
-        })?;
+    let index = read_index(layout)?;
     let empty = HashMap::new();
     Ok(index
         .manifests()

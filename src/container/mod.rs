@@ -23,18 +23,29 @@
 //! re-parented to the nearest child subreaper. A caller that wants exit codes makes itself
 //! one ([`runtime::become_subreaper`]) and reaps with [`runtime::try_reap`].
 //!
-//! Files: `image` (OCI layouts, layer cache, rootfs), `spec` ([`spec::ContainerSpec`] and the
+//! Files: `image` (OCI layouts, rootfs), `layer` (unpacking layers into the cache),
+//! `store` (the node's image store), `import` (`image import`), `archive` (reading untrusted import
+//! archives and directories), `limits` (size, ratio and entry caps), `testkit` and
+//! `proptests` (hostile archives for tests), `spec` ([`spec::ContainerSpec`] and the
 //! OCI runtime spec built from it), `runtime` (libcontainer calls), `helper` (the verbs).
 //! May call: only the crate root's `error_chain`. Unsafe code: mount/umount, mknod, setns, ioctl,
 //! prctl, waitpid (each with a `// SAFETY:` note).
 
+pub mod archive;
 pub mod helper;
 pub mod image;
+mod import;
+pub mod layer;
+pub mod limits;
 pub mod network;
+#[cfg(test)]
+mod proptests;
 pub mod registry;
 pub mod runtime;
 pub mod spec;
 pub mod store;
+#[cfg(test)]
+mod testkit;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -58,6 +69,9 @@ pub enum ContainerError {
     ImageNotFound { reference: String, layout: PathBuf },
     #[error("bad image layout {layout}: {message}")]
     BadImage { layout: PathBuf, message: String },
+    /// An image, layer or archive past one of the [`limits`].
+    #[error("{what} {why}")]
+    Limit { what: String, why: String },
     #[error("blob {digest} is corrupt: {message}")]
     Digest { digest: String, message: String },
     #[error("invalid container spec: {0}")]

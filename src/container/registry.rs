@@ -2,18 +2,21 @@
 //! pull from (and push to) a registry such as Debian's `docker-registry`, and pull from a
 //! peer node, whose API serves its own store under `/v1/registry/v2/...` with the same
 //! paths. Every blob is checked against its digest before it is stored; the image is named
-//! in the store only after all of its blobs are in.
+//! in the store only after all of its blobs are in, and a failed pull removes the blobs it
+//! added. Digests a source names are checked (`sha256:<64 hex>`) before any URL or path
+//! is made from them; manifests are read up to `limits::MAX_METADATA`, blobs are streamed
+//! to disk up to [`MAX_BLOB`].
 //!
 //! Blocking (ureq): callers in async code use `spawn_blocking`.
 
-use std::io::Read;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::image::{normalize_reference, REF_NAME};
-use super::store::{ImageInfo, ImageStore};
+use super::image::{normalize_reference, sha256_hex, REF_NAME};
+use super::limits::{self, read_limited, MAX_METADATA};
+use super::store::{ImageInfo, ImageStore, Stored};
 use super::{ContainerError, Result};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -96,18 +99,10 @@ impl Source {
         format!("{}/v2/{repo}/{rest}", self.base.trim_end_matches('/'))
     }
 
-    /// GETs a manifest or blob; Ok(None) on 404.
-    fn get(&self, url: &str, accept: &str) -> Result<Option<(String, Vec<u8>)>> {
+    /// GETs `url`; Ok(None) on 404.
+    fn call(&self, url: &str, accept: &str) -> Result<Option<ureq::Response>> {
         match self.request("GET", url).set("Accept", accept).call() {
-            Ok(r) => {
-                let media = r.content_type().to_string();
-                let mut body = Vec::new();
-                r.into_reader()
-                    .take(MAX_BLOB)
-                    .read_to_end(&mut body)
-                    .map_err(|e| fail(format!("reading {url}: {e}")))?;
-                Ok(Some((media, body)))
-            }
+            Ok(r) => Ok(Some(r)),
             Err(ureq::Error::Status(404, _)) => Ok(None),
             Err(ureq::Error::Status(code, r)) => Err(fail(format!(
                 "GET {url}: HTTP {code} {}",
@@ -117,32 +112,80 @@ impl Source {
         }
     }
 
-    fn blob(&self, repo: &str, digest: &str) -> Result<Vec<u8>> {
-        let url = self.url(repo, &format!("blobs/{digest}"));
-        let (_, body) = self
-            .get(&url, "*/*")?
-            .ok_or_else(|| fail(format!("{url}: blob not found")))?;
-        if format!("sha256:{}", hex(&body)) != digest {
-            return Err(ContainerError::Digest {
-                digest: digest.into(),
-                message: format!("the content served by {} does not match", self.base),
-            });
+    /// GETs a manifest (at most [`MAX_METADATA`] bytes); with `digest`, checks the body
+    /// against it. Ok(None) on 404.
+    fn manifest(&self, url: &str, digest: Option<&str>) -> Result<Option<Vec<u8>>> {
+        let accept = [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST].join(", ");
+        let Some(r) = self.call(url, &accept)? else {
+            return Ok(None);
+        };
+        let body = read_limited(r.into_reader(), MAX_METADATA)
+            .map_err(|e| fail(format!("reading {url}: {e}")))?
+            .ok_or_else(|| ContainerError::Limit {
+                what: format!("the manifest at {url}"),
+                why: format!("is larger than {} (the limit)", limits::bytes(MAX_METADATA)),
+            })?;
+        if let Some(d) = digest {
+            if format!("sha256:{}", hex(&body)) != d {
+                return Err(ContainerError::Digest {
+                    digest: d.into(),
+                    message: format!("the manifest served by {} does not match", self.base),
+                });
+            }
         }
-        Ok(body)
+        Ok(Some(body))
+    }
+
+    /// Streams a blob into `store`, checked against its digest.
+    fn blob(&self, store: &ImageStore, repo: &str, digest: &str) -> Result<Stored> {
+        sha256_hex(digest)?;
+        let url = self.url(repo, &format!("blobs/{digest}"));
+        let r = self
+            .call(&url, "*/*")?
+            .ok_or_else(|| fail(format!("{url}: blob not found")))?;
+        store
+            .put_blob_from(r.into_reader(), Some(digest), MAX_BLOB)
+            .map_err(|e| match e {
+                ContainerError::Digest { digest, .. } => ContainerError::Digest {
+                    digest,
+                    message: format!("the content served by {} does not match", self.base),
+                },
+                e => e,
+            })
     }
 
     /// Pulls `reference` into `store`, naming it `name`. Ok(None) when the source does
-    /// not have it.
+    /// not have it. The image is named only once all its blobs are in; a failed pull
+    /// removes the blobs it added.
     pub fn pull(
         &self,
         store: &ImageStore,
         reference: &Reference,
         name: &str,
     ) -> Result<Option<ImageInfo>> {
+        let mut created = Vec::new();
+        let pulled = self.pull_blobs(store, reference, name, &mut created);
+        if !matches!(pulled, Ok(Some(_))) {
+            store.discard(&created);
+        }
+        pulled
+    }
+
+    fn pull_blobs(
+        &self,
+        store: &ImageStore,
+        reference: &Reference,
+        name: &str,
+        created: &mut Vec<String>,
+    ) -> Result<Option<ImageInfo>> {
         let repo = &reference.repository;
-        let accept = [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST].join(", ");
+        let by_digest = reference.tag.starts_with("sha256:");
+        if by_digest {
+            sha256_hex(&reference.tag)?;
+        }
         let url = self.url(repo, &format!("manifests/{}", reference.tag));
-        let Some((_, mut body)) = self.get(&url, &accept)? else {
+        let Some(mut body) = self.manifest(&url, by_digest.then_some(reference.tag.as_str()))?
+        else {
             return Ok(None);
         };
         let mut manifest: Value = serde_json::from_slice(&body)
@@ -161,28 +204,31 @@ impl Source {
                 .and_then(|d| d["digest"].as_str())
                 .ok_or_else(|| fail(format!("{url}: no linux/{} image", std::env::consts::ARCH)))?
                 .to_string();
+            sha256_hex(&pick)?;
             let url = self.url(repo, &format!("manifests/{pick}"));
-            let (_, b) = self
-                .get(&url, &accept)?
+            body = self
+                .manifest(&url, Some(&pick))?
                 .ok_or_else(|| fail(format!("{url}: manifest not found")))?;
-            manifest = serde_json::from_slice(&b).map_err(|e| fail(format!("{url}: {e}")))?;
-            body = b;
+            manifest = serde_json::from_slice(&body).map_err(|e| fail(format!("{url}: {e}")))?;
         }
         let mut size = 0;
         let parts: Vec<String> = std::iter::once(&manifest["config"])
             .chain(manifest["layers"].as_array().into_iter().flatten())
             .map(|p| {
-                p["digest"]
+                let d = p["digest"]
                     .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| fail(format!("{url}: a part without a digest")))
+                    .ok_or_else(|| fail(format!("{url}: a part without a digest")))?;
+                sha256_hex(d)?;
+                Ok(d.to_string())
             })
             .collect::<Result<_>>()?;
         for digest in &parts {
             if !store.has_blob(digest) {
-                let bytes = self.blob(repo, digest)?;
-                size += bytes.len() as u64;
-                store.put_blob(&bytes)?;
+                let stored = self.blob(store, repo, digest)?;
+                size += stored.size;
+                if stored.created {
+                    created.push(stored.digest);
+                }
             }
         }
         let digest = store.put_blob(&body)?;
@@ -276,5 +322,106 @@ mod tests {
         assert_eq!(r.registry.as_deref(), Some("registry.local"));
         assert_eq!(r.tag, "sha256:abc");
         assert_eq!(Reference::parse("library/busybox:1").registry, None);
+    }
+}
+
+#[cfg(test)]
+mod pull_tests {
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::container::testkit::sha256;
+
+    /// A registry answering GETs from `routes` (path -> body), 404 otherwise; port 0.
+    fn serve(routes: HashMap<String, Vec<u8>>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap() <= 2 {
+                        break;
+                    }
+                }
+                let (status, body) = match routes.get(&path) {
+                    Some(b) => ("200 OK", b.clone()),
+                    None => ("404 Not Found", b"no".to_vec()),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {OCI_MANIFEST}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(&body);
+            }
+        });
+        base
+    }
+
+    fn blob_count(store: &ImageStore) -> usize {
+        std::fs::read_dir(store.layout().join("blobs/sha256"))
+            .unwrap()
+            .count()
+    }
+
+    #[test]
+    fn a_failed_pull_leaves_nothing_and_bad_digests_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(&tmp.path().join("images")).unwrap();
+        let (config, layer) = (b"{}".to_vec(), b"layer bytes".to_vec());
+        let (cd, ld) = (
+            format!("sha256:{}", sha256(&config)),
+            format!("sha256:{}", sha256(&layer)),
+        );
+        let manifest = |layers: Value| {
+            json!({"schemaVersion": 2, "config": {"digest": cd, "size": 2}, "layers": layers})
+                .to_string()
+                .into_bytes()
+        };
+        let routes = HashMap::from([
+            (format!("/v2/app/blobs/{cd}"), config.clone()),
+            (format!("/v2/app/blobs/{ld}"), b"not the layer".to_vec()),
+            (
+                "/v2/app/manifests/bad".to_string(),
+                manifest(json!([{"digest": ld}])),
+            ),
+            (
+                "/v2/app/manifests/evil".to_string(),
+                manifest(json!([{"digest": "sha256:../../../../etc/shadow"}])),
+            ),
+            (
+                "/v2/app/manifests/sha256:".to_string() + &"0".repeat(64),
+                manifest(json!([])),
+            ),
+        ]);
+        let source = Source {
+            base: serve(routes),
+            token: None,
+        };
+        let pull = |tag: &str| source.pull(&store, &Reference::parse(&format!("app:{tag}")), "x");
+        // The config came in before the layer failed its digest: it is removed again.
+        let e = pull("bad").unwrap_err().to_string();
+        assert!(e.contains(&ld) && e.contains("does not match"), "{e}");
+        assert_eq!(blob_count(&store), 0, "nothing half-pulled");
+        // A digest that is not sha256:<64 hex> is refused before any URL or path.
+        let e = pull("evil").unwrap_err().to_string();
+        assert!(e.contains("only sha256 digests are supported"), "{e}");
+        assert_eq!(blob_count(&store), 0);
+        // A manifest fetched by digest must hash to it.
+        let by_digest = Reference::parse(&format!("app@sha256:{}", "0".repeat(64)));
+        let e = source
+            .pull(&store, &by_digest, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the manifest served by"), "{e}");
+        assert!(store.list().unwrap().is_empty());
     }
 }

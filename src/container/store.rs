@@ -4,20 +4,35 @@
 //! addressed and verified on the way in; removing an image deletes the blobs no remaining
 //! image uses.
 //!
-//! Sync, file-based; writes index.json atomically (write + rename). May call: `image`.
+//! Blobs are streamed to disk (never whole in memory) and appear under their digest only
+//! when complete; a blob's path is made only from a checked `sha256:<64 hex>` digest.
+//! Importing lives in [`import`](super::import).
+//!
+//! Sync, file-based; writes index.json atomically (write + rename). May call: `image`,
+//! `limits`.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::image::{normalize_reference, REF_NAME};
+use super::image::{self, normalize_reference, REF_NAME};
+use super::limits;
 use super::{ContainerError, Result};
 
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// A blob written by [`ImageStore::put_blob_from`].
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub digest: String,
+    pub size: u64,
+    /// Whether this call created it (it was not in the store before).
+    pub created: bool,
+}
 
 /// One image in the store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -32,18 +47,19 @@ pub struct ImageStore {
     dir: PathBuf,
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
     let what = what.into();
     move |e| ContainerError::io(what, e)
 }
 
-fn bad(path: &Path, message: impl Into<String>) -> ContainerError {
+pub(crate) fn bad(path: &Path, message: impl Into<String>) -> ContainerError {
     ContainerError::BadImage {
         layout: path.to_path_buf(),
         message: message.into(),
     }
 }
 
+#[cfg(test)]
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -89,209 +105,121 @@ impl ImageStore {
         fs::rename(&tmp, self.dir.join("index.json")).map_err(io("replacing index.json"))
     }
 
-    fn blob_path(&self, digest: &str) -> PathBuf {
-        self.dir
+    /// The file of a blob; the digest must be `sha256:<64 hex>` (it may come from a
+    /// manifest or a request, and must never name another file).
+    fn blob_path(&self, digest: &str) -> Result<PathBuf> {
+        Ok(self
+            .dir
             .join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
+            .join(image::sha256_hex(digest)?))
     }
 
     /// Stores `bytes` as a blob; returns its digest.
     pub(crate) fn put_blob(&self, bytes: &[u8]) -> Result<String> {
-        let hex = sha256_hex(bytes);
-        let path = self.blob_path(&hex);
-        if !path.exists() {
-            let tmp = path.with_extension("tmp");
-            fs::write(&tmp, bytes).map_err(io("writing a blob"))?;
-            fs::rename(&tmp, &path).map_err(io("storing a blob"))?;
+        Ok(self.put_blob_from(bytes, None, u64::MAX)?.digest)
+    }
+
+    /// Streams a blob into the store (never whole in memory), refusing more than `limit`
+    /// bytes and, with `expect` (`sha256:<hex>`), content of another digest. The blob
+    /// appears under its digest only once complete.
+    pub(crate) fn put_blob_from(
+        &self,
+        mut reader: impl Read,
+        expect: Option<&str>,
+        limit: u64,
+    ) -> Result<Stored> {
+        let what = expect.unwrap_or("a blob");
+        if let Some(d) = expect {
+            image::sha256_hex(d)?;
         }
-        Ok(format!("sha256:{hex}"))
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".blob-")
+            .tempfile_in(&self.dir)
+            .map_err(io("creating a blob file"))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(io(format!("reading {what}")))?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            if size > limit {
+                return Err(ContainerError::Limit {
+                    what: what.to_string(),
+                    why: format!("is larger than {} (the limit)", limits::bytes(limit)),
+                });
+            }
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n]).map_err(io("writing a blob"))?;
+        }
+        let hex: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let digest = format!("sha256:{hex}");
+        if let Some(d) = expect.filter(|d| **d != digest) {
+            return Err(ContainerError::Digest {
+                digest: d.to_string(),
+                message: format!("content hashes to {digest}"),
+            });
+        }
+        let path = self.blob_path(&digest)?;
+        let created = !path.exists();
+        if created {
+            tmp.persist(&path)
+                .map_err(|e| ContainerError::io("storing a blob", e.error))?;
+        }
+        Ok(Stored {
+            digest,
+            size,
+            created,
+        })
     }
 
     pub(crate) fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
-        let path = self.blob_path(digest);
+        let path = self.blob_path(digest)?;
         fs::read(&path).map_err(io(format!("reading blob {digest}")))
     }
 
-    /// Imports every named image of an OCI layout (directory or tar) or a `docker save`
-    /// archive. Returns what was imported.
-    pub fn import(&self, source: &Path) -> Result<Vec<ImageInfo>> {
-        if source.is_dir() {
-            return self.import_dir(source);
-        }
-        let scratch = tempfile::Builder::new()
-            .prefix(".import-")
-            .tempdir_in(&self.dir)
-            .map_err(io("creating an import directory"))?;
-        let file = fs::File::open(source).map_err(io(format!("opening {}", source.display())))?;
-        let mut magic = [0u8; 2];
-        let gz = fs::File::open(source)
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .is_ok()
-            && magic == [0x1f, 0x8b];
-        let reader: Box<dyn Read> = if gz {
-            Box::new(flate2::read::GzDecoder::new(file))
-        } else {
-            Box::new(file)
-        };
-        tar::Archive::new(reader)
-            .unpack(scratch.path())
-            .map_err(|e| bad(source, format!("not a readable tar archive: {e}")))?;
-        self.import_dir(scratch.path())
-    }
-
-    fn import_dir(&self, src: &Path) -> Result<Vec<ImageInfo>> {
-        if src.join("index.json").exists() && src.join("oci-layout").exists() {
-            self.import_oci(src)
-        } else if src.join("manifest.json").exists() {
-            self.import_docker(src)
-        } else {
-            Err(bad(src, "neither an OCI image layout (oci-layout, index.json) nor a docker archive (manifest.json)"))
-        }
-    }
-
-    /// Copies a verified blob from another layout.
-    fn copy_blob(&self, src: &Path, digest: &str) -> Result<u64> {
-        let hex = digest
-            .strip_prefix("sha256:")
-            .ok_or_else(|| bad(src, format!("unsupported digest {digest}")))?;
-        let bytes = fs::read(src.join("blobs/sha256").join(hex))
-            .map_err(io(format!("reading blob {digest}")))?;
-        if sha256_hex(&bytes) != hex {
-            return Err(ContainerError::Digest {
-                digest: digest.into(),
-                message: "content does not match".into(),
-            });
-        }
-        self.put_blob(&bytes)?;
-        Ok(bytes.len() as u64)
-    }
-
-    fn import_oci(&self, src: &Path) -> Result<Vec<ImageInfo>> {
-        let text = fs::read_to_string(src.join("index.json")).map_err(io("reading index.json"))?;
-        let index: Value =
-            serde_json::from_str(&text).map_err(|e| bad(src, format!("index.json: {e}")))?;
-        let mut imported = Vec::new();
-        for desc in index["manifests"].as_array().into_iter().flatten() {
-            let Some(name) = desc["annotations"][REF_NAME].as_str() else {
-                continue;
-            };
-            let digest = desc["digest"]
-                .as_str()
-                .ok_or_else(|| bad(src, "manifest without digest"))?;
-            let mut size = self.copy_blob(src, digest)?;
-            let manifest: Value = serde_json::from_slice(&self.read_blob(digest)?)
-                .map_err(|e| bad(src, format!("manifest {digest}: {e}")))?;
-            let parts = std::iter::once(&manifest["config"])
-                .chain(manifest["layers"].as_array().into_iter().flatten());
-            for part in parts {
-                let d = part["digest"]
-                    .as_str()
-                    .ok_or_else(|| bad(src, format!("manifest {digest} lacks a digest")))?;
-                size += self.copy_blob(src, d)?;
-            }
-            let mut entry = desc.clone();
-            entry["annotations"][REF_NAME] = Value::String(normalize_reference(name));
-            self.tag(entry)?;
-            imported.push(ImageInfo {
-                name: normalize_reference(name),
-                digest: digest.to_string(),
-                size,
-            });
-        }
-        if imported.is_empty() {
-            return Err(bad(
-                src,
-                format!("no image in index.json carries a {REF_NAME} annotation"),
-            ));
-        }
-        Ok(imported)
-    }
-
-    /// `docker save` archives: manifest.json lists config and layer files and RepoTags.
-    fn import_docker(&self, src: &Path) -> Result<Vec<ImageInfo>> {
-        let text =
-            fs::read_to_string(src.join("manifest.json")).map_err(io("reading manifest.json"))?;
-        let entries: Value =
-            serde_json::from_str(&text).map_err(|e| bad(src, format!("manifest.json: {e}")))?;
-        let mut imported = Vec::new();
-        for entry in entries.as_array().into_iter().flatten() {
-            let file = |rel: &str| -> Result<Vec<u8>> {
-                if rel.contains("..") {
-                    return Err(bad(src, format!("path {rel} leaves the archive")));
+    /// Removes blobs a failed import or pull created, unless an image now uses them.
+    pub(crate) fn discard(&self, created: &[String]) {
+        let Ok(live) = self.live() else { return };
+        for digest in created {
+            if let Ok(path) = self.blob_path(digest) {
+                if !live.contains(digest.trim_start_matches("sha256:")) {
+                    let _ = fs::remove_file(path);
                 }
-                fs::read(src.join(rel)).map_err(io(format!("reading {rel} from the archive")))
-            };
-            let config = file(
-                entry["Config"]
-                    .as_str()
-                    .ok_or_else(|| bad(src, "entry without Config"))?,
-            )?;
-            let config_digest = self.put_blob(&config)?;
-            let mut size = config.len() as u64;
-            let mut layers = Vec::new();
-            for rel in entry["Layers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                let bytes = file(rel)?;
-                let media = if bytes.starts_with(&[0x1f, 0x8b]) {
-                    "application/vnd.oci.image.layer.v1.tar+gzip"
-                } else {
-                    "application/vnd.oci.image.layer.v1.tar"
-                };
-                size += bytes.len() as u64;
-                layers.push(json!({"mediaType": media, "digest": self.put_blob(&bytes)?, "size": bytes.len()}));
-            }
-            let manifest = json!({
-                "schemaVersion": 2,
-                "mediaType": MANIFEST_TYPE,
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-                "layers": layers,
-            });
-            let manifest_bytes = serde_json::to_vec(&manifest).expect("JSON");
-            let digest = self.put_blob(&manifest_bytes)?;
-            size += manifest_bytes.len() as u64;
-            let tags: Vec<String> = entry["RepoTags"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(normalize_reference)
-                .collect();
-            if tags.is_empty() {
-                return Err(bad(
-                    src,
-                    "an image in manifest.json has no RepoTags to name it by",
-                ));
-            }
-            for name in tags {
-                self.tag(json!({"mediaType": MANIFEST_TYPE, "digest": digest, "size": manifest_bytes.len(),
-                                "annotations": {REF_NAME: name}}))?;
-                imported.push(ImageInfo {
-                    name,
-                    digest: digest.clone(),
-                    size,
-                });
             }
         }
-        Ok(imported)
     }
 
-    /// Adds or replaces the index entry with this entry's name.
-    pub(crate) fn tag(&self, entry: Value) -> Result<()> {
-        let name = entry["annotations"][REF_NAME]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+    /// Adds or replaces the index entries with these entries' names, in one write.
+    pub(crate) fn tag_all(&self, entries: &[Value]) -> Result<()> {
+        let names: BTreeSet<&str> = entries
+            .iter()
+            .filter_map(|e| e["annotations"][REF_NAME].as_str())
+            .collect();
         let mut index = self.index()?;
         let manifests = index["manifests"]
             .as_array_mut()
             .ok_or_else(|| bad(&self.dir, "index.json has no manifests"))?;
-        manifests.retain(|d| d["annotations"][REF_NAME].as_str() != Some(name.as_str()));
-        manifests.push(entry);
+        manifests.retain(|d| {
+            !d["annotations"][REF_NAME]
+                .as_str()
+                .is_some_and(|n| names.contains(n))
+        });
+        manifests.extend(entries.iter().cloned());
         self.write_index(&index)
+    }
+
+    /// Adds or replaces the index entry with this entry's name.
+    pub(crate) fn tag(&self, entry: Value) -> Result<()> {
+        self.tag_all(&[entry])
     }
 
     /// The index entry (manifest descriptor) of an image, by name.
@@ -308,10 +236,7 @@ impl ImageStore {
 
     /// Whether the blob is stored (and so can be served).
     pub fn has_blob(&self, digest: &str) -> bool {
-        digest.starts_with("sha256:")
-            && digest.len() == 71
-            && digest[7..].bytes().all(|b| b.is_ascii_hexdigit())
-            && self.blob_path(digest).exists()
+        self.blob_path(digest).is_ok_and(|p| p.is_file())
     }
 
     pub fn list(&self) -> Result<Vec<ImageInfo>> {
@@ -360,8 +285,8 @@ impl ImageStore {
         Ok(info)
     }
 
-    /// Deletes blobs that no indexed manifest reaches.
-    fn collect_garbage(&self) -> Result<()> {
+    /// The hex digests of every blob an indexed image reaches.
+    fn live(&self) -> Result<BTreeSet<String>> {
         let mut live = BTreeSet::new();
         for desc in self.index()?["manifests"].as_array().into_iter().flatten() {
             let Some(digest) = desc["digest"].as_str() else {
@@ -377,6 +302,12 @@ impl ImageStore {
                 }
             }
         }
+        Ok(live)
+    }
+
+    /// Deletes blobs that no indexed manifest reaches.
+    fn collect_garbage(&self) -> Result<()> {
+        let live = self.live()?;
         let blobs = self.dir.join("blobs/sha256");
         for entry in fs::read_dir(&blobs).map_err(io("listing blobs"))?.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
