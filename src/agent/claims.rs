@@ -86,7 +86,23 @@ pub fn unpack(dir: &Path, version: u64, bytes: &[u8]) -> std::io::Result<bool> {
     let tmp = tempfile::Builder::new()
         .prefix(".claim-")
         .tempdir_in(parent)?;
-    tar::Archive::new(flate2::read::GzDecoder::new(bytes)).unpack(tmp.path())?;
+    // A copy comes from a peer holding the token, but is still bounded as an image layer
+    // is (size and gzip ratio), so a bad or buggy peer cannot fill this node's disk.
+    use crate::container::limits::{Capped, Counted, Meter, MAX_IMAGE_UNPACKED};
+    let meter = Meter::new(MAX_IMAGE_UNPACKED, true);
+    let gz = flate2::read::GzDecoder::new(Counted {
+        inner: bytes,
+        meter: &meter,
+    });
+    tar::Archive::new(Capped {
+        inner: gz,
+        meter: &meter,
+    })
+    .unpack(tmp.path())
+    .map_err(|e| match meter.exceeded() {
+        Some(why) => std::io::Error::other(format!("the claim copy {why}")),
+        None => e,
+    })?;
     let old = parent.join(format!(".old-{version}"));
     if dir.exists() {
         fs::rename(dir, &old)?;
@@ -220,6 +236,29 @@ pub async fn push_changed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A copy from a peer is bounded like an image layer: a small gzip bomb is refused and
+    /// leaves neither the claim nor scratch dirs behind.
+    #[test]
+    fn a_gzip_bomb_copy_is_refused_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("bomb");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("zeros"), vec![0u8; 64 << 20]).unwrap();
+        let bytes = pack(&src).unwrap();
+        assert!(bytes.len() < 1 << 20, "{} bytes", bytes.len());
+        let parent = tmp.path().join("default");
+        let dst = parent.join("data-db-0");
+        let err = unpack(&dst, 1, &bytes).unwrap_err();
+        assert!(err.to_string().contains("100"), "{err}");
+        assert!(!dst.exists());
+        assert_eq!(local_version(&dst), 0);
+        assert_eq!(
+            fs::read_dir(&parent).unwrap().count(),
+            0,
+            "scratch left behind"
+        );
+    }
 
     #[test]
     fn copies_round_trip_and_only_newer_ones_replace() {
