@@ -313,7 +313,11 @@ pub fn end_workloads_with(data: &Path, exe: &Path) {
         .map(|c| c.id)
         .collect();
     // A crash between mounting a rootfs and saving the container's state leaves a bundle only.
-    for entry in std::fs::read_dir(root.join("bundles")).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(root.join("bundles"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let id = entry.file_name().to_string_lossy().into_owned();
         if !ids.contains(&id) {
             ids.push(id);

@@ -57,7 +57,8 @@ impl LocalNode {
             match self.spawn_and_wait_bound(exe, deadline) {
                 Ok(()) => return Ok(()),
                 Err(why) => {
-                    let log = std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default();
+                    let log =
+                        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default();
                     let this_run = log.get(log_from as usize..).unwrap_or_default();
                     let taken = this_run
                         .lines()
@@ -66,9 +67,7 @@ impl LocalNode {
                         Some(_) if self.ports.is_some() && Instant::now() < deadline => {
                             std::thread::sleep(Duration::from_millis(200));
                         }
-                        Some(line) => {
-                            return Err(format!("{}: {why}: {}", self.name, line.trim()))
-                        }
+                        Some(line) => return Err(format!("{}: {why}: {}", self.name, line.trim())),
                         None => {
                             return Err(format!(
                                 "{}: {why}; see {}",
@@ -93,7 +92,14 @@ impl LocalNode {
         let [api, rpc, gossip] = self.ports.unwrap_or([0, 0, 0]).map(|p| p.to_string());
         let child = Command::new(exe)
             .args(&self.args)
-            .args(["--api-port", &api, "--rpc-port", &rpc, "--gossip-port", &gossip])
+            .args([
+                "--api-port",
+                &api,
+                "--rpc-port",
+                &rpc,
+                "--gossip-port",
+                &gossip,
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)

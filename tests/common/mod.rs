@@ -33,6 +33,8 @@ pub struct TestNode {
     pub netns: Option<String>,
     /// api, rpc and gossip ports of the first start, reused on restart.
     ports: Option<[u16; 3]>,
+    /// Environment variables set for the node process (e.g. a PATH without a tool).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestNode {
@@ -54,6 +56,21 @@ impl TestNode {
         wait_ready: bool,
         netns: Option<&str>,
     ) -> TestNode {
+        Self::start_full(name, extra, wait_ready, netns, &[])
+    }
+
+    /// A fresh node with extra arguments and environment variables for its process.
+    pub fn start_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> TestNode {
+        Self::start_full(name, extra, true, None, env)
+    }
+
+    fn start_full(
+        name: &str,
+        extra: &[&str],
+        wait_ready: bool,
+        netns: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> TestNode {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("omni-{name}-"))
             .tempdir()
@@ -71,6 +88,10 @@ impl TestNode {
             wait_ready,
             netns: netns.map(str::to_string),
             ports: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         node.launch();
         node
@@ -151,7 +172,8 @@ impl TestNode {
             .env(
                 "RUST_LOG",
                 std::env::var("OMNICLOUD_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
-            );
+            )
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
