@@ -428,6 +428,15 @@ mod tests {
     }
 
     #[test]
+    fn mount_points_are_read_back_unescaped() {
+        assert_eq!(
+            unescape_mount_path(r"/tmp/omni-a\040b/rootfs\134x"),
+            r"/tmp/omni-a b/rootfs\x"
+        );
+        assert_eq!(unescape_mount_path(r"/plain\04"), r"/plain\04");
+    }
+
+    #[test]
     fn the_config_is_one_the_node_loads() {
         let a = InstallArgs {
             join: vec!["10.0.0.1:7946".into()],
