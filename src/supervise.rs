@@ -146,7 +146,7 @@ pub fn announce_degraded(
         warning: true,
         reason: degraded.reason().into(),
         message: degraded.message().into(),
-        source: format!("agent/{node}"),
+        source: "node-network".into(),
     };
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     // Logs the warning (once) and makes the event's write.
