@@ -3,9 +3,31 @@
 # defaults in a throwaway data dir, run the example web workload in real containers, scale
 # it, and show each replica answering on its own address. Ctrl-C deletes the workload and
 # stops the node. Containers need root; without it the workload stays Pending.
+#
+# Before anything starts, the programs it and the node need (scripts/lib/demo-deps.sh) are
+# checked and, as root with apt-get, installed; otherwise it stops naming the packages and
+# the command that installs them. `scripts/demo.sh --check-deps` does only that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release
+. scripts/lib/demo-deps.sh
+ensure_demo_deps || exit 1
+[ "${1:-}" = --check-deps ] && exit 0
+# cargo: on PATH, or the rustup install of the user who ran sudo (sudo resets PATH); the
+# build then runs as that user, so target/ stays theirs.
+build=(cargo build --release)
+if ! command -v cargo >/dev/null; then
+  home=$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)
+  if [ -n "${SUDO_USER:-}" ] && [ -x "$home/.cargo/bin/cargo" ]; then
+    build=(sudo -u "$SUDO_USER" env "PATH=$home/.cargo/bin:$PATH" cargo build --release)
+  elif [ -x "$HOME/.cargo/bin/cargo" ]; then
+    build=("$HOME/.cargo/bin/cargo" build --release)
+  else
+    echo "demo: error: cargo not found: install Rust with rustup (https://rustup.rs):" >&2
+    echo "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh" >&2
+    exit 1
+  fi
+fi
+"${build[@]}"
 BIN=$PWD/target/release/omnicloud
 OMNICLOUD_BIN=$BIN sh scripts/build-images.sh target/images
 DATA=${OMNICLOUD_DATA_DIR:-}

@@ -129,6 +129,44 @@ pub fn node_subnet(
     }
 }
 
+/// Says once, when this node's instance network came up without something instances can
+/// run without (e.g. outbound NAT): a warning in the node log and a Warning event about the
+/// node (`omnicloud get events`). The network is set up once per node process when complete
+/// or degraded, so this runs once, not on every pass.
+pub fn announce_degraded(
+    control: &ControlPlane,
+    node: &str,
+    degraded: container::network::Degraded,
+) {
+    use crate::orchestrator::controllers::events::{EventDraft, Recorder};
+    let draft = EventDraft {
+        namespace: crate::store::state_machine::DEFAULT_NAMESPACE.into(),
+        kind: "Node".into(),
+        name: node.to_string(),
+        warning: true,
+        reason: degraded.reason().into(),
+        message: degraded.message().into(),
+        source: "node-network".into(),
+    };
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    // Logs the warning (once) and makes the event's write.
+    let writes = Recorder::default().commands(vec![draft], &now);
+    let control = control.clone();
+    tokio::spawn(async move {
+        for command in writes {
+            for _ in 0..30 {
+                match control.write(command.clone()).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "writing the network warning event; retrying");
+                        tokio::time::sleep(TICK).await;
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// Local record prefixes whose records hold an `ip` field: every address in use here.
 const ADDRESS_RECORDS: [&str; 2] = ["agent/", "director/"];
 

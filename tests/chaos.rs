@@ -130,6 +130,47 @@ fn bad_chaos_options_are_refused_by_name() {
     }
 }
 
+/// A run that fails after starting a node (here: importing images that do not exist) ends
+/// that node before it exits; it used to return the error and leave the node running.
+#[test]
+fn a_run_that_fails_half_way_leaves_no_process_behind() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "chaos",
+            "--nodes",
+            "2",
+            "--kills",
+            "0",
+            "--roles",
+            "orchestrator",
+            "--cidr",
+            "10.82.0.0/16",
+            "--bridge-prefix",
+            "ochaosf",
+            "--import",
+            "/no/such/layout",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("importing images into chaos-0"), "{stderr}");
+    let log = std::fs::read_to_string(data.path().join("chaos-0/node.log")).unwrap();
+    assert!(log.contains("chaos-0"), "the node never started:\n{log}");
+    let left = Command::new("pgrep")
+        .args(["-af", &data.path().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+        "processes left behind: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
 /// Instance and VM kills: the agent restarts a SIGKILLed container, the director a
 /// SIGKILLed VMM; each kill is followed by the instance running and ready again.
 #[test]

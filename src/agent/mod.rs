@@ -388,6 +388,9 @@ async fn reconcile_loop(
                 match tokio::task::spawn_blocking(move || NodeNetwork::ensure(&b, subnet)).await {
                     Ok(Ok(n)) => {
                         tracing::info!(bridge = %n.bridge, subnet = %n.subnet, "instance network ready");
+                        if let Some(d) = n.degraded {
+                            crate::supervise::announce_degraded(&control, &shared.node, d);
+                        }
                         shared.network.send_replace(Some(n));
                     }
                     Ok(Err(e)) => tracing::error!(error = %e, "setting up the instance network"),

@@ -13,7 +13,9 @@ use tokio::sync::watch;
 
 use super::health::{self, Health, ProbeSettings, ProbeTracker, Target};
 use super::{logs, translate, usage, Shared};
-use crate::model::instance::{InstanceSpec, InstanceStatus, Phase, Termination, Usage};
+use crate::model::instance::{
+    InstanceSpec, InstanceStatus, Phase, StatusWarning, Termination, Usage,
+};
 use crate::store::ObjectKey;
 use crate::supervise::{self, Backoff};
 
@@ -101,6 +103,14 @@ impl Supervisor {
             ..Default::default()
         };
         let network = shared.wait_network().await?;
+        status.warnings = network
+            .degraded
+            .map(|d| StatusWarning {
+                reason: d.reason().into(),
+                message: d.message().into(),
+            })
+            .into_iter()
+            .collect();
         let (record, adopted_pid) = match adopted {
             Some(r) => {
                 let live = match (r.pid, r.ticks) {

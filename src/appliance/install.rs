@@ -290,30 +290,124 @@ pub fn uninstall(args: &UninstallArgs) -> Result<Vec<String>, String> {
 /// Ends what a node ran from `data`: its containers (they outlive the node), its VMMs
 /// and its fencing watchdog.
 pub fn end_workloads(data: &Path) {
+    let exe = std::env::current_exe().unwrap_or_else(|_| BIN.into());
+    end_workloads_with(data, &exe);
+}
+
+/// [`end_workloads`] with the `omnicloud` binary `exe` (a test process is not one): ends
+/// every process of `exe` whose arguments name a path in `data` (the node, its watchdog,
+/// its VMMs, container helpers still running and containers not yet past their setup),
+/// removes its containers and any bundle a crash left without container state, then
+/// unmounts whatever is still mounted under `data`, so the dir can be removed.
+pub fn end_workloads_with(data: &Path, exe: &Path) {
+    for pid in processes_of(exe, data) {
+        // SAFETY: kill(2) on a process running our binary on this data dir.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
     crate::agent::fence::stop_watchdog(data);
     let root = data.join("containers");
-    let exe = std::env::current_exe().unwrap_or_else(|_| BIN.into());
-    for c in crate::container::runtime::Runtime::new(&root)
+    let mut ids: Vec<String> = crate::container::runtime::Runtime::new(&root)
         .list()
         .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    // A crash between mounting a rootfs and saving the container's state leaves a bundle only.
+    for entry in std::fs::read_dir(root.join("bundles"))
+        .into_iter()
+        .flatten()
+        .flatten()
     {
-        let _ = Command::new(&exe)
-            .args(["__container", "delete", &c.id, "--force", "--root"])
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    for id in ids {
+        let _ = Command::new(exe)
+            .args(["__container", "delete", &id, "--force", "--root"])
             .arg(&root)
             .output();
     }
-    let marker = data.join("vms").display().to_string();
+    unmount_under(data);
+}
+
+/// Pids of the processes running `exe` with an argument that is `dir` or a path in it.
+fn processes_of(exe: &Path, dir: &Path) -> Vec<i32> {
+    let exe = std::fs::canonicalize(exe).unwrap_or_else(|_| exe.to_path_buf());
+    let dir = dir.display().to_string();
+    let inside = format!("{dir}/");
+    let me = std::process::id() as i32;
+    let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
+        let runs = std::fs::read_link(entry.path().join("exe")).is_ok_and(|p| {
+            // A binary rebuilt while it runs reads as "PATH (deleted)".
+            let p = p.display().to_string();
+            Path::new(p.trim_end_matches(" (deleted)")) == exe
+        });
+        if pid == me || !runs {
+            continue;
+        }
         let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd);
-        if cmd.contains("__vmm") && cmd.contains(&marker) {
-            // SAFETY: kill(2) on a VMM process started for this data dir.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+        let names_dir = cmd.split(|b| *b == 0).any(|arg| {
+            let arg = String::from_utf8_lossy(arg);
+            let path = arg.rsplit_once('=').map_or(&*arg, |(_, v)| v);
+            path == dir || path.starts_with(&inside)
+        });
+        if names_dir {
+            pids.push(pid);
         }
     }
+    pids
+}
+
+/// Detaches every mount at or below `dir`, deepest first (overlay rootfs mounts a killed
+/// node or helper left).
+fn unmount_under(dir: &Path) {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mount_path(p)))
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+            continue;
+        };
+        // SAFETY: `c` is a NUL-terminated path; MNT_DETACH only detaches this mount.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal escapes.
+fn unescape_mount_path(p: &str) -> String {
+    let mut out = Vec::new();
+    let b = p.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (b[i], octal) {
+            (b'\\', Some(v)) => {
+                out.push(v);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -331,6 +425,15 @@ mod tests {
             no_start: true,
             force: false,
         }
+    }
+
+    #[test]
+    fn mount_points_are_read_back_unescaped() {
+        assert_eq!(
+            unescape_mount_path(r"/tmp/omni-a\040b/rootfs\134x"),
+            r"/tmp/omni-a b/rootfs\x"
+        );
+        assert_eq!(unescape_mount_path(r"/plain\04"), r"/plain\04");
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! same data dir and ports, as a crashed machine comes back.
 
 use std::fs::File;
-use std::net::TcpListener;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde::Deserialize;
 
 use crate::cli::client::Client;
 
@@ -14,32 +16,120 @@ pub struct LocalNode {
     pub name: String,
     pub dir: PathBuf,
     pub api: String,
-    pub gossip: u16,
+    /// Gossip address (`127.0.0.1:port`) the node bound.
+    pub gossip: String,
     args: Vec<String>,
+    /// api, rpc and gossip ports of the first start (port 0: the node picks), reused on
+    /// every restart: peers and the Raft membership remember them.
+    ports: Option<[u16; 3]>,
     child: Option<Child>,
     pub bridge: String,
 }
+
+/// What a node writes to `<data-dir>/endpoints.json` once its sockets are bound.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Endpoints {
+    api_url: String,
+    api: SocketAddr,
+    rpc: SocketAddr,
+    gossip: SocketAddr,
+    pid: u32,
+}
+
+/// How long a (re)started node may take to bind its ports, retries included.
+const BIND_LIMIT: Duration = Duration::from_secs(30);
 
 impl LocalNode {
     pub fn alive(&self) -> bool {
         self.child.is_some()
     }
 
+    /// Starts the node process and waits until it has bound its ports. The first start
+    /// passes port 0 and reads the ports back from endpoints.json, so no port is guessed.
+    /// A restart passes the same ports; if another process took one while the node was
+    /// down, the node exits with "Address already in use" and is started again until the
+    /// port is free (up to [`BIND_LIMIT`]), then the run fails naming the port.
     fn launch(&mut self, exe: &Path) -> Result<(), String> {
+        let deadline = Instant::now() + BIND_LIMIT;
+        loop {
+            let log_from = std::fs::metadata(self.dir.join("node.log")).map_or(0, |m| m.len());
+            match self.spawn_and_wait_bound(exe, deadline) {
+                Ok(()) => return Ok(()),
+                Err(why) => {
+                    let log =
+                        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default();
+                    let this_run = log.get(log_from as usize..).unwrap_or_default();
+                    let taken = this_run
+                        .lines()
+                        .find(|l| l.contains("Address already in use"));
+                    match taken {
+                        Some(_) if self.ports.is_some() && Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        Some(line) => return Err(format!("{}: {why}: {}", self.name, line.trim())),
+                        None => {
+                            return Err(format!(
+                                "{}: {why}; see {}",
+                                self.name,
+                                self.dir.join("node.log").display()
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn spawn_and_wait_bound(&mut self, exe: &Path, deadline: Instant) -> Result<(), String> {
+        let endpoints = self.dir.join("endpoints.json");
+        let _ = std::fs::remove_file(&endpoints);
         let log = File::options()
             .create(true)
             .append(true)
             .open(self.dir.join("node.log"))
             .map_err(|e| format!("{}: node.log: {e}", self.name))?;
+        let [api, rpc, gossip] = self.ports.unwrap_or([0, 0, 0]).map(|p| p.to_string());
         let child = Command::new(exe)
             .args(&self.args)
+            .args([
+                "--api-port",
+                &api,
+                "--rpc-port",
+                &rpc,
+                "--gossip-port",
+                &gossip,
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
             .map_err(|e| format!("starting {}: {e}", self.name))?;
-        self.child = Some(child);
-        Ok(())
+        let pid = child.id();
+        let child = self.child.insert(child);
+        loop {
+            let bound = std::fs::read(&endpoints)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Endpoints>(&b).ok())
+                .filter(|e| e.pid == pid);
+            if let Some(e) = bound {
+                self.api = e.api_url;
+                self.gossip = e.gossip.to_string();
+                self.ports = Some([e.api.port(), e.rpc.port(), e.gossip.port()]);
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Err(format!("exited at start ({status})"));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "did not bind its ports within {}s",
+                    BIND_LIMIT.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL: nothing of the node's shutdown runs (its containers keep running).
@@ -67,22 +157,18 @@ impl LocalNode {
     }
 }
 
+/// The nodes of a run. Dropping it (a run that failed, or panicked) ends them and all they
+/// left, as [`LocalCluster::shutdown`] does.
 pub struct LocalCluster {
     pub nodes: Vec<LocalNode>,
     pub token: String,
     exe: PathBuf,
 }
 
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("finding a free port: {e}"))
-}
-
 impl LocalCluster {
     /// Starts `n` nodes under `base` (node 0 seeds, the rest join it) and waits until every
     /// one serves the API. `cidr` is the cluster CIDR; bridges are `<bridge_prefix><i>`.
+    /// On an error the nodes already started are ended (the cluster is dropped).
     pub fn start(
         n: usize,
         base: &Path,
@@ -107,7 +193,6 @@ impl LocalCluster {
                 "[network]\ncluster_cidr = \"{cidr}\"\nbridge = \"{bridge}\"\n[agent]\nusage_report_ms = 1000\n"
             );
             std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
-            let (api, rpc, gossip) = (free_port()?, free_port()?, free_port()?);
             let mut args: Vec<String> = vec![
                 "node".into(),
                 "--name".into(),
@@ -118,12 +203,6 @@ impl LocalCluster {
                 "127.0.0.1".into(),
                 "--advertise".into(),
                 "127.0.0.1".into(),
-                "--api-port".into(),
-                api.to_string(),
-                "--rpc-port".into(),
-                rpc.to_string(),
-                "--gossip-port".into(),
-                gossip.to_string(),
                 "--roles".into(),
                 roles.into(),
                 "--config".into(),
@@ -133,31 +212,34 @@ impl LocalCluster {
                 let seed = &cluster.nodes[0];
                 args.extend([
                     "--join".into(),
-                    format!("127.0.0.1:{}", seed.gossip),
+                    seed.gossip.clone(),
                     "--token-file".into(),
                     seed.dir.join("join.token").display().to_string(),
                 ]);
             }
-            let mut node = LocalNode {
+            // In the cluster before it is started: whatever fails next, dropping the
+            // cluster ends it too.
+            cluster.nodes.push(LocalNode {
                 name,
                 dir,
-                api: format!("http://127.0.0.1:{api}"),
-                gossip,
+                api: String::new(),
+                gossip: String::new(),
                 args,
+                ports: None,
                 child: None,
                 bridge,
-            };
-            node.launch(&cluster.exe)?;
+            });
+            let exe = cluster.exe.clone();
+            cluster.nodes[i].launch(&exe)?;
             if let Some(layout) = import {
-                cluster.import(&node, layout)?;
+                cluster.import(&cluster.nodes[i], layout)?;
             }
-            cluster.wait_ready(&node, Duration::from_secs(60))?;
+            cluster.wait_ready(&cluster.nodes[i], Duration::from_secs(60))?;
             if i == 0 {
-                let token = std::fs::read_to_string(node.dir.join("admin.token"))
+                let token = std::fs::read_to_string(cluster.nodes[0].dir.join("admin.token"))
                     .map_err(|e| format!("reading the admin token: {e}"))?;
                 cluster.token = token.trim().to_string();
             }
-            cluster.nodes.push(node);
         }
         Ok(cluster)
     }
@@ -212,14 +294,21 @@ impl LocalCluster {
     }
 
     /// Stops every node and removes what they left on the host: containers and VMs (they
-    /// outlive their node by design), watchdogs and bridges. The data dirs stay (the caller decides).
+    /// outlive their node by design), watchdogs, helpers, mounts and bridges. The data
+    /// dirs stay (the caller decides). Safe to call again.
     pub fn shutdown(&mut self) {
         for n in &mut self.nodes {
             n.stop();
         }
-        for n in &self.nodes {
-            crate::appliance::install::end_workloads(&n.dir);
+        for n in self.nodes.drain(..) {
+            crate::appliance::install::end_workloads_with(&n.dir, &self.exe);
             let _ = Command::new("ip").args(["link", "del", &n.bridge]).output();
         }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }

@@ -7,8 +7,10 @@
 //! CIDR (allocated by the orchestrator, so no two overlap), which is what a route per peer
 //! subnet (or an overlay) needs.
 //!
-//! Uses `ip`, `nsenter` and `iptables` (iproute2, util-linux); no threads. Idempotent:
-//! `ensure` and `attach` can be re-run after a node restart.
+//! Uses `ip`, `nsenter` and `iptables` (iproute2, util-linux, iptables); no threads.
+//! Idempotent: `ensure` and `attach` can be re-run after a node restart. Without `iptables`
+//! the network comes up [`Degraded::NoOutboundNat`]: instances run, reaching this node and
+//! each other but nothing beyond the node.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -125,6 +127,34 @@ fn succeeds(args: &[&str]) -> bool {
 pub struct NodeNetwork {
     pub bridge: String,
     pub subnet: Subnet,
+    /// What it runs without (instances still start); None when complete.
+    pub degraded: Option<Degraded>,
+}
+
+/// Something the node's instance network lacks that instances can run without.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Degraded {
+    /// `iptables` is not installed, so there is no MASQUERADE rule: traffic from the
+    /// subnet to anything beyond the node is not translated.
+    NoOutboundNat,
+}
+
+impl Degraded {
+    /// CamelCase, as status and event reasons are.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Degraded::NoOutboundNat => "NoOutboundNAT",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Degraded::NoOutboundNat => {
+                "no outbound NAT: iptables is not installed on this node (apt-get install iptables), \
+                 so instances reach this node and each other but nothing beyond it"
+            }
+        }
+    }
 }
 
 /// Interface names are at most 15 bytes: a short stable hash of the instance id.
@@ -161,17 +191,24 @@ impl NodeNetwork {
             .chain(&rule)
             .copied()
             .collect();
-        if !succeeds(&check) {
-            let add: Vec<&str> = ["iptables", "-t", "nat", "-A", "POSTROUTING"]
-                .iter()
-                .chain(&rule)
-                .copied()
-                .collect();
-            run(&add)?;
-        }
+        let checked = Command::new(check[0]).args(&check[1..]).output();
+        let degraded = match checked {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Degraded::NoOutboundNat),
+            Ok(out) if out.status.success() => None,
+            _ => {
+                let add: Vec<&str> = ["iptables", "-t", "nat", "-A", "POSTROUTING"]
+                    .iter()
+                    .chain(&rule)
+                    .copied()
+                    .collect();
+                run(&add)?;
+                None
+            }
+        };
         Ok(NodeNetwork {
             bridge: bridge.to_string(),
             subnet,
+            degraded,
         })
     }
 

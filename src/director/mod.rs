@@ -217,7 +217,12 @@ async fn reconcile_loop(
             if let Some(subnet) = crate::supervise::node_subnet(&control, &shared.node) {
                 let b = bridge.clone();
                 match tokio::task::spawn_blocking(move || NodeNetwork::ensure(&b, subnet)).await {
-                    Ok(Ok(n)) => *shared.network.lock().unwrap() = Some(n),
+                    Ok(Ok(n)) => {
+                        if let Some(d) = n.degraded {
+                            crate::supervise::announce_degraded(&control, &shared.node, d);
+                        }
+                        *shared.network.lock().unwrap() = Some(n);
+                    }
                     Ok(Err(e)) => tracing::error!(error = %e, "setting up the VM network"),
                     Err(e) => tracing::error!(error = %e, "network setup panicked"),
                 }

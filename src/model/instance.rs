@@ -180,6 +180,18 @@ pub struct InstanceStatus {
     /// The revision (spec.revision) this status describes.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub revision: String,
+    /// What it runs without but is otherwise fine (e.g. no outbound NAT on its node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<StatusWarning>,
+}
+
+/// A degraded part of an instance's environment it runs without.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StatusWarning {
+    /// CamelCase, e.g. NoOutboundNAT.
+    pub reason: String,
+    pub message: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

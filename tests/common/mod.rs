@@ -33,6 +33,8 @@ pub struct TestNode {
     pub netns: Option<String>,
     /// api, rpc and gossip ports of the first start, reused on restart.
     ports: Option<[u16; 3]>,
+    /// Environment variables set for the node process (e.g. a PATH without a tool).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestNode {
@@ -54,6 +56,21 @@ impl TestNode {
         wait_ready: bool,
         netns: Option<&str>,
     ) -> TestNode {
+        Self::start_full(name, extra, wait_ready, netns, &[])
+    }
+
+    /// A fresh node with extra arguments and environment variables for its process.
+    pub fn start_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> TestNode {
+        Self::start_full(name, extra, true, None, env)
+    }
+
+    fn start_full(
+        name: &str,
+        extra: &[&str],
+        wait_ready: bool,
+        netns: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> TestNode {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("omni-{name}-"))
             .tempdir()
@@ -71,19 +88,51 @@ impl TestNode {
             wait_ready,
             netns: netns.map(str::to_string),
             ports: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         node.launch();
         node
     }
 
+    /// Starts the node process and waits until it has bound its ports (and, with
+    /// `wait_ready`, until it serves). A restart reuses the ports of the first start: peers
+    /// and the Raft membership remember them, as they would a real node's fixed ports. While
+    /// the node was down another process may have taken one (an ephemeral port of a client,
+    /// or a port 0 bind of a test running in parallel): the node then exits with "Address
+    /// already in use" and is started again until the port is free, for up to 30 s; then
+    /// the test fails naming the port.
     fn launch(&mut self) {
-        let endpoints = self.dir.join("endpoints.json");
-        let _ = std::fs::remove_file(&endpoints);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("node.log"))
-            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log_from = std::fs::metadata(self.dir.join("node.log")).map_or(0, |m| m.len());
+            match self.spawn_and_wait_bound(deadline) {
+                Ok(()) => break,
+                Err(why) => {
+                    let log = self.log();
+                    let this_run = log.get(log_from as usize..).unwrap_or_default();
+                    let taken = this_run.contains("Address already in use");
+                    assert!(
+                        taken && self.ports.is_some() && Instant::now() < deadline,
+                        "node {} {why}; log:\n{log}",
+                        self.name
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        self.token = std::fs::read_to_string(self.dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        if self.wait_ready {
+            self.wait_ready();
+        }
+    }
+
+    fn command(&self) -> Command {
         let mut cmd = match &self.netns {
             // nsenter switches only the network namespace; `ip netns exec` would also
             // remount /sys, hiding the cgroup hierarchy containers need.
@@ -104,8 +153,8 @@ impl TestNode {
             cmd.args(["--bind", "127.0.0.1", "--advertise", "127.0.0.1"]);
         }
         if !has("--api-port") {
-            // First start: free ports picked by the node. A restart keeps them, as a real
-            // node with a fixed configuration would.
+            // First start: port 0, the node binds free ports and reports them in
+            // endpoints.json. A restart keeps them (see `launch`).
             let [api, rpc, gossip] = self.ports.unwrap_or([0, 0, 0]).map(|p| p.to_string());
             cmd.args([
                 "--api-port",
@@ -116,8 +165,7 @@ impl TestNode {
                 &gossip,
             ]);
         }
-        let child = cmd
-            .arg("--data-dir")
+        cmd.arg("--data-dir")
             .arg(&self.dir)
             .args(&self.extra)
             // OMNICLOUD_TEST_LOG overrides the nodes' log filter when debugging a test.
@@ -125,6 +173,22 @@ impl TestNode {
                 "RUST_LOG",
                 std::env::var("OMNICLOUD_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// One start: Ok once the process reports its bound ports in endpoints.json; Err
+    /// (the reaped process's exit, or a timeout) otherwise.
+    fn spawn_and_wait_bound(&mut self, deadline: Instant) -> Result<(), String> {
+        let endpoints = self.dir.join("endpoints.json");
+        let _ = std::fs::remove_file(&endpoints);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))
+            .unwrap();
+        let child = self
+            .command()
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -132,7 +196,6 @@ impl TestNode {
             .expect("spawning omnicloud node");
         let pid = child.id();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(text) = std::fs::read_to_string(&endpoints) {
                 if let Ok(v) = serde_json::from_str::<Value>(&text) {
@@ -148,31 +211,18 @@ impl TestNode {
                                 .unwrap_or(0)
                         };
                         self.ports = Some([port("api"), port("rpc"), port("gossip")]);
-                        break;
+                        return Ok(());
                     }
                 }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "node {} exited early ({status}); log:\n{}",
-                    self.name,
-                    self.log()
-                );
+                self.child = None;
+                return Err(format!("exited early ({status})"));
             }
-            assert!(
-                Instant::now() < deadline,
-                "node {} did not start; log:\n{}",
-                self.name,
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                return Err("did not start".into());
+            }
             std::thread::sleep(Duration::from_millis(20));
-        }
-        self.token = std::fs::read_to_string(self.dir.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        if self.wait_ready {
-            self.wait_ready();
         }
     }
 
@@ -225,7 +275,7 @@ impl TestNode {
         self.extra = extra.iter().map(|s| s.to_string()).collect();
     }
 
-    /// Starts the same node again on the same data dir (ports are new).
+    /// Starts the same node again on the same data dir and ports.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the node first");
         self.launch();
@@ -278,9 +328,10 @@ impl Drop for TestNode {
         if std::thread::panicking() {
             eprintln!("---- log of node {} ----\n{}", self.name, self.log());
         }
-        // Containers outlive their node by design: remove the ones it left, so neither
-        // processes nor mounted layers outlive the test (its data dir can then go too).
-        remove_containers(&self.dir);
+        // Containers, VMMs and the fencing watchdog outlive their node by design: end them
+        // and unmount what is still mounted under the data dir, pass or fail (a panicking
+        // test unwinds through here), so nothing outlives the test and its dir can go too.
+        omnicloud::appliance::install::end_workloads_with(&self.dir, Path::new(BIN));
     }
 }
 

@@ -1,0 +1,138 @@
+//! A node whose host lacks `iptables` (a fresh Debian) still runs instances: without
+//! outbound NAT, which each instance's status says (`status.warnings`), and which the node
+//! says once, in one Warning event about the node and one line in its log, not on every
+//! pass of the agent. As root with the test images; skips loudly elsewhere (fails under
+//! OMNICLOUD_REQUIRE_ALL=1).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{eventually, TestNode};
+use serde_json::Value;
+
+const BRIDGE: &str = "ocnonat0";
+
+/// The bridge the node made goes when the test ends, pass or fail.
+struct Bridge;
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", BRIDGE])
+            .output();
+    }
+}
+
+/// `tool` as found on this process's PATH.
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+fn deployment(name: &str) -> String {
+    format!(
+        "apiVersion: omnicloud.io/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: 1\n  \
+         selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    \
+         spec:\n      containers:\n      - name: http\n        image: toolbox:latest\n        \
+         args: [workload, http, --port, \"8080\"]\n        \
+         readinessProbe: {{httpGet: {{path: /health, port: 8080}}, periodSeconds: 1}}\n"
+    )
+}
+
+/// The ready instance of Deployment `name`, once there is one.
+fn ready_instance(node: &TestNode, name: &str) -> Option<Value> {
+    let (_, list) = node.api().get(&format!(
+        "/v1/namespaces/default/instances?labelSelector=omnicloud.io/owner%3D{name}"
+    ));
+    list["items"]
+        .as_array()?
+        .iter()
+        .find(|i| i["status"]["ready"] == true)
+        .cloned()
+}
+
+#[test]
+fn without_iptables_instances_run_and_the_node_says_once_it_has_no_outbound_nat() {
+    let Some(layout) = common::images::layout() else {
+        return;
+    };
+    // The node's PATH holds what instance networking cannot do without (`ip`, and
+    // `nsenter` to configure the instance's side), and no iptables.
+    let tools = tempfile::tempdir().unwrap();
+    for tool in ["ip", "nsenter"] {
+        let found = which(tool).unwrap_or_else(|| panic!("{tool} is not installed"));
+        std::os::unix::fs::symlink(found, tools.path().join(tool)).unwrap();
+    }
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!("[network]\ncluster_cidr = \"10.81.0.0/16\"\nbridge = \"{BRIDGE}\"\n"),
+    )
+    .unwrap();
+    let _bridge = Bridge;
+    let path = tools.path().to_str().unwrap();
+    let node = TestNode::start_env(
+        "nonat",
+        &[
+            "--roles",
+            "auto",
+            "--config",
+            config.path().to_str().unwrap(),
+        ],
+        &[("PATH", path)],
+    );
+    common::images::import(&node.dir, &layout);
+
+    let (code, body) = node.api().apply(&deployment("first"));
+    assert!(code < 300, "{body}");
+    let first = eventually(Duration::from_secs(90), || ready_instance(&node, "first"))
+        .unwrap_or_else(|| panic!("no ready instance without iptables; log:\n{}", node.log()));
+    let warnings = &first["status"]["warnings"];
+    assert_eq!(warnings[0]["reason"], "NoOutboundNAT", "{first}");
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("apt-get install iptables"),
+        "{first}"
+    );
+
+    // More passes of the agent and a second instance: still one event and one log line.
+    let (code, body) = node.api().apply(&deployment("second"));
+    assert!(code < 300, "{body}");
+    let second = eventually(Duration::from_secs(90), || ready_instance(&node, "second"))
+        .expect("the second instance is ready");
+    assert_eq!(second["status"]["warnings"][0]["reason"], "NoOutboundNAT");
+    let events = eventually(Duration::from_secs(30), || {
+        let (_, v) = node.api().get("/v1/namespaces/default/events");
+        let nat: Vec<Value> = v["items"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["spec"]["reason"] == "NoOutboundNAT")
+            .cloned()
+            .collect();
+        (!nat.is_empty()).then_some(nat)
+    })
+    .expect("a NoOutboundNAT event");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let spec = &events[0]["spec"];
+    assert_eq!(spec["type"], "Warning");
+    assert_eq!(spec["count"], 1, "{spec}");
+    assert_eq!(spec["involvedObject"]["kind"], "Node");
+    assert_eq!(spec["involvedObject"]["name"], "nonat");
+    let log = node.log();
+    let said = log
+        .lines()
+        .filter(|l| l.contains("no outbound NAT"))
+        .count();
+    assert_eq!(said, 1, "log:\n{log}");
+    assert!(
+        !log.contains("setting up the instance network"),
+        "the network setup failed; log:\n{log}"
+    );
+}
