@@ -18,7 +18,8 @@
 //! |                | cluster autoscaler asking directors for worker VMs, schedules)       |
 //! | `container`    | OCI containers (libcontainer, `__container` helper), images, bridge  |
 //! | `vmm`          | microVMs on KVM: memory, vCPU threads, boot, devices, `__vmm` helper |
-//! | `cluster`      | gossip membership (foca), host facts and roles, authenticated RPC    |
+//! | `cluster`      | gossip membership (foca), admission (cluster id, name ownership),    |
+//! |                | host facts and roles, authenticated RPC                              |
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
 //! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
 //!
