@@ -49,7 +49,7 @@ use crate::config::AgentSettings;
 use crate::model::InstanceSpec;
 use crate::orchestrator::ControlPlane;
 use crate::store::ObjectKey;
-use crate::supervise::{Gate, Node, NodeNet, NodeParts, Reconciler, Wanted};
+use crate::supervise::{Counters, Gate, Node, NodeNet, NodeParts, Reconciler, Wanted};
 
 const RECORD_PREFIX: &str = "agent/";
 /// An agent that has not reached the Raft leader for this long stops its StatefulSet
@@ -216,6 +216,10 @@ pub fn spawn(
         settings: config.settings,
         logs: agent.dirs.logs.clone(),
         network: config.network,
+        counters: Counters {
+            restarts: agent.metrics.restarts.clone(),
+            supervised: agent.metrics.instances.clone(),
+        },
     };
     let shared = Arc::new(Node::new(&control, parts, agent, stop.clone()));
     let gate = Fenced {

@@ -17,7 +17,7 @@ use super::{claims, images, translate, usage, Agent, Shared};
 use crate::agent::usage::CpuRate;
 use crate::model::InstanceSpec;
 use crate::store::ObjectKey;
-use crate::supervise::{self, Ended, Exit, Probe, Record, StartError, Unit, Workload};
+use crate::supervise::{self, Ended, Exit, Probe, Record, Run, StartError, Unit, Workload};
 
 /// The container id: unique per instance incarnation, readable, at most 64 characters.
 pub fn container_id(namespace: &str, name: &str, uid: &str) -> String {
@@ -178,7 +178,7 @@ impl Workload for Agent {
 
     /// Liveness and readiness from the main container's probes; ready at once without a
     /// readiness probe.
-    fn probes(unit: &mut Unit<Agent>, pid: i32, _: Instant, _: bool) -> (Probes, bool) {
+    fn probes(unit: &mut Unit<Agent>, run: &Run) -> (Probes, bool) {
         let c = translate::main_container(&unit.spec).ok();
         let ports = c.map(translate::named_ports).unwrap_or_default();
         let settings = |p: &Option<crate::model::workload::Probe>| -> Option<ProbeSettings> {
@@ -188,7 +188,7 @@ impl Workload for Agent {
         let probes = Probes {
             target: Target {
                 ip: IpAddr::V4(unit.record.ip.unwrap_or(Ipv4Addr::UNSPECIFIED)),
-                pid,
+                pid: run.pid,
             },
             liveness: Scheduled::new(c.and_then(|c| settings(&c.liveness_probe)), start),
             readiness: Scheduled::new(c.and_then(|c| settings(&c.readiness_probe)), start),
@@ -316,14 +316,6 @@ impl Workload for Agent {
             }
             Err(e) => tracing::warn!(error = %e, "listing containers"),
         }
-    }
-
-    fn restarted(&self) {
-        self.metrics.restarts.inc();
-    }
-
-    fn supervising(&self, n: usize) {
-        self.metrics.instances.set(n as i64);
     }
 
     fn forget(&self, key: &ObjectKey) {

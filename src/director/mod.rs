@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use crate::config::{AgentSettings, DirectorSettings};
 use crate::orchestrator::ControlPlane;
 use crate::store::ObjectKey;
-use crate::supervise::{Node, NodeNet, NodeParts, Open, Reconciler};
+use crate::supervise::{Counters, Node, NodeNet, NodeParts, Open, Reconciler};
 pub use metrics::DirectorMetrics;
 
 const RECORD_PREFIX: &str = "director/";
@@ -95,6 +95,10 @@ pub fn spawn(
         settings: config.settings,
         logs,
         network: config.network,
+        counters: Counters {
+            restarts: director.metrics.restarts.clone(),
+            supervised: director.metrics.vms.clone(),
+        },
     };
     let shared = Arc::new(Node::new(&control, parts, director, stop.clone()));
     tokio::spawn(Reconciler::new(control, shared, Open).run(stop));

@@ -22,7 +22,7 @@ use super::{Director, Shared};
 use crate::agent::usage::CpuRate;
 use crate::model::{InstanceSpec, VirtualMachineSpec};
 use crate::store::ObjectKey;
-use crate::supervise::{self, Ended, Exit, Probe, Record, StartError, Unit, Workload};
+use crate::supervise::{self, Ended, Exit, Probe, Record, Run, StartError, Unit, Workload};
 use crate::vmm::VmSpec;
 
 /// A VM instance's part the director runs: its revision and VirtualMachine spec.
@@ -220,18 +220,18 @@ impl Workload for Director {
     }
 
     /// An adopted VM booted under the previous node process: ready at once.
-    fn probes(unit: &mut Unit<Director>, _: i32, started: Instant, adopted: bool) -> (Boot, bool) {
+    fn probes(unit: &mut Unit<Director>, run: &Run) -> (Boot, bool) {
         let guest = unit.spec.vm.memory.guest.bytes();
         unit.node.metrics.running(&unit.key, guest);
         let boot = Boot {
-            booted: adopted,
+            booted: run.adopted,
             next: Tick::now(),
             period: Duration::from_millis(2),
-            started,
+            started: run.started,
             // Measured before the VMM was started: a guest may print all it has before this.
             serial_at_start: unit.state.serial_mark,
         };
-        (boot, adopted)
+        (boot, run.adopted)
     }
 
     fn next_probe(boot: &Boot) -> Option<(Tick, ())> {
@@ -322,14 +322,6 @@ impl Workload for Director {
             end_vmm(pid, ticks).await;
         }
         let _ = std::fs::remove_dir_all(node.vm_dir(key));
-    }
-
-    fn restarted(&self) {
-        self.metrics.restarts.inc();
-    }
-
-    fn supervising(&self, n: usize) {
-        self.metrics.vms.set(n as i64);
     }
 
     fn forget(&self, key: &ObjectKey) {

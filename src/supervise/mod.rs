@@ -21,8 +21,10 @@ mod workload;
 pub use network::{announce_degraded, node_subnet, used_addresses, NodeNet, ADDRESS_LOCK};
 pub use process::{alive, cpu_nanos, rss_bytes, start_ticks, wait_exit};
 pub use reconciler::{Gate, Open, Reconciler};
-pub use unit::{now_rfc3339, stopped, Unit};
-pub use workload::{Ended, Exit, Node, NodeParts, Probe, Record, StartError, Wanted, Workload};
+pub use unit::{now_rfc3339, stopped, Run, Unit};
+pub use workload::{
+    Counters, Ended, Exit, Node, NodeParts, Probe, Record, StartError, Wanted, Workload,
+};
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

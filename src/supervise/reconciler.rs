@@ -103,7 +103,7 @@ impl<W: Workload, G: Gate<W::Spec>> Reconciler<W, G> {
                     self.remove_leftover(&key, &record).await;
                 }
             }
-            self.node.supervising(self.tasks.len());
+            (self.node.counters.supervised).set(self.tasks.len() as i64);
         }
     }
 

@@ -169,7 +169,7 @@ impl<W: Workload> Unit<W> {
                     if !first || self.status.last_termination.is_some() {
                         self.record.restarts += 1;
                         self.status.restarts = self.record.restarts;
-                        self.node.restarted();
+                        self.node.counters.restarts.inc();
                     }
                     let pid = W::start(self).await;
                     if pid.is_ok() {
@@ -180,16 +180,24 @@ impl<W: Workload> Unit<W> {
             };
             first = false;
             let delay = match pid {
-                Ok((pid, ticks)) => match self.run_once(pid, ticks, started, adopted, stop).await {
-                    After::Stop => return,
-                    After::Stay => {
-                        stopped(stop).await;
-                        return;
+                Ok((pid, ticks)) => {
+                    let run = Run {
+                        pid,
+                        ticks,
+                        started,
+                        adopted,
+                    };
+                    match self.run_once(&run, stop).await {
+                        After::Stop => return,
+                        After::Stay => {
+                            stopped(stop).await;
+                            return;
+                        }
+                        // A reboot the workload asked for is not a failure: no backoff.
+                        After::Reboot => Duration::ZERO,
+                        After::Restart => self.backoff.next_delay(started.elapsed()),
                     }
-                    // A reboot the workload asked for is not a failure: no backoff.
-                    After::Reboot => Duration::ZERO,
-                    After::Restart => self.backoff.next_delay(started.elapsed()),
-                },
+                }
                 Err(e) => {
                     tracing::warn!(instance = %self.key, reason = e.reason, message = %e.message, "{} did not start", W::NOUN);
                     self.status.phase = Phase::Failed;
@@ -222,24 +230,17 @@ impl<W: Workload> Unit<W> {
 
     /// One run of the process `pid`: Running until it ends (or a stop is asked for), then
     /// its end recorded and what the restart policy says.
-    async fn run_once(
-        &mut self,
-        pid: i32,
-        ticks: u64,
-        started: Instant,
-        adopted: bool,
-        stop: &mut watch::Receiver<bool>,
-    ) -> After {
-        self.record.pid = Some(pid);
-        self.record.ticks = Some(ticks);
+    async fn run_once(&mut self, run: &Run, stop: &mut watch::Receiver<bool>) -> After {
+        self.record.pid = Some(run.pid);
+        self.record.ticks = Some(run.ticks);
         self.node.save_record(&self.key, &self.record);
         self.status.phase = Phase::Running;
-        self.status.pid = Some(pid);
+        self.status.pid = Some(run.pid);
         self.status.started_at = self.record.started_at.clone();
         self.status.reason.clear();
         self.status.message.clear();
         self.report();
-        let Some(exit) = self.monitor(pid, ticks, started, adopted, stop).await else {
+        let Some(exit) = self.monitor(run, stop).await else {
             return After::Stop;
         };
         let ended = W::inspect(self, exit).await;
@@ -280,21 +281,14 @@ impl<W: Workload> Unit<W> {
 
     /// Runs until the process ends or fails its liveness probe (Some), or a stop is asked
     /// for (None).
-    async fn monitor(
-        &mut self,
-        pid: i32,
-        ticks: u64,
-        started: Instant,
-        adopted: bool,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Option<Exit> {
-        let (mut probes, ready) = W::probes(self, pid, started, adopted);
+    async fn monitor(&mut self, run: &Run, stop: &mut watch::Receiver<bool>) -> Option<Exit> {
+        let (mut probes, ready) = W::probes(self, run);
         if ready {
             self.set_ready(true, String::new());
         }
         let mut cpu = CpuRate::default();
         let mut usage_tick = tokio::time::interval(self.node.settings.usage_report);
-        let exit = wait_exit(pid, ticks);
+        let exit = wait_exit(run.pid, run.ticks);
         tokio::pin!(exit);
         let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
         loop {
@@ -313,7 +307,7 @@ impl<W: Workload> Unit<W> {
                         Probe::Failed(message) => return Some(Exit::Unhealthy(message)),
                     }
                 }
-                _ = usage_tick.tick() => self.sample_usage(pid, &mut cpu).await,
+                _ = usage_tick.tick() => self.sample_usage(run.pid, &mut cpu).await,
             }
         }
     }
@@ -344,6 +338,17 @@ impl<W: Workload> Unit<W> {
         self.node.forget(&self.key).await;
         tracing::info!(instance = %self.key, "{} removed from this node", W::NOUN);
     }
+}
+
+/// One run of an instance's process.
+pub struct Run {
+    pub pid: i32,
+    /// The process's start time (see [`super::start_ticks`]).
+    pub ticks: u64,
+    /// When the supervisor began to start it (or adopted it).
+    pub started: Instant,
+    /// Left running by a previous node process.
+    pub adopted: bool,
 }
 
 /// What follows one run.

@@ -9,13 +9,14 @@ use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::network::{free_address, NodeNet, ADDRESS_LOCK};
-use super::{Reporter, Unit};
+use super::{Reporter, Run, Unit};
 use crate::agent::usage::CpuRate;
 use crate::config::AgentSettings;
 use crate::container::network::NodeNetwork;
@@ -117,12 +118,7 @@ pub trait Workload: Sized + Send + Sync + 'static {
     /// Starts one run: its pid and start ticks. On failure nothing is left behind.
     fn start(unit: &mut Unit<Self>) -> impl Future<Output = Result<(i32, u64), StartError>> + Send;
     /// The probes of a run just started (or adopted) and whether it is ready at once.
-    fn probes(
-        unit: &mut Unit<Self>,
-        pid: i32,
-        started: Instant,
-        adopted: bool,
-    ) -> (Self::Probes, bool);
+    fn probes(unit: &mut Unit<Self>, run: &Run) -> (Self::Probes, bool);
     /// When the next probe is due, and which.
     fn next_probe(probes: &Self::Probes) -> Option<(tokio::time::Instant, Self::Due)>;
     fn probe(
@@ -151,9 +147,7 @@ pub trait Workload: Sized + Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send {
         async {}
     }
-    /// Metrics: a restart, the number of instances supervised, an instance gone.
-    fn restarted(&self);
-    fn supervising(&self, n: usize);
+    /// The instance left: its series go.
     fn forget(&self, key: &ObjectKey);
 }
 
@@ -166,6 +160,7 @@ pub struct Node<W> {
     /// Instance logs, `<logs>/<namespace>/<name>.log`.
     pub logs: PathBuf,
     pub network: NodeNet,
+    pub counters: Counters,
     store: Store,
     reporter: Arc<Reporter>,
     kind: W,
@@ -185,6 +180,16 @@ pub struct NodeParts {
     pub settings: AgentSettings,
     pub logs: PathBuf,
     pub network: NodeNet,
+    pub counters: Counters,
+}
+
+/// The kind's series the supervisor keeps (registered by the kind under its own names).
+#[derive(Clone, Default)]
+pub struct Counters {
+    /// Restarts of instances by the supervisor.
+    pub restarts: Counter,
+    /// Instances supervised on this node.
+    pub supervised: Gauge,
 }
 
 impl<W: Workload> Node<W> {
@@ -202,6 +207,7 @@ impl<W: Workload> Node<W> {
             settings: parts.settings,
             logs: parts.logs,
             network: parts.network,
+            counters: parts.counters,
             store: control.store().clone(),
             reporter,
             kind,
@@ -273,5 +279,33 @@ impl<W: Workload> Node<W> {
         let _ = self.store.local_delete(&Self::record_key(key));
         self.reporter.drop_pending(key);
         self.kind.forget(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_the_agent_and_the_director_wrote_before_are_adopted() {
+        // The agent's record named its container and always held an address; the
+        // container id is now derived from the key and uid, and the field is ignored.
+        let agent = r#"{"uid":"u1","container_id":"default.web-0.u1","ip":"10.1.0.7",
+            "pid":42,"ticks":9,"restarts":2,"started_at":"2026-01-01T00:00:00Z"}"#;
+        let r: Record = serde_json::from_str(agent).unwrap();
+        assert_eq!((r.pid, r.ticks, r.restarts), (Some(42), Some(9), 2));
+        assert_eq!(r.ip, Some(Ipv4Addr::new(10, 1, 0, 7)));
+        // A VM off the node network had no address.
+        let vm = r#"{"uid":"u2","pid":null,"ticks":null,"restarts":0,"started_at":""}"#;
+        let r: Record = serde_json::from_str(vm).unwrap();
+        assert_eq!(r.ip, None);
+        // Written back: `ip` only when there is one (`used_addresses` reads that field).
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v.get("ip").is_none(), "{v}");
+        let with = Record {
+            ip: Some(Ipv4Addr::new(10, 1, 0, 8)),
+            ..r
+        };
+        assert_eq!(serde_json::to_value(&with).unwrap()["ip"], "10.1.0.8");
     }
 }
