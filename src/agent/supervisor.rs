@@ -15,7 +15,7 @@ use tokio::time::Instant as Tick;
 use super::health::{self, Health, ProbeSettings, ProbeTracker, Target};
 use super::{claims, images, translate, usage, Agent, Shared};
 use crate::agent::usage::CpuRate;
-use crate::model::InstanceSpec;
+use crate::model::{InstanceSpec, InstanceStatus};
 use crate::store::ObjectKey;
 use crate::supervise::{self, Ended, Exit, Probe, Record, Run, StartError, Unit, Workload};
 
@@ -114,9 +114,11 @@ impl Workload for Agent {
         spec.pod.restart_policy.as_deref()
     }
 
-    fn state(node: &Shared, key: &ObjectKey, uid: &str) -> Container {
+    fn state(node: &Shared, key: &ObjectKey, uid: &str, status: &mut InstanceStatus) -> Container {
+        let id = container_id(&key.namespace, &key.name, uid);
+        status.container_id = id.clone();
         Container {
-            id: container_id(&key.namespace, &key.name, uid),
+            id,
             scratch: node.dirs.volumes.join(&key.namespace).join(&key.name),
         }
     }

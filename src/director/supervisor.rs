@@ -20,7 +20,7 @@ use tokio::time::Instant as Tick;
 
 use super::{Director, Shared};
 use crate::agent::usage::CpuRate;
-use crate::model::{InstanceSpec, VirtualMachineSpec};
+use crate::model::{InstanceSpec, InstanceStatus, VirtualMachineSpec};
 use crate::store::ObjectKey;
 use crate::supervise::{self, Ended, Exit, Probe, Record, Run, StartError, Unit, Workload};
 use crate::vmm::VmSpec;
@@ -202,7 +202,7 @@ impl Workload for Director {
         spec.vm.restart_policy.as_deref()
     }
 
-    fn state(node: &Shared, key: &ObjectKey, _: &str) -> VmFiles {
+    fn state(node: &Shared, key: &ObjectKey, _: &str, _: &mut InstanceStatus) -> VmFiles {
         VmFiles {
             dir: node.vm_dir(key),
             serial_mark: 0,

@@ -118,7 +118,7 @@ impl<W: Workload> Unit<W> {
         }
         Some(Unit {
             log: node.log_path(&key),
-            state: W::state(&node, &key, &uid),
+            state: W::state(&node, &key, &uid, &mut status),
             node,
             key,
             spec,

@@ -109,7 +109,14 @@ pub trait Workload: Sized + Send + Sync + 'static {
     fn needs_network(spec: &Self::Spec) -> bool;
     /// `Always` (the default), `OnFailure` or `Never`.
     fn restart_policy(spec: &Self::Spec) -> Option<&str>;
-    fn state(node: &Node<Self>, key: &ObjectKey, uid: &str) -> Self::State;
+    /// The kind's part of an instance incarnation; it may fill the kind's fields of the
+    /// status (a container's id).
+    fn state(
+        node: &Node<Self>,
+        key: &ObjectKey,
+        uid: &str,
+        status: &mut InstanceStatus,
+    ) -> Self::State;
 
     /// Before the first start of an instance that was not adopted.
     fn prepare(_unit: &mut Unit<Self>) -> impl Future<Output = ()> + Send {
