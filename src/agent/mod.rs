@@ -24,9 +24,10 @@
 pub mod claims;
 pub mod containers;
 pub mod fence;
+/// Instance log files: the supervisor's (containers and VMs write them alike).
+pub use crate::supervise::logs;
 pub mod health;
 pub mod images;
-pub mod logs;
 pub mod supervisor;
 pub mod translate;
 pub mod usage;

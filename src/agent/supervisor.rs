@@ -14,10 +14,11 @@ use tokio::time::Instant as Tick;
 
 use super::health::{self, Health, ProbeSettings, ProbeTracker, Target};
 use super::{claims, images, translate, usage, Agent, Shared};
-use crate::agent::usage::CpuRate;
 use crate::model::{InstanceSpec, InstanceStatus};
 use crate::store::ObjectKey;
-use crate::supervise::{self, Ended, Exit, Probe, Record, Run, StartError, Unit, Workload};
+use crate::supervise::{
+    self, CpuRate, Ended, Exit, Probe, Record, Run, StartError, Unit, Workload,
+};
 
 /// The container id: unique per instance incarnation, readable, at most 64 characters.
 pub fn container_id(namespace: &str, name: &str, uid: &str) -> String {

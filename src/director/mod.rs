@@ -12,8 +12,8 @@
 //!
 //! Files: `supervisor` (the VM workload kind), `metrics` (the director's series in
 //! `/metrics`).
-//! May call: `vmm` (spec checks), `supervise`, `agent` (log files, cpu rates), `model`,
-//! `store`, `orchestrator` (writes).
+//! May call: `vmm` (spec checks), `supervise`, `agent` (the instance metric labels),
+//! `model`, `store`, `orchestrator` (writes).
 
 pub mod metrics;
 pub mod supervisor;

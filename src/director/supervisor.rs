@@ -19,10 +19,11 @@ use serde_json::Value;
 use tokio::time::Instant as Tick;
 
 use super::{Director, Shared};
-use crate::agent::usage::CpuRate;
 use crate::model::{InstanceSpec, InstanceStatus, VirtualMachineSpec};
 use crate::store::ObjectKey;
-use crate::supervise::{self, Ended, Exit, Probe, Record, Run, StartError, Unit, Workload};
+use crate::supervise::{
+    self, CpuRate, Ended, Exit, Probe, Record, Run, StartError, Unit, Workload,
+};
 use crate::vmm::VmSpec;
 
 /// A VM instance's part the director runs: its revision and VirtualMachine spec.

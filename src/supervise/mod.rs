@@ -8,10 +8,12 @@
 //!
 //! Files: `workload` (the trait, the kind's node-wide part, records), `reconciler` (the
 //! loop), `unit` (one instance), `network` (the node network and addresses), `process`
-//! (process liveness that survives a node restart, /proc usage).
+//! (process liveness that survives a node restart, /proc usage, cpu rates), `logs`
+//! (instance log files: rotation, tail/follow).
 //! May call: `orchestrator` (writes, read barrier), `store`, `model`, `container` (reaping,
-//! the node network), `config`, `agent` (log files, cpu rates).
+//! the node network), `config`.
 
+pub mod logs;
 mod network;
 mod process;
 mod reconciler;
@@ -19,7 +21,7 @@ mod unit;
 mod workload;
 
 pub use network::{announce_degraded, node_subnet, used_addresses, NodeNet, ADDRESS_LOCK};
-pub use process::{alive, cpu_nanos, rss_bytes, start_ticks, wait_exit};
+pub use process::{alive, cpu_nanos, rss_bytes, start_ticks, wait_exit, CpuRate};
 pub use reconciler::{Gate, Open, Reconciler};
 pub use unit::{now_rfc3339, stopped, Run, Unit};
 pub use workload::{

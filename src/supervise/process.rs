@@ -1,9 +1,9 @@
 //! Process liveness that survives a node restart: a pid plus its start time names one
 //! process for good, so a restarted node process can tell its old children (containers'
 //! inits, VMMs) from strangers that reused their pids; their cpu and memory from /proc; and
-//! waiting for one to end, whether it is our child or was adopted.
+//! waiting for one to end, whether it is our child or was adopted; cpu samples made rates.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::container;
 
@@ -71,9 +71,40 @@ pub async fn wait_exit(pid: i32, ticks: u64) -> Option<i32> {
     }
 }
 
+/// Turns cumulative cpu samples into a rate.
+#[derive(Debug, Default)]
+pub struct CpuRate {
+    last: Option<(Instant, u64)>,
+}
+
+impl CpuRate {
+    /// Millicores used since the previous sample (None on the first).
+    pub fn sample(&mut self, now: Instant, cpu_nanos: u64) -> Option<u64> {
+        let prev = self.last.replace((now, cpu_nanos));
+        let (then, before) = prev?;
+        let wall = now.duration_since(then).as_nanos() as u64;
+        if wall == 0 {
+            return None;
+        }
+        Some(cpu_nanos.saturating_sub(before) * 1000 / wall)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_rates_are_millicores_between_samples() {
+        let mut r = CpuRate::default();
+        let t = Instant::now();
+        assert_eq!(r.sample(t, 1_000_000_000), None);
+        // Half a cpu second over one wall second: 500 millicores.
+        assert_eq!(
+            r.sample(t + Duration::from_secs(1), 1_500_000_000),
+            Some(500)
+        );
+    }
 
     #[tokio::test]
     #[allow(clippy::zombie_processes)] // wait_exit reaps it

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 use super::workload::{Exit, Node, Probe, Record, Wanted, Workload};
+use super::CpuRate;
 use super::{alive, wait_exit, Backoff};
-use crate::agent::usage::CpuRate;
 use crate::model::instance::{InstanceStatus, Phase, StatusWarning, Termination, Usage};
 use crate::store::ObjectKey;
 
@@ -325,10 +325,8 @@ impl<W: Workload> Unit<W> {
         }
         let settings = &self.node.settings;
         let (log, max, keep) = (self.log.clone(), settings.log_max_bytes, settings.log_keep);
-        let _ = tokio::task::spawn_blocking(move || {
-            crate::agent::logs::rotate_if_needed(&log, max, keep)
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || super::logs::rotate_if_needed(&log, max, keep))
+            .await;
     }
 
     /// The instance is gone from this node: the kind stops it and removes its traces, then

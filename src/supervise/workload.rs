@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::network::{free_address, NodeNet, ADDRESS_LOCK};
+use super::CpuRate;
 use super::{Reporter, Run, Unit};
-use crate::agent::usage::CpuRate;
 use crate::config::AgentSettings;
 use crate::container::network::NodeNetwork;
 use crate::model::instance::InstanceStatus;
@@ -227,7 +227,7 @@ impl<W: Workload> Node<W> {
     }
 
     pub fn log_path(&self, key: &ObjectKey) -> PathBuf {
-        crate::agent::logs::log_path(&self.logs, &key.namespace, &key.name)
+        super::logs::log_path(&self.logs, &key.namespace, &key.name)
     }
 
     fn record_key(key: &ObjectKey) -> String {
@@ -282,7 +282,7 @@ impl<W: Workload> Node<W> {
     /// The instance left this node for good: its log, record, pending status and series.
     pub(super) async fn forget(&self, key: &ObjectKey) {
         let (log, keep) = (self.log_path(key), self.settings.log_keep);
-        let _ = tokio::task::spawn_blocking(move || crate::agent::logs::remove(&log, keep)).await;
+        let _ = tokio::task::spawn_blocking(move || super::logs::remove(&log, keep)).await;
         let _ = self.store.local_delete(&Self::record_key(key));
         self.reporter.drop_pending(key);
         self.kind.forget(key);
