@@ -9,10 +9,11 @@
 //! | `node`         | composition root: store, identity, tokens, control plane, API server |
 //! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags                      |
 //! | `api`          | actix-web REST API, watch streams, health, `/metrics`, dashboard      |
-//! | `agent`        | runs the instances placed on this node: one supervisor per instance  |
+//! | `agent`        | the container workload kind: runs the instances placed on this node  |
 //! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`       |
-//! | `director`     | runs the VM instances placed on this node, one `__vmm` process each  |
-//! | `supervise`    | shared by agent and director: status reporter, backoff, process life |
+//! | `director`     | the VM workload kind: one `__vmm` process per VM instance placed here |
+//! | `supervise`    | the one supervisor the kinds plug into: reconcile loop, one task per |
+//! |                | instance, records, adoption, backoff, statuses, the node network    |
 //! | `orchestrator` | Raft node (openraft); on the leader the scheduler, controllers and   |
 //! |                | autoscalers (`autoscaler`: HPA, VPA recommender, metric buffers,     |
 //! |                | cluster autoscaler asking directors for worker VMs, schedules)       |

@@ -285,11 +285,13 @@ impl Node {
             stop_tx.subscribe(),
         );
 
+        // One node network (bridge, subnet, addresses) for containers and VMs.
+        let node_network = crate::supervise::NodeNet::new(&config.network.bridge);
         if roles.iter().any(|r| r == "agent") {
             let agent = crate::agent::AgentConfig {
                 node: config.name.clone(),
                 data_dir: config.data_dir.clone(),
-                bridge: config.network.bridge.clone(),
+                network: node_network.clone(),
                 settings: config.agent.clone(),
                 peers: gossip.clone(),
                 admin_token: admin_token.clone(),
@@ -309,7 +311,7 @@ impl Node {
                 worker: config.director.clone(),
                 join_addr: format!("{}:{}", config.advertise, gossip.local_addr().port()),
                 join_token: join_token.clone(),
-                bridge: config.network.bridge.clone(),
+                network: node_network,
             };
             let metrics = api_metrics.with_registry(crate::director::DirectorMetrics::new);
             if let Err(e) =

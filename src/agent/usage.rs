@@ -1,10 +1,9 @@
-//! Per-instance cpu and memory from the container's cgroup (v1 or v2): cpu as millicores
-//! averaged between two samples, memory as the working set (usage minus inactive file
+//! Per-instance cpu and memory from the container's cgroup (v1 or v2): cpu time (made
+//! millicores by [`crate::supervise::CpuRate`]), memory as the working set (usage minus inactive file
 //! cache, as the kubelet reports it).
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use crate::container::{runtime::memory_cgroup_dir, spec::cgroup_path};
 
@@ -47,40 +46,12 @@ fn stat_field(stat: &str, name: &str) -> Option<u64> {
     })
 }
 
-/// Turns cumulative cpu samples into a rate.
-#[derive(Debug, Default)]
-pub struct CpuRate {
-    last: Option<(Instant, u64)>,
-}
-
-impl CpuRate {
-    /// Millicores used since the previous sample (None on the first).
-    pub fn sample(&mut self, now: Instant, cpu_nanos: u64) -> Option<u64> {
-        let prev = self.last.replace((now, cpu_nanos));
-        let (then, before) = prev?;
-        let wall = now.duration_since(then).as_nanos() as u64;
-        if wall == 0 {
-            return None;
-        }
-        Some(cpu_nanos.saturating_sub(before) * 1000 / wall)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
-    fn rates_and_stat_fields() {
-        let mut r = CpuRate::default();
-        let t = Instant::now();
-        assert_eq!(r.sample(t, 1_000_000_000), None);
-        // Half a cpu second over one wall second: 500 millicores.
-        assert_eq!(
-            r.sample(t + Duration::from_secs(1), 1_500_000_000),
-            Some(500)
-        );
+    fn stat_fields() {
         let stat = "cache 10\ntotal_inactive_file 4096\ninactive_file 7\n";
         assert_eq!(stat_field(stat, "total_inactive_file"), Some(4096));
         assert_eq!(stat_field(stat, "inactive_file"), Some(7));

@@ -1,9 +1,8 @@
-//! One task per VM instance on this node: check the spec against this host, start
-//! `omnicloud __vmm run` (or adopt the VMM a previous node process left running), mark it
-//! ready at the guest's first serial byte, sample its usage, restart it by the restart
-//! policy with backoff, and report every change of status. It ends when the director asks
-//! it to stop (the instance was deleted or moved), after ending the VMM and removing its
-//! files, log and record.
+//! VMs as a workload kind of the one supervisor ([`crate::supervise`]): check a VM
+//! instance's spec against this host and start `omnicloud __vmm run` with it, mark it
+//! ready at the guest's first serial byte, sample the VMM's usage, tell why it ended (the
+//! VMM's exit and its last JSON line), and on stop end the VMM and remove its files.
+//! Adoption, restart with backoff, records and statuses are the supervisor's.
 //!
 //! Restart policy (the VirtualMachine's `restartPolicy`): `Always` (default) boots the VM
 //! again whatever ended it; `OnFailure` not after a poweroff; `Never` not at all. A guest
@@ -14,51 +13,41 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::time::Instant as Tick;
 
-use super::Shared;
-use crate::model::instance::{InstanceStatus, Phase, Termination, Usage};
-use crate::model::VirtualMachineSpec;
+use super::{Director, Shared};
+use crate::model::{InstanceSpec, InstanceStatus, VirtualMachineSpec};
 use crate::store::ObjectKey;
-use crate::supervise::{self, Backoff};
+use crate::supervise::{
+    self, CpuRate, Ended, Exit, Probe, Record, Run, StartError, Unit, Workload,
+};
 use crate::vmm::VmSpec;
 
-/// What the director keeps about a running VM in its local table.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub uid: String,
-    pub pid: Option<i32>,
-    /// Start time of `pid` (see `supervise::start_ticks`).
-    pub ticks: Option<u64>,
-    pub restarts: u32,
-    pub started_at: String,
-    /// The VM's address in the node subnet (VMs with `network.bridge: true`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip: Option<std::net::Ipv4Addr>,
-}
-
-pub struct VmInstance {
-    pub key: ObjectKey,
-    pub uid: String,
+/// A VM instance's part the director runs: its revision and VirtualMachine spec.
+pub struct Vm {
     pub revision: String,
     pub vm: VirtualMachineSpec,
 }
 
-/// How one run of the VMM ended.
-struct Ended {
-    /// poweroff, reset, crashed, killed, error, unknown.
-    reason: &'static str,
-    exit_code: Option<i32>,
-    message: String,
+/// What the director keeps per VM beside the supervisor's fields.
+pub struct VmFiles {
+    /// `<vms>/<namespace>/<name>/`: the VMM's spec, stdout and stderr.
+    dir: PathBuf,
+    /// The serial log's size just before the VMM started: the first byte after it means
+    /// the guest runs.
+    serial_mark: u64,
 }
 
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+/// Readiness of one run: at the guest's first serial byte.
+pub struct Boot {
+    booted: bool,
+    next: Tick,
+    period: Duration,
+    started: Instant,
+    serial_at_start: u64,
 }
 
 /// The VMM's spec for this VM: the VirtualMachine's fields, the serial console to the
@@ -184,342 +173,106 @@ fn spec_error(e: &crate::vmm::VmmError) -> String {
     }
 }
 
-pub async fn run(
-    shared: Arc<Shared>,
-    inst: VmInstance,
-    adopted: Option<Record>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut sup = Supervisor::new(shared, inst, adopted);
-    sup.main(&mut stop).await;
-    sup.teardown().await;
-}
+impl Workload for Director {
+    type Spec = Vm;
+    type State = VmFiles;
+    type Probes = Boot;
+    type Due = ();
 
-struct Supervisor {
-    shared: Arc<Shared>,
-    key: ObjectKey,
-    vm: VirtualMachineSpec,
-    record: Record,
-    status: InstanceStatus,
-    backoff: Backoff,
-    adopted: Option<(i32, u64)>,
-    dir: PathBuf,
-    log: PathBuf,
-    /// The serial log's size just before the VMM started: the first byte after it means
-    /// the guest runs.
-    serial_mark: u64,
-}
+    const RECORD_PREFIX: &'static str = super::RECORD_PREFIX;
+    const NOUN: &'static str = "VM";
 
-impl Supervisor {
-    fn new(shared: Arc<Shared>, inst: VmInstance, adopted: Option<Record>) -> Supervisor {
-        let VmInstance {
-            key,
-            uid,
-            revision,
-            vm,
-        } = inst;
-        let mut status = InstanceStatus {
-            node: shared.node.clone(),
-            revision,
-            ..Default::default()
-        };
-        let (record, live) = match adopted {
-            Some(r) => {
-                let live = match (r.pid, r.ticks) {
-                    (Some(pid), Some(t)) if supervise::alive(pid, t) => Some((pid, t)),
-                    _ => None,
-                };
-                if live.is_none() {
-                    status.last_termination = Some(Termination {
-                        exit_code: None,
-                        reason: "Unknown".into(),
-                        message: "the VM ended while the node process was down".into(),
-                        finished_at: now_rfc3339(),
-                    });
-                }
-                (r, live)
-            }
-            None => (
-                Record {
-                    uid,
-                    pid: None,
-                    ticks: None,
-                    restarts: 0,
-                    started_at: String::new(),
-                    ip: None,
-                },
-                None,
-            ),
-        };
-        status.restarts = record.restarts;
-        Supervisor {
-            dir: shared.vm_dir(&key),
-            log: crate::agent::logs::log_path(&shared.logs, &key.namespace, &key.name),
-            shared,
-            key,
-            vm,
-            record,
-            status,
-            backoff: Backoff::default(),
-            adopted: live,
+    /// The VM instances.
+    fn select(spec: InstanceSpec) -> Option<Vm> {
+        Some(Vm {
+            revision: spec.revision.unwrap_or_default(),
+            vm: spec.vm?,
+        })
+    }
+
+    fn revision(spec: &Vm) -> String {
+        spec.revision.clone()
+    }
+
+    /// VMs with `network.bridge: true` get a tap on the node bridge and an address.
+    fn needs_network(spec: &Vm) -> bool {
+        spec.vm.network.as_ref().and_then(|n| n.bridge) == Some(true)
+    }
+
+    fn restart_policy(spec: &Vm) -> Option<&str> {
+        spec.vm.restart_policy.as_deref()
+    }
+
+    fn state(node: &Shared, key: &ObjectKey, _: &str, _: &mut InstanceStatus) -> VmFiles {
+        VmFiles {
+            dir: node.vm_dir(key),
             serial_mark: 0,
         }
     }
 
-    fn report(&self) {
-        self.shared
-            .report(&self.key, &self.record.uid, &self.status);
-    }
-
-    async fn main(&mut self, stop: &mut watch::Receiver<bool>) {
-        let mut first = true;
-        loop {
-            let started = Instant::now();
-            let adopted = self.adopted.is_some();
-            let pid = match self.adopted.take() {
-                Some(p) => {
-                    tracing::info!(instance = %self.key, pid = p.0, "adopted a running VM");
-                    Ok(p)
-                }
-                None => {
-                    if !first || self.status.last_termination.is_some() {
-                        self.record.restarts += 1;
-                        self.status.restarts = self.record.restarts;
-                        self.shared.metrics.restarts.inc();
-                    }
-                    self.start().await
-                }
-            };
-            first = false;
-            let (pid, ticks) = match pid {
-                Ok(p) => p,
-                Err(message) => {
-                    // A spec this host refuses: nothing was started; say why and wait for a
-                    // new spec (a new instance) rather than retry the same refusal.
-                    tracing::warn!(instance = %self.key, %message, "VM refused");
-                    self.status.phase = Phase::Failed;
-                    self.status.ready = false;
-                    self.status.reason = "InvalidSpec".into();
-                    self.status.message = message;
-                    self.report();
-                    stopped(stop).await;
-                    return;
-                }
-            };
-            self.record.pid = Some(pid);
-            self.record.ticks = Some(ticks);
-            self.shared.save_record(&self.key, &self.record);
-            self.status.phase = Phase::Running;
-            self.status.pid = Some(pid);
-            self.status.started_at = self.record.started_at.clone();
-            self.status.reason.clear();
-            self.status.message.clear();
-            self.report();
-            self.shared
-                .metrics
-                .running(&self.key, self.vm.memory.guest.bytes());
-            let Some(ended) = self.monitor(pid, ticks, started, adopted, stop).await else {
-                return;
-            };
-            self.record.pid = None;
-            self.record.ticks = None;
-            self.shared.save_record(&self.key, &self.record);
-            tracing::info!(instance = %self.key, reason = ended.reason, message = %ended.message, "VM ended");
-            self.status.last_termination = Some(Termination {
-                exit_code: ended.exit_code,
-                reason: ended.reason.into(),
-                message: ended.message,
-                finished_at: now_rfc3339(),
-            });
-            self.status.pid = None;
-            self.status.ready = false;
-            self.status.ready_since.clear();
-            self.status.usage = None;
-            let policy = self.vm.restart_policy.as_deref().unwrap_or("Always");
-            let restart = match policy {
-                "Never" => false,
-                "OnFailure" => ended.reason != "poweroff",
-                _ => true,
-            };
-            if !restart {
-                self.status.phase = if ended.reason == "poweroff" {
-                    Phase::Succeeded
-                } else {
-                    Phase::Failed
-                };
-                self.report();
-                stopped(stop).await;
-                return;
-            }
-            // A reboot the guest asked for is not a failure: no backoff.
-            let delay = if ended.reason == "reset" {
-                Duration::ZERO
-            } else {
-                self.backoff.next_delay(started.elapsed())
-            };
-            if self.backoff.crash_looping() {
-                self.status.phase = Phase::CrashLoopBackOff;
-                self.status.reason = "CrashLoopBackOff".into();
-                self.status.message = format!("back-off {}s restarting", delay.as_secs());
-            }
-            self.report();
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = stopped(stop) => return,
-            }
-        }
-    }
-
     /// Checks the spec against this host, then starts the VMM. On a refusal nothing was
-    /// started.
-    async fn start(&mut self) -> Result<(i32, u64), String> {
-        let worker = Worker {
-            kernel: self.shared.worker.worker_kernel.clone(),
-            initrd: self.shared.worker.worker_initrd.clone(),
-            name: self.key.name.clone(),
-            join_addr: self.shared.join_addr.clone(),
-            token: self.shared.join_token.clone(),
-            extra: self.shared.worker.worker_cmdline.clone(),
-        };
-        let net = match self.vm.network.as_ref().and_then(|n| n.bridge) {
-            Some(true) => Some(self.net().ok_or_else(|| {
-                "no free address in the node subnet for the VM's network".to_string()
-            })?),
-            _ => None,
-        };
-        if let Some(n) = &net {
-            self.status.ip = n.ip.to_string();
-        }
-        let spec = vmm_spec(&self.vm, &self.log, Some(&worker), net.as_ref());
-        let (dir, log) = (self.dir.clone(), self.log.clone());
-        let checked = tokio::task::spawn_blocking(move || -> Result<PathBuf, String> {
-            for d in [Some(dir.as_path()), log.parent()].into_iter().flatten() {
-                std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
-            }
-            spec.validate().map_err(|e| spec_error(&e))?;
-            let path = dir.join("spec.json");
-            let json = serde_json::to_vec_pretty(&spec).expect("JSON");
-            // A worker VM's command line holds the cluster token: owner-only.
-            let written = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .and_then(|mut f| f.write_all(&json));
-            written.map_err(|e| format!("writing {}: {e}", path.display()))?;
-            Ok(path)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        let out = |name: &str| {
-            File::options()
-                .create(true)
-                .append(true)
-                .open(self.dir.join(name))
-                .map_err(|e| format!("opening {name}: {e}"))
-        };
-        self.serial_mark = log_size(&self.log);
-        // The VMM prints a JSON line at start and one at exit (with its exit counters);
-        // kept in a file, not a pipe, so an adopted VMM's end can still be read.
-        let child = std::process::Command::new(&self.shared.exe)
-            .args(["__vmm", "run", "--spec"])
-            .arg(&checked)
-            .stdin(Stdio::null())
-            .stdout(out("vmm.jsonl")?)
-            .stderr(out("vmm.err")?)
-            .spawn()
-            .map_err(|e| format!("starting the VMM: {e}"))?;
-        let pid = child.id() as i32;
-        // Reaped by supervise::wait_exit (waitpid on the pid), not through this handle.
-        drop(child);
-        let ticks = supervise::start_ticks(pid).unwrap_or(0);
-        self.record.started_at = now_rfc3339();
-        Ok((pid, ticks))
-    }
-
-    /// The VM's tap and address (allocated on its first start, kept across restarts).
-    fn net(&mut self) -> Option<VmNet> {
-        let network = self.shared.network()?;
-        let ip = match self.record.ip {
-            Some(ip) => ip,
-            None => self
-                .shared
-                .allocate(&self.key, &mut self.record, network.subnet)?,
-        };
-        Some(VmNet {
-            tap: tap_name(&self.key, &self.record.uid),
-            bridge: network.bridge.clone(),
-            ip,
-            prefix: network.subnet.prefix,
-            gateway: network.subnet.gateway(),
+    /// started (and it is not tried again: a new spec is a new instance).
+    async fn start(unit: &mut Unit<Director>) -> Result<(i32, u64), StartError> {
+        start_vmm(unit).await.map_err(|message| StartError {
+            reason: "InvalidSpec",
+            message,
+            retry: false,
         })
     }
 
-    /// Runs until the VMM ends (Some) or a stop is asked for (None).
-    async fn monitor(
-        &mut self,
-        pid: i32,
-        ticks: u64,
-        started: Instant,
-        adopted: bool,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Option<Ended> {
-        // Measured before the VMM was started: a guest may print all it has before this.
-        let serial_at_start = self.serial_mark;
-        // An adopted VM booted under the previous node process.
-        let mut booted = false;
-        if adopted {
-            booted = true;
-            self.status.ready = true;
-            self.status.ready_since = now_rfc3339();
-            self.report();
+    /// An adopted VM booted under the previous node process: ready at once.
+    fn probes(unit: &mut Unit<Director>, run: &Run) -> (Boot, bool) {
+        let guest = unit.spec.vm.memory.guest.bytes();
+        unit.node.metrics.running(&unit.key, guest);
+        let boot = Boot {
+            booted: run.adopted,
+            next: Tick::now(),
+            period: Duration::from_millis(2),
+            started: run.started,
+            // Measured before the VMM was started: a guest may print all it has before this.
+            serial_at_start: unit.state.serial_mark,
+        };
+        (boot, run.adopted)
+    }
+
+    fn next_probe(boot: &Boot) -> Option<(Tick, ())> {
+        (!boot.booted).then_some((boot.next, ()))
+    }
+
+    /// Ready at the first serial byte: the guest runs.
+    async fn probe(unit: &mut Unit<Director>, boot: &mut Boot, _: ()) -> Probe {
+        if log_size(&unit.log) > boot.serial_at_start {
+            boot.booted = true;
+            let took = boot.started.elapsed().as_secs_f64();
+            unit.node.metrics.boot_duration.observe(took);
+            return Probe::Ready {
+                ready: true,
+                message: String::new(),
+            };
         }
-        let mut boot_poll = tokio::time::interval(Duration::from_millis(2));
-        let mut usage_tick = tokio::time::interval(self.shared.settings.usage_report);
-        let mut cpu = crate::agent::usage::CpuRate::default();
-        let exit = supervise::wait_exit(pid, ticks);
-        tokio::pin!(exit);
-        loop {
-            tokio::select! {
-                biased;
-                code = &mut exit => return Some(self.ended(code)),
-                _ = stopped(stop) => return None,
-                // Ready at the first serial byte: the guest runs (an adopted VM already had).
-                _ = boot_poll.tick(), if !booted => {
-                    if log_size(&self.log) > serial_at_start {
-                        booted = true;
-                        self.shared.metrics.boot_duration.observe(started.elapsed().as_secs_f64());
-                        self.status.ready = true;
-                        self.status.ready_since = now_rfc3339();
-                        self.report();
-                    } else if started.elapsed() > Duration::from_secs(1) {
-                        boot_poll = tokio::time::interval(Duration::from_millis(100));
-                        boot_poll.tick().await;
-                    }
-                }
-                _ = usage_tick.tick() => {
-                    let millis = supervise::cpu_nanos(pid).and_then(|n| cpu.sample(Instant::now(), n));
-                    if let (Some(cpu_millis), Some(memory_bytes)) = (millis, supervise::rss_bytes(pid)) {
-                        self.shared.metrics.record_usage(&self.key, cpu_millis, memory_bytes);
-                        self.status.usage = Some(Usage {
-                            cpu_millis,
-                            memory_bytes,
-                            timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-                            window_ms: self.shared.settings.usage_report.as_millis() as u64,
-                        });
-                        self.report();
-                    }
-                    let (log, max, keep) = (self.log.clone(), self.shared.settings.log_max_bytes, self.shared.settings.log_keep);
-                    let _ = tokio::task::spawn_blocking(move || crate::agent::logs::rotate_if_needed(&log, max, keep)).await;
-                }
-            }
+        if boot.started.elapsed() > Duration::from_secs(1) {
+            boot.period = Duration::from_millis(100);
         }
+        boot.next = Tick::now() + boot.period;
+        Probe::Nothing
+    }
+
+    /// Of the VMM process (vCPU threads and touched guest memory included).
+    fn usage(unit: &mut Unit<Director>, pid: i32, cpu: &mut CpuRate) -> Option<(u64, u64)> {
+        let millis = supervise::cpu_nanos(pid).and_then(|n| cpu.sample(Instant::now(), n))?;
+        let rss = supervise::rss_bytes(pid)?;
+        unit.node.metrics.record_usage(&unit.key, millis, rss);
+        Some((millis, rss))
     }
 
     /// Why the VMM ended: its exit status when it was our child, else its last JSON line.
-    fn ended(&self, code: Option<i32>) -> Ended {
-        let last = last_json_line(&self.dir.join("vmm.jsonl"));
+    async fn inspect(unit: &mut Unit<Director>, exit: Exit) -> Ended {
+        let code = match exit {
+            Exit::Code(code) => code,
+            Exit::Unhealthy(_) => None,
+        };
+        let dir = &unit.state.dir;
+        let last = last_json_line(&dir.join("vmm.jsonl"));
         let exit = last
             .as_ref()
             .and_then(|v| v["exit"].as_str().map(str::to_string));
@@ -528,7 +281,7 @@ impl Supervisor {
                 .and_then(|v| v["metrics"][k].as_u64())
                 .unwrap_or(0)
         };
-        let stderr = last_line(&self.dir.join("vmm.err"));
+        let stderr = last_line(&dir.join("vmm.err"));
         let (reason, message) = match (code, exit.as_deref()) {
             (Some(0), _) | (None, Some("poweroff")) => ("poweroff", "the guest powered off".into()),
             (Some(crate::vmm::helper::EXIT_RESET), _) | (None, Some("reset")) => {
@@ -545,34 +298,112 @@ impl Supervisor {
                 "the VMM ended; it was not this node's child".into(),
             ),
         };
-        self.shared
-            .metrics
-            .exited(reason, counter("pio_exits"), counter("mmio_exits"));
+        (unit.node.metrics).exited(reason, counter("pio_exits"), counter("mmio_exits"));
         Ended {
             reason,
             exit_code: code,
             message,
+            succeeded: reason == "poweroff",
+            reboot: reason == "reset",
         }
     }
 
-    /// The VM is gone from this node: end the VMM, then remove every trace.
-    async fn teardown(&mut self) {
-        if let (Some(pid), Some(ticks)) = (self.record.pid, self.record.ticks) {
+    /// Ends the VMM, then removes its files.
+    async fn stop(unit: &mut Unit<Director>) {
+        if let (Some(pid), Some(ticks)) = (unit.record.pid, unit.record.ticks) {
             end_vmm(pid, ticks).await;
         }
-        let (dir, log, keep) = (
-            self.dir.clone(),
-            self.log.clone(),
-            self.shared.settings.log_keep,
-        );
-        let _ = tokio::task::spawn_blocking(move || {
-            let _ = std::fs::remove_dir_all(dir);
-            crate::agent::logs::remove(&log, keep);
-        })
-        .await;
-        self.shared.forget(&self.key);
-        tracing::info!(instance = %self.key, "VM removed from this node");
+        let dir = unit.state.dir.clone();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     }
+
+    async fn remove_leftover(node: &Shared, key: &ObjectKey, record: &Record) {
+        tracing::info!(instance = %key, "removing a VM no longer assigned here");
+        if let (Some(pid), Some(ticks)) = (record.pid, record.ticks) {
+            end_vmm(pid, ticks).await;
+        }
+        let _ = std::fs::remove_dir_all(node.vm_dir(key));
+    }
+
+    fn forget(&self, key: &ObjectKey) {
+        self.metrics.forget(key);
+    }
+}
+
+/// Writes the VMM's spec (checked against this host) and starts the VMM.
+async fn start_vmm(unit: &mut Unit<Director>) -> Result<(i32, u64), String> {
+    let node = unit.node.clone();
+    let worker = Worker {
+        kernel: node.worker.worker_kernel.clone(),
+        initrd: node.worker.worker_initrd.clone(),
+        name: unit.key.name.clone(),
+        join_addr: node.join_addr.clone(),
+        token: node.join_token.clone(),
+        extra: node.worker.worker_cmdline.clone(),
+    };
+    let net = match Director::needs_network(&unit.spec) {
+        true => Some(vm_net(unit).ok_or_else(|| {
+            "no free address in the node subnet for the VM's network".to_string()
+        })?),
+        false => None,
+    };
+    let spec = vmm_spec(&unit.spec.vm, &unit.log, Some(&worker), net.as_ref());
+    let (dir, log) = (unit.state.dir.clone(), unit.log.clone());
+    let checked = tokio::task::spawn_blocking(move || -> Result<PathBuf, String> {
+        for d in [Some(dir.as_path()), log.parent()].into_iter().flatten() {
+            std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+        }
+        spec.validate().map_err(|e| spec_error(&e))?;
+        let path = dir.join("spec.json");
+        let json = serde_json::to_vec_pretty(&spec).expect("JSON");
+        // A worker VM's command line holds the cluster token: owner-only.
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&json));
+        written.map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(path)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let dir = &unit.state.dir;
+    let out = |name: &str| {
+        File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .map_err(|e| format!("opening {name}: {e}"))
+    };
+    unit.state.serial_mark = log_size(&unit.log);
+    // The VMM prints a JSON line at start and one at exit (with its exit counters); kept
+    // in a file, not a pipe, so an adopted VMM's end can still be read.
+    let child = std::process::Command::new(&node.exe)
+        .args(["__vmm", "run", "--spec"])
+        .arg(&checked)
+        .stdin(Stdio::null())
+        .stdout(out("vmm.jsonl")?)
+        .stderr(out("vmm.err")?)
+        .spawn()
+        .map_err(|e| format!("starting the VMM: {e}"))?;
+    let pid = child.id() as i32;
+    // Reaped by supervise::wait_exit (waitpid on the pid), not through this handle.
+    drop(child);
+    Ok((pid, supervise::start_ticks(pid).unwrap_or(0)))
+}
+
+/// The VM's tap and address (the address came with its record).
+fn vm_net(unit: &Unit<Director>) -> Option<VmNet> {
+    let network = unit.node.network.get()?;
+    Some(VmNet {
+        tap: tap_name(&unit.key, &unit.record.uid),
+        bridge: network.bridge.clone(),
+        ip: unit.record.ip?,
+        prefix: network.subnet.prefix,
+        gateway: network.subnet.gateway(),
+    })
 }
 
 /// SIGTERM, then SIGKILL after a grace period (the guest has no shutdown channel yet).
@@ -589,20 +420,6 @@ async fn end_vmm(pid: i32, ticks: u64) {
         unsafe { libc::kill(pid, libc::SIGKILL) };
         let _ = supervise::wait_exit(pid, ticks).await;
     }
-}
-
-/// A VM a previous node process ran for an instance that is no longer here.
-pub async fn remove_leftover(shared: &Shared, key: &ObjectKey, record: &Record) {
-    tracing::info!(instance = %key, "removing a VM no longer assigned here");
-    if let (Some(pid), Some(ticks)) = (record.pid, record.ticks) {
-        end_vmm(pid, ticks).await;
-    }
-    let _ = std::fs::remove_dir_all(shared.vm_dir(key));
-    crate::agent::logs::remove(
-        &crate::agent::logs::log_path(&shared.logs, &key.namespace, &key.name),
-        shared.settings.log_keep,
-    );
-    shared.forget(key);
 }
 
 fn log_size(path: &Path) -> u64 {
@@ -628,10 +445,6 @@ fn last_json_line(path: &Path) -> Option<Value> {
             .ok()
             .filter(|v| v.get("exit").is_some())
     })
-}
-
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 #[cfg(test)]

@@ -1,8 +1,32 @@
-//! What the agent and the director share to supervise workloads they run as child
-//! processes: the [`Reporter`] that carries instance statuses to the Raft leader, the
-//! leader-contact clock that gates acting and fencing, restart [`Backoff`], and process
-//! liveness that survives a node restart (a pid plus its start time names one process).
-//! May call: `orchestrator` (writes, read barrier), `store`, `model`, `container` (reaping).
+//! The one supervisor of the workloads a node runs as child processes (containers,
+//! VMs). A workload kind implements [`Workload`] (start, probe, usage, inspect, stop) and
+//! plugs into the generic [`Reconciler`] (one reconcile loop per kind) and [`Unit`] (one
+//! task per instance: local records, adoption after a node restart, restart with
+//! [`Backoff`], status changes); both kinds share one node-network handle ([`NodeNet`]).
+//! Here too: the [`Reporter`] that carries instance statuses to the Raft leader, the
+//! leader-contact clock that gates acting and fencing, and the task set [`Supervised`].
+//!
+//! Files: `workload` (the trait, the kind's node-wide part, records), `reconciler` (the
+//! loop), `unit` (one instance), `network` (the node network and addresses), `process`
+//! (process liveness that survives a node restart, /proc usage, cpu rates), `logs`
+//! (instance log files: rotation, tail/follow).
+//! May call: `orchestrator` (writes, read barrier), `store`, `model`, `container` (reaping,
+//! the node network), `config`.
+
+pub mod logs;
+mod network;
+mod process;
+mod reconciler;
+mod unit;
+mod workload;
+
+pub use network::{announce_degraded, node_subnet, used_addresses, NodeNet, ADDRESS_LOCK};
+pub use process::{alive, cpu_nanos, rss_bytes, start_ticks, wait_exit, CpuRate};
+pub use reconciler::{Gate, Open, Reconciler};
+pub use unit::{now_rfc3339, stopped, Run, Unit};
+pub use workload::{
+    Counters, Ended, Exit, Node, NodeParts, Probe, Record, StartError, Wanted, Workload,
+};
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -11,12 +35,11 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use crate::container;
 use crate::model::instance::InstanceStatus;
 use crate::orchestrator::ControlPlane;
 use crate::store::{Command, ObjectKey, Rejection};
 
-const TICK: Duration = Duration::from_secs(1);
+pub(crate) const TICK: Duration = Duration::from_secs(1);
 
 /// The supervisor tasks of a reconcile loop (agent or director): one per instance
 /// incarnation (key and uid), and the ones asked to stop that have not ended yet (an
@@ -80,10 +103,6 @@ impl Supervised {
     }
 }
 
-/// Serializes instance address allocation on this node (agent and director draw from one
-/// node subnet) with the record write that claims the address.
-pub static ADDRESS_LOCK: Mutex<()> = Mutex::new(());
-
 /// The instances placed on `node`, from the local replica: (key, uid, spec) each. The
 /// agent keeps the container ones, the director the VM ones.
 pub fn placed_on(
@@ -108,78 +127,6 @@ pub fn placed_on(
                 r.metadata.name,
             );
             (spec.node_name.as_deref() == Some(node)).then_some((key, r.metadata.uid, spec))
-        })
-        .collect()
-}
-
-/// The instance subnet the orchestrator leased this node, from the local replica.
-pub fn node_subnet(
-    control: &ControlPlane,
-    node: &str,
-) -> Option<crate::container::network::Subnet> {
-    use crate::model::{Kind, Resource, Spec};
-    let bytes = control
-        .reader()
-        .get(&ObjectKey::new(Kind::NodeSubnet, "", node))
-        .ok()??;
-    let r = Resource::from_stored(serde_json::from_slice(&bytes).ok()?).ok()?;
-    match r.spec {
-        Some(Spec::NodeSubnet(s)) => crate::container::network::Subnet::parse(&s.cidr),
-        _ => None,
-    }
-}
-
-/// Says once, when this node's instance network came up without something instances can
-/// run without (e.g. outbound NAT): a warning in the node log and a Warning event about the
-/// node (`omnicloud get events`). The network is set up once per node process when complete
-/// or degraded, so this runs once, not on every pass.
-pub fn announce_degraded(
-    control: &ControlPlane,
-    node: &str,
-    degraded: container::network::Degraded,
-) {
-    use crate::orchestrator::controllers::events::{EventDraft, Recorder};
-    let draft = EventDraft {
-        namespace: crate::store::state_machine::DEFAULT_NAMESPACE.into(),
-        kind: "Node".into(),
-        name: node.to_string(),
-        warning: true,
-        reason: degraded.reason().into(),
-        message: degraded.message().into(),
-        source: "node-network".into(),
-    };
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    // Logs the warning (once) and makes the event's write.
-    let writes = Recorder::default().commands(vec![draft], &now);
-    let control = control.clone();
-    tokio::spawn(async move {
-        for command in writes {
-            for _ in 0..30 {
-                match control.write(command.clone()).await {
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "writing the network warning event; retrying");
-                        tokio::time::sleep(TICK).await;
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// Local record prefixes whose records hold an `ip` field: every address in use here.
-const ADDRESS_RECORDS: [&str; 2] = ["agent/", "director/"];
-
-/// The instance addresses this node's agent and director hold (hold [`ADDRESS_LOCK`]).
-pub fn used_addresses(
-    store: &crate::store::Store,
-) -> std::collections::BTreeSet<std::net::Ipv4Addr> {
-    ADDRESS_RECORDS
-        .iter()
-        .flat_map(|p| store.local_scan(p).unwrap_or_default())
-        .filter_map(|(_, v)| {
-            let v: serde_json::Value = serde_json::from_slice(&v).ok()?;
-            v["ip"].as_str()?.parse().ok()
         })
         .collect()
 }
@@ -310,70 +257,6 @@ impl Backoff {
     }
 }
 
-/// The start time of `pid` (clock ticks since boot, field 22 of /proc/PID/stat): with the
-/// pid it names one process for good, even after the pid is reused.
-pub fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// CPU time `pid` has used (user + system), in nanoseconds.
-pub fn cpu_nanos(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat[stat.rfind(')')? + 2..].split_whitespace();
-    // Fields 14 and 15 (utime, stime); the state (field 3) is the first after the name.
-    let utime: u64 = fields.nth(11)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some((utime + stime) * 1_000_000_000 / hz)
-}
-
-/// Resident memory of `pid` in bytes.
-pub fn rss_bytes(pid: i32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf reads a constant.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    Some(pages * page)
-}
-
-/// Whether `pid` still is the process that started at `ticks` and has not exited.
-pub fn alive(pid: i32, ticks: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return false;
-    };
-    let mut fields = stat[close + 2..].split_whitespace();
-    let state = fields.next().unwrap_or("X");
-    let started = fields.nth(18).and_then(|t| t.parse::<u64>().ok());
-    started == Some(ticks) && state != "Z" && state != "X"
-}
-
-/// Waits for the container init `pid` to end. A child of ours (we are its subreaper) is
-/// reaped and its shell-style exit code returned; an adopted one (left by a previous node
-/// process) is watched through /proc and ends with no code.
-pub async fn wait_exit(pid: i32, ticks: u64) -> Option<i32> {
-    let mut ours = true;
-    loop {
-        if ours {
-            match container::runtime::try_reap(pid) {
-                Ok(Some(code)) => return Some(code),
-                Ok(None) => {}
-                Err(_) => ours = false,
-            }
-        }
-        if !ours && !alive(pid, ticks) {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,28 +269,5 @@ mod tests {
         assert_eq!(delays, [0, 10, 20, 40, 80, 160, 300, 300]);
         assert!(b.crash_looping());
         assert_eq!(b.next_delay(Backoff::RESET_AFTER).as_secs(), 0);
-    }
-
-    #[tokio::test]
-    #[allow(clippy::zombie_processes)] // wait_exit reaps it
-    async fn exits_of_children_and_strangers_are_seen() {
-        let child = std::process::Command::new("sh")
-            .args(["-c", "sleep 0.2; exit 3"])
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        let ticks = start_ticks(pid).unwrap();
-        assert!(alive(pid, ticks));
-        assert!(
-            !alive(pid, ticks + 1),
-            "another start time is another process"
-        );
-        assert_eq!(wait_exit(pid, ticks).await, Some(3));
-        assert!(!alive(pid, ticks));
-        assert_eq!(start_ticks(-5), None);
-        let me = std::process::id() as i32;
-        assert!(rss_bytes(me).unwrap() > 1 << 20);
-        assert!(cpu_nanos(me).is_some());
-        assert_eq!(cpu_nanos(-5), None);
     }
 }

@@ -1,6 +1,6 @@
 //! Instance logs: the container's stdout and stderr go, by file descriptor, to
-//! `<data-dir>/logs/<namespace>/<instance>.log` (appended across restarts). The agent
-//! rotates it copy-then-truncate (the container keeps its O_APPEND descriptor, so it writes
+//! `<data-dir>/logs/<namespace>/<instance>.log` (appended across restarts), as a VM's serial
+//! console does. The supervisor rotates it copy-then-truncate (the container keeps its O_APPEND descriptor, so it writes
 //! on at the new end): `.log.1` is the newest old file, up to `keep` of them.
 //!
 //! Readers take the last N lines and then follow from that offset; a file that shrank was
