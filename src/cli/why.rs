@@ -40,21 +40,25 @@ pub fn progress(o: &Value) -> (String, bool) {
 }
 
 /// "0/2 ready: 2 Failed (image pull failed: ...)": the progress, and why it is not further
-/// along; whether it has converged.
+/// along ("2/2 ready; warning: ..." when only warnings remain); whether it has converged.
 pub fn summary(workload: &Value, facts: &Facts) -> (String, bool) {
     let (mut line, done) = progress(workload);
-    let why = explain(workload, facts);
-    if !why.is_empty() {
+    let (groups, tail) = parts(workload, facts);
+    if !groups.is_empty() {
         line.push_str(": ");
-        line.push_str(&why);
+        line.push_str(&groups);
+    }
+    for t in tail {
+        line.push_str("; ");
+        line.push_str(&t);
     }
     (line, done)
 }
 
-/// "2 Failed (image pull failed: ...), 1 Pending (unschedulable: ...); warning: ..." for
-/// the instances of `workload` that are not ready, then the instances' warnings and the
-/// workload's own Warning events. Empty when there is nothing to say.
-pub fn explain(workload: &Value, facts: &Facts) -> String {
+/// "2 Failed (image pull failed: ...), 1 Pending (unschedulable: ...)": the instances of
+/// `workload` that are not ready, grouped by phase and reason; and what follows them: the
+/// instances' warnings, the workload's condition and its own Warning events.
+fn parts(workload: &Value, facts: &Facts) -> (String, Vec<String>) {
     let mut instances: Vec<&Value> = facts.instances.iter().collect();
     instances.sort_by_key(|i| i["metadata"]["name"].as_str().unwrap_or_default());
     // (phase, why) -> count, in order of first appearance.
@@ -66,7 +70,7 @@ pub fn explain(workload: &Value, facts: &Facts) -> String {
             None => groups.push((key, 1)),
         }
     }
-    let mut parts: Vec<String> = groups
+    let mut shown: Vec<String> = groups
         .iter()
         .take(MAX_GROUPS)
         .map(|((phase, why), n)| match why.is_empty() {
@@ -76,9 +80,8 @@ pub fn explain(workload: &Value, facts: &Facts) -> String {
         .collect();
     if groups.len() > MAX_GROUPS {
         let rest: usize = groups[MAX_GROUPS..].iter().map(|(_, n)| n).sum();
-        parts.push(format!("{rest} more not ready"));
+        shown.push(format!("{rest} more not ready"));
     }
-    let mut text = parts.join(", ");
     let mut tail: Vec<String> = warnings(&instances);
     if workload["status"]["condition"] == "ProgressDeadlineExceeded" {
         tail.push("progress deadline exceeded".into());
@@ -90,13 +93,7 @@ pub fn explain(workload: &Value, facts: &Facts) -> String {
             .into_iter()
             .map(|(reason, message)| format!("{reason}: {message}")),
     );
-    for t in tail {
-        if !text.is_empty() {
-            text.push_str("; ");
-        }
-        text.push_str(&t);
-    }
-    text
+    (shown.join(", "), tail)
 }
 
 fn phase(i: &Value) -> &str {
@@ -277,15 +274,19 @@ mod tests {
                "involvedObject": {"kind": kind, "name": name}, "lastTimestamp": at}})
     }
 
+    /// The text after "N/M ready": the groups, then the rest, "; "-separated.
     fn explain_with(instances: &[Value], events: &[Value], nodes: &[Value]) -> String {
-        explain(
-            &deployment(),
-            &Facts {
-                instances,
-                events,
-                nodes,
-            },
-        )
+        let facts = Facts {
+            instances,
+            events,
+            nodes,
+        };
+        let (groups, tail) = parts(&deployment(), &facts);
+        std::iter::once(groups)
+            .filter(|g| !g.is_empty())
+            .chain(tail)
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     #[test]
@@ -390,10 +391,28 @@ mod tests {
                 json!({"phase": "Running", "ready": true, "warnings": nat}),
             )
         };
+        let instances = [ready("web-0"), ready("web-1")];
         assert_eq!(
-            explain_with(&[ready("web-0"), ready("web-1")], &[], &[]),
+            explain_with(&instances, &[], &[]),
             "warning: NoOutboundNAT on 2 instances (install iptables)"
         );
+        let mut d = deployment();
+        d["status"] = json!({"replicas": 2, "readyReplicas": 2});
+        let facts = Facts {
+            instances: &instances,
+            ..Facts::default()
+        };
+        assert_eq!(
+            summary(&d, &facts),
+            (
+                "2/2 ready; warning: NoOutboundNAT on 2 instances (install iptables)".into(),
+                true
+            )
+        );
+        d["status"]["condition"] = json!("ProgressDeadlineExceeded");
+        assert!(summary(&d, &facts)
+            .0
+            .ends_with("; progress deadline exceeded"));
         let events = [
             event(
                 "Deployment",
