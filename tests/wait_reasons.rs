@@ -132,3 +132,48 @@ fn a_missing_image_is_named_by_apply_wait_and_describe() {
     let (ok, _, err) = node.cli(&["get", "node", "nosuch"]);
     assert!(!ok && err.contains("node nosuch not found"), "{err}");
 }
+
+/// A Deployment that asks for more cpu than any node has.
+fn hog(name: &str) -> String {
+    format!(
+        "apiVersion: omnicloud.io/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: 1\n  \
+         selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    \
+         spec:\n      containers:\n      - name: main\n        image: busybox:latest\n        \
+         resources: {{requests: {{cpu: \"500\"}}}}\n"
+    )
+}
+
+/// The scheduler's reason reaches every verb that waits: `apply --wait`, `scale --wait`,
+/// `rollout status`. Needs no root (nothing is placed).
+#[test]
+fn the_schedulers_pending_reason_is_named_by_every_verb_that_waits() {
+    let node = TestNode::start("whysched");
+    let unschedulable = |err: &str| {
+        err.lines().last().is_some_and(|l| {
+            l.starts_with("error: timed out after ")
+                && l.contains("deployment/hog 0/")
+                && l.contains(" Pending (unschedulable: 0/1 nodes are available: 1 ")
+        })
+    };
+    let (ok, _, err) = node.cli_with_stdin(
+        &["apply", "-f", "-", "--wait", "--timeout", "5s"],
+        Some(&hog("hog")),
+    );
+    assert!(!ok && unschedulable(&err), "apply --wait:\n{err}");
+    let (ok, _, err) = node.cli(&[
+        "scale",
+        "deployment/hog",
+        "--replicas",
+        "2",
+        "--wait",
+        "--timeout",
+        "3s",
+    ]);
+    assert!(!ok && unschedulable(&err), "scale --wait:\n{err}");
+    assert!(
+        err.contains("0/2 ready: 2 Pending (unschedulable: "),
+        "{err}"
+    );
+    let (ok, _, err) = node.cli(&["rollout", "status", "deployment/hog", "--timeout", "3s"]);
+    assert!(!ok && unschedulable(&err), "rollout status:\n{err}");
+}

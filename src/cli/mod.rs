@@ -17,8 +17,8 @@ mod scaling;
 mod statefulset;
 mod top;
 mod vms;
-mod wait;
-mod why;
+pub(crate) mod wait;
+pub(crate) mod why;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -110,8 +110,9 @@ fn look(client: &Client, t: &Target, since: SystemTime) -> Result<(String, bool)
     ))
 }
 
-/// `describe`'s "Replicas:" line for the workload `o`: "0/2 ready: 2 Failed (image pull
-/// failed: ...)", with the Warning events about it and its instances of the last hour.
+/// `describe`'s "Replicas:" line (and a chaos run's verdict) for the workload `o`: "0/2
+/// ready: 2 Failed (image pull failed: ...)", with the Warning events about it and its
+/// instances of the last hour.
 pub fn replicas_line(client: &Client, kind: Kind, o: &Value) -> String {
     let ns = o["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = o["metadata"]["name"].as_str().unwrap_or_default();
