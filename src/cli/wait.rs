@@ -163,10 +163,16 @@ pub fn wait(client: &Client, targets: &[Target], timeout: Duration) -> Result<()
         }
         if all {
             bar.finish();
+            if live {
+                eprintln!();
+            }
             return Ok(());
         }
         if start.elapsed() >= timeout {
             bar.abandon();
+            if live {
+                eprintln!();
+            }
             let waited = humantime::format_duration(timeout);
             return Err(ClientError::Other(match lines.as_slice() {
                 [one] => format!("timed out after {waited}: {one}"),
