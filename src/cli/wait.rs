@@ -93,10 +93,14 @@ fn look(client: &Client, t: &Target, since: SystemTime) -> Result<(String, bool)
     let o = client.get_json(&path)?;
     let instances = instances_of(client, t.kind, &t.namespace, &t.name);
     let (_, done) = why::progress(&o);
-    let (events, nodes) = if done {
-        (Vec::new(), Vec::new())
-    } else {
-        (events(client, &t.namespace, since), nodes(client))
+    // Node conditions explain only instances that say nothing themselves.
+    let unexplained = instances.iter().any(|i| {
+        i["status"]["ready"] != true && i["status"]["reason"].as_str().unwrap_or("").is_empty()
+    });
+    let (events, nodes) = match done {
+        true => (Vec::new(), Vec::new()),
+        false if unexplained => (events(client, &t.namespace, since), nodes(client)),
+        false => (events(client, &t.namespace, since), Vec::new()),
     };
     let facts = Facts {
         instances: &instances,
