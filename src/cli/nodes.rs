@@ -75,10 +75,8 @@ pub fn describe(client: &Client, target: &str, name: Option<String>) -> Result<(
         .flatten()
         .filter(|i| i["spec"]["nodeName"] == name.as_str())
         .collect();
-    let events = client.get_json(&format!(
-        "/v1/namespaces/{}/events",
-        crate::store::state_machine::DEFAULT_NAMESPACE
-    ))?;
+    // Events about nodes are kept in the default namespace.
+    let events = client.get_json("/v1/namespaces/default/events")?;
     let about: Vec<&Value> = events["items"]
         .as_array()
         .into_iter()
