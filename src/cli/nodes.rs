@@ -165,6 +165,13 @@ pub fn describe_text(n: &Value, instances: &[&Value]) -> String {
         },
     );
     line("Age", output::age_ms(&n["startedAtMs"]));
+    out.push_str(&conditions_and_instances(n, instances));
+    out
+}
+
+/// The "Conditions:" and "Instances:" parts of `describe node/NAME`.
+fn conditions_and_instances(n: &Value, instances: &[&Value]) -> String {
+    let mut out = String::new();
     let conditions: Vec<Vec<String>> = n["conditions"]
         .as_array()
         .into_iter()
