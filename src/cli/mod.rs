@@ -362,7 +362,14 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
             watch,
         } => {
             if nodes::is_node_kind(&kind) {
-                return nodes::get(&conn.client(), &kind, name, output, watch);
+                return nodes::get(
+                    &conn.client(),
+                    &kind,
+                    name,
+                    selector.as_deref(),
+                    output,
+                    watch,
+                );
             }
             let (kind, name) = split_target(&kind, name)?;
             let ns = if all_namespaces {

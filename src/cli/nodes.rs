@@ -28,11 +28,12 @@ fn node_path(name: &str) -> String {
     format!("/v1/nodes/{}", super::urlencode(name))
 }
 
-/// `get nodes` (the list) or `get node NAME` (one row).
+/// `get nodes [-l SELECTOR]` (the list, by node labels) or `get node NAME` (one row).
 pub fn get(
     client: &Client,
     target: &str,
     name: Option<String>,
+    selector: Option<&str>,
     format: Format,
     watch: bool,
 ) -> Result<(), ClientError> {
@@ -49,8 +50,30 @@ pub fn get(
         }
         None => client.get_json("/v1/nodes")?,
     };
+    let v = match selector {
+        Some(sel) => only_labelled(v, sel)?,
+        None => v,
+    };
     print_list(&v, format);
     Ok(())
+}
+
+/// The nodes of the list `v` whose labels match the label selector `sel`.
+fn only_labelled(mut v: Value, sel: &str) -> Result<Value, ClientError> {
+    let sel = crate::model::parse_label_selector(sel)
+        .map_err(|e| ClientError::Other(format!("-l/--selector: {e}")))?;
+    if let Some(items) = v["items"].as_array_mut() {
+        items.retain(|n| {
+            let labels = n["labels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect();
+            crate::model::selector_matches(&sel, &labels)
+        });
+    }
+    Ok(v)
 }
 
 /// The node list as `omnicloud nodes` prints it.
@@ -243,6 +266,27 @@ mod tests {
         );
         assert_eq!(name_of("nodes", None).unwrap(), None);
         assert!(name_of("node/n1", Some("n2".into())).is_err());
+    }
+
+    #[test]
+    fn a_label_selector_picks_nodes_by_their_labels() {
+        let v = json!({"items": [{"name": "a", "labels": {"zone": "x"}},
+                                 {"name": "b", "labels": {"zone": "y"}}, {"name": "c"}]});
+        let names = |v: Value| -> Vec<String> {
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names(only_labelled(v.clone(), "zone=x").unwrap()), ["a"]);
+        assert_eq!(
+            names(only_labelled(v.clone(), "zone!=x").unwrap()),
+            ["b", "c"]
+        );
+        let err = only_labelled(v, "zone in (").unwrap_err().to_string();
+        assert!(err.starts_with("-l/--selector: "), "{err}");
     }
 
     #[test]
