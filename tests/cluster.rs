@@ -57,7 +57,17 @@ fn five_nodes_form_one_cluster_with_three_voters() {
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "ADDRESS", "ROLES", "STATUS", "RAFT", "CPU", "MEMORY", "AGE"]
+        [
+            "NAME",
+            "ADDRESS",
+            "ROLES",
+            "STATUS",
+            "RAFT",
+            "CPU",
+            "MEMORY",
+            "AGE",
+            "CONDITIONS"
+        ]
     );
     assert_eq!(
         out.lines().filter(|l| l.contains(" alive ")).count(),

@@ -1,8 +1,9 @@
 //! A node whose host lacks `iptables` (a fresh Debian) still runs instances: without
 //! outbound NAT, which each instance's status says (`status.warnings`), and which the node
 //! says once, in one Warning event about the node and one line in its log, not on every
-//! pass of the agent. As root with the test images; skips loudly elsewhere (fails under
-//! OMNICLOUD_REQUIRE_ALL=1).
+//! pass of the agent; `apply --wait` shows the warning and `omnicloud nodes` and
+//! `describe node/NAME` the node's condition. As root with the test images; skips loudly
+//! elsewhere (fails under OMNICLOUD_REQUIRE_ALL=1).
 
 mod common;
 
@@ -103,8 +104,17 @@ fn without_iptables_instances_run_and_the_node_says_once_it_has_no_outbound_nat(
     );
 
     // More passes of the agent and a second instance: still one event and one log line.
-    let (code, body) = node.api().apply(&deployment("second"));
-    assert!(code < 300, "{body}");
+    // `apply --wait` says the instance runs without outbound NAT.
+    let (ok, _, err) = node.cli_with_stdin(
+        &["apply", "-f", "-", "--wait", "--timeout", "90s"],
+        Some(&deployment("second")),
+    );
+    assert!(ok, "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("deployment/second 1/1 ready; warning: NoOutboundNAT on 1 instance ("),
+        "{err}"
+    );
     let second = eventually(Duration::from_secs(90), || ready_instance(&node, "second"))
         .expect("the second instance is ready");
     assert_eq!(second["status"]["warnings"][0]["reason"], "NoOutboundNAT");
@@ -134,5 +144,26 @@ fn without_iptables_instances_run_and_the_node_says_once_it_has_no_outbound_nat(
     assert!(
         !log.contains("setting up the instance network"),
         "the network setup failed; log:\n{log}"
+    );
+
+    // The node's condition: in `omnicloud nodes`, and in `describe node/NAME` with its
+    // message.
+    let (ok, out, err) = node.cli(&["nodes"]);
+    assert!(ok, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("nonat "))
+        .unwrap_or_default();
+    assert!(row.ends_with(" NoOutboundNAT"), "{out}");
+    let (ok, out, err) = node.cli(&["describe", "node/nonat"]);
+    assert!(ok, "{err}");
+    let condition = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Conditions:"))
+        .find(|l| l.contains("NoOutboundNAT"))
+        .unwrap_or_else(|| panic!("no NoOutboundNAT condition:\n{out}"));
+    assert!(
+        condition.contains("node-network") && condition.contains("apt-get install iptables"),
+        "{out}"
     );
 }

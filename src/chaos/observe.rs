@@ -44,20 +44,16 @@ pub fn workloads_of(applied: &Value) -> Vec<Workload> {
         .collect()
 }
 
-/// "deployments/web 4/6 ready" for a workload short of its replicas, None when restored.
+/// "deployments/web 4/6 ready" for a workload short of its replicas, None when restored
+/// (`cli::why::progress`: the same test as `--wait`).
 fn shortfall(o: &Value, w: &Workload) -> Option<String> {
-    let want = o["spec"]["replicas"].as_i64().unwrap_or(1);
-    let st = &o["status"];
-    let ready = st["readyReplicas"].as_i64().unwrap_or(0);
-    let current = st["replicas"].as_i64().unwrap_or(0);
-    let observed = st["observedGeneration"].as_u64().unwrap_or(0)
-        >= o["metadata"]["generation"].as_u64().unwrap_or(0);
-    (!(observed && ready == want && current == want))
-        .then(|| format!("{}/{} {ready}/{want} ready", w.plural, w.name))
+    let (text, done) = crate::cli::why::progress(o);
+    (!done).then(|| format!("{}/{} {text}", w.plural, w.name))
 }
 
 /// Waits until every workload is at its desired replicas, asking any live node; Err lists
-/// the ones that were not at `limit`.
+/// the ones that were not at `limit`, each with why (`cli::why`: its instances' reasons,
+/// Warning events, node conditions).
 pub fn wait_restored(
     cluster: &LocalCluster,
     workloads: &[Workload],
@@ -65,21 +61,32 @@ pub fn wait_restored(
 ) -> Result<(), Vec<String>> {
     let deadline = Instant::now() + limit;
     loop {
+        let last = Instant::now() >= deadline;
         let mut missing = Vec::new();
         for w in workloads {
             let path = format!("/v1/namespaces/{}/{}/{}", w.namespace, w.plural, w.name);
             let o = (0..cluster.nodes.len())
                 .filter(|&i| cluster.nodes[i].alive())
-                .find_map(|i| cluster.client(i).get_json(&path).ok());
+                .find_map(|i| Some((i, cluster.client(i).get_json(&path).ok()?)));
             match o {
-                Some(o) => missing.extend(shortfall(&o, w)),
+                Some((i, o)) => missing.extend(shortfall(&o, w).map(|short| {
+                    match (last, crate::model::Kind::parse(w.plural)) {
+                        (true, Some(kind)) => format!(
+                            "{}/{} {}",
+                            w.plural,
+                            w.name,
+                            crate::cli::wait::replicas_line(&cluster.client(i), kind, &o)
+                        ),
+                        _ => short,
+                    }
+                })),
                 None => missing.push(format!("{}/{} unreadable", w.plural, w.name)),
             }
         }
         if missing.is_empty() {
             return Ok(());
         }
-        if Instant::now() >= deadline {
+        if last {
             return Err(missing);
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -400,6 +407,10 @@ mod tests {
         let short = json!({"metadata": {"generation": 1}, "spec": {"replicas": 3},
                         "status": {"observedGeneration": 1, "replicas": 3, "readyReplicas": 2}});
         assert_eq!(shortfall(&short, &w).unwrap(), "deployments/web 2/3 ready");
+        // A VirtualMachine that is not running wants no replicas (as `--wait` has it).
+        let stopped = json!({"metadata": {"generation": 2}, "spec": {"replicas": 1, "running": false},
+                        "status": {"observedGeneration": 2, "replicas": 0, "readyReplicas": 0}});
+        assert_eq!(shortfall(&stopped, &w), None);
         let applied = json!({"items": [{"kind": "Deployment", "namespace": "default", "name": "web"},
                                        {"kind": "Namespace", "name": "x"}]});
         assert_eq!(workloads_of(&applied), vec![w]);

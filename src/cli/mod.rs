@@ -8,6 +8,7 @@ mod autoscale;
 pub mod client;
 mod completion;
 mod images;
+mod nodes;
 mod ops;
 pub mod output;
 mod resources;
@@ -16,7 +17,8 @@ mod scaling;
 mod statefulset;
 mod top;
 mod vms;
-mod wait;
+pub(crate) mod wait;
+pub(crate) mod why;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -319,11 +321,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::StatefulSet(cmd) => statefulset::run(cmd),
         Command::Nodes { conn, output } => {
             let v = conn.client().get_json("/v1/nodes")?;
-            match output {
-                Format::Json => output::print_json(&v),
-                Format::Yaml => output::print_yaml(&v),
-                _ => println!("{}", output::nodes_table(&v)),
-            }
+            nodes::print_list(&v, output);
             Ok(())
         }
         Command::Bootstrap(BootstrapCommand::Status { conn, output }) => {
@@ -363,6 +361,16 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
             output,
             watch,
         } => {
+            if nodes::is_node_kind(&kind) {
+                return nodes::get(
+                    &conn.client(),
+                    &kind,
+                    name,
+                    selector.as_deref(),
+                    output,
+                    watch,
+                );
+            }
             let (kind, name) = split_target(&kind, name)?;
             let ns = if all_namespaces {
                 None
@@ -404,11 +412,21 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
             name,
             namespace,
         } => {
+            if nodes::is_node_kind(&target) {
+                return nodes::describe(&conn.client(), &target, name);
+            }
             let (kind, name) = split_target(&target, name)?;
             let name = name.ok_or_else(|| ClientError::Other("describe needs KIND/NAME".into()))?;
             let client = conn.client();
             let o = client.get_json(&object_path(kind, namespace.as_deref(), &name))?;
             print!("{}", output::describe(&o));
+            if kind.has_replicas() {
+                println!(
+                    "{:<20}{}",
+                    "Replicas:",
+                    wait::replicas_line(&client, kind, &o)
+                );
+            }
             if kind.namespaced() && kind != Kind::Event {
                 let ns = o["metadata"]["namespace"].as_str().unwrap_or("default");
                 let events = client.get_json(&format!("/v1/namespaces/{ns}/events"))?;
@@ -526,7 +544,8 @@ fn split_target(target: &str, name: Option<String>) -> Result<(Kind, Option<Stri
         None => (target, None),
     };
     let kind = Kind::parse(kind_text).ok_or_else(|| {
-        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
+        let mut known: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
+        known.push("nodes");
         ClientError::Other(format!(
             "unknown kind \"{kind_text}\"; expected one of {}",
             known.join(", ")

@@ -339,7 +339,7 @@ pub fn bytes(b: u64) -> String {
     format!("{b}")
 }
 
-fn cpu(millis: u64) -> String {
+pub fn cpu(millis: u64) -> String {
     if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {
@@ -347,7 +347,7 @@ fn cpu(millis: u64) -> String {
     }
 }
 
-fn age_ms(ms: &Value) -> String {
+pub fn age_ms(ms: &Value) -> String {
     let Some(ms) = ms.as_u64() else {
         return "<unknown>".into();
     };
@@ -357,7 +357,7 @@ fn age_ms(ms: &Value) -> String {
     ))
 }
 
-/// `omnicloud nodes`: NAME ADDRESS ROLES STATUS RAFT CPU MEMORY AGE.
+/// `omnicloud nodes`: NAME ADDRESS ROLES STATUS RAFT CPU MEMORY AGE CONDITIONS.
 pub fn nodes_table(v: &Value) -> String {
     let rows = v["items"]
         .as_array()
@@ -383,15 +383,39 @@ pub fn nodes_table(v: &Value) -> String {
                 cpu(n["cpuMillis"].as_u64().unwrap_or(0)),
                 bytes(n["memoryBytes"].as_u64().unwrap_or(0)),
                 age_ms(&n["startedAtMs"]),
+                conditions(&n["conditions"]),
             ]
         })
         .collect();
     table(
         &[
-            "NAME", "ADDRESS", "ROLES", "STATUS", "RAFT", "CPU", "MEMORY", "AGE",
+            "NAME",
+            "ADDRESS",
+            "ROLES",
+            "STATUS",
+            "RAFT",
+            "CPU",
+            "MEMORY",
+            "AGE",
+            "CONDITIONS",
         ],
         rows,
     )
+}
+
+/// "NoOutboundNAT,KvmUnavailable", or "<none>".
+fn conditions(c: &Value) -> String {
+    let reasons: Vec<&str> = c
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["reason"].as_str())
+        .collect();
+    if reasons.is_empty() {
+        "<none>".into()
+    } else {
+        reasons.join(",")
+    }
 }
 
 /// `omnicloud bootstrap status`.

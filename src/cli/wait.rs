@@ -1,14 +1,17 @@
 //! `--wait`: follow workloads until they converge (every replica created, ready, and of
-//! the current generation), with a live status line, or fail at `--timeout` saying what is
-//! still missing.
+//! the current generation), with a live status line that says why they are not there yet
+//! (`why`: instance reasons, Warning events, node conditions), or fail at `--timeout`
+//! saying what is still missing and why.
 
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
 use super::client::{Client, ClientError};
+use super::why::{self, Facts};
 use crate::model::Kind;
 
 #[derive(Debug, Clone, Args)]
@@ -29,73 +32,156 @@ pub struct Target {
     pub name: String,
 }
 
-/// "2/3 ready" and whether it has converged.
-fn progress(o: &Value) -> (String, bool) {
-    let mut want = o["spec"]["replicas"].as_i64().unwrap_or(1);
-    // A VirtualMachine that is not running wants none.
-    if o["spec"]["running"] == false {
-        want = 0;
-    }
-    let st = &o["status"];
-    let ready = st["readyReplicas"].as_i64().unwrap_or(0);
-    let current = st["replicas"].as_i64().unwrap_or(0);
-    let observed = st["observedGeneration"].as_u64().unwrap_or(0)
-        >= o["metadata"]["generation"].as_u64().unwrap_or(0);
-    let done = observed && ready == want && current == want;
-    (format!("{ready}/{want} ready"), done)
+/// The kinds that converge (the ones with replicas); others are applied and not waited for.
+fn waits_for(kind: Kind) -> bool {
+    kind.has_replicas()
 }
 
-/// Polls until every target has converged; prints progress to stderr.
+/// Events older than the wait (less this slack for clocks between client and leader) are
+/// about an earlier change, not about this one.
+const EVENT_SLACK: Duration = Duration::from_secs(5);
+
+/// The instances of `t` (label and owner kind).
+pub fn instances_of(client: &Client, kind: Kind, ns: &str, name: &str) -> Vec<Value> {
+    let path = format!(
+        "/v1/namespaces/{ns}/instances?labelSelector={}",
+        super::urlencode(&format!("{}={name}", crate::model::instance::OWNER_LABEL))
+    );
+    let list = client.get_json(&path).unwrap_or(Value::Null);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["spec"]["owner"]["kind"] == kind.as_str())
+        .cloned()
+        .collect()
+}
+
+/// The `/v1/nodes` items; none when the API does not answer.
+pub fn nodes(client: &Client) -> Vec<Value> {
+    let v = client.get_json("/v1/nodes").unwrap_or(Value::Null);
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The events in `ns` last seen at or after `since`.
+fn events(client: &Client, ns: &str, since: SystemTime) -> Vec<Value> {
+    let v = client
+        .get_json(&format!("/v1/namespaces/{ns}/events"))
+        .unwrap_or(Value::Null);
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["spec"]["lastTimestamp"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                .is_some_and(|t| t >= since)
+        })
+        .cloned()
+        .collect()
+}
+
+/// "deployment/web 0/2 ready: 2 Failed (image pull failed: ...)" and whether it converged.
+fn look(client: &Client, t: &Target, since: SystemTime) -> Result<(String, bool), ClientError> {
+    let path = format!(
+        "/v1/namespaces/{}/{}/{}",
+        t.namespace,
+        t.kind.plural(),
+        t.name
+    );
+    let o = client.get_json(&path)?;
+    let instances = instances_of(client, t.kind, &t.namespace, &t.name);
+    let (_, done) = why::progress(&o);
+    // Node conditions explain only instances that say nothing themselves.
+    let unexplained = instances.iter().any(|i| {
+        i["status"]["ready"] != true && i["status"]["reason"].as_str().unwrap_or("").is_empty()
+    });
+    let (events, nodes) = match done {
+        true => (Vec::new(), Vec::new()),
+        false if unexplained => (events(client, &t.namespace, since), nodes(client)),
+        false => (events(client, &t.namespace, since), Vec::new()),
+    };
+    let facts = Facts {
+        instances: &instances,
+        events: &events,
+        nodes: &nodes,
+    };
+    let (text, done) = why::summary(&o, &facts);
+    Ok((
+        format!("{}/{} {text}", t.kind.as_str().to_lowercase(), t.name),
+        done,
+    ))
+}
+
+/// `describe`'s "Replicas:" line (and a chaos run's verdict) for the workload `o`: "0/2
+/// ready: 2 Failed (image pull failed: ...)", with the Warning events about it and its
+/// instances of the last hour.
+pub fn replicas_line(client: &Client, kind: Kind, o: &Value) -> String {
+    let ns = o["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = o["metadata"]["name"].as_str().unwrap_or_default();
+    let instances = instances_of(client, kind, ns, name);
+    let since = SystemTime::now() - Duration::from_secs(3600);
+    let (events, nodes) = (events(client, ns, since), nodes(client));
+    let facts = Facts {
+        instances: &instances,
+        events: &events,
+        nodes: &nodes,
+    };
+    why::summary(o, &facts).0
+}
+
+/// Polls until every target has converged; prints progress and its reasons to stderr (a
+/// live line on a terminal, a line per change otherwise).
 pub fn wait(client: &Client, targets: &[Target], timeout: Duration) -> Result<(), ClientError> {
-    let targets: Vec<&Target> = targets
-        .iter()
-        .filter(|t| matches!(t.kind, Kind::Deployment | Kind::VirtualMachine))
-        .collect();
+    let targets: Vec<&Target> = targets.iter().filter(|t| waits_for(t.kind)).collect();
     let live = std::io::stderr().is_terminal();
+    let bar = if live {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {wide_msg}").expect("a valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
     let start = Instant::now();
+    let since = SystemTime::now() - EVENT_SLACK;
     let mut last = String::new();
     loop {
-        let mut parts = Vec::new();
+        let mut lines = Vec::new();
         let mut all = true;
         for t in &targets {
-            let path = format!(
-                "/v1/namespaces/{}/{}/{}",
-                t.namespace,
-                t.kind.plural(),
-                t.name
-            );
-            let o = client.get_json(&path)?;
-            let (text, done) = progress(&o);
+            let (line, done) = look(client, t, since)?;
             all &= done;
-            parts.push(format!(
-                "{}/{} {text}",
-                t.kind.as_str().to_lowercase(),
-                t.name
-            ));
+            lines.push(line);
         }
-        let line = format!("{} ({}s)", parts.join(", "), start.elapsed().as_secs());
+        let text = lines.join(" | ");
+        let line = format!("{text} ({}s)", start.elapsed().as_secs());
         if live {
-            eprint!("\r\x1b[2K{line}");
-            let _ = std::io::stderr().flush();
-        } else if parts.join(", ") != last {
+            bar.set_message(line);
+        } else if text != last {
             eprintln!("{line}");
-            last = parts.join(", ");
+            last = text;
         }
         if all {
+            bar.finish();
             if live {
                 eprintln!();
             }
             return Ok(());
         }
         if start.elapsed() >= timeout {
+            bar.abandon();
             if live {
                 eprintln!();
             }
-            return Err(ClientError::Other(format!(
-                "timed out after {}: {}",
-                humantime::format_duration(timeout),
-                parts.join(", ")
-            )));
+            let waited = humantime::format_duration(timeout);
+            return Err(ClientError::Other(match lines.as_slice() {
+                [one] => format!("timed out after {waited}: {one}"),
+                many => format!("timed out after {waited}:\n  {}", many.join("\n  ")),
+            }));
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -104,24 +190,14 @@ pub fn wait(client: &Client, targets: &[Target], timeout: Duration) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
-    fn converged_means_current_generation_and_all_ready() {
-        let o = json!({"metadata": {"generation": 2}, "spec": {"replicas": 3},
-                       "status": {"observedGeneration": 2, "replicas": 3, "readyReplicas": 3}});
-        assert_eq!(progress(&o), ("3/3 ready".to_string(), true));
-        let stale = json!({"metadata": {"generation": 3}, "spec": {"replicas": 3},
-                           "status": {"observedGeneration": 2, "replicas": 3, "readyReplicas": 3}});
-        assert!(!progress(&stale).1);
-        let extra = json!({"metadata": {"generation": 2}, "spec": {"replicas": 1},
-                           "status": {"observedGeneration": 2, "replicas": 2, "readyReplicas": 1}});
-        assert!(
-            !progress(&extra).1,
-            "scaling down is done when the extra ones are gone"
-        );
-        let stopped_vm = json!({"metadata": {"generation": 4}, "spec": {"replicas": 2, "running": false},
-                           "status": {"observedGeneration": 4, "replicas": 0, "readyReplicas": 0}});
-        assert_eq!(progress(&stopped_vm), ("0/0 ready".to_string(), true));
+    fn every_kind_with_replicas_is_waited_for() {
+        // StatefulSets converge like the others (`statefulset scale --wait` waits).
+        for kind in [Kind::Deployment, Kind::StatefulSet, Kind::VirtualMachine] {
+            assert!(waits_for(kind), "{kind}");
+        }
+        assert!(!waits_for(Kind::HorizontalPodAutoscaler));
+        assert!(!waits_for(Kind::Namespace));
     }
 }
