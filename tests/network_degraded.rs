@@ -2,8 +2,9 @@
 //! outbound NAT, which each instance's status says (`status.warnings`), and which the node
 //! says once, in one Warning event about the node and one line in its log, not on every
 //! pass of the agent; `apply --wait` shows the warning and `omnicloud nodes` and
-//! `describe node/NAME` the node's condition. As root with the test images; skips loudly
-//! elsewhere (fails under OMNICLOUD_REQUIRE_ALL=1).
+//! `describe node/NAME` the node's condition. A node whose network cannot be set up at all
+//! (no `ip`) says why in `apply --wait`, `describe` and the node's conditions. As root with
+//! the test images; skips loudly elsewhere (fails under OMNICLOUD_REQUIRE_ALL=1).
 
 mod common;
 
@@ -166,4 +167,60 @@ fn without_iptables_instances_run_and_the_node_says_once_it_has_no_outbound_nat(
         condition.contains("node-network") && condition.contains("apt-get install iptables"),
         "{out}"
     );
+}
+
+/// Issue 14.2: a workload held by a broken node network says so where the user waits and
+/// looks: `apply --wait` names the network failure, `describe` too, and the node carries
+/// the condition (one Warning event, not one per pass).
+#[test]
+fn a_broken_network_is_named_by_apply_wait_describe_and_the_node() {
+    let Some(layout) = common::images::layout() else {
+        return;
+    };
+    // No `ip`: the node bridge cannot be made.
+    let tools = tempfile::tempdir().unwrap();
+    let nsenter = which("nsenter").expect("nsenter is installed");
+    std::os::unix::fs::symlink(nsenter, tools.path().join("nsenter")).unwrap();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[network]\ncluster_cidr = \"10.82.0.0/16\"\nbridge = \"ocnoip0\"\n",
+    )
+    .unwrap();
+    let node = TestNode::start_env(
+        "noip",
+        &[
+            "--roles",
+            "auto",
+            "--config",
+            config.path().to_str().unwrap(),
+        ],
+        &[("PATH", tools.path().to_str().unwrap())],
+    );
+    common::images::import(&node.dir, &layout);
+    let (ok, _, err) = node.cli_with_stdin(
+        &["apply", "-f", "-", "--wait", "--timeout", "15s"],
+        Some(&deployment("stuck")),
+    );
+    assert!(!ok, "the deployment cannot be ready: {err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains("network setup failed"), "{err}");
+    let (ok, out, err) = node.cli(&["describe", "deployment/stuck"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("network setup failed"), "{out}");
+    let (ok, out, _) = node.cli(&["nodes"]);
+    assert!(ok);
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("noip "))
+        .unwrap_or_default();
+    assert!(row.contains("NetworkSetupFailed"), "{out}");
+    let (_, v) = node.api().get("/v1/namespaces/default/events");
+    let failed = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["spec"]["reason"] == "NetworkSetupFailed")
+        .count();
+    assert_eq!(failed, 1, "one event, not one per pass: {v}");
 }

@@ -30,6 +30,8 @@ pub struct NodeNet {
     state: Arc<watch::Sender<Option<NodeNetwork>>>,
     /// One setup at a time: the agent and the director may both need it in the same pass.
     setup: Arc<tokio::sync::Mutex<()>>,
+    /// Why the last setup failed (cleared when it succeeds): said once per distinct reason.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl NodeNet {
@@ -39,7 +41,13 @@ impl NodeNet {
             bridge: bridge.to_string(),
             state: Arc::new(watch::channel(None).0),
             setup: Arc::new(tokio::sync::Mutex::new(())),
+            failure: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Why the network could not be set up, while it is not up.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("network failure").clone()
     }
 
     /// The network, once it is up.
@@ -68,16 +76,42 @@ impl NodeNet {
             return;
         };
         let bridge = self.bridge.clone();
-        match tokio::task::spawn_blocking(move || NodeNetwork::ensure(&bridge, subnet)).await {
+        let failed = match tokio::task::spawn_blocking(move || NodeNetwork::ensure(&bridge, subnet))
+            .await
+        {
             Ok(Ok(n)) => {
                 tracing::info!(bridge = %n.bridge, subnet = %n.subnet, "instance network ready");
                 if let Some(d) = n.degraded {
                     announce_degraded(control, node, d);
                 }
+                if self
+                    .failure
+                    .lock()
+                    .expect("network failure")
+                    .take()
+                    .is_some()
+                {
+                    announce(
+                        control,
+                        node,
+                        false,
+                        "NetworkReady",
+                        "the instance network is up".into(),
+                    );
+                }
                 self.state.send_replace(Some(n));
+                return;
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "setting up the instance network"),
-            Err(e) => tracing::error!(error = %e, "network setup panicked"),
+            Ok(Err(e)) => crate::error_chain(&e),
+            Err(e) => format!("network setup panicked: {e}"),
+        };
+        // A node-level fault: said once per distinct reason (log and Warning event), and in
+        // the status of every instance waiting for it (`Unit::new`), not every second.
+        let mut last = self.failure.lock().expect("network failure");
+        if last.as_deref() != Some(failed.as_str()) {
+            tracing::error!(error = %failed, "setting up the instance network; instances wait for it");
+            announce(control, node, true, "NetworkSetupFailed", failed.clone());
+            *last = Some(failed);
         }
     }
 
@@ -125,14 +159,26 @@ pub fn node_subnet(control: &ControlPlane, node: &str) -> Option<Subnet> {
 /// node (`omnicloud get events`). The network is set up once per node process when complete
 /// or degraded, so this runs once, not on every pass.
 pub fn announce_degraded(control: &ControlPlane, node: &str, degraded: Degraded) {
+    announce(
+        control,
+        node,
+        true,
+        degraded.reason(),
+        degraded.message().into(),
+    );
+}
+
+/// An event about this node from the node network (a Warning is a node condition in
+/// `omnicloud nodes` until a Normal event from the same source follows).
+fn announce(control: &ControlPlane, node: &str, warning: bool, reason: &str, message: String) {
     use crate::orchestrator::controllers::events::{EventDraft, Recorder};
     let draft = EventDraft {
         namespace: crate::store::state_machine::DEFAULT_NAMESPACE.into(),
         kind: "Node".into(),
         name: node.to_string(),
-        warning: true,
-        reason: degraded.reason().into(),
-        message: degraded.message().into(),
+        warning,
+        reason: reason.into(),
+        message,
         source: "node-network".into(),
     };
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();

@@ -57,6 +57,38 @@ pub async fn run<W: Workload>(
     unit.teardown().await;
 }
 
+/// Waits for the node network; while its setup fails, the instance is Pending with the
+/// reason (reported once per distinct reason), so `--wait` and `describe` can say why.
+async fn wait_network<W: Workload>(
+    node: &Node<W>,
+    key: &ObjectKey,
+    uid: &str,
+    status: &mut InstanceStatus,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<crate::container::network::NodeNetwork> {
+    let mut said: Option<String> = None;
+    loop {
+        if let Some(n) = node.network.get() {
+            if said.is_some() {
+                status.reason.clear();
+                status.message.clear();
+            }
+            return Some(n);
+        }
+        if let Some(why) = node.network.failure().filter(|w| said.as_ref() != Some(w)) {
+            status.phase = Phase::Pending;
+            status.reason = "NetworkSetupFailed".into();
+            status.message = why.clone();
+            node.report(key, uid, status);
+            said = Some(why);
+        }
+        tokio::select! {
+            n = node.network.wait(stop) => return n,
+            _ = tokio::time::sleep(super::TICK) => {}
+        }
+    }
+}
+
 impl<W: Workload> Unit<W> {
     async fn new(
         node: Arc<Node<W>>,
@@ -71,7 +103,7 @@ impl<W: Workload> Unit<W> {
             ..Default::default()
         };
         let network = match W::needs_network(&spec) {
-            true => Some(node.network.wait(stop).await?),
+            true => Some(wait_network(&node, &key, &uid, &mut status, stop).await?),
             false => None,
         };
         status.warnings = (network.as_ref().and_then(|n| n.degraded))
