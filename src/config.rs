@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Deserialize;
 
-use crate::orchestrator::RaftSettings;
-
 /// The default configuration file, also the documentation of every key.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/node.toml");
 
@@ -188,7 +186,55 @@ pub struct NodeConfig {
     pub network: NetworkSettings,
     pub agent: AgentSettings,
     pub director: DirectorSettings,
-    pub autoscaler: crate::orchestrator::autoscaler::AutoscalerSettings,
+    pub autoscaler: AutoscalerSettings,
+}
+
+/// Raft tuning from the node config.
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and purge the log before it) after this many applied entries.
+    pub snapshot_after_logs: u64,
+    /// Entries kept in the log behind the snapshot, for lagging followers.
+    pub keep_logs_after_snapshot: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_after_logs: 5000,
+            keep_logs_after_snapshot: 1000,
+        }
+    }
+}
+
+/// `[autoscaler]` of the node config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoscalerSettings {
+    /// How often every HPA is evaluated (Kubernetes' `--horizontal-pod-autoscaler-sync-period`).
+    pub sync_period: std::time::Duration,
+    /// Samples are averaged over this window.
+    pub metric_window: std::time::Duration,
+    /// Kubernetes' `--horizontal-pod-autoscaler-cpu-initialization-period`.
+    pub cpu_initialization_period: std::time::Duration,
+    /// Kubernetes' `--horizontal-pod-autoscaler-initial-readiness-delay`.
+    pub initial_readiness_delay: std::time::Duration,
+}
+
+impl Default for AutoscalerSettings {
+    fn default() -> Self {
+        AutoscalerSettings {
+            sync_period: std::time::Duration::from_secs(15),
+            metric_window: std::time::Duration::from_secs(15),
+            cpu_initialization_period: std::time::Duration::from_secs(300),
+            initial_readiness_delay: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 /// The worker VM image a director boots for `VirtualMachine`s with `worker: true`.
@@ -204,7 +250,7 @@ pub struct DirectorSettings {
 /// node's bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkSettings {
-    pub cluster_cidr: crate::container::network::Subnet,
+    pub cluster_cidr: crate::model::Subnet,
     pub node_prefix: u8,
     pub bridge: String,
 }
@@ -349,8 +395,8 @@ impl NodeConfig {
                 "must be between 50 and 60000",
             ));
         }
-        let cluster_cidr = crate::container::network::Subnet::parse(&file.network.cluster_cidr)
-            .ok_or_else(|| {
+        let cluster_cidr =
+            crate::model::Subnet::parse(&file.network.cluster_cidr).ok_or_else(|| {
                 invalid(
                     "network.cluster_cidr",
                     format!(
@@ -410,7 +456,7 @@ impl NodeConfig {
             }
         }
         let ms = std::time::Duration::from_millis;
-        let autoscaler = crate::orchestrator::autoscaler::AutoscalerSettings {
+        let autoscaler = AutoscalerSettings {
             sync_period: ms(a.sync_period_ms),
             metric_window: ms(a.metric_window_ms),
             cpu_initialization_period: ms(a.cpu_initialization_period_ms),

@@ -53,9 +53,8 @@ use crate::supervise::{spawn_leader_contact, Reporter};
 use supervisor::Record;
 
 const RECORD_PREFIX: &str = "agent/";
-/// An agent that has not reached the Raft leader for this long stops its StatefulSet
-/// instances: the orchestrator may be replacing them elsewhere (at most one per identity).
-pub const FENCE_AFTER: Duration = Duration::from_secs(10);
+/// Defined with the instance model, which the orchestrator shares.
+pub use crate::model::instance::FENCE_AFTER;
 const TICK: Duration = Duration::from_secs(1);
 /// Pause before a pass, so a burst of changes costs one pass, not one each.
 const SETTLE: Duration = Duration::from_millis(50);

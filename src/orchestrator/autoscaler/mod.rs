@@ -37,35 +37,14 @@ use tokio::sync::{broadcast, watch};
 use super::controllers::events::{EventDraft, Recorder};
 use super::controllers::{key_of, load_all, version, ControllerMetrics, InstanceView};
 use super::ControlPlane;
+use crate::cluster::identity::now_ms;
+/// `[autoscaler]` of the node config, which owns the type.
+pub use crate::config::AutoscalerSettings;
 use crate::model::{Kind, Resource, Spec};
 use crate::store::{ChangeType, Command, Rejection};
 use horizontal::Scaled;
 use hpa::{History, Metric, Timing};
 use metrics::{IngestStatus, MetricName, MetricStore};
-
-/// `[autoscaler]` of the node config.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AutoscalerSettings {
-    /// How often every HPA is evaluated (Kubernetes' `--horizontal-pod-autoscaler-sync-period`).
-    pub sync_period: Duration,
-    /// Samples are averaged over this window.
-    pub metric_window: Duration,
-    /// Kubernetes' `--horizontal-pod-autoscaler-cpu-initialization-period`.
-    pub cpu_initialization_period: Duration,
-    /// Kubernetes' `--horizontal-pod-autoscaler-initial-readiness-delay`.
-    pub initial_readiness_delay: Duration,
-}
-
-impl Default for AutoscalerSettings {
-    fn default() -> Self {
-        AutoscalerSettings {
-            sync_period: Duration::from_secs(15),
-            metric_window: Duration::from_secs(15),
-            cpu_initialization_period: Duration::from_secs(300),
-            initial_readiness_delay: Duration::from_secs(30),
-        }
-    }
-}
 
 /// What the loop keeps between syncs while leading.
 #[derive(Default)]
@@ -110,7 +89,7 @@ pub fn spawn(
                             && c.key.kind == Kind::Instance
                             && c.change != ChangeType::Deleted =>
                         {
-                            let now = super::membership::now_ms();
+                            let now = now_ms();
                             if let Some(s) = workers::provisioned(&mut state.cluster, &c.object, now) {
                                 metrics.worker_provision.observe(s);
                             }
@@ -163,7 +142,7 @@ fn ingest(store: &mut MetricStore, object: &[u8]) {
         return;
     };
     let status: IngestStatus = serde_json::from_value(v["status"].clone()).unwrap_or_default();
-    store.ingest((ns, name, uid), &status, super::membership::now_ms());
+    store.ingest((ns, name, uid), &status, now_ms());
 }
 
 /// Scrapes the custom metrics HPAs name from their targets' ready instances into the
@@ -194,13 +173,7 @@ async fn scrape_all(
             continue;
         };
         match result {
-            Ok(v) => store.record(
-                (&ns, &name, &uid),
-                metric.clone(),
-                super::membership::now_ms(),
-                v,
-                window,
-            ),
+            Ok(v) => store.record((&ns, &name, &uid), metric.clone(), now_ms(), v, window),
             Err(e) => {
                 errors.insert(m.clone(), e);
             }
@@ -216,7 +189,7 @@ async fn infrastructure(
     state: &mut State,
     metrics: &ControllerMetrics,
 ) -> bool {
-    let now = super::membership::now_ms();
+    let now = now_ms();
     let now_text =
         humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(now))
             .to_string();
@@ -267,7 +240,7 @@ async fn sync(
     }
     let mut workloads = load_all(control, Kind::Deployment);
     workloads.extend(load_all(control, Kind::StatefulSet));
-    let now = super::membership::now_ms();
+    let now = now_ms();
     for i in &instances {
         let status: IngestStatus = i
             .status

@@ -27,10 +27,10 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
 use super::ControlPlane;
+use crate::cluster::identity::now_ms;
 use crate::cluster::{Gossip, MemberStatus};
-use crate::container::network::Subnet;
 use crate::model::instance::{InstanceSpec, InstanceStatus, OwnerRef, OWNER_LABEL};
-use crate::model::{Kind, Resource, Spec, API_VERSION};
+use crate::model::{Kind, Resource, Spec, Subnet, API_VERSION};
 use crate::store::{Command, ObjectKey};
 pub use events::EventDraft;
 
@@ -443,7 +443,7 @@ fn gather(
         if rev == *cached_rev {
             return World {
                 nodes,
-                now_ms: super::membership::now_ms(),
+                now_ms: now_ms(),
                 ..world.clone()
             };
         }
@@ -460,7 +460,7 @@ fn gather(
         nodes,
         cluster_cidr: Some(network.cluster_cidr),
         node_prefix: network.node_prefix,
-        now_ms: super::membership::now_ms(),
+        now_ms: now_ms(),
     };
     if let Some(rev) = revision {
         *cache = Some((rev, world.clone()));
@@ -579,7 +579,7 @@ pub fn spawn(
                     cpu_millis: m.meta.cpu_millis,
                     memory_bytes: m.meta.memory_bytes,
                     down_for_ms: if m.status == MemberStatus::Down {
-                        super::membership::now_ms().saturating_sub(m.since_ms)
+                        now_ms().saturating_sub(m.since_ms)
                     } else {
                         0
                     },
