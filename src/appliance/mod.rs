@@ -3,8 +3,9 @@
 //! on a host's own Linux ([`install`]).
 //! [`disks`] finds the USB image's partitions by label.
 //! Errors are one [`ApplianceError`]. May call: `model` (name checks), and for
-//! `uninstall --purge` `container` and `agent::fence` (ending the node's workloads). Unsafe code (each with a `// SAFETY:` note): mount,
-//! sethostname, signal masks, waitpid, reboot.
+//! `uninstall --purge` `container` and `agent::fence` (ending the node's workloads).
+//! Unsafe code (each with a `// SAFETY:` note): mount, sethostname, signal masks, waitpid,
+//! reboot.
 
 pub mod disks;
 pub mod init;
