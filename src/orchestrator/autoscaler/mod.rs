@@ -35,7 +35,9 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 use super::controllers::events::{EventDraft, Recorder};
-use super::controllers::{key_of, load_all, version, ControllerMetrics, InstanceView};
+use super::controllers::{
+    key_of, load_all, status_change, version, ControllerMetrics, InstanceView,
+};
 use super::ControlPlane;
 use crate::cluster::identity::now_ms;
 /// `[autoscaler]` of the node config, which owns the type.
@@ -290,12 +292,7 @@ async fn sync(
         let Some(status) = vpa_status(v, &workloads, &views, &state.store, &pass.now_text) else {
             continue;
         };
-        if v.status.as_ref() != Some(&status) {
-            let command = Command::SetStatus {
-                key: key_of(v),
-                status: serde_json::to_vec(&status).expect("JSON"),
-                uid: Some(v.metadata.uid.clone()),
-            };
+        if let Some(command) = status_change(v, &status) {
             if control.write_local(command).await.is_err() {
                 return;
             }
@@ -528,12 +525,7 @@ async fn sync_hpa(
         }
     }
     let status = horizontal::status(hpa, spec, &d, &scaled, &pass.now_text);
-    if hpa.status.as_ref() != Some(&status) {
-        let command = Command::SetStatus {
-            key: key_of(hpa),
-            status: serde_json::to_vec(&status).expect("JSON"),
-            uid: Some(hpa.metadata.uid.clone()),
-        };
+    if let Some(command) = status_change(hpa, &status) {
         if let Err(e) = pass.control.write_local(command).await {
             tracing::debug!(error = %e, "HPA status not written");
             return Err(Stopped);

@@ -390,13 +390,7 @@ impl<'p, 'a> Rollout<'p, 'a> {
             "progressingSince": since,
             "history": hist,
         });
-        if d.status.as_ref() != Some(&status) {
-            draft.commands.push(Command::SetStatus {
-                key: key_of(d),
-                status: serde_json::to_vec(&status).expect("JSON"),
-                uid: Some(d.metadata.uid.clone()),
-            });
-        }
+        draft.commands.extend(super::status_change(d, &status));
     }
 }
 

@@ -328,6 +328,15 @@ pub fn version(r: &Resource) -> Option<u64> {
     r.metadata.resource_version.parse().ok()
 }
 
+/// The command that writes `status` on `r`; None when `r` already has it.
+pub fn status_change(r: &Resource, status: &Value) -> Option<Command> {
+    (r.status.as_ref() != Some(status)).then(|| Command::SetStatus {
+        key: key_of(r),
+        status: serde_json::to_vec(status).expect("JSON"),
+        uid: Some(r.metadata.uid.clone()),
+    })
+}
+
 /// RFC 3339 to ms since the epoch; 0 when empty or unreadable.
 pub fn parse_ms(ts: &str) -> u64 {
     humantime::parse_rfc3339(ts)
