@@ -1,6 +1,9 @@
 //! Node configuration: the TOML file (`config/node.toml` is the commented default and is
 //! compiled in), `OMNICLOUD_*` environment variables and command-line flags, merged in
 //! that order of increasing precedence, then checked.
+//!
+//! It owns the settings types it hands each room (`RaftSettings`, `AutoscalerSettings`,
+//! `NetworkSettings`, ...), so the rooms depend on it and it depends on `model` alone.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};

@@ -3,7 +3,9 @@
 //! `Command` and hands it here.
 //!
 //! Tasks: openraft's own core, replication and state-machine tasks.
-//! May call: `model`, `store`.
+//! May call: `model`, `store`, `cluster` (membership events, RPC transport, the clock),
+//! `config` (the settings types it is handed). Nothing else: the agent and the director
+//! call it, never the other way round (`cargo test` aside).
 
 pub mod autoscaler;
 pub mod controllers;

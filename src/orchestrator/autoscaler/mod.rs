@@ -18,7 +18,8 @@
 //! buffer) is dropped when leadership is lost, as a restarted Kubernetes controller
 //! manager forgets it.
 //!
-//! May call: `model`, `store` (commands), `orchestrator::controllers` (views, events).
+//! May call: `model`, `store` (commands), `cluster` (members, the clock), `config` (its
+//! settings), `orchestrator::controllers` (views, events).
 
 pub mod behavior;
 pub mod cluster;
