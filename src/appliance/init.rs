@@ -212,18 +212,7 @@ pub fn plan_from(
         Some(text) => config_file_settings(text)?,
         None => Vec::new(),
     };
-    for word in cmdline.split_whitespace() {
-        let Some(rest) = word.strip_prefix("omnicloud.") else {
-            continue;
-        };
-        let (key, value) = rest.split_once('=').ok_or_else(|| {
-            ApplianceError::invalid(
-                format!("omnicloud.{rest}"),
-                format!("expected omnicloud.{rest}=VALUE"),
-            )
-        })?;
-        settings.push((Origin::Cmdline, key.to_string(), value.to_string()));
-    }
+    settings.extend(cmdline_settings(cmdline)?);
     let mut plan = InitPlan {
         name: default_name.to_string(),
         join: Vec::new(),
@@ -236,9 +225,54 @@ pub fn plan_from(
         config: None,
         modules: default_modules.to_vec(),
     };
+    let (ip, gw) = apply(&mut plan, &settings)?;
+    crate::model::validate_name("omnicloud.name", &plan.name)?;
+    if plan.roles.is_empty() {
+        return Err(ApplianceError::invalid(
+            "omnicloud.roles",
+            "empty (leave it out for auto)",
+        ));
+    }
+    if !plan.join.is_empty() && plan.token.is_none() {
+        return Err(ApplianceError::Needs {
+            field: "omnicloud.join".into(),
+            needs: "omnicloud.token (the cluster's join token)".into(),
+        });
+    }
+    plan.address = address(ip, gw)?;
+    Ok(plan)
+}
+
+/// An `ip` setting and where it came from.
+type StaticIp = (Origin, String);
+
+/// The `omnicloud.key=value` words of a kernel command line.
+fn cmdline_settings(cmdline: &str) -> Result<Vec<(Origin, String, String)>, ApplianceError> {
+    let mut settings = Vec::new();
+    for word in cmdline.split_whitespace() {
+        let Some(rest) = word.strip_prefix("omnicloud.") else {
+            continue;
+        };
+        let (key, value) = rest.split_once('=').ok_or_else(|| {
+            ApplianceError::invalid(
+                format!("omnicloud.{rest}"),
+                format!("expected omnicloud.{rest}=VALUE"),
+            )
+        })?;
+        settings.push((Origin::Cmdline, key.to_string(), value.to_string()));
+    }
+    Ok(settings)
+}
+
+/// Each setting onto the plan, later ones over earlier ones; returns the address settings
+/// (`ip` with where it came from, `gw`) for [`address`].
+fn apply(
+    plan: &mut InitPlan,
+    settings: &[(Origin, String, String)],
+) -> Result<(Option<StaticIp>, Option<Ipv4Addr>), ApplianceError> {
     let mut ip = None;
     let mut gw = None;
-    for (origin, key, value) in &settings {
+    for (origin, key, value) in settings {
         let value = value.as_str();
         let list = || -> Vec<String> {
             value
@@ -288,20 +322,13 @@ pub fn plan_from(
             }
         }
     }
-    crate::model::validate_name("omnicloud.name", &plan.name)?;
-    if plan.roles.is_empty() {
-        return Err(ApplianceError::invalid(
-            "omnicloud.roles",
-            "empty (leave it out for auto)",
-        ));
-    }
-    if !plan.join.is_empty() && plan.token.is_none() {
-        return Err(ApplianceError::Needs {
-            field: "omnicloud.join".into(),
-            needs: "omnicloud.token (the cluster's join token)".into(),
-        });
-    }
-    plan.address = match &ip {
+    Ok((ip, gw))
+}
+
+/// DHCP, or a static `ip` (an IPv4 CIDR) with an optional `gw`; a `gw` without a static
+/// `ip` is refused.
+fn address(ip: Option<(Origin, String)>, gw: Option<Ipv4Addr>) -> Result<Address, ApplianceError> {
+    let address = match &ip {
         None => Address::Dhcp,
         Some((_, v)) if v == "dhcp" => Address::Dhcp,
         Some((origin, cidr)) => {
@@ -320,13 +347,13 @@ pub fn plan_from(
             }
         }
     };
-    if gw.is_some() && plan.address == Address::Dhcp {
+    if gw.is_some() && address == Address::Dhcp {
         return Err(ApplianceError::invalid(
             "omnicloud.gw",
             "only with a static omnicloud.ip=CIDR",
         ));
     }
-    Ok(plan)
+    Ok(address)
 }
 
 fn mount(fstype: &str, source: &str, target: &str) -> Step {
