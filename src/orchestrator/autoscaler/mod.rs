@@ -37,7 +37,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::controllers::events::{EventDraft, Recorder};
 use super::controllers::{
-    key_of, load_all, status_change, version, ControllerMetrics, InstanceView,
+    key_of, load_all, rfc3339_seconds, status_change, version, ControllerMetrics, InstanceView,
 };
 use super::ControlPlane;
 use crate::cluster::identity::now_ms;
@@ -193,9 +193,7 @@ async fn infrastructure(
     metrics: &ControllerMetrics,
 ) -> bool {
     let now = now_ms();
-    let now_text =
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(now))
-            .to_string();
+    let now_text = rfc3339_seconds(now);
     let directors = members
         .iter()
         .filter(|m| {
@@ -279,10 +277,7 @@ async fn sync(
             max_age_ms: 4 * (settings.metric_window.max(settings.sync_period)).as_millis() as u64,
             now_ms: now,
         },
-        now_text: humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + Duration::from_millis(now),
-        )
-        .to_string(),
+        now_text: rfc3339_seconds(now),
     };
     let mut events = Vec::new();
     if sync_hpas(&pass, &hpas, state, &mut events).await.is_err() {

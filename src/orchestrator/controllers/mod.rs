@@ -222,8 +222,7 @@ impl<'a> Pass<'a> {
 
 impl World {
     pub fn now_rfc3339(&self) -> String {
-        let t = std::time::UNIX_EPOCH + Duration::from_millis(self.now_ms);
-        humantime::format_rfc3339_seconds(t).to_string()
+        rfc3339_seconds(self.now_ms)
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeView> {
@@ -335,6 +334,11 @@ pub fn status_change(r: &Resource, status: &Value) -> Option<Command> {
         status: serde_json::to_vec(status).expect("JSON"),
         uid: Some(r.metadata.uid.clone()),
     })
+}
+
+/// Ms since the epoch as RFC 3339 (seconds), the form statuses and events carry.
+pub fn rfc3339_seconds(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// RFC 3339 to ms since the epoch; 0 when empty or unreadable.
