@@ -305,7 +305,10 @@ impl NodeConfig {
             None => default_data_dir(),
         };
         let (bind, advertise) = addresses(&file.bind, &file.advertise, flags)?;
-        let join = seeds(file.join, &flags.join)?;
+        let join = list(file.join, &flags.join, |seed| match seed.contains(':') {
+            true => Ok(()),
+            false => Err(invalid("join", format!("\"{seed}\" is not HOST:PORT"))),
+        })?;
         let token = match (&flags.token, &flags.token_file) {
             (Some(t), _) => Some(t.clone()),
             (None, Some(path)) => Some(read_token(path)?),
@@ -315,7 +318,17 @@ impl NodeConfig {
             }
             _ => None,
         };
-        let roles = roles(file.roles, &flags.roles)?;
+        let roles = list(file.roles, &flags.roles, |role| {
+            match ["auto", "orchestrator", "director", "agent"].contains(&role) {
+                true => Ok(()),
+                false => Err(invalid(
+                    "roles",
+                    format!(
+                        "unknown role \"{role}\"; expected auto, orchestrator, director or agent"
+                    ),
+                )),
+            }
+        })?;
         let mut labels = file.labels;
         for pair in &flags.labels {
             let (k, v) = pair
@@ -385,37 +398,19 @@ fn addresses(
     Ok((bind, advertise))
 }
 
-/// The seeds to join (the flags' over the file's), each HOST:PORT.
-fn seeds(file: Vec<String>, flags: &[String]) -> Result<Vec<String>, ConfigError> {
-    let join = if flags.is_empty() {
+/// A list setting: the flags' over the file's, each item checked.
+fn list(
+    file: Vec<String>,
+    flags: &[String],
+    check: impl Fn(&str) -> Result<(), ConfigError>,
+) -> Result<Vec<String>, ConfigError> {
+    let items = if flags.is_empty() {
         file
     } else {
         flags.to_vec()
     };
-    for seed in &join {
-        if !seed.contains(':') {
-            return Err(invalid("join", format!("\"{seed}\" is not HOST:PORT")));
-        }
-    }
-    Ok(join)
-}
-
-/// The roles (the flags' over the file's), each a known one.
-fn roles(file: Vec<String>, flags: &[String]) -> Result<Vec<String>, ConfigError> {
-    let roles = if flags.is_empty() {
-        file
-    } else {
-        flags.to_vec()
-    };
-    for role in &roles {
-        if !["auto", "orchestrator", "director", "agent"].contains(&role.as_str()) {
-            return Err(invalid(
-                "roles",
-                format!("unknown role \"{role}\"; expected auto, orchestrator, director or agent"),
-            ));
-        }
-    }
-    Ok(roles)
+    items.iter().try_for_each(|i| check(i))?;
+    Ok(items)
 }
 
 impl FileRaft {
