@@ -1,15 +1,17 @@
 //! Node configuration: the TOML file (`config/node.toml` is the commented default and is
 //! compiled in), `OMNICLOUD_*` environment variables and command-line flags, merged in
 //! that order of increasing precedence, then checked.
+//!
+//! It owns the settings types it hands each room (`RaftSettings`, `AutoscalerSettings`,
+//! `NetworkSettings`, ...), so the rooms depend on it and it depends on `model` alone.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
-
-use crate::orchestrator::RaftSettings;
 
 /// The default configuration file, also the documentation of every key.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/node.toml");
@@ -183,12 +185,60 @@ pub struct NodeConfig {
     pub raft: RaftSettings,
     pub max_body_bytes: usize,
     pub orchestrators: usize,
-    pub orchestrator_replace_after: std::time::Duration,
-    pub gossip_probe: std::time::Duration,
+    pub orchestrator_replace_after: Duration,
+    pub gossip_probe: Duration,
     pub network: NetworkSettings,
     pub agent: AgentSettings,
     pub director: DirectorSettings,
-    pub autoscaler: crate::orchestrator::autoscaler::AutoscalerSettings,
+    pub autoscaler: AutoscalerSettings,
+}
+
+/// Raft tuning from the node config.
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and purge the log before it) after this many applied entries.
+    pub snapshot_after_logs: u64,
+    /// Entries kept in the log behind the snapshot, for lagging followers.
+    pub keep_logs_after_snapshot: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_after_logs: 5000,
+            keep_logs_after_snapshot: 1000,
+        }
+    }
+}
+
+/// `[autoscaler]` of the node config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoscalerSettings {
+    /// How often every HPA is evaluated (Kubernetes' `--horizontal-pod-autoscaler-sync-period`).
+    pub sync_period: Duration,
+    /// Samples are averaged over this window.
+    pub metric_window: Duration,
+    /// Kubernetes' `--horizontal-pod-autoscaler-cpu-initialization-period`.
+    pub cpu_initialization_period: Duration,
+    /// Kubernetes' `--horizontal-pod-autoscaler-initial-readiness-delay`.
+    pub initial_readiness_delay: Duration,
+}
+
+impl Default for AutoscalerSettings {
+    fn default() -> Self {
+        AutoscalerSettings {
+            sync_period: Duration::from_secs(15),
+            metric_window: Duration::from_secs(15),
+            cpu_initialization_period: Duration::from_secs(300),
+            initial_readiness_delay: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The worker VM image a director boots for `VirtualMachine`s with `worker: true`.
@@ -204,7 +254,7 @@ pub struct DirectorSettings {
 /// node's bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkSettings {
-    pub cluster_cidr: crate::container::network::Subnet,
+    pub cluster_cidr: crate::model::Subnet,
     pub node_prefix: u8,
     pub bridge: String,
 }
@@ -216,7 +266,7 @@ pub struct AgentSettings {
     /// ...keeping this many rotated files (`.1` newest).
     pub log_keep: u32,
     /// How often running instances' cpu and memory are sampled and reported.
-    pub usage_report: std::time::Duration,
+    pub usage_report: Duration,
 }
 
 impl NodeConfig {
@@ -243,43 +293,22 @@ impl NodeConfig {
         Self::from_parts(file, flags)
     }
 
+    /// The merged file under the flags, checked: first who the node is and whom it joins
+    /// (flags over the file), then each section of the file on its own.
     fn from_parts(file: FileConfig, flags: &NodeFlags) -> Result<NodeConfig, ConfigError> {
         let name = flags.name.clone().unwrap_or(file.name);
         let name = if name.is_empty() { hostname() } else { name };
         crate::model::validate_name("name", &name).map_err(|e| invalid("name", e.message))?;
-
         let data_dir = match &flags.data_dir {
             Some(d) => d.clone(),
             None if !file.data_dir.is_empty() => PathBuf::from(&file.data_dir),
             None => default_data_dir(),
         };
-        let bind = match flags.bind {
-            Some(b) => b,
-            None => file
-                .bind
-                .parse()
-                .map_err(|_| invalid("bind", format!("\"{}\" is not an IP address", file.bind)))?,
-        };
-        let advertise = match flags.advertise {
-            Some(a) => a,
-            None if !file.advertise.is_empty() => file.advertise.parse().map_err(|_| {
-                invalid(
-                    "advertise",
-                    format!("\"{}\" is not an IP address", file.advertise),
-                )
-            })?,
-            None => derive_advertise(bind),
-        };
-        let join = if flags.join.is_empty() {
-            file.join
-        } else {
-            flags.join.clone()
-        };
-        for seed in &join {
-            if !seed.contains(':') {
-                return Err(invalid("join", format!("\"{seed}\" is not HOST:PORT")));
-            }
-        }
+        let (bind, advertise) = addresses(&file.bind, &file.advertise, flags)?;
+        let join = list(file.join, &flags.join, |seed| match seed.contains(':') {
+            true => Ok(()),
+            false => Err(invalid("join", format!("\"{seed}\" is not HOST:PORT"))),
+        })?;
         let token = match (&flags.token, &flags.token_file) {
             (Some(t), _) => Some(t.clone()),
             (None, Some(path)) => Some(read_token(path)?),
@@ -289,21 +318,17 @@ impl NodeConfig {
             }
             _ => None,
         };
-        let roles = if flags.roles.is_empty() {
-            file.roles
-        } else {
-            flags.roles.clone()
-        };
-        for role in &roles {
-            if !["auto", "orchestrator", "director", "agent"].contains(&role.as_str()) {
-                return Err(invalid(
+        let roles = list(file.roles, &flags.roles, |role| {
+            match ["auto", "orchestrator", "director", "agent"].contains(&role) {
+                true => Ok(()),
+                false => Err(invalid(
                     "roles",
                     format!(
                         "unknown role \"{role}\"; expected auto, orchestrator, director or agent"
                     ),
-                ));
+                )),
             }
-        }
+        })?;
         let mut labels = file.labels;
         for pair in &flags.labels {
             let (k, v) = pair
@@ -311,111 +336,11 @@ impl NodeConfig {
                 .ok_or_else(|| invalid("label", format!("\"{pair}\" is not KEY=VALUE")))?;
             labels.insert(k.to_string(), v.to_string());
         }
-        let raft = RaftSettings {
-            heartbeat_ms: file.raft.heartbeat_ms,
-            election_timeout_min_ms: file.raft.election_timeout_min_ms,
-            election_timeout_max_ms: file.raft.election_timeout_max_ms,
-            snapshot_after_logs: file.raft.snapshot_after_logs,
-            keep_logs_after_snapshot: file.raft.keep_logs_after_snapshot,
-        };
-        if raft.election_timeout_min_ms <= raft.heartbeat_ms
-            || raft.election_timeout_max_ms <= raft.election_timeout_min_ms
-        {
-            return Err(invalid(
-                "raft.election_timeout_min_ms",
-                "need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms",
-            ));
-        }
-        if raft.snapshot_after_logs == 0 {
-            return Err(invalid("raft.snapshot_after_logs", "must be > 0"));
-        }
-        let orchestrators = file.cluster.orchestrators;
-        if orchestrators == 0 || orchestrators.is_multiple_of(2) {
-            return Err(invalid(
-                "cluster.orchestrators",
-                format!("must be odd (1, 3, 5, ...), got {orchestrators}"),
-            ));
-        }
-        let replace_after = humantime::parse_duration(&file.cluster.orchestrator_replace_after)
-            .map_err(|e| {
-                invalid(
-                    "cluster.orchestrator_replace_after",
-                    format!("\"{}\": {e}", file.cluster.orchestrator_replace_after),
-                )
-            })?;
-        if !(50..=60_000).contains(&file.cluster.gossip_probe_ms) {
-            return Err(invalid(
-                "cluster.gossip_probe_ms",
-                "must be between 50 and 60000",
-            ));
-        }
-        let cluster_cidr = crate::container::network::Subnet::parse(&file.network.cluster_cidr)
-            .ok_or_else(|| {
-                invalid(
-                    "network.cluster_cidr",
-                    format!(
-                        "\"{}\" is not an IPv4 CIDR like 10.88.0.0/16",
-                        file.network.cluster_cidr
-                    ),
-                )
-            })?;
-        if !(cluster_cidr.prefix..=28).contains(&file.network.node_prefix) {
-            return Err(invalid(
-                "network.node_prefix",
-                format!(
-                    "must be between the cluster prefix /{} and /28, got {}",
-                    cluster_cidr.prefix, file.network.node_prefix
-                ),
-            ));
-        }
-        let bridge = &file.network.bridge;
-        if bridge.is_empty()
-            || bridge.len() > 15
-            || !bridge
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(invalid(
-                "network.bridge",
-                format!("\"{bridge}\" is not an interface name (1-15 of letters, digits, - and _)"),
-            ));
-        }
-        if file.agent.log_max_bytes < 4096 {
-            return Err(invalid("agent.log_max_bytes", "must be at least 4096"));
-        }
-        if !(100..=600_000).contains(&file.agent.usage_report_ms) {
-            return Err(invalid(
-                "agent.usage_report_ms",
-                "must be between 100 and 600000",
-            ));
-        }
-        let a = &file.autoscaler;
-        for (field, v, range) in [
-            ("autoscaler.sync_period_ms", a.sync_period_ms, 100..=600_000),
-            (
-                "autoscaler.metric_window_ms",
-                a.metric_window_ms,
-                100..=3_600_000,
-            ),
-        ] {
-            if !range.contains(&v) {
-                return Err(invalid(
-                    field,
-                    format!(
-                        "must be between {} and {}, got {v}",
-                        range.start(),
-                        range.end()
-                    ),
-                ));
-            }
-        }
-        let ms = std::time::Duration::from_millis;
-        let autoscaler = crate::orchestrator::autoscaler::AutoscalerSettings {
-            sync_period: ms(a.sync_period_ms),
-            metric_window: ms(a.metric_window_ms),
-            cpu_initialization_period: ms(a.cpu_initialization_period_ms),
-            initial_readiness_delay: ms(a.initial_readiness_delay_ms),
-        };
+        let raft = file.raft.settings()?;
+        let (orchestrators, orchestrator_replace_after, gossip_probe) = file.cluster.checked()?;
+        let network = file.network.settings()?;
+        let agent = file.agent.settings()?;
+        let autoscaler = file.autoscaler.settings()?;
         if file.api.max_body_bytes < 1024 {
             return Err(invalid("api.max_body_bytes", "must be at least 1024"));
         }
@@ -440,20 +365,199 @@ impl NodeConfig {
             raft,
             max_body_bytes: file.api.max_body_bytes,
             orchestrators,
-            orchestrator_replace_after: replace_after,
-            gossip_probe: std::time::Duration::from_millis(file.cluster.gossip_probe_ms),
-            network: NetworkSettings {
-                cluster_cidr,
-                node_prefix: file.network.node_prefix,
-                bridge: file.network.bridge.clone(),
-            },
-            agent: AgentSettings {
-                log_max_bytes: file.agent.log_max_bytes,
-                log_keep: file.agent.log_keep,
-                usage_report: std::time::Duration::from_millis(file.agent.usage_report_ms),
-            },
+            orchestrator_replace_after,
+            gossip_probe,
+            network,
+            agent,
             director,
             autoscaler,
+        })
+    }
+}
+
+/// The bind address and the address peers reach (derived from the bind address when
+/// neither the flag nor the file gives one).
+fn addresses(
+    bind: &str,
+    advertise: &str,
+    flags: &NodeFlags,
+) -> Result<(IpAddr, IpAddr), ConfigError> {
+    let bind = match flags.bind {
+        Some(b) => b,
+        None => bind
+            .parse()
+            .map_err(|_| invalid("bind", format!("\"{bind}\" is not an IP address")))?,
+    };
+    let advertise = match flags.advertise {
+        Some(a) => a,
+        None if !advertise.is_empty() => advertise
+            .parse()
+            .map_err(|_| invalid("advertise", format!("\"{advertise}\" is not an IP address")))?,
+        None => derive_advertise(bind),
+    };
+    Ok((bind, advertise))
+}
+
+/// A list setting: the flags' over the file's, each item checked.
+fn list(
+    file: Vec<String>,
+    flags: &[String],
+    check: impl Fn(&str) -> Result<(), ConfigError>,
+) -> Result<Vec<String>, ConfigError> {
+    let items = if flags.is_empty() {
+        file
+    } else {
+        flags.to_vec()
+    };
+    items.iter().try_for_each(|i| check(i))?;
+    Ok(items)
+}
+
+impl FileRaft {
+    fn settings(&self) -> Result<RaftSettings, ConfigError> {
+        let raft = RaftSettings {
+            heartbeat_ms: self.heartbeat_ms,
+            election_timeout_min_ms: self.election_timeout_min_ms,
+            election_timeout_max_ms: self.election_timeout_max_ms,
+            snapshot_after_logs: self.snapshot_after_logs,
+            keep_logs_after_snapshot: self.keep_logs_after_snapshot,
+        };
+        if raft.election_timeout_min_ms <= raft.heartbeat_ms
+            || raft.election_timeout_max_ms <= raft.election_timeout_min_ms
+        {
+            return Err(invalid(
+                "raft.election_timeout_min_ms",
+                "need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms",
+            ));
+        }
+        if raft.snapshot_after_logs == 0 {
+            return Err(invalid("raft.snapshot_after_logs", "must be > 0"));
+        }
+        Ok(raft)
+    }
+}
+
+impl FileCluster {
+    /// (orchestrators, orchestrator_replace_after, gossip probe interval).
+    fn checked(&self) -> Result<(usize, Duration, Duration), ConfigError> {
+        let orchestrators = self.orchestrators;
+        if orchestrators == 0 || orchestrators.is_multiple_of(2) {
+            return Err(invalid(
+                "cluster.orchestrators",
+                format!("must be odd (1, 3, 5, ...), got {orchestrators}"),
+            ));
+        }
+        let replace_after =
+            humantime::parse_duration(&self.orchestrator_replace_after).map_err(|e| {
+                invalid(
+                    "cluster.orchestrator_replace_after",
+                    format!("\"{}\": {e}", self.orchestrator_replace_after),
+                )
+            })?;
+        if !(50..=60_000).contains(&self.gossip_probe_ms) {
+            return Err(invalid(
+                "cluster.gossip_probe_ms",
+                "must be between 50 and 60000",
+            ));
+        }
+        Ok((
+            orchestrators,
+            replace_after,
+            Duration::from_millis(self.gossip_probe_ms),
+        ))
+    }
+}
+
+impl FileNetwork {
+    fn settings(&self) -> Result<NetworkSettings, ConfigError> {
+        let cluster_cidr = crate::model::Subnet::parse(&self.cluster_cidr).ok_or_else(|| {
+            invalid(
+                "network.cluster_cidr",
+                format!(
+                    "\"{}\" is not an IPv4 CIDR like 10.88.0.0/16",
+                    self.cluster_cidr
+                ),
+            )
+        })?;
+        if !(cluster_cidr.prefix..=28).contains(&self.node_prefix) {
+            return Err(invalid(
+                "network.node_prefix",
+                format!(
+                    "must be between the cluster prefix /{} and /28, got {}",
+                    cluster_cidr.prefix, self.node_prefix
+                ),
+            ));
+        }
+        let bridge = &self.bridge;
+        if bridge.is_empty()
+            || bridge.len() > 15
+            || !bridge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "network.bridge",
+                format!("\"{bridge}\" is not an interface name (1-15 of letters, digits, - and _)"),
+            ));
+        }
+        Ok(NetworkSettings {
+            cluster_cidr,
+            node_prefix: self.node_prefix,
+            bridge: self.bridge.clone(),
+        })
+    }
+}
+
+impl FileAgent {
+    fn settings(&self) -> Result<AgentSettings, ConfigError> {
+        if self.log_max_bytes < 4096 {
+            return Err(invalid("agent.log_max_bytes", "must be at least 4096"));
+        }
+        if !(100..=600_000).contains(&self.usage_report_ms) {
+            return Err(invalid(
+                "agent.usage_report_ms",
+                "must be between 100 and 600000",
+            ));
+        }
+        Ok(AgentSettings {
+            log_max_bytes: self.log_max_bytes,
+            log_keep: self.log_keep,
+            usage_report: Duration::from_millis(self.usage_report_ms),
+        })
+    }
+}
+
+impl FileAutoscaler {
+    fn settings(&self) -> Result<AutoscalerSettings, ConfigError> {
+        for (field, v, range) in [
+            (
+                "autoscaler.sync_period_ms",
+                self.sync_period_ms,
+                100..=600_000,
+            ),
+            (
+                "autoscaler.metric_window_ms",
+                self.metric_window_ms,
+                100..=3_600_000,
+            ),
+        ] {
+            if !range.contains(&v) {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "must be between {} and {}, got {v}",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+            }
+        }
+        let ms = Duration::from_millis;
+        Ok(AutoscalerSettings {
+            sync_period: ms(self.sync_period_ms),
+            metric_window: ms(self.metric_window_ms),
+            cpu_initialization_period: ms(self.cpu_initialization_period_ms),
+            initial_readiness_delay: ms(self.initial_readiness_delay_ms),
         })
     }
 }
@@ -611,5 +715,78 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("join:"));
+    }
+
+    #[test]
+    fn every_section_names_the_field_it_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        let cases = [
+            (
+                "bind = \"nowhere\"",
+                "bind: \"nowhere\" is not an IP address",
+            ),
+            ("advertise = \"x\"", "advertise: \"x\" is not an IP address"),
+            (
+                "[raft]\nheartbeat_ms = 500",
+                "raft.election_timeout_min_ms: need",
+            ),
+            (
+                "[raft]\nsnapshot_after_logs = 0",
+                "raft.snapshot_after_logs: must be > 0",
+            ),
+            (
+                "[cluster]\norchestrators = 2",
+                "cluster.orchestrators: must be odd",
+            ),
+            (
+                "[cluster]\norchestrator_replace_after = \"soon\"",
+                "cluster.orchestrator_replace_after: \"soon\"",
+            ),
+            (
+                "[cluster]\ngossip_probe_ms = 5",
+                "cluster.gossip_probe_ms: must be between",
+            ),
+            (
+                "[network]\ncluster_cidr = \"10.88.0.0/33\"",
+                "network.cluster_cidr:",
+            ),
+            (
+                "[network]\nnode_prefix = 30",
+                "network.node_prefix: must be between",
+            ),
+            ("[network]\nbridge = \"a bridge\"", "network.bridge:"),
+            (
+                "[agent]\nlog_max_bytes = 10",
+                "agent.log_max_bytes: must be at least",
+            ),
+            (
+                "[agent]\nusage_report_ms = 1",
+                "agent.usage_report_ms: must be between",
+            ),
+            (
+                "[autoscaler]\nmetric_window_ms = 1",
+                "autoscaler.metric_window_ms: must be between 100 and 3600000, got 1",
+            ),
+            (
+                "[api]\nmax_body_bytes = 10",
+                "api.max_body_bytes: must be at least 1024",
+            ),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&path, text).unwrap();
+            let mut f = flags();
+            f.config = Some(path.clone());
+            let err = NodeConfig::load(&f).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{text:?}: {err}");
+        }
+        std::fs::write(&path, "[network]\ncluster_cidr = \"10.0.0.0/8\"\nnode_prefix = 20\n[agent]\nusage_report_ms = 250\n[autoscaler]\nsync_period_ms = 1000\n").unwrap();
+        let mut f = flags();
+        f.config = Some(path);
+        let c = NodeConfig::load(&f).unwrap();
+        assert_eq!(c.network.cluster_cidr.to_string(), "10.0.0.0/8");
+        assert_eq!(c.network.node_prefix, 20);
+        assert_eq!(c.agent.usage_report, Duration::from_millis(250));
+        assert_eq!(c.autoscaler.sync_period, Duration::from_secs(1));
     }
 }

@@ -1,13 +1,14 @@
 //! omnicloud: one binary that forms a self-bootstrapping cluster.
 //!
-//! Module map (dependencies point down the list; only `node` wires them together):
+//! Module map. Dependencies point down the list (`use crate::` paths outside tests; one
+//! exception: `cli` dispatches `chaos`, which drives nodes through `cli`'s HTTP client);
+//! only `node` wires the actors together:
 //!
 //! | module         | job                                                                  |
 //! |----------------|----------------------------------------------------------------------|
 //! | `chaos`        | `omnicloud chaos`: local cluster, seeded kill -9s, invariant report  |
 //! | `cli`          | the `omnicloud` command line; client verbs talk HTTP to `api`         |
 //! | `node`         | composition root: store, identity, tokens, control plane, API server |
-//! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags                      |
 //! | `api`          | actix-web REST API, watch streams, health, `/metrics`, dashboard      |
 //! | `agent`        | the container workload kind: runs the instances placed on this node  |
 //! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`       |
@@ -20,9 +21,12 @@
 //! | `container`    | OCI containers (libcontainer, `__container` helper), images, bridge  |
 //! | `vmm`          | microVMs on KVM: memory, vCPU threads, boot, devices, `__vmm` helper |
 //! | `cluster`      | gossip membership (foca), admission (cluster id, name ownership),    |
-//! |                | host facts and roles, authenticated RPC                              |
+//! |                | host facts and roles, authenticated RPC, the wall clock (`now_ms`)   |
+//! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags; owns the settings  |
+//! |                | each room is handed (`RaftSettings`, `AutoscalerSettings`, ...)      |
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
-//! | `model`        | resource kinds, manifest parsing, validation, quantities (pure data) |
+//! | `model`        | resource kinds, manifest parsing, validation, quantities, `Subnet`   |
+//! |                | (pure data)                                                          |
 //!
 //! Not yet: the PredictiveBootstrapScaler's metricTriggers; a guest agent on the VMs' COM2
 //! channel.

@@ -53,9 +53,8 @@ use crate::store::ObjectKey;
 use crate::supervise::{Counters, Gate, Node, NodeNet, NodeParts, Reconciler, Wanted};
 
 const RECORD_PREFIX: &str = "agent/";
-/// An agent that has not reached the Raft leader for this long stops its StatefulSet
-/// instances: the orchestrator may be replacing them elsewhere (at most one per identity).
-pub const FENCE_AFTER: Duration = Duration::from_secs(10);
+/// Defined with the instance model, which the orchestrator shares.
+pub use crate::model::instance::FENCE_AFTER;
 
 /// Where the agent keeps things under the node's data dir.
 #[derive(Clone, Debug)]

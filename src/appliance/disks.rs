@@ -11,6 +11,8 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::ApplianceError;
+
 /// What the image builder writes at the start of the data partition: "no filesystem yet,
 /// format me". A partition starting with it, or with 1 MiB of zeros, is [`Content::Blank`].
 pub const BLANK_MARKER: &[u8] = b"OMNICLOUD BLANK DATA PARTITION\n";
@@ -140,7 +142,7 @@ pub fn find(label: &str, sys_block: &Path, dev_dir: &Path) -> Option<String> {
 
 /// [`find`] on the running system, polling until `timeout`: USB disks appear a while after
 /// their driver loads. The error lists what was seen, for the console.
-pub fn wait_for(label: &str, timeout: Duration) -> Result<String, String> {
+pub fn wait_for(label: &str, timeout: Duration) -> Result<String, ApplianceError> {
     let (sys, dev) = (Path::new("/sys/class/block"), Path::new("/dev"));
     let deadline = Instant::now() + timeout;
     loop {
@@ -155,15 +157,15 @@ pub fn wait_for(label: &str, timeout: Duration) -> Result<String, String> {
                     None => d.name,
                 })
                 .collect();
-            return Err(format!(
-                "no partition labelled {label} after {} s (block devices: {})",
-                timeout.as_secs(),
-                if seen.is_empty() {
+            return Err(ApplianceError::NoPartition {
+                label: label.to_string(),
+                waited_s: timeout.as_secs(),
+                seen: if seen.is_empty() {
                     "none".to_string()
                 } else {
                     seen.join(", ")
-                }
-            ));
+                },
+            });
         }
         std::thread::sleep(Duration::from_millis(250));
     }

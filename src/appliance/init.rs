@@ -34,6 +34,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::ApplianceError;
+
 /// Where init keeps the node's state.
 pub const DATA_DIR: &str = "/var/lib/omnicloud";
 /// Where the config partition is mounted (read-only).
@@ -147,7 +149,7 @@ const IMAGE_KEYS: [&str; 3] = ["data", "confpart", "modules"];
 /// The `key=value` lines of an `omnicloud.conf`: `#` comments, blank lines, an optional
 /// `omnicloud.` prefix, spaces around `=` and quotes around the value are allowed (the file
 /// may come from any editor: a BOM and CRLF line ends are fine).
-fn config_file_settings(text: &str) -> Result<Vec<(Origin, String, String)>, String> {
+fn config_file_settings(text: &str) -> Result<Vec<(Origin, String, String)>, ApplianceError> {
     let mut out = Vec::new();
     for (i, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
         let line = line.trim();
@@ -156,9 +158,9 @@ fn config_file_settings(text: &str) -> Result<Vec<(Origin, String, String)>, Str
         }
         let origin = Origin::File(i + 1);
         let (key, value) = line.split_once('=').ok_or_else(|| {
-            format!(
-                "{CONFIG_FILE} line {}: expected key=value, found \"{line}\"",
-                i + 1
+            ApplianceError::invalid(
+                format!("{CONFIG_FILE} line {}", i + 1),
+                format!("expected key=value, found \"{line}\""),
             )
         })?;
         let key = key.trim();
@@ -169,9 +171,9 @@ fn config_file_settings(text: &str) -> Result<Vec<(Origin, String, String)>, Str
             .and_then(|v| v.strip_suffix('"'))
             .unwrap_or(value);
         if IMAGE_KEYS.contains(&key) {
-            return Err(format!(
-                "{}: set by the image's boot entry, not by {CONFIG_FILE}",
-                origin.name(key)
+            return Err(ApplianceError::invalid(
+                origin.name(key),
+                format!("set by the image's boot entry, not by {CONFIG_FILE}"),
             ));
         }
         let value = if key == "config" && !value.starts_with('/') {
@@ -185,7 +187,7 @@ fn config_file_settings(text: &str) -> Result<Vec<(Origin, String, String)>, Str
 }
 
 /// Parses the `omnicloud.*` keys of a kernel command line.
-pub fn plan(cmdline: &str, default_name: &str) -> Result<InitPlan, String> {
+pub fn plan(cmdline: &str, default_name: &str) -> Result<InitPlan, ApplianceError> {
     plan_with_modules(cmdline, default_name, &[])
 }
 
@@ -194,7 +196,7 @@ pub fn plan_with_modules(
     cmdline: &str,
     default_name: &str,
     default_modules: &[String],
-) -> Result<InitPlan, String> {
+) -> Result<InitPlan, ApplianceError> {
     plan_from(cmdline, None, default_name, default_modules)
 }
 
@@ -205,20 +207,12 @@ pub fn plan_from(
     config_file: Option<&str>,
     default_name: &str,
     default_modules: &[String],
-) -> Result<InitPlan, String> {
+) -> Result<InitPlan, ApplianceError> {
     let mut settings = match config_file {
         Some(text) => config_file_settings(text)?,
         None => Vec::new(),
     };
-    for word in cmdline.split_whitespace() {
-        let Some(rest) = word.strip_prefix("omnicloud.") else {
-            continue;
-        };
-        let (key, value) = rest
-            .split_once('=')
-            .ok_or_else(|| format!("omnicloud.{rest}: expected omnicloud.{rest}=VALUE"))?;
-        settings.push((Origin::Cmdline, key.to_string(), value.to_string()));
-    }
+    settings.extend(cmdline_settings(cmdline)?);
     let mut plan = InitPlan {
         name: default_name.to_string(),
         join: Vec::new(),
@@ -231,9 +225,54 @@ pub fn plan_from(
         config: None,
         modules: default_modules.to_vec(),
     };
+    let (ip, gw) = apply(&mut plan, &settings)?;
+    crate::model::validate_name("omnicloud.name", &plan.name)?;
+    if plan.roles.is_empty() {
+        return Err(ApplianceError::invalid(
+            "omnicloud.roles",
+            "empty (leave it out for auto)",
+        ));
+    }
+    if !plan.join.is_empty() && plan.token.is_none() {
+        return Err(ApplianceError::Needs {
+            field: "omnicloud.join".into(),
+            needs: "omnicloud.token (the cluster's join token)".into(),
+        });
+    }
+    plan.address = address(ip, gw)?;
+    Ok(plan)
+}
+
+/// An `ip` setting and where it came from.
+type StaticIp = (Origin, String);
+
+/// The `omnicloud.key=value` words of a kernel command line.
+fn cmdline_settings(cmdline: &str) -> Result<Vec<(Origin, String, String)>, ApplianceError> {
+    let mut settings = Vec::new();
+    for word in cmdline.split_whitespace() {
+        let Some(rest) = word.strip_prefix("omnicloud.") else {
+            continue;
+        };
+        let (key, value) = rest.split_once('=').ok_or_else(|| {
+            ApplianceError::invalid(
+                format!("omnicloud.{rest}"),
+                format!("expected omnicloud.{rest}=VALUE"),
+            )
+        })?;
+        settings.push((Origin::Cmdline, key.to_string(), value.to_string()));
+    }
+    Ok(settings)
+}
+
+/// Each setting onto the plan, later ones over earlier ones; returns the address settings
+/// (`ip` with where it came from, `gw`) for [`address`].
+fn apply(
+    plan: &mut InitPlan,
+    settings: &[(Origin, String, String)],
+) -> Result<(Option<StaticIp>, Option<Ipv4Addr>), ApplianceError> {
     let mut ip = None;
     let mut gw = None;
-    for (origin, key, value) in &settings {
+    for (origin, key, value) in settings {
         let value = value.as_str();
         let list = || -> Vec<String> {
             value
@@ -243,12 +282,15 @@ pub fn plan_from(
                 .map(str::to_string)
                 .collect()
         };
-        let device = || -> Result<String, String> {
+        let device = || -> Result<String, ApplianceError> {
             match value.strip_prefix("LABEL=") {
-                Some("") => Err(format!("{}: LABEL= needs a label", origin.name(key))),
-                _ if value.is_empty() => Err(format!(
-                    "{}: expected a device path or LABEL=NAME",
-                    origin.name(key)
+                Some("") => Err(ApplianceError::invalid(
+                    origin.name(key),
+                    "LABEL= needs a label",
+                )),
+                _ if value.is_empty() => Err(ApplianceError::invalid(
+                    origin.name(key),
+                    "expected a device path or LABEL=NAME",
                 )),
                 _ => Ok(value.to_string()),
             }
@@ -261,7 +303,10 @@ pub fn plan_from(
             "ip" => ip = Some((*origin, value.to_string())),
             "gw" => {
                 gw = Some(value.parse::<Ipv4Addr>().map_err(|_| {
-                    format!("{}: \"{value}\" is not an IPv4 address", origin.name(key))
+                    ApplianceError::invalid(
+                        origin.name(key),
+                        format!("\"{value}\" is not an IPv4 address"),
+                    )
                 })?)
             }
             "iface" => plan.iface = value.to_string(),
@@ -270,21 +315,20 @@ pub fn plan_from(
             "config" => plan.config = Some(value.into()),
             "modules" => plan.modules = list(),
             other => {
-                return Err(format!(
-                    "{}: unknown key (expected name, join, token, roles, ip, gw, iface, data, confpart, config or modules)",
-                    origin.name(other)
+                return Err(ApplianceError::invalid(
+                    origin.name(other),
+                    "unknown key (expected name, join, token, roles, ip, gw, iface, data, confpart, config or modules)",
                 ))
             }
         }
     }
-    crate::model::validate_name("omnicloud.name", &plan.name).map_err(|e| e.to_string())?;
-    if plan.roles.is_empty() {
-        return Err("omnicloud.roles: empty (leave it out for auto)".into());
-    }
-    if !plan.join.is_empty() && plan.token.is_none() {
-        return Err("omnicloud.join needs omnicloud.token (the cluster's join token)".into());
-    }
-    plan.address = match &ip {
+    Ok((ip, gw))
+}
+
+/// DHCP, or a static `ip` (an IPv4 CIDR) with an optional `gw`; a `gw` without a static
+/// `ip` is refused.
+fn address(ip: Option<(Origin, String)>, gw: Option<Ipv4Addr>) -> Result<Address, ApplianceError> {
+    let address = match &ip {
         None => Address::Dhcp,
         Some((_, v)) if v == "dhcp" => Address::Dhcp,
         Some((origin, cidr)) => {
@@ -292,9 +336,9 @@ pub fn plan_from(
                 a.parse::<Ipv4Addr>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 32)
             });
             if !ok {
-                return Err(format!(
-                    "{}: \"{cidr}\" is not dhcp or an IPv4 CIDR like 10.0.0.5/24",
-                    origin.name("ip")
+                return Err(ApplianceError::invalid(
+                    origin.name("ip"),
+                    format!("\"{cidr}\" is not dhcp or an IPv4 CIDR like 10.0.0.5/24"),
                 ));
             }
             Address::Static {
@@ -303,10 +347,13 @@ pub fn plan_from(
             }
         }
     };
-    if gw.is_some() && plan.address == Address::Dhcp {
-        return Err("omnicloud.gw: only with a static omnicloud.ip=CIDR".into());
+    if gw.is_some() && address == Address::Dhcp {
+        return Err(ApplianceError::invalid(
+            "omnicloud.gw",
+            "only with a static omnicloud.ip=CIDR",
+        ));
     }
-    Ok(plan)
+    Ok(address)
 }
 
 fn mount(fstype: &str, source: &str, target: &str) -> Step {
@@ -544,7 +591,7 @@ mod tests {
             ("omnicloud.token", "omnicloud.token: expected"),
         ];
         for (cmdline, want) in cases {
-            let e = plan(cmdline, "n").unwrap_err();
+            let e = plan(cmdline, "n").unwrap_err().to_string();
             assert!(e.starts_with(want), "{cmdline}: {e}");
         }
     }
@@ -650,10 +697,12 @@ mod tests {
             ("roles=", "omnicloud.roles: empty"),
         ];
         for (conf, want) in cases {
-            let e = plan_from(USB, Some(conf), "n", &[]).unwrap_err();
+            let e = plan_from(USB, Some(conf), "n", &[])
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with(want), "{conf:?}: {e}");
         }
-        let e = plan("omnicloud.data=LABEL=", "n").unwrap_err();
+        let e = plan("omnicloud.data=LABEL=", "n").unwrap_err().to_string();
         assert!(e.starts_with("omnicloud.data: LABEL= needs a label"), "{e}");
     }
 }

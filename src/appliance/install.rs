@@ -15,6 +15,8 @@ use std::process::Command;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use super::ApplianceError;
+
 const UNIT: &str = "omnicloud.service";
 
 #[derive(Debug, Clone, Args)]
@@ -116,9 +118,10 @@ pub fn unit_text() -> String {
     )
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ApplianceError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(ApplianceError::io(format!("creating {}", dir.display())))?;
     }
     let tmp = path.with_extension("omnicloud-new");
     let mut f = std::fs::OpenOptions::new()
@@ -127,84 +130,89 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
         .truncate(true)
         .mode(mode)
         .open(&tmp)
-        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+        .map_err(ApplianceError::io(format!("writing {}", tmp.display())))?;
     std::io::Write::write_all(&mut f, bytes)
-        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+        .map_err(ApplianceError::io(format!("writing {}", tmp.display())))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("installing {}: {e}", path.display()))
+        .map_err(ApplianceError::io(tmp.display().to_string()))?;
+    std::fs::rename(&tmp, path)
+        .map_err(ApplianceError::io(format!("installing {}", path.display())))
 }
 
 fn systemd_running(root: &Path) -> bool {
     root == Path::new("/") && Path::new("/run/systemd/system").is_dir()
 }
 
-fn systemctl(args: &[&str]) -> Result<(), String> {
+fn systemctl(args: &[&str]) -> Result<(), ApplianceError> {
+    let command = format!("systemctl {}", args.join(" "));
     let out = Command::new("systemctl")
         .args(args)
         .output()
-        .map_err(|e| format!("systemctl {}: {e}", args.join(" ")))?;
+        .map_err(ApplianceError::io(command.clone()))?;
     if !out.status.success() {
-        return Err(format!(
-            "systemctl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(ApplianceError::Refused {
+            command,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }
 
 /// Checks everything before writing anything: a refused install leaves no file behind.
-pub fn install(args: &InstallArgs) -> Result<Vec<String>, String> {
+pub fn install(args: &InstallArgs) -> Result<Vec<String>, ApplianceError> {
     let name = match &args.name {
         Some(n) => n.clone(),
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_lowercase())
             .unwrap_or_else(|_| "node".into()),
     };
-    crate::model::validate_name("--name", &name).map_err(|e| e.to_string())?;
+    crate::model::validate_name("--name", &name)?;
     for role in args.roles.split(',') {
         if !["auto", "orchestrator", "director", "agent"].contains(&role.trim()) {
-            return Err(format!(
-                "--roles: unknown role \"{role}\"; expected auto, orchestrator, director or agent"
+            return Err(ApplianceError::invalid(
+                "--roles",
+                format!("unknown role \"{role}\"; expected auto, orchestrator, director or agent"),
             ));
         }
     }
     let token = match (&args.join.is_empty(), &args.token_file) {
-        (false, None) => return Err("--join needs --token-file (the cluster's join token)".into()),
+        (false, None) => {
+            return Err(ApplianceError::Needs {
+                field: "--join".into(),
+                needs: "--token-file (the cluster's join token)".into(),
+            })
+        }
         (_, Some(f)) => Some(
             std::fs::read_to_string(f)
-                .map_err(|e| format!("--token-file {}: {e}", f.display()))?
+                .map_err(ApplianceError::io(format!("--token-file {}", f.display())))?
                 .trim()
                 .to_string(),
         ),
         (true, None) => None,
     };
     if !args.data_dir.is_absolute() {
-        return Err(format!(
-            "--data-dir: {} is not an absolute path",
-            args.data_dir.display()
+        return Err(ApplianceError::invalid(
+            "--data-dir",
+            format!("{} is not an absolute path", args.data_dir.display()),
         ));
     }
     let config = config_text(args, &name);
     let config_path = inside(&args.root, &format!("{CONFIG_DIR}/node.toml"));
     if let Ok(existing) = std::fs::read_to_string(&config_path) {
         if existing != config && !args.force {
-            return Err(format!(
-                "{} exists and differs from what this install would write; keep it (edit by hand) or pass --force",
-                config_path.display()
-            ));
+            return Err(ApplianceError::ConfigDiffers { path: config_path });
         }
     }
-    let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
-    let binary = std::fs::read(&exe).map_err(|e| format!("reading {}: {e}", exe.display()))?;
+    let exe = std::env::current_exe().map_err(ApplianceError::io("finding this executable"))?;
+    let binary =
+        std::fs::read(&exe).map_err(ApplianceError::io(format!("reading {}", exe.display())))?;
 
     let mut record = Record {
         files: Vec::new(),
         data_dir: args.data_dir.clone(),
     };
     let mut steps = Vec::new();
-    let mut put = |path: &str, bytes: &[u8], mode: u32| -> Result<(), String> {
+    let mut put = |path: &str, bytes: &[u8], mode: u32| -> Result<(), ApplianceError> {
         write_file(&inside(&args.root, path), bytes, mode)?;
         record.files.push(path.into());
         steps.push(format!("wrote {path}"));
@@ -217,9 +225,10 @@ pub fn install(args: &InstallArgs) -> Result<Vec<String>, String> {
     }
     put(UNIT_PATH, unit_text().as_bytes(), 0o644)?;
     let data = inside(&args.root, &args.data_dir.display().to_string());
-    std::fs::create_dir_all(&data).map_err(|e| format!("creating {}: {e}", data.display()))?;
+    std::fs::create_dir_all(&data)
+        .map_err(ApplianceError::io(format!("creating {}", data.display())))?;
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("{}: {e}", data.display()))?;
+        .map_err(ApplianceError::io(data.display().to_string()))?;
     steps.push(format!("data dir {}", args.data_dir.display()));
     let json = serde_json::to_vec_pretty(&record).expect("JSON");
     write_file(
@@ -239,15 +248,17 @@ pub fn install(args: &InstallArgs) -> Result<Vec<String>, String> {
     Ok(steps)
 }
 
-pub fn uninstall(args: &UninstallArgs) -> Result<Vec<String>, String> {
+pub fn uninstall(args: &UninstallArgs) -> Result<Vec<String>, ApplianceError> {
     let record_path = inside(&args.root, &format!("{CONFIG_DIR}/install.json"));
-    let record: Record = serde_json::from_slice(&std::fs::read(&record_path).map_err(|e| {
-        format!(
-            "{}: {e} (was omnicloud installed here?)",
-            record_path.display()
-        )
-    })?)
-    .map_err(|e| format!("{}: {e}", record_path.display()))?;
+    let bytes = std::fs::read(&record_path).map_err(|source| ApplianceError::NotInstalled {
+        path: record_path.clone(),
+        source,
+    })?;
+    let record: Record =
+        serde_json::from_slice(&bytes).map_err(|source| ApplianceError::BadRecord {
+            path: record_path.clone(),
+            source,
+        })?;
     let mut steps = Vec::new();
     if systemd_running(&args.root) {
         // Not installed as a unit any more, or never started: nothing to stop.
@@ -259,7 +270,11 @@ pub fn uninstall(args: &UninstallArgs) -> Result<Vec<String>, String> {
         match std::fs::remove_file(&path) {
             Ok(()) => steps.push(format!("removed {}", f.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("removing {}: {e}", path.display())),
+            Err(e) => {
+                return Err(ApplianceError::io(format!("removing {}", path.display()))(
+                    e,
+                ))
+            }
         }
     }
     let _ = std::fs::remove_file(&record_path);
@@ -272,7 +287,9 @@ pub fn uninstall(args: &UninstallArgs) -> Result<Vec<String>, String> {
         end_workloads(&data);
         std::fs::remove_dir_all(&data).or_else(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Ok(()),
-            _ => Err(format!("removing {}: {e}", data.display())),
+            _ => Err(ApplianceError::io(format!("removing {}", data.display()))(
+                e,
+            )),
         })?;
         steps.push(format!(
             "removed the data dir {}",
@@ -425,6 +442,69 @@ mod tests {
             no_start: true,
             force: false,
         }
+    }
+
+    #[test]
+    fn refusals_are_typed_name_the_flag_and_write_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let refused = |a: InstallArgs| install(&a).unwrap_err();
+        let e = refused(InstallArgs {
+            join: vec!["10.0.0.1:7946".into()],
+            ..args(root.path())
+        });
+        assert!(
+            matches!(&e, ApplianceError::Needs { field, .. } if field == "--join"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "--join needs --token-file (the cluster's join token)"
+        );
+        let e = refused(InstallArgs {
+            roles: "agent,boss".into(),
+            ..args(root.path())
+        });
+        assert!(
+            matches!(&e, ApplianceError::Invalid { field, .. } if field == "--roles"),
+            "{e:?}"
+        );
+        let e = refused(InstallArgs {
+            data_dir: "relative".into(),
+            ..args(root.path())
+        });
+        assert_eq!(
+            e.to_string(),
+            "--data-dir: relative is not an absolute path"
+        );
+        let e = refused(InstallArgs {
+            name: Some("Bad_Name".into()),
+            ..args(root.path())
+        });
+        assert!(
+            matches!(&e, ApplianceError::Name(m) if m.field == "--name"),
+            "{e:?}"
+        );
+        let e = refused(InstallArgs {
+            token_file: Some(root.path().join("missing.token")),
+            ..args(root.path())
+        });
+        assert!(
+            matches!(&e, ApplianceError::Io { action, .. } if action.starts_with("--token-file ")),
+            "{e:?}"
+        );
+        assert!(crate::error_chain(&e).contains("No such file"), "{e}");
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+
+        let e = uninstall(&UninstallArgs {
+            root: root.path().into(),
+            purge: false,
+        })
+        .unwrap_err();
+        assert!(matches!(e, ApplianceError::NotInstalled { .. }), "{e:?}");
+        assert!(
+            crate::error_chain(&e).contains("(was omnicloud installed here?)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,17 +2,106 @@
 //! USB stick runs as PID 1 ([`init`], carried out by [`pid1`]), and `omnicloud install`
 //! on a host's own Linux ([`install`]).
 //! [`disks`] finds the USB image's partitions by label.
-//! May call: `model` (name checks). Unsafe code (each with a `// SAFETY:` note): mount,
-//! sethostname, signal masks, waitpid, reboot.
+//! Errors are one [`ApplianceError`]. May call: `model` (name checks), and for
+//! `uninstall --purge` `container` and `agent::fence` (ending the node's workloads).
+//! Unsafe code (each with a `// SAFETY:` note): mount, sethostname, signal masks, waitpid,
+//! reboot.
 
 pub mod disks;
 pub mod init;
 pub mod install;
 pub mod pid1;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+
+/// What can go wrong planning a boot, carrying it out, or installing on a host. A message
+/// never repeats its cause: print it with [`crate::error_chain`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApplianceError {
+    /// A setting (kernel command line, `omnicloud.conf` line, install flag) that is wrong;
+    /// `field` names it and where it came from.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// A setting given without the one it needs.
+    #[error("{field} needs {needs}")]
+    Needs { field: String, needs: String },
+    /// The node name failed the resource model's name check.
+    #[error(transparent)]
+    Name(#[from] crate::model::ModelError),
+    /// A file, device or process operation; `action` says which and on what.
+    #[error("{action}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `systemctl` ran and refused.
+    #[error("{command}: {stderr}")]
+    Refused { command: String, stderr: String },
+    /// A program ran and ended unsuccessfully.
+    #[error("{command} ended with {status}")]
+    Exited {
+        command: String,
+        status: std::process::ExitStatus,
+    },
+    /// No partition carries the label; `seen` lists the block devices there were.
+    #[error("no partition labelled {label} after {waited_s} s (block devices: {seen})")]
+    NoPartition {
+        label: String,
+        waited_s: u64,
+        seen: String,
+    },
+    /// A device path that never appeared.
+    #[error("{device} did not appear in {waited_s} s")]
+    NoDevice { device: String, waited_s: u64 },
+    /// The data partition holds a file system init will not format over.
+    #[error(
+        "{dev} ({label}) holds something that is not ext4 and is not blank; it is left alone \
+         (to use it: mkfs.ext4 -L {label} {dev}, or write zeros over its first MiB)"
+    )]
+    NotExt4 { dev: String, label: String },
+    /// The config partition could not be found or mounted (the boot stops there).
+    #[error("config partition")]
+    ConfigPartition(#[source] Box<ApplianceError>),
+    /// `omnicloud install` would overwrite a config the user changed.
+    #[error(
+        "{} exists and differs from what this install would write; keep it (edit by hand) or pass --force",
+        path.display()
+    )]
+    ConfigDiffers { path: PathBuf },
+    /// `omnicloud uninstall` found no install record.
+    #[error("{} (was omnicloud installed here?)", path.display())]
+    NotInstalled {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The install record is not what `install` writes.
+    #[error("{}", path.display())]
+    BadRecord {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ApplianceError {
+    /// An [`ApplianceError::Io`] for `action` (e.g. `creating /etc/omnicloud`).
+    pub fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> ApplianceError {
+        let action = action.into();
+        move |source| ApplianceError::Io { action, source }
+    }
+
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApplianceError {
+        ApplianceError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
 
 /// `omnicloud init`
 #[derive(Debug, Clone, Args)]
@@ -97,7 +186,7 @@ pub fn init_main(args: InitArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", crate::error_chain(&e));
                 ExitCode::from(2)
             }
         };

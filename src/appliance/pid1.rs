@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::disks::{self, Content};
 use super::init::{InitPlan, Step, BUSYBOX, CONFIG_DIR, DATA_DIR, MKE2FS};
+use super::ApplianceError;
 
 /// How long init waits for a partition to show up (USB disks enumerate slowly).
 const DISK_WAIT: Duration = Duration::from_secs(30);
@@ -25,7 +26,7 @@ pub fn say(msg: &str) {
     let _ = writeln!(std::io::stderr(), "omnicloud init: {msg}");
 }
 
-fn mount(fstype: &str, source: &str, target: &str) -> Result<(), String> {
+fn mount(fstype: &str, source: &str, target: &str) -> Result<(), ApplianceError> {
     mount_with(fstype, source, target, 0)
 }
 
@@ -34,8 +35,8 @@ fn mount_with(
     source: &str,
     target: &str,
     flags: libc::c_ulong,
-) -> Result<(), String> {
-    std::fs::create_dir_all(target).map_err(|e| format!("creating {target}: {e}"))?;
+) -> Result<(), ApplianceError> {
+    std::fs::create_dir_all(target).map_err(ApplianceError::io(format!("creating {target}")))?;
     let c = |s: &str| CString::new(s).expect("no NUL in mount arguments");
     let (src, tgt, fs) = (c(source), c(target), c(fstype));
     // SAFETY: every pointer is a valid NUL-terminated string that outlives the call; no data.
@@ -52,62 +53,69 @@ fn mount_with(
         let e = std::io::Error::last_os_error();
         // The kernel may have mounted devtmpfs already.
         if e.raw_os_error() != Some(libc::EBUSY) {
-            return Err(format!("mounting {fstype} {source} on {target}: {e}"));
+            return Err(ApplianceError::io(format!(
+                "mounting {fstype} {source} on {target}"
+            ))(e));
         }
     }
     Ok(())
 }
 
 /// A pseudo filesystem mounted on `target` (proc, sysfs).
-pub fn run_mount(fstype: &str, target: &str) -> Result<(), String> {
+pub fn run_mount(fstype: &str, target: &str) -> Result<(), ApplianceError> {
     mount(fstype, fstype, target)
 }
 
 /// The command line cannot be used: say why on the console and give the user a shell there
 /// (busybox, in the image) to look around; power off when it exits.
-pub fn rescue_shell(why: &str) -> ! {
-    say(&format!("error: {why}"));
+pub fn rescue_shell(why: &ApplianceError) -> ! {
+    say(&format!("error: {}", crate::error_chain(why)));
     say("fix the kernel command line (or the USB config partition); starting a rescue shell");
     let _ = Command::new(BUSYBOX).arg("sh").status();
     power_off();
 }
 
 /// A device given as a path or `LABEL=NAME`, once it exists.
-fn resolve(device: &str) -> Result<String, String> {
+fn resolve(device: &str) -> Result<String, ApplianceError> {
     if let Some(label) = device.strip_prefix("LABEL=") {
         return disks::wait_for(label, DISK_WAIT);
     }
     let deadline = Instant::now() + DISK_WAIT;
     while !std::path::Path::new(device).exists() {
         if Instant::now() >= deadline {
-            return Err(format!(
-                "{device} did not appear in {} s",
-                DISK_WAIT.as_secs()
-            ));
+            return Err(ApplianceError::NoDevice {
+                device: device.to_string(),
+                waited_s: DISK_WAIT.as_secs(),
+            });
         }
         std::thread::sleep(Duration::from_millis(250));
     }
     Ok(device.to_string())
 }
 
-fn run_command(argv: &[&str]) -> Result<(), String> {
+fn run_command(argv: &[&str]) -> Result<(), ApplianceError> {
     match Command::new(argv[0]).args(&argv[1..]).status() {
         Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("{} ended with {s}", argv.join(" "))),
-        Err(e) => Err(format!("running {}: {e}", argv.join(" "))),
+        Ok(status) => Err(ApplianceError::Exited {
+            command: argv.join(" "),
+            status,
+        }),
+        Err(e) => Err(ApplianceError::io(format!("running {}", argv.join(" ")))(e)),
     }
 }
 
 /// The data partition: mounted if it holds ext4, formatted first if blank, and never
 /// touched if it holds anything else. Err: why the data dir is a tmpfs instead.
-fn data_partition(label: &str) -> Result<(), String> {
+fn data_partition(label: &str) -> Result<(), ApplianceError> {
     let dev = disks::wait_for(label, DISK_WAIT)?;
-    let head =
-        disks::read_head(std::path::Path::new(&dev)).map_err(|e| format!("reading {dev}: {e}"))?;
+    let head = disks::read_head(std::path::Path::new(&dev))
+        .map_err(ApplianceError::io(format!("reading {dev}")))?;
     match disks::content(&head) {
         Content::Ext { .. } => {}
         Content::Blank => {
-            say(&format!("{dev} ({label}) is blank: formatting it (ext4), first boot"));
+            say(&format!(
+                "{dev} ({label}) is blank: formatting it (ext4), first boot"
+            ));
             let formatted = if std::path::Path::new(MKE2FS).exists() {
                 run_command(&[MKE2FS, "-F", "-q", "-t", "ext4", "-L", label, &dev])
             } else {
@@ -116,10 +124,10 @@ fn data_partition(label: &str) -> Result<(), String> {
             formatted?;
         }
         Content::Fat { .. } | Content::Unknown => {
-            return Err(format!(
-                "{dev} ({label}) holds something that is not ext4 and is not blank; it is \
-                 left alone (to use it: mkfs.ext4 -L {label} {dev}, or write zeros over its first MiB)"
-            ))
+            return Err(ApplianceError::NotExt4 {
+                dev,
+                label: label.to_string(),
+            })
         }
     }
     mount("ext4", &dev, DATA_DIR)?;
@@ -129,13 +137,13 @@ fn data_partition(label: &str) -> Result<(), String> {
 
 /// The steps before the config file can be read ([`super::init::early_steps`]). Err: the
 /// config partition is missing, and booting on would guess the node's identity.
-pub fn run_early(steps: &[Step]) -> Result<(), String> {
+pub fn run_early(steps: &[Step]) -> Result<(), ApplianceError> {
     for step in steps {
         match step {
             Step::ConfigPartition { device } => {
-                let dev = resolve(device).map_err(|e| format!("config partition: {e}"))?;
-                mount_with("vfat", &dev, CONFIG_DIR, libc::MS_RDONLY)
-                    .map_err(|e| format!("config partition: {e}"))?;
+                let config_partition = |e| ApplianceError::ConfigPartition(Box::new(e));
+                let dev = resolve(device).map_err(config_partition)?;
+                mount_with("vfat", &dev, CONFIG_DIR, libc::MS_RDONLY).map_err(config_partition)?;
                 say(&format!("config partition {dev} mounted on {CONFIG_DIR}"));
             }
             other => run_step(other, None),
@@ -152,11 +160,11 @@ fn run_step(step: &Step, plan: Option<&InitPlan>) {
             target,
         } => {
             if let Err(e) = mount(fstype, source, target) {
-                say(&e);
+                say(&crate::error_chain(&e));
                 if target == DATA_DIR {
                     say("the data dir falls back to tmpfs: state will not survive a reboot");
                     if let Err(e) = mount("tmpfs", "tmpfs", DATA_DIR) {
-                        say(&e);
+                        say(&crate::error_chain(&e));
                     }
                 }
             }
@@ -164,10 +172,10 @@ fn run_step(step: &Step, plan: Option<&InitPlan>) {
         Step::ConfigPartition { .. } => unreachable!("done by run_early"),
         Step::DataPartition { label } => {
             if let Err(e) = data_partition(label) {
-                say(&e);
+                say(&crate::error_chain(&e));
                 say("the data dir falls back to tmpfs: state will not survive a reboot");
                 if let Err(e) = mount("tmpfs", "tmpfs", DATA_DIR) {
-                    say(&e);
+                    say(&crate::error_chain(&e));
                 }
             }
         }
@@ -184,7 +192,7 @@ fn run_step(step: &Step, plan: Option<&InitPlan>) {
         Step::Run { argv } => {
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             if let Err(e) = run_command(&argv) {
-                say(&e);
+                say(&crate::error_chain(&e));
             }
         }
         Step::WriteSecret { path } => {

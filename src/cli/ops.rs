@@ -21,15 +21,20 @@ pub fn chaos(args: crate::chaos::ChaosArgs) -> Result<(), ClientError> {
 }
 
 pub fn install(args: crate::appliance::install::InstallArgs) -> Result<(), ClientError> {
-    for step in crate::appliance::install::install(&args).map_err(ClientError::Other)? {
+    for step in crate::appliance::install::install(&args).map_err(appliance_error)? {
         println!("{step}");
     }
     Ok(())
 }
 
 pub fn uninstall(args: crate::appliance::install::UninstallArgs) -> Result<(), ClientError> {
-    for step in crate::appliance::install::uninstall(&args).map_err(ClientError::Other)? {
+    for step in crate::appliance::install::uninstall(&args).map_err(appliance_error)? {
         println!("{step}");
     }
     Ok(())
+}
+
+/// The appliance's error with its causes, as the CLI prints errors.
+fn appliance_error(e: crate::appliance::ApplianceError) -> ClientError {
+    ClientError::Other(crate::error_chain(&e))
 }

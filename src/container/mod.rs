@@ -28,8 +28,8 @@
 //! archives and directories), `limits` (size, ratio and entry caps), `testkit` and
 //! `proptests` (hostile archives for tests), `spec` ([`spec::ContainerSpec`] and the
 //! OCI runtime spec built from it), `runtime` (libcontainer calls), `helper` (the verbs).
-//! May call: only the crate root's `error_chain`. Unsafe code: mount/umount, mknod, setns, ioctl,
-//! prctl, waitpid (each with a `// SAFETY:` note).
+//! May call: only the crate root's `error_chain` and `model::Subnet` (pure data). Unsafe
+//! code: mount/umount, mknod, setns, ioctl, prctl, waitpid (each with a `// SAFETY:` note).
 
 pub mod archive;
 pub mod helper;

@@ -12,6 +12,10 @@ use super::{invalid, ModelError};
 
 /// Label every controller-made instance carries: the workload that owns it.
 pub const OWNER_LABEL: &str = "omnicloud.io/owner";
+/// An agent that has not reached the Raft leader for this long stops its StatefulSet
+/// instances: the orchestrator may be replacing them elsewhere (at most one per identity).
+/// Shared by the agent (which fences) and the orchestrator (which waits twice this long).
+pub const FENCE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -16,6 +16,7 @@ pub mod instance;
 pub mod predictive;
 pub mod quantity;
 mod selector;
+pub mod subnet;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ pub use infra::{NamespaceSpec, NodeClassSpec, PriorityClassSpec, VirtualMachineS
 pub use instance::{InstanceSpec, InstanceStatus, NodeSubnetSpec};
 pub use quantity::{CpuQuantity, DurationStr, IntOrString, MemoryQuantity, Quantity};
 pub use selector::{parse_label_selector, selector_matches, SelectorOp};
+pub use subnet::Subnet;
 pub use workload::{DeploymentSpec, PodTemplate, StatefulSetSpec};
 
 pub const API_VERSION: &str = "omnicloud.io/v1";

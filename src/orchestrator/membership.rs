@@ -3,7 +3,7 @@
 //! (`voters::plan`) and applies them one at a time. Ticks every `TICK` and on every gossip event.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::ChangeMembers;
 use tokio::sync::{broadcast, watch};
@@ -19,12 +19,9 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A learner this close to the leader's log may be promoted without stalling commits.
 const CAUGHT_UP_ENTRIES: u64 = 100;
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// The wall clock lives with the gossip layer, which stamps membership with it; kept here
+/// so the agent, `supervise`, `node` and the CLI reach it by their old path.
+pub use crate::cluster::identity::now_ms;
 
 /// Whether a member may become an orchestrator: `auto` or an explicit `orchestrator` role.
 pub fn orchestrator_eligible(roles: &[String]) -> bool {

@@ -3,7 +3,9 @@
 //! `Command` and hands it here.
 //!
 //! Tasks: openraft's own core, replication and state-machine tasks.
-//! May call: `model`, `store`.
+//! May call: `model`, `store`, `cluster` (membership events, RPC transport, the clock),
+//! `config` (the settings types it is handed). Nothing else: the agent and the director
+//! call it, never the other way round (`cargo test` aside).
 
 pub mod autoscaler;
 pub mod controllers;
@@ -23,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::cluster::transport::Client;
+/// The Raft tuning is read from the node config (`[raft]`), which owns the type.
+pub use crate::config::RaftSettings;
 use crate::store::{
     Change, Command, CommandResult, NodeId, Raft, RaftNode, StateMachine, Store, StoreReader,
 };
@@ -62,30 +66,6 @@ fn leader_hint(leader: &Option<RaftNode>) -> String {
     match leader {
         Some(n) => format!("; the leader is {} (api {})", n.name, n.api_addr),
         None => String::new(),
-    }
-}
-
-/// Raft tuning from the node config.
-#[derive(Clone, Debug)]
-pub struct RaftSettings {
-    pub heartbeat_ms: u64,
-    pub election_timeout_min_ms: u64,
-    pub election_timeout_max_ms: u64,
-    /// Build a snapshot (and purge the log before it) after this many applied entries.
-    pub snapshot_after_logs: u64,
-    /// Entries kept in the log behind the snapshot, for lagging followers.
-    pub keep_logs_after_snapshot: u64,
-}
-
-impl Default for RaftSettings {
-    fn default() -> Self {
-        RaftSettings {
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
-            snapshot_after_logs: 5000,
-            keep_logs_after_snapshot: 1000,
-        }
     }
 }
 

@@ -221,32 +221,115 @@ fn bins_needed(items: &[Size], mut open: Vec<Size>, bin: Size) -> usize {
     open.len() - before
 }
 
+/// The decisions of one sync, group by group in the order given: for each group its
+/// unjoined workers are given up (step 0), its floor and NodeClass resolved (step 1), its
+/// demand taken (step 2), packed into workers (step 3) and bounded (step 4); a group
+/// without demand may then shrink (scale-down).
 pub fn decide(inp: &Inputs, memory: &mut Memory) -> Vec<Decision> {
-    let now = inp.now_ms;
-    let mut out = Vec::new();
-    let mut taken = inp.taken.clone();
-    let mut directors = inp.directors.clone();
-    let mut total_workers = inp.workers.len() as i64;
-    let usable_pct = 100 - inp.limits.reserve_pct.min(90);
-    // orchestratorRatio: how many more containers the control plane may take on.
-    let mut container_room = inp.limits.orchestrator_ratio.map(|(a, b)| {
-        (inp.orchestrators as i64 * b as i64 / a as i64 - inp.placed_containers as i64).max(0)
-    });
-    let max_workers = inp
-        .limits
-        .director_ratio
-        .map(|(a, b)| inp.directors.len() as i64 * b as i64 / a as i64);
-    let mut pending: Vec<&Pending> = inp.pending.iter().collect();
-    pending.sort_by_key(|p| (p.since_ms, p.key.clone()));
-    let mut claimed: BTreeSet<&str> = BTreeSet::new();
+    let mut pass = Pass::new(inp);
     let live: BTreeSet<&str> = inp.workers.iter().map(|w| w.vm.as_str()).collect();
     memory
         .unneeded_since
         .retain(|vm, _| live.contains(vm.as_str()));
-
     for g in &inp.groups {
-        let name = g.spec.name.as_str();
-        // Workers whose guest never joined are given up first.
+        let mine = pass.give_up_unjoined(g, memory);
+        let Some(group) = pass.resolve(g, mine) else {
+            continue;
+        };
+        let demand = pass.take_demand(&group);
+        pass.scale_up(&group, &demand, memory);
+        if demand.is_empty() {
+            pass.scale_down(&group, memory);
+        } else {
+            for w in &group.mine {
+                memory.unneeded_since.remove(&w.vm);
+            }
+        }
+    }
+    pass.out
+}
+
+/// What `decide` carries from one node group to the next.
+struct Pass<'i> {
+    inp: &'i Inputs<'i>,
+    now: u64,
+    out: Vec<Decision>,
+    /// VM names in use, this pass's new workers included.
+    taken: BTreeSet<String>,
+    /// Each director's free room, less the workers this pass added.
+    directors: Vec<Size>,
+    total_workers: i64,
+    usable_pct: u64,
+    /// orchestratorRatio: how many more containers the control plane may take on.
+    container_room: Option<i64>,
+    /// directorRatio: how many worker VMs all groups may have.
+    max_workers: Option<i64>,
+    /// Oldest first.
+    pending: Vec<&'i Pending>,
+    /// Pending instances an earlier group took as its demand.
+    claimed: BTreeSet<&'i str>,
+}
+
+/// One node group with its floor and NodeClass resolved (step 1).
+struct GroupView<'i> {
+    g: &'i Group<'i>,
+    name: &'i str,
+    /// Its workers still in play: joined, or requested within the provision timeout.
+    mine: Vec<&'i Worker>,
+    count: i64,
+    /// The vmPool window's target, capped at maxSize.
+    scheduled: Option<i64>,
+    floor: i64,
+    class: &'i str,
+    size: Size,
+    vm_need: Size,
+    /// What one worker offers to the demand (its size less the reserve).
+    usable: Size,
+    last_up: Option<u64>,
+    decision_ms: u64,
+}
+
+impl<'i> Pass<'i> {
+    fn new(inp: &'i Inputs<'i>) -> Pass<'i> {
+        let container_room = inp.limits.orchestrator_ratio.map(|(a, b)| {
+            (inp.orchestrators as i64 * b as i64 / a as i64 - inp.placed_containers as i64).max(0)
+        });
+        let max_workers = inp
+            .limits
+            .director_ratio
+            .map(|(a, b)| inp.directors.len() as i64 * b as i64 / a as i64);
+        let mut pending: Vec<&Pending> = inp.pending.iter().collect();
+        pending.sort_by_key(|p| (p.since_ms, p.key.clone()));
+        Pass {
+            inp,
+            now: inp.now_ms,
+            out: Vec::new(),
+            taken: inp.taken.clone(),
+            directors: inp.directors.clone(),
+            total_workers: inp.workers.len() as i64,
+            usable_pct: 100 - inp.limits.reserve_pct.min(90),
+            container_room,
+            max_workers,
+            pending,
+            claimed: BTreeSet::new(),
+        }
+    }
+
+    /// A decision; the limits and the given-up workers are warnings.
+    fn push(&mut self, group: &str, reason: &'static str, message: String, action: Option<Action>) {
+        let warning = matches!(reason, "ScaleUpLimited" | "ScaleDownUnregistered");
+        self.out.push(Decision {
+            group: group.into(),
+            reason,
+            warning,
+            message,
+            action,
+        });
+    }
+
+    /// Step 0: workers whose guest never joined are given up first; the rest are returned.
+    fn give_up_unjoined(&mut self, g: &'i Group<'i>, memory: &mut Memory) -> Vec<&'i Worker> {
+        let (name, now, inp) = (g.spec.name.as_str(), self.now, self.inp);
         let (mine, lost): (Vec<&Worker>, Vec<&Worker>) = inp
             .workers
             .iter()
@@ -254,54 +337,73 @@ pub fn decide(inp: &Inputs, memory: &mut Memory) -> Vec<Decision> {
             .partition(|w| w.joined || now.saturating_sub(w.requested_ms) < PROVISION_TIMEOUT_MS);
         for w in lost {
             memory.gave_up.insert(name.into(), now);
-            total_workers -= 1;
-            out.push(Decision {
-                group: name.into(),
-                reason: "ScaleDownUnregistered",
-                warning: true,
-                message: format!(
+            self.total_workers -= 1;
+            self.push(
+                name,
+                "ScaleDownUnregistered",
+                format!(
                     "node group {name}: removing {}: its guest did not join as {} within {} of the request",
                     w.vm,
                     w.node,
                     secs(PROVISION_TIMEOUT_MS)
                 ),
-                action: Some(Action::Delete(w.vm.clone())),
-            });
+                Some(Action::Delete(w.vm.clone())),
+            );
         }
-        let count = mine.len() as i64;
+        mine
+    }
+
+    /// Step 1: the group's floor and NodeClass; None (and a ScaleUpLimited) when the
+    /// NodeClass does not exist.
+    fn resolve(&mut self, g: &'i Group<'i>, mine: Vec<&'i Worker>) -> Option<GroupView<'i>> {
+        let name = g.spec.name.as_str();
         let scheduled = g.scheduled.as_ref().map(|(n, _)| (*n).min(g.spec.max_size));
         let floor = g.spec.min_size.max(scheduled.unwrap_or(0));
         let Some((class, size, vm_need)) = &g.class else {
-            out.push(Decision {
-                group: name.into(),
-                reason: "ScaleUpLimited",
-                warning: true,
-                message: format!(
+            self.push(
+                name,
+                "ScaleUpLimited",
+                format!(
                     "node group {name}: NodeClass {} does not exist; no worker can be sized",
                     g.spec
                         .node_class
                         .as_deref()
                         .unwrap_or("(none given, and there is none)")
                 ),
-                action: None,
-            });
-            continue;
+                None,
+            );
+            return None;
         };
-        let usable = size.percent(usable_pct);
-        let last_up = mine.iter().map(|w| w.requested_ms).max();
+        Some(GroupView {
+            g,
+            name,
+            count: mine.len() as i64,
+            last_up: mine.iter().map(|w| w.requested_ms).max(),
+            mine,
+            scheduled,
+            floor,
+            class,
+            size: *size,
+            vm_need: *vm_need,
+            usable: size.percent(self.usable_pct),
+            decision_ms: g.spec.decision_time_ms(),
+        })
+    }
 
-        // Demand: waited long enough, fits one worker, not taken by an earlier group.
-        let decision_ms = g.spec.decision_time_ms();
+    /// Step 2: the pending instances that waited long enough, fit one worker and no
+    /// earlier group took, within the orchestratorRatio's room (what it cuts is a
+    /// ScaleUpLimited).
+    fn take_demand(&mut self, gv: &GroupView<'i>) -> Vec<&'i Pending> {
         let mut demand: Vec<&Pending> = Vec::new();
         let mut ratio_cut = 0;
-        for p in &pending {
-            if claimed.contains(p.key.as_str())
-                || now.saturating_sub(p.since_ms) < decision_ms
-                || !usable.fits(&p.need)
+        for &p in &self.pending {
+            if self.claimed.contains(p.key.as_str())
+                || self.now.saturating_sub(p.since_ms) < gv.decision_ms
+                || !gv.usable.fits(&p.need)
             {
                 continue;
             }
-            if let Some(room) = container_room.as_mut() {
+            if let Some(room) = self.container_room.as_mut() {
                 if *room == 0 {
                     ratio_cut += 1;
                     continue;
@@ -310,164 +412,239 @@ pub fn decide(inp: &Inputs, memory: &mut Memory) -> Vec<Decision> {
             }
             demand.push(p);
         }
-        claimed.extend(demand.iter().map(|p| p.key.as_str()));
-        let booting: Vec<Size> = mine.iter().filter(|w| !w.joined).map(|_| usable).collect();
-        let needs: Vec<Size> = demand.iter().map(|p| p.need).collect();
-        let for_demand = bins_needed(&needs, booting, usable) as i64;
-        let for_floor = (floor - count).max(0);
-        let wanted = for_demand.max(for_floor);
+        self.claimed.extend(demand.iter().map(|p| p.key.as_str()));
         if ratio_cut > 0 {
+            let inp = self.inp;
             let (a, b) = inp.limits.orchestrator_ratio.unwrap_or((1, 1));
-            out.push(Decision {
-                group: name.into(),
-                reason: "ScaleUpLimited",
-                warning: true,
-                message: format!(
-                    "node group {name}: {ratio_cut} unschedulable instance(s) not counted: orchestratorRatio {a}:{b} with {} orchestrator(s) allows {} containers and {} are placed",
+            self.push(
+                gv.name,
+                "ScaleUpLimited",
+                format!(
+                    "node group {}: {ratio_cut} unschedulable instance(s) not counted: orchestratorRatio {a}:{b} with {} orchestrator(s) allows {} containers and {} are placed",
+                    gv.name,
                     inp.orchestrators,
                     inp.orchestrators as u64 * b as u64 / a as u64,
                     inp.placed_containers
                 ),
-                action: None,
-            });
-        }
-        if wanted > 0 {
-            let mut bounds: Vec<(i64, String)> = vec![(
-                g.spec.max_size - count,
-                format!("maxSize {} ({count} present)", g.spec.max_size),
-            )];
-            let cooldown = g.spec.scale_up_cooldown_ms();
-            if let Some(t) = last_up.filter(|t| now.saturating_sub(*t) < cooldown) {
-                bounds.push((
-                    0,
-                    format!(
-                        "scale-up cooldown {} (last scale-up {} ago)",
-                        secs(cooldown),
-                        secs(now - t)
-                    ),
-                ));
-            }
-            if let Some(t) = memory
-                .gave_up
-                .get(name)
-                .filter(|t| now.saturating_sub(**t) < PROVISION_TIMEOUT_MS)
-            {
-                bounds.push((
-                    0,
-                    format!(
-                        "a worker never joined; backing off for {} more",
-                        secs(PROVISION_TIMEOUT_MS - (now - t))
-                    ),
-                ));
-            }
-            if let (Some(max), Some((a, b))) = (max_workers, inp.limits.director_ratio) {
-                bounds.push((
-                    max - total_workers,
-                    format!(
-                        "directorRatio {a}:{b} with {} director(s) allows {max} worker VMs ({total_workers} present)",
-                        inp.directors.len()
-                    ),
-                ));
-            }
-            // Director room: place the new VMs first fit on a copy.
-            let mut room = directors.clone();
-            let mut fit = 0;
-            while fit < wanted {
-                match room.iter_mut().find(|d| d.fits(vm_need)) {
-                    Some(d) => {
-                        d.take(vm_need);
-                        fit += 1;
-                    }
-                    None => break,
-                }
-            }
-            bounds.push((
-                fit,
-                if inp.directors.is_empty() {
-                    "no alive director to run a worker VM".to_string()
-                } else {
-                    format!(
-                        "room for {fit} more worker VM(s) of {vm_need} on {} director(s)",
-                        inp.directors.len()
-                    )
-                },
-            ));
-            let (allowed, why) = bounds
-                .iter()
-                .min_by_key(|(n, _)| *n)
-                .map(|(n, w)| ((*n).clamp(0, wanted), w.clone()))
-                .expect("maxSize is always a bound");
-            // Stable while nothing changes: a repeated limit is one event with a count.
-            let inputs = format!(
-                "{} unschedulable instance(s) waited >= {} (decisionTime); {} worker(s) booting; NodeClass {class} ({size}, {usable_pct}% usable); floor {floor}",
-                demand.len(),
-                secs(decision_ms),
-                mine.iter().filter(|w| !w.joined).count(),
+                None,
             );
-            let oldest = demand
-                .first()
-                .map(|p| format!("; oldest {} waited {}", p.key, secs(now - p.since_ms)))
-                .unwrap_or_default();
-            if allowed > 0 {
-                let new = names(name, allowed as usize, &mut taken);
-                for _ in 0..allowed {
-                    if let Some(d) = directors.iter_mut().find(|d| d.fits(vm_need)) {
-                        d.take(vm_need);
-                    }
-                }
-                total_workers += allowed;
-                let (reason, why_up) = if for_demand >= for_floor {
-                    (
-                        "TriggeredScaleUp",
-                        format!("{for_demand} more worker(s) needed"),
-                    )
-                } else if scheduled.is_some_and(|s| s > g.spec.min_size) {
-                    let by = g.scheduled.as_ref().map(|s| s.1.as_str()).unwrap_or("");
-                    (
-                        "ScheduledScaleUp",
-                        format!("PredictiveBootstrapScaler {by} holds the pool at {floor}"),
-                    )
-                } else {
-                    ("ScaleUpToMinSize", format!("minSize {}", g.spec.min_size))
-                };
-                out.push(Decision {
-                    group: name.into(),
-                    reason,
-                    warning: false,
-                    message: format!(
-                        "node group {name}: adding {}: {why_up}; {inputs}{oldest}; {count} -> {} worker(s)",
-                        new.join(", "),
-                        count + allowed
-                    ),
-                    action: Some(Action::Create(new)),
-                });
-            }
-            if allowed < wanted {
-                out.push(Decision {
-                    group: name.into(),
-                    reason: "ScaleUpLimited",
-                    warning: true,
-                    message: format!(
-                        "node group {name}: {} of {wanted} wanted worker(s) not added: {why}; {inputs}",
-                        wanted - allowed
-                    ),
-                    action: None,
-                });
-            }
         }
+        demand
+    }
 
-        // Scale-down.
-        let mut removed = 0i64;
-        if !demand.is_empty() {
-            for w in &mine {
-                memory.unneeded_since.remove(&w.vm);
-            }
-            continue;
+    /// Steps 3 and 4: the demand packed into the booting workers, then into new ones;
+    /// the floor; the bounds; the workers added and what limited them.
+    fn scale_up(&mut self, gv: &GroupView<'i>, demand: &[&Pending], memory: &Memory) {
+        let booting: Vec<Size> = gv
+            .mine
+            .iter()
+            .filter(|w| !w.joined)
+            .map(|_| gv.usable)
+            .collect();
+        let needs: Vec<Size> = demand.iter().map(|p| p.need).collect();
+        let for_demand = bins_needed(&needs, booting, gv.usable) as i64;
+        let for_floor = (gv.floor - gv.count).max(0);
+        let wanted = for_demand.max(for_floor);
+        if wanted <= 0 {
+            return;
         }
-        let threshold = g.spec.utilization_threshold();
-        let mut agent_room: Vec<Size> = inp.agent_room.clone();
+        let (allowed, why) = self
+            .bounds(gv, wanted, memory)
+            .into_iter()
+            .min_by_key(|(n, _)| *n)
+            .map(|(n, w)| (n.clamp(0, wanted), w))
+            .expect("maxSize is always a bound");
+        let (name, count, now) = (gv.name, gv.count, self.now);
+        // Stable while nothing changes: a repeated limit is one event with a count.
+        let inputs = format!(
+            "{} unschedulable instance(s) waited >= {} (decisionTime); {} worker(s) booting; NodeClass {} ({}, {}% usable); floor {}",
+            demand.len(),
+            secs(gv.decision_ms),
+            gv.mine.iter().filter(|w| !w.joined).count(),
+            gv.class,
+            gv.size,
+            self.usable_pct,
+            gv.floor,
+        );
+        let oldest = demand
+            .first()
+            .map(|p| format!("; oldest {} waited {}", p.key, secs(now - p.since_ms)))
+            .unwrap_or_default();
+        if allowed > 0 {
+            let new = names(name, allowed as usize, &mut self.taken);
+            for _ in 0..allowed {
+                if let Some(d) = self.directors.iter_mut().find(|d| d.fits(&gv.vm_need)) {
+                    d.take(&gv.vm_need);
+                }
+            }
+            self.total_workers += allowed;
+            let (reason, why_up) = scale_up_reason(gv, for_demand, for_floor);
+            self.push(
+                name,
+                reason,
+                format!(
+                    "node group {name}: adding {}: {why_up}; {inputs}{oldest}; {count} -> {} worker(s)",
+                    new.join(", "),
+                    count + allowed
+                ),
+                Some(Action::Create(new)),
+            );
+        }
+        if allowed < wanted {
+            self.push(
+                name,
+                "ScaleUpLimited",
+                format!(
+                    "node group {name}: {} of {wanted} wanted worker(s) not added: {why}; {inputs}",
+                    wanted - allowed
+                ),
+                None,
+            );
+        }
+    }
+
+    /// Step 4's bounds on adding `wanted` workers, each with the words that name it:
+    /// maxSize, the scale-up cooldown, a worker given up for never joining, directorRatio
+    /// and the directors' free room.
+    fn bounds(&self, gv: &GroupView<'i>, wanted: i64, memory: &Memory) -> Vec<(i64, String)> {
+        let (g, count, now, inp) = (gv.g, gv.count, self.now, self.inp);
+        let mut bounds: Vec<(i64, String)> = vec![(
+            g.spec.max_size - count,
+            format!("maxSize {} ({count} present)", g.spec.max_size),
+        )];
+        let cooldown = g.spec.scale_up_cooldown_ms();
+        if let Some(t) = gv.last_up.filter(|t| now.saturating_sub(*t) < cooldown) {
+            bounds.push((
+                0,
+                format!(
+                    "scale-up cooldown {} (last scale-up {} ago)",
+                    secs(cooldown),
+                    secs(now - t)
+                ),
+            ));
+        }
+        if let Some(t) = memory
+            .gave_up
+            .get(gv.name)
+            .filter(|t| now.saturating_sub(**t) < PROVISION_TIMEOUT_MS)
+        {
+            bounds.push((
+                0,
+                format!(
+                    "a worker never joined; backing off for {} more",
+                    secs(PROVISION_TIMEOUT_MS - (now - t))
+                ),
+            ));
+        }
+        if let (Some(max), Some((a, b))) = (self.max_workers, inp.limits.director_ratio) {
+            bounds.push((
+                max - self.total_workers,
+                format!(
+                    "directorRatio {a}:{b} with {} director(s) allows {max} worker VMs ({} present)",
+                    inp.directors.len(),
+                    self.total_workers
+                ),
+            ));
+        }
+        // Director room: place the new VMs first fit on a copy.
+        let mut room = self.directors.clone();
+        let mut fit = 0;
+        while fit < wanted {
+            match room.iter_mut().find(|d| d.fits(&gv.vm_need)) {
+                Some(d) => {
+                    d.take(&gv.vm_need);
+                    fit += 1;
+                }
+                None => break,
+            }
+        }
+        bounds.push((
+            fit,
+            if inp.directors.is_empty() {
+                "no alive director to run a worker VM".to_string()
+            } else {
+                format!(
+                    "room for {fit} more worker VM(s) of {} on {} director(s)",
+                    gv.vm_need,
+                    inp.directors.len()
+                )
+            },
+        ));
+        bounds
+    }
+
+    /// Scale-down of a group without demand: unneeded workers for `emptyTime` go, every
+    /// empty one at once, else one underused one; never below the floor nor within the
+    /// scale-down cooldown of the last scale-up.
+    fn scale_down(&mut self, gv: &GroupView<'i>, memory: &mut Memory) {
+        let (name, count, floor, now) = (gv.name, gv.count, gv.floor, self.now);
+        let threshold = gv.g.spec.utilization_threshold();
+        let candidates = self.unneeded(gv, threshold, memory);
+        let empty_ms = gv.g.spec.empty_time_ms();
+        let down_cooldown = gv.g.spec.scale_down_cooldown_ms();
+        let cooling = gv
+            .last_up
+            .is_some_and(|t| now.saturating_sub(t) < down_cooldown);
+        let ripe: Vec<&(&Worker, bool, u64)> = candidates
+            .iter()
+            .filter(|(_, _, since)| now.saturating_sub(*since) >= empty_ms)
+            .collect();
+        if cooling || ripe.is_empty() {
+            return;
+        }
+        let any_empty = ripe.iter().any(|c| c.1);
+        let mut removed = 0i64;
+        for (w, empty, since) in ripe {
+            if count - removed <= floor {
+                break;
+            }
+            if any_empty != *empty {
+                continue;
+            }
+            removed += 1;
+            memory.unneeded_since.remove(&w.vm);
+            let (reason, what) = if *empty {
+                (
+                    "ScaleDownEmpty",
+                    if w.joined {
+                        format!("nothing placed on {}", w.node)
+                    } else {
+                        format!("{} never joined and nothing waits for it", w.node)
+                    },
+                )
+            } else {
+                ("ScaleDownUnderused", format!("{} below utilizationThreshold {threshold}% and its {} instance(s) fit elsewhere", w.node, w.placed.len()))
+            };
+            self.push(
+                name,
+                reason,
+                format!(
+                    "node group {name}: removing {}: {what} for {} (emptyTime {}); {count} -> {} worker(s), floor {floor}",
+                    w.vm,
+                    secs(now - since),
+                    secs(empty_ms),
+                    count - removed
+                ),
+                Some(Action::Delete(w.vm.clone())),
+            );
+            if !*empty {
+                break;
+            }
+        }
+    }
+
+    /// The group's unneeded workers with whether each is empty and since when it is
+    /// unneeded (remembered across syncs): empty (nothing placed, or never joined), or
+    /// joined, under `threshold` percent used, and its instances fit on the other agents.
+    fn unneeded(
+        &self,
+        gv: &GroupView<'i>,
+        threshold: i64,
+        memory: &mut Memory,
+    ) -> Vec<(&'i Worker, bool, u64)> {
+        let mut agent_room: Vec<Size> = self.inp.agent_room.clone();
         let mut candidates: Vec<(&Worker, bool, u64)> = Vec::new();
-        for w in &mine {
+        for &w in &gv.mine {
             let empty = w.placed.is_empty();
             let used = w.placed.iter().fold(Size::default(), |a, s| Size {
                 cpu_millis: a.cpu_millis + s.cpu_millis,
@@ -498,63 +675,39 @@ pub fn decide(inp: &Inputs, memory: &mut Memory) -> Vec<Decision> {
                 ok
             };
             if empty || underused {
-                let since = *memory.unneeded_since.entry(w.vm.clone()).or_insert(now);
+                let since = *memory
+                    .unneeded_since
+                    .entry(w.vm.clone())
+                    .or_insert(self.now);
                 candidates.push((w, empty, since));
             } else {
                 memory.unneeded_since.remove(&w.vm);
             }
         }
-        let empty_ms = g.spec.empty_time_ms();
-        let down_cooldown = g.spec.scale_down_cooldown_ms();
-        let cooling = last_up.is_some_and(|t| now.saturating_sub(t) < down_cooldown);
-        let ripe: Vec<&(&Worker, bool, u64)> = candidates
-            .iter()
-            .filter(|(_, _, since)| now.saturating_sub(*since) >= empty_ms)
-            .collect();
-        if cooling || ripe.is_empty() {
-            continue;
-        }
-        let any_empty = ripe.iter().any(|c| c.1);
-        for (w, empty, since) in ripe {
-            if count - removed <= floor {
-                break;
-            }
-            if any_empty != *empty {
-                continue;
-            }
-            removed += 1;
-            memory.unneeded_since.remove(&w.vm);
-            let (reason, what) = if *empty {
-                (
-                    "ScaleDownEmpty",
-                    if w.joined {
-                        format!("nothing placed on {}", w.node)
-                    } else {
-                        format!("{} never joined and nothing waits for it", w.node)
-                    },
-                )
-            } else {
-                ("ScaleDownUnderused", format!("{} below utilizationThreshold {threshold}% and its {} instance(s) fit elsewhere", w.node, w.placed.len()))
-            };
-            out.push(Decision {
-                group: name.into(),
-                reason,
-                warning: false,
-                message: format!(
-                    "node group {name}: removing {}: {what} for {} (emptyTime {}); {count} -> {} worker(s), floor {floor}",
-                    w.vm,
-                    secs(now - since),
-                    secs(empty_ms),
-                    count - removed
-                ),
-                action: Some(Action::Delete(w.vm.clone())),
-            });
-            if !*empty {
-                break;
-            }
-        }
+        candidates
     }
-    out
+}
+
+/// Why a group grows: demand, a PredictiveBootstrapScaler's window, or minSize.
+fn scale_up_reason(gv: &GroupView, for_demand: i64, for_floor: i64) -> (&'static str, String) {
+    let spec = gv.g.spec;
+    if for_demand >= for_floor {
+        (
+            "TriggeredScaleUp",
+            format!("{for_demand} more worker(s) needed"),
+        )
+    } else if gv.scheduled.is_some_and(|s| s > spec.min_size) {
+        let by = gv.g.scheduled.as_ref().map(|s| s.1.as_str()).unwrap_or("");
+        (
+            "ScheduledScaleUp",
+            format!(
+                "PredictiveBootstrapScaler {by} holds the pool at {}",
+                gv.floor
+            ),
+        )
+    } else {
+        ("ScaleUpToMinSize", format!("minSize {}", spec.min_size))
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@
 //! buffer) is dropped when leadership is lost, as a restarted Kubernetes controller
 //! manager forgets it.
 //!
-//! May call: `model`, `store` (commands), `orchestrator::controllers` (views, events).
+//! May call: `model`, `store` (commands), `cluster` (members, the clock), `config` (its
+//! settings), `orchestrator::controllers` (views, events).
 
 pub mod behavior;
 pub mod cluster;
@@ -35,37 +36,18 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 use super::controllers::events::{EventDraft, Recorder};
-use super::controllers::{key_of, load_all, version, ControllerMetrics, InstanceView};
+use super::controllers::{
+    key_of, load_all, rfc3339_seconds, status_change, version, ControllerMetrics, InstanceView,
+};
 use super::ControlPlane;
+use crate::cluster::identity::now_ms;
+/// `[autoscaler]` of the node config, which owns the type.
+pub use crate::config::AutoscalerSettings;
 use crate::model::{Kind, Resource, Spec};
 use crate::store::{ChangeType, Command, Rejection};
 use horizontal::Scaled;
 use hpa::{History, Metric, Timing};
 use metrics::{IngestStatus, MetricName, MetricStore};
-
-/// `[autoscaler]` of the node config.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AutoscalerSettings {
-    /// How often every HPA is evaluated (Kubernetes' `--horizontal-pod-autoscaler-sync-period`).
-    pub sync_period: Duration,
-    /// Samples are averaged over this window.
-    pub metric_window: Duration,
-    /// Kubernetes' `--horizontal-pod-autoscaler-cpu-initialization-period`.
-    pub cpu_initialization_period: Duration,
-    /// Kubernetes' `--horizontal-pod-autoscaler-initial-readiness-delay`.
-    pub initial_readiness_delay: Duration,
-}
-
-impl Default for AutoscalerSettings {
-    fn default() -> Self {
-        AutoscalerSettings {
-            sync_period: Duration::from_secs(15),
-            metric_window: Duration::from_secs(15),
-            cpu_initialization_period: Duration::from_secs(300),
-            initial_readiness_delay: Duration::from_secs(30),
-        }
-    }
-}
 
 /// What the loop keeps between syncs while leading.
 #[derive(Default)]
@@ -110,7 +92,7 @@ pub fn spawn(
                             && c.key.kind == Kind::Instance
                             && c.change != ChangeType::Deleted =>
                         {
-                            let now = super::membership::now_ms();
+                            let now = now_ms();
                             if let Some(s) = workers::provisioned(&mut state.cluster, &c.object, now) {
                                 metrics.worker_provision.observe(s);
                             }
@@ -163,7 +145,7 @@ fn ingest(store: &mut MetricStore, object: &[u8]) {
         return;
     };
     let status: IngestStatus = serde_json::from_value(v["status"].clone()).unwrap_or_default();
-    store.ingest((ns, name, uid), &status, super::membership::now_ms());
+    store.ingest((ns, name, uid), &status, now_ms());
 }
 
 /// Scrapes the custom metrics HPAs name from their targets' ready instances into the
@@ -194,13 +176,7 @@ async fn scrape_all(
             continue;
         };
         match result {
-            Ok(v) => store.record(
-                (&ns, &name, &uid),
-                metric.clone(),
-                super::membership::now_ms(),
-                v,
-                window,
-            ),
+            Ok(v) => store.record((&ns, &name, &uid), metric.clone(), now_ms(), v, window),
             Err(e) => {
                 errors.insert(m.clone(), e);
             }
@@ -216,10 +192,8 @@ async fn infrastructure(
     state: &mut State,
     metrics: &ControllerMetrics,
 ) -> bool {
-    let now = super::membership::now_ms();
-    let now_text =
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(now))
-            .to_string();
+    let now = now_ms();
+    let now_text = rfc3339_seconds(now);
     let directors = members
         .iter()
         .filter(|m| {
@@ -249,6 +223,17 @@ async fn infrastructure(
     true
 }
 
+/// One sync of the HPAs and VPAs:
+///
+/// 1. The autoscalers, their targets and instances; with none, nothing is buffered.
+/// 2. The instances' usage and readiness from their statuses into the metric buffer
+///    (instances that are gone are forgotten).
+/// 3. The custom metrics the HPAs name, scraped from their targets' ready instances.
+/// 4. Each HPA decided, its target scaled, its status written ([`sync_hpas`]).
+/// 5. Each VPA's recommendation written to its status.
+/// 6. The events of the sync recorded.
+///
+/// A write that fails (not leading any more) ends the sync.
 async fn sync(
     control: &ControlPlane,
     settings: &AutoscalerSettings,
@@ -256,6 +241,7 @@ async fn sync(
     metrics: &ControllerMetrics,
     scraping: &Scraping,
 ) {
+    // 1.
     let hpas = load_all(control, Kind::HorizontalPodAutoscaler);
     let vpas = load_all(control, Kind::VerticalPodAutoscaler);
     let instances = load_all(control, Kind::Instance);
@@ -267,17 +253,67 @@ async fn sync(
     }
     let mut workloads = load_all(control, Kind::Deployment);
     workloads.extend(load_all(control, Kind::StatefulSet));
-    let now = super::membership::now_ms();
-    for i in &instances {
+    let now = now_ms();
+    // 2.
+    ingest_statuses(&mut state.store, &instances, now);
+    let views: Vec<InstanceView> = instances.iter().filter_map(InstanceView::of).collect();
+    // 3.
+    let jobs = scrape_jobs(&hpas, &workloads, &views, scraping);
+    let scrape_errors = scrape_all(jobs, &mut state.store, settings, &scraping.admin_token).await;
+    // 4.
+    let pass = HpaPass {
+        control,
+        workloads: &workloads,
+        views: &views,
+        scrape_errors: &scrape_errors,
+        timing: Timing {
+            now_ms: now,
+            cpu_initialization_period_ms: settings.cpu_initialization_period.as_millis() as u64,
+            initial_readiness_delay_ms: settings.initial_readiness_delay.as_millis() as u64,
+        },
+        windows: horizontal::Windows {
+            window_ms: settings.metric_window.as_millis() as u64,
+            // A sample older than a few periods is stale (its agent stopped reporting).
+            max_age_ms: 4 * (settings.metric_window.max(settings.sync_period)).as_millis() as u64,
+            now_ms: now,
+        },
+        now_text: rfc3339_seconds(now),
+    };
+    let mut events = Vec::new();
+    if sync_hpas(&pass, &hpas, state, &mut events).await.is_err() {
+        return;
+    }
+    // 5.
+    for v in &vpas {
+        let Some(status) = vpa_status(v, &workloads, &views, &state.store, &pass.now_text) else {
+            continue;
+        };
+        if let Some(command) = status_change(v, &status) {
+            if control.write_local(command).await.is_err() {
+                return;
+            }
+        }
+    }
+    // 6.
+    metrics.count(&events);
+    for command in state.recorder.commands(events, &pass.now_text) {
+        if control.write_local(command).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Step 2: every instance's reported usage and readiness into the buffer, and the buffer
+/// cut to the instances that still exist.
+fn ingest_statuses(store: &mut MetricStore, instances: &[Resource], now: u64) {
+    for i in instances {
         let status: IngestStatus = i
             .status
             .clone()
             .and_then(|s| serde_json::from_value(s).ok())
             .unwrap_or_default();
         let ns = i.metadata.namespace.as_deref().unwrap_or("");
-        state
-            .store
-            .ingest((ns, &i.metadata.name, &i.metadata.uid), &status, now);
+        store.ingest((ns, &i.metadata.name, &i.metadata.uid), &status, now);
     }
     let live: HashSet<(&str, &str)> = instances
         .iter()
@@ -288,23 +324,32 @@ async fn sync(
             )
         })
         .collect();
-    state.store.retain(|ns, _, uid| live.contains(&(ns, uid)));
-    let views: Vec<InstanceView> = instances.iter().filter_map(InstanceView::of).collect();
-    let owned = |target: &Resource| -> Vec<InstanceView> {
-        views
-            .iter()
-            .filter(|i| i.owned_by(target.kind.as_str(), &target.metadata.uid))
-            .cloned()
-            .collect()
-    };
+    store.retain(|ns, _, uid| live.contains(&(ns, uid)));
+}
 
-    // Custom metrics: one scrape per ready instance of each target, per metric.
+/// The instances `target` owns.
+fn owned<'a>(views: &[InstanceView<'a>], target: &Resource) -> Vec<InstanceView<'a>> {
+    views
+        .iter()
+        .filter(|i| i.owned_by(target.kind.as_str(), &target.metadata.uid))
+        .cloned()
+        .collect()
+}
+
+/// Step 3: one scrape per ready instance of each HPA's target, per custom metric:
+/// (namespace, name, uid, metric, url).
+fn scrape_jobs(
+    hpas: &[Resource],
+    workloads: &[Resource],
+    views: &[InstanceView],
+    scraping: &Scraping,
+) -> Vec<(String, String, String, MetricName, String)> {
     let mut jobs = Vec::new();
-    for hpa in &hpas {
+    for hpa in hpas {
         let Some(Spec::HorizontalPodAutoscaler(spec)) = &hpa.spec else {
             continue;
         };
-        let Some(target) = horizontal::target(hpa, spec, &workloads) else {
+        let Some(target) = horizontal::target(hpa, spec, workloads) else {
             continue;
         };
         let endpoint = horizontal::template(target).and_then(metrics::scrape_endpoint);
@@ -315,7 +360,7 @@ async fn sync(
             let Some((port, path)) = &endpoint else {
                 continue;
             };
-            for i in owned(target)
+            for i in owned(views, target)
                 .iter()
                 .filter(|i| i.ready() && !i.status.ip.is_empty())
             {
@@ -340,32 +385,40 @@ async fn sync(
             }
         }
     }
-    let scrape_errors = scrape_all(jobs, &mut state.store, settings, &scraping.admin_token).await;
+    jobs
+}
 
-    let timing = Timing {
-        now_ms: now,
-        cpu_initialization_period_ms: settings.cpu_initialization_period.as_millis() as u64,
-        initial_readiness_delay_ms: settings.initial_readiness_delay.as_millis() as u64,
-    };
-    let windows = horizontal::Windows {
-        window_ms: settings.metric_window.as_millis() as u64,
-        // A sample older than a few periods is stale (its agent stopped reporting).
-        max_age_ms: 4 * (settings.metric_window.max(settings.sync_period)).as_millis() as u64,
-        now_ms: now,
-    };
-    let now_text =
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(now))
-            .to_string();
+/// What one sync's HPAs share.
+struct HpaPass<'a> {
+    control: &'a ControlPlane,
+    workloads: &'a [Resource],
+    views: &'a [InstanceView<'a>],
+    scrape_errors: &'a BTreeMap<String, String>,
+    timing: Timing,
+    windows: horizontal::Windows,
+    now_text: String,
+}
+
+/// A write failed (not leading any more): the sync ends.
+struct Stopped;
+
+/// Step 4: each HPA with an existing target that no earlier HPA claimed is decided
+/// ([`sync_hpa`]); the histories of HPAs that are gone are dropped.
+async fn sync_hpas(
+    pass: &HpaPass<'_>,
+    hpas: &[Resource],
+    state: &mut State,
+    events: &mut Vec<EventDraft>,
+) -> Result<(), Stopped> {
     let mut claimed: HashSet<String> = HashSet::new();
     let mut keys = HashSet::new();
-    let mut events = Vec::new();
-    for hpa in &hpas {
+    for hpa in hpas {
         let Some(Spec::HorizontalPodAutoscaler(spec)) = &hpa.spec else {
             continue;
         };
         let key = key_of(hpa).to_string();
         keys.insert(key.clone());
-        let Some(target) = horizontal::target(hpa, spec, &workloads) else {
+        let Some(target) = horizontal::target(hpa, spec, pass.workloads) else {
             events.push(EventDraft::warning(
                 hpa,
                 "FailedGetScale",
@@ -387,105 +440,94 @@ async fn sync(
             ));
             continue;
         }
-        let current = target.replicas().unwrap_or(0);
-        let mine = owned(target);
-        let pods = horizontal::pods(&mine, &state.store);
-        let observed = horizontal::observe(
-            &hpa::metrics_of(spec),
-            &mine,
-            &state.store,
-            windows,
-            &scrape_errors,
-        );
-        let history = state.histories.entry(key.clone()).or_default();
-        let d = hpa::decide(spec, current, &pods, &observed, history, timing);
-        let mut scaled = Scaled::No;
-        if d.rescale {
-            let command = Command::Scale {
-                key: key_of(target),
-                replicas: d.desired,
-                expected_version: version(target),
-            };
-            scaled = match control.write_local(command).await {
-                Ok(r) => match r.rejection {
-                    None => Scaled::Yes,
-                    // Moved meanwhile: decide again next sync with fresh state.
-                    Some(Rejection::Conflict { .. }) => continue,
-                    Some(e) => Scaled::Refused(e.to_string()),
-                },
-                Err(e) => {
-                    tracing::debug!(error = %e, "autoscaler scale not written");
-                    return;
-                }
-            };
-            let message = horizontal::event_message(&d);
-            match &scaled {
-                Scaled::Yes => {
-                    history.record_scale(&hpa::Behavior::of(spec), current, d.desired, now);
-                    events.push(EventDraft::normal(
-                        hpa,
-                        "SuccessfulRescale",
-                        message,
-                        horizontal::SOURCE,
-                    ));
-                }
-                Scaled::Refused(why) => events.push(EventDraft::warning(
-                    hpa,
-                    "FailedRescale",
-                    format!("{message}; refused: {why}"),
-                    horizontal::SOURCE,
-                )),
-                Scaled::No => {}
+        sync_hpa(pass, (hpa, spec, target), key, state, events).await?;
+    }
+    state.histories.retain(|k, _| keys.contains(k));
+    Ok(())
+}
+
+/// One HPA: the algorithm's decision, the target's Scale written (a refusal is a
+/// FailedRescale; a conflict waits for the next sync), the events, and the HPA's status.
+async fn sync_hpa(
+    pass: &HpaPass<'_>,
+    (hpa, spec, target): (&Resource, &crate::model::HpaSpec, &Resource),
+    key: String,
+    state: &mut State,
+    events: &mut Vec<EventDraft>,
+) -> Result<(), Stopped> {
+    let current = target.replicas().unwrap_or(0);
+    let mine = owned(pass.views, target);
+    let pods = horizontal::pods(&mine, &state.store);
+    let observed = horizontal::observe(
+        &hpa::metrics_of(spec),
+        &mine,
+        &state.store,
+        pass.windows,
+        pass.scrape_errors,
+    );
+    let history = state.histories.entry(key).or_default();
+    let d = hpa::decide(spec, current, &pods, &observed, history, pass.timing);
+    let mut scaled = Scaled::No;
+    if d.rescale {
+        let command = Command::Scale {
+            key: key_of(target),
+            replicas: d.desired,
+            expected_version: version(target),
+        };
+        scaled = match pass.control.write_local(command).await {
+            Ok(r) => match r.rejection {
+                None => Scaled::Yes,
+                // Moved meanwhile: decide again next sync with fresh state.
+                Some(Rejection::Conflict { .. }) => return Ok(()),
+                Some(e) => Scaled::Refused(e.to_string()),
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "autoscaler scale not written");
+                return Err(Stopped);
             }
-        } else if let Some(c) = d
-            .conditions
-            .iter()
-            .find(|c| c.kind == "ScalingActive" && !c.status)
-        {
-            if c.reason != "ScalingDisabled" {
-                events.push(EventDraft::warning(
+        };
+        let message = horizontal::event_message(&d);
+        match &scaled {
+            Scaled::Yes => {
+                let now = pass.timing.now_ms;
+                history.record_scale(&hpa::Behavior::of(spec), current, d.desired, now);
+                events.push(EventDraft::normal(
                     hpa,
-                    "FailedComputeMetricsReplicas",
-                    c.message.clone(),
+                    "SuccessfulRescale",
+                    message,
                     horizontal::SOURCE,
                 ));
             }
+            Scaled::Refused(why) => events.push(EventDraft::warning(
+                hpa,
+                "FailedRescale",
+                format!("{message}; refused: {why}"),
+                horizontal::SOURCE,
+            )),
+            Scaled::No => {}
         }
-        let status = horizontal::status(hpa, spec, &d, &scaled, &now_text);
-        if hpa.status.as_ref() != Some(&status) {
-            let command = Command::SetStatus {
-                key: key_of(hpa),
-                status: serde_json::to_vec(&status).expect("JSON"),
-                uid: Some(hpa.metadata.uid.clone()),
-            };
-            if let Err(e) = control.write_local(command).await {
-                tracing::debug!(error = %e, "HPA status not written");
-                return;
-            }
-        }
-    }
-    state.histories.retain(|k, _| keys.contains(k));
-    for v in &vpas {
-        let Some(status) = vpa_status(v, &workloads, &views, &state.store, &now_text) else {
-            continue;
-        };
-        if v.status.as_ref() != Some(&status) {
-            let command = Command::SetStatus {
-                key: key_of(v),
-                status: serde_json::to_vec(&status).expect("JSON"),
-                uid: Some(v.metadata.uid.clone()),
-            };
-            if control.write_local(command).await.is_err() {
-                return;
-            }
+    } else if let Some(c) = d
+        .conditions
+        .iter()
+        .find(|c| c.kind == "ScalingActive" && !c.status)
+    {
+        if c.reason != "ScalingDisabled" {
+            events.push(EventDraft::warning(
+                hpa,
+                "FailedComputeMetricsReplicas",
+                c.message.clone(),
+                horizontal::SOURCE,
+            ));
         }
     }
-    metrics.count(&events);
-    for command in state.recorder.commands(events, &now_text) {
-        if control.write_local(command).await.is_err() {
-            return;
+    let status = horizontal::status(hpa, spec, &d, &scaled, &pass.now_text);
+    if let Some(command) = status_change(hpa, &status) {
+        if let Err(e) = pass.control.write_local(command).await {
+            tracing::debug!(error = %e, "HPA status not written");
+            return Err(Stopped);
         }
     }
+    Ok(())
 }
 
 /// A VPA's new status from its target's usage history in the buffer.

@@ -64,14 +64,42 @@ fn history(d: &Resource) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// One Deployment's pass:
+///
+/// 1. The target revision: the spec's template, or while paused the one being rolled out.
+/// 2. Excess new instances go: the highest indexes, unready ones first.
+/// 3. Old instances go: unavailable ones first, available ones as maxUnavailable allows.
+/// 4. New instances at the lowest free indexes, within the surge budget, the unplaced
+///    room and the ClusterScalingPolicy's rate.
+/// 5. The status: counts, revision history and the progress deadline (rollback).
 pub fn plan(pass: &Pass, d: &Resource, draft: &mut Draft) {
-    let world = pass.world;
     let Some(Spec::Deployment(spec)) = &d.spec else {
         return;
     };
-    let ns = d.metadata.namespace.clone().unwrap_or_default();
-    let name = d.metadata.name.clone();
     let old_status = d.status.clone().unwrap_or(Value::Null);
+    // 1.
+    let Some((revision, template)) = target(d, spec, &old_status) else {
+        return;
+    };
+    let r = Rollout::new(pass, d, spec, revision, template);
+    let mut deleted: BTreeSet<String> = BTreeSet::new();
+    // 2.
+    let new_count = r.scale_down_new(&mut deleted, draft);
+    // 3.
+    let old_left = r.remove_old(&mut deleted, draft);
+    // 4.
+    r.create_new(new_count, old_left, &deleted, draft);
+    // 5.
+    r.write_status(new_count, &old_status, draft);
+}
+
+/// Step 1: the revision to roll out and its template; None if the template does not
+/// parse.
+fn target(
+    d: &Resource,
+    spec: &crate::model::DeploymentSpec,
+    old_status: &Value,
+) -> Option<(String, crate::model::PodTemplate)> {
     let spec_template = serde_json::to_value(&spec.template).expect("JSON");
     let spec_revision = template_revision(&spec_template);
     let paused = spec.paused == Some(true);
@@ -89,195 +117,280 @@ pub fn plan(pass: &Pass, d: &Resource, draft: &mut Draft) {
         }
         _ => (spec_revision.clone(), spec_template.clone()),
     };
-    let template: crate::model::PodTemplate = match serde_json::from_value(template) {
-        Ok(t) => t,
-        Err(_) => return,
-    };
-    let desired = spec.replicas().max(0);
-    let min_ready = spec.min_ready_seconds.unwrap_or(0).max(0) as u64;
-    let mine: Vec<&InstanceView> = pass
-        .instances
-        .iter()
-        .filter(|i| i.namespace() == ns && i.owned_by("Deployment", &d.metadata.uid))
-        .collect();
-    let (new, old): (Vec<&InstanceView>, Vec<&InstanceView>) =
-        mine.iter().copied().partition(|i| i.revision() == revision);
-    let available = |i: &InstanceView| i.available(world.now_ms, min_ready);
-    let available_count = mine.iter().filter(|i| available(i)).count() as i64;
-    let mut deleted: BTreeSet<String> = BTreeSet::new();
-    let mut delete = |i: &InstanceView, why: &str, draft: &mut Draft| {
+    let template = serde_json::from_value(template).ok()?;
+    Some((revision, template))
+}
+
+/// A Deployment, its target revision and its instances, for one pass.
+struct Rollout<'p, 'a> {
+    pass: &'p Pass<'a>,
+    d: &'p Resource,
+    spec: &'p crate::model::DeploymentSpec,
+    ns: String,
+    revision: String,
+    template: crate::model::PodTemplate,
+    desired: i64,
+    min_ready: u64,
+    recreate: bool,
+    surge: i64,
+    max_unavailable: i64,
+    mine: Vec<&'p InstanceView<'a>>,
+    /// Of the target revision.
+    new: Vec<&'p InstanceView<'a>>,
+    old: Vec<&'p InstanceView<'a>>,
+}
+
+impl<'p, 'a> Rollout<'p, 'a> {
+    fn new(
+        pass: &'p Pass<'a>,
+        d: &'p Resource,
+        spec: &'p crate::model::DeploymentSpec,
+        revision: String,
+        template: crate::model::PodTemplate,
+    ) -> Self {
+        let ns = d.metadata.namespace.clone().unwrap_or_default();
+        let desired = spec.replicas().max(0);
+        let mine: Vec<&InstanceView> = pass
+            .instances
+            .iter()
+            .filter(|i| i.namespace() == ns && i.owned_by("Deployment", &d.metadata.uid))
+            .collect();
+        let (new, old): (Vec<&InstanceView>, Vec<&InstanceView>) =
+            mine.iter().copied().partition(|i| i.revision() == revision);
+        let recreate = spec.strategy_type() == "Recreate";
+        let (surge, max_unavailable) = if recreate {
+            (0, desired)
+        } else {
+            rolling_limits(spec, desired)
+        };
+        Rollout {
+            pass,
+            d,
+            spec,
+            ns,
+            revision,
+            template,
+            desired,
+            min_ready: spec.min_ready_seconds.unwrap_or(0).max(0) as u64,
+            recreate,
+            surge,
+            max_unavailable,
+            mine,
+            new,
+            old,
+        }
+    }
+
+    fn available(&self, i: &InstanceView) -> bool {
+        i.available(self.pass.world.now_ms, self.min_ready)
+    }
+
+    fn available_count(&self) -> i64 {
+        self.mine.iter().filter(|i| self.available(i)).count() as i64
+    }
+
+    /// Deletes `i` once per pass, with an event saying why.
+    fn delete(
+        &self,
+        i: &InstanceView,
+        why: &str,
+        deleted: &mut BTreeSet<String>,
+        draft: &mut Draft,
+    ) {
         if deleted.insert(i.name().to_string()) {
             draft.commands.push(Command::Delete {
                 key: key_of(i.resource),
                 expected_version: version(i.resource),
             });
             draft.events.push(EventDraft::normal(
-                d,
+                self.d,
                 "DeletingInstance",
                 format!("deleted instance {}: {why}", i.name()),
                 SOURCE,
             ));
         }
-    };
+    }
 
-    let recreate = spec.strategy_type() == "Recreate";
-    let (surge, max_unavailable) = if recreate {
-        (0, desired)
-    } else {
-        rolling_limits(spec, desired)
-    };
-    // Excess new instances: the highest indexes (unready ones first) go.
-    let mut new_sorted: Vec<&&InstanceView> = new.iter().collect();
-    new_sorted.sort_by_key(|i| (available(i), std::cmp::Reverse(i.index())));
-    let mut new_count = new.len() as i64;
-    for i in new_sorted {
-        if new_count <= desired {
-            break;
+    /// Step 2: excess new instances, the highest indexes (unready ones first); returns how
+    /// many new ones stay.
+    fn scale_down_new(&self, deleted: &mut BTreeSet<String>, draft: &mut Draft) -> i64 {
+        let mut new_sorted: Vec<&&InstanceView> = self.new.iter().collect();
+        new_sorted.sort_by_key(|i| (self.available(i), std::cmp::Reverse(i.index())));
+        let mut new_count = self.new.len() as i64;
+        for i in new_sorted {
+            if new_count <= self.desired {
+                break;
+            }
+            self.delete(i, "scaled down", deleted, draft);
+            new_count -= 1;
         }
-        delete(i, "scaled down", draft);
-        new_count -= 1;
+        new_count
     }
-    // Old instances: unavailable ones never count towards availability, so they go
-    // first; available ones as far as maxUnavailable allows.
-    let min_available = desired.saturating_sub(max_unavailable);
-    let mut can_remove_available = (available_count - min_available).max(0);
-    let mut old_sorted: Vec<&&InstanceView> = old.iter().collect();
-    old_sorted.sort_by_key(|i| (available(i), std::cmp::Reverse(i.index())));
-    let mut old_left = old.len() as i64;
-    for i in old_sorted {
-        if !available(i) {
-            delete(i, "old revision, unavailable", draft);
-            old_left -= 1;
-        } else if can_remove_available > 0 {
-            delete(i, &format!("rolling to revision {revision}"), draft);
-            can_remove_available -= 1;
-            old_left -= 1;
+
+    /// Step 3: unavailable old instances never count towards availability, so they go
+    /// first; available ones as far as maxUnavailable allows. Returns how many old ones
+    /// stay.
+    fn remove_old(&self, deleted: &mut BTreeSet<String>, draft: &mut Draft) -> i64 {
+        let min_available = self.desired.saturating_sub(self.max_unavailable);
+        let mut can_remove_available = (self.available_count() - min_available).max(0);
+        let mut old_sorted: Vec<&&InstanceView> = self.old.iter().collect();
+        old_sorted.sort_by_key(|i| (self.available(i), std::cmp::Reverse(i.index())));
+        let mut old_left = self.old.len() as i64;
+        for i in old_sorted {
+            if !self.available(i) {
+                self.delete(i, "old revision, unavailable", deleted, draft);
+                old_left -= 1;
+            } else if can_remove_available > 0 {
+                let why = format!("rolling to revision {}", self.revision);
+                self.delete(i, &why, deleted, draft);
+                can_remove_available -= 1;
+                old_left -= 1;
+            }
         }
+        old_left
     }
-    // New instances at the lowest free indexes, within the surge budget.
-    let total_after = new_count + old_left;
-    // Recreate waits a pass for the old ones to be gone before making new ones.
-    let budget = if recreate && !old.is_empty() {
-        0
-    } else {
-        (desired - new_count)
-            .min(desired.saturating_add(surge).saturating_sub(total_after))
-            .max(0)
-    };
-    let taken: BTreeSet<&str> = pass
-        .instances
-        .iter()
-        .filter(|i| i.namespace() == ns)
-        .map(|i| i.name())
-        .collect();
-    let used: BTreeSet<i64> = mine
-        .iter()
-        .filter(|i| !deleted.contains(i.name()))
-        .map(|i| i.index())
-        .collect();
-    let wanted = budget;
-    let budget = budget.min(super::create_room(mine.iter().copied()));
-    let budget = match draft.rate_left {
-        Some(left) => budget.min(left),
-        None => budget,
-    };
-    if budget < wanted && draft.rate_left.is_some_and(|left| left < wanted) {
-        draft.events.push(EventDraft::normal(
-            d,
-            "ScalingRateLimited",
-            format!(
-                "{} more instance(s) wait for the ClusterScalingPolicy scaling rate",
-                wanted - budget
-            ),
-            SOURCE,
-        ));
-    }
-    if let Some(left) = draft.rate_left.as_mut() {
-        *left -= budget;
-    }
-    let mut index = 0;
-    let mut created = 0;
-    while created < budget {
-        let instance_name = format!("{name}-{index}");
-        if !used.contains(&index) && !taken.contains(instance_name.as_str()) {
-            draft.creates.push(new_instance(
+
+    /// Step 4: new instances at the lowest free indexes, within the surge budget, the
+    /// unplaced room and the scaling rate (what the rate holds back is an event).
+    fn create_new(
+        &self,
+        new_count: i64,
+        old_left: i64,
+        deleted: &BTreeSet<String>,
+        draft: &mut Draft,
+    ) {
+        let (d, desired, revision) = (self.d, self.desired, &self.revision);
+        let total_after = new_count + old_left;
+        // Recreate waits a pass for the old ones to be gone before making new ones.
+        let budget = if self.recreate && !self.old.is_empty() {
+            0
+        } else {
+            (desired - new_count)
+                .min(
+                    desired
+                        .saturating_add(self.surge)
+                        .saturating_sub(total_after),
+                )
+                .max(0)
+        };
+        let taken: BTreeSet<&str> = self
+            .pass
+            .instances
+            .iter()
+            .filter(|i| i.namespace() == self.ns)
+            .map(|i| i.name())
+            .collect();
+        let used: BTreeSet<i64> = self
+            .mine
+            .iter()
+            .filter(|i| !deleted.contains(i.name()))
+            .map(|i| i.index())
+            .collect();
+        let wanted = budget;
+        let budget = budget.min(super::create_room(self.mine.iter().copied()));
+        let budget = match draft.rate_left {
+            Some(left) => budget.min(left),
+            None => budget,
+        };
+        if budget < wanted && draft.rate_left.is_some_and(|left| left < wanted) {
+            draft.events.push(EventDraft::normal(
                 d,
-                &ns,
-                &instance_name,
-                index,
-                &revision,
-                &template,
+                "ScalingRateLimited",
+                format!(
+                    "{} more instance(s) wait for the ClusterScalingPolicy scaling rate",
+                    wanted - budget
+                ),
+                SOURCE,
             ));
-            created += 1;
         }
-        index += 1;
-    }
-    if created > 0 {
-        draft.events.push(EventDraft::normal(
-            d,
-            "ScalingUp",
-            format!("created {created} instance(s) of revision {revision}"),
-            SOURCE,
-        ));
+        if let Some(left) = draft.rate_left.as_mut() {
+            *left -= budget;
+        }
+        let mut index = 0;
+        let mut created = 0;
+        while created < budget {
+            let instance_name = format!("{}-{index}", d.metadata.name);
+            if !used.contains(&index) && !taken.contains(instance_name.as_str()) {
+                draft.creates.push(new_instance(
+                    d,
+                    &self.ns,
+                    &instance_name,
+                    index,
+                    revision,
+                    &self.template,
+                ));
+                created += 1;
+            }
+            index += 1;
+        }
+        if created > 0 {
+            draft.events.push(EventDraft::normal(
+                d,
+                "ScalingUp",
+                format!("created {created} instance(s) of revision {revision}"),
+                SOURCE,
+            ));
+        }
     }
 
-    // Status, history and the progress deadline.
-    let ready = mine.iter().filter(|i| i.ready()).count() as i64;
-    let updated_available = new.iter().filter(|i| available(i)).count() as i64;
-    let mut hist = history(d);
-    if !hist.iter().any(|h| h["revision"] == revision.as_str()) {
-        hist.push(json!({"revision": revision, "template": serde_json::to_value(&template).expect("JSON"), "since": world.now_rfc3339()}));
-        let keep = spec
-            .revision_history_limit
-            .map_or(DEFAULT_HISTORY, |n| n.max(1) as usize);
-        if hist.len() > keep {
-            hist.drain(..hist.len() - keep);
+    /// Step 5: the status with the revision history; a rollout past its
+    /// `progressDeadlineSeconds` is rolled back once.
+    fn write_status(&self, new_count: i64, old_status: &Value, draft: &mut Draft) {
+        let (d, spec, world, revision) = (self.d, self.spec, self.pass.world, &self.revision);
+        let paused = spec.paused == Some(true);
+        let ready = self.mine.iter().filter(|i| i.ready()).count() as i64;
+        let updated_available = self.new.iter().filter(|i| self.available(i)).count() as i64;
+        let mut hist = history(d);
+        if !hist.iter().any(|h| h["revision"] == revision.as_str()) {
+            hist.push(json!({"revision": revision, "template": serde_json::to_value(&self.template).expect("JSON"), "since": world.now_rfc3339()}));
+            let keep = spec
+                .revision_history_limit
+                .map_or(DEFAULT_HISTORY, |n| n.max(1) as usize);
+            if hist.len() > keep {
+                hist.drain(..hist.len() - keep);
+            }
         }
-    }
-    let complete = updated_available == desired && old.is_empty() && new.len() as i64 == desired;
-    let since = if old_status["revision"] == revision.as_str() {
-        old_status["progressingSince"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| world.now_rfc3339())
-    } else {
-        world.now_rfc3339()
-    };
-    let deadline = spec
-        .progress_deadline_seconds
-        .unwrap_or(DEFAULT_DEADLINE_SECS)
-        .max(0) as u64;
-    let elapsed = world.now_ms.saturating_sub(super::parse_ms(&since)) / 1000;
-    let mut condition = if complete {
-        "Complete"
-    } else if paused {
-        "Paused"
-    } else {
-        "Progressing"
-    };
-    if !complete && !paused && elapsed >= deadline {
-        condition = "ProgressDeadlineExceeded";
-        if old_status["condition"] != condition {
-            rollback(d, &revision, &hist, elapsed, draft);
+        let complete = updated_available == self.desired
+            && self.old.is_empty()
+            && self.new.len() as i64 == self.desired;
+        let since = if old_status["revision"] == revision.as_str() {
+            old_status["progressingSince"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| world.now_rfc3339())
+        } else {
+            world.now_rfc3339()
+        };
+        let deadline = spec
+            .progress_deadline_seconds
+            .unwrap_or(DEFAULT_DEADLINE_SECS)
+            .max(0) as u64;
+        let elapsed = world.now_ms.saturating_sub(super::parse_ms(&since)) / 1000;
+        let mut condition = if complete {
+            "Complete"
+        } else if paused {
+            "Paused"
+        } else {
+            "Progressing"
+        };
+        if !complete && !paused && elapsed >= deadline {
+            condition = "ProgressDeadlineExceeded";
+            if old_status["condition"] != condition {
+                rollback(d, revision, &hist, elapsed, draft);
+            }
         }
-    }
-    let status = json!({
-        "observedGeneration": d.metadata.generation,
-        "replicas": mine.len() as i64,
-        "updatedReplicas": new_count,
-        "readyReplicas": ready,
-        "availableReplicas": available_count,
-        "revision": revision,
-        "condition": condition,
-        "progressingSince": since,
-        "history": hist,
-    });
-    if d.status.as_ref() != Some(&status) {
-        draft.commands.push(Command::SetStatus {
-            key: key_of(d),
-            status: serde_json::to_vec(&status).expect("JSON"),
-            uid: Some(d.metadata.uid.clone()),
+        let status = json!({
+            "observedGeneration": d.metadata.generation,
+            "replicas": self.mine.len() as i64,
+            "updatedReplicas": new_count,
+            "readyReplicas": ready,
+            "availableReplicas": self.available_count(),
+            "revision": revision,
+            "condition": condition,
+            "progressingSince": since,
+            "history": hist,
         });
+        draft.commands.extend(super::status_change(d, &status));
     }
 }
 

@@ -27,10 +27,10 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
 use super::ControlPlane;
+use crate::cluster::identity::now_ms;
 use crate::cluster::{Gossip, MemberStatus};
-use crate::container::network::Subnet;
 use crate::model::instance::{InstanceSpec, InstanceStatus, OwnerRef, OWNER_LABEL};
-use crate::model::{Kind, Resource, Spec, API_VERSION};
+use crate::model::{Kind, Resource, Spec, Subnet, API_VERSION};
 use crate::store::{Command, ObjectKey};
 pub use events::EventDraft;
 
@@ -222,8 +222,7 @@ impl<'a> Pass<'a> {
 
 impl World {
     pub fn now_rfc3339(&self) -> String {
-        let t = std::time::UNIX_EPOCH + Duration::from_millis(self.now_ms);
-        humantime::format_rfc3339_seconds(t).to_string()
+        rfc3339_seconds(self.now_ms)
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeView> {
@@ -326,6 +325,20 @@ pub fn key_of(r: &Resource) -> ObjectKey {
 
 pub fn version(r: &Resource) -> Option<u64> {
     r.metadata.resource_version.parse().ok()
+}
+
+/// The command that writes `status` on `r`; None when `r` already has it.
+pub fn status_change(r: &Resource, status: &Value) -> Option<Command> {
+    (r.status.as_ref() != Some(status)).then(|| Command::SetStatus {
+        key: key_of(r),
+        status: serde_json::to_vec(status).expect("JSON"),
+        uid: Some(r.metadata.uid.clone()),
+    })
+}
+
+/// Ms since the epoch as RFC 3339 (seconds), the form statuses and events carry.
+pub fn rfc3339_seconds(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// RFC 3339 to ms since the epoch; 0 when empty or unreadable.
@@ -443,7 +456,7 @@ fn gather(
         if rev == *cached_rev {
             return World {
                 nodes,
-                now_ms: super::membership::now_ms(),
+                now_ms: now_ms(),
                 ..world.clone()
             };
         }
@@ -460,7 +473,7 @@ fn gather(
         nodes,
         cluster_cidr: Some(network.cluster_cidr),
         node_prefix: network.node_prefix,
-        now_ms: super::membership::now_ms(),
+        now_ms: now_ms(),
     };
     if let Some(rev) = revision {
         *cache = Some((rev, world.clone()));
@@ -579,7 +592,7 @@ pub fn spawn(
                     cpu_millis: m.meta.cpu_millis,
                     memory_bytes: m.meta.memory_bytes,
                     down_for_ms: if m.status == MemberStatus::Down {
-                        super::membership::now_ms().saturating_sub(m.since_ms)
+                        now_ms().saturating_sub(m.since_ms)
                     } else {
                         0
                     },

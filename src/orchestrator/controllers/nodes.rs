@@ -6,14 +6,15 @@
 //!
 //! A StatefulSet identity must never run twice, and a node gossip calls down may only be
 //! cut off: its agent stops StatefulSet instances once it has not reached the Raft leader
-//! for `FENCE_AFTER` (`agent::FENCE_AFTER`), so their replacement waits for twice that.
+//! for `FENCE_AFTER` (`model::instance::FENCE_AFTER`), so their replacement waits for twice that.
 
 use super::{key_of, version, Draft, EventDraft, Pass};
 use crate::store::Command;
 
 const SOURCE: &str = "node-lifecycle";
 /// How long a node must be down before its StatefulSet instances are replaced.
-pub const STATEFUL_REPLACE_AFTER_MS: u64 = 2 * crate::agent::FENCE_AFTER.as_millis() as u64;
+pub const STATEFUL_REPLACE_AFTER_MS: u64 =
+    2 * crate::model::instance::FENCE_AFTER.as_millis() as u64;
 
 pub fn plan(pass: &Pass, draft: &mut Draft) {
     for i in &pass.instances {

@@ -167,13 +167,7 @@ pub fn plan(pass: &Pass, s: &Resource, draft: &mut Draft) {
         "updatedReplicas": mine.values().filter(|i| i.revision() == revision).count(),
         "updateRevision": revision,
     });
-    if s.status.as_ref() != Some(&status) {
-        draft.commands.push(Command::SetStatus {
-            key: key_of(s),
-            status: serde_json::to_vec(&status).expect("JSON"),
-            uid: Some(s.metadata.uid.clone()),
-        });
-    }
+    draft.commands.extend(super::status_change(s, &status));
 }
 
 #[cfg(test)]

@@ -8,8 +8,7 @@ use std::net::Ipv4Addr;
 use serde_json::json;
 
 use super::{Draft, World};
-use crate::container::network::Subnet;
-use crate::model::{Kind, Spec, API_VERSION};
+use crate::model::{Kind, Spec, Subnet, API_VERSION};
 use crate::store::{Command, ObjectKey, PutMode};
 
 /// The next free node subnet of `cidr`, avoiding every leased one.

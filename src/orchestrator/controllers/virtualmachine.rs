@@ -110,13 +110,7 @@ pub fn plan(pass: &Pass, vm: &Resource, draft: &mut Draft) {
         "readyReplicas": ready,
         "revision": revision,
     });
-    if vm.status.as_ref() != Some(&status) {
-        draft.commands.push(Command::SetStatus {
-            key: key_of(vm),
-            status: serde_json::to_vec(&status).expect("JSON"),
-            uid: Some(vm.metadata.uid.clone()),
-        });
-    }
+    draft.commands.extend(super::status_change(vm, &status));
 }
 
 #[cfg(test)]
