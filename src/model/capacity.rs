@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::{self, MAX_NODES, MAX_POLICY_COUNT};
 use super::quantity::DurationStr;
 use super::workload::QuantityMap;
 use super::{invalid, ModelError};
@@ -149,9 +150,8 @@ impl ClusterAutoscalerSpec {
             if let Some(c) = &g.node_class {
                 super::validate_name(&format!("{field}.nodeClass"), c)?;
             }
-            if g.min_size < 0 {
-                return Err(invalid(&format!("{field}.minSize"), "must be >= 0"));
-            }
+            limits::range(&format!("{field}.minSize"), g.min_size, 0, MAX_NODES)?;
+            limits::range(&format!("{field}.maxSize"), g.max_size, 0, MAX_NODES)?;
             if g.min_size > g.max_size {
                 return Err(invalid(
                     &format!("{field}.minSize"),
@@ -231,11 +231,12 @@ pub struct ScalingRates {
     pub emergency_max_per_minute: Option<i64>,
 }
 
-/// Parses "1:100" into (1, 100).
+/// Parses "1:100" into (1, 100); each side 1..=MAX_POLICY_COUNT.
 pub fn parse_ratio(s: &str) -> Option<(u32, u32)> {
     let (a, b) = s.split_once(':')?;
     let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    (a > 0 && b > 0).then_some((a, b))
+    let ok = |n: u32| n > 0 && i64::from(n) <= MAX_POLICY_COUNT;
+    (ok(a) && ok(b)).then_some((a, b))
 }
 
 impl ClusterScalingPolicySpec {
@@ -249,7 +250,7 @@ impl ClusterScalingPolicySpec {
                     if parse_ratio(v).is_none() {
                         return Err(invalid(
                             &format!("spec.bootstrapLimits.{name}"),
-                            format!("\"{v}\" is not a ratio like 1:100"),
+                            format!("\"{v}\" is not a ratio like 1:100 (each side 1..={MAX_POLICY_COUNT})"),
                         ));
                     }
                 }
@@ -284,9 +285,7 @@ impl ClusterScalingPolicySpec {
                 rates.emergency_max_per_minute,
             ),
         ] {
-            if v.is_some_and(|v| v < 1) {
-                return Err(invalid(&format!("spec.{name}"), "must be >= 1"));
-            }
+            limits::opt_range(&format!("spec.{name}"), v, 1, MAX_POLICY_COUNT)?;
         }
         Ok(())
     }
@@ -335,6 +334,12 @@ pub struct VmAffinity {
 
 impl ResourceQuotaSpec {
     pub(super) fn validate(&self) -> Result<(), ModelError> {
+        limits::opt_range(
+            "spec.vmAwareness.maxVMTypes",
+            self.vm_awareness.as_ref().and_then(|v| v.max_vm_types),
+            0,
+            MAX_POLICY_COUNT,
+        )?;
         const KNOWN: [&str; 12] = [
             "requests.cpu",
             "requests.memory",

@@ -8,6 +8,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::limits::MAX_DURATION_MS;
+
 /// The literal a user wrote: a string or a number.
 #[derive(Clone, Debug, PartialEq)]
 enum Raw {
@@ -71,10 +73,17 @@ fn decimal(s: &str) -> Option<(u128, u32)> {
     Some((digits.parse().ok()?, frac.len() as u32))
 }
 
+/// `s` times `multiplier`, refused (None) unless the result is a whole number: half a
+/// byte or a tenth of a millicore is not a quantity (Kubernetes would round it up; we
+/// refuse, so what is stored is exactly what was meant).
 fn scaled(s: &str, multiplier: u128) -> Option<u64> {
     let (n, frac) = decimal(s)?;
-    let v = n.checked_mul(multiplier)? / 10u128.pow(frac);
-    u64::try_from(v).ok()
+    let product = n.checked_mul(multiplier)?;
+    let divisor = 10u128.pow(frac);
+    if product % divisor != 0 {
+        return None;
+    }
+    u64::try_from(product / divisor).ok()
 }
 
 macro_rules! quantity_type {
@@ -181,21 +190,21 @@ fn parse_generic(s: &str) -> Option<u64> {
 quantity_type!(
     CpuQuantity,
     "cpu",
-    "millicores like 100m or cores like 0.5 or 2",
+    "millicores like 100m or cores like 0.5 or 2 (at most millicore precision)",
     parse_cpu,
     millis
 );
 quantity_type!(
     MemoryQuantity,
     "memory",
-    "bytes with a unit like 128Mi, 4Gi or 1G",
+    "a whole number of bytes, with a unit like 128Mi, 4Gi or 1G",
     parse_memory,
     bytes
 );
 quantity_type!(
     Quantity,
     "numeric",
-    "a number like 100, 1.5, 500m or 2k",
+    "a number like 100, 1.5, 500m or 2k (at most 3 decimals)",
     parse_generic,
     millis
 );
@@ -258,6 +267,10 @@ impl<'de> Deserialize<'de> for DurationStr {
         let raw = d.deserialize_any(RawVisitor)?;
         let text = raw.text();
         match DurationStr::parse_text(text.trim()) {
+            Some(millis) if millis > MAX_DURATION_MS => Err(de::Error::custom(format!(
+                "duration \"{text}\" is longer than the maximum of {}h",
+                MAX_DURATION_MS / 3_600_000
+            ))),
             Some(millis) => Ok(DurationStr { raw, millis }),
             None => Err(de::Error::custom(format!(
                 "invalid duration \"{text}\": expected e.g. 30s, 10m, 1h30m or a number of seconds"
@@ -277,15 +290,24 @@ pub enum IntOrString {
 
 impl IntOrString {
     /// Resolves against a total: `25%` of 8 is 2 (rounded down unless `round_up`).
+    /// Saturates instead of overflowing (validation bounds both sides far below that).
     pub fn resolve(&self, total: i64, round_up: bool) -> Option<i64> {
         match self {
             IntOrString::Int(i) => Some(*i),
             IntOrString::Str(s) => {
-                let pct: i64 = s.strip_suffix('%')?.parse().ok()?;
-                let v = total * pct;
-                Some(if round_up { (v + 99) / 100 } else { v / 100 })
+                let v = total.saturating_mul(Self::percent(s)?);
+                Some(if round_up {
+                    v.saturating_add(99) / 100
+                } else {
+                    v / 100
+                })
             }
         }
+    }
+
+    /// `25%` -> 25; None when `s` is not an integer followed by `%`.
+    pub fn percent(s: &str) -> Option<i64> {
+        s.strip_suffix('%')?.parse().ok()
     }
 }
 
