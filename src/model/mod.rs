@@ -576,4 +576,6 @@ pub(crate) fn validate_label_map(
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

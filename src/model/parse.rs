@@ -37,7 +37,7 @@ pub fn parse_manifests(body: &str) -> Result<Vec<Resource>, ModelError> {
         .collect()
 }
 
-fn split_documents(body: &str) -> Result<Vec<Value>, ModelError> {
+pub(super) fn split_documents(body: &str) -> Result<Vec<Value>, ModelError> {
     let trimmed = body.trim_start();
     let values = if trimmed.starts_with('{') || trimmed.starts_with('[') {
         vec![json_document(body)?]

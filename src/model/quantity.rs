@@ -136,11 +136,18 @@ macro_rules! quantity_type {
     };
 }
 
+/// Digits only (no sign, no fraction), as a u64.
+fn whole(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
 /// Millicores from `100m`, `0.5`, `2`.
 fn parse_cpu(s: &str) -> Option<u64> {
     match s.strip_suffix('m') {
-        Some(m) if !m.contains('.') => m.parse().ok(),
-        Some(_) => None,
+        Some(m) => whole(m),
         None => scaled(s, 1000),
     }
 }
@@ -178,11 +185,7 @@ fn parse_memory(s: &str) -> Option<u64> {
 /// Any Kubernetes-style quantity, as a value in milli-units (so `500m` and `0.5` compare).
 fn parse_generic(s: &str) -> Option<u64> {
     if let Some(m) = s.strip_suffix('m') {
-        return if m.contains('.') {
-            None
-        } else {
-            m.parse().ok()
-        };
+        return whole(m);
     }
     with_suffix(s, 1000)
 }

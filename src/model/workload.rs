@@ -660,23 +660,23 @@ impl RollingUpdate {
             match v {
                 None => {}
                 Some(IntOrString::Int(n)) => limits::range(&f, *n, 0, MAX_REPLICAS)?,
-                Some(IntOrString::Str(s)) => {
-                    match IntOrString::percent(s) {
-                        Some(p) if (0..=100).contains(&p) => {}
-                        Some(_) => {
-                            return Err(invalid(
-                                &f,
-                                format!("must be a percentage from 0% to 100%, got {s}"),
-                            ))
-                        }
-                        None => return Err(invalid(
+                Some(IntOrString::Str(s)) => match IntOrString::percent(s) {
+                    Some(p) if (0..=100).contains(&p) => {}
+                    Some(_) => {
+                        return Err(invalid(
+                            &f,
+                            format!("must be a percentage from 0% to 100%, got {s}"),
+                        ))
+                    }
+                    None => {
+                        return Err(invalid(
                             &f,
                             format!(
                                 "\"{s}\" is not a non-negative integer or a percentage like 25%"
                             ),
-                        )),
+                        ))
                     }
-                }
+                },
             }
         }
         limits::opt_range(
