@@ -231,12 +231,17 @@ pub struct ScalingRates {
     pub emergency_max_per_minute: Option<i64>,
 }
 
-/// Parses "1:100" into (1, 100); each side 1..=MAX_POLICY_COUNT.
+/// Parses "1:100" into (1, 100).
 pub fn parse_ratio(s: &str) -> Option<(u32, u32)> {
     let (a, b) = s.split_once(':')?;
     let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    let ok = |n: u32| n > 0 && i64::from(n) <= MAX_POLICY_COUNT;
-    (ok(a) && ok(b)).then_some((a, b))
+    (a > 0 && b > 0).then_some((a, b))
+}
+
+/// A ratio a manifest may give: each side 1..=MAX_POLICY_COUNT.
+pub(super) fn valid_ratio(s: &str) -> bool {
+    parse_ratio(s)
+        .is_some_and(|(a, b)| i64::from(a) <= MAX_POLICY_COUNT && i64::from(b) <= MAX_POLICY_COUNT)
 }
 
 impl ClusterScalingPolicySpec {
@@ -247,7 +252,7 @@ impl ClusterScalingPolicySpec {
                 ("directorRatio", &b.director_ratio),
             ] {
                 if let Some(v) = v {
-                    if parse_ratio(v).is_none() {
+                    if !valid_ratio(v) {
                         return Err(invalid(
                             &format!("spec.bootstrapLimits.{name}"),
                             format!("\"{v}\" is not a ratio like 1:100 (each side 1..={MAX_POLICY_COUNT})"),

@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::capacity::parse_ratio;
+use super::capacity::valid_ratio;
 use super::limits::{self, MAX_NODES, MAX_REPLICAS};
 use super::quantity::{DurationStr, Quantity};
 use super::{invalid, ModelError};
@@ -306,7 +306,7 @@ impl PredictiveBootstrapScalerSpec {
                 ("directorRatio", a.director_ratio),
             ] {
                 if let Some(v) = v {
-                    if parse_ratio(&v).is_none() {
+                    if !valid_ratio(&v) {
                         return Err(invalid(
                             &format!("spec.metricTriggers[{i}].bootstrapAction.{name}"),
                             format!("\"{v}\" is not a ratio like 1:200"),

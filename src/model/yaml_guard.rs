@@ -32,7 +32,7 @@
 use std::collections::HashMap;
 use std::ptr::{addr_of_mut, NonNull};
 
-use unsafe_libyaml_norway as sys;
+use unsafe_libyaml_norway as unsafe_libyaml;
 
 use super::{invalid, ModelError};
 
@@ -53,7 +53,7 @@ pub fn alias_budget(len: usize) -> u64 {
 
 /// The libyaml parser, pinned on the heap (it points at itself) and reading `input`.
 struct Parser<'a> {
-    sys: Box<sys::yaml_parser_t>,
+    sys: Box<unsafe_libyaml::yaml_parser_t>,
     _input: &'a [u8],
 }
 
@@ -74,57 +74,64 @@ enum Event {
 
 impl<'a> Parser<'a> {
     fn new(input: &'a [u8]) -> Parser<'a> {
-        // SAFETY: an all-zero yaml_parser_t is a valid value to initialize (libyaml's own
-        // yaml_parser_initialize starts by zeroing it).
-        let mut sys: Box<sys::yaml_parser_t> = Box::new(unsafe { std::mem::zeroed() });
-        let parser = addr_of_mut!(*sys);
-        // SAFETY: `parser` is valid and never moves (boxed); `input` outlives the parser
-        // (the struct borrows it for 'a) and is only read.
-        unsafe {
-            if sys::yaml_parser_initialize(parser).fail {
+        let mut uninit = Box::new(std::mem::MaybeUninit::<unsafe_libyaml::yaml_parser_t>::uninit());
+        let parser = uninit.as_mut_ptr();
+        // SAFETY: `parser` points at writable memory that never moves (boxed);
+        // yaml_parser_initialize writes every field before anything reads one. `input`
+        // outlives the parser (the struct borrows it for 'a) and is only read.
+        let sys = unsafe {
+            if unsafe_libyaml::yaml_parser_initialize(parser).fail {
                 panic!("libyaml could not allocate its parser");
             }
-            sys::yaml_parser_set_encoding(parser, sys::YAML_UTF8_ENCODING);
-            sys::yaml_parser_set_input_string(parser, input.as_ptr(), input.len() as u64);
-        }
+            unsafe_libyaml::yaml_parser_set_encoding(parser, unsafe_libyaml::YAML_UTF8_ENCODING);
+            unsafe_libyaml::yaml_parser_set_input_string(
+                parser,
+                input.as_ptr(),
+                input.len() as u64,
+            );
+            uninit.assume_init()
+        };
         Parser { sys, _input: input }
     }
 
     /// The next event and its start (line, column), both 1-based; None at a syntax error.
     fn next(&mut self) -> Option<(Event, (u64, u64))> {
-        if self.sys.error != sys::YAML_NO_ERROR {
+        if self.sys.error != unsafe_libyaml::YAML_NO_ERROR {
             return None;
         }
         let parser = addr_of_mut!(*self.sys);
-        let mut event = std::mem::MaybeUninit::<sys::yaml_event_t>::uninit();
+        let mut event = std::mem::MaybeUninit::<unsafe_libyaml::yaml_event_t>::uninit();
         // SAFETY: the parser is initialized; after a successful yaml_parser_parse the
         // event is initialized, its union member matches its type_, and its strings are
         // NUL-terminated (anchors) or `length` bytes long (scalar values) until
         // yaml_event_delete, which is called once before returning.
         unsafe {
-            if sys::yaml_parser_parse(parser, event.as_mut_ptr()).fail {
+            if unsafe_libyaml::yaml_parser_parse(parser, event.as_mut_ptr()).fail {
                 return None;
             }
             let e = &*event.as_ptr();
             let at = (e.start_mark.line + 1, e.start_mark.column + 1);
             let reduced = match e.type_ {
-                sys::YAML_DOCUMENT_START_EVENT => Event::DocumentStart,
-                sys::YAML_SEQUENCE_START_EVENT => {
+                unsafe_libyaml::YAML_DOCUMENT_START_EVENT => Event::DocumentStart,
+                unsafe_libyaml::YAML_SEQUENCE_START_EVENT => {
                     Event::Open(c_bytes(e.data.sequence_start.anchor))
                 }
-                sys::YAML_MAPPING_START_EVENT => Event::Open(c_bytes(e.data.mapping_start.anchor)),
-                sys::YAML_SEQUENCE_END_EVENT | sys::YAML_MAPPING_END_EVENT => Event::Close,
-                sys::YAML_SCALAR_EVENT => Event::Scalar {
+                unsafe_libyaml::YAML_MAPPING_START_EVENT => {
+                    Event::Open(c_bytes(e.data.mapping_start.anchor))
+                }
+                unsafe_libyaml::YAML_SEQUENCE_END_EVENT
+                | unsafe_libyaml::YAML_MAPPING_END_EVENT => Event::Close,
+                unsafe_libyaml::YAML_SCALAR_EVENT => Event::Scalar {
                     anchor: c_bytes(e.data.scalar.anchor),
                     len: e.data.scalar.length,
                 },
-                sys::YAML_ALIAS_EVENT => {
+                unsafe_libyaml::YAML_ALIAS_EVENT => {
                     Event::Alias(c_bytes(e.data.alias.anchor).unwrap_or_default())
                 }
-                sys::YAML_STREAM_END_EVENT => Event::StreamEnd,
+                unsafe_libyaml::YAML_STREAM_END_EVENT => Event::StreamEnd,
                 _ => Event::Other,
             };
-            sys::yaml_event_delete(event.as_mut_ptr());
+            unsafe_libyaml::yaml_event_delete(event.as_mut_ptr());
             Some((reduced, at))
         }
     }
@@ -147,7 +154,7 @@ unsafe fn c_bytes(p: *mut u8) -> Option<Vec<u8>> {
 impl Drop for Parser<'_> {
     fn drop(&mut self) {
         // SAFETY: initialized in `new`, deleted once.
-        unsafe { sys::yaml_parser_delete(addr_of_mut!(*self.sys)) }
+        unsafe { unsafe_libyaml::yaml_parser_delete(addr_of_mut!(*self.sys)) }
     }
 }
 
@@ -301,10 +308,7 @@ mod tests {
         let mut laughs = String::from("l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
         for i in 1..9 {
             let prev = format!("*l{}", i - 1);
-            laughs.push_str(&format!(
-                "l{i}: &l{i} [{}]\n",
-                vec![prev.as_str(); 9].join(",")
-            ));
+            laughs.push_str(&format!("l{i}: &l{i} [{}]\n", [prev.as_str(); 9].join(",")));
         }
         let err = check(&laughs).unwrap_err();
         assert!(err.message.contains("YAML aliases expand"), "{err}");
