@@ -15,6 +15,10 @@ use super::{invalid, ModelError};
 /// any other count of workload copies.
 pub const MAX_REPLICAS: i64 = 10_000;
 
+/// Containers (and, separately, init containers) in one pod: with [`MAX_REPLICAS`] and
+/// [`MAX_MEMORY_BYTES`] this keeps a workload's total request inside `u64`.
+pub const MAX_CONTAINERS_PER_POD: usize = 100;
+
 /// Nodes: a ClusterAutoscaler group's min/maxSize, a scheduled vmPool, orchestrator and
 /// director targets (Kubernetes supports 5,000 nodes per cluster).
 pub const MAX_NODES: i64 = 5_000;

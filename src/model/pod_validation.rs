@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::limits::{self, MAX_CPU_MILLIS, MAX_MEMORY_BYTES, MAX_PROBE_THRESHOLD, MAX_REPLICAS};
-use super::limits::{MAX_SECONDS, MAX_STORAGE_BYTES};
+use super::limits::{MAX_CONTAINERS_PER_POD, MAX_SECONDS, MAX_STORAGE_BYTES};
 use super::workload::{Container, PodSpec, Probe, ResourceList};
 use super::{invalid, ModelError};
 
@@ -15,6 +15,20 @@ pub(super) fn validate_pod_spec(field: &str, spec: &PodSpec) -> Result<(), Model
             &format!("{field}.containers"),
             "at least one container is required",
         ));
+    }
+    for (name, n) in [
+        ("containers", spec.containers.len()),
+        (
+            "initContainers",
+            spec.init_containers.as_ref().map_or(0, Vec::len),
+        ),
+    ] {
+        if n > MAX_CONTAINERS_PER_POD {
+            return Err(invalid(
+                &format!("{field}.{name}"),
+                format!("must have at most {MAX_CONTAINERS_PER_POD} entries, got {n}"),
+            ));
+        }
     }
     let mut names = BTreeSet::new();
     let all = spec

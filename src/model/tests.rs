@@ -532,3 +532,16 @@ fn non_finite_and_fractional_quantities_are_refused_by_field() {
     let e = error_of(&fixture("hpa.yaml").replace("maxReplicas: 20", "maxReplicas: .inf"));
     assert_eq!(e.field, "spec.maxReplicas");
 }
+
+#[test]
+fn containers_per_pod_are_bounded() {
+    let good = fixture("deployment.yaml");
+    let c = "      - name: nginx\n        image: nginx:latest\n";
+    assert!(good.contains(c));
+    let many: String = (0..=limits::MAX_CONTAINERS_PER_POD)
+        .map(|i| format!("      - name: c{i}\n        image: busybox\n"))
+        .collect();
+    let e = error_of(&good.replace(c, &many));
+    assert_eq!(e.field, "spec.template.spec.containers");
+    assert!(e.message.contains("at most 100"), "{e}");
+}
