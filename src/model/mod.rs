@@ -7,6 +7,10 @@
 //! `spec.template.spec.containers[0].resorces`), then validated. Stored objects keep exactly
 //! what the user wrote: no defaults are injected (accessors such as
 //! `DeploymentSpec::replicas()` supply them), and quantities keep their written form.
+//!
+//! Hostile bodies are stopped before anything is built from them (`parse`, `yaml_guard`:
+//! nesting, alias expansion, non-finite numbers), and every count, size and duration is
+//! held to a documented maximum (`limits`).
 
 pub mod autoscaling;
 pub mod capacity;
