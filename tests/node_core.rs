@@ -1,5 +1,6 @@
 //! Node core against a real `omnicloud node` process: the seed's manifests round-trip, bad
-//! input is refused with the field named and nothing stored, optimistic concurrency, watch,
+//! input (out-of-bounds counts, non-finite quantities, alias bombs, deep nesting) is refused
+//! with the field named and nothing stored, optimistic concurrency, watch,
 //! snapshots with log compaction, kill -9 with no acknowledged write lost, and shell completion.
 
 mod common;
@@ -113,6 +114,27 @@ fn bad_input_is_rejected_and_nothing_is_stored() {
             ">= 0",
         ),
         (
+            "replicas past the maximum",
+            good.replace("replicas: 10", "replicas: 2147483648"),
+            422,
+            "spec.replicas",
+            "must be at most 10000, got 2147483648",
+        ),
+        (
+            "non-finite cpu",
+            good.replace("cpu: 100m", "cpu: .inf"),
+            422,
+            "spec.template.spec.containers[0].resources.requests.cpu",
+            "finite",
+        ),
+        (
+            "half a byte",
+            good.replace("memory: 128Mi", "memory: \"0.5\""),
+            422,
+            "spec.template.spec.containers[0].resources.requests.memory",
+            "whole number of bytes",
+        ),
+        (
             "unknown field",
             good.replace("        resources:", "        resorces:"),
             422,
@@ -146,6 +168,23 @@ fn bad_input_is_rejected_and_nothing_is_stored() {
     assert!(err["message"].as_str().unwrap().contains("line"), "{err}");
     assert!(err["message"].as_str().unwrap().contains("column"), "{err}");
 
+    // A flat alias bomb (92 KB, one anchor referenced 29,000 times) and 100k levels of
+    // nesting: refused before they are built (they took the node to GBs, or 42 s of CPU).
+    let bomb = format!(
+        "x: &a [{}]\ny: [{}]\n",
+        vec!["lol"; 2_000].join(","),
+        vec!["*a"; 29_000].join(",")
+    );
+    let deep = format!("x: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    for (body, mention) in [
+        (bomb, "YAML aliases expand"),
+        (deep, "nests deeper than 64"),
+    ] {
+        let (got, err) = api.apply(&body);
+        assert_eq!(got, 400, "{err}");
+        assert!(err["message"].as_str().unwrap().contains(mention), "{err}");
+    }
+
     // Too large a body: 413.
     let huge = format!("{good}\n# {}\n", "x".repeat(2 * 1024 * 1024));
     let (got, err) = api.apply(&huge);
@@ -172,6 +211,22 @@ fn bad_input_is_rejected_and_nothing_is_stored() {
         (422, Some("spec.replicas")),
         "{err}"
     );
+    for n in ["2147483648", "9223372036854775807"] {
+        let (got, err) = api.send(
+            "PUT",
+            &format!("{DEPLOY}/web-frontend/scale"),
+            &format!(r#"{{"spec":{{"replicas":{n}}}}}"#),
+        );
+        assert_eq!(
+            (got, err["field"].as_str()),
+            (422, Some("spec.replicas")),
+            "{err}"
+        );
+        assert!(
+            err["message"].as_str().unwrap().contains("at most 10000"),
+            "{err}"
+        );
+    }
     let (ok, _, stderr) = node.cli(&["scale", "deployment/web-frontend", "--replicas=-2"]);
     assert!(!ok && stderr.contains("--replicas"), "{stderr}");
 

@@ -173,8 +173,31 @@ fn object_response(status: StatusCode, bytes: &[u8]) -> HttpResponse {
         .body(bytes.to_vec())
 }
 
-fn single_document(body: &str) -> Result<Resource, ApiError> {
-    let mut docs = model::parse_manifests(body)?;
+/// Longest a body may take to parse. Parsing is linear in the body (nesting and aliases
+/// are bounded before it starts), so this only fires under extreme load; it keeps a
+/// request from holding its caller forever all the same.
+const PARSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Parses and validates a body on the blocking pool, not on the request worker (the API
+/// has few workers, and a slow parse there would stall every other request).
+async fn parse(body: String) -> Result<Vec<Resource>, ApiError> {
+    let parsing = web::block(move || model::parse_manifests(&body));
+    match tokio::time::timeout(PARSE_DEADLINE, parsing).await {
+        Ok(Ok(parsed)) => Ok(parsed?),
+        Ok(Err(e)) => Err(ApiError::internal(format!("parsing the body: {e}"))),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Timeout",
+            format!(
+                "parsing the body took longer than {}s; the node is overloaded or the manifest is too complex",
+                PARSE_DEADLINE.as_secs()
+            ),
+        )),
+    }
+}
+
+async fn single_document(body: String) -> Result<Resource, ApiError> {
+    let mut docs = parse(body).await?;
     if docs.len() != 1 {
         return Err(ApiError::bad_request(format!(
             "expected exactly one object, got {}; use POST /v1/apply for several",
@@ -190,7 +213,7 @@ async fn create(
     ns: Option<&str>,
     body: String,
 ) -> Result<HttpResponse, ApiError> {
-    let mut resource = single_document(&body)?;
+    let mut resource = single_document(body).await?;
     if resource.kind != kind {
         return Err(ApiError::invalid(
             "kind",
@@ -209,7 +232,7 @@ async fn replace(
     name: &str,
     body: String,
 ) -> Result<HttpResponse, ApiError> {
-    let mut resource = single_document(&body)?;
+    let mut resource = single_document(body).await?;
     if resource.kind != kind {
         return Err(ApiError::invalid(
             "kind",
@@ -458,12 +481,12 @@ async fn put_scale(
     let de = &mut serde_json::Deserializer::from_str(&body);
     let req: ScaleRequest = serde_path_to_error::deserialize(de)
         .map_err(|e| ApiError::invalid(&e.path().to_string(), e.inner().to_string()))?;
-    if req.spec.replicas < 0 {
-        return Err(ApiError::invalid(
-            "spec.replicas",
-            format!("must be >= 0, got {}", req.spec.replicas),
-        ));
-    }
+    model::limits::range(
+        "spec.replicas",
+        req.spec.replicas,
+        0,
+        model::limits::MAX_REPLICAS,
+    )?;
     let expected_version = match req.metadata.and_then(|m| m.resource_version) {
         Some(rv) => Some(rv.parse().map_err(|_| {
             ApiError::invalid(
@@ -495,7 +518,7 @@ async fn apply(
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.max_body_bytes).await?;
-    let mut resources = model::parse_manifests(&body)?;
+    let mut resources = parse(body).await?;
     if resources.is_empty() {
         return Err(ApiError::bad_request("the request holds no objects"));
     }

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::limits::{self, MAX_PERCENT, MAX_REPLICAS};
 use super::quantity::Quantity;
 use super::{invalid, ModelError};
 
@@ -154,15 +155,8 @@ impl HpaSpec {
     }
 
     pub(super) fn validate(&self) -> Result<(), ModelError> {
-        if self.min_replicas.is_some_and(|m| m < 1) {
-            return Err(invalid("spec.minReplicas", "must be >= 1"));
-        }
-        if self.max_replicas < 1 {
-            return Err(invalid(
-                "spec.maxReplicas",
-                format!("must be >= 1, got {}", self.max_replicas),
-            ));
-        }
+        limits::opt_range("spec.minReplicas", self.min_replicas, 1, MAX_REPLICAS)?;
+        limits::range("spec.maxReplicas", self.max_replicas, 1, MAX_REPLICAS)?;
         if self.min_replicas() > self.max_replicas {
             return Err(invalid(
                 "spec.minReplicas",
@@ -188,6 +182,7 @@ impl HpaSpec {
                     "must be a percentage > 0",
                 ));
             }
+            limits::range("spec.targetCPUUtilizationPercentage", p, 1, MAX_PERCENT)?;
             if self.metrics.as_ref().is_some_and(|m| !m.is_empty()) {
                 return Err(invalid(
                     "spec.targetCPUUtilizationPercentage",
@@ -246,7 +241,9 @@ impl HpaSpec {
             }
             match target.kind.as_str() {
                 "Utilization" => match target.average_utilization {
-                    Some(u) if u > 0 => {}
+                    Some(u) if u > 0 => {
+                        limits::range(&format!("{tfield}.averageUtilization"), u, 1, MAX_PERCENT)?
+                    }
                     _ => {
                         return Err(invalid(
                             &format!("{tfield}.averageUtilization"),
@@ -315,9 +312,12 @@ impl HpaSpec {
                         format!("\"{}\" is not Pods or Percent", p.kind),
                     ));
                 }
-                if p.value < 1 {
-                    return Err(invalid(&format!("{pf}.value"), "must be >= 1"));
-                }
+                let max = if p.kind == "Pods" {
+                    MAX_REPLICAS
+                } else {
+                    MAX_PERCENT
+                };
+                limits::range(&format!("{pf}.value"), p.value, 1, max)?;
                 if !(1..=1800).contains(&p.period_seconds) {
                     return Err(invalid(
                         &format!("{pf}.periodSeconds"),
@@ -389,6 +389,12 @@ impl VpaSpec {
     }
 
     pub(super) fn validate(&self) -> Result<(), ModelError> {
+        limits::opt_range(
+            "spec.updatePolicy.minReplicas",
+            self.update_policy.as_ref().and_then(|p| p.min_replicas),
+            1,
+            MAX_REPLICAS,
+        )?;
         if let Some(m) = self
             .update_policy
             .as_ref()
@@ -408,6 +414,17 @@ impl VpaSpec {
             .enumerate()
         {
             let field = format!("spec.resourcePolicy.containerPolicies[{i}]");
+            for (name, list) in [
+                ("minAllowed", &p.min_allowed),
+                ("maxAllowed", &p.max_allowed),
+            ] {
+                if let Some(list) = list {
+                    super::pod_validation::validate_resource_list(
+                        &format!("{field}.{name}"),
+                        list,
+                    )?;
+                }
+            }
             if let (Some(min), Some(max)) = (&p.min_allowed, &p.max_allowed) {
                 if let (Some(a), Some(b)) = (&min.cpu, &max.cpu) {
                     if a.millis() > b.millis() {

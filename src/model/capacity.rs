@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::{self, MAX_NODES, MAX_POLICY_COUNT};
 use super::quantity::DurationStr;
 use super::workload::QuantityMap;
 use super::{invalid, ModelError};
@@ -149,9 +150,8 @@ impl ClusterAutoscalerSpec {
             if let Some(c) = &g.node_class {
                 super::validate_name(&format!("{field}.nodeClass"), c)?;
             }
-            if g.min_size < 0 {
-                return Err(invalid(&format!("{field}.minSize"), "must be >= 0"));
-            }
+            limits::range(&format!("{field}.minSize"), g.min_size, 0, MAX_NODES)?;
+            limits::range(&format!("{field}.maxSize"), g.max_size, 0, MAX_NODES)?;
             if g.min_size > g.max_size {
                 return Err(invalid(
                     &format!("{field}.minSize"),
@@ -238,6 +238,12 @@ pub fn parse_ratio(s: &str) -> Option<(u32, u32)> {
     (a > 0 && b > 0).then_some((a, b))
 }
 
+/// A ratio a manifest may give: each side 1..=MAX_POLICY_COUNT.
+pub(super) fn valid_ratio(s: &str) -> bool {
+    parse_ratio(s)
+        .is_some_and(|(a, b)| i64::from(a) <= MAX_POLICY_COUNT && i64::from(b) <= MAX_POLICY_COUNT)
+}
+
 impl ClusterScalingPolicySpec {
     pub(super) fn validate(&self) -> Result<(), ModelError> {
         if let Some(b) = &self.bootstrap_limits {
@@ -246,10 +252,10 @@ impl ClusterScalingPolicySpec {
                 ("directorRatio", &b.director_ratio),
             ] {
                 if let Some(v) = v {
-                    if parse_ratio(v).is_none() {
+                    if !valid_ratio(v) {
                         return Err(invalid(
                             &format!("spec.bootstrapLimits.{name}"),
-                            format!("\"{v}\" is not a ratio like 1:100"),
+                            format!("\"{v}\" is not a ratio like 1:100 (each side 1..={MAX_POLICY_COUNT})"),
                         ));
                     }
                 }
@@ -284,9 +290,7 @@ impl ClusterScalingPolicySpec {
                 rates.emergency_max_per_minute,
             ),
         ] {
-            if v.is_some_and(|v| v < 1) {
-                return Err(invalid(&format!("spec.{name}"), "must be >= 1"));
-            }
+            limits::opt_range(&format!("spec.{name}"), v, 1, MAX_POLICY_COUNT)?;
         }
         Ok(())
     }
@@ -335,6 +339,12 @@ pub struct VmAffinity {
 
 impl ResourceQuotaSpec {
     pub(super) fn validate(&self) -> Result<(), ModelError> {
+        limits::opt_range(
+            "spec.vmAwareness.maxVMTypes",
+            self.vm_awareness.as_ref().and_then(|v| v.max_vm_types),
+            0,
+            MAX_POLICY_COUNT,
+        )?;
         const KNOWN: [&str; 12] = [
             "requests.cpu",
             "requests.memory",

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::limits::{self, MAX_CPU_MILLIS, MAX_MEMORY_BYTES, MIN_PRIORITY};
 use super::quantity::{CpuQuantity, MemoryQuantity};
 use super::{invalid, ModelError};
 
@@ -124,9 +125,7 @@ impl VirtualMachineSpec {
     }
 
     pub fn validate(&self) -> Result<(), ModelError> {
-        if let Some(r) = self.replicas.filter(|r| *r < 0) {
-            return Err(invalid("spec.replicas", format!("must be >= 0, got {r}")));
-        }
+        limits::replicas("spec.replicas", self.replicas)?;
         if self.cpu.cores < 1 {
             return Err(invalid(
                 "spec.cpu.cores",
@@ -142,7 +141,19 @@ impl VirtualMachineSpec {
                 ),
             ));
         }
-        if self.memory.guest.bytes() < 2 << 20 {
+        limits::opt_range("spec.cpu.sockets", self.cpu.sockets, 1, MAX_VM_CORES)?;
+        limits::opt_range("spec.cpu.threads", self.cpu.threads, 1, MAX_VM_CORES)?;
+        let guest = self.memory.guest.bytes();
+        limits::amount("spec.memory.guest", guest, MAX_MEMORY_BYTES, " bytes")?;
+        if let Some(h) = &self.memory.hugepages {
+            limits::amount(
+                "spec.memory.hugepages.pageSize",
+                h.page_size.bytes(),
+                1 << 30,
+                " bytes",
+            )?;
+        }
+        if guest < 2 << 20 {
             return Err(invalid(
                 "spec.memory.guest",
                 "must be at least 2Mi (the kernel loads at 1 MiB)",
@@ -222,6 +233,10 @@ impl NodeClassSpec {
         if self.resources.memory.bytes() < 16 << 20 {
             return Err(invalid("spec.resources.memory", "must be at least 16Mi"));
         }
+        let cpu = self.resources.cpu.millis();
+        limits::amount("spec.resources.cpu", cpu, MAX_CPU_MILLIS, "m")?;
+        let memory = self.resources.memory.bytes();
+        limits::amount("spec.resources.memory", memory, MAX_MEMORY_BYTES, " bytes")?;
         if let Some(labels) = &self.labels {
             super::validate_label_map("spec.labels", labels)?;
         }
@@ -247,6 +262,12 @@ pub struct PriorityClassSpec {
 
 impl PriorityClassSpec {
     pub(super) fn validate(&self) -> Result<(), ModelError> {
+        if self.value < MIN_PRIORITY {
+            return Err(invalid(
+                "spec.value",
+                format!("must be >= {MIN_PRIORITY}, got {}", self.value),
+            ));
+        }
         if self.value > 1_000_000_000 {
             return Err(invalid(
                 "spec.value",

@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::infra::VirtualMachineSpec;
-use super::workload::{validate_pod_spec, PodSpec};
+use super::limits::{self, MAX_REPLICAS};
+use super::pod_validation::validate_pod_spec;
+use super::workload::PodSpec;
 use super::{invalid, ModelError};
 
 /// Label every controller-made instance carries: the workload that owns it.
@@ -57,9 +59,7 @@ impl InstanceSpec {
         if let Some(n) = &self.node_name {
             super::validate_name("spec.nodeName", n)?;
         }
-        if self.index.is_some_and(|i| i < 0) {
-            return Err(invalid("spec.index", "must be >= 0"));
-        }
+        limits::opt_range("spec.index", self.index, 0, MAX_REPLICAS)?;
         match &self.vm {
             Some(_) if !self.pod.is_empty() => Err(invalid(
                 "spec.vm",

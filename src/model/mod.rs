@@ -7,17 +7,25 @@
 //! `spec.template.spec.containers[0].resorces`), then validated. Stored objects keep exactly
 //! what the user wrote: no defaults are injected (accessors such as
 //! `DeploymentSpec::replicas()` supply them), and quantities keep their written form.
+//!
+//! Hostile bodies are stopped before anything is built from them (`parse`, `yaml_guard`:
+//! nesting, alias expansion, non-finite numbers), and every count, size and duration is
+//! held to a documented maximum (`limits`).
 
 pub mod autoscaling;
 pub mod capacity;
 pub mod event;
 pub mod infra;
 pub mod instance;
+pub mod limits;
+mod parse;
+mod pod_validation;
 pub mod predictive;
 pub mod quantity;
 mod selector;
 pub mod subnet;
 pub mod workload;
+mod yaml_guard;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,6 +38,7 @@ pub use autoscaling::{HpaSpec, VpaSpec};
 pub use capacity::{ClusterAutoscalerSpec, ClusterScalingPolicySpec, ResourceQuotaSpec};
 pub use infra::{NamespaceSpec, NodeClassSpec, PriorityClassSpec, VirtualMachineSpec};
 pub use instance::{InstanceSpec, InstanceStatus, NodeSubnetSpec};
+pub use parse::parse_manifests;
 pub use quantity::{CpuQuantity, DurationStr, IntOrString, MemoryQuantity, Quantity};
 pub use selector::{parse_label_selector, selector_matches, SelectorOp};
 pub use subnet::Subnet;
@@ -474,10 +483,9 @@ impl Resource {
         }
     }
 
+    /// The scale subresource's write: the same bounds as `spec.replicas` in a manifest.
     pub fn set_replicas(&mut self, n: i64) -> Result<(), ModelError> {
-        if n < 0 {
-            return Err(invalid("spec.replicas", format!("must be >= 0, got {n}")));
-        }
+        limits::range("spec.replicas", n, 0, limits::MAX_REPLICAS)?;
         match &mut self.spec {
             Some(Spec::Deployment(s)) => s.replicas = Some(n),
             Some(Spec::StatefulSet(s)) => s.replicas = Some(n),
@@ -499,79 +507,6 @@ fn spec_of<S: DeserializeOwned>(
 ) -> Result<(ObjectMeta, Option<Spec>, Option<Value>), ModelError> {
     let (m, s, st) = typed::<S>(v)?;
     Ok((m, Some(wrap(required(s)?)), st))
-}
-
-/// Parses a request body: YAML (several `---` documents allowed) or JSON (an object, an
-/// array, or `{"kind": "List", "items": [...]}`). Every object is validated.
-pub fn parse_manifests(body: &str) -> Result<Vec<Resource>, ModelError> {
-    let docs = split_documents(body)?;
-    let many = docs.len() > 1;
-    docs.into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            Resource::from_value(v).map_err(|mut e| {
-                if many {
-                    e.message = format!("{} (document {})", e.message, i + 1);
-                }
-                e
-            })
-        })
-        .collect()
-}
-
-fn split_documents(body: &str) -> Result<Vec<Value>, ModelError> {
-    let trimmed = body.trim_start();
-    let mut values = Vec::new();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let v: Value = serde_json::from_str(body).map_err(|e| {
-            invalid(
-                "",
-                format!(
-                    "invalid JSON at line {} column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-            )
-        })?;
-        values.push(v);
-    } else {
-        for doc in serde_norway::Deserializer::from_str(body) {
-            let v = Value::deserialize(doc).map_err(|e| match e.location() {
-                Some(l) => invalid(
-                    "",
-                    format!(
-                        "invalid YAML at line {} column {}: {e}",
-                        l.line(),
-                        l.column()
-                    ),
-                ),
-                None => invalid("", format!("invalid YAML: {e}")),
-            })?;
-            values.push(v);
-        }
-    }
-    let mut out = Vec::new();
-    for v in values {
-        match v {
-            Value::Null => {}
-            Value::Array(items) => out.extend(items),
-            Value::Object(ref o) if o.get("kind") == Some(&Value::String("List".into())) => out
-                .extend(
-                    o.get("items")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default(),
-                ),
-            Value::Object(_) => out.push(v),
-            other => {
-                return Err(invalid(
-                    "",
-                    format!("expected an object with apiVersion and kind, got {other}"),
-                ));
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Total bytes of an object's annotations (keys and values), as Kubernetes caps them.
@@ -661,5 +596,7 @@ pub(crate) fn validate_label_map(
     Ok(())
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -20,7 +20,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::capacity::parse_ratio;
+use super::capacity::valid_ratio;
+use super::limits::{self, MAX_NODES, MAX_REPLICAS};
 use super::quantity::{DurationStr, Quantity};
 use super::{invalid, ModelError};
 
@@ -239,19 +240,18 @@ impl PredictiveBootstrapScalerSpec {
                 ("directors", &a.directors),
             ] {
                 if let Some(c) = c {
-                    if c.target_replicas < 1 {
-                        return Err(invalid(
-                            &format!("{f}.{name}.targetReplicas"),
-                            "must be >= 1",
-                        ));
-                    }
+                    let tf = format!("{f}.{name}.targetReplicas");
+                    limits::range(&tf, c.target_replicas, 1, MAX_NODES)?;
                     pre(name, c.pre_scale_minutes)?;
                 }
             }
             if let Some(p) = &a.vm_pool {
-                if p.target_size < 0 {
-                    return Err(invalid(&format!("{f}.vmPool.targetSize"), "must be >= 0"));
-                }
+                limits::range(
+                    &format!("{f}.vmPool.targetSize"),
+                    p.target_size,
+                    0,
+                    MAX_NODES,
+                )?;
                 pre("vmPool", p.pre_scale_minutes)?;
                 if let Some(g) = &p.node_group {
                     super::validate_name(&format!("{f}.vmPool.nodeGroup"), g)?;
@@ -263,9 +263,7 @@ impl PredictiveBootstrapScalerSpec {
                 pre(&format!("targets[{j}]"), t.pre_scale_minutes)?;
                 match (t.kind.as_str(), t.replicas, t.min_replicas) {
                     ("Deployment" | "StatefulSet" | "VirtualMachine", Some(r), None) => {
-                        if r < 0 {
-                            return Err(invalid(&format!("{tf}.replicas"), "must be >= 0"));
-                        }
+                        limits::range(&format!("{tf}.replicas"), r, 0, MAX_REPLICAS)?;
                     }
                     ("Deployment" | "StatefulSet" | "VirtualMachine", _, _) => {
                         return Err(invalid(
@@ -274,9 +272,7 @@ impl PredictiveBootstrapScalerSpec {
                         ))
                     }
                     ("HorizontalPodAutoscaler", None, Some(m)) => {
-                        if m < 1 {
-                            return Err(invalid(&format!("{tf}.minReplicas"), "must be >= 1"));
-                        }
+                        limits::range(&format!("{tf}.minReplicas"), m, 1, MAX_REPLICAS)?;
                     }
                     ("HorizontalPodAutoscaler", _, _) => {
                         return Err(invalid(
@@ -310,7 +306,7 @@ impl PredictiveBootstrapScalerSpec {
                 ("directorRatio", a.director_ratio),
             ] {
                 if let Some(v) = v {
-                    if parse_ratio(&v).is_none() {
+                    if !valid_ratio(&v) {
                         return Err(invalid(
                             &format!("spec.metricTriggers[{i}].bootstrapAction.{name}"),
                             format!("\"{v}\" is not a ratio like 1:200"),

@@ -8,6 +8,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::limits::MAX_DURATION_MS;
+
 /// The literal a user wrote: a string or a number.
 #[derive(Clone, Debug, PartialEq)]
 enum Raw {
@@ -71,10 +73,17 @@ fn decimal(s: &str) -> Option<(u128, u32)> {
     Some((digits.parse().ok()?, frac.len() as u32))
 }
 
+/// `s` times `multiplier`, refused (None) unless the result is a whole number: half a
+/// byte or a tenth of a millicore is not a quantity (Kubernetes would round it up; we
+/// refuse, so what is stored is exactly what was meant).
 fn scaled(s: &str, multiplier: u128) -> Option<u64> {
     let (n, frac) = decimal(s)?;
-    let v = n.checked_mul(multiplier)? / 10u128.pow(frac);
-    u64::try_from(v).ok()
+    let product = n.checked_mul(multiplier)?;
+    let divisor = 10u128.pow(frac);
+    if product % divisor != 0 {
+        return None;
+    }
+    u64::try_from(product / divisor).ok()
 }
 
 macro_rules! quantity_type {
@@ -127,11 +136,18 @@ macro_rules! quantity_type {
     };
 }
 
+/// Digits only (no sign, no fraction), as a u64.
+fn whole(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
 /// Millicores from `100m`, `0.5`, `2`.
 fn parse_cpu(s: &str) -> Option<u64> {
     match s.strip_suffix('m') {
-        Some(m) if !m.contains('.') => m.parse().ok(),
-        Some(_) => None,
+        Some(m) => whole(m),
         None => scaled(s, 1000),
     }
 }
@@ -169,11 +185,7 @@ fn parse_memory(s: &str) -> Option<u64> {
 /// Any Kubernetes-style quantity, as a value in milli-units (so `500m` and `0.5` compare).
 fn parse_generic(s: &str) -> Option<u64> {
     if let Some(m) = s.strip_suffix('m') {
-        return if m.contains('.') {
-            None
-        } else {
-            m.parse().ok()
-        };
+        return whole(m);
     }
     with_suffix(s, 1000)
 }
@@ -181,21 +193,21 @@ fn parse_generic(s: &str) -> Option<u64> {
 quantity_type!(
     CpuQuantity,
     "cpu",
-    "millicores like 100m or cores like 0.5 or 2",
+    "millicores like 100m or cores like 0.5 or 2 (at most millicore precision)",
     parse_cpu,
     millis
 );
 quantity_type!(
     MemoryQuantity,
     "memory",
-    "bytes with a unit like 128Mi, 4Gi or 1G",
+    "a whole number of bytes, with a unit like 128Mi, 4Gi or 1G",
     parse_memory,
     bytes
 );
 quantity_type!(
     Quantity,
     "numeric",
-    "a number like 100, 1.5, 500m or 2k",
+    "a number like 100, 1.5, 500m or 2k (at most 3 decimals)",
     parse_generic,
     millis
 );
@@ -258,6 +270,10 @@ impl<'de> Deserialize<'de> for DurationStr {
         let raw = d.deserialize_any(RawVisitor)?;
         let text = raw.text();
         match DurationStr::parse_text(text.trim()) {
+            Some(millis) if millis > MAX_DURATION_MS => Err(de::Error::custom(format!(
+                "duration \"{text}\" is longer than the maximum of {}h",
+                MAX_DURATION_MS / 3_600_000
+            ))),
             Some(millis) => Ok(DurationStr { raw, millis }),
             None => Err(de::Error::custom(format!(
                 "invalid duration \"{text}\": expected e.g. 30s, 10m, 1h30m or a number of seconds"
@@ -277,17 +293,24 @@ pub enum IntOrString {
 
 impl IntOrString {
     /// Resolves against a total: `25%` of 8 is 2 (rounded down unless `round_up`).
+    /// Saturates instead of overflowing (validation bounds both sides far below that).
     pub fn resolve(&self, total: i64, round_up: bool) -> Option<i64> {
         match self {
             IntOrString::Int(i) => Some(*i),
             IntOrString::Str(s) => {
-                let pct: i64 = s.strip_suffix('%')?.parse().ok()?;
-                // i128: a stored count near i64::MAX must not overflow (it panicked the leader).
-                let v = i128::from(total) * i128::from(pct);
-                let r = if round_up { (v + 99) / 100 } else { v / 100 };
-                Some(r.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
+                let v = total.saturating_mul(Self::percent(s)?);
+                Some(if round_up {
+                    v.saturating_add(99) / 100
+                } else {
+                    v / 100
+                })
             }
         }
+    }
+
+    /// `25%` -> 25; None when `s` is not an integer followed by `%`.
+    pub fn percent(s: &str) -> Option<i64> {
+        s.strip_suffix('%')?.parse().ok()
     }
 }
 

@@ -364,3 +364,184 @@ fn bad_cluster_autoscaler_and_schedule_fields_are_named() {
         assert_eq!(error_of(&body).field, field, "{body}");
     }
 }
+
+// Regressions of issue 13: each case was accepted (or took the node down) before.
+
+fn kinds_with_replicas() -> [(String, &'static str); 3] {
+    [
+        (fixture("deployment.yaml"), "replicas: 10"),
+        (fixture("statefulset.yaml"), "replicas: 3"),
+        (fixture("virtualmachine.yaml"), "replicas: 2"),
+    ]
+}
+
+#[test]
+fn replicas_past_the_maximum_are_refused_at_apply_and_at_scale() {
+    for (text, written) in kinds_with_replicas() {
+        assert!(text.contains(written), "fixture changed: {written}");
+        for n in [2_147_483_648_i64, i64::MAX, limits::MAX_REPLICAS + 1] {
+            let e = error_of(&text.replace(written, &format!("replicas: {n}")));
+            assert_eq!(
+                e.to_string(),
+                format!("spec.replicas: must be at most 10000, got {n}")
+            );
+        }
+        let mut r = parse_manifests(&text).unwrap().remove(0);
+        let e = r.set_replicas(2_147_483_648).unwrap_err();
+        assert_eq!(e.field, "spec.replicas");
+        assert!(e.message.contains("at most 10000"), "{e}");
+        r.set_replicas(limits::MAX_REPLICAS).unwrap();
+        assert_eq!(r.replicas(), Some(limits::MAX_REPLICAS));
+    }
+}
+
+#[test]
+fn every_other_count_is_bounded_by_field() {
+    let good = fixture("deployment.yaml");
+    let with_strategy = |s: &str| good.replace("  selector:", &format!("{s}\n  selector:"));
+    let hpa = fixture("hpa.yaml");
+    let ca = fixture("clusterautoscaler.yaml");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            with_strategy("  strategy: {rollingUpdate: {maxSurge: 2147483648}}"),
+            "spec.strategy.rollingUpdate.maxSurge",
+        ),
+        (
+            with_strategy("  strategy: {rollingUpdate: {maxUnavailable: \"92233720368547758%\"}}"),
+            "spec.strategy.rollingUpdate.maxUnavailable",
+        ),
+        (
+            with_strategy("  revisionHistoryLimit: 1000000"),
+            "spec.revisionHistoryLimit",
+        ),
+        (
+            with_strategy("  progressDeadlineSeconds: 9223372036854775807"),
+            "spec.progressDeadlineSeconds",
+        ),
+        (
+            hpa.replace("maxReplicas: 20", "maxReplicas: 9223372036854775807"),
+            "spec.maxReplicas",
+        ),
+        (
+            ca.replace("maxSize: 20", "maxSize: 2147483648"),
+            "spec.nodeGroups[0].maxSize",
+        ),
+        (
+            ca.replace("decisionTime: 60s", "decisionTime: 200000000h"),
+            "spec.nodeGroups[0].scalingPolicy.scaleUp.decisionTime",
+        ),
+        (
+            good.replace("cpu: 500m", "cpu: 100000000"),
+            "spec.template.spec.containers[0].resources.limits.cpu",
+        ),
+        (
+            good.replace("memory: 256Mi", "memory: 16Pi"),
+            "spec.template.spec.containers[0].resources.limits.memory",
+        ),
+        (
+            fixture("clusterscalingpolicy.yaml").replace("1:100", "4000000000:1"),
+            "spec.bootstrapLimits.orchestratorRatio",
+        ),
+    ];
+    for (body, field) in cases {
+        let e = error_of(&body);
+        assert_eq!(e.field, field, "{e}");
+    }
+}
+
+/// One anchor of `width` short scalars, referenced `refs` times: the shape that took a
+/// node to 2-4 GB.
+fn alias_bomb(width: usize, refs: usize) -> String {
+    format!(
+        "apiVersion: omnicloud.io/v1\nkind: Deployment\nmetadata:\n  name: bomb\n  annotations: {{}}\nx: &a [{}]\ny: [{}]\n",
+        vec!["lol"; width].join(","),
+        vec!["*a"; refs].join(",")
+    )
+}
+
+#[test]
+fn a_flat_alias_bomb_is_refused_before_expansion() {
+    let bomb = alias_bomb(2_000, 29_000);
+    assert!((90_000..100_000).contains(&bomb.len()), "{}", bomb.len());
+    let e = error_of(&bomb);
+    assert_eq!(e.field, "");
+    assert!(
+        e.message.contains("YAML aliases expand to more than"),
+        "{e}"
+    );
+    assert!(e.message.contains("*a"), "{e}");
+}
+
+#[test]
+fn nesting_100k_levels_deep_is_refused() {
+    let head = "apiVersion: omnicloud.io/v1\nkind: Deployment\nmetadata: {name: deep}\nspec: ";
+    for body in [
+        format!("{head}{}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+        format!("{head}{}{}\n", "{a: ".repeat(100_000), "}".repeat(100_000)),
+        format!("{head}\n{}x\n", "- ".repeat(100_000)),
+    ] {
+        let e = error_of(&body);
+        assert!(e.message.contains("nests deeper than 64"), "{e}");
+    }
+    let json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert!(error_of(&json).message.contains("recursion limit"));
+}
+
+#[test]
+fn non_finite_and_fractional_quantities_are_refused_by_field() {
+    let good = fixture("deployment.yaml");
+    let limits = "spec.template.spec.containers[0].resources.limits";
+    for (from, to, field, mention) in [
+        ("cpu: 500m", "cpu: .inf", "cpu", "finite"),
+        ("cpu: 500m", "cpu: .nan", "cpu", "finite"),
+        ("cpu: 500m", "cpu: -.inf", "cpu", "finite"),
+        ("memory: 256Mi", "memory: .inf", "memory", "finite"),
+        (
+            "memory: 256Mi",
+            "memory: \"0.5\"",
+            "memory",
+            "whole number of bytes",
+        ),
+        (
+            "memory: 256Mi",
+            "memory: 0.5",
+            "memory",
+            "whole number of bytes",
+        ),
+        (
+            "memory: 256Mi",
+            "memory: 0.1Ki",
+            "memory",
+            "whole number of bytes",
+        ),
+        ("cpu: 500m", "cpu: 0.0005", "cpu", "millicore precision"),
+    ] {
+        let e = error_of(&good.replace(from, to));
+        assert_eq!(e.field, format!("{limits}.{field}"), "{to}: {e}");
+        assert!(e.message.contains(mention), "{to}: {e}");
+    }
+    // Anywhere else in a document too (free-form fields such as securityContext).
+    let e = error_of(&good.replace(
+        "        resources:",
+        "        securityContext: {runAsUser: .nan}\n        resources:",
+    ));
+    assert_eq!(
+        e.field,
+        "spec.template.spec.containers[0].securityContext.runAsUser"
+    );
+    let e = error_of(&fixture("hpa.yaml").replace("maxReplicas: 20", "maxReplicas: .inf"));
+    assert_eq!(e.field, "spec.maxReplicas");
+}
+
+#[test]
+fn containers_per_pod_are_bounded() {
+    let good = fixture("deployment.yaml");
+    let c = "      - name: nginx\n        image: nginx:latest\n";
+    assert!(good.contains(c));
+    let many: String = (0..=limits::MAX_CONTAINERS_PER_POD)
+        .map(|i| format!("      - name: c{i}\n        image: busybox\n"))
+        .collect();
+    let e = error_of(&good.replace(c, &many));
+    assert_eq!(e.field, "spec.template.spec.containers");
+    assert!(e.message.contains("at most 100"), "{e}");
+}

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::limits::{self, MAX_REPLICAS, MAX_REVISION_HISTORY, MAX_SECONDS};
 use super::quantity::{CpuQuantity, IntOrString, MemoryQuantity, Quantity};
 use super::{invalid, validate_label_map, ModelError};
 
@@ -162,8 +163,8 @@ impl PodSpec {
         self.containers.iter().fold((0, 0), |(cpu, mem), c| {
             let (c_cpu, c_mem) = pick(&c.resources.clone().unwrap_or_default());
             (
-                cpu + c_cpu.map_or(0, |q| q.millis()),
-                mem + c_mem.map_or(0, |q| q.bytes()),
+                cpu.saturating_add(c_cpu.map_or(0, |q| q.millis())),
+                mem.saturating_add(c_mem.map_or(0, |q| q.bytes())),
             )
         })
     }
@@ -497,7 +498,7 @@ impl DeploymentSpec {
     }
 
     pub(super) fn validate(&self) -> Result<(), ModelError> {
-        validate_replicas(self.replicas)?;
+        limits::replicas("spec.replicas", self.replicas)?;
         if let Some(t) = self.strategy.as_ref().and_then(|s| s.kind.as_deref()) {
             if t != "RollingUpdate" && t != "Recreate" {
                 return Err(invalid(
@@ -511,29 +512,26 @@ impl DeploymentSpec {
             .as_ref()
             .and_then(|s| s.rolling_update.as_ref())
         {
-            for (name, v) in [
-                ("maxSurge", &ru.max_surge),
-                ("maxUnavailable", &ru.max_unavailable),
-            ] {
-                if let Some(v) = v {
-                    if v.resolve(100, false).is_none_or(|n| n < 0) {
-                        return Err(invalid(
-                            &format!("spec.strategy.rollingUpdate.{name}"),
-                            "expected a non-negative integer or a percentage like 25%",
-                        ));
-                    }
-                }
-            }
+            ru.validate("spec.strategy.rollingUpdate")?;
         }
-        for (name, v) in [
-            ("minReadySeconds", self.min_ready_seconds),
-            ("revisionHistoryLimit", self.revision_history_limit),
-            ("progressDeadlineSeconds", self.progress_deadline_seconds),
-        ] {
-            if v.is_some_and(|v| v < 0) {
-                return Err(invalid(&format!("spec.{name}"), "must be >= 0"));
-            }
-        }
+        limits::opt_range(
+            "spec.minReadySeconds",
+            self.min_ready_seconds,
+            0,
+            MAX_SECONDS,
+        )?;
+        limits::opt_range(
+            "spec.revisionHistoryLimit",
+            self.revision_history_limit,
+            0,
+            MAX_REVISION_HISTORY,
+        )?;
+        limits::opt_range(
+            "spec.progressDeadlineSeconds",
+            self.progress_deadline_seconds,
+            0,
+            MAX_SECONDS,
+        )?;
         validate_selector_and_template(&self.selector, &self.template)
     }
 }
@@ -574,7 +572,7 @@ impl StatefulSetSpec {
     }
 
     pub(super) fn validate(&self) -> Result<(), ModelError> {
-        validate_replicas(self.replicas)?;
+        limits::replicas("spec.replicas", self.replicas)?;
         if let Some(p) = &self.pod_management_policy {
             if p != "OrderedReady" && p != "Parallel" {
                 return Err(invalid(
@@ -595,6 +593,25 @@ impl StatefulSetSpec {
                 ));
             }
         }
+        if let Some(ru) = self
+            .update_strategy
+            .as_ref()
+            .and_then(|s| s.rolling_update.as_ref())
+        {
+            ru.validate("spec.updateStrategy.rollingUpdate")?;
+        }
+        limits::opt_range(
+            "spec.minReadySeconds",
+            self.min_ready_seconds,
+            0,
+            MAX_SECONDS,
+        )?;
+        limits::opt_range(
+            "spec.revisionHistoryLimit",
+            self.revision_history_limit,
+            0,
+            MAX_REVISION_HISTORY,
+        )?;
         for (i, t) in self.volume_claim_templates.iter().flatten().enumerate() {
             super::validate_name(
                 &format!("spec.volumeClaimTemplates[{i}].metadata.name"),
@@ -631,10 +648,43 @@ pub struct ClaimSpec {
     pub resources: Option<Resources>,
 }
 
-fn validate_replicas(replicas: Option<i64>) -> Result<(), ModelError> {
-    match replicas {
-        Some(r) if r < 0 => Err(invalid("spec.replicas", format!("must be >= 0, got {r}"))),
-        _ => Ok(()),
+impl RollingUpdate {
+    /// maxSurge and maxUnavailable: 0..=MAX_REPLICAS or a percentage 0%..=100%;
+    /// partition: 0..=MAX_REPLICAS.
+    fn validate(&self, field: &str) -> Result<(), ModelError> {
+        for (name, v) in [
+            ("maxSurge", &self.max_surge),
+            ("maxUnavailable", &self.max_unavailable),
+        ] {
+            let f = format!("{field}.{name}");
+            match v {
+                None => {}
+                Some(IntOrString::Int(n)) => limits::range(&f, *n, 0, MAX_REPLICAS)?,
+                Some(IntOrString::Str(s)) => match IntOrString::percent(s) {
+                    Some(p) if (0..=100).contains(&p) => {}
+                    Some(_) => {
+                        return Err(invalid(
+                            &f,
+                            format!("must be a percentage from 0% to 100%, got {s}"),
+                        ))
+                    }
+                    None => {
+                        return Err(invalid(
+                            &f,
+                            format!(
+                                "\"{s}\" is not a non-negative integer or a percentage like 25%"
+                            ),
+                        ))
+                    }
+                },
+            }
+        }
+        limits::opt_range(
+            &format!("{field}.partition"),
+            self.partition,
+            0,
+            MAX_REPLICAS,
+        )
     }
 }
 
@@ -662,129 +712,7 @@ fn validate_selector_and_template(
             "does not match spec.template.metadata.labels: the workload would not own its own instances",
         ));
     }
-    validate_pod_spec("spec.template.spec", &template.spec)
-}
-
-pub(super) fn validate_pod_spec(field: &str, spec: &PodSpec) -> Result<(), ModelError> {
-    if spec.containers.is_empty() {
-        return Err(invalid(
-            &format!("{field}.containers"),
-            "at least one container is required",
-        ));
-    }
-    let mut names = std::collections::BTreeSet::new();
-    let all = spec
-        .containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (format!("{field}.containers[{i}]"), c))
-        .chain(
-            spec.init_containers
-                .iter()
-                .flatten()
-                .enumerate()
-                .map(|(i, c)| (format!("{field}.initContainers[{i}]"), c)),
-        );
-    for (path, c) in all {
-        if c.name.is_empty() {
-            return Err(invalid(&format!("{path}.name"), "is required"));
-        }
-        super::validate_label_value(&format!("{path}.name"), &c.name)?;
-        if !names.insert(c.name.clone()) {
-            return Err(invalid(
-                &format!("{path}.name"),
-                format!("duplicate container name \"{}\"", c.name),
-            ));
-        }
-        if c.image.trim().is_empty() {
-            return Err(invalid(
-                &format!("{path}.image"),
-                "is required (an image reference like busybox:latest)",
-            ));
-        }
-        for (j, p) in c.ports.iter().flatten().enumerate() {
-            if !(1..=65535).contains(&p.container_port) {
-                return Err(invalid(
-                    &format!("{path}.ports[{j}].containerPort"),
-                    format!("must be between 1 and 65535, got {}", p.container_port),
-                ));
-            }
-        }
-        if let Some(res) = &c.resources {
-            let req = res.requests.clone().unwrap_or_default();
-            let lim = res.limits.clone().unwrap_or_default();
-            if let (Some(r), Some(l)) = (&req.cpu, &lim.cpu) {
-                if r.millis() > l.millis() {
-                    return Err(invalid(
-                        &format!("{path}.resources.requests.cpu"),
-                        format!("request {r} is above the limit {l}"),
-                    ));
-                }
-            }
-            if let (Some(r), Some(l)) = (&req.memory, &lim.memory) {
-                if r.bytes() > l.bytes() {
-                    return Err(invalid(
-                        &format!("{path}.resources.requests.memory"),
-                        format!("request {r} is above the limit {l}"),
-                    ));
-                }
-            }
-        }
-        for (name, probe) in [
-            ("livenessProbe", &c.liveness_probe),
-            ("readinessProbe", &c.readiness_probe),
-            ("startupProbe", &c.startup_probe),
-        ] {
-            if let Some(p) = probe {
-                let handlers = [
-                    p.http_get.is_some(),
-                    p.tcp_socket.is_some(),
-                    p.exec.is_some(),
-                    p.grpc.is_some(),
-                ];
-                if handlers.iter().filter(|h| **h).count() != 1 {
-                    return Err(invalid(
-                        &format!("{path}.{name}"),
-                        "needs exactly one handler: httpGet, tcpSocket, exec or grpc",
-                    ));
-                }
-                for (f, v) in [
-                    ("periodSeconds", p.period_seconds),
-                    ("timeoutSeconds", p.timeout_seconds),
-                    ("failureThreshold", p.failure_threshold),
-                    ("successThreshold", p.success_threshold),
-                ] {
-                    if v.is_some_and(|v| v < 1) {
-                        return Err(invalid(&format!("{path}.{name}.{f}"), "must be >= 1"));
-                    }
-                }
-            }
-        }
-    }
-    for (i, v) in spec.volumes.iter().flatten().enumerate() {
-        let sources = [
-            v.empty_dir.is_some(),
-            v.host_path.is_some(),
-            v.persistent_volume_claim.is_some(),
-            v.config_map.is_some(),
-            v.secret.is_some(),
-        ];
-        if sources.iter().filter(|s| **s).count() > 1 {
-            return Err(invalid(
-                &format!("{field}.volumes[{i}]"),
-                "more than one volume source",
-            ));
-        }
-    }
-    if let Some(r) = &spec.restart_policy {
-        if !["Always", "OnFailure", "Never"].contains(&r.as_str()) {
-            return Err(invalid(
-                &format!("{field}.restartPolicy"),
-                format!("\"{r}\" is not Always, OnFailure or Never"),
-            ));
-        }
-    }
-    Ok(())
+    super::pod_validation::validate_pod_spec("spec.template.spec", &template.spec)
 }
 
 /// Quantities for quota and VPA maps: any resource name to a quantity.
