@@ -102,9 +102,7 @@ else
     rm -rf "$root"
     mkdir -p "$root/bin" "$root/sbin" "$root/etc" "$root/dev" "$root/proc" "$root/sys" \
         "$root/run" "$root/tmp" "$root/var/lib/omnicloud" "$root/root"
-    # Without debug info (a release build has none; a debug build's goes here): the
-    # initramfs stays small. binutils' objcopy, else the binary as it is.
-    objcopy --strip-debug "$bin" "$root/init" 2>/dev/null || cp "$bin" "$root/init"
+    cp "$bin" "$root/init"
     chmod 755 "$root/init"
     ln -s /init "$root/bin/omnicloud"
     for l in $libs; do

@@ -514,18 +514,7 @@ impl DeploymentSpec {
         {
             ru.validate("spec.strategy.rollingUpdate")?;
         }
-        limits::opt_range(
-            "spec.minReadySeconds",
-            self.min_ready_seconds,
-            0,
-            MAX_SECONDS,
-        )?;
-        limits::opt_range(
-            "spec.revisionHistoryLimit",
-            self.revision_history_limit,
-            0,
-            MAX_REVISION_HISTORY,
-        )?;
+        validate_ready_and_history(self.min_ready_seconds, self.revision_history_limit)?;
         limits::opt_range(
             "spec.progressDeadlineSeconds",
             self.progress_deadline_seconds,
@@ -600,18 +589,7 @@ impl StatefulSetSpec {
         {
             ru.validate("spec.updateStrategy.rollingUpdate")?;
         }
-        limits::opt_range(
-            "spec.minReadySeconds",
-            self.min_ready_seconds,
-            0,
-            MAX_SECONDS,
-        )?;
-        limits::opt_range(
-            "spec.revisionHistoryLimit",
-            self.revision_history_limit,
-            0,
-            MAX_REVISION_HISTORY,
-        )?;
+        validate_ready_and_history(self.min_ready_seconds, self.revision_history_limit)?;
         for (i, t) in self.volume_claim_templates.iter().flatten().enumerate() {
             super::validate_name(
                 &format!("spec.volumeClaimTemplates[{i}].metadata.name"),
@@ -686,6 +664,21 @@ impl RollingUpdate {
             MAX_REPLICAS,
         )
     }
+}
+
+/// `spec.minReadySeconds` and `spec.revisionHistoryLimit`, as Deployments and
+/// StatefulSets both have them.
+fn validate_ready_and_history(
+    min_ready_seconds: Option<i64>,
+    revision_history_limit: Option<i64>,
+) -> Result<(), ModelError> {
+    limits::opt_range("spec.minReadySeconds", min_ready_seconds, 0, MAX_SECONDS)?;
+    limits::opt_range(
+        "spec.revisionHistoryLimit",
+        revision_history_limit,
+        0,
+        MAX_REVISION_HISTORY,
+    )
 }
 
 fn validate_selector_and_template(
