@@ -556,74 +556,13 @@ fn kill9_of_the_node_keeps_containers_and_they_are_readopted() {
     a.wait_ready("keep", 2, 30);
 }
 
-/// A registry on loopback: Debian's docker-registry, storing in a temp dir.
-struct Registry {
-    child: std::process::Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Option<Registry> {
-        let bin = ["/usr/bin/docker-registry", "/usr/bin/registry"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists());
-        let Some(bin) = bin else {
-            common::netns::require("docker-registry", "apt-get install docker-registry".into());
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = std::process::Command::new(bin)
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let up = eventually(Duration::from_secs(10), || {
-            ureq::get(&format!("http://{addr}/v2/"))
-                .call()
-                .ok()
-                .map(|_| ())
-        });
-        assert!(up.is_some(), "docker-registry did not start on {addr}");
-        Some(Registry {
-            child,
-            addr,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn images_come_from_a_registry_and_from_peers() {
     let _serial = serial();
     let Some(layout) = common::images::layout() else {
         return;
     };
-    let Some(registry) = Registry::start() else {
+    let Some(registry) = common::registry::Registry::start("127.0.0.1", "docker-registry") else {
         return;
     };
     let seed = AgentNode::launch(4, "seed", "auto", &[]);

@@ -333,92 +333,31 @@ impl Drop for Vm {
     }
 }
 
-/// Debian's docker-registry on the VMs' bridge: where the sticks pull the busybox image.
-struct Registry {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
+// Debian's docker-registry on the VMs' bridge: where the sticks pull the busybox image.
+use common::registry::Registry;
 
-impl Registry {
-    fn start(ip: &str) -> Option<Registry> {
-        let bin = ["/usr/bin/docker-registry", "/usr/bin/registry"]
-            .into_iter()
-            .find(|p| Path::new(p).exists());
-        let Some(bin) = bin else {
-            common::netns::require(
-                "docker-registry (for the deployment)",
-                "apt-get install docker-registry".into(),
-            );
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind(format!("{ip}:0"))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("{ip}:{port}");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+/// Pushes the test busybox image into `registry`; its reference for the sticks.
+fn push_busybox(registry: &Registry) -> Option<String> {
+    let layout = common::images::layout()?;
+    let scratch = tempfile::tempdir().unwrap();
+    let remote = format!("{}/busybox:usb", registry.addr);
+    for args in [
+        vec!["import", layout.to_str().unwrap()],
+        vec!["push", "busybox:latest", &remote],
+    ] {
+        let out = Command::new(common::BIN)
+            .arg("image")
+            .args(&args)
+            .env("OMNICLOUD_DATA_DIR", scratch.path())
+            .output()
             .unwrap();
-        let up = common::eventually(Duration::from_secs(10), || {
-            ureq::get(&format!("http://{addr}/v2/"))
-                .call()
-                .ok()
-                .map(|_| ())
-        });
-        assert!(up.is_some(), "docker-registry did not start on {addr}");
-        Some(Registry {
-            child,
-            addr,
-            _dir: dir,
-        })
+        assert!(
+            out.status.success(),
+            "omnicloud image {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-
-    /// Pushes the test busybox image; its reference for the sticks.
-    fn push_busybox(&self) -> Option<String> {
-        let layout = common::images::layout()?;
-        let scratch = tempfile::tempdir().unwrap();
-        let remote = format!("{}/busybox:usb", self.addr);
-        for args in [
-            vec!["import", layout.to_str().unwrap()],
-            vec!["push", "busybox:latest", &remote],
-        ] {
-            let out = Command::new(common::BIN)
-                .arg("image")
-                .args(&args)
-                .env("OMNICLOUD_DATA_DIR", scratch.path())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "omnicloud image {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Some(remote)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Some(remote)
 }
 
 /// Ready replicas of a deployment, and its instances for failure messages.
@@ -542,8 +481,8 @@ fn three_usb_sticks_boot_into_one_cluster_and_keep_their_state_across_a_power_cu
     );
 
     // A deployment: busybox from a registry on the bridge, one replica per machine.
-    let registry = Registry::start(&lan.host_ip());
-    if let Some(image) = registry.as_ref().and_then(Registry::push_busybox) {
+    let registry = Registry::start(&lan.host_ip(), "docker-registry (for the deployment)");
+    if let Some(image) = registry.as_ref().and_then(push_busybox) {
         let manifest = format!(
             r#"apiVersion: omnicloud.io/v1
 kind: Deployment

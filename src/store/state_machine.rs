@@ -418,10 +418,13 @@ impl<'a> Overlay<'a> {
                         message: format!("{} has no replicas to scale", key.kind),
                     });
                 }
-                if *replicas < 0 {
+                // The API checks the same; checked here too, so no path into the log (a
+                // forwarded write, an autoscaler) can store more than the model allows.
+                let max = crate::model::limits::MAX_REPLICAS;
+                if !(0..=max).contains(replicas) {
                     return rejected(Rejection::Invalid {
                         field: "spec.replicas".into(),
-                        message: format!("must be >= 0, got {replicas}"),
+                        message: format!("must be between 0 and {max}, got {replicas}"),
                     });
                 }
                 let old = object.pointer("/spec/replicas").and_then(Value::as_i64);

@@ -7,6 +7,7 @@ pub mod guest;
 pub mod images;
 pub mod netns;
 pub mod packet;
+pub mod registry;
 pub mod vms;
 
 use std::path::{Path, PathBuf};
