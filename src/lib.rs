@@ -47,6 +47,15 @@ pub mod store;
 pub mod supervise;
 pub mod vmm;
 
+/// Property tests: `PROPTEST_CASES` when set (for long runs), else the test's `default`.
+#[cfg(test)]
+pub(crate) fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;

@@ -17,14 +17,6 @@ use crate::cluster::GossipStats;
 
 const CLUSTER: [u8; 16] = [5; 16];
 
-/// `PROPTEST_CASES` when set, else `default`.
-pub(crate) fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn key() -> [u8; 32] {
     wire::derive_key("proptest")
 }
@@ -95,7 +87,7 @@ fn sender_strategy() -> impl Strategy<Value = Sender> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases(256)))]
+    #![proptest_config(ProptestConfig::with_cases(crate::proptest_cases(256)))]
 
     /// Unauthenticated bytes: refused before anything is decoded.
     #[test]

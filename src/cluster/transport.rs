@@ -577,7 +577,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::cluster::proptests::cases(64)))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::proptest_cases(64)))]
 
         /// After a valid handshake, arbitrary bytes as frames (the frame decoder's input)
         /// never reach the handler unless tagged, and the server keeps serving.

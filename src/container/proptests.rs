@@ -23,10 +23,7 @@ static IMPORTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize
 const CANARY: &[u8] = b"CANARY:this-host-file-must-never-be-read-into-the-store";
 
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
+    let cases = crate::proptest_cases(32);
     ProptestConfig {
         cases,
         ..ProptestConfig::default()

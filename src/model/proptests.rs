@@ -23,10 +23,7 @@ use super::yaml_guard::{alias_budget, MAX_DEPTH};
 use super::{parse_manifests, Resource};
 
 fn config() -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
+    let cases = crate::proptest_cases(64);
     Config {
         cases,
         failure_persistence: None,
