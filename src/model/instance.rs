@@ -207,16 +207,39 @@ pub struct NodeSubnetSpec {
 
 impl NodeSubnetSpec {
     pub(super) fn validate(&self) -> Result<(), ModelError> {
-        let ok = self.cidr.split_once('/').is_some_and(|(ip, p)| {
-            ip.parse::<std::net::Ipv4Addr>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 30)
-        });
-        if ok {
-            Ok(())
-        } else {
-            Err(invalid(
+        // The same parse the node uses: a lease it would drop must not be stored.
+        match super::Subnet::parse(&self.cidr) {
+            Some(_) => Ok(()),
+            None => Err(invalid(
                 "spec.cidr",
-                format!("\"{}\" is not an IPv4 CIDR like 10.88.3.0/24", self.cidr),
-            ))
+                format!(
+                    "\"{}\" is not an IPv4 CIDR with a prefix of /8 to /30, like 10.88.3.0/24",
+                    self.cidr
+                ),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease the node's own parse would drop (a /0 to /7 prefix) is refused when written,
+    /// naming the field, instead of being stored and silently ignored by the node.
+    #[test]
+    fn node_subnet_cidrs_are_what_the_node_can_use() {
+        let spec = |cidr: &str| NodeSubnetSpec { cidr: cidr.into() };
+        assert!(spec("10.88.3.0/24").validate().is_ok());
+        for bad in [
+            "10.0.0.0/4",
+            "0.0.0.0/0",
+            "10.88.3.0/31",
+            "10.88.3.0",
+            "x/24",
+        ] {
+            let err = spec(bad).validate().unwrap_err();
+            assert_eq!(err.field, "spec.cidr", "{bad}");
         }
     }
 }
