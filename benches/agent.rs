@@ -43,7 +43,8 @@ fn helper(root: &std::path::Path, verb: Verb, stdin: Option<&[u8]>) -> Vec<u8> {
 fn start_latency(layout: &std::path::Path, starts: usize) {
     omnicloud::container::runtime::become_subreaper().unwrap();
     let root = tempfile::tempdir().unwrap();
-    let net = NodeNetwork::ensure("ocbench0", Subnet::parse("10.87.0.0/24").unwrap()).unwrap();
+    let subnet = Subnet::parse("10.87.0.0/24").unwrap();
+    let net = NodeNetwork::ensure("ocbench0", subnet, subnet).unwrap();
     let log = root.path().join("c.log");
     let mut lat = Vec::new();
     for i in 0..=starts {

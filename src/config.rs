@@ -77,6 +77,7 @@ struct FileNetwork {
     cluster_cidr: String,
     node_prefix: u8,
     bridge: String,
+    backend: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,6 +258,34 @@ pub struct NetworkSettings {
     pub cluster_cidr: crate::model::Subnet,
     pub node_prefix: u8,
     pub bridge: String,
+    /// How this node routes to peers' subnets (`net::routes`).
+    pub backend: RoutingBackend,
+}
+
+/// `[network] backend`: how nodes reach each other's instance subnets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutingBackend {
+    /// host-gw for peers on a directly connected subnet, VXLAN for the rest.
+    Auto,
+    /// A route per peer subnet via the peer's address; peers off the segment get none.
+    HostGw,
+    /// Every peer over the VXLAN overlay.
+    Vxlan,
+}
+
+impl std::str::FromStr for RoutingBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(RoutingBackend::Auto),
+            "host-gw" => Ok(RoutingBackend::HostGw),
+            "vxlan" => Ok(RoutingBackend::Vxlan),
+            _ => Err(format!(
+                "\"{s}\" is not a backend: expected \"auto\", \"host-gw\" or \"vxlan\""
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -500,10 +529,15 @@ impl FileNetwork {
                 format!("\"{bridge}\" is not an interface name (1-15 of letters, digits, - and _)"),
             ));
         }
+        let backend = self
+            .backend
+            .parse()
+            .map_err(|why| invalid("network.backend", why))?;
         Ok(NetworkSettings {
             cluster_cidr,
             node_prefix: self.node_prefix,
             bridge: self.bridge.clone(),
+            backend,
         })
     }
 }
@@ -756,6 +790,10 @@ mod tests {
                 "network.node_prefix: must be between",
             ),
             ("[network]\nbridge = \"a bridge\"", "network.bridge:"),
+            (
+                "[network]\nbackend = \"flannel\"",
+                "network.backend: \"flannel\" is not a backend: expected \"auto\"",
+            ),
             (
                 "[agent]\nlog_max_bytes = 10",
                 "agent.log_max_bytes: must be at least",

@@ -15,6 +15,8 @@
 //! | `director`     | the VM workload kind: one `__vmm` process per VM instance placed here |
 //! | `supervise`    | the one supervisor the kinds plug into: reconcile loop, one task per |
 //! |                | instance, records, adoption, backoff, statuses, the node network    |
+//! | `net`          | node networking: routes to every peer's instance subnet (host-gw on  |
+//! |                | one L2 segment, VXLAN across routers), following membership        |
 //! | `orchestrator` | Raft node (openraft); on the leader the scheduler, controllers and   |
 //! |                | autoscalers (`autoscaler`: HPA, VPA recommender, metric buffers,     |
 //! |                | cluster autoscaler asking directors for worker VMs, schedules)       |
@@ -41,6 +43,7 @@ pub mod config;
 pub mod container;
 pub mod director;
 pub mod model;
+pub mod net;
 pub mod node;
 pub mod orchestrator;
 pub mod store;

@@ -285,8 +285,20 @@ impl Node {
             stop_tx.subscribe(),
         );
 
+        // Routes to every peer's instance subnet, on every node (nodes reach all instances).
+        let routing = crate::net::spawn(
+            control.clone(),
+            gossip.clone(),
+            crate::net::RoutingArgs {
+                node: config.name.clone(),
+                advertise: config.advertise,
+                backend: config.network.backend,
+            },
+            stop_tx.subscribe(),
+        );
         // One node network (bridge, subnet, addresses) for containers and VMs.
-        let node_network = crate::supervise::NodeNet::new(&config.network.bridge);
+        let node_network =
+            crate::supervise::NodeNet::new(&config.network.bridge, config.network.cluster_cidr);
         if roles.iter().any(|r| r == "agent") {
             let agent = crate::agent::AgentConfig {
                 node: config.name.clone(),
@@ -368,6 +380,8 @@ impl Node {
             }
         }
         let _ = stop_tx.send(true);
+        // The routing task removes the routes and link it made.
+        let _ = tokio::time::timeout(Duration::from_secs(5), routing).await;
         gossip.leave().await;
         server_handle.stop(true).await;
         let _ = server_task.await;

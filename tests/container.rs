@@ -466,7 +466,7 @@ fn instances_on_a_node_reach_each_other_by_ip() {
     };
     let tag = std::process::id() % 200 + 20;
     let subnet = Subnet::parse(&format!("10.98.{tag}.0/24")).unwrap();
-    let net = NodeNetwork::ensure(&format!("ocbrt{tag}"), subnet).expect("bridge");
+    let net = NodeNetwork::ensure(&format!("ocbrt{tag}"), subnet, subnet).expect("bridge");
     let cleanup = scopeguard(|| net.remove());
     let ip_b = std::net::Ipv4Addr::new(10, 98, tag as u8, 10);
     let ip_a = std::net::Ipv4Addr::new(10, 98, tag as u8, 11);

@@ -285,6 +285,19 @@ pub fn uninstall(args: &UninstallArgs) -> Result<Vec<String>, ApplianceError> {
     let data = inside(&args.root, &record.data_dir.display().to_string());
     if args.purge {
         end_workloads(&data);
+        // Cross-node routes and the overlay link (a stopped node removes them itself; a
+        // killed one leaves them).
+        match crate::net::purge() {
+            Ok(changes) if !changes.is_empty() => steps.push(format!(
+                "removed {} cross-node route(s)/link(s)",
+                changes.removed.len()
+            )),
+            Ok(_) => {}
+            Err(e) => steps.push(format!(
+                "could not remove cross-node routes: {}",
+                crate::error_chain(&e)
+            )),
+        }
         std::fs::remove_dir_all(&data).or_else(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Ok(()),
             _ => Err(ApplianceError::io(format!("removing {}", data.display()))(

@@ -1,11 +1,11 @@
 //! Instance networking on one node: a Linux bridge holding the node's subnet, one veth per
 //! instance moved into the instance's network namespace with a stable IP, a default route
-//! through the bridge, and NAT for traffic leaving the subnet. Instances on a node reach
-//! each other (and the node reaches them) by IP.
+//! through the bridge, and NAT for traffic leaving the subnet for outside the cluster CIDR.
+//! Instances on a node reach each other (and the node reaches them) by IP.
 //!
-//! Cross-node routing is left for later: every node gets its own subnet from the cluster
-//! CIDR (allocated by the orchestrator, so no two overlap), which is what a route per peer
-//! subnet (or an overlay) needs.
+//! Cross-node routing (`net`) routes the other nodes' subnets (every node has its own subnet
+//! of the cluster CIDR, leased by the orchestrator); traffic to the cluster CIDR is not
+//! masqueraded, so an instance on another node sees the real source address.
 //!
 //! Uses `ip`, `nsenter` and `iptables` (iproute2, util-linux, iptables); no threads.
 //! Idempotent: `ensure` and `attach` can be re-run after a node restart. Without `iptables`
@@ -84,6 +84,8 @@ fn succeeds(args: &[&str]) -> bool {
 pub struct NodeNetwork {
     pub bridge: String,
     pub subnet: Subnet,
+    /// The cluster CIDR: traffic to it keeps its source address (no MASQUERADE).
+    pub cluster: Subnet,
     /// What it runs without (instances still start); None when complete.
     pub degraded: Option<Degraded>,
 }
@@ -124,8 +126,13 @@ fn host_veth(id: &str) -> String {
 
 impl NodeNetwork {
     /// Creates the bridge with the gateway address, turns on forwarding and adds the NAT
-    /// rule for traffic leaving the subnet. Safe to call again.
-    pub fn ensure(bridge: &str, subnet: Subnet) -> Result<NodeNetwork, ContainerError> {
+    /// rule for traffic leaving the subnet for outside `cluster` (the cluster CIDR). Safe to
+    /// call again.
+    pub fn ensure(
+        bridge: &str,
+        subnet: Subnet,
+        cluster: Subnet,
+    ) -> Result<NodeNetwork, ContainerError> {
         if !succeeds(&["ip", "link", "show", bridge]) {
             run(&["ip", "link", "add", bridge, "type", "bridge"])?;
         }
@@ -141,32 +148,54 @@ impl NodeNetwork {
                 message: e.to_string(),
             }
         })?;
-        let cidr = subnet.to_string();
-        let rule = ["-s", cidr.as_str(), "!", "-o", bridge, "-j", "MASQUERADE"];
-        let check: Vec<&str> = ["iptables", "-t", "nat", "-C", "POSTROUTING"]
-            .iter()
-            .chain(&rule)
-            .copied()
-            .collect();
-        let checked = Command::new(check[0]).args(&check[1..]).output();
+        let net = NodeNetwork {
+            bridge: bridge.to_string(),
+            subnet,
+            cluster,
+            degraded: None,
+        };
+        // The rule of releases before cross-node routing masqueraded traffic to other nodes'
+        // instances too.
+        let _ = run(&iptables("-D", &net.old_nat_rule()));
+        let rule = net.nat_rule();
+        let checked = Command::new("iptables")
+            .args(&iptables("-C", &rule)[1..])
+            .output();
         let degraded = match checked {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Degraded::NoOutboundNat),
             Ok(out) if out.status.success() => None,
             _ => {
-                let add: Vec<&str> = ["iptables", "-t", "nat", "-A", "POSTROUTING"]
-                    .iter()
-                    .chain(&rule)
-                    .copied()
-                    .collect();
-                run(&add)?;
+                run(&iptables("-A", &rule))?;
                 None
             }
         };
-        Ok(NodeNetwork {
-            bridge: bridge.to_string(),
-            subnet,
-            degraded,
-        })
+        Ok(NodeNetwork { degraded, ..net })
+    }
+
+    /// `-s SUBNET ! -d CLUSTER ! -o BRIDGE -j MASQUERADE`.
+    fn nat_rule(&self) -> Vec<String> {
+        let (s, c) = (self.subnet.to_string(), self.cluster.to_string());
+        [
+            "-s",
+            &s,
+            "!",
+            "-d",
+            &c,
+            "!",
+            "-o",
+            &self.bridge,
+            "-j",
+            "MASQUERADE",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn old_nat_rule(&self) -> Vec<String> {
+        let s = self.subnet.to_string();
+        ["-s", &s, "!", "-o", &self.bridge, "-j", "MASQUERADE"]
+            .map(String::from)
+            .to_vec()
     }
 
     /// Gives the network namespace of `pid` an `eth0` on the bridge with `ip`, and a
@@ -223,23 +252,17 @@ impl NodeNetwork {
 
     /// Removes the bridge and the NAT rule (tests, uninstall).
     pub fn remove(&self) {
-        let cidr = self.subnet.to_string();
-        let _ = run(&[
-            "iptables",
-            "-t",
-            "nat",
-            "-D",
-            "POSTROUTING",
-            "-s",
-            &cidr,
-            "!",
-            "-o",
-            &self.bridge,
-            "-j",
-            "MASQUERADE",
-        ]);
+        let _ = run(&iptables("-D", &self.nat_rule()));
         let _ = run(&["ip", "link", "del", &self.bridge]);
     }
+}
+
+/// `iptables -t nat OP POSTROUTING RULE...`.
+fn iptables<'a>(op: &'a str, rule: &'a [String]) -> Vec<&'a str> {
+    ["iptables", "-t", "nat", op, "POSTROUTING"]
+        .into_iter()
+        .chain(rule.iter().map(String::as_str))
+        .collect()
 }
 
 #[cfg(test)]

@@ -318,6 +318,7 @@ fn bridge_of(network: &Network) -> Result<Option<(NodeNetwork, std::net::Ipv4Add
         NodeNetwork {
             bridge: bridge.clone(),
             subnet,
+            cluster: subnet,
             degraded: None,
         },
         ip,

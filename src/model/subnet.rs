@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 /// A node subnet, e.g. 10.88.3.0/24. The first address is the bridge (gateway).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Subnet {
     pub base: Ipv4Addr,
     pub prefix: u8,

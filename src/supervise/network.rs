@@ -27,6 +27,8 @@ const ADDRESS_RECORDS: [&str; 2] = ["agent/", "director/"];
 #[derive(Clone)]
 pub struct NodeNet {
     bridge: String,
+    /// The cluster CIDR (traffic to it is not masqueraded).
+    cluster: Subnet,
     state: Arc<watch::Sender<Option<NodeNetwork>>>,
     /// One setup at a time: the agent and the director may both need it in the same pass.
     setup: Arc<tokio::sync::Mutex<()>>,
@@ -35,10 +37,12 @@ pub struct NodeNet {
 }
 
 impl NodeNet {
-    /// The handle for the node bridge `bridge`, not set up yet.
-    pub fn new(bridge: &str) -> NodeNet {
+    /// The handle for the node bridge `bridge` in the cluster CIDR `cluster`, not set up
+    /// yet.
+    pub fn new(bridge: &str, cluster: Subnet) -> NodeNet {
         NodeNet {
             bridge: bridge.to_string(),
+            cluster,
             state: Arc::new(watch::channel(None).0),
             setup: Arc::new(tokio::sync::Mutex::new(())),
             failure: Arc::new(Mutex::new(None)),
@@ -75,9 +79,11 @@ impl NodeNet {
         let Some(subnet) = node_subnet(control, node) else {
             return;
         };
-        let bridge = self.bridge.clone();
-        let failed = match tokio::task::spawn_blocking(move || NodeNetwork::ensure(&bridge, subnet))
-            .await
+        let (bridge, cluster) = (self.bridge.clone(), self.cluster);
+        let failed = match tokio::task::spawn_blocking(move || {
+            NodeNetwork::ensure(&bridge, subnet, cluster)
+        })
+        .await
         {
             Ok(Ok(n)) => {
                 tracing::info!(bridge = %n.bridge, subnet = %n.subnet, "instance network ready");

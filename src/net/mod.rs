@@ -1,0 +1,37 @@
+//! Node networking: cross-node routes to every peer's instance subnet, so that every
+//! instance reaches every other instance by IP, whatever node runs it, and every node
+//! reaches every instance.
+//!
+//! - `routes`: the pure decision: this node and its peers (advertised address, leased
+//!   subnet, whether on a directly connected subnet) -> routes (host-gw or VXLAN), the
+//!   overlay device and its FDB/neighbour entries. Tested without root.
+//! - `netlink`: the thin, idempotent glue that makes the kernel hold a plan (rtnetlink).
+//! - `reconcile`: the task each node runs: re-plans on membership events, committed
+//!   `NodeSubnet` changes and every second, applies when the plan changed (and a full
+//!   resync every few seconds, repairing anything changed behind its back), and removes
+//!   everything it owns when the node stops.
+//!
+//! Threads/actors: one tokio task per node (`reconcile::spawn`). May call: `orchestrator`
+//! (the local replica, read only), `cluster` (membership), `config`, `model`.
+
+pub mod netlink;
+pub mod reconcile;
+pub mod routes;
+
+pub use reconcile::{purge, spawn, RoutingArgs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("opening a netlink socket")]
+    Socket(#[source] std::io::Error),
+    #[error("netlink: {action}")]
+    Netlink {
+        action: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("{0} vanished while being configured")]
+    Gone(String),
+    #[error("starting a runtime for netlink")]
+    Runtime(#[source] std::io::Error),
+}
