@@ -3,6 +3,7 @@
 //!
 //! - `GET /health`  200 "ok" (or 503 after `POST /health/fail`, for probe tests)
 //! - `GET /`        who answered: hostname, pid, request count
+//! - `GET /peer`    the client's address as seen here (shows whether source NAT happened)
 //! - `GET /burn?ms=N` burns one core for N ms (autoscaling load), capped at 10 s
 //! - `GET /metrics` `http_requests_total` and `http_requests_per_second` (Prometheus text)
 //!
@@ -103,7 +104,11 @@ fn handle(stream: TcpStream, counters: &Counters) -> std::io::Result<()> {
         let method = parts.next().unwrap_or("");
         let target = parts.next().unwrap_or("/");
         counters.tick();
-        let (status, body) = route(method, target, counters);
+        let (status, body) = match (method, target) {
+            // The client's address as this instance sees it (source NAT shows here).
+            ("GET", "/peer") => ("200 OK", format!("{}\n", writer.peer_addr()?.ip())),
+            _ => route(method, target, counters),
+        };
         write!(
             writer,
             "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod guest;
+pub mod hosts;
 pub mod images;
 pub mod netns;
 pub mod packet;
@@ -354,7 +355,7 @@ impl Cluster {
     }
 
     /// Node i runs on host i of `net` (its own address, default ports) when given.
-    pub fn start_on(n: usize, config: &str, net: Option<&netns::TestNet>) -> Cluster {
+    pub fn start_on(n: usize, config: &str, net: Option<&dyn netns::Hosting>) -> Cluster {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), config).unwrap();
         let mut cluster = Cluster {
@@ -368,7 +369,7 @@ impl Cluster {
         cluster
     }
 
-    fn add_on(&mut self, net: Option<&netns::TestNet>, host: usize) -> usize {
+    fn add_on(&mut self, net: Option<&dyn netns::Hosting>, host: usize) -> usize {
         let name = format!("node-{}", self.nodes.len() + 1);
         let mut args: Vec<String> = vec![
             "--config".into(),
@@ -413,6 +414,11 @@ impl Cluster {
         }
         self.nodes.push(node);
         self.nodes.len() - 1
+    }
+
+    /// Starts one more node on host `host` of `net`, joining through the seed.
+    pub fn add_on_host(&mut self, net: &dyn netns::Hosting, host: usize) -> usize {
+        self.add_on(Some(net), host)
     }
 
     /// Starts one more node on loopback, joining through the seed.

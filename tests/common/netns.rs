@@ -38,6 +38,24 @@ pub fn require(capability: &str, why: String) {
     eprintln!("\n!!! SKIPPED: needs {capability}: {why}\n");
 }
 
+/// Test hosts nodes can run on ([`super::Cluster::start_on`]): host i's network namespace
+/// and address. [`TestNet`] (one segment) and [`super::hosts::Hosts`] (two segments, a
+/// router and a LAN client) are both.
+pub trait Hosting {
+    fn ns(&self, i: usize) -> String;
+    fn ip(&self, i: usize) -> String;
+}
+
+impl Hosting for TestNet {
+    fn ns(&self, i: usize) -> String {
+        TestNet::ns(self, i)
+    }
+
+    fn ip(&self, i: usize) -> String {
+        TestNet::ip(self, i)
+    }
+}
+
 impl TestNet {
     /// `hosts` namespaces on a fresh bridge, or None (skipped) where that is impossible.
     pub fn new(hosts: usize) -> Option<TestNet> {

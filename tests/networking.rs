@@ -1,0 +1,283 @@
+//! Cross-node routing with real nodes, containers and packets: three node hosts on one test
+//! segment and a fourth behind a router namespace (`common::hosts`). An instance on each
+//! host reaches an instance on every other host by IP and sees the caller's own instance
+//! address (no NAT inside the cluster CIDR); every node reaches every instance. Nodes on
+//! the segment route directly (host-gw: `via <peer address>`), the routed host over VXLAN
+//! (`omni-vxlan`), read back from each host's kernel. A killed node's routes vanish from
+//! the others; a gracefully stopped node leaves nothing; a node restarted after a kill
+//! drops the routes it held to a node that has gone since. At the end no omnicloud route,
+//! overlay link or VTEP address is left on any host. As root with the test images; skips
+//! loudly elsewhere (fails under OMNICLOUD_REQUIRE_ALL=1).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::hosts::Hosts;
+use common::{eventually, Api, Cluster, BIN, FAST_CLUSTER};
+use serde_json::Value;
+
+/// Apart from the hosts' 10.74.S.0/24 and 10.75.S.0/24.
+const CLUSTER_CIDR: &str = "10.93.0.0/16";
+const VXLAN: &str = "omni-vxlan";
+
+fn deployment(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: omnicloud.io/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: 1\n  \
+         selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    \
+         spec:\n      nodeSelector: {{omnicloud.io/node: {node}}}\n      containers:\n      - name: http\n        \
+         image: toolbox:latest\n        args: [workload, http, --port, \"8080\"]\n        \
+         readinessProbe: {{httpGet: {{path: /health, port: 8080}}, periodSeconds: 1}}\n"
+    )
+}
+
+/// The ready instance of Deployment `name`, once there is one.
+fn ready_instance(api: &Api, name: &str) -> Option<Value> {
+    let (_, list) = api.get(&format!(
+        "/v1/namespaces/default/instances?labelSelector=omnicloud.io/owner%3D{name}"
+    ));
+    list["items"]
+        .as_array()?
+        .iter()
+        .find(|i| i["status"]["ready"] == true)
+        .cloned()
+}
+
+/// The host pid of the container running instance `instance` on the node of `data_dir`.
+fn container_pid(data_dir: &std::path::Path, instance: &str) -> Option<u32> {
+    let out = Command::new(BIN)
+        .args(["__container", "list", "--root"])
+        .arg(data_dir.join("containers"))
+        .output()
+        .ok()?;
+    let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let prefix = format!("default.{instance}.");
+    list.as_array()?
+        .iter()
+        .find(|c| {
+            c["id"].as_str().is_some_and(|id| id.starts_with(&prefix)) && c["status"] == "running"
+        })
+        .and_then(|c| c["pid"].as_u64())
+        .map(|p| p as u32)
+}
+
+/// `busybox wget` of `url` from the network namespace at `netns` (a path); the body.
+fn fetch(netns: &str, url: &str) -> Option<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["busybox", "wget", "-q", "-O", "-", "-T", "3", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The /24 node subnet holding `ip` (node_prefix 24) and its VTEP address.
+fn subnet_of(ip: &str) -> (String, String) {
+    let base = ip.rsplit_once('.').unwrap().0;
+    (format!("{base}.0/24"), format!("{base}.0"))
+}
+
+/// Host `i`'s omnicloud routes (`ip route show proto 77`), one per line.
+fn routes(hosts: &Hosts, i: usize) -> Vec<String> {
+    hosts
+        .on_host(i, &["ip", "-4", "route", "show", "proto", "77"])
+        .lines()
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words.join(" ").replace(" proto 77", "")
+        })
+        .collect()
+}
+
+/// What host `i` should route to each peer in `alive` (by index): host-gw between hosts
+/// on the segment, VXLAN otherwise. Sorted as `ip route` lists them.
+fn expected_routes(
+    hosts: &Hosts,
+    subnets: &[(String, String)],
+    i: usize,
+    alive: &[usize],
+) -> Vec<String> {
+    let mut want: Vec<String> = alive
+        .iter()
+        .filter(|&&j| j != i)
+        .map(|&j| {
+            let (subnet, vtep) = &subnets[j];
+            if hosts.is_far(i) || hosts.is_far(j) {
+                format!("{subnet} via {vtep} dev {VXLAN} onlink")
+            } else {
+                format!("{subnet} via {} dev {}e0", hosts.ip(j), hosts.ns(i))
+            }
+        })
+        .collect();
+    want.sort();
+    want
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn has_vxlan(hosts: &Hosts, i: usize) -> bool {
+    hosts.exec(&hosts.ns(i), &["ip", "link", "show", VXLAN]).0
+}
+
+/// Omnicloud's routes, overlay link and VTEP addresses (10.93.x.0/32) left on host `i`.
+fn leftovers(hosts: &Hosts, i: usize) -> Vec<String> {
+    let mut left = routes(hosts, i);
+    if has_vxlan(hosts, i) {
+        left.push(format!("link {VXLAN}"));
+    }
+    let addrs = hosts.on_host(i, &["ip", "-4", "-o", "addr"]);
+    left.extend(
+        addrs
+            .lines()
+            .filter(|l| l.contains(" 10.93.") && l.contains(".0/32"))
+            .map(str::to_string),
+    );
+    left
+}
+
+fn wait_routes(hosts: &Hosts, subnets: &[(String, String)], i: usize, alive: &[usize]) -> Duration {
+    let t = Instant::now();
+    let want = expected_routes(hosts, subnets, i, alive);
+    eventually(Duration::from_secs(30), || {
+        (sorted(routes(hosts, i)) == want).then_some(())
+    })
+    .unwrap_or_else(|| panic!("host {i} routes {:?}, want {want:?}", routes(hosts, i)));
+    t.elapsed()
+}
+
+#[test]
+fn instances_reach_each_other_across_nodes_by_host_gw_and_vxlan() {
+    let Some(layout) = common::images::layout() else {
+        return;
+    };
+    let Some(hosts) = Hosts::new(3, 1) else {
+        return;
+    };
+    let config = format!(
+        "roles = [\"auto\"]\n{FAST_CLUSTER}[network]\ncluster_cidr = \"{CLUSTER_CIDR}\"\nnode_prefix = 24\n"
+    );
+    let mut c = Cluster::start_on(hosts.count(), &config, Some(&hosts));
+    for n in &c.nodes {
+        common::images::import(&n.dir, &layout);
+    }
+    let api = c.nodes[0].api();
+    let n = hosts.count();
+    for i in 0..n {
+        let (code, body) = api.apply(&deployment(&format!("p{i}"), &c.nodes[i].name));
+        assert_eq!(code, 200, "{body}");
+    }
+    // One ready instance per host: its address, and its container's network namespace.
+    let mut ips = Vec::new();
+    let mut netns = Vec::new();
+    for i in 0..n {
+        let inst = eventually(Duration::from_secs(120), || {
+            ready_instance(&api, &format!("p{i}"))
+        })
+        .unwrap_or_else(|| panic!("p{i} never ready on {}", c.nodes[i].name));
+        assert_eq!(inst["status"]["node"], c.nodes[i].name.as_str(), "{inst}");
+        let ip = inst["status"]["ip"].as_str().unwrap().to_string();
+        let name = inst["metadata"]["name"].as_str().unwrap();
+        let pid = eventually(Duration::from_secs(10), || {
+            container_pid(&c.nodes[i].dir, name)
+        })
+        .unwrap_or_else(|| panic!("no running container for {name}"));
+        ips.push(ip);
+        netns.push(format!("/proc/{pid}/ns/net"));
+    }
+    let subnets: Vec<(String, String)> = ips.iter().map(|ip| subnet_of(ip)).collect();
+    let all: Vec<usize> = (0..n).collect();
+
+    // The kernel of each host holds host-gw routes to segment peers and VXLAN routes to
+    // the routed host (and the overlay link only where some peer needs it).
+    for i in 0..n {
+        wait_routes(&hosts, &subnets, i, &all);
+        assert!(has_vxlan(&hosts, i), "host {i} has no {VXLAN}");
+        let link = hosts.on_host(i, &["ip", "-d", "link", "show", VXLAN]);
+        assert!(
+            link.contains("vxlan id 1 ") && link.contains("dstport 4789"),
+            "{link}"
+        );
+        let vtep = &subnets[i].1;
+        let addrs = hosts.on_host(i, &["ip", "-4", "addr", "show", "dev", VXLAN]);
+        assert!(addrs.contains(&format!("inet {vtep}/32")), "{addrs}");
+    }
+
+    // Real packets: every instance reaches every other one and is seen with its own
+    // address; every node reaches every instance.
+    for i in 0..n {
+        for j in (0..n).filter(|&j| j != i) {
+            let url = format!("http://{}:8080/peer", ips[j]);
+            let seen = eventually(Duration::from_secs(20), || fetch(&netns[i], &url))
+                .unwrap_or_else(|| panic!("instance on host {i} cannot reach {url} on host {j}"));
+            assert_eq!(
+                seen, ips[i],
+                "host {i} -> host {j}: source address rewritten"
+            );
+        }
+        for (j, ip) in ips.iter().enumerate() {
+            let url = format!("http://{ip}:8080/health");
+            let body = eventually(Duration::from_secs(20), || {
+                fetch(&format!("/run/netns/{}", hosts.ns(i)), &url)
+            })
+            .unwrap_or_else(|| panic!("node host {i} cannot reach the instance on host {j}"));
+            assert_eq!(body, "ok");
+        }
+    }
+
+    // kill -9 a node on the segment: its routes vanish from every other host.
+    c.nodes[1].kill9();
+    let alive = [0, 2, 3];
+    for &i in &alive {
+        let took = wait_routes(&hosts, &subnets, i, &alive);
+        eprintln!("host {i} dropped the killed node's route in {took:?}");
+    }
+    // Its own host keeps what it had (nothing ran to remove it).
+    assert_eq!(
+        sorted(routes(&hosts, 1)),
+        expected_routes(&hosts, &subnets, 1, &all)
+    );
+
+    // Stop the routed node: it leaves nothing behind, and the others drop the overlay.
+    let status = c.nodes[3].stop();
+    assert!(status.success(), "{status}");
+    assert_eq!(leftovers(&hosts, 3), Vec::<String>::new());
+    let alive = [0, 2];
+    for &i in &alive {
+        wait_routes(&hosts, &subnets, i, &alive);
+        eventually(Duration::from_secs(30), || {
+            (!has_vxlan(&hosts, i)).then_some(())
+        })
+        .unwrap_or_else(|| panic!("host {i} kept {VXLAN} with no overlay peer"));
+    }
+
+    // The killed node comes back: it drops its stale route to the stopped node and its
+    // overlay link, and routes to the live peers again; they route to it again.
+    c.nodes[1].restart();
+    let alive = [0, 1, 2];
+    for &i in &alive {
+        wait_routes(&hosts, &subnets, i, &alive);
+    }
+    eventually(Duration::from_secs(30), || {
+        (!has_vxlan(&hosts, 1)).then_some(())
+    })
+    .expect("the restarted node removed its stale overlay link");
+
+    // Everything deleted, every node stopped: nothing of omnicloud's routing is left.
+    for i in 0..n {
+        let (code, body) = api.delete(&format!("/v1/namespaces/default/deployments/p{i}"));
+        assert!(code < 300, "{body}");
+    }
+    for &i in &alive {
+        let status = c.nodes[i].stop();
+        assert!(status.success(), "{status}");
+    }
+    for i in 0..n {
+        assert_eq!(leftovers(&hosts, i), Vec::<String>::new(), "host {i}");
+    }
+}
