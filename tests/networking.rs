@@ -62,11 +62,11 @@ fn container_pid(data_dir: &std::path::Path, instance: &str) -> Option<u32> {
         .map(|p| p as u32)
 }
 
-/// `busybox wget` of `url` from the network namespace at `netns` (a path); the body.
+/// `curl` of `url` from the network namespace at `netns` (a path); the body.
 fn fetch(netns: &str, url: &str) -> Option<String> {
     let out = Command::new("nsenter")
         .arg(format!("--net={netns}"))
-        .args(["busybox", "wget", "-q", "-O", "-", "-T", "3", url])
+        .args(["curl", "-sf", "-m", "3", url])
         .output()
         .ok()?;
     out.status
@@ -139,6 +139,49 @@ fn leftovers(hosts: &Hosts, i: usize) -> Vec<String> {
             .map(str::to_string),
     );
     left
+}
+
+/// What the hosts' kernels say about reaching `ip` (for a failure message).
+fn diagnose(hosts: &Hosts, on: &[usize], ip: &str, from: &str) -> String {
+    let mut out = String::new();
+    let url = format!("http://{ip}:8080/health");
+    for args in [
+        &["ip", "-4", "addr"][..],
+        &["ip", "-4", "route"],
+        &["busybox", "ping", "-c", "1", "-W", "1", ip],
+        &["curl", "-sS", "-m", "3", &url],
+    ] {
+        let o = Command::new("nsenter")
+            .arg(format!("--net={from}"))
+            .args(args)
+            .output()
+            .unwrap();
+        out.push_str(&format!(
+            "instance$ {}\n{}{}\n",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    for &i in on {
+        for args in [
+            &["ip", "route", "get", ip][..],
+            &["busybox", "ping", "-c", "1", "-W", "1", ip],
+            &["ip", "-4", "route"],
+            &["ip", "-4", "addr"],
+            &["iptables", "-t", "nat", "-S"],
+            &["iptables", "-S"],
+            &[
+                "sysctl",
+                "net.ipv4.ip_forward",
+                "net.ipv4.conf.all.rp_filter",
+            ],
+        ] {
+            let (_, o, e) = hosts.exec(&hosts.ns(i), args);
+            out.push_str(&format!("host {i}$ {}\n{o}{e}\n", args.join(" ")));
+        }
+    }
+    out
 }
 
 fn wait_routes(hosts: &Hosts, subnets: &[(String, String)], i: usize, alive: &[usize]) -> Duration {
@@ -214,7 +257,12 @@ fn instances_reach_each_other_across_nodes_by_host_gw_and_vxlan() {
         for j in (0..n).filter(|&j| j != i) {
             let url = format!("http://{}:8080/peer", ips[j]);
             let seen = eventually(Duration::from_secs(20), || fetch(&netns[i], &url))
-                .unwrap_or_else(|| panic!("instance on host {i} cannot reach {url} on host {j}"));
+                .unwrap_or_else(|| {
+                    panic!(
+                        "instance on host {i} cannot reach {url} on host {j}\n{}",
+                        diagnose(&hosts, &[i, j], &ips[j], &netns[i])
+                    )
+                });
             assert_eq!(
                 seen, ips[i],
                 "host {i} -> host {j}: source address rewritten"

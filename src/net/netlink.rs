@@ -152,6 +152,10 @@ fn owned_route(r: &RouteMessage) -> bool {
 fn neighbour_dst(n: &NeighbourMessage) -> Option<Ipv4Addr> {
     n.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        // FDB (bridge family) entries carry their remote address unparsed.
+        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+            <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+        }
         _ => None,
     })
 }

@@ -2,8 +2,10 @@
 //! (network namespaces with a veth on one test bridge, 10.74.S.0/24), a router namespace
 //! joining that segment to a second one (10.75.S.0/24) with `far` more node hosts behind it
 //! (not on the first segment: the overlay path), and a "LAN client" namespace on the first
-//! segment, standing in for a laptop. The test process reaches every host directly (it has
-//! .254 on both bridges); the hosts reach the other segment only through the router.
+//! segment, standing in for a laptop. The bridges live in a switch namespace of their own
+//! (this machine's iptables never see the bridged frames). The test process reaches every
+//! host directly (it has .254 on both segments); the hosts reach the other segment only
+//! through the router.
 //!
 //! Nodes run in the hosts with [`super::Cluster::start_on`] (`Some(&hosts)`): node i on host
 //! i, bound to its address. [`Hosts::exec`] runs a command in any of the namespaces
@@ -174,7 +176,7 @@ impl Hosts {
             "ip", "link", "add", &outside, "type", "veth", "peer", "name", &inside,
         ])?;
         run(&["ip", "link", "set", &inside, "netns", ns])?;
-        run(&["ip", "link", "set", &outside, "master", bridge, "up"])?;
+        self.attach(&outside, bridge)?;
         let inns = |args: &[&str]| {
             let mut all = vec!["ip", "netns", "exec", ns];
             all.extend_from_slice(args);
@@ -186,22 +188,52 @@ impl Hosts {
         Ok(())
     }
 
+    /// Moves `link` into the switch namespace, a port of `bridge`.
+    fn attach(&self, link: &str, bridge: &str) -> Result<(), String> {
+        let switch = self.switch_ns();
+        run(&["ip", "link", "set", link, "netns", &switch])?;
+        run(&[
+            "ip", "netns", "exec", &switch, "ip", "link", "set", link, "master", bridge, "up",
+        ])?;
+        Ok(())
+    }
+
+    /// The namespace holding both bridges. Not the machine's own: with br_netfilter loaded,
+    /// frames bridged there would pass the machine's iptables (and any NAT rule of its own).
+    fn switch_ns(&self) -> String {
+        format!("{}s", self.tag)
+    }
+
     fn setup(&self) -> Result<(), String> {
         for tool in ["ip", "nsenter", "iptables"] {
             run(&["which", tool]).map_err(|_| format!("{tool} not installed"))?;
         }
         let s = self.s;
-        for (bridge, net) in [(self.lan_bridge(), 74), (self.far_bridge(), 75)] {
-            run(&["ip", "link", "add", &bridge, "type", "bridge"])?;
+        let switch = self.switch_ns();
+        run(&["ip", "netns", "add", &switch])?;
+        for (bridge, net, end) in [(self.lan_bridge(), 74, "l"), (self.far_bridge(), 75, "f")] {
+            let insw = |args: &[&str]| {
+                let mut all = vec!["ip", "netns", "exec", &switch];
+                all.extend_from_slice(args);
+                run(&all)
+            };
+            insw(&["ip", "link", "add", &bridge, "type", "bridge"])?;
+            insw(&["ip", "link", "set", &bridge, "up"])?;
+            // The test process on both segments (its API calls reach every node directly).
+            let (mine, port) = (format!("{}t{end}", self.tag), format!("{}u{end}", self.tag));
+            run(&[
+                "ip", "link", "add", &mine, "type", "veth", "peer", "name", &port,
+            ])?;
+            self.attach(&port, &bridge)?;
             run(&[
                 "ip",
                 "addr",
                 "add",
                 &format!("10.{net}.{s}.{TEST}/24"),
                 "dev",
-                &bridge,
+                &mine,
             ])?;
-            run(&["ip", "link", "set", &bridge, "up"])?;
+            run(&["ip", "link", "set", &mine, "up"])?;
         }
         let router = self.router_ns();
         run(&["ip", "netns", "add", &router])?;
@@ -254,6 +286,7 @@ impl Hosts {
         let mut all: Vec<String> = (0..self.count()).map(|i| self.ns(i)).collect();
         all.push(self.router_ns());
         all.push(self.client_ns());
+        all.push(self.switch_ns());
         all
     }
 
@@ -288,9 +321,7 @@ impl Drop for Hosts {
             }
             let _ = run(&["ip", "netns", "del", &ns]);
         }
-        let _ = run(&["ip", "link", "del", &self.lan_bridge()]);
-        let _ = run(&["ip", "link", "del", &self.far_bridge()]);
-        // Veths go with their namespace once its last process is gone.
+        // Veths and the bridges go with their namespaces once their last process is gone.
         let left = super::eventually(std::time::Duration::from_secs(10), || {
             let left = self.leftovers();
             left.is_empty().then_some(())
