@@ -329,3 +329,144 @@ fn instances_reach_each_other_across_nodes_by_host_gw_and_vxlan() {
         assert_eq!(leftovers(&hosts, i), Vec::<String>::new(), "host {i}");
     }
 }
+
+/// The kernel glue alone (no node), in a namespace of its own: a plan applied twice changes
+/// nothing the second time; a stale route of omnicloud's protocol goes and a foreign route
+/// stays; the overlay link goes with its last peer; `clear` leaves only foreign routes.
+/// The test runs itself again inside the namespace (`nsenter`), so no thread of this
+/// process has to switch namespaces.
+#[test]
+fn the_kernel_glue_is_idempotent_and_removes_only_what_it_owns() {
+    const INNER: &str = "OMNICLOUD_GLUE_UNDERLAY";
+    if let Ok(me) = std::env::var(INNER) {
+        glue_in_this_namespace(me.parse().unwrap());
+        return;
+    }
+    let Some(net) = common::netns::TestNet::new(1) else {
+        return;
+    };
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", net.ns(0)))
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_kernel_glue_is_idempotent_and_removes_only_what_it_owns",
+            "--nocapture",
+        ])
+        .env(INNER, net.ip(0))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn glue_in_this_namespace(me: std::net::Ipv4Addr) {
+    use omnicloud::config::RoutingBackend;
+    use omnicloud::model::Subnet;
+    use omnicloud::net::netlink::Kernel;
+    use omnicloud::net::routes::{self, Local, Peer};
+
+    let next = |k: u8| {
+        let [a, b, c, d] = me.octets();
+        std::net::Ipv4Addr::new(a, b, c, d + k)
+    };
+    let net = |s: &str| Subnet::parse(s).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let kernel = Kernel::connect().unwrap();
+        let underlay = kernel
+            .underlay(me)
+            .await
+            .unwrap()
+            .expect("the veth holds it");
+        let [a, b, c, _] = me.octets();
+        let segment = net(&format!("{a}.{b}.{c}.0/24"));
+        assert_eq!(underlay.connected, vec![segment]);
+        let local = Local {
+            name: "a".into(),
+            underlay: me,
+            connected: underlay.connected.clone(),
+            subnet: Some(net("10.66.0.0/24")),
+        };
+        let on_segment = Peer {
+            name: "b".into(),
+            underlay: next(1),
+            subnet: net("10.66.1.0/24"),
+        };
+        // Only programmed, never sent to.
+        let routed = Peer {
+            name: "c".into(),
+            underlay: "10.75.251.7".parse().unwrap(),
+            subnet: net("10.66.2.0/24"),
+        };
+        let both = routes::plan(RoutingBackend::Auto, &local, &[on_segment.clone(), routed]);
+        let first = kernel.apply(&both, me, &underlay).await.unwrap();
+        assert!(first.removed.is_empty(), "{first:?}");
+        assert_eq!(
+            first.added.len(),
+            6,
+            "link, address, fdb, neigh, 2 routes: {first:?}"
+        );
+        let again = kernel.apply(&both, me, &underlay).await.unwrap();
+        assert!(again.is_empty(), "a second apply changed {again:?}");
+        let fdb = sh(&["bridge", "fdb", "show", "dev", VXLAN]);
+        assert!(fdb.contains("02:0c:0a:42:02:00 dst 10.75.251.7"), "{fdb}");
+
+        // A stale route of ours goes; someone else's route stays.
+        let (stale_gw, foreign_gw) = (next(3).to_string(), next(2).to_string());
+        sh(&[
+            "ip",
+            "route",
+            "add",
+            "10.66.8.0/24",
+            "via",
+            &stale_gw,
+            "proto",
+            "77",
+        ]);
+        sh(&["ip", "route", "add", "10.66.9.0/24", "via", &foreign_gw]);
+        let fixed = kernel.apply(&both, me, &underlay).await.unwrap();
+        assert_eq!(
+            fixed.removed,
+            vec![format!("route 10.66.8.0/24 via {stale_gw}")]
+        );
+        assert!(fixed.added.is_empty(), "{fixed:?}");
+
+        // The routed peer leaves: the overlay link goes with it.
+        let one = routes::plan(RoutingBackend::Auto, &local, &[on_segment]);
+        let shrunk = kernel.apply(&one, me, &underlay).await.unwrap();
+        assert!(
+            shrunk.removed.contains(&format!("link {VXLAN}")),
+            "{shrunk:?}"
+        );
+        assert!(!sh(&["ip", "link"]).contains(VXLAN));
+
+        let cleared = kernel.clear().await.unwrap();
+        assert_eq!(
+            cleared.removed,
+            vec![format!("route 10.66.1.0/24 via {}", next(1))]
+        );
+        assert_eq!(sh(&["ip", "route", "show", "proto", "77"]), "");
+        assert!(sh(&["ip", "route"]).contains("10.66.9.0/24"));
+    });
+}
