@@ -93,10 +93,12 @@ fn routes(hosts: &Hosts, i: usize) -> Vec<String> {
 }
 
 /// What host `i` should route to each peer in `alive` (by index): host-gw between hosts
-/// on the segment, VXLAN otherwise. Sorted as `ip route` lists them.
+/// on the segment (via the peer's address in `underlays`), VXLAN otherwise. Sorted as
+/// `ip route` lists them.
 fn expected_routes(
     hosts: &Hosts,
     subnets: &[(String, String)],
+    underlays: &[String],
     i: usize,
     alive: &[usize],
 ) -> Vec<String> {
@@ -108,7 +110,7 @@ fn expected_routes(
             if hosts.is_far(i) || hosts.is_far(j) {
                 format!("{subnet} via {vtep} dev {VXLAN} onlink")
             } else {
-                format!("{subnet} via {} dev {}e0", hosts.ip(j), hosts.ns(i))
+                format!("{subnet} via {} dev {}e0", underlays[j], hosts.ns(i))
             }
         })
         .collect();
@@ -184,9 +186,15 @@ fn diagnose(hosts: &Hosts, on: &[usize], ip: &str, from: &str) -> String {
     out
 }
 
-fn wait_routes(hosts: &Hosts, subnets: &[(String, String)], i: usize, alive: &[usize]) -> Duration {
+fn wait_routes(
+    hosts: &Hosts,
+    subnets: &[(String, String)],
+    underlays: &[String],
+    i: usize,
+    alive: &[usize],
+) -> Duration {
     let t = Instant::now();
-    let want = expected_routes(hosts, subnets, i, alive);
+    let want = expected_routes(hosts, subnets, underlays, i, alive);
     eventually(Duration::from_secs(30), || {
         (sorted(routes(hosts, i)) == want).then_some(())
     })
@@ -235,11 +243,12 @@ fn instances_reach_each_other_across_nodes_by_host_gw_and_vxlan() {
     }
     let subnets: Vec<(String, String)> = ips.iter().map(|ip| subnet_of(ip)).collect();
     let all: Vec<usize> = (0..n).collect();
+    let mut underlays: Vec<String> = (0..n).map(|i| hosts.ip(i)).collect();
 
     // The kernel of each host holds host-gw routes to segment peers and VXLAN routes to
     // the routed host (and the overlay link only where some peer needs it).
     for i in 0..n {
-        wait_routes(&hosts, &subnets, i, &all);
+        wait_routes(&hosts, &subnets, &underlays, i, &all);
         assert!(has_vxlan(&hosts, i), "host {i} has no {VXLAN}");
         let link = hosts.on_host(i, &["ip", "-d", "link", "show", VXLAN]);
         assert!(
@@ -278,17 +287,46 @@ fn instances_reach_each_other_across_nodes_by_host_gw_and_vxlan() {
         }
     }
 
+    // A node moves to another address: every peer routes its subnet via the new one, and
+    // its instance (adopted across the restart) is reached there.
+    let moved = 2;
+    let status = c.nodes[moved].stop();
+    assert!(status.success(), "{status}");
+    let new_ip = hosts.add_address(moved);
+    let args: Vec<String> = c.nodes[moved]
+        .args()
+        .into_iter()
+        .map(|a| {
+            if a == underlays[moved] {
+                new_ip.clone()
+            } else {
+                a
+            }
+        })
+        .collect();
+    c.nodes[moved].set_args(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    c.nodes[moved].restart();
+    underlays[moved] = new_ip;
+    for i in 0..n {
+        let took = wait_routes(&hosts, &subnets, &underlays, i, &all);
+        eprintln!("host {i} routes the moved node's subnet via its new address after {took:?}");
+    }
+    let url = format!("http://{}:8080/peer", ips[moved]);
+    let seen = eventually(Duration::from_secs(20), || fetch(&netns[0], &url))
+        .unwrap_or_else(|| panic!("the moved node's instance is not reached"));
+    assert_eq!(seen, ips[0]);
+
     // kill -9 a node on the segment: its routes vanish from every other host.
     c.nodes[1].kill9();
     let alive = [0, 2, 3];
     for &i in &alive {
-        let took = wait_routes(&hosts, &subnets, i, &alive);
+        let took = wait_routes(&hosts, &subnets, &underlays, i, &alive);
         eprintln!("host {i} dropped the killed node's route in {took:?}");
     }
     // Its own host keeps what it had (nothing ran to remove it).
     assert_eq!(
         sorted(routes(&hosts, 1)),
-        expected_routes(&hosts, &subnets, 1, &all)
+        expected_routes(&hosts, &subnets, &underlays, 1, &all)
     );
 
     // Stop the routed node: it leaves nothing behind, and the others drop the overlay.
@@ -297,7 +335,7 @@ fn instances_reach_each_other_across_nodes_by_host_gw_and_vxlan() {
     assert_eq!(leftovers(&hosts, 3), Vec::<String>::new());
     let alive = [0, 2];
     for &i in &alive {
-        wait_routes(&hosts, &subnets, i, &alive);
+        wait_routes(&hosts, &subnets, &underlays, i, &alive);
         eventually(Duration::from_secs(30), || {
             (!has_vxlan(&hosts, i)).then_some(())
         })
@@ -309,7 +347,7 @@ fn instances_reach_each_other_across_nodes_by_host_gw_and_vxlan() {
     c.nodes[1].restart();
     let alive = [0, 1, 2];
     for &i in &alive {
-        wait_routes(&hosts, &subnets, i, &alive);
+        wait_routes(&hosts, &subnets, &underlays, i, &alive);
     }
     eventually(Duration::from_secs(30), || {
         (!has_vxlan(&hosts, 1)).then_some(())

@@ -139,6 +139,20 @@ impl Hosts {
         format!("10.75.{}.0/24", self.s)
     }
 
+    /// Gives node host `i` a second address on its segment (10.x.S.100+i), for a node that
+    /// moves to a new address; returns it.
+    pub fn add_address(&self, i: usize) -> String {
+        let first = self.ip(i);
+        let (base, _) = first.rsplit_once('.').unwrap();
+        let second = format!("{base}.{}", 100 + i);
+        let dev = format!("{}e0", self.ns(i));
+        self.on_host(
+            i,
+            &["ip", "addr", "add", &format!("{second}/24"), "dev", &dev],
+        );
+        second
+    }
+
     /// Runs `args` in namespace `ns`: (success, stdout, stderr).
     pub fn exec(&self, ns: &str, args: &[&str]) -> (bool, String, String) {
         let out = Command::new("nsenter")

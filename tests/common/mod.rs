@@ -272,6 +272,11 @@ impl TestNode {
         c.wait().unwrap()
     }
 
+    /// The extra `omnicloud node` arguments (as given, or as last set).
+    pub fn args(&self) -> Vec<String> {
+        self.extra.clone()
+    }
+
     /// Replaces the extra `omnicloud node` arguments used by the next `restart`.
     pub fn set_args(&mut self, extra: &[&str]) {
         self.extra = extra.iter().map(|s| s.to_string()).collect();
