@@ -370,7 +370,8 @@ fn instances_reach_each_other_across_nodes_by_host_gw_and_vxlan() {
 
 /// The kernel glue alone (no node), in a namespace of its own: a plan applied twice changes
 /// nothing the second time; a stale route of omnicloud's protocol goes and a foreign route
-/// stays; the overlay link goes with its last peer; `clear` leaves only foreign routes.
+/// stays; the overlay link goes with its last peer; `clear` (node stop) and `purge`
+/// (`uninstall --purge`) leave only foreign routes.
 /// The test runs itself again inside the namespace (`nsenter`), so no thread of this
 /// process has to switch namespaces.
 #[test]
@@ -506,5 +507,15 @@ fn glue_in_this_namespace(me: std::net::Ipv4Addr) {
         );
         assert_eq!(sh(&["ip", "route", "show", "proto", "77"]), "");
         assert!(sh(&["ip", "route"]).contains("10.66.9.0/24"));
+        // Again, for `uninstall --purge` below.
+        kernel.apply(&both, me, &underlay).await.unwrap();
     });
+    drop(runtime);
+    // What `uninstall --purge` runs (a killed node's leftovers): nothing of ours remains.
+    let purged = omnicloud::net::purge().unwrap();
+    assert_eq!(purged.removed.len(), 3, "{purged:?}");
+    assert_eq!(sh(&["ip", "route", "show", "proto", "77"]), "");
+    assert!(!sh(&["ip", "link"]).contains(VXLAN));
+    assert!(!sh(&["ip", "-4", "addr"]).contains("10.66.0.0/32"));
+    assert!(sh(&["ip", "route"]).contains("10.66.9.0/24"));
 }

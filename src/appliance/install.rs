@@ -286,17 +286,19 @@ pub fn uninstall(args: &UninstallArgs) -> Result<Vec<String>, ApplianceError> {
     if args.purge {
         end_workloads(&data);
         // Cross-node routes and the overlay link (a stopped node removes them itself; a
-        // killed one leaves them).
-        match crate::net::purge() {
-            Ok(changes) if !changes.is_empty() => steps.push(format!(
-                "removed {} cross-node route(s)/link(s)",
-                changes.removed.len()
-            )),
-            Ok(_) => {}
-            Err(e) => steps.push(format!(
-                "could not remove cross-node routes: {}",
-                crate::error_chain(&e)
-            )),
+        // killed one leaves them): this host's, so not for an install under `--root DIR`.
+        if args.root == Path::new("/") {
+            match crate::net::purge() {
+                Ok(changes) if !changes.is_empty() => steps.push(format!(
+                    "removed {} cross-node route(s)/link(s)",
+                    changes.removed.len()
+                )),
+                Ok(_) => {}
+                Err(e) => steps.push(format!(
+                    "could not remove cross-node routes: {}",
+                    crate::error_chain(&e)
+                )),
+            }
         }
         std::fs::remove_dir_all(&data).or_else(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Ok(()),
