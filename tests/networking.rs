@@ -219,6 +219,14 @@ fn instances_reach_each_other_across_nodes_by_host_gw_and_vxlan() {
     }
     let api = c.nodes[0].api();
     let n = hosts.count();
+    // The harness: the LAN client reaches every node, the far one through the router.
+    for i in 0..n {
+        let url = format!("http://{}:7070/readyz", hosts.ip(i));
+        let (ok, _, err) = hosts.on_client(&["curl", "-sf", "-m", "3", &url]);
+        assert!(ok, "the LAN client cannot reach node host {i}: {err}");
+    }
+    let hops = hosts.on_client(&["ip", "route", "get", &hosts.ip(n - 1)]);
+    assert!(hops.1.contains(" via "), "{hops:?}");
     for i in 0..n {
         let (code, body) = api.apply(&deployment(&format!("p{i}"), &c.nodes[i].name));
         assert_eq!(code, 200, "{body}");

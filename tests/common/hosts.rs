@@ -167,6 +167,11 @@ impl Hosts {
         )
     }
 
+    /// Runs `args` on the LAN client (e.g. `curl` a NodePort or a LoadBalancer address).
+    pub fn on_client(&self, args: &[&str]) -> (bool, String, String) {
+        self.exec(&self.client_ns(), args)
+    }
+
     /// Runs `args` on node host `i`; its stdout, panicking (with stderr) on failure.
     pub fn on_host(&self, i: usize, args: &[&str]) -> String {
         let (ok, out, err) = self.exec(&self.ns(i), args);
