@@ -1,6 +1,8 @@
 //! Test harness: real `omnicloud node` processes on loopback with free ports and temp data
 //! dirs, killed with SIGKILL or stopped with SIGTERM, and a small HTTP client for the API.
-//! Shared by every integration test file (`mod common;`).
+//! Shared by every integration test file (`mod common;`). Several hosts: `netns::TestNet`
+//! (one segment) and `hosts::Hosts` (two segments behind a router, and a LAN client), both
+//! accepted by `Cluster::start_on`.
 #![allow(dead_code)]
 
 pub mod guest;
