@@ -169,13 +169,17 @@ async fn run(
         match kernel.apply(&plan, underlay_ip, &underlay).await {
             Ok(changes) => {
                 log_changes(&changes);
+                // This node's own lease not being there yet is normal right after start.
                 let skipped: Vec<String> = plan
                     .skipped
                     .iter()
+                    .filter(|(_, why)| *why != routes::Skip::NoLocalVtep)
                     .map(|(n, why)| format!("no route to node {n}: {why}"))
                     .collect();
                 if !skipped.is_empty() {
                     say_once(&mut said, skipped.join("; "));
+                } else if !plan.skipped.is_empty() {
+                    tracing::debug!(skipped = ?plan.skipped, "routing: waiting for this node's lease");
                 }
                 applied = Some((plan, Instant::now()));
             }
