@@ -376,6 +376,78 @@ fn instances_reach_each_other_across_nodes_by_host_gw_and_vxlan() {
     }
 }
 
+/// `backend = "vxlan"` sends even same-segment peers over the overlay, and packets pass; a
+/// node configured `host-gw` routes nothing to a peer behind the router and says why in its
+/// log, naming the setting.
+#[test]
+fn forced_backends_vxlan_on_one_segment_and_host_gw_refusing_a_routed_peer() {
+    let Some(layout) = common::images::layout() else {
+        return;
+    };
+    let Some(hosts) = Hosts::new(2, 1) else {
+        return;
+    };
+    let config = format!(
+        "roles = [\"auto\"]\n{FAST_CLUSTER}[network]\ncluster_cidr = \"{CLUSTER_CIDR}\"\nnode_prefix = 24\nbackend = \"vxlan\"\n"
+    );
+    let mut c = Cluster::start_on(2, &config, Some(&hosts));
+    // The third node (behind the router) only allows host-gw.
+    let host_gw = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(host_gw.path(), config.replace("\"vxlan\"", "\"host-gw\"")).unwrap();
+    let third = c.add_on_host(&hosts, 2);
+    let mut args = c.nodes[third].args();
+    let at = args.iter().position(|a| a == "--config").unwrap();
+    args[at + 1] = host_gw.path().to_str().unwrap().to_string();
+    c.nodes[third].stop();
+    c.nodes[third].set_args(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    c.nodes[third].restart();
+
+    for n in &c.nodes[..2] {
+        common::images::import(&n.dir, &layout);
+    }
+    let api = c.nodes[0].api();
+    let mut ips = Vec::new();
+    let mut netns = Vec::new();
+    for i in 0..2 {
+        let (code, body) = api.apply(&deployment(&format!("v{i}"), &c.nodes[i].name));
+        assert_eq!(code, 200, "{body}");
+    }
+    for i in 0..2 {
+        let inst = eventually(Duration::from_secs(120), || {
+            ready_instance(&api, &format!("v{i}"))
+        })
+        .unwrap_or_else(|| panic!("v{i} never ready"));
+        let name = inst["metadata"]["name"].as_str().unwrap();
+        let pid = eventually(Duration::from_secs(10), || {
+            container_pid(&c.nodes[i].dir, name)
+        })
+        .unwrap_or_else(|| panic!("no running container for {name}"));
+        ips.push(inst["status"]["ip"].as_str().unwrap().to_string());
+        netns.push(format!("/proc/{pid}/ns/net"));
+    }
+    // Same segment, yet over the overlay both ways.
+    for (i, j) in [(0, 1), (1, 0)] {
+        let (subnet, vtep) = subnet_of(&ips[j]);
+        let want = format!("{subnet} via {vtep} dev {VXLAN} onlink");
+        eventually(Duration::from_secs(30), || {
+            routes(&hosts, i).contains(&want).then_some(())
+        })
+        .unwrap_or_else(|| panic!("host {i} routes {:?}, want {want}", routes(&hosts, i)));
+        let url = format!("http://{}:8080/peer", ips[j]);
+        let seen = eventually(Duration::from_secs(20), || fetch(&netns[i], &url))
+            .unwrap_or_else(|| panic!("host {i} -> {url} over VXLAN failed"));
+        assert_eq!(seen, ips[i]);
+    }
+    // The host-gw node: no route to the two peers off its segment, and it says why.
+    let said = eventually(Duration::from_secs(30), || {
+        let log = c.nodes[third].log();
+        log.contains("network.backend is \"host-gw\"").then_some(())
+    });
+    assert!(said.is_some(), "{}", c.nodes[third].log());
+    assert_eq!(routes(&hosts, 2), Vec::<String>::new());
+    assert!(!has_vxlan(&hosts, 2));
+}
+
 /// The kernel glue alone (no node), in a namespace of its own: a plan applied twice changes
 /// nothing the second time; a stale route of omnicloud's protocol goes and a foreign route
 /// stays; the overlay link goes with its last peer; `clear` (node stop) and `purge`

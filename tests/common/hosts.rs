@@ -52,10 +52,11 @@ fn run(args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// A third address byte S whose 10.74.S.0/24 and 10.75.S.0/24 no interface here uses.
-fn free_segment_byte() -> Option<u8> {
+/// A third address byte S whose 10.74.S.0/24 and 10.75.S.0/24 no interface here uses,
+/// starting from one picked by `n` (this process's n-th harness).
+fn free_segment_byte(n: u32) -> Option<u8> {
     let used = run(&["ip", "-4", "-o", "addr"]).unwrap_or_default();
-    let start = std::process::id() + NEXT.fetch_add(1, Ordering::SeqCst) * 7;
+    let start = std::process::id() + n * 7;
     (0..200)
         .map(|k| ((start + k) % 200 + 20) as u8)
         .find(|s| !used.contains(&format!("10.74.{s}.")) && !used.contains(&format!("10.75.{s}.")))
@@ -75,8 +76,9 @@ impl Hosts {
     /// `lan` hosts on the first segment and `far` hosts behind the router, or None (after
     /// a loud skip) where that cannot be set up.
     pub fn new(lan: usize, far: usize) -> Option<Hosts> {
-        let n = NEXT.load(Ordering::SeqCst);
-        let Some(s) = free_segment_byte() else {
+        // One number per harness: its tag and its segments differ from every other's.
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let Some(s) = free_segment_byte(n) else {
             require("a free 10.74.S.0/24", "every S is in use".into());
             return None;
         };
