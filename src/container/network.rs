@@ -148,54 +148,61 @@ impl NodeNetwork {
                 message: e.to_string(),
             }
         })?;
-        let net = NodeNetwork {
-            bridge: bridge.to_string(),
-            subnet,
-            cluster,
-            degraded: None,
-        };
-        // The rule of releases before cross-node routing masqueraded traffic to other nodes'
-        // instances too.
-        let _ = run(&iptables("-D", &net.old_nat_rule()));
-        let rule = net.nat_rule();
-        let checked = Command::new("iptables")
-            .args(&iptables("-C", &rule)[1..])
-            .output();
+        let cidr = subnet.to_string();
+        // The rule of releases before cross-node routing (it masqueraded traffic to other
+        // nodes' instances too).
+        let _ = run(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-D",
+            "POSTROUTING",
+            "-s",
+            &cidr,
+            "!",
+            "-o",
+            bridge,
+            "-j",
+            "MASQUERADE",
+        ]);
+        let cluster_cidr = cluster.to_string();
+        let rule = [
+            "-s",
+            cidr.as_str(),
+            "!",
+            "-d",
+            cluster_cidr.as_str(),
+            "!",
+            "-o",
+            bridge,
+            "-j",
+            "MASQUERADE",
+        ];
+        let check: Vec<&str> = ["iptables", "-t", "nat", "-C", "POSTROUTING"]
+            .iter()
+            .chain(&rule)
+            .copied()
+            .collect();
+        let checked = Command::new(check[0]).args(&check[1..]).output();
         let degraded = match checked {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Degraded::NoOutboundNat),
             Ok(out) if out.status.success() => None,
             _ => {
-                run(&iptables("-A", &rule))?;
+                let add: Vec<&str> = ["iptables", "-t", "nat", "-A", "POSTROUTING"]
+                    .iter()
+                    .chain(&rule)
+                    .copied()
+                    .collect();
+                run(&add)?;
                 None
             }
         };
-        Ok(NodeNetwork { degraded, ..net })
-    }
-
-    /// `-s SUBNET ! -d CLUSTER ! -o BRIDGE -j MASQUERADE`.
-    fn nat_rule(&self) -> Vec<String> {
-        let (s, c) = (self.subnet.to_string(), self.cluster.to_string());
-        [
-            "-s",
-            &s,
-            "!",
-            "-d",
-            &c,
-            "!",
-            "-o",
-            &self.bridge,
-            "-j",
-            "MASQUERADE",
-        ]
-        .map(String::from)
-        .to_vec()
-    }
-
-    fn old_nat_rule(&self) -> Vec<String> {
-        let s = self.subnet.to_string();
-        ["-s", &s, "!", "-o", &self.bridge, "-j", "MASQUERADE"]
-            .map(String::from)
-            .to_vec()
+        Ok(NodeNetwork {
+            bridge: bridge.to_string(),
+            subnet,
+            cluster,
+            degraded,
+        })
     }
 
     /// Gives the network namespace of `pid` an `eth0` on the bridge with `ip`, and a
@@ -252,17 +259,27 @@ impl NodeNetwork {
 
     /// Removes the bridge and the NAT rule (tests, uninstall).
     pub fn remove(&self) {
-        let _ = run(&iptables("-D", &self.nat_rule()));
+        let cidr = self.subnet.to_string();
+        let cluster = self.cluster.to_string();
+        let _ = run(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-D",
+            "POSTROUTING",
+            "-s",
+            &cidr,
+            "!",
+            "-d",
+            &cluster,
+            "!",
+            "-o",
+            &self.bridge,
+            "-j",
+            "MASQUERADE",
+        ]);
         let _ = run(&["ip", "link", "del", &self.bridge]);
     }
-}
-
-/// `iptables -t nat OP POSTROUTING RULE...`.
-fn iptables<'a>(op: &'a str, rule: &'a [String]) -> Vec<&'a str> {
-    ["iptables", "-t", "nat", op, "POSTROUTING"]
-        .into_iter()
-        .chain(rule.iter().map(String::as_str))
-        .collect()
 }
 
 #[cfg(test)]
