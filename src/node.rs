@@ -287,6 +287,22 @@ impl Node {
 
         // One node network (bridge, subnet, addresses) for containers and VMs.
         let node_network = crate::supervise::NodeNet::new(&config.network.bridge);
+        if roles.iter().any(|r| r == "agent" || r == "director") {
+            let (announce_control, me) = (control.clone(), config.name.clone());
+            crate::net::dataplane::spawn(
+                control.clone(),
+                config.name.clone(),
+                config.network.cluster_cidr,
+                std::sync::Arc::new(move || {
+                    crate::supervise::announce_degraded(
+                        &announce_control,
+                        &me,
+                        crate::container::network::Degraded::NoServiceDataPlane,
+                    )
+                }),
+                stop_tx.subscribe(),
+            );
+        }
         if roles.iter().any(|r| r == "agent") {
             let agent = crate::agent::AgentConfig {
                 node: config.name.clone(),

@@ -94,6 +94,9 @@ pub enum Degraded {
     /// `iptables` is not installed, so there is no MASQUERADE rule: traffic from the
     /// subnet to anything beyond the node is not translated.
     NoOutboundNat,
+    /// `iptables-restore` is not installed, so the node has no Services data plane
+    /// (cluster IPs, node ports, hostPorts); its instances run without them.
+    NoServiceDataPlane,
 }
 
 impl Degraded {
@@ -101,6 +104,7 @@ impl Degraded {
     pub fn reason(self) -> &'static str {
         match self {
             Degraded::NoOutboundNat => "NoOutboundNAT",
+            Degraded::NoServiceDataPlane => "NoServiceDataPlane",
         }
     }
 
@@ -109,6 +113,10 @@ impl Degraded {
             Degraded::NoOutboundNat => {
                 "no outbound NAT: iptables is not installed on this node (apt-get install iptables), \
                  so instances reach this node and each other but nothing beyond it"
+            }
+            Degraded::NoServiceDataPlane => {
+                "no Services data plane: iptables-restore is not installed on this node (apt-get install iptables), \
+                 so Services' cluster IPs, node ports and hostPorts do not work here; instances run without them"
             }
         }
     }
