@@ -603,6 +603,39 @@ fn service_row(name: String, o: &Value, age: String) -> Vec<String> {
     ]
 }
 
+/// `describe service/NAME`: its endpoints (ready and not) and its warnings (fields not
+/// acted on, a selector matching nothing, an unknown targetPort name).
+pub fn service_section(svc: &Value, endpoints: Option<&Value>) -> String {
+    let mut out = String::new();
+    let ready = endpoints.map_or_else(|| "<none>".to_string(), |e| endpoints_list(e, 0));
+    out.push_str(&format!("{:<20}{ready}\n", "Endpoints:"));
+    let not_ready: Vec<String> = endpoints
+        .into_iter()
+        .flat_map(|e| e["spec"]["subsets"].as_array().into_iter().flatten())
+        .flat_map(|s| s["notReadyAddresses"].as_array().into_iter().flatten())
+        .map(|a| s(&a["ip"]))
+        .collect();
+    if !not_ready.is_empty() {
+        out.push_str(&format!("{:<20}{}\n", "NotReady:", not_ready.join(",")));
+    }
+    let warnings: Vec<String> = svc["status"]["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| format!("  Warning {}: {}", s(&w["reason"]), s(&w["message"])))
+        .collect();
+    if warnings.is_empty() {
+        out.push_str("Warnings:           <none>\n");
+    } else {
+        out.push_str("Warnings:\n");
+        for w in warnings {
+            out.push_str(&w);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// `ip:port` of an Endpoints object's ready addresses, the first `max` and "+ N more"
 /// (`max` 0: all).
 pub fn endpoints_list(o: &Value, max: usize) -> String {
@@ -662,5 +695,40 @@ mod tests {
         assert_eq!(age(&ts(600)), "10m");
         assert_eq!(age(&ts(3 * 3600)), "3h");
         assert_eq!(age(&Value::Null), "<unknown>");
+    }
+
+    #[test]
+    fn service_and_endpoints_rows_and_describe() {
+        let svc = json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort", "clusterIP": "10.96.0.2",
+            "ports": [{"port": 80, "nodePort": 30080}, {"port": 53, "protocol": "UDP"}]},
+            "status": {"warnings": [{"reason": "SelectorMatchesNothing", "message": "spec.selector app=x matches no instance"}]}});
+        let r = row(Kind::Service, &svc, false);
+        assert_eq!(
+            &r[..5],
+            &[
+                "web",
+                "NodePort",
+                "10.96.0.2",
+                "<none>",
+                "80:30080/TCP,53/UDP"
+            ]
+        );
+        let ep = json!({"metadata": {"name": "web"}, "spec": {"subsets": [{
+            "addresses": [{"ip": "10.88.0.2"}, {"ip": "10.88.0.3"}, {"ip": "10.88.0.4"}, {"ip": "10.88.0.5"}],
+            "notReadyAddresses": [{"ip": "10.88.0.6"}],
+            "ports": [{"port": 8080}]}]}});
+        assert_eq!(
+            row(Kind::Endpoints, &ep, false)[1],
+            "10.88.0.2:8080,10.88.0.3:8080,10.88.0.4:8080 + 1 more..."
+        );
+        let d = service_section(&svc, Some(&ep));
+        assert!(
+            d.contains("10.88.0.5:8080") && d.contains("NotReady:           10.88.0.6"),
+            "{d}"
+        );
+        assert!(
+            d.contains("Warning SelectorMatchesNothing: spec.selector app=x"),
+            "{d}"
+        );
     }
 }
