@@ -250,6 +250,7 @@ pub fn spawn(
             if last.as_ref().is_some_and(|(f, _)| *f == fingerprint) {
                 continue;
             }
+            let wanted = !fingerprint.is_empty();
             let started = Instant::now();
             let result = tokio::task::spawn_blocking(move || sync(&inputs)).await;
             match result {
@@ -259,8 +260,10 @@ pub fn spawn(
                     }
                     last = Some((fingerprint, Instant::now()));
                 }
+                // Said only once something needs the rules: a node without Services
+                // lacks nothing.
                 Ok(Err(DataplaneError::Missing(tool))) => {
-                    if !degraded {
+                    if !degraded && wanted {
                         degraded = true;
                         tracing::warn!(
                             "{tool} is not installed: this node runs without Services' data plane"
