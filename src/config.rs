@@ -830,12 +830,14 @@ mod tests {
             let err = NodeConfig::load(&f).unwrap_err().to_string();
             assert!(err.starts_with(want), "{text:?}: {err}");
         }
-        std::fs::write(&path, "[network]\ncluster_cidr = \"10.0.0.0/8\"\nnode_prefix = 20\n[agent]\nusage_report_ms = 250\n[autoscaler]\nsync_period_ms = 1000\n").unwrap();
+        std::fs::write(&path, "[network]\ncluster_cidr = \"10.0.0.0/8\"\nnode_prefix = 20\nservice_cidr = \"172.30.0.0/16\"\nnode_port_range = \"31000-31999\"\n[agent]\nusage_report_ms = 250\n[autoscaler]\nsync_period_ms = 1000\n").unwrap();
         let mut f = flags();
         f.config = Some(path);
         let c = NodeConfig::load(&f).unwrap();
         assert_eq!(c.network.cluster_cidr.to_string(), "10.0.0.0/8");
         assert_eq!(c.network.node_prefix, 20);
+        assert_eq!(c.network.services.cidr.to_string(), "172.30.0.0/16");
+        assert_eq!(c.network.services.node_ports, (31000, 31999));
         assert_eq!(c.agent.usage_report, Duration::from_millis(250));
         assert_eq!(c.autoscaler.sync_period, Duration::from_secs(1));
     }
