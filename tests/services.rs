@@ -337,6 +337,7 @@ fn services_balance_follow_readiness_open_node_and_host_ports_and_clean_up() {
     );
 
     bad_services_are_refused(&n, node_port);
+    concurrent_creates_never_share_an_address(&n);
 
     // Delete everything: no rule of ours is left.
     assert!(n.omni_rules() > 0);
@@ -389,4 +390,63 @@ fn bad_services_are_refused(n: &ServiceNode, node_port_in_use: i64) {
         let (code, _) = n.get(&format!("/v1/namespaces/default/services/{name}"));
         assert_eq!(code, 404, "{name} was not written");
     }
+}
+
+/// Eight Services created at once all get distinct cluster IPs and node ports; of two
+/// asking for one node port at once, exactly one has it. Then they are deleted, which
+/// frees what they held.
+fn concurrent_creates_never_share_an_address(n: &ServiceNode) {
+    let api = n.node.api();
+    let created: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let api = &api;
+                s.spawn(move || {
+                    let yaml = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: race{i}}}\nspec:\n  type: NodePort\n  selector: {{app: web}}\n  ports: [{{port: 80}}]\n");
+                    let (code, v) = api.send("POST", "/v1/namespaces/default/services", &yaml);
+                    assert_eq!(code, 201, "race{i}: {v}");
+                    v
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ips: std::collections::BTreeSet<&str> = created
+        .iter()
+        .map(|v| v["spec"]["clusterIP"].as_str().unwrap())
+        .collect();
+    let ports: std::collections::BTreeSet<i64> = created
+        .iter()
+        .map(|v| v["spec"]["ports"][0]["nodePort"].as_i64().unwrap())
+        .collect();
+    assert_eq!((ips.len(), ports.len()), (8, 8), "{created:?}");
+    let codes: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let api = &api;
+                s.spawn(move || {
+                    let yaml = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: same{i}}}\nspec:\n  type: NodePort\n  ports: [{{port: 80, nodePort: 30099}}]\n");
+                    api.send("POST", "/v1/namespaces/default/services", &yaml).0
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut sorted = codes.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [201, 422],
+        "exactly one holds node port 30099: {codes:?}"
+    );
+    for name in (0..8)
+        .map(|i| format!("race{i}"))
+        .chain(["same0".into(), "same1".into()])
+    {
+        let _ = api.delete(&format!("/v1/namespaces/default/services/{name}"));
+    }
+    // Freed: node port 30099 can be taken again.
+    let (code, v) = n.apply("apiVersion: v1\nkind: Service\nmetadata: {name: again}\nspec:\n  type: NodePort\n  ports: [{port: 80, nodePort: 30099}]\n");
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(api.delete("/v1/namespaces/default/services/again").0, 200);
 }
