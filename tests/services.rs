@@ -111,16 +111,31 @@ impl ServiceNode {
             .collect()
     }
 
-    /// Lines of the node's iptables that mention our chains.
-    fn omni_rules(&self) -> usize {
+    fn iptables_save(&self) -> String {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.ns, "iptables-save"])
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Lines of the node's iptables that mention our chains.
+    fn omni_rules(&self) -> usize {
+        self.iptables_save()
             .lines()
             .filter(|l| l.contains("OMNI"))
             .count()
+    }
+
+    /// The endpoint addresses the node's rules balance `ns/name:port` over.
+    fn balanced_over(&self, id: &str) -> Vec<String> {
+        let marker = format!("--comment \"{id} -> ");
+        self.iptables_save()
+            .lines()
+            .filter(|l| l.starts_with("-A OMNI-SVC-"))
+            .filter_map(|l| l.split(&marker).nth(1))
+            .filter_map(|rest| rest.split(':').next().map(str::to_string))
+            .collect()
     }
 }
 
@@ -229,7 +244,8 @@ fn services_balance_follow_readiness_open_node_and_host_ports_and_clean_up() {
     let client = n.ready("client", 1);
     let client_pid = client[0]["status"]["pid"].as_i64().unwrap();
     eventually(Duration::from_secs(30), || {
-        (n.endpoints("web").len() == 3).then_some(())
+        (n.endpoints("web").len() == 3 && n.balanced_over("default/web:http").len() == 3)
+            .then_some(())
     })
     .unwrap_or_else(|| {
         panic!(
@@ -302,6 +318,16 @@ fn services_balance_follow_readiness_open_node_and_host_ports_and_clean_up() {
     .expect("the killed replica leaves the endpoints");
     eprintln!(
         "the killed replica left the endpoints {:?} after kill -9",
+        killed.elapsed()
+    );
+    // ...and the node's rules (unless it came back meanwhile: restarted and ready again).
+    eventually(Duration::from_secs(20), || {
+        let over = n.balanced_over("default/web:http");
+        (!over.contains(&victim_ip) || n.endpoints("web").contains(&victim_ip)).then_some(())
+    })
+    .expect("the killed replica leaves the node's rules");
+    eprintln!(
+        "...and the node's rules {:?} after kill -9",
         killed.elapsed()
     );
     for i in 0..30 {
@@ -393,8 +419,7 @@ fn bad_services_are_refused(n: &ServiceNode, node_port_in_use: i64) {
 }
 
 /// Eight Services created at once all get distinct cluster IPs and node ports; of two
-/// asking for one node port at once, exactly one has it. Then they are deleted, which
-/// frees what they held.
+/// asking for one node port at once, exactly one has it; deleting frees what they held.
 fn concurrent_creates_never_share_an_address(n: &ServiceNode) {
     let api = n.node.api();
     let created: Vec<Value> = std::thread::scope(|s| {
@@ -420,12 +445,26 @@ fn concurrent_creates_never_share_an_address(n: &ServiceNode) {
         .map(|v| v["spec"]["ports"][0]["nodePort"].as_i64().unwrap())
         .collect();
     assert_eq!((ips.len(), ports.len()), (8, 8), "{created:?}");
+    for i in 0..8 {
+        let (code, v) = api.delete(&format!("/v1/namespaces/default/services/race{i}"));
+        assert_eq!(code, 200, "{v}");
+    }
+    // A node port no Service holds.
+    let (_, list) = n.get("/v1/namespaces/default/services");
+    let held: Vec<i64> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["spec"]["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["nodePort"].as_i64())
+        .collect();
+    let free = (30000..=30100).find(|p| !held.contains(p)).unwrap();
     let codes: Vec<u16> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..2)
             .map(|i| {
                 let api = &api;
                 s.spawn(move || {
-                    let yaml = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: same{i}}}\nspec:\n  type: NodePort\n  ports: [{{port: 80, nodePort: 30099}}]\n");
+                    let yaml = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: same{i}}}\nspec:\n  type: NodePort\n  ports: [{{port: 80, nodePort: {free}}}]\n");
                     api.send("POST", "/v1/namespaces/default/services", &yaml).0
                 })
             })

@@ -12,7 +12,7 @@ use super::resources::put_command;
 use super::{ApiError, ApiState};
 
 /// Tries of an allocation that lost a race with a concurrent write.
-const ATTEMPTS: usize = 3;
+const ATTEMPTS: usize = 5;
 
 /// Fills the allocated fields of every Service in `items` (other kinds pass through).
 fn allocate(
@@ -60,10 +60,19 @@ fn allocate(
             }
             _ => None,
         });
-        service::allocate(spec, old.as_ref(), &taken, ranges).map_err(|e| (i, e.into()))?;
+        service::allocate(spec, old.as_ref(), &taken, ranges, random_start())
+            .map_err(|e| (i, e.into()))?;
         taken.add(&format!("{}/{}", key.namespace, key.name), spec);
     }
     Ok(())
+}
+
+/// A random start for the allocation scan (std's per-instance hash keys are random).
+fn random_start() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// A rejection by the apply's uniqueness check: worth allocating again.

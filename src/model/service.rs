@@ -500,9 +500,19 @@ pub fn keep_allocated(spec: &mut ServiceSpec, old: &ServiceSpec) -> Result<(), M
     Ok(())
 }
 
-/// Fills what the server allocates: `spec.clusterIP` (the lowest free address of the
-/// service CIDR, skipping network, first and broadcast addresses) and, for NodePort and
-/// LoadBalancer Services, each port's `nodePort` (the lowest free one of the range). A
+/// `lo..hi` starting at `lo + start % (hi - lo)` and wrapping around.
+fn rotated(lo: u64, hi: u64, start: u64) -> impl Iterator<Item = u64> {
+    let n = hi.saturating_sub(lo);
+    let off = if n == 0 { 0 } else { start % n };
+    (0..n).map(move |i| lo + (off + i) % n)
+}
+
+/// Fills what the server allocates: `spec.clusterIP` (the first free address of the
+/// service CIDR from `start` on, wrapping, skipping network, first and broadcast
+/// addresses) and, for NodePort and LoadBalancer Services, each port's `nodePort` (the
+/// first free one of the range from `start` on). `start` 0 gives the lowest; the API
+/// passes a random one, as Kubernetes allocates at random, so concurrent creates seldom
+/// pick the same value (the apply refuses the later of two that do). A
 /// given address outside the CIDR, a given node port outside the range, anything taken
 /// and an exhausted range are refused naming the field. `old`: the stored object on an
 /// update (its values are kept).
@@ -511,6 +521,7 @@ pub fn allocate(
     old: Option<&ServiceSpec>,
     taken: &Taken,
     ranges: &ServiceRanges,
+    start: u64,
 ) -> Result<(), ModelError> {
     if spec.cluster_ip.as_deref() == Some("") {
         spec.cluster_ip = None;
@@ -540,16 +551,21 @@ pub fn allocate(
     check_unique(spec, taken)?;
     if !spec.headless() && spec.vip().is_none() {
         let used: BTreeSet<Ipv4Addr> = taken.ips.keys().copied().collect();
-        let ip = ranges.cidr.allocate(&used).ok_or_else(|| {
-            invalid(
-                "spec.clusterIP",
-                format!(
-                    "the service CIDR {} is exhausted ({} Services hold its addresses)",
-                    ranges.cidr,
-                    used.len()
-                ),
-            )
-        })?;
+        let base = u32::from(ranges.cidr.base) as u64;
+        let size = 1u64 << (32 - ranges.cidr.prefix);
+        let ip = rotated(2, size - 1, start)
+            .map(|i| Ipv4Addr::from((base + i) as u32))
+            .find(|ip| !used.contains(ip))
+            .ok_or_else(|| {
+                invalid(
+                    "spec.clusterIP",
+                    format!(
+                        "the service CIDR {} is exhausted ({} Services hold its addresses)",
+                        ranges.cidr,
+                        used.len()
+                    ),
+                )
+            })?;
         spec.cluster_ip = Some(ip.to_string());
         if spec.cluster_ips.is_some() {
             spec.cluster_ips = Some(vec![ip.to_string()]);
@@ -567,7 +583,9 @@ pub fn allocate(
                 continue;
             }
             let proto = spec.ports[i].protocol();
-            let free = (lo as i64..=hi as i64).find(|n| !used.contains(&(*n, proto)));
+            let free = rotated(lo as u64, hi as u64 + 1, start)
+                .map(|n| n as i64)
+                .find(|n| !used.contains(&(*n, proto)));
             let Some(np) = free else {
                 return Err(invalid(
                     &format!("spec.ports[{i}].nodePort"),

@@ -138,7 +138,7 @@ fn node_port_spec(ports: &[(i64, Option<i64>)]) -> ServiceSpec {
 fn allocation_fills_keeps_and_refuses() {
     let mut taken = Taken::default();
     let mut a = node_port_spec(&[(80, None), (443, None)]);
-    allocate(&mut a, None, &taken, &ranges()).unwrap();
+    allocate(&mut a, None, &taken, &ranges(), 0).unwrap();
     assert_eq!(a.cluster_ip.as_deref(), Some("10.96.0.2"));
     assert_eq!(a.ports[0].node_port, Some(30000));
     assert_eq!(a.ports[1].node_port, Some(30001));
@@ -146,7 +146,7 @@ fn allocation_fills_keeps_and_refuses() {
 
     // A given node port in use names the port and its holder.
     let mut b = node_port_spec(&[(80, Some(30001))]);
-    let e = allocate(&mut b, None, &taken, &ranges()).unwrap_err();
+    let e = allocate(&mut b, None, &taken, &ranges(), 0).unwrap_err();
     assert_eq!(e.field, "spec.ports[0].nodePort");
     assert!(
         e.message.contains("30001") && e.message.contains("default/a"),
@@ -156,17 +156,21 @@ fn allocation_fills_keeps_and_refuses() {
     let mut c = node_port_spec(&[(80, None)]);
     c.cluster_ip = Some("10.97.0.1".into());
     assert_eq!(
-        allocate(&mut c, None, &taken, &ranges()).unwrap_err().field,
+        allocate(&mut c, None, &taken, &ranges(), 0)
+            .unwrap_err()
+            .field,
         "spec.clusterIP"
     );
     let mut d = node_port_spec(&[(80, Some(31000))]);
     assert_eq!(
-        allocate(&mut d, None, &taken, &ranges()).unwrap_err().field,
+        allocate(&mut d, None, &taken, &ranges(), 0)
+            .unwrap_err()
+            .field,
         "spec.ports[0].nodePort"
     );
     // The range exhausted: one left, two asked.
     let mut e2 = node_port_spec(&[(80, None), (81, None)]);
-    let e = allocate(&mut e2, None, &taken, &ranges()).unwrap_err();
+    let e = allocate(&mut e2, None, &taken, &ranges(), 0).unwrap_err();
     assert_eq!(e.field, "spec.ports[1].nodePort");
     assert!(e.message.contains("exhausted"), "{e}");
 
@@ -176,13 +180,13 @@ fn allocation_fills_keeps_and_refuses() {
     others
         .ips
         .insert("10.96.0.3".parse().unwrap(), "default/x".into());
-    allocate(&mut update, Some(&a), &others, &ranges()).unwrap();
+    allocate(&mut update, Some(&a), &others, &ranges(), 0).unwrap();
     assert_eq!(update.cluster_ip, a.cluster_ip);
     assert_eq!(update.ports[1].node_port, Some(30001));
     let mut moved = node_port_spec(&[(80, None)]);
     moved.cluster_ip = Some("10.96.0.5".into());
     assert_eq!(
-        allocate(&mut moved, Some(&a), &others, &ranges())
+        allocate(&mut moved, Some(&a), &others, &ranges(), 0)
             .unwrap_err()
             .field,
         "spec.clusterIP"
@@ -201,7 +205,7 @@ fn allocation_fills_keeps_and_refuses() {
         }],
         ..Default::default()
     };
-    let e = allocate(&mut f, None, &full, &ranges()).unwrap_err();
+    let e = allocate(&mut f, None, &full, &ranges(), 0).unwrap_err();
     assert_eq!(e.field, "spec.clusterIP");
     assert!(e.message.contains("exhausted"), "{e}");
     // Headless takes no address.
@@ -209,7 +213,7 @@ fn allocation_fills_keeps_and_refuses() {
         cluster_ip: Some("None".into()),
         ..Default::default()
     };
-    allocate(&mut h, None, &full, &ranges()).unwrap();
+    allocate(&mut h, None, &full, &ranges(), 0).unwrap();
     assert_eq!(h.cluster_ip.as_deref(), Some("None"));
 }
 
@@ -229,4 +233,24 @@ fn endpoints_parse_in_the_core_v1_shape() {
     )
     .unwrap_err();
     assert_eq!(bad.field, "spec.subsets[0].addresses[0].ip");
+}
+
+#[test]
+fn a_start_spreads_allocations_and_wraps() {
+    let taken = Taken::default();
+    let mut a = node_port_spec(&[(80, None)]);
+    allocate(&mut a, None, &taken, &ranges(), 4).unwrap();
+    // Addresses .2 to .6 (5 of them): start 4 is .6; node ports 30000-30002: start 4 is 30001.
+    assert_eq!(a.cluster_ip.as_deref(), Some("10.96.0.6"));
+    assert_eq!(a.ports[0].node_port, Some(30001));
+    let mut t = Taken::default();
+    t.add("default/a", &a);
+    let mut b = node_port_spec(&[(80, None)]);
+    allocate(&mut b, None, &t, &ranges(), 4).unwrap();
+    assert_eq!(
+        b.cluster_ip.as_deref(),
+        Some("10.96.0.2"),
+        "wraps past the end"
+    );
+    assert_eq!(b.ports[0].node_port, Some(30002));
 }
