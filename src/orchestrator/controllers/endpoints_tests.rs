@@ -144,3 +144,19 @@ fn endpoints_of_a_deleted_service_go_and_unchanged_ones_are_not_rewritten() {
         .iter()
         .any(|c| matches!(c, Command::Delete { key, .. } if key.kind == Kind::Endpoints)));
 }
+
+#[test]
+fn vm_replicas_are_endpoints_by_number() {
+    let vm = resource(json!({
+        "apiVersion": "omnicloud.io/v1", "kind": "Instance",
+        "metadata": {"name": "guest-0", "namespace": "default", "labels": {"app": "web"}},
+        "spec": {"nodeName": "n1", "revision": "r1", "vm": {
+            "cpu": {"cores": 1}, "memory": {"guest": "64Mi"}, "network": {"bridge": true},
+        }},
+        "status": {"phase": "Running", "ready": true, "restarts": 0, "ip": "10.88.0.9", "revision": "r1"},
+    }));
+    let w = world(vec![vm], json!([{"port": 80, "targetPort": 8080}]));
+    let e = endpoints_of(&plan_all(&w)).unwrap();
+    assert_eq!(e.subsets[0].addresses[0].ip, "10.88.0.9");
+    assert_eq!(e.subsets[0].ports[0].port, 8080);
+}
