@@ -26,7 +26,7 @@ use crate::orchestrator::ControlPlane;
 use crate::store::ObjectKey;
 
 /// Full re-check of the kernel's rules even without a change.
-pub const RESYNC: Duration = Duration::from_secs(10);
+pub const RESYNC: Duration = Duration::from_secs(30);
 /// Pause after a change so a burst costs one apply.
 const SETTLE: Duration = Duration::from_millis(20);
 
