@@ -489,3 +489,69 @@ fn concurrent_creates_never_share_an_address(n: &ServiceNode) {
     assert_eq!(code, 200, "{v}");
     assert_eq!(api.delete("/v1/namespaces/default/services/again").0, 200);
 }
+
+/// A node without iptables runs on and says once that it has no Services data plane: one
+/// Warning event about the node, once a Service needs the rules.
+#[test]
+fn without_iptables_the_node_says_it_has_no_service_data_plane() {
+    if !omnicloud::config::is_root() {
+        common::netns::require("root", "the agent role needs root".into());
+        return;
+    }
+    // A PATH with nothing on it: no iptables (nor anything else the node would run).
+    let tools = tempfile::tempdir().unwrap();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[network]\ncluster_cidr = \"10.83.0.0/16\"\nbridge = \"ocnosvc0\"\n",
+    )
+    .unwrap();
+    let node = TestNode::start_env(
+        "nosvc",
+        &[
+            "--roles",
+            "auto",
+            "--config",
+            config.path().to_str().unwrap(),
+        ],
+        &[("PATH", tools.path().to_str().unwrap())],
+    );
+    let (code, v) = node.api().apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n",
+    );
+    assert_eq!(code, 200, "{v}");
+    let events = |node: &TestNode| -> Vec<Value> {
+        let (_, v) = node.api().get("/v1/namespaces/default/events");
+        v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["spec"]["reason"] == "NoServiceDataPlane")
+            .cloned()
+            .collect()
+    };
+    let said = eventually(Duration::from_secs(30), || {
+        let e = events(&node);
+        (!e.is_empty()).then_some(e)
+    })
+    .unwrap_or_else(|| panic!("no NoServiceDataPlane event; log:\n{}", node.log()));
+    let spec = &said[0]["spec"];
+    assert_eq!(spec["type"], "Warning");
+    assert_eq!(spec["involvedObject"]["kind"], "Node");
+    assert!(
+        spec["message"]
+            .as_str()
+            .unwrap()
+            .contains("apt-get install iptables"),
+        "{spec}"
+    );
+    // Another Service is another change, not another event.
+    let (code, _) = node.api().apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec:\n  ports: [{port: 5432}]\n",
+    );
+    assert_eq!(code, 200);
+    std::thread::sleep(Duration::from_secs(2));
+    let again = events(&node);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0]["spec"]["count"], 1, "said once: {again:?}");
+}
