@@ -1,6 +1,7 @@
 //! Services on one real node, as root with the test images: a 3-replica Deployment of
 //! busybox httpd (each replica answers with its instance name) behind a ClusterIP Service,
-//! reached by a client instance at `VIP:80` (every replica answers); a replica killed with
+//! reached by a client instance at `VIP:80` (every replica answers, and a replica reaching
+//! its own Service is answered by itself: hairpin); a replica killed with
 //! kill -9 leaves the endpoints and no request fails after; a NodePort reached on the
 //! node's address from outside the node; a hostPort; bad Services refused naming the field
 //! with nothing written; and deleting everything leaves no OMNI chain or rule.
@@ -302,6 +303,23 @@ fn services_balance_follow_readiness_open_node_and_host_ports_and_clean_up() {
         assert!(seen.contains_key(name), "{name} never answered: {seen:?}");
     }
     assert_eq!(seen.values().sum::<u32>(), 60);
+
+    // Hairpin: a replica reaching its own Service is sometimes answered by itself.
+    let own = &replicas[1];
+    let own_name = own["metadata"]["name"].as_str().unwrap();
+    let own_pid = own["status"]["pid"].as_i64().unwrap();
+    let mut answers = Vec::new();
+    let hairpin = (0..60).any(|_| {
+        let body = fetch_from(own_pid, &format!("http://{vip}:80/"));
+        let mine = body.as_deref() == Ok(own_name);
+        answers.push(body);
+        mine
+    });
+    assert!(
+        hairpin,
+        "{own_name} never answered itself through {vip}: {answers:?}"
+    );
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
 
     // kill -9 one replica's container: it leaves the endpoints, and no request fails after.
     let victim = &replicas[0];

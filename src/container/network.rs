@@ -193,10 +193,14 @@ impl NodeNetwork {
             let _ = run(&["ip", "link", "del", &host]);
         }
         // Two processes in all: one `ip -batch` on the host side, one inside the netns.
+        // Hairpin on the bridge port: with br_netfilter, a connection from an instance to
+        // a Service address that picks the same instance is DNATed while bridged and
+        // must go back out the port it came in on.
         let gateway = self.subnet.gateway();
         let outside = format!(
             "link add {host} type veth peer name {peer}\n\
              link set {host} master {bridge} up\n\
+             link set {host} type bridge_slave hairpin on\n\
              link set {peer} netns {pid}\n\
              neigh flush to {ip} dev {bridge}\n",
             bridge = self.bridge
