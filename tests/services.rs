@@ -282,18 +282,9 @@ fn services_balance_follow_readiness_open_node_and_host_ports_and_clean_up() {
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for i in 0..60 {
         let body = fetch_from(client_pid, &format!("http://{vip}:80/")).unwrap_or_else(|e| {
-            let save = Command::new("ip")
-                .args(["netns", "exec", &n.ns, "iptables-save"])
-                .output()
-                .unwrap();
-            let direct = fetch_from(client_pid, &format!("http://{}:8080/", n.endpoints("web")[0]));
-            if std::env::var("OMNI_SVC_PAUSE").is_ok() {
-                eprintln!("PAUSED pid {client_pid} ns {}", n.ns);
-                std::thread::sleep(Duration::from_secs(300));
-            }
             panic!(
-                "request {i} to {vip}:80 failed: {e}; straight to an endpoint: {direct:?}; rules:\n{}",
-                String::from_utf8_lossy(&save.stdout)
+                "request {i} to {vip}:80 failed: {e}; the node's rules:\n{}",
+                n.iptables_save()
             )
         });
         *seen.entry(body).or_default() += 1;
