@@ -18,8 +18,9 @@
 //! - `OMNI-MARK-MASQ` sets mark 0x4000; `OMNI-POSTROUTING` (from POSTROUTING)
 //!   masquerades marked packets once.
 //! - filter `OMNI-FILTER` (from FORWARD and OUTPUT): rejects connections to a service port
-//!   without endpoints (instead of letting them time out) and accepts forwarded
-//!   service traffic where the FORWARD policy drops.
+//!   without endpoints (instead of letting them time out) and accepts forwarded Service
+//!   traffic (marked, or DNATed to and from the cluster CIDR) where the FORWARD policy
+//!   drops.
 //!
 //! A chain that existed and is no longer wanted is flushed and deleted in the same
 //! payload. With no Service and no hostPort left, the payload removes every omnicloud
@@ -259,10 +260,18 @@ pub fn payload(inputs: &Inputs, current: &Current) -> Option<String> {
         FILTER,
         &format!("-m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT"),
     );
-    filter.rule(
-        FILTER,
-        "-m conntrack --ctstate DNAT -m comment --comment \"forwarded service traffic\" -j ACCEPT",
-    );
+    // Forwarded Service connections (DNATed to an instance and their replies), and only
+    // those: other DNATed traffic of the host stays with its own firewall rules.
+    if let Some(cidr) = inputs.cluster_cidr {
+        for dir in ["-d", "-s"] {
+            filter.rule(
+                FILTER,
+                &format!(
+                    "{dir} {cidr} -m conntrack --ctstate DNAT -m comment --comment \"forwarded service traffic\" -j ACCEPT"
+                ),
+            );
+        }
+    }
     let mut out = String::new();
     for (table, rules) in [("nat", &nat), ("filter", &filter)] {
         let empty = BTreeSet::new();

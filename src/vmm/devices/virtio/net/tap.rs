@@ -155,7 +155,9 @@ impl Tap {
             // through a bridge with br_netfilter is answered (best effort: a kernel
             // without the knob still runs the VM).
             let _ = std::fs::write(
-                Path::new("/sys/class/net").join(name).join("brport/hairpin_mode"),
+                Path::new("/sys/class/net")
+                    .join(name)
+                    .join("brport/hairpin_mode"),
                 "1",
             );
         }
