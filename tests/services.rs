@@ -372,6 +372,7 @@ fn services_balance_follow_readiness_open_node_and_host_ports_and_clean_up() {
     );
 
     bad_services_are_refused(&n, node_port);
+    warnings_and_updates(&n, &vip);
     concurrent_creates_never_share_an_address(&n);
 
     // Delete everything: no rule of ours is left.
@@ -563,4 +564,38 @@ fn without_iptables_the_node_says_it_has_no_service_data_plane() {
     let again = events(&node);
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!(again[0]["spec"]["count"], 1, "said once: {again:?}");
+}
+
+/// A re-applied manifest keeps the allocated address; fields not acted on and a selector
+/// matching nothing are said in `describe`.
+fn warnings_and_updates(n: &ServiceNode, vip: &str) {
+    let (code, v) = n.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, labels: {tier: front}}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: http}]\n",
+    );
+    assert_eq!(code, 200, "{v}");
+    let (_, web) = n.get("/v1/namespaces/default/services/web");
+    assert_eq!(
+        web["spec"]["clusterIP"], vip,
+        "an update keeps the address: {web}"
+    );
+    let (code, v) = n.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: lonely}\nspec:\n  selector: {app: nothing}\n  sessionAffinity: ClientIP\n  ports: [{port: 80}]\n",
+    );
+    assert_eq!(code, 200, "{v}");
+    let out = eventually(Duration::from_secs(20), || {
+        let (ok, out, _) = n.node.cli(&["describe", "service/lonely"]);
+        (ok && out.contains("SelectorMatchesNothing")).then_some(out)
+    })
+    .expect("describe says the selector matches nothing");
+    assert!(
+        out.contains("FieldNotActedOn: spec.sessionAffinity"),
+        "{out}"
+    );
+    assert_eq!(
+        n.node
+            .api()
+            .delete("/v1/namespaces/default/services/lonely")
+            .0,
+        200
+    );
 }
