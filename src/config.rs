@@ -78,6 +78,8 @@ struct FileNetwork {
     node_prefix: u8,
     bridge: String,
     backend: String,
+    service_cidr: String,
+    node_port_range: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -260,6 +262,8 @@ pub struct NetworkSettings {
     pub bridge: String,
     /// How this node routes to peers' subnets (`net::routes`).
     pub backend: RoutingBackend,
+    /// Where Services' cluster IPs and node ports come from.
+    pub services: crate::model::service::ServiceRanges,
 }
 
 /// `[network] backend`: how nodes reach each other's instance subnets.
@@ -538,7 +542,45 @@ impl FileNetwork {
             node_prefix: self.node_prefix,
             bridge: self.bridge.clone(),
             backend,
+            services: self.service_ranges(cluster_cidr)?,
         })
+    }
+
+    /// `service_cidr` (disjoint from the cluster CIDR) and `node_port_range` (`LO-HI`).
+    fn service_ranges(
+        &self,
+        cluster_cidr: crate::model::Subnet,
+    ) -> Result<crate::model::service::ServiceRanges, ConfigError> {
+        let cidr = crate::model::Subnet::parse(&self.service_cidr).ok_or_else(|| {
+            invalid(
+                "network.service_cidr",
+                format!(
+                    "\"{}\" is not an IPv4 CIDR (/8 to /30) like 10.96.0.0/16",
+                    self.service_cidr
+                ),
+            )
+        })?;
+        if cidr.contains(cluster_cidr.base) || cluster_cidr.contains(cidr.base) {
+            return Err(invalid(
+                "network.service_cidr",
+                format!("{cidr} overlaps the cluster CIDR {cluster_cidr}"),
+            ));
+        }
+        let range = self
+            .node_port_range
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+            .filter(|(a, b)| *a >= 1 && a <= b);
+        let Some(node_ports) = range else {
+            return Err(invalid(
+                "network.node_port_range",
+                format!(
+                    "\"{}\" is not a port range LOW-HIGH like 30000-32767",
+                    self.node_port_range
+                ),
+            ));
+        };
+        Ok(crate::model::service::ServiceRanges { cidr, node_ports })
     }
 }
 
@@ -795,6 +837,14 @@ mod tests {
                 "network.backend: \"flannel\" is not a backend: expected \"auto\"",
             ),
             (
+                "[network]\nservice_cidr = \"10.88.128.0/20\"",
+                "network.service_cidr: 10.88.128.0/20 overlaps the cluster CIDR",
+            ),
+            (
+                "[network]\nnode_port_range = \"32767-30000\"",
+                "network.node_port_range:",
+            ),
+            (
                 "[agent]\nlog_max_bytes = 10",
                 "agent.log_max_bytes: must be at least",
             ),
@@ -818,12 +868,14 @@ mod tests {
             let err = NodeConfig::load(&f).unwrap_err().to_string();
             assert!(err.starts_with(want), "{text:?}: {err}");
         }
-        std::fs::write(&path, "[network]\ncluster_cidr = \"10.0.0.0/8\"\nnode_prefix = 20\n[agent]\nusage_report_ms = 250\n[autoscaler]\nsync_period_ms = 1000\n").unwrap();
+        std::fs::write(&path, "[network]\ncluster_cidr = \"10.0.0.0/8\"\nnode_prefix = 20\nservice_cidr = \"172.30.0.0/16\"\nnode_port_range = \"31000-31999\"\n[agent]\nusage_report_ms = 250\n[autoscaler]\nsync_period_ms = 1000\n").unwrap();
         let mut f = flags();
         f.config = Some(path);
         let c = NodeConfig::load(&f).unwrap();
         assert_eq!(c.network.cluster_cidr.to_string(), "10.0.0.0/8");
         assert_eq!(c.network.node_prefix, 20);
+        assert_eq!(c.network.services.cidr.to_string(), "172.30.0.0/16");
+        assert_eq!(c.network.services.node_ports, (31000, 31999));
         assert_eq!(c.agent.usage_report, Duration::from_millis(250));
         assert_eq!(c.autoscaler.sync_period, Duration::from_secs(1));
     }

@@ -299,6 +299,22 @@ impl Node {
         // One node network (bridge, subnet, addresses) for containers and VMs.
         let node_network =
             crate::supervise::NodeNet::new(&config.network.bridge, config.network.cluster_cidr);
+        if roles.iter().any(|r| r == "agent" || r == "director") {
+            let (announce_control, me) = (control.clone(), config.name.clone());
+            crate::net::dataplane::spawn(
+                control.clone(),
+                config.name.clone(),
+                config.network.cluster_cidr,
+                std::sync::Arc::new(move || {
+                    crate::supervise::announce_degraded(
+                        &announce_control,
+                        &me,
+                        crate::container::network::Degraded::NoServiceDataPlane,
+                    )
+                }),
+                stop_tx.subscribe(),
+            );
+        }
         if roles.iter().any(|r| r == "agent") {
             let agent = crate::agent::AgentConfig {
                 node: config.name.clone(),
@@ -341,6 +357,7 @@ impl Node {
             admin_token,
             metrics: api_metrics,
             max_body_bytes: config.max_body_bytes,
+            services: config.network.services,
             node_name: config.name.clone(),
             data_dir: config.data_dir.clone(),
             started: Instant::now(),

@@ -300,6 +300,13 @@ pub fn uninstall(args: &UninstallArgs) -> Result<Vec<String>, ApplianceError> {
                 )),
             }
         }
+        // The Services rules are the host's own (not under --root): only a real uninstall.
+        if args.root == Path::new("/") {
+            match crate::net::dataplane::purge() {
+                Ok(()) => steps.push("removed the Services rules (iptables OMNI-* chains)".into()),
+                Err(e) => steps.push(format!("could not remove the Services rules: {e}")),
+            }
+        }
         std::fs::remove_dir_all(&data).or_else(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Ok(()),
             _ => Err(ApplianceError::io(format!("removing {}", data.display()))(

@@ -420,6 +420,13 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
             let client = conn.client();
             let o = client.get_json(&object_path(kind, namespace.as_deref(), &name))?;
             print!("{}", output::describe(&o));
+            if kind == Kind::Service {
+                let ns = o["metadata"]["namespace"].as_str().unwrap_or("default");
+                let ep = client
+                    .get_json(&format!("/v1/namespaces/{ns}/endpoints/{name}"))
+                    .ok();
+                print!("{}", output::service_section(&o, ep.as_ref()));
+            }
             if kind.has_replicas() {
                 println!(
                     "{:<20}{}",

@@ -96,6 +96,9 @@ pub enum Degraded {
     /// `iptables` is not installed, so there is no MASQUERADE rule: traffic from the
     /// subnet to anything beyond the node is not translated.
     NoOutboundNat,
+    /// `iptables-restore` is not installed, so the node has no Services data plane
+    /// (cluster IPs, node ports, hostPorts); its instances run without them.
+    NoServiceDataPlane,
 }
 
 impl Degraded {
@@ -103,6 +106,7 @@ impl Degraded {
     pub fn reason(self) -> &'static str {
         match self {
             Degraded::NoOutboundNat => "NoOutboundNAT",
+            Degraded::NoServiceDataPlane => "NoServiceDataPlane",
         }
     }
 
@@ -111,6 +115,10 @@ impl Degraded {
             Degraded::NoOutboundNat => {
                 "no outbound NAT: iptables is not installed on this node (apt-get install iptables), \
                  so instances reach this node and each other but nothing beyond it"
+            }
+            Degraded::NoServiceDataPlane => {
+                "no Services data plane: iptables-restore is not installed on this node (apt-get install iptables), \
+                 so Services' cluster IPs, node ports and hostPorts do not work here; instances run without them"
             }
         }
     }
@@ -221,10 +229,14 @@ impl NodeNetwork {
             let _ = run(&["ip", "link", "del", &host]);
         }
         // Two processes in all: one `ip -batch` on the host side, one inside the netns.
+        // Hairpin on the bridge port: with br_netfilter, a connection from an instance to
+        // a Service address that picks the same instance is DNATed while bridged and
+        // must go back out the port it came in on.
         let gateway = self.subnet.gateway();
         let outside = format!(
             "link add {host} type veth peer name {peer}\n\
              link set {host} master {bridge} up\n\
+             link set {host} type bridge_slave hairpin on\n\
              link set {peer} netns {pid}\n\
              neigh flush to {ip} dev {bridge}\n",
             bridge = self.bridge

@@ -11,7 +11,14 @@
 //!   resync every few seconds, repairing anything changed behind its back), and removes
 //!   everything it owns when the node stops.
 //!
-//! Threads/actors: one tokio task per node (`reconcile::spawn`). May call: `orchestrator`
+//! - `service`: the Services data plane as a pure function (Services, Endpoints and
+//!   hostPorts -> one `iptables-restore` payload over omnicloud's chains). Tested
+//!   without root.
+//! - `dataplane`: the thin glue that applies it on every node in one step per change,
+//!   idempotent across restarts, and removes it all on purge.
+//!
+//! Threads/actors: one tokio task per node for routing (`reconcile::spawn`), one for the
+//! Services data plane (`dataplane::spawn`). May call: `orchestrator`
 //! (the local replica, read only), `cluster` (membership), `config`, `model`.
 
 pub mod netlink;
@@ -35,3 +42,6 @@ pub enum NetError {
     #[error("starting a runtime for netlink")]
     Runtime(#[source] std::io::Error),
 }
+
+pub mod dataplane;
+pub mod service;
