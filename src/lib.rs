@@ -41,6 +41,7 @@ pub mod config;
 pub mod container;
 pub mod director;
 pub mod model;
+pub mod net;
 pub mod node;
 pub mod orchestrator;
 pub mod store;
