@@ -189,6 +189,17 @@ impl Announcer {
     }
 }
 
+/// Removes every address this module put on an interface, from a process without a
+/// runtime (the fencing watchdog, once the node process is gone: a dead node must stop
+/// answering ARP for addresses another node now announces).
+pub fn release_all_blocking() -> Result<(), AnnounceError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AnnounceError::Socket)?;
+    rt.block_on(async { Announcer::new()?.reconcile(&BTreeSet::new()).await.map(drop) })
+}
+
 /// `<ifname>:olb`, cut to the kernel's 15 bytes (the interface name comes first).
 fn label(interface: &str) -> String {
     let keep = 15usize
