@@ -77,6 +77,8 @@ struct FileNetwork {
     cluster_cidr: String,
     node_prefix: u8,
     bridge: String,
+    service_cidr: String,
+    node_port_range: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,6 +259,8 @@ pub struct NetworkSettings {
     pub cluster_cidr: crate::model::Subnet,
     pub node_prefix: u8,
     pub bridge: String,
+    /// Where Services' cluster IPs and node ports come from.
+    pub services: crate::model::service::ServiceRanges,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -504,7 +508,45 @@ impl FileNetwork {
             cluster_cidr,
             node_prefix: self.node_prefix,
             bridge: self.bridge.clone(),
+            services: self.service_ranges(cluster_cidr)?,
         })
+    }
+
+    /// `service_cidr` (disjoint from the cluster CIDR) and `node_port_range` (`LO-HI`).
+    fn service_ranges(
+        &self,
+        cluster_cidr: crate::model::Subnet,
+    ) -> Result<crate::model::service::ServiceRanges, ConfigError> {
+        let cidr = crate::model::Subnet::parse(&self.service_cidr).ok_or_else(|| {
+            invalid(
+                "network.service_cidr",
+                format!(
+                    "\"{}\" is not an IPv4 CIDR (/8 to /30) like 10.96.0.0/16",
+                    self.service_cidr
+                ),
+            )
+        })?;
+        if cidr.contains(cluster_cidr.base) || cluster_cidr.contains(cidr.base) {
+            return Err(invalid(
+                "network.service_cidr",
+                format!("{cidr} overlaps the cluster CIDR {cluster_cidr}"),
+            ));
+        }
+        let range = self
+            .node_port_range
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+            .filter(|(a, b)| *a >= 1 && a <= b);
+        let Some(node_ports) = range else {
+            return Err(invalid(
+                "network.node_port_range",
+                format!(
+                    "\"{}\" is not a port range LOW-HIGH like 30000-32767",
+                    self.node_port_range
+                ),
+            ));
+        };
+        Ok(crate::model::service::ServiceRanges { cidr, node_ports })
     }
 }
 
@@ -756,6 +798,14 @@ mod tests {
                 "network.node_prefix: must be between",
             ),
             ("[network]\nbridge = \"a bridge\"", "network.bridge:"),
+            (
+                "[network]\nservice_cidr = \"10.88.128.0/20\"",
+                "network.service_cidr: 10.88.128.0/20 overlaps the cluster CIDR",
+            ),
+            (
+                "[network]\nnode_port_range = \"32767-30000\"",
+                "network.node_port_range:",
+            ),
             (
                 "[agent]\nlog_max_bytes = 10",
                 "agent.log_max_bytes: must be at least",

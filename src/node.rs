@@ -329,6 +329,7 @@ impl Node {
             admin_token,
             metrics: api_metrics,
             max_body_bytes: config.max_body_bytes,
+            services: config.network.services,
             node_name: config.name.clone(),
             data_dir: config.data_dir.clone(),
             started: Instant::now(),

@@ -20,6 +20,7 @@ pub mod metrics;
 mod registry;
 mod resources;
 mod scrape;
+mod services;
 mod watch;
 
 use std::net::TcpListener;
@@ -51,6 +52,8 @@ pub struct ApiState {
     pub admin_token: String,
     pub metrics: ApiMetrics,
     pub max_body_bytes: usize,
+    /// Where Services' cluster IPs and node ports are allocated from.
+    pub services: crate::model::service::ServiceRanges,
     pub node_name: String,
     /// The node's data dir (instance logs live under it).
     pub data_dir: std::path::PathBuf,

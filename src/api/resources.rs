@@ -149,7 +149,11 @@ fn expected_version(resource: &Resource) -> Result<Option<u64>, ApiError> {
     })
 }
 
-fn put_command(resource: &Resource, key: ObjectKey, mode: PutMode) -> Result<Command, ApiError> {
+pub(super) fn put_command(
+    resource: &Resource,
+    key: ObjectKey,
+    mode: PutMode,
+) -> Result<Command, ApiError> {
     Ok(Command::put(
         key,
         &resource.to_value(),
@@ -221,7 +225,14 @@ async fn create(
         ));
     }
     let key = place(&mut resource, ns)?;
-    let applied = submit(state, put_command(&resource, key, PutMode::Create)?).await?;
+    let applied = super::services::submit_puts(
+        state,
+        vec![(resource, key)],
+        PutMode::Create,
+        false,
+        |e, _| e,
+    )
+    .await?;
     Ok(object_response(StatusCode::CREATED, &applied[0].object))
 }
 
@@ -249,7 +260,14 @@ async fn replace(
         ));
     }
     let key = place(&mut resource, ns)?;
-    let applied = submit(state, put_command(&resource, key, PutMode::Update)?).await?;
+    let applied = super::services::submit_puts(
+        state,
+        vec![(resource, key)],
+        PutMode::Update,
+        false,
+        |e, _| e,
+    )
+    .await?;
     Ok(object_response(StatusCode::OK, &applied[0].object))
 }
 
@@ -518,16 +536,17 @@ async fn apply(
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.max_body_bytes).await?;
-    let mut resources = parse(body).await?;
+    let resources = parse(body).await?;
     if resources.is_empty() {
         return Err(ApiError::bad_request("the request holds no objects"));
     }
-    let mut commands = Vec::with_capacity(resources.len());
-    for (i, resource) in resources.iter_mut().enumerate() {
-        let key = place(resource, q.namespace.as_deref()).map_err(|e| in_document(e, i))?;
-        commands.push(put_command(resource, key, PutMode::Apply).map_err(|e| in_document(e, i))?);
+    let mut items = Vec::with_capacity(resources.len());
+    for (i, mut resource) in resources.into_iter().enumerate() {
+        let key = place(&mut resource, q.namespace.as_deref()).map_err(|e| in_document(e, i))?;
+        items.push((resource, key));
     }
-    let applied = submit(&state, Command::Batch(commands)).await?;
+    let applied =
+        super::services::submit_puts(&state, items, PutMode::Apply, true, in_document).await?;
     let items: Vec<Value> = applied
         .iter()
         .map(|a| {

@@ -116,6 +116,15 @@ pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
         Kind::Instance => vec!["NAME", "READY", "STATUS", "RESTARTS", "IP", "NODE", "AGE"],
         Kind::NodeSubnet => vec!["NAME", "CIDR", "AGE"],
         Kind::Event => vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"],
+        Kind::Service => vec![
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE",
+        ],
+        Kind::Endpoints => vec!["NAME", "ENDPOINTS", "AGE"],
     };
     if wide {
         match kind {
@@ -280,6 +289,8 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
             n(&spec["count"]),
             s(&spec["message"]),
         ],
+        Kind::Service => service_row(name, o, age),
+        Kind::Endpoints => vec![name, endpoints_list(o, 3), age],
     };
     if wide {
         match kind {
@@ -549,6 +560,76 @@ pub fn events_section(events: &[&Value]) -> String {
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE, as kubectl prints a Service.
+fn service_row(name: String, o: &Value, age: String) -> Vec<String> {
+    let spec = &o["spec"];
+    let ingress: Vec<String> = o["status"]["loadBalancer"]["ingress"]
+        .as_array()
+        .map(|a| a.iter().map(|i| s(&i["ip"])).collect())
+        .unwrap_or_default();
+    let kind = spec["type"].as_str().unwrap_or("ClusterIP");
+    let external = match (ingress.is_empty(), kind) {
+        (false, _) => ingress.join(","),
+        (true, "LoadBalancer") => "<pending>".into(),
+        _ => "<none>".into(),
+    };
+    let ports: Vec<String> = spec["ports"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    let proto = p["protocol"].as_str().unwrap_or("TCP");
+                    match p["nodePort"].as_i64() {
+                        Some(np) => format!("{}:{np}/{proto}", n(&p["port"])),
+                        None => format!("{}/{proto}", n(&p["port"])),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    vec![
+        name,
+        kind.to_string(),
+        or_none(&spec["clusterIP"]),
+        external,
+        if ports.is_empty() {
+            "<none>".into()
+        } else {
+            ports.join(",")
+        },
+        age,
+    ]
+}
+
+/// `ip:port` of an Endpoints object's ready addresses, the first `max` and "+ N more"
+/// (`max` 0: all).
+pub fn endpoints_list(o: &Value, max: usize) -> String {
+    let mut all = Vec::new();
+    for subset in o["spec"]["subsets"].as_array().into_iter().flatten() {
+        let ports: Vec<i64> = subset["ports"]
+            .as_array()
+            .map(|p| p.iter().filter_map(|p| p["port"].as_i64()).collect())
+            .unwrap_or_default();
+        for a in subset["addresses"].as_array().into_iter().flatten() {
+            if ports.is_empty() {
+                all.push(s(&a["ip"]));
+            }
+            for port in &ports {
+                all.push(format!("{}:{port}", s(&a["ip"])));
+            }
+        }
+    }
+    if all.is_empty() {
+        return "<none>".into();
+    }
+    if max > 0 && all.len() > max {
+        let more = all.len() - max;
+        all.truncate(max);
+        return format!("{} + {more} more...", all.join(","));
+    }
+    all.join(",")
 }
 
 #[cfg(test)]

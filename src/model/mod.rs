@@ -23,6 +23,7 @@ mod pod_validation;
 pub mod predictive;
 pub mod quantity;
 mod selector;
+pub mod service;
 pub mod subnet;
 pub mod workload;
 mod yaml_guard;
@@ -41,6 +42,7 @@ pub use instance::{InstanceSpec, InstanceStatus, NodeSubnetSpec};
 pub use parse::parse_manifests;
 pub use quantity::{CpuQuantity, DurationStr, IntOrString, MemoryQuantity, Quantity};
 pub use selector::{parse_label_selector, selector_matches, SelectorOp};
+pub use service::{EndpointsSpec, ServiceSpec};
 pub use subnet::Subnet;
 pub use workload::{DeploymentSpec, PodTemplate, StatefulSetSpec};
 
@@ -88,10 +90,12 @@ pub enum Kind {
     Instance,
     NodeSubnet,
     Event,
+    Service,
+    Endpoints,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Namespace,
         Kind::Deployment,
         Kind::StatefulSet,
@@ -107,6 +111,8 @@ impl Kind {
         Kind::Instance,
         Kind::NodeSubnet,
         Kind::Event,
+        Kind::Service,
+        Kind::Endpoints,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -126,6 +132,8 @@ impl Kind {
             Kind::Instance => "Instance",
             Kind::NodeSubnet => "NodeSubnet",
             Kind::Event => "Event",
+            Kind::Service => "Service",
+            Kind::Endpoints => "Endpoints",
         }
     }
 
@@ -147,6 +155,8 @@ impl Kind {
             Kind::Instance => "instances",
             Kind::NodeSubnet => "nodesubnets",
             Kind::Event => "events",
+            Kind::Service => "services",
+            Kind::Endpoints => "endpoints",
         }
     }
 
@@ -167,6 +177,8 @@ impl Kind {
             Kind::Instance => &["inst", "instance"],
             Kind::NodeSubnet => &["subnet", "subnets"],
             Kind::Event => &["ev"],
+            Kind::Service => &["svc"],
+            Kind::Endpoints => &["ep"],
         }
     }
 
@@ -181,6 +193,8 @@ impl Kind {
                 | Kind::ResourceQuota
                 | Kind::Instance
                 | Kind::Event
+                | Kind::Service
+                | Kind::Endpoints
         )
     }
 
@@ -205,7 +219,9 @@ impl Kind {
             Kind::Deployment | Kind::StatefulSet => &[API_VERSION, "apps/v1"],
             Kind::HorizontalPodAutoscaler => &[API_VERSION, "autoscaling/v2", "autoscaling/v1"],
             Kind::VerticalPodAutoscaler => &[API_VERSION, "autoscaling.k8s.io/v1"],
-            Kind::Namespace | Kind::ResourceQuota => &[API_VERSION, "v1"],
+            Kind::Namespace | Kind::ResourceQuota | Kind::Service | Kind::Endpoints => {
+                &[API_VERSION, "v1"]
+            }
             Kind::PriorityClass => &[API_VERSION, "scheduling.k8s.io/v1"],
             _ => &[API_VERSION],
         }
@@ -266,6 +282,8 @@ pub enum Spec {
     Instance(InstanceSpec),
     NodeSubnet(NodeSubnetSpec),
     Event(event::EventSpec),
+    Service(ServiceSpec),
+    Endpoints(EndpointsSpec),
 }
 
 /// A whole object: envelope, metadata, typed spec and server-owned status.
@@ -372,6 +390,11 @@ impl Resource {
         if obj.get("metadata") == Some(&Value::Null) {
             obj.remove("metadata");
         }
+        // core/v1 Endpoints keep their subsets at the top level; stored under spec.
+        if kind == Kind::Endpoints && !obj.contains_key("spec") {
+            let subsets = obj.remove("subsets").unwrap_or(Value::Array(Vec::new()));
+            obj.insert("spec".into(), serde_json::json!({ "subsets": subsets }));
+        }
         // Kubernetes' scheduling.k8s.io/v1 PriorityClass keeps its fields at the top level.
         if kind == Kind::PriorityClass && !obj.contains_key("spec") && obj.contains_key("value") {
             let mut spec = serde_json::Map::new();
@@ -401,6 +424,8 @@ impl Resource {
             Kind::Instance => spec_of(v, Spec::Instance)?,
             Kind::NodeSubnet => spec_of(v, Spec::NodeSubnet)?,
             Kind::Event => spec_of(v, Spec::Event)?,
+            Kind::Service => spec_of(v, Spec::Service)?,
+            Kind::Endpoints => spec_of(v, Spec::Endpoints)?,
         };
         Ok(Resource {
             api_version,
@@ -444,6 +469,8 @@ impl Resource {
             Some(Spec::Instance(s)) => s.validate(),
             Some(Spec::NodeSubnet(s)) => s.validate(),
             Some(Spec::Event(s)) => s.validate(),
+            Some(Spec::Service(s)) => s.validate(),
+            Some(Spec::Endpoints(s)) => s.validate(),
         }
     }
 

@@ -306,6 +306,59 @@ impl<'a> Overlay<'a> {
         super::limits::check(key, old, new, &others, &quotas, &policies).map_err(Reject::Rejected)
     }
 
+    /// A Service keeps its allocated clusterIP and node ports across updates, and holds no
+    /// address or node port another Service holds (decided here, where writes are
+    /// serialized: of two concurrent creates that picked one address, the later is refused).
+    fn check_service(
+        &self,
+        key: &ObjectKey,
+        old: Option<&Value>,
+        object: &mut Value,
+    ) -> Result<(), Reject> {
+        use crate::model::service::{check_unique, keep_allocated, ServiceSpec, Taken};
+        let invalid = |e: crate::model::ModelError| {
+            Reject::Rejected(Rejection::Invalid {
+                field: e.field,
+                message: e.message,
+            })
+        };
+        let parse = |v: &Value| serde_json::from_value::<ServiceSpec>(v["spec"].clone());
+        let Ok(mut spec) = parse(object) else {
+            return rejected(Rejection::Invalid {
+                field: "spec".into(),
+                message: "is not a Service spec".into(),
+            });
+        };
+        if let Some(Ok(old_spec)) = old.map(parse) {
+            let before = spec.clone();
+            keep_allocated(&mut spec, &old_spec).map_err(invalid)?;
+            if spec != before {
+                object["spec"] = serde_json::to_value(&spec).expect("specs serialize");
+            }
+        }
+        let mut taken = Taken::default();
+        // Every namespace's Services: storage keys are `Service/<ns>/<name>`.
+        let mut others = Vec::new();
+        for skey in self.keys_with_prefix(&ObjectKey::kind_prefix(Kind::Service, None))? {
+            let mut parts = skey.splitn(3, '/').skip(1);
+            let (Some(ns), Some(name)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            others.extend(self.get(&ObjectKey::new(Kind::Service, ns, name))?);
+        }
+        for other in others {
+            let ns = other["metadata"]["namespace"].as_str().unwrap_or_default();
+            let name = other["metadata"]["name"].as_str().unwrap_or_default();
+            if ns == key.namespace && name == key.name {
+                continue;
+            }
+            if let Ok(o) = parse(&other) {
+                taken.add(&format!("{ns}/{name}"), &o);
+            }
+        }
+        check_unique(&spec, &taken).map_err(invalid)
+    }
+
     /// Keys stored under a prefix, including pending writes.
     fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, Reject> {
         let mut keys: Vec<String> = Vec::new();
@@ -519,6 +572,9 @@ impl<'a> Overlay<'a> {
             _ => {}
         }
         self.check_limits(key, existing.as_ref(), &object)?;
+        if key.kind == Kind::Service {
+            self.check_service(key, existing.as_ref(), &mut object)?;
+        }
         let Some(old) = existing else {
             set_meta(&mut object, "uid", Value::String(uid.to_string()));
             set_meta(

@@ -8,10 +8,11 @@
 //! Controllers: `subnets` (node subnet leases), `deployment` (instances, rollouts,
 //! rollback), `statefulset`, `virtualmachine` (VM replicas), `vpa` (recommended requests at
 //! creation, evictions out of bounds), `nodes` (instances of dead
-//! nodes are replaced), `placement` (scheduler glue, preemption), `events` (the Event
+//! nodes are replaced), `endpoints` (the ready instances behind each Service), `placement` (scheduler glue, preemption), `events` (the Event
 //! objects every decision leaves).
 
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod nodes;
 pub mod placement;
@@ -195,6 +196,8 @@ pub struct World {
     pub subnets: Vec<Resource>,
     pub priority_classes: Vec<Resource>,
     pub policies: Vec<Resource>,
+    pub services: Vec<Resource>,
+    pub endpoints: Vec<Resource>,
     pub nodes: Vec<NodeView>,
     pub cluster_cidr: Option<Subnet>,
     pub node_prefix: u8,
@@ -236,6 +239,8 @@ impl World {
             Kind::Deployment => &mut self.deployments,
             Kind::StatefulSet => &mut self.statefulsets,
             Kind::VirtualMachine => &mut self.virtual_machines,
+            Kind::Service => &mut self.services,
+            Kind::Endpoints => &mut self.endpoints,
             _ => return None,
         })
     }
@@ -369,6 +374,7 @@ pub fn plan(world: &World) -> Draft {
     }
     orphans(&pass, &mut draft);
     vpa::plan(&pass, &mut draft);
+    endpoints::plan(&pass, &mut draft);
     placement::place(&pass, &mut draft);
     draft
 }
@@ -470,6 +476,8 @@ fn gather(
         subnets: load_all(control, Kind::NodeSubnet),
         priority_classes: load_all(control, Kind::PriorityClass),
         policies: load_all(control, Kind::ClusterScalingPolicy),
+        services: load_all(control, Kind::Service),
+        endpoints: load_all(control, Kind::Endpoints),
         nodes,
         cluster_cidr: Some(network.cluster_cidr),
         node_prefix: network.node_prefix,
