@@ -197,7 +197,12 @@ pub fn release_all_blocking() -> Result<(), AnnounceError> {
         .enable_all()
         .build()
         .map_err(AnnounceError::Socket)?;
-    rt.block_on(async { Announcer::new()?.reconcile(&BTreeSet::new()).await.map(drop) })
+    rt.block_on(async {
+        Announcer::new()?
+            .reconcile(&BTreeSet::new())
+            .await
+            .map(drop)
+    })
 }
 
 /// `<ifname>:olb`, cut to the kernel's 15 bytes (the interface name comes first).

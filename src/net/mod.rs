@@ -3,4 +3,5 @@
 //! pure decisions are separate from the thin, idempotent glue that applies them.
 
 pub mod announce;
+pub mod announce_task;
 pub mod lb;
