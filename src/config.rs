@@ -80,6 +80,7 @@ struct FileNetwork {
     backend: String,
     service_cidr: String,
     node_port_range: String,
+    loadbalancer_pool: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -580,7 +581,16 @@ impl FileNetwork {
                 ),
             ));
         };
-        Ok(crate::model::service::ServiceRanges { cidr, node_ports })
+        let lb_pool = crate::model::address_pool::AddressPool::parse(
+            "network.loadbalancer_pool",
+            &self.loadbalancer_pool,
+        )
+        .map_err(|e| invalid(&e.field, e.message))?;
+        Ok(crate::model::service::ServiceRanges {
+            cidr,
+            node_ports,
+            lb_pool,
+        })
     }
 }
 

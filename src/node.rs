@@ -315,6 +315,15 @@ impl Node {
                 stop_tx.subscribe(),
             );
         }
+        // LoadBalancer addresses: announced by agent nodes (they run the Services data plane).
+        let announcing = roles.iter().any(|r| r == "agent").then(|| {
+            crate::net::announce_task::spawn(
+                control.clone(),
+                gossip.clone(),
+                config.name.clone(),
+                stop_tx.subscribe(),
+            )
+        });
         if roles.iter().any(|r| r == "agent") {
             let agent = crate::agent::AgentConfig {
                 node: config.name.clone(),
@@ -399,6 +408,10 @@ impl Node {
         let _ = stop_tx.send(true);
         // The routing task removes the routes and link it made.
         let _ = tokio::time::timeout(Duration::from_secs(5), routing).await;
+        if let Some(task) = announcing {
+            // Released before gossip says we left, so the next announcer finds it free.
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         gossip.leave().await;
         server_handle.stop(true).await;
         let _ = server_task.await;

@@ -136,6 +136,7 @@ pub fn watchdog(args: FenceArgs) -> Result<(), String> {
     let me = std::process::id() as i32;
     let runtime = crate::container::runtime::Runtime::new(&args.root);
     let mut fenced: Vec<String> = Vec::new();
+    let mut released = false;
     loop {
         std::thread::sleep(CHECK_EVERY);
         if !args.dir.is_dir() {
@@ -153,7 +154,16 @@ pub fn watchdog(args: FenceArgs) -> Result<(), String> {
             .unwrap_or(0);
         if now_ms().saturating_sub(heartbeat) <= args.after_ms {
             fenced.clear();
+            released = false;
             continue;
+        }
+        if !released {
+            // LoadBalancer addresses: another node takes them over; this one must stop
+            // answering for them.
+            if let Err(e) = crate::net::announce::release_all_blocking() {
+                eprintln!("fence: releasing LoadBalancer addresses: {e}");
+            }
+            released = true;
         }
         let ids = std::fs::read_to_string(args.dir.join("ids")).unwrap_or_default();
         for id in ids.lines().filter(|l| !l.is_empty()) {

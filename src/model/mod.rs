@@ -12,6 +12,7 @@
 //! nesting, alias expansion, non-finite numbers), and every count, size and duration is
 //! held to a documented maximum (`limits`).
 
+pub mod address_pool;
 pub mod autoscaling;
 pub mod capacity;
 pub mod event;

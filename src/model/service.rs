@@ -174,6 +174,16 @@ impl ServiceSpec {
         self.cluster_ip.as_deref().and_then(|s| s.parse().ok())
     }
 
+    /// The LoadBalancer address, once allocated (LoadBalancer Services only).
+    pub fn lb_ip(&self) -> Option<Ipv4Addr> {
+        if self.service_type() != ServiceType::LoadBalancer {
+            return None;
+        }
+        self.load_balancer_ip
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+    }
+
     /// NodePort and LoadBalancer Services open a port on every node.
     pub fn wants_node_ports(&self) -> bool {
         matches!(
@@ -322,16 +332,16 @@ impl ServiceSpec {
     pub fn ignored_fields(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut say = |field: &str, why: &str| out.push((field.to_string(), why.to_string()));
-        if self.service_type() == ServiceType::LoadBalancer {
+        if self.service_type() == ServiceType::LoadBalancer && self.lb_ip().is_none() {
             say(
                 "spec.type",
-                "LoadBalancer: no load balancer address pool yet; the Service is reachable on its cluster IP and node ports",
+                "LoadBalancer: pending, no address: no [network] loadbalancer_pool is configured; the Service is reachable on its cluster IP and node ports",
             );
         }
-        if self.load_balancer_ip.is_some() {
+        if self.load_balancer_ip.is_some() && self.service_type() != ServiceType::LoadBalancer {
             say(
                 "spec.loadBalancerIP",
-                "not acted on: no load balancer address pool yet",
+                "not acted on: the Service is not of type LoadBalancer",
             );
         }
         if self.session_affinity.as_deref() == Some("ClientIP") {
@@ -411,12 +421,15 @@ pub fn validate_port_name(field: &str, name: &str) -> Result<(), ModelError> {
     }
 }
 
-/// The service network of the cluster: where cluster IPs and node ports come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The service network of the cluster: where cluster IPs, node ports and LoadBalancer
+/// addresses come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceRanges {
     pub cidr: Subnet,
     /// Inclusive.
     pub node_ports: (u16, u16),
+    /// `[network] loadbalancer_pool`; empty: LoadBalancer Services stay pending.
+    pub lb_pool: super::address_pool::AddressPool,
 }
 
 /// What other Services hold: cluster IPs and (node port, protocol), each with the holder
@@ -424,6 +437,8 @@ pub struct ServiceRanges {
 #[derive(Clone, Debug, Default)]
 pub struct Taken {
     pub ips: BTreeMap<Ipv4Addr, String>,
+    /// LoadBalancer addresses (`spec.loadBalancerIP`).
+    pub lb_ips: BTreeMap<Ipv4Addr, String>,
     pub node_ports: BTreeMap<(i64, Protocol), String>,
 }
 
@@ -432,6 +447,9 @@ impl Taken {
     pub fn add(&mut self, holder: &str, spec: &ServiceSpec) {
         if let Some(ip) = spec.vip() {
             self.ips.insert(ip, holder.to_string());
+        }
+        if let Some(ip) = spec.lb_ip() {
+            self.lb_ips.insert(ip, holder.to_string());
         }
         for p in &spec.ports {
             if let Some(np) = p.node_port {
@@ -449,6 +467,14 @@ pub fn check_unique(spec: &ServiceSpec, taken: &Taken) -> Result<(), ModelError>
         if let Some(holder) = taken.ips.get(&ip) {
             return Err(invalid(
                 "spec.clusterIP",
+                format!("{ip} is already allocated to Service {holder}"),
+            ));
+        }
+    }
+    if let Some(ip) = spec.lb_ip() {
+        if let Some(holder) = taken.lb_ips.get(&ip) {
+            return Err(invalid(
+                "spec.loadBalancerIP",
                 format!("{ip} is already allocated to Service {holder}"),
             ));
         }
@@ -487,6 +513,9 @@ pub fn keep_allocated(spec: &mut ServiceSpec, old: &ServiceSpec) -> Result<(), M
     }
     if spec.cluster_ips.is_none() {
         spec.cluster_ips = old.cluster_ips.clone();
+    }
+    if spec.service_type() == ServiceType::LoadBalancer && spec.load_balancer_ip.is_none() {
+        spec.load_balancer_ip = old.load_balancer_ip.clone();
     }
     if spec.wants_node_ports() {
         for p in spec.ports.iter_mut().filter(|p| p.node_port.is_none()) {
@@ -571,6 +600,7 @@ pub fn allocate(
             spec.cluster_ips = Some(vec![ip.to_string()]);
         }
     }
+    allocate_lb_ip(spec, taken, &ranges.lb_pool)?;
     if spec.wants_node_ports() {
         let mut used: BTreeSet<(i64, Protocol)> = taken.node_ports.keys().copied().collect();
         used.extend(
@@ -599,6 +629,31 @@ pub fn allocate(
             spec.ports[i].node_port = Some(np);
         }
     }
+    Ok(())
+}
+
+/// A LoadBalancer Service's address (`spec.loadBalancerIP`, filled from the pool when the
+/// user gave none, as the cluster IP is): one the user gave must lie in the pool; none
+/// left is refused. Without a pool the Service stays pending (a status warning says so).
+fn allocate_lb_ip(
+    spec: &mut ServiceSpec,
+    taken: &Taken,
+    pool: &super::address_pool::AddressPool,
+) -> Result<(), ModelError> {
+    if spec.service_type() != ServiceType::LoadBalancer || pool.is_empty() {
+        return Ok(());
+    }
+    let requested = match spec.load_balancer_ip.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<Ipv4Addr>().map_err(|_| {
+            invalid(
+                "spec.loadBalancerIP",
+                format!("\"{s}\" is not an IPv4 address"),
+            )
+        })?),
+    };
+    let ip = pool.allocate(requested, &taken.lb_ips)?;
+    spec.load_balancer_ip = Some(ip.to_string());
     Ok(())
 }
 

@@ -112,6 +112,7 @@ fn bad_services_are_refused_naming_the_field() {
 
 fn ranges() -> ServiceRanges {
     ServiceRanges {
+        lb_pool: Default::default(),
         cidr: Subnet::parse("10.96.0.0/29").unwrap(),
         node_ports: (30000, 30002),
     }

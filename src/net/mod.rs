@@ -17,13 +17,22 @@
 //! - `dataplane`: the thin glue that applies it on every node in one step per change,
 //!   idempotent across restarts, and removes it all on purge.
 //!
+//! - `lb`: which node announces each LoadBalancer address (rendezvous hashing over the
+//!   agent nodes gossip does not hold down); `announce`: the address on the interface
+//!   plus gratuitous ARP; `announce_task`: the task each agent node runs for it.
+//!
 //! Threads/actors: one tokio task per node for routing (`reconcile::spawn`), one for the
 //! Services data plane (`dataplane::spawn`). May call: `orchestrator`
 //! (the local replica, read only), `cluster` (membership), `config`, `model`.
 
+pub mod announce;
+pub mod announce_task;
+pub mod dataplane;
+pub mod lb;
 pub mod netlink;
 pub mod reconcile;
 pub mod routes;
+pub mod service;
 
 pub use reconcile::{purge, spawn, RoutingArgs};
 
@@ -42,6 +51,3 @@ pub enum NetError {
     #[error("starting a runtime for netlink")]
     Runtime(#[source] std::io::Error),
 }
-
-pub mod dataplane;
-pub mod service;

@@ -311,6 +311,15 @@ fn service_rules(
                     ),
                 );
             }
+            if let Some(lb) = svc.spec.lb_ip() {
+                filter.rule(
+                    FILTER,
+                    &format!(
+                        "-d {lb}/32 -p {p} -m {p} --dport {} -m comment --comment \"{id} has no endpoints\" -j REJECT --reject-with icmp-port-unreachable",
+                        port.port
+                    ),
+                );
+            }
             continue;
         }
         nat.chain(&svc_chain);
@@ -320,6 +329,16 @@ fn service_rules(
         );
         if let Some(cidr) = inputs.cluster_cidr {
             nat.rule(&svc_chain, &format!("! -s {cidr} {portal} -j {MARK_MASQ}"));
+        }
+        if let Some(lb) = svc.spec.lb_ip() {
+            // From the LAN, to the LoadBalancer address the announcing node holds; the
+            // reply must come back through it, so the source is masqueraded.
+            let m = format!(
+                "-d {lb}/32 -p {p} -m {p} --dport {} -m comment --comment \"{id} loadbalancer IP\"",
+                port.port
+            );
+            nat.rule(SERVICES, &format!("{m} -j {MARK_MASQ}"));
+            nat.rule(SERVICES, &format!("{m} -j {svc_chain}"));
         }
         if let Some(np) = port.node_port {
             node_ports.push(np);

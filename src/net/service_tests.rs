@@ -199,3 +199,32 @@ fn current_is_read_from_iptables_save() {
     assert!(c.has("nat", SERVICES) && c.has("filter", FILTER) && !c.has("nat", "DOCKER"));
     assert_eq!(c.jumps.len(), 1);
 }
+
+#[test]
+fn a_loadbalancer_address_is_a_masqueraded_portal_to_the_same_endpoints() {
+    let mut svc = web(3, Some(30080));
+    svc.spec.kind = Some(ServiceType::LoadBalancer);
+    svc.spec.load_balancer_ip = Some("192.168.1.240".into());
+    let p = payload(&inputs(vec![svc.clone()]), &Current::default()).unwrap();
+    let portal: Vec<&str> = lines(
+        &p,
+        "-A OMNI-SERVICES -d 192.168.1.240/32 -p tcp -m tcp --dport 80",
+    );
+    assert_eq!(portal.len(), 2, "{p}");
+    assert!(portal[0].ends_with("-j OMNI-MARK-MASQ"), "{}", portal[0]);
+    assert!(portal[1].contains("-j OMNI-SVC-"), "{}", portal[1]);
+    // The same chain as the cluster IP's.
+    let svc_chain = portal[1].rsplit(' ').next().unwrap();
+    assert!(lines(&p, "-A OMNI-SERVICES -d 10.96.0.10/32")
+        .iter()
+        .any(|l| l.ends_with(svc_chain)));
+    // Without endpoints the address refuses at once instead of timing out.
+    svc.endpoints = None;
+    let p = payload(&inputs(vec![svc]), &Current::default()).unwrap();
+    assert!(
+        lines(&p, "-A OMNI-FILTER -d 192.168.1.240/32")
+            .iter()
+            .any(|l| l.contains("REJECT")),
+        "{p}"
+    );
+}

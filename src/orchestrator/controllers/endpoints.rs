@@ -24,8 +24,8 @@ use super::{key_of, status_change, version, Draft, EventDraft, InstanceView, Pas
 use crate::model::instance::StatusWarning;
 use crate::model::quantity::IntOrString;
 use crate::model::service::{
-    EndpointAddress, EndpointPort, EndpointSubset, EndpointTarget, EndpointsSpec, ServiceSpec,
-    ServiceStatus,
+    EndpointAddress, EndpointPort, EndpointSubset, EndpointTarget, EndpointsSpec,
+    LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus,
 };
 use crate::model::{Kind, Resource, Spec, API_VERSION};
 use crate::store::{Command, ObjectKey, PutMode};
@@ -228,15 +228,25 @@ fn write_endpoints(
     ));
 }
 
-/// The Service's status: its warnings (the load balancer part is kept as written).
+/// The Service's status: its warnings, and for a LoadBalancer Service its allocated
+/// address (`spec.loadBalancerIP`) as `status.loadBalancer.ingress`, as Kubernetes shows it.
 fn write_status(svc: &Resource, warnings: &[StatusWarning], draft: &mut Draft) {
     let old: ServiceStatus = svc
         .status
         .clone()
         .and_then(|s| serde_json::from_value(s).ok())
         .unwrap_or_default();
+    let lb_ip = match &svc.spec {
+        Some(Spec::Service(s)) => s.lb_ip(),
+        _ => None,
+    };
     let status = ServiceStatus {
-        load_balancer: old.load_balancer.clone(),
+        load_balancer: LoadBalancerStatus {
+            ingress: lb_ip
+                .map(|ip| LoadBalancerIngress { ip: ip.to_string() })
+                .into_iter()
+                .collect(),
+        },
         warnings: warnings.to_vec(),
     };
     for w in warnings.iter().filter(|w| w.reason == "TargetPortNotFound") {
