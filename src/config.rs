@@ -77,6 +77,9 @@ struct FileNetwork {
     cluster_cidr: String,
     node_prefix: u8,
     bridge: String,
+    cluster_domain: String,
+    dns_upstreams: Vec<String>,
+    dns_listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,6 +260,13 @@ pub struct NetworkSettings {
     pub cluster_cidr: crate::model::Subnet,
     pub node_prefix: u8,
     pub bridge: String,
+    /// Lower case, no trailing dot (`cluster.local`).
+    pub cluster_domain: String,
+    /// Where the node's DNS server forwards names outside the cluster domain; empty: the
+    /// host's /etc/resolv.conf.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// An extra address the node's DNS server listens on (besides the bridge gateway).
+    pub dns_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -500,10 +510,41 @@ impl FileNetwork {
                 format!("\"{bridge}\" is not an interface name (1-15 of letters, digits, - and _)"),
             ));
         }
+        let cluster_domain = crate::model::validate_domain(&self.cluster_domain)
+            .map_err(|m| invalid("network.cluster_domain", m))?;
+        let dns_upstreams = self
+            .dns_upstreams
+            .iter()
+            .map(|u| {
+                u.parse::<std::net::SocketAddr>()
+                    .or_else(|_| {
+                        u.parse::<IpAddr>()
+                            .map(|ip| std::net::SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| {
+                        invalid(
+                            "network.dns_upstreams",
+                            format!("\"{u}\" is not an IP address or IP:PORT"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let dns_listen = match self.dns_listen.as_str() {
+            "" => None,
+            l => Some(l.parse().map_err(|_| {
+                invalid(
+                    "network.dns_listen",
+                    format!("\"{l}\" is not IP:PORT (port 0 picks a free one)"),
+                )
+            })?),
+        };
         Ok(NetworkSettings {
             cluster_cidr,
             node_prefix: self.node_prefix,
             bridge: self.bridge.clone(),
+            cluster_domain,
+            dns_upstreams,
+            dns_listen,
         })
     }
 }
