@@ -798,6 +798,18 @@ mod tests {
             ),
             ("[network]\nbridge = \"a bridge\"", "network.bridge:"),
             (
+                "[network]\ncluster_domain = \"my_cluster.local\"",
+                "network.cluster_domain:",
+            ),
+            (
+                "[network]\ndns_upstreams = [\"dns.example\"]",
+                "network.dns_upstreams:",
+            ),
+            (
+                "[network]\ndns_listen = \"127.0.0.1\"",
+                "network.dns_listen:",
+            ),
+            (
                 "[agent]\nlog_max_bytes = 10",
                 "agent.log_max_bytes: must be at least",
             ),
@@ -827,6 +839,8 @@ mod tests {
         let c = NodeConfig::load(&f).unwrap();
         assert_eq!(c.network.cluster_cidr.to_string(), "10.0.0.0/8");
         assert_eq!(c.network.node_prefix, 20);
+        assert_eq!(c.network.cluster_domain, "cluster.local");
+        assert!(c.network.dns_upstreams.is_empty() && c.network.dns_listen.is_none());
         assert_eq!(c.agent.usage_report, Duration::from_millis(250));
         assert_eq!(c.autoscaler.sync_period, Duration::from_secs(1));
     }
