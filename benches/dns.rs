@@ -60,7 +60,10 @@ async fn client(server: SocketAddr, seed: usize, stop: Arc<AtomicBool>) -> (Vec<
         };
         let mut m = Message::new(i as u16, MessageType::Query, OpCode::Query);
         m.metadata.recursion_desired = true;
-        m.add_query(Query::query(Name::from_ascii(&name).unwrap(), RecordType::A));
+        m.add_query(Query::query(
+            Name::from_ascii(&name).unwrap(),
+            RecordType::A,
+        ));
         let bytes = m.to_vec().unwrap();
         let t0 = Instant::now();
         sock.send(&bytes).await.unwrap();
@@ -90,6 +93,7 @@ async fn run(load: Duration) {
         domain: domain.into(),
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         upstreams: vec![],
+        allowed: vec![],
     };
     let server = Arc::new(DnsServer::start(&config, records).await.unwrap());
     let at = server.local_addrs()[0];

@@ -293,7 +293,7 @@ impl Node {
                 domain: config.network.cluster_domain.clone(),
                 extra_listen: config.network.dns_listen,
                 upstreams: config.network.dns_upstreams.clone(),
-                on_bridge: true,
+                cluster_cidr: config.network.cluster_cidr,
             };
             tokio::spawn(crate::net::dns_feed::serve(
                 control.clone(),

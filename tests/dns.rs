@@ -141,6 +141,7 @@ async fn start(domain: &str, records: Records, upstreams: Vec<SocketAddr>) -> Dn
         domain: domain.into(),
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         upstreams,
+        allowed: vec![],
     };
     DnsServer::start(&config, records).await.unwrap()
 }
@@ -308,4 +309,26 @@ async fn other_names_are_forwarded_to_the_upstream() {
     );
     server.shutdown().await;
     upstream.shutdown().await;
+}
+
+#[tokio::test]
+async fn clients_outside_the_allowed_networks_are_refused() {
+    let config = DnsConfig {
+        domain: "cluster.local".into(),
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        upstreams: vec![],
+        allowed: vec!["10.88.0.0/16".parse().unwrap()],
+    };
+    let server = DnsServer::start(&config, records(&["10.88.1.5"]))
+        .await
+        .unwrap();
+    let at = server.local_addrs()[0];
+    let m = query(at, "web.default.svc.cluster.local.", RecordType::A, false).await;
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::Refused,
+        "a query from 127.0.0.1 is not from the cluster CIDR"
+    );
+    assert!(m.answers.is_empty());
+    server.shutdown().await;
 }

@@ -8,7 +8,6 @@
 //! Tasks: hickory's, spawned on the caller's tokio runtime (one per socket, one per TCP
 //! connection). Calls nothing else in the crate but the pure `dns_records`.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -58,6 +57,9 @@ pub struct DnsConfig {
     pub listen: Vec<SocketAddr>,
     /// Where names outside the domain go; none: they are refused.
     pub upstreams: Vec<SocketAddr>,
+    /// Who may query (others are refused); empty: anyone. A node allows its cluster CIDR
+    /// and loopback, so it is no open resolver for the LAN.
+    pub allowed: Vec<ipnet::IpNet>,
 }
 
 /// The nameservers of a resolv.conf text, without `exclude` (this server's own addresses:
@@ -223,14 +225,13 @@ impl DnsServer {
             message,
         };
         let origin = name(&config.domain).map_err(domain_err)?;
-        let zone = zone_from(
-            &Records {
-                domain: config.domain.clone(),
-                ..records
-            },
-            1,
-        )
-        .map_err(|message| DnsError::Zone {
+        if records.domain != config.domain {
+            return Err(domain_err(format!(
+                "the records are for {:?}",
+                records.domain
+            )));
+        }
+        let zone = zone_from(&records, 1).map_err(|message| DnsError::Zone {
             domain: config.domain.clone(),
             message,
         })?;
@@ -246,7 +247,7 @@ impl DnsServer {
                 vec![Arc::new(forwarder(&config.upstreams)?)],
             );
         }
-        let mut server = Server::new(catalog);
+        let mut server = Server::with_access(catalog, [], config.allowed.iter().copied());
         let mut addrs = Vec::new();
         for addr in &config.listen {
             let (udp, tcp) = bind_pair(*addr).await?;
@@ -328,11 +329,6 @@ fn forwarder(upstreams: &[SocketAddr]) -> Result<ForwardZoneHandler, DnsError> {
     opts.timeout = Duration::from_secs(2);
     opts.attempts = 2;
     builder.build().map_err(DnsError::Forwarder)
-}
-
-/// The count of names by kind, for logs.
-pub fn summary(records: &Records) -> BTreeMap<&'static str, usize> {
-    [("a", records.a.len()), ("srv", records.srv.len())].into()
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::supervise::NodeNet;
 /// A full rebuild this often even without a change notice.
 const RESYNC: Duration = Duration::from_secs(5);
 /// How long to wait after a change for more to arrive before rebuilding once.
-const SETTLE: Duration = Duration::from_millis(20);
+const SETTLE: Duration = Duration::from_millis(100);
 /// Between attempts to bind the server when its address is not available.
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -37,8 +37,8 @@ pub struct DnsSettings {
     pub extra_listen: Option<SocketAddr>,
     /// Upstream resolvers; empty: the host's /etc/resolv.conf.
     pub upstreams: Vec<SocketAddr>,
-    /// Whether to listen on the bridge gateway at all (false: only `extra_listen`).
-    pub on_bridge: bool,
+    /// The cluster CIDR: with loopback, who may query.
+    pub cluster_cidr: crate::model::Subnet,
 }
 
 /// The StatefulSet members DNS names: ready, running instances with an address whose
@@ -93,9 +93,15 @@ pub fn services(_reader: &StoreReader) -> Vec<ServiceRecord> {
     Vec::new()
 }
 
-/// The kinds whose changes rebuild the records.
-fn watched(kind: Kind) -> bool {
-    matches!(kind, Kind::Instance | Kind::StatefulSet)
+/// Whether a change may change the records: a StatefulSet, or an instance a StatefulSet
+/// owns (instances change often, with every usage report; the others name nothing yet).
+fn watched(change: &crate::store::Change) -> bool {
+    match change.key.kind {
+        Kind::StatefulSet => true,
+        Kind::Instance => serde_json::from_slice::<serde_json::Value>(&change.object)
+            .is_ok_and(|o| o["spec"]["owner"]["kind"] == "StatefulSet"),
+        _ => false,
+    }
 }
 
 fn parsed(reader: &StoreReader, kind: Kind) -> Vec<Resource> {
@@ -125,17 +131,11 @@ pub async fn serve(
     network: NodeNet,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut listen = Vec::new();
-    if settings.on_bridge {
-        let Some(net) = network.wait(&mut stop).await else {
-            return;
-        };
-        listen.push(SocketAddr::new(IpAddr::V4(net.subnet.gateway()), 53));
-    }
-    listen.extend(settings.extra_listen);
-    if listen.is_empty() {
+    let Some(net) = network.wait(&mut stop).await else {
         return;
-    }
+    };
+    let mut listen = vec![SocketAddr::new(IpAddr::V4(net.subnet.gateway()), 53)];
+    listen.extend(settings.extra_listen);
     let upstreams = if settings.upstreams.is_empty() {
         let own: Vec<IpAddr> = listen.iter().map(|a| a.ip()).collect();
         let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -147,17 +147,32 @@ pub async fn serve(
     } else {
         settings.upstreams.clone()
     };
+    let cidr = settings.cluster_cidr;
+    let loopback = ["127.0.0.0/8", "::1/128"].map(|n| n.parse::<ipnet::IpNet>().ok());
+    let allowed = std::iter::once(
+        ipnet::Ipv4Net::new(cidr.base, cidr.prefix)
+            .ok()
+            .map(ipnet::IpNet::V4),
+    )
+    .chain(loopback);
     let config = DnsConfig {
         domain: settings.domain.clone(),
         listen,
         upstreams,
+        allowed: allowed.flatten().collect(),
     };
+    let mut said = String::new();
     let server = loop {
         let records = current(control.reader(), &settings.domain);
         match DnsServer::start(&config, records).await {
             Ok(s) => break Arc::new(s),
             Err(e) => {
-                tracing::error!(error = %crate::error_chain(&e), "starting the cluster DNS server; retrying");
+                // Said once per distinct reason (e.g. port 53 held by another server).
+                let why = crate::error_chain(&e);
+                if why != said {
+                    tracing::error!(error = %why, "starting the cluster DNS server; retrying every {RETRY:?}");
+                    said = why;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(RETRY) => {}
                     _ = stopped(&mut stop) => return,
@@ -189,7 +204,7 @@ async fn feed(
     loop {
         tokio::select! {
             change = changes.recv() => match change {
-                Ok(c) if !watched(c.key.kind) => continue,
+                Ok(c) if !watched(&c) => continue,
                 // Lagged: some were missed; the rebuild below reads everything anyway.
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     tokio::time::sleep(SETTLE).await;
@@ -273,5 +288,22 @@ mod tests {
             }],
             "only ready members of a StatefulSet with a serviceName"
         );
+    }
+
+    #[test]
+    fn only_statefulsets_and_their_instances_rebuild_the_records() {
+        use crate::store::{Change, ChangeType, ObjectKey};
+        let change = |kind, object: serde_json::Value| Change {
+            revision: 1,
+            change: ChangeType::Modified,
+            key: ObjectKey::new(kind, "default", "x"),
+            object: serde_json::to_vec(&object).unwrap(),
+        };
+        let owned = serde_json::json!({"spec": {"owner": {"kind": "StatefulSet", "name": "db"}}});
+        let other = serde_json::json!({"spec": {"owner": {"kind": "Deployment", "name": "web"}}});
+        assert!(watched(&change(Kind::Instance, owned)));
+        assert!(!watched(&change(Kind::Instance, other.clone())));
+        assert!(watched(&change(Kind::StatefulSet, serde_json::json!({}))));
+        assert!(!watched(&change(Kind::Deployment, other)));
     }
 }
