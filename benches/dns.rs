@@ -53,7 +53,7 @@ async fn client(server: SocketAddr, seed: usize, stop: Arc<AtomicBool>) -> (Vec<
     let mut i = seed;
     while !stop.load(Ordering::Relaxed) {
         i = i.wrapping_mul(2_654_435_761).wrapping_add(1) % 1_000_003;
-        let name = if i % 10 == 0 {
+        let name = if i.is_multiple_of(10) {
             format!("missing-{i}.default.svc.cluster.local.")
         } else {
             format!("svc-{}.default.svc.cluster.local.", i % SERVICES)
