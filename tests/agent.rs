@@ -58,7 +58,9 @@ impl AgentNode {
         std::fs::write(
             config.path(),
             format!(
-                "[network]\ncluster_cidr = \"10.{}.0.0/16\"\nbridge = \"{bridge}\"\n[agent]\nusage_report_ms = 1000\n",
+                // Names outside the cluster domain go to a closed loopback port, never to
+                // the host's resolvers.
+                "[network]\ncluster_cidr = \"10.{}.0.0/16\"\nbridge = \"{bridge}\"\ndns_upstreams = [\"127.0.0.1:9\"]\n[agent]\nusage_report_ms = 1000\n",
                 90 + tag
             ),
         )
