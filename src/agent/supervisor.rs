@@ -162,8 +162,12 @@ impl Workload for Agent {
             &host_resolv,
         )
         .map_err(|message| retried("InvalidSpec", message))?;
+        if let Err((reason, message)) = images::ensure(&node, &spec.image.name).await {
+            return Err(retried(reason, message));
+        }
         if let Some(text) = resolv {
-            // Beside the instance's emptyDir volumes (whose names cannot hold a '.').
+            // Beside the instance's emptyDir volumes (whose names cannot hold a '.'); goes
+            // with them when the instance stops.
             let file = unit.state.scratch.join("resolv.conf");
             std::fs::create_dir_all(&unit.state.scratch)
                 .and_then(|_| std::fs::write(&file, text))
@@ -173,9 +177,6 @@ impl Workload for Agent {
                 container_path: "/etc/resolv.conf".into(),
                 read_only: false,
             });
-        }
-        if let Err((reason, message)) = images::ensure(&node, &spec.image.name).await {
-            return Err(retried(reason, message));
         }
         for m in &spec.mounts {
             if m.host_path.starts_with(&node.dirs.volumes)
