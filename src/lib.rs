@@ -13,8 +13,8 @@
 //! | `agent`        | the container workload kind: runs the instances placed on this node  |
 //! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`       |
 //! | `director`     | the VM workload kind: one `__vmm` process per VM instance placed here |
-//! | `net`          | node networking from committed state: the embedded cluster DNS      |
-//! |                | server (hickory), its records (pure) and their feed from the store  |
+//! | `net`          | node networking from committed state: the embedded cluster DNS       |
+//! |                | server (hickory), its records (pure) and their feed from the store   |
 //! | `supervise`    | the one supervisor the kinds plug into: reconcile loop, one task per |
 //! |                | instance, records, adoption, backoff, statuses, the node network    |
 //! | `orchestrator` | Raft node (openraft); on the leader the scheduler, controllers and   |
