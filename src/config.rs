@@ -81,6 +81,9 @@ struct FileNetwork {
     service_cidr: String,
     node_port_range: String,
     loadbalancer_pool: Vec<String>,
+    cluster_domain: String,
+    dns_upstreams: Vec<String>,
+    dns_listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,6 +264,13 @@ pub struct NetworkSettings {
     pub cluster_cidr: crate::model::Subnet,
     pub node_prefix: u8,
     pub bridge: String,
+    /// Lower case, no trailing dot (`cluster.local`).
+    pub cluster_domain: String,
+    /// Where the node's DNS server forwards names outside the cluster domain; empty: the
+    /// host's /etc/resolv.conf.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// An extra address the node's DNS server listens on (besides the bridge gateway).
+    pub dns_listen: Option<std::net::SocketAddr>,
     /// How this node routes to peers' subnets (`net::routes`).
     pub backend: RoutingBackend,
     /// Where Services' cluster IPs and node ports come from.
@@ -538,10 +548,41 @@ impl FileNetwork {
             .backend
             .parse()
             .map_err(|why| invalid("network.backend", why))?;
+        let cluster_domain = crate::model::validate_domain(&self.cluster_domain)
+            .map_err(|m| invalid("network.cluster_domain", m))?;
+        let dns_upstreams = self
+            .dns_upstreams
+            .iter()
+            .map(|u| {
+                u.parse::<std::net::SocketAddr>()
+                    .or_else(|_| {
+                        u.parse::<IpAddr>()
+                            .map(|ip| std::net::SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| {
+                        invalid(
+                            "network.dns_upstreams",
+                            format!("\"{u}\" is not an IP address or IP:PORT"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let dns_listen = match self.dns_listen.as_str() {
+            "" => None,
+            l => Some(l.parse().map_err(|_| {
+                invalid(
+                    "network.dns_listen",
+                    format!("\"{l}\" is not IP:PORT (port 0 picks a free one)"),
+                )
+            })?),
+        };
         Ok(NetworkSettings {
             cluster_cidr,
             node_prefix: self.node_prefix,
             bridge: self.bridge.clone(),
+            cluster_domain,
+            dns_upstreams,
+            dns_listen,
             backend,
             services: self.service_ranges(cluster_cidr)?,
         })
@@ -855,6 +896,18 @@ mod tests {
                 "network.node_port_range:",
             ),
             (
+                "[network]\ncluster_domain = \"my_cluster.local\"",
+                "network.cluster_domain:",
+            ),
+            (
+                "[network]\ndns_upstreams = [\"dns.example\"]",
+                "network.dns_upstreams:",
+            ),
+            (
+                "[network]\ndns_listen = \"127.0.0.1\"",
+                "network.dns_listen:",
+            ),
+            (
                 "[agent]\nlog_max_bytes = 10",
                 "agent.log_max_bytes: must be at least",
             ),
@@ -886,6 +939,8 @@ mod tests {
         assert_eq!(c.network.node_prefix, 20);
         assert_eq!(c.network.services.cidr.to_string(), "172.30.0.0/16");
         assert_eq!(c.network.services.node_ports, (31000, 31999));
+        assert_eq!(c.network.cluster_domain, "cluster.local");
+        assert!(c.network.dns_upstreams.is_empty() && c.network.dns_listen.is_none());
         assert_eq!(c.agent.usage_report, Duration::from_millis(250));
         assert_eq!(c.autoscaler.sync_period, Duration::from_secs(1));
     }

@@ -13,8 +13,9 @@
 //! | `agent`        | the container workload kind: runs the instances placed on this node  |
 //! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`       |
 //! | `director`     | the VM workload kind: one `__vmm` process per VM instance placed here |
-//! | `net`          | node networking from committed state: the Services data plane       |
-//! |                | (iptables rules, pure builder + glue)                                |
+//! | `net`          | node networking from committed state: cross-node routes (host-gw,   |
+//! |                | VXLAN), the Services data plane (iptables), LoadBalancer address    |
+//! |                | announcement, the embedded cluster DNS (hickory)                     |
 //! | `supervise`    | the one supervisor the kinds plug into: reconcile loop, one task per |
 //! |                | instance, records, adoption, backoff, statuses, the node network    |
 //! | `net`          | node networking: routes to every peer's instance subnet (host-gw on  |

@@ -324,6 +324,21 @@ impl Node {
                 stop_tx.subscribe(),
             )
         });
+        // The cluster DNS server, on the bridge gateway once the node network is up.
+        if roles.iter().any(|r| r == "agent" || r == "director") {
+            let settings = crate::net::dns_feed::DnsSettings {
+                domain: config.network.cluster_domain.clone(),
+                extra_listen: config.network.dns_listen,
+                upstreams: config.network.dns_upstreams.clone(),
+                cluster_cidr: config.network.cluster_cidr,
+            };
+            tokio::spawn(crate::net::dns_feed::serve(
+                control.clone(),
+                settings,
+                node_network.clone(),
+                stop_tx.subscribe(),
+            ));
+        }
         if roles.iter().any(|r| r == "agent") {
             let agent = crate::agent::AgentConfig {
                 node: config.name.clone(),
@@ -332,6 +347,7 @@ impl Node {
                 settings: config.agent.clone(),
                 peers: gossip.clone(),
                 admin_token: admin_token.clone(),
+                cluster_domain: config.network.cluster_domain.clone(),
             };
             let metrics = api_metrics.with_registry(crate::agent::AgentMetrics::new);
             if let Err(e) =

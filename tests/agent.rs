@@ -58,7 +58,9 @@ impl AgentNode {
         std::fs::write(
             config.path(),
             format!(
-                "[network]\ncluster_cidr = \"10.{}.0.0/16\"\nbridge = \"{bridge}\"\n[agent]\nusage_report_ms = 1000\n",
+                // Names outside the cluster domain go to a closed loopback port, never to
+                // the host's resolvers.
+                "[network]\ncluster_cidr = \"10.{}.0.0/16\"\nbridge = \"{bridge}\"\ndns_upstreams = [\"127.0.0.1:9\"]\n[agent]\nusage_report_ms = 1000\n",
                 90 + tag
             ),
         )
@@ -729,5 +731,78 @@ spec:
     assert!(
         pid_alive(web),
         "the Deployment container was adopted, not restarted"
+    );
+}
+
+/// Cluster DNS from inside a container: a StatefulSet pod `db-0` (serviceName `db`) and a
+/// client pod in the same namespace that resolves `db-0.db` through the resolv.conf the
+/// agent wrote (nameserver: the node's DNS server on the bridge gateway; search
+/// `default.svc.cluster.local ...`), to db-0's address: the short name through the libc
+/// resolver (`ping`, which applies the search path), the full name with `nslookup`.
+#[test]
+fn a_pod_resolves_a_statefulset_member_by_its_short_name() {
+    let _g = serial();
+    let Some(a) = AgentNode::start(9) else {
+        return;
+    };
+    let db = r#"apiVersion: omnicloud.io/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: c, image: busybox:latest, command: ["sleep", "100000"]}
+"#;
+    let (code, body) = a.node.api().apply(db);
+    assert_eq!(code, 200, "{body}");
+    let db_ip = eventually(Duration::from_secs(60), || {
+        let i = a.instance("db-0");
+        (i["status"]["ready"] == true)
+            .then(|| i["status"]["ip"].as_str().map(str::to_string))
+            .flatten()
+    })
+    .unwrap_or_else(|| panic!("db-0 never ran: {}", a.instance("db-0")));
+    let client = r#"apiVersion: omnicloud.io/v1
+kind: Deployment
+metadata: {name: client}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: client}}
+  template:
+    metadata: {labels: {app: client}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox:latest
+        command: ["sh", "-c", "cat /etc/resolv.conf; while true; do ping -c1 -W1 db-0.db; nslookup db-0.db.default.svc.cluster.local; sleep 1; done"]
+"#;
+    let (code, body) = a.node.api().apply(client);
+    assert_eq!(code, 200, "{body}");
+    let name = eventually(Duration::from_secs(60), || {
+        a.instances("client")
+            .iter()
+            .find(|i| i["status"]["ready"] == true)
+            .and_then(|i| i["metadata"]["name"].as_str().map(str::to_string))
+    })
+    .unwrap_or_else(|| panic!("the client never ran: {:?}", a.instances("client")));
+    let answered = eventually(Duration::from_secs(30), || {
+        let (_, logs, _) = a.node.cli(&["logs", &name, "--tail", "40"]);
+        (logs.contains(&format!("PING db-0.db ({db_ip})"))
+            && logs.contains(&format!("Address: {db_ip}")))
+        .then_some(logs)
+    });
+    let (_, logs, err) = a.node.cli(&["logs", &name, "--tail", "40"]);
+    let logs =
+        answered.unwrap_or_else(|| panic!("db-0.db never resolved to {db_ip}:\n{logs}{err}"));
+    assert!(
+        logs.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "the generated resolv.conf: {logs}"
     );
 }

@@ -169,6 +169,8 @@ pub struct Agent {
     /// Container creations in flight: a burst of new instances starts a few at a time, so
     /// the first are ready early and a new image's layers are unpacked once.
     pub starts: tokio::sync::Semaphore,
+    /// The cluster domain, for the containers' /etc/resolv.conf search path.
+    pub cluster_domain: String,
 }
 
 /// What every container supervisor shares.
@@ -183,6 +185,8 @@ pub struct AgentConfig {
     pub settings: AgentSettings,
     pub peers: Gossip,
     pub admin_token: String,
+    /// `[network] cluster_domain`.
+    pub cluster_domain: String,
 }
 
 /// Starts the agent: adopts what a previous node process left, then reconciles.
@@ -208,6 +212,7 @@ pub fn spawn(
         ),
         metrics,
         dirs,
+        cluster_domain: config.cluster_domain,
     };
     let fence = fence::Fence::start(&config.data_dir, &agent.dirs.containers)?;
     let parts = NodeParts {

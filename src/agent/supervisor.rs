@@ -151,10 +151,32 @@ impl Workload for Agent {
             address: format!("{ip}/{}", network.subnet.prefix),
         };
         let id = &unit.state.id;
-        let spec = translate::container_spec(id, &unit.key.name, &unit.spec, &paths, bridge)
+        let mut spec = translate::container_spec(id, &unit.key.name, &unit.spec, &paths, bridge)
             .map_err(|message| retried("InvalidSpec", message))?;
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = translate::resolv_conf(
+            &unit.spec,
+            &unit.key.namespace,
+            network.subnet.gateway(),
+            &node.cluster_domain,
+            &host_resolv,
+        )
+        .map_err(|message| retried("InvalidSpec", message))?;
         if let Err((reason, message)) = images::ensure(&node, &spec.image.name).await {
             return Err(retried(reason, message));
+        }
+        if let Some(text) = resolv {
+            // Beside the instance's emptyDir volumes (whose names cannot hold a '.'); goes
+            // with them when the instance stops.
+            let file = unit.state.scratch.join("resolv.conf");
+            std::fs::create_dir_all(&unit.state.scratch)
+                .and_then(|_| std::fs::write(&file, text))
+                .map_err(|e| retried("ContainerCannotRun", format!("{}: {e}", file.display())))?;
+            spec.mounts.push(crate::container::BindMount {
+                host_path: file,
+                container_path: "/etc/resolv.conf".into(),
+                read_only: false,
+            });
         }
         for m in &spec.mounts {
             if m.host_path.starts_with(&node.dirs.volumes)

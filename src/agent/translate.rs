@@ -25,6 +25,40 @@ pub struct Paths {
     pub claims: PathBuf,
 }
 
+/// What the instance's `/etc/resolv.conf` says, by `spec.pod.dnsPolicy`: ClusterFirst (the
+/// default; ClusterFirstWithHostNet alike, as no pod shares the host network) names the
+/// cluster DNS server on this node's bridge gateway with the namespace's search path;
+/// Default is the node's own `host` file. None when the container mounts its own file (or
+/// all of /etc) over it.
+pub fn resolv_conf(
+    spec: &InstanceSpec,
+    namespace: &str,
+    gateway: std::net::Ipv4Addr,
+    domain: &str,
+    host: &str,
+) -> Result<Option<String>, String> {
+    let own = main_container(spec)?
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| {
+            let p = m.mount_path.trim_end_matches('/');
+            p == "/etc" || p == "/etc/resolv.conf"
+        });
+    if own {
+        return Ok(None);
+    }
+    match spec.pod.dns_policy.as_deref() {
+        None | Some("ClusterFirst" | "ClusterFirstWithHostNet") => Ok(Some(
+            crate::net::dns_records::resolv_conf(gateway, namespace, domain),
+        )),
+        Some("Default") => Ok(Some(host.to_string())),
+        Some(other) => Err(format!(
+            "spec.pod.dnsPolicy: \"{other}\" is not ClusterFirst, ClusterFirstWithHostNet or Default"
+        )),
+    }
+}
+
 /// The one container of an instance. Several containers per instance (sidecars sharing
 /// a network namespace) are not supported yet, and are refused by name.
 pub fn main_container(spec: &InstanceSpec) -> Result<&Container, String> {
@@ -179,6 +213,59 @@ mod tests {
             Path::new("/d/claims/default/data-web-0")
         );
         assert!(c.mounts[1].read_only);
+    }
+
+    #[test]
+    fn resolv_conf_follows_the_dns_policy() {
+        let gw = std::net::Ipv4Addr::new(10, 88, 3, 1);
+        let pod = |extra: serde_json::Value| {
+            let mut p = serde_json::json!({"containers": [{"name": "a", "image": "x"}]});
+            p.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            instance(p)
+        };
+        let cluster = resolv_conf(
+            &pod(serde_json::json!({})),
+            "shop",
+            gw,
+            "cluster.local",
+            "host",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(cluster.contains("nameserver 10.88.3.1"), "{cluster}");
+        assert!(
+            cluster.contains("search shop.svc.cluster.local "),
+            "{cluster}"
+        );
+        let host = resolv_conf(
+            &pod(serde_json::json!({"dnsPolicy": "Default"})),
+            "shop",
+            gw,
+            "cluster.local",
+            "nameserver 192.0.2.53\n",
+        );
+        assert_eq!(host.unwrap().as_deref(), Some("nameserver 192.0.2.53\n"));
+        let e = resolv_conf(
+            &pod(serde_json::json!({"dnsPolicy": "Sometimes"})),
+            "shop",
+            gw,
+            "cluster.local",
+            "",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("spec.pod.dnsPolicy"), "{e}");
+        let own = instance(serde_json::json!({
+            "containers": [{"name": "a", "image": "x",
+                            "volumeMounts": [{"name": "v", "mountPath": "/etc/resolv.conf"}]}],
+            "volumes": [{"name": "v", "emptyDir": {}}]
+        }));
+        assert_eq!(
+            resolv_conf(&own, "shop", gw, "cluster.local", "").unwrap(),
+            None,
+            "a container that mounts its own resolv.conf keeps it"
+        );
     }
 
     #[test]

@@ -585,6 +585,32 @@ pub fn validate_label_value(field: &str, value: &str) -> Result<(), ModelError> 
     Ok(())
 }
 
+/// A DNS label: 1-63 letters, digits and '-', not starting or ending with '-'.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A domain name (the cluster domain), lower case without a trailing dot; or why it is not one (labels of
+/// letters, digits and '-', at most 253 characters).
+pub fn validate_domain(domain: &str) -> Result<String, String> {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    if d.is_empty() || d.len() > 253 {
+        return Err(format!(
+            "\"{domain}\" is not a domain name (1 to 253 characters, like cluster.local)"
+        ));
+    }
+    if let Some(bad) = d.split('.').find(|l| !is_dns_label(l)) {
+        return Err(format!(
+            "\"{domain}\": label \"{bad}\" is not 1-63 letters, digits and '-' (not at either end)"
+        ));
+    }
+    Ok(d)
+}
+
 fn validate_label_key(field: &str, key: &str) -> Result<(), ModelError> {
     let name = key.rsplit_once('/').map(|(_, n)| n).unwrap_or(key);
     let ok = !name.is_empty()

@@ -30,6 +30,21 @@ pub(super) fn validate_pod_spec(field: &str, spec: &PodSpec) -> Result<(), Model
             ));
         }
     }
+    match spec.dns_policy.as_deref() {
+        None | Some("ClusterFirst" | "ClusterFirstWithHostNet" | "Default") => {}
+        Some("None") => {
+            return Err(invalid(
+                &format!("{field}.dnsPolicy"),
+                "None needs dnsConfig, which is not supported; use ClusterFirst (the default) or Default",
+            ))
+        }
+        Some(other) => {
+            return Err(invalid(
+                &format!("{field}.dnsPolicy"),
+                format!("\"{other}\" is not ClusterFirst, ClusterFirstWithHostNet or Default"),
+            ))
+        }
+    }
     let mut names = BTreeSet::new();
     let all = spec
         .containers

@@ -132,6 +132,22 @@ fn bad_inputs_name_their_field() {
             "invalid memory quantity",
         ),
         (
+            good.replace(
+                "      containers:",
+                "      dnsPolicy: Cluster\n      containers:",
+            ),
+            "spec.template.spec.dnsPolicy",
+            "\"Cluster\" is not ClusterFirst",
+        ),
+        (
+            good.replace(
+                "      containers:",
+                "      dnsPolicy: None\n      containers:",
+            ),
+            "spec.template.spec.dnsPolicy",
+            "None needs dnsConfig",
+        ),
+        (
             good.replace("replicas: 10", "replicas: -3"),
             "spec.replicas",
             "must be >= 0, got -3",

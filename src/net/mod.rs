@@ -21,6 +21,10 @@
 //!   agent nodes gossip does not hold down); `announce`: the address on the interface
 //!   plus gratuitous ARP; `announce_task`: the task each agent node runs for it.
 //!
+//! - `dns`: the embedded cluster DNS server (hickory-server on every agent or director
+//!   node); `dns_records`: the records it answers (pure); `dns_feed`: builds them from the
+//!   store.
+//!
 //! Threads/actors: one tokio task per node for routing (`reconcile::spawn`), one for the
 //! Services data plane (`dataplane::spawn`). May call: `orchestrator`
 //! (the local replica, read only), `cluster` (membership), `config`, `model`.
@@ -28,6 +32,9 @@
 pub mod announce;
 pub mod announce_task;
 pub mod dataplane;
+pub mod dns;
+pub mod dns_feed;
+pub mod dns_records;
 pub mod lb;
 pub mod netlink;
 pub mod reconcile;
