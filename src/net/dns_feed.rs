@@ -4,8 +4,8 @@
 //! seconds, in case a change notice was missed).
 //!
 //! The inputs: ready StatefulSet instances whose StatefulSet names a `serviceName`
-//! ([`members`]), and services ([`services`], the seam for the Service and Endpoints
-//! kinds). One task per node; reads the store, calls `dns` and the pure `dns_records`.
+//! ([`members`]), and Services with the ready addresses of their Endpoints
+//! ([`services`]). One task per node; reads the store, calls `dns` and the pure `dns_records`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +15,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::dns::{upstreams_from_resolv_conf, DnsConfig, DnsServer};
-use super::dns_records::{build, MemberRecord, Records, ServiceRecord};
+use super::dns_records::{
+    build, EndpointRecord, MemberRecord, PortRecord, Protocol, Records, ServiceRecord,
+};
 use crate::model::instance::{InstanceStatus, Phase};
 use crate::model::{Kind, Resource, Spec};
 use crate::orchestrator::ControlPlane;
@@ -89,15 +91,74 @@ fn namespace(r: &Resource) -> String {
 /// fills one [`ServiceRecord`] per Service object (cluster IP, or None when headless; its
 /// ports) with the ready addresses of its Endpoints object, and adds both kinds to
 /// [`watched`].
-pub fn services(_reader: &StoreReader) -> Vec<ServiceRecord> {
-    Vec::new()
+pub fn services(reader: &StoreReader) -> Vec<ServiceRecord> {
+    service_records(
+        &parsed(reader, Kind::Service),
+        &parsed(reader, Kind::Endpoints),
+    )
+}
+
+/// One record per Service: its cluster IP (None when headless), its ports, and the ready
+/// addresses of its Endpoints (same namespace and name). Pure over parsed objects.
+pub fn service_records(services: &[Resource], endpoints: &[Resource]) -> Vec<ServiceRecord> {
+    let ready: BTreeMap<(String, String), Vec<EndpointRecord>> = endpoints
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Some(Spec::Endpoints(e)) => {
+                let mut ips: Vec<EndpointRecord> = e
+                    .subsets
+                    .iter()
+                    .flat_map(|s| &s.addresses)
+                    .filter_map(|a| a.ip.parse().ok())
+                    .map(|ip| EndpointRecord { ip, hostname: None })
+                    .collect();
+                ips.sort_by_key(|e| e.ip);
+                ips.dedup();
+                Some(((namespace(r), r.metadata.name.clone()), ips))
+            }
+            _ => None,
+        })
+        .collect();
+    services
+        .iter()
+        .filter_map(|r| {
+            let Some(Spec::Service(spec)) = &r.spec else {
+                return None;
+            };
+            let cluster_ip = spec.vip();
+            if cluster_ip.is_none() && !spec.headless() {
+                return None; // not allocated yet
+            }
+            let key = (namespace(r), r.metadata.name.clone());
+            Some(ServiceRecord {
+                name: key.1.clone(),
+                namespace: key.0.clone(),
+                cluster_ip,
+                ports: spec
+                    .ports
+                    .iter()
+                    .filter_map(|p| {
+                        Some(PortRecord {
+                            name: p.name.clone(),
+                            port: u16::try_from(p.port).ok()?,
+                            protocol: match p.protocol() {
+                                crate::model::service::Protocol::Udp => Protocol::Udp,
+                                _ => Protocol::Tcp,
+                            },
+                        })
+                    })
+                    .collect(),
+                endpoints: ready.get(&key).cloned().unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 /// Whether a change may change the records: a StatefulSet, or an instance a StatefulSet
 /// owns (instances change often, with every usage report; the others name nothing yet).
 fn watched(change: &crate::store::Change) -> bool {
     match change.key.kind {
-        Kind::StatefulSet => true,
+        Kind::StatefulSet | Kind::Service | Kind::Endpoints => true,
         Kind::Instance => serde_json::from_slice::<serde_json::Value>(&change.object)
             .is_ok_and(|o| o["spec"]["owner"]["kind"] == "StatefulSet"),
         _ => false,
@@ -246,6 +307,45 @@ mod tests {
                      "pod": {"containers": [{"name": "c", "image": "busybox"}]}},
             "status": status,
         }))
+    }
+
+    #[test]
+    fn services_publish_their_cluster_ip_or_their_ready_endpoints() {
+        let svc = |name: &str, ip: &str| {
+            resource(serde_json::json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"clusterIP": ip, "selector": {"app": name},
+                         "ports": [{"name": "http", "port": 80}]},
+            }))
+        };
+        let eps = |name: &str, ready: &[&str], not_ready: &[&str]| {
+            let a = |ips: &[&str]| {
+                ips.iter()
+                    .map(|ip| serde_json::json!({"ip": ip}))
+                    .collect::<Vec<_>>()
+            };
+            resource(serde_json::json!({
+                "apiVersion": "v1", "kind": "Endpoints",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"subsets": [{"addresses": a(ready), "notReadyAddresses": a(not_ready),
+                                      "ports": [{"name": "http", "port": 8080}]}]},
+            }))
+        };
+        let services = [svc("web", "10.43.0.10"), svc("db", "None")];
+        let endpoints = [
+            eps("web", &["10.88.0.2"], &[]),
+            eps("db", &["10.88.1.3", "10.88.0.4"], &["10.88.0.9"]),
+        ];
+        let records = service_records(&services, &endpoints);
+        assert_eq!(records.len(), 2);
+        let web = records.iter().find(|r| r.name == "web").unwrap();
+        assert_eq!(web.cluster_ip, Some("10.43.0.10".parse().unwrap()));
+        assert_eq!(web.ports[0].name.as_deref(), Some("http"));
+        let db = records.iter().find(|r| r.name == "db").unwrap();
+        assert_eq!(db.cluster_ip, None, "headless");
+        let ips: Vec<String> = db.endpoints.iter().map(|e| e.ip.to_string()).collect();
+        assert_eq!(ips, ["10.88.0.4", "10.88.1.3"], "ready ones only, in order");
     }
 
     fn statefulset(name: &str, service: Option<&str>) -> Resource {
