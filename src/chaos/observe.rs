@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::local::LocalCluster;
-use crate::cli::client::Client;
+use crate::client::Client;
 
 /// A workload that must be back at its desired replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub fn workloads_of(applied: &Value) -> Vec<Workload> {
 /// "deployments/web 4/6 ready" for a workload short of its replicas, None when restored
 /// (`cli::why::progress`: the same test as `--wait`).
 fn shortfall(o: &Value, w: &Workload) -> Option<String> {
-    let (text, done) = crate::cli::why::progress(o);
+    let (text, done) = crate::client::why::progress(o);
     (!done).then(|| format!("{}/{} {text}", w.plural, w.name))
 }
 
@@ -75,7 +75,7 @@ pub fn wait_restored(
                             "{}/{} {}",
                             w.plural,
                             w.name,
-                            crate::cli::wait::replicas_line(&cluster.client(i), kind, &o)
+                            crate::client::look::replicas_line(&cluster.client(i), kind, &o)
                         ),
                         _ => short,
                     }

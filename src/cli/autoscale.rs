@@ -13,8 +13,8 @@
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::client::{Client, ClientError};
 use super::{object_path, output, split_target, Conn, Format};
+use crate::client::{Client, ClientError};
 use crate::model::{HpaSpec, Kind, Resource, Spec, API_VERSION};
 use crate::orchestrator::autoscaler::hpa::{self, Metric, Pod, PodState, Sample};
 

@@ -5,8 +5,8 @@ use std::io::Read;
 
 use serde_json::Value;
 
-use super::client::{Client, ClientError};
 use super::{collection_path, object_path, output, urlencode, wait, Format};
+use crate::client::{Client, ClientError};
 use crate::model::Kind;
 
 pub fn read_input(file: &str) -> Result<String, ClientError> {

@@ -4,8 +4,8 @@
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::client::{Client, ClientError};
 use super::{output, wait, Conn, Format};
+use crate::client::{Client, ClientError};
 use crate::model::Kind;
 
 #[derive(Debug, Subcommand)]

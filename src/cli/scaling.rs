@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::client::ClientError;
 use super::{output, Conn, Format};
+use crate::client::ClientError;
 
 /// Event reasons that are scaling decisions.
 const SCALING_REASONS: [&str; 23] = [

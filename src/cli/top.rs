@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::client::{Client, ClientError};
 use super::{output, Conn, Format};
+use crate::client::{Client, ClientError};
 use crate::model::instance::InstanceSpec;
 
 #[derive(Debug, Subcommand)]
