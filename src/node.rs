@@ -23,7 +23,7 @@ use crate::cluster::host::{resolve_roles, HostFacts};
 use crate::cluster::transport::{self, TransportStats};
 use crate::cluster::{ClusterId, Gossip, GossipConfig, MemberMeta};
 use crate::config::NodeConfig;
-use crate::model::Kind;
+use crate::model::{Kind, Role};
 use crate::orchestrator::voters::VoterPolicy;
 use crate::orchestrator::{membership, rpc, ControlPlane};
 use crate::store::{Command, NodeId, ObjectKey, PutMode, RaftNode, Store};
@@ -80,7 +80,7 @@ pub struct Node {
     admin_token: String,
     /// Handed to the worker VMs a director boots.
     join_token: String,
-    roles: Vec<String>,
+    roles: Vec<Role>,
     stop_tx: watch::Sender<bool>,
 }
 
@@ -287,7 +287,7 @@ impl Node {
 
         // One node network (bridge, subnet, addresses) for containers and VMs.
         let node_network = crate::supervise::NodeNet::new(&config.network.bridge);
-        if roles.iter().any(|r| r == "agent") {
+        if roles.contains(&Role::Agent) {
             let agent = crate::agent::AgentConfig {
                 node: config.name.clone(),
                 data_dir: config.data_dir.clone(),
@@ -303,7 +303,7 @@ impl Node {
                 tracing::error!(error = %e, "the agent did not start; this node runs no instances");
             }
         }
-        if roles.iter().any(|r| r == "director") {
+        if roles.contains(&Role::Director) {
             let director = crate::director::DirectorConfig {
                 node: config.name.clone(),
                 data_dir: config.data_dir.clone(),

@@ -238,7 +238,9 @@ struct Fenced {
 }
 
 fn stateful(spec: &InstanceSpec) -> bool {
-    spec.owner.as_ref().is_some_and(|o| o.kind == "StatefulSet")
+    spec.owner
+        .as_ref()
+        .is_some_and(|o| o.kind == crate::model::Kind::StatefulSet)
 }
 
 impl Gate<InstanceSpec> for Fenced {

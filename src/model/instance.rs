@@ -48,7 +48,8 @@ pub const VM_OVERHEAD_BYTES: u64 = 16 << 20;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OwnerRef {
-    pub kind: String,
+    /// Serialized as the kind's name ("Deployment"); a name that is no kind is refused.
+    pub kind: super::Kind,
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uid: String,

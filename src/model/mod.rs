@@ -22,6 +22,7 @@ mod parse;
 mod pod_validation;
 pub mod predictive;
 pub mod quantity;
+pub mod role;
 mod selector;
 pub mod subnet;
 pub mod workload;
@@ -40,6 +41,7 @@ pub use infra::{NamespaceSpec, NodeClassSpec, PriorityClassSpec, VirtualMachineS
 pub use instance::{InstanceSpec, InstanceStatus, NodeSubnetSpec};
 pub use parse::parse_manifests;
 pub use quantity::{CpuQuantity, DurationStr, IntOrString, MemoryQuantity, Quantity};
+pub use role::Role;
 pub use selector::{parse_label_selector, selector_matches, SelectorOp};
 pub use subnet::Subnet;
 pub use workload::{DeploymentSpec, PodTemplate, StatefulSetSpec};

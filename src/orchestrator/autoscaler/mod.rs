@@ -198,7 +198,7 @@ async fn infrastructure(
         .iter()
         .filter(|m| {
             m.status != crate::cluster::MemberStatus::Down
-                && m.meta.roles.iter().any(|r| r == "director")
+                && m.meta.roles.contains(&crate::model::Role::Director)
         })
         .count();
     let (mut commands, mut events) = schedule::plan(control, directors, now, &now_text);
@@ -331,7 +331,7 @@ fn ingest_statuses(store: &mut MetricStore, instances: &[Resource], now: u64) {
 fn owned<'a>(views: &[InstanceView<'a>], target: &Resource) -> Vec<InstanceView<'a>> {
     views
         .iter()
-        .filter(|i| i.owned_by(target.kind.as_str(), &target.metadata.uid))
+        .filter(|i| i.owned_by(target.kind, &target.metadata.uid))
         .cloned()
         .collect()
 }
@@ -561,7 +561,7 @@ fn vpa_status(
     let (mut first, mut last) = (u64::MAX, 0);
     for i in views
         .iter()
-        .filter(|i| i.owned_by(target.kind.as_str(), &target.metadata.uid))
+        .filter(|i| i.owned_by(target.kind, &target.metadata.uid))
     {
         let key = (i.namespace(), i.name(), i.resource.metadata.uid.as_str());
         let cpu = store.points(key, &MetricName::Cpu);

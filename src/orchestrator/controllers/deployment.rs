@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::{key_of, new_instance, version, Draft, EventDraft, InstanceView, Pass};
 #[cfg(test)]
 use crate::model::instance::{InstanceSpec, OWNER_LABEL};
-use crate::model::{Resource, Spec};
+use crate::model::{Kind, Resource, Spec};
 use crate::store::{Command, PutMode};
 
 const SOURCE: &str = "deployment-controller";
@@ -153,7 +153,7 @@ impl<'p, 'a> Rollout<'p, 'a> {
         let mine: Vec<&InstanceView> = pass
             .instances
             .iter()
-            .filter(|i| i.namespace() == ns && i.owned_by("Deployment", &d.metadata.uid))
+            .filter(|i| i.namespace() == ns && i.owned_by(Kind::Deployment, &d.metadata.uid))
             .collect();
         let (new, old): (Vec<&InstanceView>, Vec<&InstanceView>) =
             mine.iter().copied().partition(|i| i.revision() == revision);

@@ -30,7 +30,7 @@ use super::ControlPlane;
 use crate::cluster::identity::now_ms;
 use crate::cluster::{Gossip, MemberStatus};
 use crate::model::instance::{InstanceSpec, InstanceStatus, OwnerRef, OWNER_LABEL};
-use crate::model::{Kind, Resource, Spec, Subnet, API_VERSION};
+use crate::model::{Kind, Resource, Role, Spec, Subnet, API_VERSION};
 use crate::store::{Command, ObjectKey};
 pub use events::EventDraft;
 
@@ -163,7 +163,7 @@ impl<'a> InstanceView<'a> {
         self.spec.node_name.as_deref()
     }
 
-    pub fn owned_by(&self, kind: &str, uid: &str) -> bool {
+    pub fn owned_by(&self, kind: Kind, uid: &str) -> bool {
         self.spec
             .owner
             .as_ref()
@@ -282,7 +282,7 @@ pub fn owned_spec(owner: &Resource, index: i64, revision: &str) -> InstanceSpec 
     InstanceSpec {
         node_name: None,
         owner: Some(OwnerRef {
-            kind: owner.kind.as_str().into(),
+            kind: owner.kind,
             name: owner.metadata.name.clone(),
             uid: owner.metadata.uid.clone(),
         }),
@@ -418,8 +418,7 @@ fn orphans(pass: &Pass, draft: &mut Draft) {
         .collect();
     for i in &pass.instances {
         let Some(owner) = &i.spec.owner else { continue };
-        let workload =
-            ["Deployment", "StatefulSet", "VirtualMachine"].contains(&owner.kind.as_str());
+        let workload = owner.kind.has_replicas();
         if workload && !owners.contains(&(i.namespace(), owner.uid.as_str())) {
             draft.commands.push(Command::Delete {
                 key: key_of(i.resource),
@@ -586,8 +585,8 @@ pub fn spawn(
                 .map(|m| NodeView {
                     name: m.meta.name.clone(),
                     alive: m.status != MemberStatus::Down,
-                    agent: m.meta.roles.iter().any(|r| r == "agent"),
-                    director: m.meta.roles.iter().any(|r| r == "director"),
+                    agent: m.meta.roles.contains(&Role::Agent),
+                    director: m.meta.roles.contains(&Role::Director),
                     labels: m.meta.labels.clone(),
                     cpu_millis: m.meta.cpu_millis,
                     memory_bytes: m.meta.memory_bytes,

@@ -19,7 +19,7 @@ use serde_json::json;
 use super::deployment::template_revision;
 use super::{key_of, new_instance, version, Draft, EventDraft, InstanceView, Pass};
 use crate::model::workload::{PvcSource, Volume};
-use crate::model::{PodTemplate, Resource, Spec};
+use crate::model::{Kind, PodTemplate, Resource, Spec};
 use crate::store::Command;
 
 const SOURCE: &str = "statefulset-controller";
@@ -64,7 +64,7 @@ pub fn plan(pass: &Pass, s: &Resource, draft: &mut Draft) {
     let mine: BTreeMap<i64, &InstanceView> = pass
         .instances
         .iter()
-        .filter(|i| i.namespace() == ns && i.owned_by("StatefulSet", &s.metadata.uid))
+        .filter(|i| i.namespace() == ns && i.owned_by(Kind::StatefulSet, &s.metadata.uid))
         .map(|i| (i.index(), i))
         .collect();
     let ready = |i: &InstanceView| i.available(world.now_ms, min_ready);

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::deployment::template_revision;
 use super::{key_of, owned_instance, owned_spec, version, Draft, EventDraft, InstanceView, Pass};
 use crate::model::instance::Phase;
-use crate::model::{Resource, Spec};
+use crate::model::{Kind, Resource, Spec};
 use crate::store::Command;
 
 const SOURCE: &str = "virtualmachine-controller";
@@ -37,7 +37,7 @@ pub fn plan(pass: &Pass, vm: &Resource, draft: &mut Draft) {
     let mine: Vec<&InstanceView> = pass
         .instances
         .iter()
-        .filter(|i| i.namespace() == ns && i.owned_by("VirtualMachine", &vm.metadata.uid))
+        .filter(|i| i.namespace() == ns && i.owned_by(Kind::VirtualMachine, &vm.metadata.uid))
         .collect();
     let mut deleted = BTreeSet::new();
     for i in &mine {

@@ -162,7 +162,7 @@ pub fn plan(pass: &Pass, draft: &mut Draft) {
             .filter(|i| {
                 i.namespace() == ns
                     && i.spec.owner.as_ref().is_some_and(|o| {
-                        o.kind == spec.target_ref.kind && o.name == spec.target_ref.name
+                        o.kind.as_str() == spec.target_ref.kind && o.name == spec.target_ref.name
                     })
             })
             .collect();
