@@ -19,6 +19,7 @@ use super::cluster::{
 };
 use crate::cluster::{MemberStatus, MemberView};
 use crate::model::capacity::{parse_ratio, NodeGroup};
+use crate::model::event::EventReason;
 use crate::model::instance::{Phase, VM_OVERHEAD_BYTES};
 use crate::model::{Kind, Resource, Role, Spec, API_VERSION};
 use crate::orchestrator::controllers::{key_of, parse_ms, EventDraft, InstanceView};
@@ -204,7 +205,7 @@ fn ignored(cas: &[Resource]) -> Vec<EventDraft> {
         .map(|other| {
             EventDraft::warning(
                 other,
-                "ScaleUpLimited",
+                EventReason::ScaleUpLimited,
                 format!(
                     "ClusterAutoscaler {} acts for the cluster; this one is ignored",
                     cas[0].metadata.name

@@ -18,6 +18,7 @@ use std::collections::BTreeSet;
 use serde_json::{json, Value};
 
 use super::{key_of, new_instance, version, Draft, EventDraft, InstanceView, Pass};
+use crate::model::event::EventReason;
 #[cfg(test)]
 use crate::model::instance::{InstanceSpec, OWNER_LABEL};
 use crate::model::{Kind, Resource, Spec};
@@ -204,7 +205,7 @@ impl<'p, 'a> Rollout<'p, 'a> {
             });
             draft.events.push(EventDraft::normal(
                 self.d,
-                "DeletingInstance",
+                EventReason::DeletingInstance,
                 format!("deleted instance {}: {why}", i.name()),
                 SOURCE,
             ));
@@ -295,7 +296,7 @@ impl<'p, 'a> Rollout<'p, 'a> {
         if budget < wanted && draft.rate_left.is_some_and(|left| left < wanted) {
             draft.events.push(EventDraft::normal(
                 d,
-                "ScalingRateLimited",
+                EventReason::ScalingRateLimited,
                 format!(
                     "{} more instance(s) wait for the ClusterScalingPolicy scaling rate",
                     wanted - budget
@@ -326,7 +327,7 @@ impl<'p, 'a> Rollout<'p, 'a> {
         if created > 0 {
             draft.events.push(EventDraft::normal(
                 d,
-                "ScalingUp",
+                EventReason::ScalingUp,
                 format!("created {created} instance(s) of revision {revision}"),
                 SOURCE,
             ));
@@ -400,7 +401,7 @@ fn rollback(d: &Resource, bad: &str, hist: &[Value], elapsed: u64, draft: &mut D
     let Some(previous) = previous else {
         draft.events.push(EventDraft::warning(
             d,
-            "ProgressDeadlineExceeded",
+            EventReason::ProgressDeadlineExceeded,
             format!("revision {bad} is not available after {elapsed}s and there is no earlier revision to roll back to"),
             SOURCE,
         ));
@@ -421,7 +422,7 @@ fn rollback(d: &Resource, bad: &str, hist: &[Value], elapsed: u64, draft: &mut D
         .push(Command::put(key_of(d), &v, PutMode::Update, version(d)));
     draft.events.push(EventDraft::warning(
         d,
-        "RolledBack",
+        EventReason::RolledBack,
         format!("revision {bad} was not available after {elapsed}s (progressDeadlineSeconds); rolled back to revision {to}"),
         SOURCE,
     ));

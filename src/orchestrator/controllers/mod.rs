@@ -541,7 +541,7 @@ impl ControllerMetrics {
             self.decisions
                 .get_or_create(&DecisionLabels {
                     kind: e.kind.clone(),
-                    reason: e.reason.clone(),
+                    reason: e.reason.as_str().into(),
                 })
                 .inc();
         }
@@ -615,7 +615,7 @@ pub fn spawn(
                     .decisions
                     .get_or_create(&DecisionLabels {
                         kind: e.kind.clone(),
-                        reason: e.reason.clone(),
+                        reason: e.reason.as_str().into(),
                     })
                     .inc();
             }

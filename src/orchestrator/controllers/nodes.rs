@@ -9,6 +9,7 @@
 //! for `FENCE_AFTER` (`model::instance::FENCE_AFTER`), so their replacement waits for twice that.
 
 use super::{key_of, version, Draft, EventDraft, Pass};
+use crate::model::event::EventReason;
 use crate::model::Kind;
 use crate::store::Command;
 
@@ -36,7 +37,7 @@ pub fn plan(pass: &Pass, draft: &mut Draft) {
         });
         draft.events.push(EventDraft::warning(
             i.resource,
-            "NodeLost",
+            EventReason::NodeLost,
             format!(
                 "node {node} is down; instance of {} {} will be replaced on a live node",
                 owner.kind.as_str().to_lowercase(),

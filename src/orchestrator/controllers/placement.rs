@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::{key_of, version, Draft, EventDraft, InstanceView, Pass};
+use crate::model::event::EventReason;
 use crate::model::instance::InstanceSpec;
 use crate::model::Spec;
 use crate::orchestrator::scheduler::{
@@ -293,7 +294,7 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
                         });
                         draft.events.push(EventDraft::warning(
                             i.resource,
-                            "Preempted",
+                            EventReason::Preempted,
                             format!(
                                 "evicted from {node} for the higher-priority {}",
                                 requests[n].key
@@ -317,7 +318,7 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
                         });
                         draft.events.push(EventDraft::warning(
                             i.resource,
-                            "FailedScheduling",
+                            EventReason::FailedScheduling,
                             reason,
                             SOURCE,
                         ));

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use super::deployment::template_revision;
 use super::{key_of, new_instance, version, Draft, EventDraft, InstanceView, Pass};
+use crate::model::event::EventReason;
 use crate::model::workload::{PvcSource, Volume};
 use crate::model::{Kind, PodTemplate, Resource, Spec};
 use crate::store::Command;
@@ -75,9 +76,12 @@ pub fn plan(pass: &Pass, s: &Resource, draft: &mut Draft) {
             key: key_of(i.resource),
             expected_version: version(i.resource),
         });
-        draft
-            .events
-            .push(EventDraft::normal(s, "DeletingInstance", why, SOURCE));
+        draft.events.push(EventDraft::normal(
+            s,
+            EventReason::DeletingInstance,
+            why,
+            SOURCE,
+        ));
     };
 
     // Scale down: excess ordinals, highest first.
@@ -123,7 +127,7 @@ pub fn plan(pass: &Pass, s: &Resource, draft: &mut Draft) {
         ));
         draft.events.push(EventDraft::normal(
             s,
-            "SuccessfulCreate",
+            EventReason::SuccessfulCreate,
             format!("create instance {instance_name}"),
             SOURCE,
         ));

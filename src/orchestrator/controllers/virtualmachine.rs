@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::deployment::template_revision;
 use super::{key_of, owned_instance, owned_spec, version, Draft, EventDraft, InstanceView, Pass};
+use crate::model::event::EventReason;
 use crate::model::instance::Phase;
 use crate::model::{Kind, Resource, Spec};
 use crate::store::Command;
@@ -59,7 +60,7 @@ pub fn plan(pass: &Pass, vm: &Resource, draft: &mut Draft) {
         });
         draft.events.push(EventDraft::normal(
             vm,
-            "DeletingInstance",
+            EventReason::DeletingInstance,
             format!("deleted VM {}: {why}", i.name()),
             SOURCE,
         ));
@@ -89,7 +90,7 @@ pub fn plan(pass: &Pass, vm: &Resource, draft: &mut Draft) {
             .push(owned_instance(vm, &ns, &instance_name, labels, spec));
         draft.events.push(EventDraft::normal(
             vm,
-            "SuccessfulCreate",
+            EventReason::SuccessfulCreate,
             format!("created VM {instance_name}"),
             SOURCE,
         ));
