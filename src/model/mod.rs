@@ -12,6 +12,7 @@
 //! nesting, alias expansion, non-finite numbers), and every count, size and duration is
 //! held to a documented maximum (`limits`).
 
+pub mod affinity;
 pub mod autoscaling;
 pub mod capacity;
 pub mod event;
@@ -559,7 +560,7 @@ pub fn validate_label_value(field: &str, value: &str) -> Result<(), ModelError> 
     Ok(())
 }
 
-fn validate_label_key(field: &str, key: &str) -> Result<(), ModelError> {
+pub(crate) fn validate_label_key(field: &str, key: &str) -> Result<(), ModelError> {
     let name = key.rsplit_once('/').map(|(_, n)| n).unwrap_or(key);
     let ok = !name.is_empty()
         && name.len() <= 63

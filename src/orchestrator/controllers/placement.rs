@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::{key_of, version, Draft, EventDraft, InstanceView, Pass};
+use crate::model::affinity::{PodAffinity, PodAffinityTerm};
 use crate::model::event::EventReason;
 use crate::model::instance::InstanceSpec;
 use crate::model::Spec;
@@ -19,38 +20,21 @@ use crate::store::{Command, PutMode};
 
 const SOURCE: &str = "scheduler";
 
-fn match_labels(v: &Value) -> BTreeMap<String, String> {
-    v["matchLabels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn term(v: &Value) -> Term {
+fn term(t: &PodAffinityTerm) -> Term {
     Term {
-        selector: match_labels(&v["labelSelector"]),
-        topology_key: v["topologyKey"]
-            .as_str()
-            .unwrap_or(HOSTNAME_KEYS[0])
-            .to_string(),
+        selector: t.match_labels(),
+        topology_key: t
+            .topology_key
+            .clone()
+            .unwrap_or_else(|| HOSTNAME_KEYS[0].to_string()),
     }
 }
 
-fn preferred(v: &Value) -> Vec<(i32, Term)> {
-    v["preferredDuringSchedulingIgnoredDuringExecution"]
-        .as_array()
+fn preferred(a: Option<&PodAffinity>) -> Vec<(i32, Term)> {
+    a.and_then(|a| a.preferred.as_ref())
         .into_iter()
         .flatten()
-        .map(|p| {
-            (
-                p["weight"].as_i64().unwrap_or(1).clamp(1, 100) as i32,
-                term(&p["podAffinityTerm"]),
-            )
-        })
+        .map(|p| (p.weight.clamp(1, 100) as i32, term(&p.pod_affinity_term)))
         .collect()
 }
 
@@ -79,7 +63,7 @@ fn request(
         };
     }
     let pod = &spec.pod;
-    let affinity = pod.affinity.clone().unwrap_or(Value::Null);
+    let affinity = pod.affinity.clone().unwrap_or_default();
     let mut req = Request {
         key,
         owner,
@@ -107,15 +91,14 @@ fn request(
                     .unwrap_or_default(),
             })
             .collect(),
-        anti_affinity: affinity["podAntiAffinity"]
-            ["requiredDuringSchedulingIgnoredDuringExecution"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        anti_affinity: affinity
+            .pod_anti_affinity
+            .iter()
+            .flat_map(|a| a.required.iter().flatten())
             .map(term)
             .collect(),
-        affinity_preferred: preferred(&affinity["podAffinity"]),
-        anti_affinity_preferred: preferred(&affinity["podAntiAffinity"]),
+        affinity_preferred: preferred(affinity.pod_affinity.as_ref()),
+        anti_affinity_preferred: preferred(affinity.pod_anti_affinity.as_ref()),
     };
     // The seed's colocation: PreferSameVM / RequireSameVM pull towards the node running
     // the selected workload, PreferDifferentVM away from it.
