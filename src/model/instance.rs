@@ -153,9 +153,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Written by the agent that runs the instance.
+/// Written by the agent that runs the instance (and by the scheduler while it waits for a
+/// node). Every field reads with its default, so any part of one reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct InstanceStatus {
     pub phase: Phase,
     pub ready: bool,

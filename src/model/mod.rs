@@ -25,6 +25,7 @@ pub mod predictive;
 pub mod quantity;
 pub mod role;
 mod selector;
+pub mod status;
 pub mod subnet;
 pub mod workload;
 mod yaml_guard;
@@ -468,6 +469,11 @@ impl Resource {
             obj.insert("status".into(), status.clone());
         }
         Value::Object(obj)
+    }
+
+    /// The stored status as the kind's typed status (its default when there is none).
+    pub fn status_of<T: DeserializeOwned + Default>(&self) -> T {
+        status::of(self.status.as_ref())
     }
 
     pub fn spec_value(&self) -> Value {

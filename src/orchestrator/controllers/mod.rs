@@ -328,10 +328,11 @@ pub fn version(r: &Resource) -> Option<u64> {
 }
 
 /// The command that writes `status` on `r`; None when `r` already has it.
-pub fn status_change(r: &Resource, status: &Value) -> Option<Command> {
-    (r.status.as_ref() != Some(status)).then(|| Command::SetStatus {
+pub fn status_change(r: &Resource, status: &impl serde::Serialize) -> Option<Command> {
+    let status = serde_json::to_value(status).expect("statuses serialize");
+    (r.status.as_ref() != Some(&status)).then(|| Command::SetStatus {
         key: key_of(r),
-        status: serde_json::to_vec(status).expect("JSON"),
+        status: serde_json::to_vec(&status).expect("JSON"),
         uid: Some(r.metadata.uid.clone()),
     })
 }

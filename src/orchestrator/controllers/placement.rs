@@ -6,12 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{key_of, version, Draft, EventDraft, InstanceView, Pass};
 use crate::model::affinity::{PodAffinity, PodAffinityTerm};
 use crate::model::event::EventReason;
-use crate::model::instance::InstanceSpec;
+use crate::model::instance::{InstanceSpec, InstanceStatus};
 use crate::model::Spec;
 use crate::orchestrator::scheduler::{
     self, NodeInfo, Outcome, Placed, Policy, Request, Spread, Term, HOSTNAME_KEYS,
@@ -292,8 +292,11 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
                 if n < waiting.len() {
                     let i = waiting[n];
                     if i.status.message != reason {
-                        let status = json!({"phase": "Pending", "ready": false, "restarts": 0,
-                                            "reason": "Unschedulable", "message": reason});
+                        let status = InstanceStatus {
+                            reason: "Unschedulable".into(),
+                            message: reason.clone(),
+                            ..Default::default()
+                        };
                         draft.commands.push(Command::SetStatus {
                             key: key_of(i.resource),
                             status: serde_json::to_vec(&status).expect("JSON"),

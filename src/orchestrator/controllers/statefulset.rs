@@ -14,11 +14,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::json;
-
 use super::deployment::template_revision;
 use super::{key_of, new_instance, version, Draft, EventDraft, InstanceView, Pass};
 use crate::model::event::EventReason;
+use crate::model::status::StatefulSetStatus;
 use crate::model::workload::{PvcSource, Volume};
 use crate::model::{Kind, PodTemplate, Resource, Spec};
 use crate::store::Command;
@@ -163,14 +162,15 @@ pub fn plan(pass: &Pass, s: &Resource, draft: &mut Draft) {
         }
     }
 
-    let status = json!({
-        "observedGeneration": s.metadata.generation,
-        "replicas": mine.len(),
-        "readyReplicas": mine.values().filter(|i| i.ready()).count(),
-        "availableReplicas": mine.values().filter(|i| ready(i)).count(),
-        "updatedReplicas": mine.values().filter(|i| i.revision() == revision).count(),
-        "updateRevision": revision,
-    });
+    let count = |f: &dyn Fn(&InstanceView) -> bool| mine.values().filter(|i| f(i)).count() as i64;
+    let status = StatefulSetStatus {
+        observed_generation: s.metadata.generation,
+        replicas: mine.len() as i64,
+        ready_replicas: count(&|i| i.ready()),
+        available_replicas: count(&|i| ready(i)),
+        updated_replicas: count(&|i| i.revision() == revision),
+        update_revision: revision.to_string(),
+    };
     draft.commands.extend(super::status_change(s, &status));
 }
 
@@ -179,6 +179,7 @@ mod tests {
     use super::super::{step, NodeView, World};
     use super::*;
     use crate::model::instance::InstanceSpec;
+    use serde_json::json;
 
     fn set(replicas: i64, policy: &str, image: &str) -> Resource {
         Resource::from_stored(json!({

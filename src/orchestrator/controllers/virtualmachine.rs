@@ -6,12 +6,11 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::json;
-
 use super::deployment::template_revision;
 use super::{key_of, owned_instance, owned_spec, version, Draft, EventDraft, InstanceView, Pass};
 use crate::model::event::EventReason;
 use crate::model::instance::Phase;
+use crate::model::status::VirtualMachineStatus;
 use crate::model::{Kind, Resource, Spec};
 use crate::store::Command;
 
@@ -104,13 +103,13 @@ pub fn plan(pass: &Pass, vm: &Resource, draft: &mut Draft) {
         .filter(|i| i.status.phase == Phase::Running)
         .count();
     let ready = live.iter().filter(|i| i.ready()).count();
-    let status = json!({
-        "observedGeneration": vm.metadata.generation,
-        "replicas": live.len(),
-        "runningReplicas": running,
-        "readyReplicas": ready,
-        "revision": revision,
-    });
+    let status = VirtualMachineStatus {
+        observed_generation: vm.metadata.generation,
+        replicas: live.len() as i64,
+        running_replicas: running as i64,
+        ready_replicas: ready as i64,
+        revision: revision.to_string(),
+    };
     draft.commands.extend(super::status_change(vm, &status));
 }
 
@@ -118,6 +117,7 @@ pub fn plan(pass: &Pass, vm: &Resource, draft: &mut Draft) {
 mod tests {
     use super::*;
     use crate::orchestrator::controllers::{plan as plan_all, step, NodeView, World};
+    use serde_json::json;
 
     fn vm_object(replicas: i64, running: bool) -> Resource {
         let v = json!({
