@@ -300,7 +300,8 @@ impl Node {
             if let Err(e) =
                 crate::agent::spawn(control.clone(), agent, metrics, stop_tx.subscribe())
             {
-                tracing::error!(error = %e, "the agent did not start; this node runs no instances");
+                let error = crate::error_chain(&e);
+                tracing::error!(%error, "the agent did not start; this node runs no instances");
             }
         }
         if roles.contains(&Role::Director) {
@@ -317,7 +318,8 @@ impl Node {
             if let Err(e) =
                 crate::director::spawn(control.clone(), director, metrics, stop_tx.subscribe())
             {
-                tracing::error!(error = %e, "the director did not start; this node runs no VMs");
+                let error = crate::error_chain(&e);
+                tracing::error!(%error, "the director did not start; this node runs no VMs");
             }
         }
         let state = Data::new(ApiState {

@@ -25,15 +25,32 @@ pub struct Paths {
     pub claims: PathBuf,
 }
 
+/// An instance spec this agent cannot run as written: the field and why.
+#[derive(Debug, thiserror::Error)]
+pub enum TranslateError {
+    #[error("{field}: {message}")]
+    Field { field: String, message: String },
+    /// The container spec it became was refused (the container module's words).
+    #[error(transparent)]
+    Spec(#[from] crate::container::ContainerError),
+}
+
+fn field(field: impl Into<String>, message: impl Into<String>) -> TranslateError {
+    TranslateError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
 /// The one container of an instance. Several containers per instance (sidecars sharing
 /// a network namespace) are not supported yet, and are refused by name.
-pub fn main_container(spec: &InstanceSpec) -> Result<&Container, String> {
+pub fn main_container(spec: &InstanceSpec) -> Result<&Container, TranslateError> {
     match spec.pod.containers.as_slice() {
         [one] => Ok(one),
-        [] => Err("spec.pod.containers: no container".into()),
-        [_, extra, ..] => Err(format!(
-            "spec.pod.containers[1] ({}): this agent runs one container per instance",
-            extra.name
+        [] => Err(field("spec.pod.containers", "no container")),
+        [_, extra, ..] => Err(field(
+            format!("spec.pod.containers[1] ({})", extra.name),
+            "this agent runs one container per instance",
         )),
     }
 }
@@ -53,7 +70,7 @@ pub fn container_spec(
     spec: &InstanceSpec,
     paths: &Paths,
     network: Network,
-) -> Result<ContainerSpec, String> {
+) -> Result<ContainerSpec, TranslateError> {
     let c = main_container(spec)?;
     let mut out = ContainerSpec::new(id, &paths.images, c.image.trim(), &paths.log);
     out.command = c.command.clone();
@@ -64,8 +81,9 @@ pub fn container_spec(
     for (i, e) in c.env.iter().flatten().enumerate() {
         let value = match (&e.value, &e.value_from) {
             (_, Some(_)) => {
-                return Err(format!(
-                    "spec.pod.containers[0].env[{i}].valueFrom: not supported yet; set value"
+                return Err(field(
+                    format!("spec.pod.containers[0].env[{i}].valueFrom"),
+                    "not supported yet; set value",
                 ))
             }
             (v, None) => v.clone().unwrap_or_default(),
@@ -87,9 +105,9 @@ pub fn container_spec(
     for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
         let field = format!("spec.pod.containers[0].volumeMounts[{i}]");
         let Some(v) = spec.pod.volumes.iter().flatten().find(|v| v.name == m.name) else {
-            return Err(format!(
-                "{field}.name: no volume named \"{}\" in spec.pod.volumes",
-                m.name
+            return Err(self::field(
+                format!("{field}.name"),
+                format!("no volume named \"{}\" in spec.pod.volumes", m.name),
             ));
         };
         let host_path = if v.empty_dir.is_some() {
@@ -99,16 +117,17 @@ pub fn container_spec(
         } else if let Some(claim) = &v.persistent_volume_claim {
             paths.claims.join(&claim.claim_name)
         } else {
-            return Err(format!(
-                "spec.pod.volumes ({}): only emptyDir, hostPath and persistentVolumeClaim volumes are supported",
-                v.name
+            return Err(self::field(
+                format!("spec.pod.volumes ({})", v.name),
+                "only emptyDir, hostPath and persistentVolumeClaim volumes are supported",
             ));
         };
         let host_path = match &m.sub_path {
             Some(sub) if !sub.is_empty() => {
                 if Path::new(sub).is_absolute() || sub.split('/').any(|p| p == "..") {
-                    return Err(format!(
-                        "{field}.subPath: must be a relative path without .."
+                    return Err(self::field(
+                        format!("{field}.subPath"),
+                        "must be a relative path without ..",
                     ));
                 }
                 host_path.join(sub)
@@ -121,7 +140,7 @@ pub fn container_spec(
             read_only: m.read_only.unwrap_or(false),
         });
     }
-    out.validate().map_err(|e| e.to_string())?;
+    out.validate()?;
     Ok(out)
 }
 
@@ -188,12 +207,15 @@ mod tests {
         }));
         assert!(container_spec("i", "i", &two, &paths(), Network::None)
             .unwrap_err()
+            .to_string()
             .starts_with("spec.pod.containers[1]"));
         let missing = instance(serde_json::json!({
             "containers": [{"name": "a", "image": "x",
                             "volumeMounts": [{"name": "nope", "mountPath": "/n"}]}]
         }));
-        let e = container_spec("i", "i", &missing, &paths(), Network::None).unwrap_err();
+        let e = container_spec("i", "i", &missing, &paths(), Network::None)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("volumeMounts[0].name") && e.contains("nope"),
             "{e}"
@@ -203,7 +225,9 @@ mod tests {
                             "volumeMounts": [{"name": "v", "mountPath": "/n", "subPath": "../../etc"}]}],
             "volumes": [{"name": "v", "emptyDir": {}}]
         }));
-        let e = container_spec("i", "i", &escape, &paths(), Network::None).unwrap_err();
+        let e = container_spec("i", "i", &escape, &paths(), Network::None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("subPath"), "{e}");
     }
 }

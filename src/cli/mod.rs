@@ -333,7 +333,10 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Container(args) => {
             crate::container::helper::main(args).map_err(|e| ClientError::Other(e.one_line()))
         }
-        Command::Fence(args) => crate::agent::fence::watchdog(args).map_err(ClientError::Other),
+        Command::Fence(args) => {
+            crate::agent::fence::watchdog(args);
+            Ok(())
+        }
         Command::Vmm(args) => {
             crate::vmm::helper::main(args).map_err(|e| ClientError::Other(e.one_line()))
         }
