@@ -32,7 +32,7 @@ pub enum TranslateError {
     Field { field: String, message: String },
     /// The container spec it became was refused (the container module's words).
     #[error(transparent)]
-    Spec(#[from] crate::container::ContainerError),
+    Spec(Box<crate::container::ContainerError>),
 }
 
 fn field(field: impl Into<String>, message: impl Into<String>) -> TranslateError {
@@ -140,7 +140,8 @@ pub fn container_spec(
             read_only: m.read_only.unwrap_or(false),
         });
     }
-    out.validate()?;
+    out.validate()
+        .map_err(|e| TranslateError::Spec(Box::new(e)))?;
     Ok(out)
 }
 

@@ -27,22 +27,38 @@ pub struct Affinity {
     pub pod_anti_affinity: Option<PodAffinity>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// A node affinity's or a pod (anti-)affinity's two lists: what must hold (`R`) and what
+/// is preferred (`P`, weighted).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NodeAffinity {
+pub struct Scheduling<R, P> {
     #[serde(
-        default,
+        default = "Option::default",
         rename = "requiredDuringSchedulingIgnoredDuringExecution",
         skip_serializing_if = "Option::is_none"
     )]
-    pub required: Option<NodeSelector>,
+    pub required: Option<R>,
     #[serde(
-        default,
+        default = "Option::default",
         rename = "preferredDuringSchedulingIgnoredDuringExecution",
         skip_serializing_if = "Option::is_none"
     )]
-    pub preferred: Option<Vec<PreferredSchedulingTerm>>,
+    pub preferred: Option<Vec<P>>,
 }
+
+impl<R, P> Default for Scheduling<R, P> {
+    fn default() -> Self {
+        Scheduling {
+            required: None,
+            preferred: None,
+        }
+    }
+}
+
+pub type NodeAffinity = Scheduling<NodeSelector, PreferredSchedulingTerm>;
+
+/// `podAffinity` or `podAntiAffinity`.
+pub type PodAffinity = Scheduling<Vec<PodAffinityTerm>, WeightedPodAffinityTerm>;
 
 /// Terms ORed: a node fits when one of them matches.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -77,24 +93,6 @@ pub struct PreferredSchedulingTerm {
     /// 1 to 100.
     pub weight: i64,
     pub preference: NodeSelectorTerm,
-}
-
-/// `podAffinity` or `podAntiAffinity`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PodAffinity {
-    #[serde(
-        default,
-        rename = "requiredDuringSchedulingIgnoredDuringExecution",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub required: Option<Vec<PodAffinityTerm>>,
-    #[serde(
-        default,
-        rename = "preferredDuringSchedulingIgnoredDuringExecution",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub preferred: Option<Vec<WeightedPodAffinityTerm>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -32,7 +32,7 @@ pub use workload::{
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("becoming the subreaper of the node's children")]
-    Subreaper(#[source] crate::container::ContainerError),
+    Subreaper(#[source] Box<crate::container::ContainerError>),
     #[error("creating {0}")]
     Dir(std::path::PathBuf, #[source] std::io::Error),
     #[error("finding this executable")]
@@ -43,7 +43,8 @@ pub enum SetupError {
 /// adopted process is still reaped) and creates `dirs`; returns this executable's path
 /// (the kinds' helper processes re-execute it).
 pub fn setup(dirs: &[&std::path::Path]) -> Result<std::path::PathBuf, SetupError> {
-    crate::container::runtime::become_subreaper().map_err(SetupError::Subreaper)?;
+    crate::container::runtime::become_subreaper()
+        .map_err(|e| SetupError::Subreaper(Box::new(e)))?;
     for d in dirs {
         std::fs::create_dir_all(d).map_err(|e| SetupError::Dir(d.to_path_buf(), e))?;
     }
