@@ -481,13 +481,11 @@ pub fn vpa(cmd: VpaCommand) -> Result<(), ClientError> {
             println!("  {line}");
         }
     }
-    for c in v["status"]["conditions"].as_array().into_iter().flatten() {
+    let status: crate::model::status::VpaStatus = crate::model::status::of(v.get("status"));
+    for c in status.conditions {
         println!(
-            "Condition:    {} {} ({}): {}",
-            c["type"].as_str().unwrap_or(""),
-            c["status"].as_str().unwrap_or(""),
-            c["reason"].as_str().unwrap_or(""),
-            c["message"].as_str().unwrap_or("")
+            "Condition:    {} {:?} ({}): {}",
+            c.kind, c.status, c.reason, c.message
         );
     }
     Ok(())
