@@ -523,8 +523,10 @@ async fn apply(
         return Err(ApiError::bad_request("the request holds no objects"));
     }
     let mut commands = Vec::with_capacity(resources.len());
+    let mut warnings = Vec::new();
     for (i, resource) in resources.iter_mut().enumerate() {
         let key = place(resource, q.namespace.as_deref()).map_err(|e| in_document(e, i))?;
+        warnings.push((key.clone(), resource.warnings()));
         commands.push(put_command(resource, key, PutMode::Apply).map_err(|e| in_document(e, i))?);
     }
     let applied = submit(&state, Command::Batch(commands)).await?;
@@ -537,13 +539,18 @@ async fn apply(
                 ChangeType::Unchanged => "unchanged",
                 ChangeType::Deleted => "deleted",
             };
-            json!({
+            let mut item = json!({
                 "kind": a.key.kind.as_str(),
                 "namespace": a.key.namespace,
                 "name": a.key.name,
                 "action": action,
                 "resourceVersion": a.revision.to_string(),
-            })
+            });
+            let said = warnings.iter().find(|(k, _)| *k == a.key).map(|(_, w)| w);
+            if let Some(w) = said.filter(|w| !w.is_empty()) {
+                item["warnings"] = json!(w);
+            }
+            item
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items })))

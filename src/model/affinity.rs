@@ -7,7 +7,8 @@
 //! What the scheduler acts on: required and preferred `podAntiAffinity`, preferred
 //! `podAffinity`, by the terms' `matchLabels` and `topologyKey` (the hostname when unset).
 //! Checked but not yet acted on: `nodeAffinity`, required `podAffinity`, a term's
-//! `matchExpressions` and `namespaces` ([`Affinity::not_acted_on`] names them).
+//! `matchExpressions` and `namespaces` ([`Affinity::not_acted_on`] names them; `apply`
+//! answers them as warnings).
 
 use std::collections::BTreeMap;
 
@@ -458,6 +459,24 @@ mod tests {
         assert_eq!(
             e.field,
             "spec.template.spec.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight"
+        );
+    }
+
+    #[test]
+    fn apply_warns_of_what_the_scheduler_ignores() {
+        let v = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "c", "image": "busybox"}],
+                                           "affinity": {"nodeAffinity": {
+                                               "requiredDuringSchedulingIgnoredDuringExecution": {
+                                                   "nodeSelectorTerms": [{"matchExpressions": [
+                                                       {"key": "zone", "operator": "In", "values": ["a"]}]}]}}}}}}});
+        let r = crate::model::Resource::from_value(v).unwrap();
+        assert_eq!(
+            r.warnings(),
+            ["spec.template.spec.affinity.nodeAffinity: accepted but not acted on by the scheduler yet"]
         );
     }
 }

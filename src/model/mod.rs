@@ -471,6 +471,25 @@ impl Resource {
         Value::Object(obj)
     }
 
+    /// What it asks that is accepted but not acted on yet, one line each with the field's
+    /// path (`apply` answers them as warnings).
+    pub fn warnings(&self) -> Vec<String> {
+        let (path, pod) = match &self.spec {
+            Some(Spec::Deployment(s)) => ("spec.template.spec", &s.template.spec),
+            Some(Spec::StatefulSet(s)) => ("spec.template.spec", &s.template.spec),
+            Some(Spec::Instance(s)) => ("spec.pod", &s.pod),
+            _ => return Vec::new(),
+        };
+        let Some(affinity) = &pod.affinity else {
+            return Vec::new();
+        };
+        affinity
+            .not_acted_on()
+            .into_iter()
+            .map(|f| format!("{path}.affinity.{f}: accepted but not acted on by the scheduler yet"))
+            .collect()
+    }
+
     /// The stored status as the kind's typed status (its default when there is none).
     pub fn status_of<T: DeserializeOwned + Default>(&self) -> T {
         status::of(self.status.as_ref())
