@@ -432,30 +432,30 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_unknown_field_is_refused_with_its_path() {
-        let v = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+    /// A Deployment whose pod has `affinity`, parsed and validated.
+    fn deployment(affinity: Value) -> Result<crate::model::Resource, ModelError> {
+        crate::model::Resource::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web"},
             "spec": {"selector": {"matchLabels": {"app": "web"}},
                      "template": {"metadata": {"labels": {"app": "web"}},
                                   "spec": {"containers": [{"name": "c", "image": "busybox"}],
-                                           "affinity": {"podAntiAffinity": {
-                                               "requiredDuringScheduling": []}}}}}});
-        let e = crate::model::Resource::from_value(v).unwrap_err();
+                                           "affinity": affinity}}}}))
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_with_its_path() {
+        let e =
+            deployment(json!({"podAntiAffinity": {"requiredDuringScheduling": []}})).unwrap_err();
         assert_eq!(
             e.field,
             "spec.template.spec.affinity.podAntiAffinity.requiredDuringScheduling"
         );
         assert!(e.message.contains("unknown field"), "{e}");
-        let v = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web"},
-            "spec": {"selector": {"matchLabels": {"app": "web"}},
-                     "template": {"metadata": {"labels": {"app": "web"}},
-                                  "spec": {"containers": [{"name": "c", "image": "busybox"}],
-                                           "affinity": {"podAffinity": {
-                                               "preferredDuringSchedulingIgnoredDuringExecution": [
-                                                   {"weight": 500, "podAffinityTerm": {}}]}}}}}});
-        let e = crate::model::Resource::from_value(v).unwrap_err();
+        let e = deployment(
+            json!({"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 500, "podAffinityTerm": {}}]}}),
+        )
+        .unwrap_err();
         assert_eq!(
             e.field,
             "spec.template.spec.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight"
@@ -464,16 +464,12 @@ mod tests {
 
     #[test]
     fn apply_warns_of_what_the_scheduler_ignores() {
-        let v = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web"},
-            "spec": {"selector": {"matchLabels": {"app": "web"}},
-                     "template": {"metadata": {"labels": {"app": "web"}},
-                                  "spec": {"containers": [{"name": "c", "image": "busybox"}],
-                                           "affinity": {"nodeAffinity": {
-                                               "requiredDuringSchedulingIgnoredDuringExecution": {
-                                                   "nodeSelectorTerms": [{"matchExpressions": [
-                                                       {"key": "zone", "operator": "In", "values": ["a"]}]}]}}}}}}});
-        let r = crate::model::Resource::from_value(v).unwrap();
+        let r = deployment(
+            json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "zone", "operator": "In", "values": ["a"]}]}]}}}),
+        )
+        .unwrap();
         assert_eq!(
             r.warnings(),
             ["spec.template.spec.affinity.nodeAffinity: accepted but not acted on by the scheduler yet"]

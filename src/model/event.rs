@@ -2,8 +2,6 @@
 //! back, could not schedule), shown by `omnicloud get events` and `describe`. Written by
 //! the server; a repeat of the same reason for the same object bumps `count`.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use super::{invalid, ModelError};
@@ -238,22 +236,11 @@ impl EventReason {
     }
 }
 
-impl fmt::Display for EventReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+string_form!(EventReason);
 
 impl Serialize for EventReason {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
-    }
-}
-
-/// Lets tests compare with the stored form (`e.reason == "RolledBack"`).
-impl PartialEq<&str> for EventReason {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
     }
 }
 

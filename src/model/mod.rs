@@ -12,6 +12,24 @@
 //! nesting, alias expansion, non-finite numbers), and every count, size and duration is
 //! held to a documented maximum (`limits`).
 
+/// `Display` and `== "text"` for an enum whose written form is its `as_str`.
+macro_rules! string_form {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        /// Lets tests and callers compare with the written form.
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
 pub mod affinity;
 pub mod autoscaling;
 pub mod capacity;

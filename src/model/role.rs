@@ -2,7 +2,6 @@
 //! Written and read in its string form (`auto`, `orchestrator`, `director`, `agent`) in
 //! config files, flags, gossip and the API; code compares the enum.
 
-use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -63,18 +62,7 @@ impl From<Role> for String {
     }
 }
 
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Lets tests and callers compare with the written form (`roles == ["agent"]`).
-impl PartialEq<&str> for Role {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
+string_form!(Role);
 
 #[cfg(test)]
 mod tests {
