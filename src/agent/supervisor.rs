@@ -14,6 +14,7 @@ use tokio::time::Instant as Tick;
 
 use super::health::{self, Health, ProbeSettings, ProbeTracker, Target};
 use super::{claims, images, translate, usage, Agent, Shared};
+use crate::model::instance::reasons;
 use crate::model::{InstanceSpec, InstanceStatus};
 use crate::store::ObjectKey;
 use crate::supervise::{
@@ -154,7 +155,7 @@ impl Workload for Agent {
         };
         let id = &unit.state.id;
         let spec = translate::container_spec(id, &unit.key.name, &unit.spec, &paths, bridge)
-            .map_err(|e| retried("InvalidSpec", e.to_string()))?;
+            .map_err(|e| retried(reasons::INVALID_SPEC, e.to_string()))?;
         if let Err((reason, message)) = images::ensure(&node, &spec.image.name).await {
             return Err(retried(reason, message));
         }
@@ -173,7 +174,7 @@ impl Workload for Agent {
             .containers
             .run(&spec)
             .await
-            .map_err(|e| retried("ContainerCannotRun", crate::error_chain(&e)))?;
+            .map_err(|e| retried(reasons::CONTAINER_CANNOT_RUN, crate::error_chain(&e)))?;
         let ticks = supervise::start_ticks(pid).unwrap_or(0);
         node.metrics
             .start_duration

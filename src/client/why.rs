@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::model::instance::reasons;
 use crate::model::instance::{InstanceStatus, Phase, Termination};
 use crate::model::status::{self, ReplicaCounts, RolloutCondition};
 
@@ -154,14 +155,14 @@ fn status_reason(st: &InstanceStatus) -> Option<String> {
                 .then_some(last?)
                 .map(|l| format!("restarting, {l}"));
         }
-        "Unschedulable" => "unschedulable",
-        "ErrImageNotFound" | "ErrImagePull" => "image pull failed",
-        "ContainerCannotRun" => "container cannot run",
-        "InvalidSpec" => "invalid spec",
-        "NoAddress" => "no instance address",
-        "ReadinessProbeFailed" => "readiness probe failing",
-        "NetworkSetupFailed" => "network setup failed",
-        "CrashLoopBackOff" => {
+        reasons::UNSCHEDULABLE => "unschedulable",
+        reasons::ERR_IMAGE_NOT_FOUND | reasons::ERR_IMAGE_PULL => "image pull failed",
+        reasons::CONTAINER_CANNOT_RUN => "container cannot run",
+        reasons::INVALID_SPEC => "invalid spec",
+        reasons::NO_ADDRESS => "no instance address",
+        reasons::READINESS_PROBE_FAILED => "readiness probe failing",
+        reasons::NETWORK_SETUP_FAILED => "network setup failed",
+        reasons::CRASH_LOOP_BACK_OFF => {
             return Some(match last {
                 Some(l) => format!("crash loop, {l}"),
                 None => "crash loop".into(),

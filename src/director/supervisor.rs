@@ -19,6 +19,7 @@ use serde_json::Value;
 use tokio::time::Instant as Tick;
 
 use super::{Director, Shared};
+use crate::model::instance::reasons;
 use crate::model::{InstanceSpec, InstanceStatus, VirtualMachineSpec};
 use crate::store::ObjectKey;
 use crate::supervise::{
@@ -215,7 +216,7 @@ impl Workload for Director {
     /// started (and it is not tried again: a new spec is a new instance).
     async fn start(unit: &mut Unit<Director>) -> Result<(i32, u64), StartError> {
         start_vmm(unit).await.map_err(|e| StartError {
-            reason: "InvalidSpec",
+            reason: reasons::INVALID_SPEC,
             message: crate::error_chain(&e),
             retry: false,
         })

@@ -20,6 +20,7 @@ use super::cluster::{
 use crate::cluster::{MemberStatus, MemberView};
 use crate::model::capacity::{parse_ratio, NodeGroup};
 use crate::model::event::EventReason;
+use crate::model::instance::reasons;
 use crate::model::instance::{Phase, VM_OVERHEAD_BYTES};
 use crate::model::{Kind, Resource, Role, Spec, API_VERSION};
 use crate::orchestrator::controllers::{key_of, parse_ms, EventDraft, InstanceView};
@@ -337,7 +338,7 @@ fn pending_of(views: &[InstanceView]) -> Vec<Pending> {
     views
         .iter()
         .filter(|i| i.node().is_none() && !i.spec.is_vm())
-        .filter(|i| i.status.reason == "Unschedulable")
+        .filter(|i| i.status.reason == reasons::UNSCHEDULABLE)
         .map(|i| {
             let (c, m) = i.spec.requests();
             Pending {

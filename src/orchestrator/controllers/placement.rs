@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::{key_of, version, Draft, EventDraft, InstanceView, Pass};
 use crate::model::affinity::{PodAffinity, PodAffinityTerm};
 use crate::model::event::EventReason;
+use crate::model::instance::reasons;
 use crate::model::instance::{InstanceSpec, InstanceStatus};
 use crate::model::Spec;
 use crate::orchestrator::scheduler::{
@@ -293,7 +294,7 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
                     let i = waiting[n];
                     if i.status.message != reason {
                         let status = InstanceStatus {
-                            reason: "Unschedulable".into(),
+                            reason: reasons::UNSCHEDULABLE.into(),
                             message: reason.clone(),
                             ..Default::default()
                         };
