@@ -186,7 +186,7 @@ pub struct NodeConfig {
     pub join: Vec<String>,
     /// The join token, if one was given (a new cluster generates its own).
     pub token: Option<String>,
-    pub roles: Vec<String>,
+    pub roles: Vec<crate::model::Role>,
     pub labels: BTreeMap<String, String>,
     pub log: String,
     pub raft: RaftSettings,
@@ -362,17 +362,13 @@ impl NodeConfig {
             }
             _ => None,
         };
-        let roles = list(file.roles, &flags.roles, |role| {
-            match ["auto", "orchestrator", "director", "agent"].contains(&role) {
-                true => Ok(()),
-                false => Err(invalid(
-                    "roles",
-                    format!(
-                        "unknown role \"{role}\"; expected auto, orchestrator, director or agent"
-                    ),
-                )),
-            }
-        })?;
+        let roles = list(file.roles, &flags.roles, |_| Ok(()))?
+            .iter()
+            .map(|role| {
+                role.parse()
+                    .map_err(|e: crate::model::role::UnknownRole| invalid("roles", e.to_string()))
+            })
+            .collect::<Result<Vec<crate::model::Role>, _>>()?;
         let mut labels = file.labels;
         for pair in &flags.labels {
             let (k, v) = pair

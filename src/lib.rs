@@ -1,13 +1,15 @@
 //! omnicloud: one binary that forms a self-bootstrapping cluster.
 //!
-//! Module map. Dependencies point down the list (`use crate::` paths outside tests; one
-//! exception: `cli` dispatches `chaos`, which drives nodes through `cli`'s HTTP client);
-//! only `node` wires the actors together:
+//! Module map. Dependencies point down the list (`use crate::` paths outside tests;
+//! `scripts/check-module-cycles.sh` fails on any cycle between these modules); only `node`
+//! wires the actors together:
 //!
 //! | module         | job                                                                  |
 //! |----------------|----------------------------------------------------------------------|
-//! | `chaos`        | `omnicloud chaos`: local cluster, seeded kill -9s, invariant report  |
 //! | `cli`          | the `omnicloud` command line; client verbs talk HTTP to `api`         |
+//! | `chaos`        | `omnicloud chaos`: local cluster, seeded kill -9s, invariant report  |
+//! | `client`       | the blocking HTTP client of `api`, and why a workload is not ready   |
+//! |                | yet (`why`, `look`), for `cli` and `chaos`                           |
 //! | `node`         | composition root: store, identity, tokens, control plane, API server |
 //! | `api`          | actix-web REST API, watch streams, health, `/metrics`, dashboard      |
 //! | `agent`        | the container workload kind: runs the instances placed on this node  |
@@ -41,6 +43,7 @@ pub mod api;
 pub mod appliance;
 pub mod chaos;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod container;

@@ -23,7 +23,7 @@ use crate::cluster::host::{resolve_roles, HostFacts};
 use crate::cluster::transport::{self, TransportStats};
 use crate::cluster::{ClusterId, Gossip, GossipConfig, MemberMeta};
 use crate::config::NodeConfig;
-use crate::model::Kind;
+use crate::model::{Kind, Role};
 use crate::orchestrator::voters::VoterPolicy;
 use crate::orchestrator::{membership, rpc, ControlPlane};
 use crate::store::{Command, NodeId, ObjectKey, PutMode, RaftNode, Store};
@@ -80,7 +80,7 @@ pub struct Node {
     admin_token: String,
     /// Handed to the worker VMs a director boots.
     join_token: String,
-    roles: Vec<String>,
+    roles: Vec<Role>,
     stop_tx: watch::Sender<bool>,
 }
 
@@ -299,7 +299,10 @@ impl Node {
         // One node network (bridge, subnet, addresses) for containers and VMs.
         let node_network =
             crate::supervise::NodeNet::new(&config.network.bridge, config.network.cluster_cidr);
-        if roles.iter().any(|r| r == "agent" || r == "director") {
+        if roles
+            .iter()
+            .any(|r| matches!(r, Role::Agent | Role::Director))
+        {
             let (announce_control, me) = (control.clone(), config.name.clone());
             crate::net::dataplane::spawn(
                 control.clone(),
@@ -316,7 +319,7 @@ impl Node {
             );
         }
         // LoadBalancer addresses: announced by agent nodes (they run the Services data plane).
-        let announcing = roles.iter().any(|r| r == "agent").then(|| {
+        let announcing = roles.contains(&Role::Agent).then(|| {
             crate::net::announce_task::spawn(
                 control.clone(),
                 gossip.clone(),
@@ -325,7 +328,10 @@ impl Node {
             )
         });
         // The cluster DNS server, on the bridge gateway once the node network is up.
-        if roles.iter().any(|r| r == "agent" || r == "director") {
+        if roles
+            .iter()
+            .any(|r| matches!(r, Role::Agent | Role::Director))
+        {
             let settings = crate::net::dns_feed::DnsSettings {
                 domain: config.network.cluster_domain.clone(),
                 extra_listen: config.network.dns_listen,
@@ -339,7 +345,7 @@ impl Node {
                 stop_tx.subscribe(),
             ));
         }
-        if roles.iter().any(|r| r == "agent") {
+        if roles.contains(&Role::Agent) {
             let agent = crate::agent::AgentConfig {
                 node: config.name.clone(),
                 data_dir: config.data_dir.clone(),
@@ -353,10 +359,11 @@ impl Node {
             if let Err(e) =
                 crate::agent::spawn(control.clone(), agent, metrics, stop_tx.subscribe())
             {
-                tracing::error!(error = %e, "the agent did not start; this node runs no instances");
+                let error = crate::error_chain(&e);
+                tracing::error!(%error, "the agent did not start; this node runs no instances");
             }
         }
-        if roles.iter().any(|r| r == "director") {
+        if roles.contains(&Role::Director) {
             let director = crate::director::DirectorConfig {
                 node: config.name.clone(),
                 data_dir: config.data_dir.clone(),
@@ -370,7 +377,8 @@ impl Node {
             if let Err(e) =
                 crate::director::spawn(control.clone(), director, metrics, stop_tx.subscribe())
             {
-                tracing::error!(error = %e, "the director did not start; this node runs no VMs");
+                let error = crate::error_chain(&e);
+                tracing::error!(%error, "the director did not start; this node runs no VMs");
             }
         }
         let state = Data::new(ApiState {

@@ -122,7 +122,7 @@ async fn peers(shared: &Shared) -> Vec<(String, String)> {
         .filter(|m| {
             m.status == MemberStatus::Alive
                 && m.meta.name != shared.node
-                && m.meta.roles.iter().any(|r| r == "agent")
+                && m.meta.roles.contains(&crate::model::Role::Agent)
         })
         .map(|m| (m.meta.name.clone(), m.meta.api_addr.clone()))
         .collect()

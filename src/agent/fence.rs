@@ -39,6 +39,21 @@ fn now_ms() -> u64 {
     crate::orchestrator::membership::now_ms()
 }
 
+/// Why the fencing watchdog did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    #[error("creating {0}")]
+    Dir(PathBuf, #[source] std::io::Error),
+    #[error("opening the fence log")]
+    Log(#[source] std::io::Error),
+    #[error("finding this executable")]
+    Exe(#[source] std::io::Error),
+    #[error("starting the fencing watchdog")]
+    Spawn(#[source] std::io::Error),
+    #[error("writing the fence pid file")]
+    PidFile(#[source] std::io::Error),
+}
+
 /// The agent's side: where it writes and how it starts the watchdog.
 pub struct Fence {
     dir: PathBuf,
@@ -47,9 +62,9 @@ pub struct Fence {
 
 impl Fence {
     /// Ends a watchdog a previous node process left, starts this process's one.
-    pub fn start(data_dir: &Path, containers: &Path) -> Result<Fence, String> {
+    pub fn start(data_dir: &Path, containers: &Path) -> Result<Fence, FenceError> {
         let dir = data_dir.join("fence");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| FenceError::Dir(dir.clone(), e))?;
         if let Some((pid, ticks)) = read_pid(&dir) {
             if supervise::alive(pid, ticks) {
                 // SAFETY: kill(2) on the process named by our pid file and start time.
@@ -60,14 +75,14 @@ impl Fence {
             .create(true)
             .append(true)
             .open(dir.join("watchdog.log"))
-            .map_err(|e| format!("fence log: {e}"))?;
+            .map_err(FenceError::Log)?;
         // A fresh heartbeat first: the new watchdog must not fence what this node adopts.
         let fence = Fence {
             dir: dir.clone(),
             last_ids: None,
         };
         fence.beat_at(now_ms());
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(FenceError::Exe)?;
         let child = Command::new(exe)
             .arg("__fence")
             .arg("--dir")
@@ -81,13 +96,13 @@ impl Fence {
             .stderr(log)
             .process_group(0)
             .spawn()
-            .map_err(|e| format!("starting the fencing watchdog: {e}"))?;
+            .map_err(FenceError::Spawn)?;
         let pid = child.id() as i32;
         // Reaped by the node's subreaper loop if it ever exits; it outlives a killed node.
         drop(child);
         let ticks = supervise::start_ticks(pid).unwrap_or(0);
         std::fs::write(dir.join("watchdog.pid"), format!("{pid} {ticks}\n"))
-            .map_err(|e| format!("fence pid file: {e}"))?;
+            .map_err(FenceError::PidFile)?;
         Ok(fence)
     }
 
@@ -132,7 +147,7 @@ pub fn stop_watchdog(data_dir: &Path) {
 
 /// The watchdog process. Returns when a newer watchdog has taken over or the node's data
 /// dir is gone.
-pub fn watchdog(args: FenceArgs) -> Result<(), String> {
+pub fn watchdog(args: FenceArgs) {
     let me = std::process::id() as i32;
     let runtime = crate::container::runtime::Runtime::new(&args.root);
     let mut fenced: Vec<String> = Vec::new();
@@ -140,13 +155,13 @@ pub fn watchdog(args: FenceArgs) -> Result<(), String> {
     loop {
         std::thread::sleep(CHECK_EVERY);
         if !args.dir.is_dir() {
-            return Ok(());
+            return;
         }
         match read_pid(&args.dir) {
             Some((pid, _)) if pid == me => {}
             // Not written yet by the node that started us: keep watching.
             None => {}
-            Some(_) => return Ok(()),
+            Some(_) => return,
         }
         let heartbeat: u64 = std::fs::read_to_string(args.dir.join("heartbeat"))
             .ok()

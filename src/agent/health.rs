@@ -28,6 +28,35 @@ pub enum Check {
     Exec { command: Vec<String> },
 }
 
+/// Why a probe could not be set up, or why one attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("port {0} is out of range")]
+    PortOutOfRange(i64),
+    #[error("no container port is named \"{0}\"")]
+    NoNamedPort(String),
+    #[error("the probe has no handler")]
+    NoHandler,
+    #[error("exec probe has an empty command")]
+    EmptyCommand,
+    #[error("starting nsenter")]
+    Nsenter(#[source] std::io::Error),
+    #[error("{command:?} exited with {status}")]
+    Exited {
+        command: String,
+        status: std::process::ExitStatus,
+    },
+    #[error("{command:?} timed out after {timeout:?}")]
+    TimedOut { command: String, timeout: Duration },
+    #[error("not an HTTP response: {0:?}")]
+    NotHttp(String),
+    #[error("HTTP {0}")]
+    HttpStatus(u16),
+    /// Connecting, writing or reading (the OS's words, as a probe failure).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeSettings {
     pub check: Check,
@@ -39,17 +68,15 @@ pub struct ProbeSettings {
 }
 
 /// Resolves a named port (`http`) through the container's declared ports.
-pub fn settings(probe: &Probe, named_ports: &[(String, u16)]) -> Result<ProbeSettings, String> {
-    let port = |p: &IntOrString| -> Result<u16, String> {
+pub fn settings(probe: &Probe, named_ports: &[(String, u16)]) -> Result<ProbeSettings, ProbeError> {
+    let port = |p: &IntOrString| -> Result<u16, ProbeError> {
         match p {
-            IntOrString::Int(n) => {
-                u16::try_from(*n).map_err(|_| format!("port {n} is out of range"))
-            }
+            IntOrString::Int(n) => u16::try_from(*n).map_err(|_| ProbeError::PortOutOfRange(*n)),
             IntOrString::Str(name) => named_ports
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, p)| *p)
-                .ok_or_else(|| format!("no container port is named \"{name}\"")),
+                .ok_or_else(|| ProbeError::NoNamedPort(name.clone())),
         }
     };
     let check = match (&probe.http_get, &probe.tcp_socket, &probe.exec) {
@@ -63,7 +90,7 @@ pub fn settings(probe: &Probe, named_ports: &[(String, u16)]) -> Result<ProbeSet
         (_, _, Some(e)) => Check::Exec {
             command: e.command.clone(),
         },
-        _ => return Err("the probe has no handler".into()),
+        _ => return Err(ProbeError::NoHandler),
     };
     let secs =
         |v: Option<i64>, default: i64| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
@@ -137,20 +164,21 @@ pub struct Target {
 }
 
 /// One attempt. Ok(()) passes; Err says why it failed.
-pub fn check(target: Target, s: &ProbeSettings) -> Result<(), String> {
+pub fn check(target: Target, s: &ProbeSettings) -> Result<(), ProbeError> {
     let ip = target.ip;
     match &s.check {
-        Check::Tcp { port } => TcpStream::connect_timeout(&SocketAddr::new(ip, *port), s.timeout)
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+        Check::Tcp { port } => {
+            TcpStream::connect_timeout(&SocketAddr::new(ip, *port), s.timeout)?;
+            Ok(())
+        }
         Check::Http { path, port } => http_get(SocketAddr::new(ip, *port), path, s.timeout),
         Check::Exec { command } => exec(target.pid, command, s.timeout),
     }
 }
 
-fn exec(pid: i32, command: &[String], timeout: Duration) -> Result<(), String> {
+fn exec(pid: i32, command: &[String], timeout: Duration) -> Result<(), ProbeError> {
     if command.is_empty() {
-        return Err("exec probe has an empty command".into());
+        return Err(ProbeError::EmptyCommand);
     }
     let mut child = Command::new("nsenter")
         .args([
@@ -170,41 +198,39 @@ fn exec(pid: i32, command: &[String], timeout: Duration) -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("starting nsenter: {e}"))?;
+        .map_err(ProbeError::Nsenter)?;
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => return Err(format!("{:?} exited with {status}", command[0])),
+            Ok(Some(status)) => {
+                let command = command[0].clone();
+                return Err(ProbeError::Exited { command, status });
+            }
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{:?} timed out after {timeout:?}", command[0]));
+                let command = command[0].clone();
+                return Err(ProbeError::TimedOut { command, timeout });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
 /// A status in 200..400 passes, as in Kubernetes.
-fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), ProbeError> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: omnicloud-probe\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
+    stream.write_all(request.as_bytes())?;
     // The status line may arrive in pieces: read until its end.
     let mut head = Vec::with_capacity(64);
     let mut buf = [0u8; 64];
     while !head.contains(&b'\n') && head.len() < 1024 {
-        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+        let n = stream.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -215,16 +241,11 @@ fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), Strin
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "not an HTTP response: {:?}",
-                line.lines().next().unwrap_or("")
-            )
-        })?;
+        .ok_or_else(|| ProbeError::NotHttp(line.lines().next().unwrap_or("").to_string()))?;
     if (200..400).contains(&status) {
         Ok(())
     } else {
-        Err(format!("HTTP {status}"))
+        Err(ProbeError::HttpStatus(status))
     }
 }
 
@@ -289,6 +310,7 @@ mod tests {
         );
         assert!(settings(&probe, &[])
             .unwrap_err()
+            .to_string()
             .contains("named \"http\""));
     }
 
@@ -340,7 +362,7 @@ mod tests {
             ),
         )
         .unwrap_err();
-        assert_eq!(err, "HTTP 503");
+        assert_eq!(err.to_string(), "HTTP 503");
         let closed = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -368,7 +390,10 @@ mod tests {
             check(me, &settings_for(Check::Exec { command }, 1, 1))
         };
         assert!(exec(&["true"]).is_ok());
-        assert!(exec(&["false"]).unwrap_err().contains("exited"));
-        assert!(exec(&["sleep", "5"]).unwrap_err().contains("timed out"));
+        assert!(exec(&["false"]).unwrap_err().to_string().contains("exited"));
+        assert!(exec(&["sleep", "5"])
+            .unwrap_err()
+            .to_string()
+            .contains("timed out"));
     }
 }

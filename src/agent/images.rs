@@ -10,6 +10,7 @@ use crate::container::image::{self, normalize_reference};
 use crate::container::registry::{Reference, Source};
 use crate::container::store::ImageStore;
 use crate::container::ContainerError;
+use crate::model::instance::reasons;
 
 use super::Shared;
 
@@ -58,7 +59,7 @@ pub async fn ensure(shared: &Shared, name: &str) -> Result<(), Missing> {
         let t0 = Instant::now();
         let pulled = tokio::task::spawn_blocking(move || source.pull(&store, &r, &n))
             .await
-            .map_err(|e| ("ErrImagePull", e.to_string()))?;
+            .map_err(|e| (reasons::ERR_IMAGE_PULL, e.to_string()))?;
         match pulled {
             Ok(Some(info)) => {
                 tracing::info!(image = %name, from = %label, bytes = info.size, secs = t0.elapsed().as_secs_f64(), "image pulled");
@@ -76,13 +77,13 @@ pub async fn ensure(shared: &Shared, name: &str) -> Result<(), Missing> {
     };
     if !errors.is_empty() {
         message.push_str(&format!("; {}", errors.join("; ")));
-        return Err(("ErrImagePull", message));
+        return Err((reasons::ERR_IMAGE_PULL, message));
     }
-    Err(("ErrImageNotFound", message))
+    Err((reasons::ERR_IMAGE_NOT_FOUND, message))
 }
 
 fn store(shared: &Shared) -> Result<ImageStore, Missing> {
-    ImageStore::open(&shared.dirs.images).map_err(|e| ("ErrImagePull", e.one_line()))
+    ImageStore::open(&shared.dirs.images).map_err(|e| (reasons::ERR_IMAGE_PULL, e.one_line()))
 }
 
 async fn local(shared: &Shared, name: &str) -> Result<bool, Missing> {
@@ -90,7 +91,7 @@ async fn local(shared: &Shared, name: &str) -> Result<bool, Missing> {
     let name = name.to_string();
     let found = tokio::task::spawn_blocking(move || image::open(&layout, &name))
         .await
-        .map_err(|e| ("ErrImagePull", e.to_string()))?;
+        .map_err(|e| (reasons::ERR_IMAGE_PULL, e.to_string()))?;
     match found {
         Ok(_) => Ok(true),
         Err(ContainerError::ImageNotFound { .. }) => Ok(false),
@@ -98,6 +99,6 @@ async fn local(shared: &Shared, name: &str) -> Result<bool, Missing> {
         Err(ContainerError::BadImage { .. }) if !shared.dirs.images.join("index.json").exists() => {
             Ok(false)
         }
-        Err(e) => Err(("ErrImagePull", e.one_line())),
+        Err(e) => Err((reasons::ERR_IMAGE_PULL, e.one_line())),
     }
 }

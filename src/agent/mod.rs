@@ -189,21 +189,26 @@ pub struct AgentConfig {
     pub cluster_domain: String,
 }
 
+/// Why the agent did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Setup(#[from] crate::supervise::SetupError),
+    #[error(transparent)]
+    Fence(#[from] fence::FenceError),
+}
+
 /// Starts the agent: adopts what a previous node process left, then reconciles.
 pub fn spawn(
     control: ControlPlane,
     config: AgentConfig,
     metrics: AgentMetrics,
     stop: watch::Receiver<bool>,
-) -> Result<(), String> {
-    crate::container::runtime::become_subreaper().map_err(|e| e.one_line())?;
+) -> Result<(), AgentError> {
     let dirs = Dirs::under(&config.data_dir);
-    for d in [&dirs.containers, &dirs.images, &dirs.logs] {
-        std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
-    }
+    let exe = crate::supervise::setup(&[&dirs.containers, &dirs.images, &dirs.logs])?;
     let agent = Agent {
-        containers: containers::Containers::new(&dirs.containers)
-            .map_err(|e| format!("finding this executable: {e}"))?,
+        containers: containers::Containers::new(exe, &dirs.containers),
         peers: config.peers,
         admin_token: config.admin_token,
         pulls: tokio::sync::Mutex::new(()),
@@ -243,7 +248,9 @@ struct Fenced {
 }
 
 fn stateful(spec: &InstanceSpec) -> bool {
-    spec.owner.as_ref().is_some_and(|o| o.kind == "StatefulSet")
+    spec.owner
+        .as_ref()
+        .is_some_and(|o| o.kind == crate::model::Kind::StatefulSet)
 }
 
 impl Gate<InstanceSpec> for Fenced {

@@ -14,6 +14,7 @@ use tokio::time::Instant as Tick;
 
 use super::health::{self, Health, ProbeSettings, ProbeTracker, Target};
 use super::{claims, images, translate, usage, Agent, Shared};
+use crate::model::instance::reasons;
 use crate::model::{InstanceSpec, InstanceStatus};
 use crate::store::ObjectKey;
 use crate::supervise::{
@@ -55,9 +56,11 @@ impl Scheduled {
     async fn run(&mut self, target: Target) -> (Health, Option<String>) {
         self.next = Tick::now() + self.settings.period;
         let s = self.settings.clone();
-        let result = tokio::task::spawn_blocking(move || health::check(target, &s))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+        let result = tokio::task::spawn_blocking(move || {
+            health::check(target, &s).map_err(|e| crate::error_chain(&e))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
         (self.tracker.record(result.is_ok()), result.err())
     }
 }
@@ -152,7 +155,7 @@ impl Workload for Agent {
         };
         let id = &unit.state.id;
         let mut spec = translate::container_spec(id, &unit.key.name, &unit.spec, &paths, bridge)
-            .map_err(|message| retried("InvalidSpec", message))?;
+            .map_err(|e| retried(reasons::INVALID_SPEC, e.to_string()))?;
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let resolv = translate::resolv_conf(
             &unit.spec,
@@ -161,7 +164,7 @@ impl Workload for Agent {
             &node.cluster_domain,
             &host_resolv,
         )
-        .map_err(|message| retried("InvalidSpec", message))?;
+        .map_err(|e| retried(reasons::INVALID_SPEC, e.to_string()))?;
         if let Err((reason, message)) = images::ensure(&node, &spec.image.name).await {
             return Err(retried(reason, message));
         }
@@ -193,7 +196,7 @@ impl Workload for Agent {
             .containers
             .run(&spec)
             .await
-            .map_err(|message| retried("ContainerCannotRun", message))?;
+            .map_err(|e| retried(reasons::CONTAINER_CANNOT_RUN, crate::error_chain(&e)))?;
         let ticks = supervise::start_ticks(pid).unwrap_or(0);
         node.metrics
             .start_duration
@@ -321,7 +324,8 @@ impl Workload for Agent {
         let id = container_id(&key.namespace, &key.name, &record.uid);
         tracing::info!(instance = %key, container = %id, "removing a container no longer assigned here");
         if let Err(e) = node.containers.remove(&id).await {
-            tracing::warn!(instance = %key, error = %e, "removing a leftover container");
+            let error = crate::error_chain(&e);
+            tracing::warn!(instance = %key, %error, "removing a leftover container");
         }
         node.network.detach(&id);
     }
@@ -339,7 +343,7 @@ impl Workload for Agent {
                     let _ = node.containers.remove(&c.id).await;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "listing containers"),
+            Err(e) => tracing::warn!(error = %crate::error_chain(&e), "listing containers"),
         }
     }
 
@@ -359,7 +363,8 @@ fn retried(reason: &'static str, message: String) -> StartError {
 
 async fn remove_container(node: &Shared, key: &ObjectKey, id: &str) {
     if let Err(e) = node.containers.remove(id).await {
-        tracing::warn!(instance = %key, error = %e, "removing the container");
+        let error = crate::error_chain(&e);
+        tracing::warn!(instance = %key, %error, "removing the container");
     }
     let (network, id) = (node.network.clone(), id.to_string());
     let _ = tokio::task::spawn_blocking(move || network.detach(&id)).await;

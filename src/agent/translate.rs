@@ -25,6 +25,23 @@ pub struct Paths {
     pub claims: PathBuf,
 }
 
+/// An instance spec this agent cannot run as written: the field and why.
+#[derive(Debug, thiserror::Error)]
+pub enum TranslateError {
+    #[error("{field}: {message}")]
+    Field { field: String, message: String },
+    /// The container spec it became was refused (the container module's words).
+    #[error(transparent)]
+    Spec(Box<crate::container::ContainerError>),
+}
+
+fn field(field: impl Into<String>, message: impl Into<String>) -> TranslateError {
+    TranslateError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
 /// What the instance's `/etc/resolv.conf` says, by `spec.pod.dnsPolicy`: ClusterFirst (the
 /// default; ClusterFirstWithHostNet alike, as no pod shares the host network) names the
 /// cluster DNS server on this node's bridge gateway with the namespace's search path;
@@ -36,7 +53,7 @@ pub fn resolv_conf(
     gateway: std::net::Ipv4Addr,
     domain: &str,
     host: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, TranslateError> {
     let own = main_container(spec)?
         .volume_mounts
         .iter()
@@ -53,21 +70,22 @@ pub fn resolv_conf(
             crate::net::dns_records::resolv_conf(gateway, namespace, domain),
         )),
         Some("Default") => Ok(Some(host.to_string())),
-        Some(other) => Err(format!(
-            "spec.pod.dnsPolicy: \"{other}\" is not ClusterFirst, ClusterFirstWithHostNet or Default"
+        Some(other) => Err(field(
+            "spec.pod.dnsPolicy",
+            format!("\"{other}\" is not ClusterFirst, ClusterFirstWithHostNet or Default"),
         )),
     }
 }
 
 /// The one container of an instance. Several containers per instance (sidecars sharing
 /// a network namespace) are not supported yet, and are refused by name.
-pub fn main_container(spec: &InstanceSpec) -> Result<&Container, String> {
+pub fn main_container(spec: &InstanceSpec) -> Result<&Container, TranslateError> {
     match spec.pod.containers.as_slice() {
         [one] => Ok(one),
-        [] => Err("spec.pod.containers: no container".into()),
-        [_, extra, ..] => Err(format!(
-            "spec.pod.containers[1] ({}): this agent runs one container per instance",
-            extra.name
+        [] => Err(field("spec.pod.containers", "no container")),
+        [_, extra, ..] => Err(field(
+            format!("spec.pod.containers[1] ({})", extra.name),
+            "this agent runs one container per instance",
         )),
     }
 }
@@ -87,7 +105,7 @@ pub fn container_spec(
     spec: &InstanceSpec,
     paths: &Paths,
     network: Network,
-) -> Result<ContainerSpec, String> {
+) -> Result<ContainerSpec, TranslateError> {
     let c = main_container(spec)?;
     let mut out = ContainerSpec::new(id, &paths.images, c.image.trim(), &paths.log);
     out.command = c.command.clone();
@@ -98,8 +116,9 @@ pub fn container_spec(
     for (i, e) in c.env.iter().flatten().enumerate() {
         let value = match (&e.value, &e.value_from) {
             (_, Some(_)) => {
-                return Err(format!(
-                    "spec.pod.containers[0].env[{i}].valueFrom: not supported yet; set value"
+                return Err(field(
+                    format!("spec.pod.containers[0].env[{i}].valueFrom"),
+                    "not supported yet; set value",
                 ))
             }
             (v, None) => v.clone().unwrap_or_default(),
@@ -121,9 +140,9 @@ pub fn container_spec(
     for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
         let field = format!("spec.pod.containers[0].volumeMounts[{i}]");
         let Some(v) = spec.pod.volumes.iter().flatten().find(|v| v.name == m.name) else {
-            return Err(format!(
-                "{field}.name: no volume named \"{}\" in spec.pod.volumes",
-                m.name
+            return Err(self::field(
+                format!("{field}.name"),
+                format!("no volume named \"{}\" in spec.pod.volumes", m.name),
             ));
         };
         let host_path = if v.empty_dir.is_some() {
@@ -133,16 +152,17 @@ pub fn container_spec(
         } else if let Some(claim) = &v.persistent_volume_claim {
             paths.claims.join(&claim.claim_name)
         } else {
-            return Err(format!(
-                "spec.pod.volumes ({}): only emptyDir, hostPath and persistentVolumeClaim volumes are supported",
-                v.name
+            return Err(self::field(
+                format!("spec.pod.volumes ({})", v.name),
+                "only emptyDir, hostPath and persistentVolumeClaim volumes are supported",
             ));
         };
         let host_path = match &m.sub_path {
             Some(sub) if !sub.is_empty() => {
                 if Path::new(sub).is_absolute() || sub.split('/').any(|p| p == "..") {
-                    return Err(format!(
-                        "{field}.subPath: must be a relative path without .."
+                    return Err(self::field(
+                        format!("{field}.subPath"),
+                        "must be a relative path without ..",
                     ));
                 }
                 host_path.join(sub)
@@ -155,7 +175,8 @@ pub fn container_spec(
             read_only: m.read_only.unwrap_or(false),
         });
     }
-    out.validate().map_err(|e| e.to_string())?;
+    out.validate()
+        .map_err(|e| TranslateError::Spec(Box::new(e)))?;
     Ok(out)
 }
 
@@ -255,7 +276,7 @@ mod tests {
             "",
         )
         .unwrap_err();
-        assert!(e.starts_with("spec.pod.dnsPolicy"), "{e}");
+        assert!(e.to_string().starts_with("spec.pod.dnsPolicy"), "{e}");
         let own = instance(serde_json::json!({
             "containers": [{"name": "a", "image": "x",
                             "volumeMounts": [{"name": "v", "mountPath": "/etc/resolv.conf"}]}],
@@ -275,12 +296,15 @@ mod tests {
         }));
         assert!(container_spec("i", "i", &two, &paths(), Network::None)
             .unwrap_err()
+            .to_string()
             .starts_with("spec.pod.containers[1]"));
         let missing = instance(serde_json::json!({
             "containers": [{"name": "a", "image": "x",
                             "volumeMounts": [{"name": "nope", "mountPath": "/n"}]}]
         }));
-        let e = container_spec("i", "i", &missing, &paths(), Network::None).unwrap_err();
+        let e = container_spec("i", "i", &missing, &paths(), Network::None)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("volumeMounts[0].name") && e.contains("nope"),
             "{e}"
@@ -290,7 +314,9 @@ mod tests {
                             "volumeMounts": [{"name": "v", "mountPath": "/n", "subPath": "../../etc"}]}],
             "volumes": [{"name": "v", "emptyDir": {}}]
         }));
-        let e = container_spec("i", "i", &escape, &paths(), Network::None).unwrap_err();
+        let e = container_spec("i", "i", &escape, &paths(), Network::None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("subPath"), "{e}");
     }
 }

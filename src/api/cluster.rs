@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiState};
 use crate::cluster::{MemberMeta, MemberStatus, MemberView};
-use crate::model::Kind;
+use crate::model::{Kind, Role};
 use crate::orchestrator::membership::orchestrator_eligible;
 use crate::orchestrator::RaftStatus;
 
@@ -39,13 +39,12 @@ fn status_str(s: MemberStatus) -> &'static str {
 fn roles_of(m: &MemberView, raft_role: &str) -> Vec<&'static str> {
     let mut roles = Vec::new();
     if matches!(raft_role, "leader" | "voter") {
-        roles.push("orchestrator");
+        roles.push(Role::Orchestrator.as_str());
     }
-    if m.meta.roles.iter().any(|r| r == "director") {
-        roles.push("director");
-    }
-    if m.meta.roles.iter().any(|r| r == "agent") {
-        roles.push("agent");
+    for role in [Role::Director, Role::Agent] {
+        if m.meta.roles.contains(&role) {
+            roles.push(role.as_str());
+        }
     }
     roles
 }
@@ -54,15 +53,15 @@ fn roles_of(m: &MemberView, raft_role: &str) -> Vec<&'static str> {
 /// standing Warning events about it (`events`: Event objects, any).
 fn conditions(meta: &MemberMeta, events: &[Value]) -> Vec<Value> {
     let mut out = Vec::new();
-    let holds = |role: &str| meta.roles.iter().any(|r| r == role);
-    if holds("agent") && !meta.containers {
+    let holds = |role: Role| meta.roles.contains(&role);
+    if holds(Role::Agent) && !meta.containers {
         out.push(json!({
             "reason": "ContainerRuntimeUnavailable",
             "message": "containers cannot run here: the node needs root and a cgroup hierarchy at /sys/fs/cgroup",
             "source": "node",
         }));
     }
-    if holds("director") && !meta.kvm {
+    if holds(Role::Director) && !meta.kvm {
         out.push(json!({
             "reason": "KvmUnavailable",
             "message": "VMs cannot run here: /dev/kvm does not open",
@@ -191,10 +190,10 @@ async fn status(state: Data<ApiState>) -> Result<HttpResponse, ApiError> {
         .iter()
         .filter(|m| orchestrator_eligible(&m.meta.roles))
         .count();
-    let count = |role: &str| {
+    let count = |role: Role| {
         alive
             .iter()
-            .filter(|m| m.meta.roles.iter().any(|r| r == role))
+            .filter(|m| m.meta.roles.contains(&role))
             .count()
     };
     Ok(HttpResponse::Ok().json(json!({
@@ -202,8 +201,8 @@ async fn status(state: Data<ApiState>) -> Result<HttpResponse, ApiError> {
         "raft": raft,
         "roles": {
             "orchestrators": {"voters": voters, "wanted": state.policy.orchestrators, "eligibleAlive": eligible},
-            "directors": count("director"),
-            "agents": count("agent"),
+            "directors": count(Role::Director),
+            "agents": count(Role::Agent),
         },
         "policy": {
             "orchestrators": state.policy.orchestrators,
@@ -231,7 +230,7 @@ mod tests {
         let t = humantime::parse_rfc3339(started).unwrap();
         MemberMeta {
             name: "n1".into(),
-            roles: roles.iter().map(|r| r.to_string()).collect(),
+            roles: roles.iter().map(|r| r.parse().unwrap()).collect(),
             containers: true,
             kvm: true,
             started_at_ms: t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64,
@@ -318,7 +317,7 @@ mod tests {
             reasons(&conditions(&m, &[])),
             ["ContainerRuntimeUnavailable", "KvmUnavailable"]
         );
-        m.roles = vec!["auto".into()];
+        m.roles = vec![Role::Auto];
         assert!(
             conditions(&m, &[]).is_empty(),
             "auto takes only what the host can do"

@@ -541,8 +541,10 @@ async fn apply(
         return Err(ApiError::bad_request("the request holds no objects"));
     }
     let mut items = Vec::with_capacity(resources.len());
+    let mut warnings = Vec::new();
     for (i, mut resource) in resources.into_iter().enumerate() {
         let key = place(&mut resource, q.namespace.as_deref()).map_err(|e| in_document(e, i))?;
+        warnings.push((key.clone(), resource.warnings()));
         items.push((resource, key));
     }
     let applied =
@@ -556,13 +558,18 @@ async fn apply(
                 ChangeType::Unchanged => "unchanged",
                 ChangeType::Deleted => "deleted",
             };
-            json!({
+            let mut item = json!({
                 "kind": a.key.kind.as_str(),
                 "namespace": a.key.namespace,
                 "name": a.key.name,
                 "action": action,
                 "resourceVersion": a.revision.to_string(),
-            })
+            });
+            let said = warnings.iter().find(|(k, _)| *k == a.key).map(|(_, w)| w);
+            if let Some(w) = said.filter(|w| !w.is_empty()) {
+                item["warnings"] = json!(w);
+            }
+            item
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items })))

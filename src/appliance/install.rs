@@ -168,7 +168,7 @@ pub fn install(args: &InstallArgs) -> Result<Vec<String>, ApplianceError> {
     };
     crate::model::validate_name("--name", &name)?;
     for role in args.roles.split(',') {
-        if !["auto", "orchestrator", "director", "agent"].contains(&role.trim()) {
+        if role.trim().parse::<crate::model::Role>().is_err() {
             return Err(ApplianceError::invalid(
                 "--roles",
                 format!("unknown role \"{role}\"; expected auto, orchestrator, director or agent"),

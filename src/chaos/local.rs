@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::cli::client::Client;
+use crate::client::Client;
 
 pub struct LocalNode {
     pub name: String,

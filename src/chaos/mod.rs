@@ -85,7 +85,7 @@ pub struct ChaosArgs {
     #[arg(long)]
     pub keep: bool,
     #[arg(short, long, value_enum, default_value = "table")]
-    pub output: crate::cli::output::Format,
+    pub output: crate::client::Format,
 }
 
 #[derive(Debug, Clone, Serialize)]

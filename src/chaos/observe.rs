@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::local::LocalCluster;
-use crate::cli::client::Client;
+use crate::client::Client;
+use crate::model::InstanceStatus;
 
 /// A workload that must be back at its desired replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +48,7 @@ pub fn workloads_of(applied: &Value) -> Vec<Workload> {
 /// "deployments/web 4/6 ready" for a workload short of its replicas, None when restored
 /// (`cli::why::progress`: the same test as `--wait`).
 fn shortfall(o: &Value, w: &Workload) -> Option<String> {
-    let (text, done) = crate::cli::why::progress(o);
+    let (text, done) = crate::client::why::progress(o);
     (!done).then(|| format!("{}/{} {text}", w.plural, w.name))
 }
 
@@ -75,7 +76,7 @@ pub fn wait_restored(
                             "{}/{} {}",
                             w.plural,
                             w.name,
-                            crate::cli::wait::replicas_line(&cluster.client(i), kind, &o)
+                            crate::client::look::replicas_line(&cluster.client(i), kind, &o)
                         ),
                         _ => short,
                     }
@@ -117,7 +118,10 @@ pub fn kill_instance(
         .as_array()?
         .iter()
         .filter(|i| i["spec"].get("vm").is_some() == vms)
-        .filter(|i| i["status"]["pid"].as_i64().is_some() && i["status"]["ready"] == true)
+        .filter(|i| {
+            let st = instance_status(i);
+            st.pid.is_some() && st.ready
+        })
         .collect();
     running.sort_by_key(|i| i["metadata"]["name"].as_str().unwrap_or("").to_string());
     if running.is_empty() {
@@ -129,8 +133,8 @@ pub fn kill_instance(
         .unwrap_or("default")
         .to_string();
     let name = victim["metadata"]["name"].as_str()?.to_string();
-    let restarts = victim["status"]["restarts"].as_u64().unwrap_or(0);
-    let pid = victim["status"]["pid"].as_i64()? as i32;
+    let st = instance_status(victim);
+    let (restarts, pid) = (st.restarts, st.pid?);
     let at = started.elapsed().as_secs_f64();
     // SAFETY: kill(2) on the pid the instance's node reported for it, on this host.
     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -143,9 +147,9 @@ pub fn kill_instance(
             .find_map(|i| cluster.client(i).get_json(&path).ok());
         // Restarted in place, or replaced (a new incarnation).
         let again = v.as_ref().is_some_and(|v| {
-            v["status"]["ready"] == true
-                && (v["status"]["restarts"].as_u64().unwrap_or(0) > restarts
-                    || v["metadata"]["uid"] != victim["metadata"]["uid"])
+            let st = instance_status(v);
+            st.ready
+                && (st.restarts > restarts || v["metadata"]["uid"] != victim["metadata"]["uid"])
         });
         if again {
             break true;
@@ -379,6 +383,11 @@ pub fn find_writes(
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// An instance object's status (the default when it has none yet).
+fn instance_status(i: &Value) -> InstanceStatus {
+    crate::model::status::of(i.get("status"))
 }
 
 #[cfg(test)]

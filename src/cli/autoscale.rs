@@ -13,8 +13,8 @@
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::client::{Client, ClientError};
 use super::{object_path, output, split_target, Conn, Format};
+use crate::client::{Client, ClientError};
 use crate::model::{HpaSpec, Kind, Resource, Spec, API_VERSION};
 use crate::orchestrator::autoscaler::hpa::{self, Metric, Pod, PodState, Sample};
 
@@ -481,13 +481,11 @@ pub fn vpa(cmd: VpaCommand) -> Result<(), ClientError> {
             println!("  {line}");
         }
     }
-    for c in v["status"]["conditions"].as_array().into_iter().flatten() {
+    let status: crate::model::status::VpaStatus = crate::model::status::of(v.get("status"));
+    for c in status.conditions {
         println!(
-            "Condition:    {} {} ({}): {}",
-            c["type"].as_str().unwrap_or(""),
-            c["status"].as_str().unwrap_or(""),
-            c["reason"].as_str().unwrap_or(""),
-            c["message"].as_str().unwrap_or("")
+            "Condition:    {} {:?} ({}): {}",
+            c.kind, c.status, c.reason, c.message
         );
     }
     Ok(())

@@ -6,8 +6,8 @@
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
-use super::client::ClientError;
 use super::Cli;
+use crate::client::ClientError;
 
 #[derive(Debug, Args)]
 pub struct CompletionArgs {

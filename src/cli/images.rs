@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use super::client::ClientError;
 use super::{output, Format};
+use crate::client::ClientError;
 use crate::container::registry::{Reference, Source};
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,6 @@
 //! (default data dir and token file names), the pure HPA algorithm (`autoscaling simulate`).
 
 mod autoscale;
-pub mod client;
 mod completion;
 mod images;
 mod nodes;
@@ -17,18 +16,16 @@ mod scaling;
 mod statefulset;
 mod top;
 mod vms;
-pub(crate) mod wait;
-pub(crate) mod why;
-
-use std::path::PathBuf;
+mod wait;
+pub(crate) use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
+use crate::client::{discover_token, urlencode, Client, ClientError};
 use crate::config::NodeFlags;
 use crate::model::Kind;
-use client::{discover_token, Client, ClientError};
 use output::Format;
 
 #[derive(Debug, Parser)]
@@ -336,7 +333,10 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Container(args) => {
             crate::container::helper::main(args).map_err(|e| ClientError::Other(e.one_line()))
         }
-        Command::Fence(args) => crate::agent::fence::watchdog(args).map_err(ClientError::Other),
+        Command::Fence(args) => {
+            crate::agent::fence::watchdog(args);
+            Ok(())
+        }
         Command::Vmm(args) => {
             crate::vmm::helper::main(args).map_err(|e| ClientError::Other(e.one_line()))
         }
@@ -431,7 +431,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
                 println!(
                     "{:<20}{}",
                     "Replicas:",
-                    wait::replicas_line(&client, kind, &o)
+                    crate::client::look::replicas_line(&client, kind, &o)
                 );
             }
             if kind.namespaced() && kind != Kind::Event {
@@ -595,17 +595,6 @@ fn stream_log(
         path.push_str(&format!("&tail={n}"));
     }
     conn.client().copy_to(&path, &mut std::io::stdout())
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

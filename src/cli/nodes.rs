@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
-use super::client::{Client, ClientError};
 use super::output::{self, Format};
+use crate::client::{Client, ClientError};
 
 /// Whether a kind as typed (`nodes`, `node`, `no`, any case) names nodes.
 pub fn is_node_kind(kind: &str) -> bool {
@@ -25,7 +25,7 @@ fn name_of(target: &str, name: Option<String>) -> Result<Option<String>, ClientE
 }
 
 fn node_path(name: &str) -> String {
-    format!("/v1/nodes/{}", super::urlencode(name))
+    format!("/v1/nodes/{}", crate::client::urlencode(name))
 }
 
 /// `get nodes [-l SELECTOR]` (the list, by node labels) or `get node NAME` (one row).

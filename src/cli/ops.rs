@@ -1,8 +1,8 @@
 //! Verbs that run things on this machine rather than ask a node: `chaos`, `install`,
 //! `uninstall`.
 
-use super::client::ClientError;
 use super::{output, Format};
+use crate::client::ClientError;
 
 pub fn chaos(args: crate::chaos::ChaosArgs) -> Result<(), ClientError> {
     let json = matches!(args.output, Format::Json);

@@ -8,13 +8,7 @@ use serde_json::Value;
 
 use crate::model::Kind;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Wide,
-    Json,
-    Yaml,
-}
+pub use crate::client::Format;
 
 pub fn print_json(v: &Value) {
     println!(

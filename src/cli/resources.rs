@@ -5,8 +5,8 @@ use std::io::Read;
 
 use serde_json::Value;
 
-use super::client::{Client, ClientError};
 use super::{collection_path, object_path, output, urlencode, wait, Format};
+use crate::client::{Client, ClientError};
 use crate::model::Kind;
 
 pub fn read_input(file: &str) -> Result<String, ClientError> {
@@ -39,6 +39,16 @@ pub fn apply(
         None => "/v1/apply".to_string(),
     };
     let result = client.send("POST", &path, "application/yaml", &body)?;
+    for item in result["items"].as_array().into_iter().flatten() {
+        for w in item["warnings"].as_array().into_iter().flatten() {
+            eprintln!(
+                "warning: {}/{}: {}",
+                item["kind"].as_str().unwrap_or("?").to_lowercase(),
+                item["name"].as_str().unwrap_or("?"),
+                w.as_str().unwrap_or_default()
+            );
+        }
+    }
     match output {
         Format::Json => output::print_json(&result),
         Format::Yaml => output::print_yaml(&result),

@@ -4,9 +4,10 @@
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::client::{Client, ClientError};
 use super::{output, wait, Conn, Format};
-use crate::model::Kind;
+use crate::client::{Client, ClientError};
+use crate::model::status::DeploymentStatus;
+use crate::model::{Kind, PodTemplate};
 
 #[derive(Debug, Subcommand)]
 pub enum RolloutCommand {
@@ -78,16 +79,19 @@ fn path(ns: &Option<String>, name: &str) -> String {
     )
 }
 
-fn images(template: &Value) -> String {
-    template["spec"]["containers"]
-        .as_array()
-        .map(|c| {
-            c.iter()
-                .filter_map(|c| c["image"].as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
+fn images(template: &PodTemplate) -> String {
+    let images: Vec<&str> = template
+        .spec
+        .containers
+        .iter()
+        .map(|c| c.image.as_str())
+        .collect();
+    images.join(",")
+}
+
+/// The Deployment object `d`'s status.
+fn status(d: &Value) -> DeploymentStatus {
+    crate::model::status::of(d.get("status"))
 }
 
 pub fn run(cmd: RolloutCommand) -> Result<(), ClientError> {
@@ -117,23 +121,22 @@ pub fn run(cmd: RolloutCommand) -> Result<(), ClientError> {
         } => {
             let name = deployment_name(&target)?;
             let d = conn.client().get_json(&path(&namespace, &name))?;
-            let history = d["status"]["history"].clone();
+            let st = status(&d);
+            let history = serde_json::to_value(&st.history).expect("JSON");
             match format {
                 Format::Json => output::print_json(&history),
                 Format::Yaml => output::print_yaml(&history),
                 _ => {
-                    let current = d["status"]["revision"].as_str().unwrap_or_default();
-                    let rows = history
-                        .as_array()
-                        .into_iter()
-                        .flatten()
+                    let rows = st
+                        .history
+                        .iter()
                         .map(|h| {
-                            let rev = h["revision"].as_str().unwrap_or_default();
+                            let current = h.revision == st.revision;
                             vec![
-                                rev.to_string(),
-                                if rev == current { "*" } else { "" }.into(),
-                                h["since"].as_str().unwrap_or_default().to_string(),
-                                images(&h["template"]),
+                                h.revision.clone(),
+                                if current { "*" } else { "" }.into(),
+                                h.since.clone(),
+                                images(&h.template),
                             ]
                         })
                         .collect();
@@ -201,20 +204,10 @@ fn undo(
 ) -> Result<(), ClientError> {
     let p = path(namespace, name);
     let mut d = client.get_json(&p)?;
-    let current = d["status"]["revision"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let history = d["status"]["history"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let st = status(&d);
     let entry = match &to {
-        Some(r) => history.iter().find(|h| h["revision"] == r.as_str()),
-        None => history
-            .iter()
-            .rev()
-            .find(|h| h["revision"] != current.as_str()),
+        Some(r) => st.history.iter().find(|h| h.revision == *r),
+        None => st.history.iter().rev().find(|h| h.revision != st.revision),
     }
     .ok_or_else(|| {
         ClientError::Other(match &to {
@@ -223,14 +216,14 @@ fn undo(
         })
     })?
     .clone();
-    d["spec"]["template"] = entry["template"].clone();
+    d["spec"]["template"] = serde_json::to_value(&entry.template).expect("JSON");
     if let Some(o) = d.as_object_mut() {
         o.remove("status");
     }
     client.send("PUT", &p, "application/json", &d.to_string())?;
     println!(
         "deployment/{name} rolled back to revision {}",
-        entry["revision"].as_str().unwrap_or_default()
+        entry.revision
     );
     Ok(())
 }

@@ -6,38 +6,9 @@ use std::time::{Duration, SystemTime};
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::client::ClientError;
 use super::{output, Conn, Format};
-
-/// Event reasons that are scaling decisions.
-const SCALING_REASONS: [&str; 23] = [
-    // The cluster autoscaler (orchestrator::autoscaler::cluster::REASONS).
-    "TriggeredScaleUp",
-    "ScaleUpToMinSize",
-    "ScheduledScaleUp",
-    "ScaleUpLimited",
-    "ScaleDownEmpty",
-    "ScaleDownUnderused",
-    "ScaleDownUnregistered",
-    // Scheduled scaling (orchestrator::autoscaler::schedule::REASONS).
-    "ScheduleStarted",
-    "ScheduleEnded",
-    "ScheduledRescale",
-    "ScheduledRestore",
-    "ScheduleLimited",
-    "ScalingUp",
-    "DeletingInstance",
-    "SuccessfulCreate",
-    "RolledBack",
-    "ProgressDeadlineExceeded",
-    "NodeLost",
-    "Preempted",
-    "FailedScheduling",
-    "SuccessfulRescale",
-    "FailedRescale",
-    // The VPA updater (orchestrator::controllers::vpa).
-    "EvictedByVPA",
-];
+use crate::client::ClientError;
+use crate::model::event::EventReason;
 
 #[derive(Debug, Subcommand)]
 pub enum ScalingCommand {
@@ -83,7 +54,8 @@ pub fn run(cmd: ScalingCommand) -> Result<(), ClientError> {
                 .is_some_and(|t| t >= since);
             let scaling = spec["reason"]
                 .as_str()
-                .is_some_and(|r| SCALING_REASONS.contains(&r));
+                .and_then(EventReason::parse)
+                .is_some_and(EventReason::is_scaling);
             let wanted = component.as_ref().is_none_or(|c| {
                 spec["involvedObject"]["name"] == c.as_str()
                     || spec["message"]
@@ -131,15 +103,4 @@ pub fn run(cmd: ScalingCommand) -> Result<(), ClientError> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_autoscaler_decision_reason_is_shown() {
-        use crate::orchestrator::autoscaler::{cluster, schedule};
-        for r in cluster::REASONS.iter().chain(&schedule::REASONS) {
-            assert!(super::SCALING_REASONS.contains(r), "{r}");
-        }
-    }
 }

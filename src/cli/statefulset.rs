@@ -5,8 +5,8 @@
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::client::ClientError;
 use super::{wait, Conn};
+use crate::client::ClientError;
 use crate::model::Kind;
 
 #[derive(Debug, Subcommand)]

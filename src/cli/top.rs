@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::client::{Client, ClientError};
 use super::{output, Conn, Format};
+use crate::client::{Client, ClientError};
 use crate::model::instance::InstanceSpec;
+use crate::model::InstanceStatus;
 
 #[derive(Debug, Subcommand)]
 pub enum TopCommand {
@@ -82,8 +83,11 @@ fn per_node(client: &Client) -> Result<Vec<(String, u64, u64, Sums)>, ClientErro
         let s = sums.entry(node.to_string()).or_default();
         s.cpu_req += cpu;
         s.mem_req += mem;
-        s.cpu_used += i["status"]["usage"]["cpuMillis"].as_u64().unwrap_or(0);
-        s.mem_used += i["status"]["usage"]["memoryBytes"].as_u64().unwrap_or(0);
+        let usage = crate::model::status::of::<InstanceStatus>(i.get("status"))
+            .usage
+            .unwrap_or_default();
+        s.cpu_used += usage.cpu_millis;
+        s.mem_used += usage.memory_bytes;
         s.instances += 1;
     }
     Ok(nodes["items"]

@@ -4,8 +4,8 @@
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::client::ClientError;
 use super::{output, wait, Conn, Format};
+use crate::client::ClientError;
 use crate::model::Kind;
 
 #[derive(Debug, Subcommand)]
@@ -96,7 +96,7 @@ pub fn run(cmd: VmsCommand) -> Result<(), ClientError> {
                 None => "/v1/instances".to_string(),
             };
             if let Some(sel) = &selector {
-                path.push_str(&format!("?labelSelector={}", super::urlencode(sel)));
+                path.push_str(&format!("?labelSelector={}", crate::client::urlencode(sel)));
             }
             let list = conn.client().get_json(&path)?;
             let vms: Vec<Value> = list["items"]

@@ -370,7 +370,7 @@ mod tests {
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut meta = MemberMeta {
             name: name.into(),
-            roles: vec!["agent".into()],
+            roles: vec![crate::model::Role::Agent],
             ..Default::default()
         };
         meta.labels.insert("zone".into(), "test".into());

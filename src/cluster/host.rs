@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use crate::model::Role;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostFacts {
     pub kvm: bool,
@@ -43,16 +45,16 @@ impl HostFacts {
 
 /// The roles a node announces. `auto` keeps `auto` (orchestrator by election) and adds
 /// agent and director where the host can; explicit roles are taken as given.
-pub fn resolve_roles(configured: &[String], facts: &HostFacts) -> Vec<String> {
-    if !configured.iter().any(|r| r == "auto") {
+pub fn resolve_roles(configured: &[Role], facts: &HostFacts) -> Vec<Role> {
+    if !configured.contains(&Role::Auto) {
         return configured.to_vec();
     }
-    let mut roles = vec!["auto".to_string()];
+    let mut roles = vec![Role::Auto];
     if facts.containers {
-        roles.push("agent".into());
+        roles.push(Role::Agent);
     }
     if facts.kvm {
-        roles.push("director".into());
+        roles.push(Role::Director);
     }
     roles
 }
@@ -69,11 +71,8 @@ mod tests {
             cpu_millis: 2000,
             memory_bytes: 1 << 30,
         };
-        assert_eq!(
-            resolve_roles(&["auto".into()], &facts),
-            ["auto", "director"]
-        );
-        assert_eq!(resolve_roles(&["agent".into()], &facts), ["agent"]);
+        assert_eq!(resolve_roles(&[Role::Auto], &facts), ["auto", "director"]);
+        assert_eq!(resolve_roles(&[Role::Agent], &facts), ["agent"]);
         let probed = HostFacts::probe();
         assert!(probed.cpu_millis >= 1000 && probed.memory_bytes > 0);
     }

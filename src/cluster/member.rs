@@ -23,7 +23,7 @@ pub struct MemberMeta {
     pub rpc_addr: String,
     pub gossip_addr: String,
     /// The node's configured/derived roles: orchestrator | director | agent.
-    pub roles: Vec<String>,
+    pub roles: Vec<crate::model::Role>,
     pub kvm: bool,
     pub containers: bool,
     pub cpu_millis: u64,

@@ -129,7 +129,7 @@ impl Sim {
             node_id: i as u64 + 1,
             api_addr: format!("127.0.0.1:{}", 8000 + i),
             rpc_addr: format!("127.0.0.1:{}", 9000 + i),
-            roles: vec!["agent".into()],
+            roles: vec![crate::model::Role::Agent],
             containers: true,
             cpu_millis: 4000,
             memory_bytes: 8 << 30,
@@ -634,7 +634,7 @@ mod tests {
         converge(&mut sim, &names, Duration::from_secs(30));
         let mut meta = Sim::meta_for(&names[4], 4);
         meta.labels.insert("zone".into(), "moved".into());
-        meta.roles = vec!["agent".into(), "director".into()];
+        meta.roles = vec![crate::model::Role::Agent, crate::model::Role::Director];
         sim.update_meta(4, meta.clone());
         let t = sim
             .run_until(Duration::from_secs(30), |s| {

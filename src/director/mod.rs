@@ -74,21 +74,18 @@ pub fn spawn(
     config: DirectorConfig,
     metrics: DirectorMetrics,
     stop: watch::Receiver<bool>,
-) -> Result<(), String> {
-    crate::container::runtime::become_subreaper().map_err(|e| e.one_line())?;
+) -> Result<(), crate::supervise::SetupError> {
     let vms = config.data_dir.join("vms");
     // Serial console logs, beside the containers' (`<data>/logs/<namespace>/<name>.log`).
     let logs = config.data_dir.join("logs");
-    for d in [&vms, &logs] {
-        std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
-    }
+    let exe = crate::supervise::setup(&[&vms, &logs])?;
     let director = Director {
         vms,
         worker: config.worker,
         join_addr: config.join_addr,
         join_token: config.join_token,
         metrics,
-        exe: std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?,
+        exe,
     };
     let parts = NodeParts {
         node: config.node,

@@ -19,6 +19,7 @@ use serde_json::Value;
 use tokio::time::Instant as Tick;
 
 use super::{Director, Shared};
+use crate::model::instance::reasons;
 use crate::model::{InstanceSpec, InstanceStatus, VirtualMachineSpec};
 use crate::store::ObjectKey;
 use crate::supervise::{
@@ -155,7 +156,7 @@ pub struct Worker {
 }
 
 /// A VMM spec error in the VirtualMachine's own field names.
-fn spec_error(e: &crate::vmm::VmmError) -> String {
+fn spec_error(e: crate::vmm::VmmError) -> VmStartError {
     match e {
         crate::vmm::VmmError::InvalidSpec { field, message } => {
             let field = match field.as_str() {
@@ -167,9 +168,10 @@ fn spec_error(e: &crate::vmm::VmmError) -> String {
                 "cmdline" => "spec.cmdline",
                 other => other,
             };
-            format!("{field}: {message}")
+            let field = field.to_string();
+            VmStartError::InvalidSpec { field, message }
         }
-        other => other.one_line(),
+        other => VmStartError::Vmm(other),
     }
 }
 
@@ -213,9 +215,9 @@ impl Workload for Director {
     /// Checks the spec against this host, then starts the VMM. On a refusal nothing was
     /// started (and it is not tried again: a new spec is a new instance).
     async fn start(unit: &mut Unit<Director>) -> Result<(i32, u64), StartError> {
-        start_vmm(unit).await.map_err(|message| StartError {
-            reason: "InvalidSpec",
-            message,
+        start_vmm(unit).await.map_err(|e| StartError {
+            reason: reasons::INVALID_SPEC,
+            message: crate::error_chain(&e),
             retry: false,
         })
     }
@@ -330,8 +332,30 @@ impl Workload for Director {
     }
 }
 
+/// Why a VM was not started (it is not tried again: a new spec is a new instance).
+#[derive(Debug, thiserror::Error)]
+pub enum VmStartError {
+    #[error("no free address in the node subnet for the VM's network")]
+    NoAddress,
+    /// The spec does not fit this host: the VirtualMachine's field.
+    #[error("{field}: {message}")]
+    InvalidSpec { field: String, message: String },
+    #[error(transparent)]
+    Vmm(crate::vmm::VmmError),
+    #[error("creating {0}")]
+    Dir(PathBuf, #[source] std::io::Error),
+    #[error("writing {0}")]
+    Write(PathBuf, #[source] std::io::Error),
+    #[error("opening {0}")]
+    Open(String, #[source] std::io::Error),
+    #[error("starting the VMM")]
+    Spawn(#[source] std::io::Error),
+    #[error("checking the spec")]
+    Check(#[source] tokio::task::JoinError),
+}
+
 /// Writes the VMM's spec (checked against this host) and starts the VMM.
-async fn start_vmm(unit: &mut Unit<Director>) -> Result<(i32, u64), String> {
+async fn start_vmm(unit: &mut Unit<Director>) -> Result<(i32, u64), VmStartError> {
     let node = unit.node.clone();
     let worker = Worker {
         kernel: node.worker.worker_kernel.clone(),
@@ -342,18 +366,16 @@ async fn start_vmm(unit: &mut Unit<Director>) -> Result<(i32, u64), String> {
         extra: node.worker.worker_cmdline.clone(),
     };
     let net = match Director::needs_network(&unit.spec) {
-        true => Some(vm_net(unit).ok_or_else(|| {
-            "no free address in the node subnet for the VM's network".to_string()
-        })?),
+        true => Some(vm_net(unit).ok_or(VmStartError::NoAddress)?),
         false => None,
     };
     let spec = vmm_spec(&unit.spec.vm, &unit.log, Some(&worker), net.as_ref());
     let (dir, log) = (unit.state.dir.clone(), unit.log.clone());
-    let checked = tokio::task::spawn_blocking(move || -> Result<PathBuf, String> {
+    let checked = tokio::task::spawn_blocking(move || -> Result<PathBuf, VmStartError> {
         for d in [Some(dir.as_path()), log.parent()].into_iter().flatten() {
-            std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+            std::fs::create_dir_all(d).map_err(|e| VmStartError::Dir(d.to_path_buf(), e))?;
         }
-        spec.validate().map_err(|e| spec_error(&e))?;
+        spec.validate().map_err(spec_error)?;
         let path = dir.join("spec.json");
         let json = serde_json::to_vec_pretty(&spec).expect("JSON");
         // A worker VM's command line holds the cluster token: owner-only.
@@ -364,18 +386,18 @@ async fn start_vmm(unit: &mut Unit<Director>) -> Result<(i32, u64), String> {
             .mode(0o600)
             .open(&path)
             .and_then(|mut f| f.write_all(&json));
-        written.map_err(|e| format!("writing {}: {e}", path.display()))?;
+        written.map_err(|e| VmStartError::Write(path.clone(), e))?;
         Ok(path)
     })
     .await
-    .map_err(|e| e.to_string())??;
+    .map_err(VmStartError::Check)??;
     let dir = &unit.state.dir;
     let out = |name: &str| {
         File::options()
             .create(true)
             .append(true)
             .open(dir.join(name))
-            .map_err(|e| format!("opening {name}: {e}"))
+            .map_err(|e| VmStartError::Open(name.to_string(), e))
     };
     unit.state.serial_mark = log_size(&unit.log);
     // The VMM prints a JSON line at start and one at exit (with its exit counters); kept
@@ -387,7 +409,7 @@ async fn start_vmm(unit: &mut Unit<Director>) -> Result<(i32, u64), String> {
         .stdout(out("vmm.jsonl")?)
         .stderr(out("vmm.err")?)
         .spawn()
-        .map_err(|e| format!("starting the VMM: {e}"))?;
+        .map_err(VmStartError::Spawn)?;
     let pid = child.id() as i32;
     // Reaped by supervise::wait_exit (waitpid on the pid), not through this handle.
     drop(child);
@@ -507,7 +529,7 @@ mod tests {
         let e = vmm_spec(&v, Path::new("/tmp/x.log"), None, None)
             .validate()
             .unwrap_err();
-        let msg = spec_error(&e);
+        let msg = spec_error(e).to_string();
         assert!(msg.starts_with("spec.kernel: /no/such/kernel"), "{msg}");
     }
 }

@@ -48,7 +48,8 @@ pub const VM_OVERHEAD_BYTES: u64 = 16 << 20;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OwnerRef {
-    pub kind: String,
+    /// Serialized as the kind's name ("Deployment"); a name that is no kind is refused.
+    pub kind: super::Kind,
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uid: String,
@@ -152,9 +153,33 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Written by the agent that runs the instance.
+/// The reasons an instance's status gives (`status.reason`), written by the scheduler and
+/// the node supervisors and read by the cluster autoscaler and the CLI's why-not-ready line.
+pub mod reasons {
+    /// No node fits it (the scheduler's explanation is the message).
+    pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// Its node's instance network is not up.
+    pub const NETWORK_SETUP_FAILED: &str = "NetworkSetupFailed";
+    /// No free address in its node's subnet.
+    pub const NO_ADDRESS: &str = "NoAddress";
+    /// Running, its readiness probe failing.
+    pub const READINESS_PROBE_FAILED: &str = "ReadinessProbeFailed";
+    /// Exited, waiting out its restart backoff.
+    pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
+    /// Its spec cannot run on this node as written.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The container could not be created or started.
+    pub const CONTAINER_CANNOT_RUN: &str = "ContainerCannotRun";
+    /// Its image could not be fetched.
+    pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
+    /// Its image is nowhere: not in the node's store nor on any peer.
+    pub const ERR_IMAGE_NOT_FOUND: &str = "ErrImageNotFound";
+}
+
+/// Written by the agent that runs the instance (and by the scheduler while it waits for a
+/// node). Every field reads with its default, so any part of one reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct InstanceStatus {
     pub phase: Phase,
     pub ready: bool,

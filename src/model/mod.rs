@@ -12,7 +12,26 @@
 //! nesting, alias expansion, non-finite numbers), and every count, size and duration is
 //! held to a documented maximum (`limits`).
 
+/// `Display` and `== "text"` for an enum whose written form is its `as_str`.
+macro_rules! string_form {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        /// Lets tests and callers compare with the written form.
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
 pub mod address_pool;
+pub mod affinity;
 pub mod autoscaling;
 pub mod capacity;
 pub mod event;
@@ -23,8 +42,10 @@ mod parse;
 mod pod_validation;
 pub mod predictive;
 pub mod quantity;
+pub mod role;
 mod selector;
 pub mod service;
+pub mod status;
 pub mod subnet;
 pub mod workload;
 mod yaml_guard;
@@ -42,6 +63,7 @@ pub use infra::{NamespaceSpec, NodeClassSpec, PriorityClassSpec, VirtualMachineS
 pub use instance::{InstanceSpec, InstanceStatus, NodeSubnetSpec};
 pub use parse::parse_manifests;
 pub use quantity::{CpuQuantity, DurationStr, IntOrString, MemoryQuantity, Quantity};
+pub use role::Role;
 pub use selector::{parse_label_selector, selector_matches, SelectorOp};
 pub use service::{EndpointsSpec, ServiceSpec};
 pub use subnet::Subnet;
@@ -495,6 +517,30 @@ impl Resource {
         Value::Object(obj)
     }
 
+    /// What it asks that is accepted but not acted on yet, one line each with the field's
+    /// path (`apply` answers them as warnings).
+    pub fn warnings(&self) -> Vec<String> {
+        let (path, pod) = match &self.spec {
+            Some(Spec::Deployment(s)) => ("spec.template.spec", &s.template.spec),
+            Some(Spec::StatefulSet(s)) => ("spec.template.spec", &s.template.spec),
+            Some(Spec::Instance(s)) => ("spec.pod", &s.pod),
+            _ => return Vec::new(),
+        };
+        let Some(affinity) = &pod.affinity else {
+            return Vec::new();
+        };
+        affinity
+            .not_acted_on()
+            .into_iter()
+            .map(|f| format!("{path}.affinity.{f}: accepted but not acted on by the scheduler yet"))
+            .collect()
+    }
+
+    /// The stored status as the kind's typed status (its default when there is none).
+    pub fn status_of<T: DeserializeOwned + Default>(&self) -> T {
+        status::of(self.status.as_ref())
+    }
+
     pub fn spec_value(&self) -> Value {
         self.spec
             .as_ref()
@@ -611,7 +657,7 @@ pub fn validate_domain(domain: &str) -> Result<String, String> {
     Ok(d)
 }
 
-fn validate_label_key(field: &str, key: &str) -> Result<(), ModelError> {
+pub(crate) fn validate_label_key(field: &str, key: &str) -> Result<(), ModelError> {
     let name = key.rsplit_once('/').map(|(_, n)| n).unwrap_or(key);
     let ok = !name.is_empty()
         && name.len() <= 63

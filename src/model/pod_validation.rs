@@ -95,6 +95,9 @@ pub(super) fn validate_pod_spec(field: &str, spec: &PodSpec) -> Result<(), Model
         let f = format!("{field}.topologySpreadConstraints[{i}].maxSkew");
         limits::range(&f, t.max_skew, 1, MAX_REPLICAS)?;
     }
+    if let Some(a) = &spec.affinity {
+        a.validate(&format!("{field}.affinity"))?;
+    }
     limits::opt_range(
         &format!("{field}.terminationGracePeriodSeconds"),
         spec.termination_grace_period_seconds,

@@ -50,7 +50,7 @@ impl LabelSelector {
         eq && exprs
     }
 
-    fn validate(&self, field: &str) -> Result<(), ModelError> {
+    pub(super) fn validate(&self, field: &str) -> Result<(), ModelError> {
         for (i, r) in self.match_expressions.iter().flatten().enumerate() {
             if !["In", "NotIn", "Exists", "DoesNotExist"].contains(&r.operator.as_str()) {
                 return Err(invalid(
@@ -105,7 +105,7 @@ pub struct PodSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<Value>,
+    pub affinity: Option<super::affinity::Affinity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

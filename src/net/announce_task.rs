@@ -43,7 +43,7 @@ async fn candidates(gossip: &Gossip) -> Vec<(String, Ipv4Addr)> {
         .await
         .into_iter()
         .filter(|m| m.status != MemberStatus::Down)
-        .filter(|m| m.meta.roles.iter().any(|r| r == "agent"))
+        .filter(|m| m.meta.roles.contains(&crate::model::Role::Agent))
         .filter_map(|m| {
             let addr: SocketAddr = m.meta.gossip_addr.parse().ok()?;
             match addr.ip() {

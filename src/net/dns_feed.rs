@@ -62,7 +62,10 @@ pub fn members(instances: &[Resource], statefulsets: &[Resource]) -> Vec<MemberR
             let Some(Spec::Instance(spec)) = &r.spec else {
                 return None;
             };
-            let owner = spec.owner.as_ref().filter(|o| o.kind == "StatefulSet")?;
+            let owner = spec
+                .owner
+                .as_ref()
+                .filter(|o| o.kind == Kind::StatefulSet)?;
             let service = service_of.get(&(namespace(r), owner.name.clone()))?;
             let status: InstanceStatus = serde_json::from_value(r.status.clone()?).ok()?;
             if !status.ready || status.phase != Phase::Running {

@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, watch};
 use super::voters::{self, Candidate, Membership, MembershipChange, VoterPolicy};
 use super::ControlPlane;
 use crate::cluster::{Gossip, MemberStatus, MemberView};
+use crate::model::Role;
 use crate::store::{NodeId, RaftNode};
 
 const TICK: Duration = Duration::from_millis(500);
@@ -24,8 +25,10 @@ const CAUGHT_UP_ENTRIES: u64 = 100;
 pub use crate::cluster::identity::now_ms;
 
 /// Whether a member may become an orchestrator: `auto` or an explicit `orchestrator` role.
-pub fn orchestrator_eligible(roles: &[String]) -> bool {
-    roles.iter().any(|r| r == "orchestrator" || r == "auto")
+pub fn orchestrator_eligible(roles: &[Role]) -> bool {
+    roles
+        .iter()
+        .any(|r| matches!(r, Role::Orchestrator | Role::Auto))
 }
 
 pub fn raft_node_of(m: &MemberView) -> RaftNode {

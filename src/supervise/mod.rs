@@ -28,6 +28,29 @@ pub use workload::{
     Counters, Ended, Exit, Node, NodeParts, Probe, Record, StartError, Wanted, Workload,
 };
 
+/// Why a workload kind could not begin supervising on this node.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("becoming the subreaper of the node's children")]
+    Subreaper(#[source] Box<crate::container::ContainerError>),
+    #[error("creating {0}")]
+    Dir(std::path::PathBuf, #[source] std::io::Error),
+    #[error("finding this executable")]
+    Exe(#[source] std::io::Error),
+}
+
+/// What a kind does before it supervises: becomes the subreaper of the node's children (an
+/// adopted process is still reaped) and creates `dirs`; returns this executable's path
+/// (the kinds' helper processes re-execute it).
+pub fn setup(dirs: &[&std::path::Path]) -> Result<std::path::PathBuf, SetupError> {
+    crate::container::runtime::become_subreaper()
+        .map_err(|e| SetupError::Subreaper(Box::new(e)))?;
+    for d in dirs {
+        std::fs::create_dir_all(d).map_err(|e| SetupError::Dir(d.to_path_buf(), e))?;
+    }
+    std::env::current_exe().map_err(SetupError::Exe)
+}
+
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use crate::container::network::{Degraded, NodeNetwork, Subnet};
+use crate::model::event::EventReason;
 use crate::orchestrator::ControlPlane;
 use crate::store::ObjectKey;
 
@@ -101,7 +102,7 @@ impl NodeNet {
                         control,
                         node,
                         false,
-                        "NetworkReady",
+                        EventReason::NetworkReady,
                         "the instance network is up".into(),
                     );
                 }
@@ -116,7 +117,13 @@ impl NodeNet {
         let mut last = self.failure.lock().expect("network failure");
         if last.as_deref() != Some(failed.as_str()) {
             tracing::error!(error = %failed, "setting up the instance network; instances wait for it");
-            announce(control, node, true, "NetworkSetupFailed", failed.clone());
+            announce(
+                control,
+                node,
+                true,
+                EventReason::NetworkSetupFailed,
+                failed.clone(),
+            );
             *last = Some(failed);
         }
     }
@@ -165,25 +172,29 @@ pub fn node_subnet(control: &ControlPlane, node: &str) -> Option<Subnet> {
 /// node (`omnicloud get events`). The network is set up once per node process when complete
 /// or degraded, so this runs once, not on every pass.
 pub fn announce_degraded(control: &ControlPlane, node: &str, degraded: Degraded) {
-    announce(
-        control,
-        node,
-        true,
-        degraded.reason(),
-        degraded.message().into(),
-    );
+    let reason = match degraded {
+        Degraded::NoOutboundNat => EventReason::NoOutboundNat,
+        Degraded::NoServiceDataPlane => EventReason::NoServiceDataPlane,
+    };
+    announce(control, node, true, reason, degraded.message().into());
 }
 
 /// An event about this node from the node network (a Warning is a node condition in
 /// `omnicloud nodes` until a Normal event from the same source follows).
-fn announce(control: &ControlPlane, node: &str, warning: bool, reason: &str, message: String) {
+fn announce(
+    control: &ControlPlane,
+    node: &str,
+    warning: bool,
+    reason: EventReason,
+    message: String,
+) {
     use crate::orchestrator::controllers::events::{EventDraft, Recorder};
     let draft = EventDraft {
         namespace: crate::store::state_machine::DEFAULT_NAMESPACE.into(),
         kind: "Node".into(),
         name: node.to_string(),
         warning,
-        reason: reason.into(),
+        reason,
         message,
         source: "node-network".into(),
     };

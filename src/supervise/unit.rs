@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::workload::{Exit, Node, Probe, Record, Wanted, Workload};
 use super::CpuRate;
 use super::{alive, wait_exit, Backoff};
+use crate::model::instance::reasons;
 use crate::model::instance::{InstanceStatus, Phase, StatusWarning, Termination, Usage};
 use crate::store::ObjectKey;
 
@@ -77,7 +78,7 @@ async fn wait_network<W: Workload>(
         }
         if let Some(why) = node.network.failure().filter(|w| said.as_ref() != Some(w)) {
             status.phase = Phase::Pending;
-            status.reason = "NetworkSetupFailed".into();
+            status.reason = reasons::NETWORK_SETUP_FAILED.into();
             status.message = why.clone();
             node.report(key, uid, status);
             said = Some(why);
@@ -134,7 +135,7 @@ impl<W: Workload> Unit<W> {
                 None => {
                     let subnet = network.expect("only addresses run out").subnet;
                     status.phase = Phase::Pending;
-                    status.reason = "NoAddress".into();
+                    status.reason = reasons::NO_ADDRESS.into();
                     status.message = format!("node subnet {subnet} is full");
                     node.report(&key, &uid, &status);
                     return None;
@@ -175,7 +176,7 @@ impl<W: Workload> Unit<W> {
         self.status.reason = if ready {
             String::new()
         } else {
-            "ReadinessProbeFailed".into()
+            reasons::READINESS_PROBE_FAILED.into()
         };
         self.status.message = message;
         self.report();
@@ -249,7 +250,7 @@ impl<W: Workload> Unit<W> {
             };
             if self.backoff.crash_looping() && self.status.phase != Phase::Failed {
                 self.status.phase = Phase::CrashLoopBackOff;
-                self.status.reason = "CrashLoopBackOff".into();
+                self.status.reason = reasons::CRASH_LOOP_BACK_OFF.into();
                 self.status.message = format!("back-off {}s restarting", delay.as_secs());
             }
             self.report();

@@ -43,6 +43,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::capacity::NodeGroup;
+use crate::model::event::EventReason;
 
 /// Labels every worker VM (and its instance) carries.
 pub const AUTOSCALER_LABEL: &str = "omnicloud.io/cluster-autoscaler";
@@ -168,22 +169,11 @@ pub struct Decision {
     pub group: String,
     /// TriggeredScaleUp, ScaleUpToMinSize, ScheduledScaleUp, ScaleUpLimited,
     /// ScaleDownEmpty, ScaleDownUnderused, ScaleDownUnregistered.
-    pub reason: &'static str,
+    pub reason: EventReason,
     pub warning: bool,
     pub message: String,
     pub action: Option<Action>,
 }
-
-/// Every decision reason, for `omnicloud scaling history`.
-pub const REASONS: [&str; 7] = [
-    "TriggeredScaleUp",
-    "ScaleUpToMinSize",
-    "ScheduledScaleUp",
-    "ScaleUpLimited",
-    "ScaleDownEmpty",
-    "ScaleDownUnderused",
-    "ScaleDownUnregistered",
-];
 
 fn secs(ms: u64) -> String {
     format!("{}s", ms / 1000)
@@ -316,8 +306,11 @@ impl<'i> Pass<'i> {
     }
 
     /// A decision; the limits and the given-up workers are warnings.
-    fn push(&mut self, group: &str, reason: &'static str, message: String, action: Option<Action>) {
-        let warning = matches!(reason, "ScaleUpLimited" | "ScaleDownUnregistered");
+    fn push(&mut self, group: &str, reason: EventReason, message: String, action: Option<Action>) {
+        let warning = matches!(
+            reason,
+            EventReason::ScaleUpLimited | EventReason::ScaleDownUnregistered
+        );
         self.out.push(Decision {
             group: group.into(),
             reason,
@@ -340,7 +333,7 @@ impl<'i> Pass<'i> {
             self.total_workers -= 1;
             self.push(
                 name,
-                "ScaleDownUnregistered",
+                EventReason::ScaleDownUnregistered,
                 format!(
                     "node group {name}: removing {}: its guest did not join as {} within {} of the request",
                     w.vm,
@@ -362,7 +355,7 @@ impl<'i> Pass<'i> {
         let Some((class, size, vm_need)) = &g.class else {
             self.push(
                 name,
-                "ScaleUpLimited",
+                EventReason::ScaleUpLimited,
                 format!(
                     "node group {name}: NodeClass {} does not exist; no worker can be sized",
                     g.spec
@@ -418,7 +411,7 @@ impl<'i> Pass<'i> {
             let (a, b) = inp.limits.orchestrator_ratio.unwrap_or((1, 1));
             self.push(
                 gv.name,
-                "ScaleUpLimited",
+                EventReason::ScaleUpLimited,
                 format!(
                     "node group {}: {ratio_cut} unschedulable instance(s) not counted: orchestratorRatio {a}:{b} with {} orchestrator(s) allows {} containers and {} are placed",
                     gv.name,
@@ -493,7 +486,7 @@ impl<'i> Pass<'i> {
         if allowed < wanted {
             self.push(
                 name,
-                "ScaleUpLimited",
+                EventReason::ScaleUpLimited,
                 format!(
                     "node group {name}: {} of {wanted} wanted worker(s) not added: {why}; {inputs}",
                     wanted - allowed
@@ -605,7 +598,7 @@ impl<'i> Pass<'i> {
             memory.unneeded_since.remove(&w.vm);
             let (reason, what) = if *empty {
                 (
-                    "ScaleDownEmpty",
+                    EventReason::ScaleDownEmpty,
                     if w.joined {
                         format!("nothing placed on {}", w.node)
                     } else {
@@ -613,7 +606,7 @@ impl<'i> Pass<'i> {
                     },
                 )
             } else {
-                ("ScaleDownUnderused", format!("{} below utilizationThreshold {threshold}% and its {} instance(s) fit elsewhere", w.node, w.placed.len()))
+                (EventReason::ScaleDownUnderused, format!("{} below utilizationThreshold {threshold}% and its {} instance(s) fit elsewhere", w.node, w.placed.len()))
             };
             self.push(
                 name,
@@ -689,24 +682,27 @@ impl<'i> Pass<'i> {
 }
 
 /// Why a group grows: demand, a PredictiveBootstrapScaler's window, or minSize.
-fn scale_up_reason(gv: &GroupView, for_demand: i64, for_floor: i64) -> (&'static str, String) {
+fn scale_up_reason(gv: &GroupView, for_demand: i64, for_floor: i64) -> (EventReason, String) {
     let spec = gv.g.spec;
     if for_demand >= for_floor {
         (
-            "TriggeredScaleUp",
+            EventReason::TriggeredScaleUp,
             format!("{for_demand} more worker(s) needed"),
         )
     } else if gv.scheduled.is_some_and(|s| s > spec.min_size) {
         let by = gv.g.scheduled.as_ref().map(|s| s.1.as_str()).unwrap_or("");
         (
-            "ScheduledScaleUp",
+            EventReason::ScheduledScaleUp,
             format!(
                 "PredictiveBootstrapScaler {by} holds the pool at {}",
                 gv.floor
             ),
         )
     } else {
-        ("ScaleUpToMinSize", format!("minSize {}", spec.min_size))
+        (
+            EventReason::ScaleUpToMinSize,
+            format!("minSize {}", spec.min_size),
+        )
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::model::capacity::{NodeGroupScaling, ScaleDownRule, ScaleUpRule};
+use crate::model::event::EventReason;
 use crate::model::DurationStr;
 
 const MI: u64 = 1 << 20;
@@ -99,7 +100,7 @@ fn inputs<'a>(groups: Vec<Group<'a>>, pending: Vec<Pending>, workers: Vec<Worker
     }
 }
 
-fn reasons(d: &[Decision]) -> Vec<&str> {
+fn reasons(d: &[Decision]) -> Vec<EventReason> {
     d.iter().map(|d| d.reason).collect()
 }
 

@@ -12,6 +12,7 @@ use super::hpa::{
 };
 use super::metrics::{MetricName, MetricStore};
 use crate::model::instance::Phase;
+use crate::model::status::{Condition as StatusCondition, HpaStatus};
 use crate::model::{HpaSpec, Resource, Spec};
 use crate::orchestrator::controllers::{parse_ms, InstanceView};
 
@@ -195,7 +196,7 @@ pub enum Scaled {
 
 /// The HPA's new status; conditions keep their transition time while unchanged.
 pub fn status(hpa: &Resource, spec: &HpaSpec, d: &Decision, scaled: &Scaled, now: &str) -> Value {
-    let old = hpa.status.clone().unwrap_or(Value::Null);
+    let old: HpaStatus = hpa.status_of();
     let mut conditions: Vec<Condition> = d.conditions.clone();
     if let Scaled::Refused(why) = scaled {
         conditions.retain(|c| c.kind != "AbleToScale");
@@ -223,19 +224,17 @@ pub fn status(hpa: &Resource, spec: &HpaSpec, d: &Decision, scaled: &Scaled, now
             },
         );
     }
-    let conditions: Vec<Value> = conditions
+    let conditions: Vec<StatusCondition> = conditions
         .iter()
         .map(|c| {
-            let status = if c.status { "True" } else { "False" };
-            let since = old["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|o| o["type"] == c.kind && o["status"] == status)
-                .and_then(|o| o["lastTransitionTime"].as_str())
-                .unwrap_or(now);
-            json!({"type": c.kind, "status": status, "reason": c.reason,
-                   "message": c.message, "lastTransitionTime": since})
+            StatusCondition::since(
+                &old.conditions,
+                c.kind,
+                c.status,
+                &c.reason,
+                &c.message,
+                now,
+            )
         })
         .collect();
     let metrics: Vec<Value> = d
@@ -248,22 +247,19 @@ pub fn status(hpa: &Resource, spec: &HpaSpec, d: &Decision, scaled: &Scaled, now
         Scaled::Refused(_) => (d.current, d.current),
         _ => (d.current, d.desired),
     };
-    let mut s = json!({
-        "observedGeneration": hpa.metadata.generation,
-        "currentReplicas": current,
-        "desiredReplicas": desired,
-        "currentMetrics": metrics,
-        "conditions": conditions,
-    });
-    let last = if *scaled == Scaled::Yes {
-        Some(now)
-    } else {
-        old["lastScaleTime"].as_str()
+    let last_scale_time = match scaled {
+        Scaled::Yes => Some(now.to_string()),
+        _ => old.last_scale_time,
     };
-    if let Some(t) = last {
-        s["lastScaleTime"] = json!(t);
-    }
-    s
+    let s = HpaStatus {
+        observed_generation: hpa.metadata.generation,
+        current_replicas: current,
+        desired_replicas: desired,
+        current_metrics: metrics,
+        conditions,
+        last_scale_time,
+    };
+    serde_json::to_value(s).expect("statuses serialize")
 }
 
 /// The decision with its inputs, for the event: "New size: 5; reason: cpu resource

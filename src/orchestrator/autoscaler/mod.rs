@@ -43,6 +43,7 @@ use super::ControlPlane;
 use crate::cluster::identity::now_ms;
 /// `[autoscaler]` of the node config, which owns the type.
 pub use crate::config::AutoscalerSettings;
+use crate::model::event::EventReason;
 use crate::model::{Kind, Resource, Spec};
 use crate::store::{ChangeType, Command, Rejection};
 use horizontal::Scaled;
@@ -198,7 +199,7 @@ async fn infrastructure(
         .iter()
         .filter(|m| {
             m.status != crate::cluster::MemberStatus::Down
-                && m.meta.roles.iter().any(|r| r == "director")
+                && m.meta.roles.contains(&crate::model::Role::Director)
         })
         .count();
     let (mut commands, mut events) = schedule::plan(control, directors, now, &now_text);
@@ -331,7 +332,7 @@ fn ingest_statuses(store: &mut MetricStore, instances: &[Resource], now: u64) {
 fn owned<'a>(views: &[InstanceView<'a>], target: &Resource) -> Vec<InstanceView<'a>> {
     views
         .iter()
-        .filter(|i| i.owned_by(target.kind.as_str(), &target.metadata.uid))
+        .filter(|i| i.owned_by(target.kind, &target.metadata.uid))
         .cloned()
         .collect()
 }
@@ -421,7 +422,7 @@ async fn sync_hpas(
         let Some(target) = horizontal::target(hpa, spec, pass.workloads) else {
             events.push(EventDraft::warning(
                 hpa,
-                "FailedGetScale",
+                EventReason::FailedGetScale,
                 format!(
                     "the scale target {}/{} does not exist",
                     spec.scale_target_ref.kind, spec.scale_target_ref.name
@@ -434,7 +435,7 @@ async fn sync_hpas(
         if !claimed.insert(target_key.clone()) {
             events.push(EventDraft::warning(
                 hpa,
-                "AmbiguousSelector",
+                EventReason::AmbiguousSelector,
                 format!("another HorizontalPodAutoscaler already scales {target_key}; this one is ignored"),
                 horizontal::SOURCE,
             ));
@@ -493,14 +494,14 @@ async fn sync_hpa(
                 history.record_scale(&hpa::Behavior::of(spec), current, d.desired, now);
                 events.push(EventDraft::normal(
                     hpa,
-                    "SuccessfulRescale",
+                    EventReason::SuccessfulRescale,
                     message,
                     horizontal::SOURCE,
                 ));
             }
             Scaled::Refused(why) => events.push(EventDraft::warning(
                 hpa,
-                "FailedRescale",
+                EventReason::FailedRescale,
                 format!("{message}; refused: {why}"),
                 horizontal::SOURCE,
             )),
@@ -514,7 +515,7 @@ async fn sync_hpa(
         if c.reason != "ScalingDisabled" {
             events.push(EventDraft::warning(
                 hpa,
-                "FailedComputeMetricsReplicas",
+                EventReason::FailedComputeMetricsReplicas,
                 c.message.clone(),
                 horizontal::SOURCE,
             ));
@@ -561,7 +562,7 @@ fn vpa_status(
     let (mut first, mut last) = (u64::MAX, 0);
     for i in views
         .iter()
-        .filter(|i| i.owned_by(target.kind.as_str(), &target.metadata.uid))
+        .filter(|i| i.owned_by(target.kind, &target.metadata.uid))
     {
         let key = (i.namespace(), i.name(), i.resource.metadata.uid.as_str());
         let cpu = store.points(key, &MetricName::Cpu);

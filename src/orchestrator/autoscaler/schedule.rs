@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::event::EventReason;
 use crate::model::predictive::{parse_hhmm, PredictiveBootstrapScalerSpec, ScheduleEntry};
 use crate::model::{Kind, Resource, Spec};
 use crate::orchestrator::controllers::{key_of, version, EventDraft};
@@ -197,15 +198,6 @@ pub fn describe(spec: &PredictiveBootstrapScalerSpec, entry: usize) -> String {
 
 pub const SOURCE: &str = "predictive-bootstrap-scaler";
 
-/// Every event reason of scheduled scaling, for `omnicloud scaling history`.
-pub const REASONS: [&str; 5] = [
-    "ScheduleStarted",
-    "ScheduleEnded",
-    "ScheduledRescale",
-    "ScheduledRestore",
-    "ScheduleLimited",
-];
-
 /// The target's current value: replicas, or an HPA's minReplicas.
 fn current(r: &Resource) -> Option<i64> {
     match &r.spec {
@@ -276,26 +268,26 @@ pub fn plan(
             let (warning, reason, message) = match c.name.as_str() {
                 "orchestrators" => (
                     false,
-                    "ScheduleStarted",
+                    EventReason::ScheduleStarted,
                     format!("{what}: orchestrators target {value} (Raft voters, up to the eligible nodes)"),
                 ),
                 "directors" if directors < value as usize => (
                     true,
-                    "ScheduleLimited",
+                    EventReason::ScheduleLimited,
                     format!("{what}: directors target {value}, {directors} alive; directors are nodes whose /dev/kvm opens and cannot be created: add such nodes"),
                 ),
                 "directors" => (
                     false,
-                    "ScheduleStarted",
+                    EventReason::ScheduleStarted,
                     format!("{what}: directors target {value} met ({directors} alive)"),
                 ),
                 "vmPool" => (
                     false,
-                    "ScheduleStarted",
+                    EventReason::ScheduleStarted,
                     format!("{what}: worker VM pool held at >= {value} by the cluster autoscaler"),
                 ),
                 name => match target(name) {
-                    None => (true, "ScheduleLimited", format!("{what}: {name} does not exist")),
+                    None => (true, EventReason::ScheduleLimited, format!("{what}: {name} does not exist")),
                     Some((kind, r)) => {
                         let old = current(&r).unwrap_or(0);
                         let field = if kind == Kind::HorizontalPodAutoscaler { "minReplicas" } else { "replicas" };
@@ -303,9 +295,9 @@ pub fn plan(
                             Ok(cmd) => {
                                 commands.push(cmd);
                                 saved = Some(old);
-                                (false, "ScheduledRescale", format!("{what}: {name} {field} {old} -> {value}"))
+                                (false, EventReason::ScheduledRescale, format!("{what}: {name} {field} {old} -> {value}"))
                             }
-                            Err(why) => (true, "ScheduleLimited", format!("{what}: {name}: {why}")),
+                            Err(why) => (true, EventReason::ScheduleLimited, format!("{what}: {name}: {why}")),
                         }
                     }
                 },
@@ -333,15 +325,15 @@ pub fn plan(
                 Some((r, old)) => match set(&r, old) {
                     Ok(cmd) => {
                         commands.push(cmd);
-                        ("ScheduledRestore", format!("{what} ended: {name} {} -> {old}", b.value))
+                        (EventReason::ScheduledRestore, format!("{what} ended: {name} {} -> {old}", b.value))
                     }
-                    Err(why) => ("ScheduleEnded", format!("{what} ended: {name} not restored: {why}")),
+                    Err(why) => (EventReason::ScheduleEnded, format!("{what} ended: {name} not restored: {why}")),
                 },
                 None if b.saved.is_some() => (
-                    "ScheduleEnded",
+                    EventReason::ScheduleEnded,
                     format!("{what} ended: {name} left as it is (changed since the schedule set it, or gone)"),
                 ),
-                None => ("ScheduleEnded", format!("{what} ended: {name} target {} released", b.value)),
+                None => (EventReason::ScheduleEnded, format!("{what} ended: {name} target {} released", b.value)),
             };
             events.push(EventDraft::normal(pbs, reason, message, SOURCE));
         }

@@ -173,57 +173,58 @@ pub fn status(
     why_not: Option<&str>,
     now: &str,
 ) -> serde_json::Value {
-    use serde_json::json;
+    use crate::model::status::{self as st, Amounts, Condition, VpaRecommendation, VpaStatus};
     let amounts = |pick: fn(&Estimate) -> u64, r: &ContainerRecommendation| {
-        let mut m = serde_json::Map::new();
+        let mut m = Amounts::new();
         if let Some(c) = &r.cpu {
-            m.insert("cpu".into(), json!(format_cpu(pick(c))));
+            m.insert("cpu".into(), format_cpu(pick(c)));
         }
         if let Some(mem) = &r.memory {
-            m.insert("memory".into(), json!(format_memory(pick(mem))));
+            m.insert("memory".into(), format_memory(pick(mem)));
         }
-        serde_json::Value::Object(m)
+        m
     };
-    let containers: Vec<serde_json::Value> = recs
+    let containers: Vec<st::ContainerRecommendation> = recs
         .iter()
         .filter(|r| r.cpu.is_some() || r.memory.is_some())
-        .map(|r| {
-            json!({
-                "containerName": r.container,
-                "lowerBound": amounts(|e| e.lower, r),
-                "target": amounts(|e| e.target, r),
-                "upperBound": amounts(|e| e.upper, r),
-                "uncappedTarget": amounts(|e| e.uncapped_target, r),
-            })
+        .map(|r| st::ContainerRecommendation {
+            container_name: r.container.clone(),
+            lower_bound: amounts(|e| e.lower, r),
+            target: amounts(|e| e.target, r),
+            upper_bound: amounts(|e| e.upper, r),
+            uncapped_target: amounts(|e| e.uncapped_target, r),
         })
         .collect();
     let provided = why_not.is_none() && !containers.is_empty();
     let (state, reason, message) = match why_not {
         _ if provided => (
-            "True",
+            true,
             "RecommendationProvided",
-            "from the usage history of the target's instances".to_string(),
+            "from the usage history of the target's instances",
         ),
-        Some(w) => ("False", "NoRecommendation", w.to_string()),
+        Some(w) => (false, "NoRecommendation", w),
         None => (
-            "False",
+            false,
             "NoUsageHistory",
-            "no usage samples of the target's instances yet".to_string(),
+            "no usage samples of the target's instances yet",
         ),
     };
-    let since = old
-        .and_then(|o| o["conditions"].as_array())
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "RecommendationProvided" && c["status"] == state)
-        .and_then(|c| c["lastTransitionTime"].as_str())
-        .unwrap_or(now);
-    let mut s = json!({"conditions": [{"type": "RecommendationProvided", "status": state,
-        "reason": reason, "message": message, "lastTransitionTime": since}]});
-    if provided {
-        s["recommendation"] = json!({"containerRecommendations": containers});
-    }
-    s
+    let old: VpaStatus = st::of(old);
+    let condition = Condition::since(
+        &old.conditions,
+        "RecommendationProvided",
+        state,
+        reason,
+        message,
+        now,
+    );
+    let s = VpaStatus {
+        conditions: vec![condition],
+        recommendation: provided.then_some(VpaRecommendation {
+            container_recommendations: containers,
+        }),
+    };
+    serde_json::to_value(s).expect("statuses serialize")
 }
 
 /// Memory as users write it: whole MiB ("300Mi", rounded up), cpu as millicores ("250m").

@@ -19,8 +19,10 @@ use super::cluster::{
 };
 use crate::cluster::{MemberStatus, MemberView};
 use crate::model::capacity::{parse_ratio, NodeGroup};
+use crate::model::event::EventReason;
+use crate::model::instance::reasons;
 use crate::model::instance::{Phase, VM_OVERHEAD_BYTES};
-use crate::model::{Kind, Resource, Spec, API_VERSION};
+use crate::model::{Kind, Resource, Role, Spec, API_VERSION};
 use crate::orchestrator::controllers::{key_of, parse_ms, EventDraft, InstanceView};
 use crate::store::state_machine::DEFAULT_NAMESPACE;
 use crate::store::{Command, ObjectKey, PutMode};
@@ -52,8 +54,8 @@ fn class_size(spec: &crate::model::NodeClassSpec) -> (Size, Size, i64) {
     )
 }
 
-fn has_role(m: &MemberView, role: &str) -> bool {
-    m.status != MemberStatus::Down && m.meta.roles.iter().any(|r| r == role)
+fn has_role(m: &MemberView, role: Role) -> bool {
+    m.status != MemberStatus::Down && m.meta.roles.contains(&role)
 }
 
 fn size_of(m: &MemberView) -> Size {
@@ -155,7 +157,7 @@ pub fn plan(
         groups: groups(&spec.node_groups, &classes, &floors),
         pending: pending_of(&views),
         workers,
-        directors: room_of(&|m| has_role(m, "director")),
+        directors: room_of(&|m| has_role(m, Role::Director)),
         orchestrators: control
             .raft
             .metrics()
@@ -168,7 +170,7 @@ pub fn plan(
             .iter()
             .filter(|i| i.node().is_some() && !i.spec.is_vm())
             .count(),
-        agent_room: room_of(&|m| has_role(m, "agent") && !worker_nodes.contains(&m.meta.name)),
+        agent_room: room_of(&|m| has_role(m, Role::Agent) && !worker_nodes.contains(&m.meta.name)),
         taken: vms
             .iter()
             .filter(|v| v.metadata.namespace.as_deref().unwrap_or(ns) == ns)
@@ -204,7 +206,7 @@ fn ignored(cas: &[Resource]) -> Vec<EventDraft> {
         .map(|other| {
             EventDraft::warning(
                 other,
-                "ScaleUpLimited",
+                EventReason::ScaleUpLimited,
                 format!(
                     "ClusterAutoscaler {} acts for the cluster; this one is ignored",
                     cas[0].metadata.name
@@ -254,7 +256,7 @@ fn workers_of(
     let alive_agent = |name: &str| {
         members
             .iter()
-            .find(|m| m.meta.name == name && has_role(m, "agent"))
+            .find(|m| m.meta.name == name && has_role(m, Role::Agent))
     };
     let mut workers = Vec::new();
     for v in ours {
@@ -266,7 +268,7 @@ fn workers_of(
             .and_then(|t| t.parse().ok())
             .unwrap_or_else(|| parse_ms(&v.metadata.creation_timestamp));
         let running = views.iter().any(|i| {
-            i.owned_by("VirtualMachine", &v.metadata.uid) && i.status.phase == Phase::Running
+            i.owned_by(Kind::VirtualMachine, &v.metadata.uid) && i.status.phase == Phase::Running
         });
         if !running {
             state
@@ -336,7 +338,7 @@ fn pending_of(views: &[InstanceView]) -> Vec<Pending> {
     views
         .iter()
         .filter(|i| i.node().is_none() && !i.spec.is_vm())
-        .filter(|i| i.status.reason == "Unschedulable")
+        .filter(|i| i.status.reason == reasons::UNSCHEDULABLE)
         .map(|i| {
             let (c, m) = i.spec.requests();
             Pending {

@@ -15,12 +15,14 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{key_of, new_instance, version, Draft, EventDraft, InstanceView, Pass};
+use crate::model::event::EventReason;
 #[cfg(test)]
 use crate::model::instance::{InstanceSpec, OWNER_LABEL};
-use crate::model::{Resource, Spec};
+use crate::model::status::{DeploymentStatus, RevisionRecord, RolloutCondition};
+use crate::model::{Kind, Resource, Spec};
 use crate::store::{Command, PutMode};
 
 const SOURCE: &str = "deployment-controller";
@@ -57,13 +59,6 @@ pub fn rolling_limits(spec: &crate::model::DeploymentSpec, replicas: i64) -> (i6
     }
 }
 
-fn history(d: &Resource) -> Vec<Value> {
-    d.status
-        .as_ref()
-        .and_then(|s| s["history"].as_array().cloned())
-        .unwrap_or_default()
-}
-
 /// One Deployment's pass:
 ///
 /// 1. The target revision: the spec's template, or while paused the one being rolled out.
@@ -76,9 +71,9 @@ pub fn plan(pass: &Pass, d: &Resource, draft: &mut Draft) {
     let Some(Spec::Deployment(spec)) = &d.spec else {
         return;
     };
-    let old_status = d.status.clone().unwrap_or(Value::Null);
+    let old_status: DeploymentStatus = d.status_of();
     // 1.
-    let Some((revision, template)) = target(d, spec, &old_status) else {
+    let Some((revision, template)) = target(spec, &old_status) else {
         return;
     };
     let r = Rollout::new(pass, d, spec, revision, template);
@@ -96,29 +91,21 @@ pub fn plan(pass: &Pass, d: &Resource, draft: &mut Draft) {
 /// Step 1: the revision to roll out and its template; None if the template does not
 /// parse.
 fn target(
-    d: &Resource,
     spec: &crate::model::DeploymentSpec,
-    old_status: &Value,
+    old_status: &DeploymentStatus,
 ) -> Option<(String, crate::model::PodTemplate)> {
     let spec_template = serde_json::to_value(&spec.template).expect("JSON");
     let spec_revision = template_revision(&spec_template);
     let paused = spec.paused == Some(true);
     // While paused the target stays what was being rolled out.
-    let (revision, template) = match old_status["revision"].as_str() {
-        Some(r) if paused && r != spec_revision => {
-            let t = history(d)
-                .into_iter()
-                .find(|h| h["revision"] == r)
-                .map(|h| h["template"].clone());
-            match t {
-                Some(t) => (r.to_string(), t),
-                None => (spec_revision.clone(), spec_template.clone()),
-            }
+    let r = old_status.revision.as_str();
+    if paused && !r.is_empty() && r != spec_revision {
+        if let Some(h) = old_status.history.iter().find(|h| h.revision == r) {
+            return Some((r.to_string(), h.template.clone()));
         }
-        _ => (spec_revision.clone(), spec_template.clone()),
-    };
-    let template = serde_json::from_value(template).ok()?;
-    Some((revision, template))
+    }
+    let template = serde_json::from_value(spec_template).ok()?;
+    Some((spec_revision, template))
 }
 
 /// A Deployment, its target revision and its instances, for one pass.
@@ -153,7 +140,7 @@ impl<'p, 'a> Rollout<'p, 'a> {
         let mine: Vec<&InstanceView> = pass
             .instances
             .iter()
-            .filter(|i| i.namespace() == ns && i.owned_by("Deployment", &d.metadata.uid))
+            .filter(|i| i.namespace() == ns && i.owned_by(Kind::Deployment, &d.metadata.uid))
             .collect();
         let (new, old): (Vec<&InstanceView>, Vec<&InstanceView>) =
             mine.iter().copied().partition(|i| i.revision() == revision);
@@ -204,7 +191,7 @@ impl<'p, 'a> Rollout<'p, 'a> {
             });
             draft.events.push(EventDraft::normal(
                 self.d,
-                "DeletingInstance",
+                EventReason::DeletingInstance,
                 format!("deleted instance {}: {why}", i.name()),
                 SOURCE,
             ));
@@ -295,7 +282,7 @@ impl<'p, 'a> Rollout<'p, 'a> {
         if budget < wanted && draft.rate_left.is_some_and(|left| left < wanted) {
             draft.events.push(EventDraft::normal(
                 d,
-                "ScalingRateLimited",
+                EventReason::ScalingRateLimited,
                 format!(
                     "{} more instance(s) wait for the ClusterScalingPolicy scaling rate",
                     wanted - budget
@@ -326,7 +313,7 @@ impl<'p, 'a> Rollout<'p, 'a> {
         if created > 0 {
             draft.events.push(EventDraft::normal(
                 d,
-                "ScalingUp",
+                EventReason::ScalingUp,
                 format!("created {created} instance(s) of revision {revision}"),
                 SOURCE,
             ));
@@ -335,14 +322,18 @@ impl<'p, 'a> Rollout<'p, 'a> {
 
     /// Step 5: the status with the revision history; a rollout past its
     /// `progressDeadlineSeconds` is rolled back once.
-    fn write_status(&self, new_count: i64, old_status: &Value, draft: &mut Draft) {
+    fn write_status(&self, new_count: i64, old_status: &DeploymentStatus, draft: &mut Draft) {
         let (d, spec, world, revision) = (self.d, self.spec, self.pass.world, &self.revision);
         let paused = spec.paused == Some(true);
         let ready = self.mine.iter().filter(|i| i.ready()).count() as i64;
         let updated_available = self.new.iter().filter(|i| self.available(i)).count() as i64;
-        let mut hist = history(d);
-        if !hist.iter().any(|h| h["revision"] == revision.as_str()) {
-            hist.push(json!({"revision": revision, "template": serde_json::to_value(&self.template).expect("JSON"), "since": world.now_rfc3339()}));
+        let mut hist = old_status.history.clone();
+        if !hist.iter().any(|h| h.revision == *revision) {
+            hist.push(RevisionRecord {
+                revision: revision.clone(),
+                template: self.template.clone(),
+                since: world.now_rfc3339(),
+            });
             let keep = spec
                 .revision_history_limit
                 .map_or(DEFAULT_HISTORY, |n| n.max(1) as usize);
@@ -353,13 +344,9 @@ impl<'p, 'a> Rollout<'p, 'a> {
         let complete = updated_available == self.desired
             && self.old.is_empty()
             && self.new.len() as i64 == self.desired;
-        let since = if old_status["revision"] == revision.as_str() {
-            old_status["progressingSince"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| world.now_rfc3339())
-        } else {
-            world.now_rfc3339()
+        let since = match &old_status.progressing_since {
+            s if old_status.revision == *revision && !s.is_empty() => s.clone(),
+            _ => world.now_rfc3339(),
         };
         let deadline = spec
             .progress_deadline_seconds
@@ -367,51 +354,48 @@ impl<'p, 'a> Rollout<'p, 'a> {
             .max(0) as u64;
         let elapsed = world.now_ms.saturating_sub(super::parse_ms(&since)) / 1000;
         let mut condition = if complete {
-            "Complete"
+            RolloutCondition::Complete
         } else if paused {
-            "Paused"
+            RolloutCondition::Paused
         } else {
-            "Progressing"
+            RolloutCondition::Progressing
         };
         if !complete && !paused && elapsed >= deadline {
-            condition = "ProgressDeadlineExceeded";
-            if old_status["condition"] != condition {
+            condition = RolloutCondition::ProgressDeadlineExceeded;
+            if old_status.condition != condition {
                 rollback(d, revision, &hist, elapsed, draft);
             }
         }
-        let status = json!({
-            "observedGeneration": d.metadata.generation,
-            "replicas": self.mine.len() as i64,
-            "updatedReplicas": new_count,
-            "readyReplicas": ready,
-            "availableReplicas": self.available_count(),
-            "revision": revision,
-            "condition": condition,
-            "progressingSince": since,
-            "history": hist,
-        });
+        let status = DeploymentStatus {
+            observed_generation: d.metadata.generation,
+            replicas: self.mine.len() as i64,
+            updated_replicas: new_count,
+            ready_replicas: ready,
+            available_replicas: self.available_count(),
+            revision: revision.clone(),
+            condition,
+            progressing_since: since,
+            history: hist,
+        };
         draft.commands.extend(super::status_change(d, &status));
     }
 }
 
 /// Puts the previous revision's template back (a new generation), with events.
-fn rollback(d: &Resource, bad: &str, hist: &[Value], elapsed: u64, draft: &mut Draft) {
-    let previous = hist.iter().rev().find(|h| h["revision"] != bad);
+fn rollback(d: &Resource, bad: &str, hist: &[RevisionRecord], elapsed: u64, draft: &mut Draft) {
+    let previous = hist.iter().rev().find(|h| h.revision != bad);
     let Some(previous) = previous else {
         draft.events.push(EventDraft::warning(
             d,
-            "ProgressDeadlineExceeded",
+            EventReason::ProgressDeadlineExceeded,
             format!("revision {bad} is not available after {elapsed}s and there is no earlier revision to roll back to"),
             SOURCE,
         ));
         return;
     };
-    let to = previous["revision"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let to = &previous.revision;
     let mut v = d.to_value();
-    v["spec"]["template"] = previous["template"].clone();
+    v["spec"]["template"] = serde_json::to_value(&previous.template).expect("JSON");
     v["metadata"]["annotations"]["omnicloud.io/rolled-back-from"] = Value::String(bad.into());
     if let Some(obj) = v.as_object_mut() {
         obj.remove("status");
@@ -421,7 +405,7 @@ fn rollback(d: &Resource, bad: &str, hist: &[Value], elapsed: u64, draft: &mut D
         .push(Command::put(key_of(d), &v, PutMode::Update, version(d)));
     draft.events.push(EventDraft::warning(
         d,
-        "RolledBack",
+        EventReason::RolledBack,
         format!("revision {bad} was not available after {elapsed}s (progressDeadlineSeconds); rolled back to revision {to}"),
         SOURCE,
     ));
@@ -431,6 +415,7 @@ fn rollback(d: &Resource, bad: &str, hist: &[Value], elapsed: u64, draft: &mut D
 mod tests {
     use super::super::{plan as plan_all, step, NodeView, World};
     use super::*;
+    use serde_json::json;
     use std::collections::BTreeMap;
 
     fn deployment(name: &str, replicas: i64, image: &str, strategy: Value) -> Resource {
@@ -720,6 +705,7 @@ mod tests {
 mod rate_tests {
     use super::super::{plan as plan_all, NodeView, World};
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn scaling_rates_cap_creations_per_minute() {

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::{key_of, status_change, version, Draft, EventDraft, InstanceView, Pass};
+use crate::model::event::EventReason;
 use crate::model::instance::StatusWarning;
 use crate::model::quantity::IntOrString;
 use crate::model::service::{
@@ -69,7 +70,7 @@ pub fn plan(pass: &Pass, draft: &mut Draft) {
             }
             for (field, name) in unresolved {
                 warnings.push(StatusWarning {
-                    reason: "TargetPortNotFound".into(),
+                    reason: EventReason::TargetPortNotFound.as_str().into(),
                     message: format!(
                         "{field}: no container port named \"{name}\" in the matched instances"
                     ),
@@ -249,11 +250,12 @@ fn write_status(svc: &Resource, warnings: &[StatusWarning], draft: &mut Draft) {
         },
         warnings: warnings.to_vec(),
     };
-    for w in warnings.iter().filter(|w| w.reason == "TargetPortNotFound") {
+    let port_not_found = EventReason::TargetPortNotFound.as_str();
+    for w in warnings.iter().filter(|w| w.reason == port_not_found) {
         if !old.warnings.contains(w) {
             draft.events.push(EventDraft::warning(
                 svc,
-                &w.reason,
+                EventReason::TargetPortNotFound,
                 w.message.clone(),
                 SOURCE,
             ));

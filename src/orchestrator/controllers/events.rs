@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+pub use crate::model::event::EventReason;
 use crate::model::{Kind, Resource, API_VERSION};
 use crate::store::{Command, ObjectKey, PutMode};
 
@@ -16,13 +17,19 @@ pub struct EventDraft {
     pub kind: String,
     pub name: String,
     pub warning: bool,
-    pub reason: String,
+    pub reason: EventReason,
     pub message: String,
     pub source: String,
 }
 
 impl EventDraft {
-    fn about(r: &Resource, warning: bool, reason: &str, message: String, source: &str) -> Self {
+    fn about(
+        r: &Resource,
+        warning: bool,
+        reason: EventReason,
+        message: String,
+        source: &str,
+    ) -> Self {
         EventDraft {
             namespace: r
                 .metadata
@@ -32,17 +39,17 @@ impl EventDraft {
             kind: r.kind.as_str().into(),
             name: r.metadata.name.clone(),
             warning,
-            reason: reason.into(),
+            reason,
             message,
             source: source.into(),
         }
     }
 
-    pub fn normal(r: &Resource, reason: &str, message: String, source: &str) -> Self {
+    pub fn normal(r: &Resource, reason: EventReason, message: String, source: &str) -> Self {
         Self::about(r, false, reason, message, source)
     }
 
-    pub fn warning(r: &Resource, reason: &str, message: String, source: &str) -> Self {
+    pub fn warning(r: &Resource, reason: EventReason, message: String, source: &str) -> Self {
         Self::about(r, true, reason, message, source)
     }
 
@@ -50,7 +57,11 @@ impl EventDraft {
     fn object_name(&self) -> String {
         let h = Sha256::digest(format!("{}\0{}\0{}", self.kind, self.reason, self.message));
         let hex: String = h.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        let mut base = format!("{}.{}", self.name, self.reason.to_ascii_lowercase());
+        let mut base = format!(
+            "{}.{}",
+            self.name,
+            self.reason.as_str().to_ascii_lowercase()
+        );
         base.truncate(240);
         format!("{base}.{hex}")
     }

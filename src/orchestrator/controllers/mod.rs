@@ -31,7 +31,7 @@ use super::ControlPlane;
 use crate::cluster::identity::now_ms;
 use crate::cluster::{Gossip, MemberStatus};
 use crate::model::instance::{InstanceSpec, InstanceStatus, OwnerRef, OWNER_LABEL};
-use crate::model::{Kind, Resource, Spec, Subnet, API_VERSION};
+use crate::model::{Kind, Resource, Role, Spec, Subnet, API_VERSION};
 use crate::store::{Command, ObjectKey};
 pub use events::EventDraft;
 
@@ -164,7 +164,7 @@ impl<'a> InstanceView<'a> {
         self.spec.node_name.as_deref()
     }
 
-    pub fn owned_by(&self, kind: &str, uid: &str) -> bool {
+    pub fn owned_by(&self, kind: Kind, uid: &str) -> bool {
         self.spec
             .owner
             .as_ref()
@@ -287,7 +287,7 @@ pub fn owned_spec(owner: &Resource, index: i64, revision: &str) -> InstanceSpec 
     InstanceSpec {
         node_name: None,
         owner: Some(OwnerRef {
-            kind: owner.kind.as_str().into(),
+            kind: owner.kind,
             name: owner.metadata.name.clone(),
             uid: owner.metadata.uid.clone(),
         }),
@@ -333,10 +333,11 @@ pub fn version(r: &Resource) -> Option<u64> {
 }
 
 /// The command that writes `status` on `r`; None when `r` already has it.
-pub fn status_change(r: &Resource, status: &Value) -> Option<Command> {
-    (r.status.as_ref() != Some(status)).then(|| Command::SetStatus {
+pub fn status_change(r: &Resource, status: &impl serde::Serialize) -> Option<Command> {
+    let status = serde_json::to_value(status).expect("statuses serialize");
+    (r.status.as_ref() != Some(&status)).then(|| Command::SetStatus {
         key: key_of(r),
-        status: serde_json::to_vec(status).expect("JSON"),
+        status: serde_json::to_vec(&status).expect("JSON"),
         uid: Some(r.metadata.uid.clone()),
     })
 }
@@ -424,8 +425,7 @@ fn orphans(pass: &Pass, draft: &mut Draft) {
         .collect();
     for i in &pass.instances {
         let Some(owner) = &i.spec.owner else { continue };
-        let workload =
-            ["Deployment", "StatefulSet", "VirtualMachine"].contains(&owner.kind.as_str());
+        let workload = owner.kind.has_replicas();
         if workload && !owners.contains(&(i.namespace(), owner.uid.as_str())) {
             draft.commands.push(Command::Delete {
                 key: key_of(i.resource),
@@ -550,7 +550,7 @@ impl ControllerMetrics {
             self.decisions
                 .get_or_create(&DecisionLabels {
                     kind: e.kind.clone(),
-                    reason: e.reason.clone(),
+                    reason: e.reason.as_str().into(),
                 })
                 .inc();
         }
@@ -594,8 +594,8 @@ pub fn spawn(
                 .map(|m| NodeView {
                     name: m.meta.name.clone(),
                     alive: m.status != MemberStatus::Down,
-                    agent: m.meta.roles.iter().any(|r| r == "agent"),
-                    director: m.meta.roles.iter().any(|r| r == "director"),
+                    agent: m.meta.roles.contains(&Role::Agent),
+                    director: m.meta.roles.contains(&Role::Director),
                     labels: m.meta.labels.clone(),
                     cpu_millis: m.meta.cpu_millis,
                     memory_bytes: m.meta.memory_bytes,
@@ -624,7 +624,7 @@ pub fn spawn(
                     .decisions
                     .get_or_create(&DecisionLabels {
                         kind: e.kind.clone(),
-                        reason: e.reason.clone(),
+                        reason: e.reason.as_str().into(),
                     })
                     .inc();
             }

@@ -9,6 +9,8 @@
 //! for `FENCE_AFTER` (`model::instance::FENCE_AFTER`), so their replacement waits for twice that.
 
 use super::{key_of, version, Draft, EventDraft, Pass};
+use crate::model::event::EventReason;
+use crate::model::Kind;
 use crate::store::Command;
 
 const SOURCE: &str = "node-lifecycle";
@@ -26,7 +28,7 @@ pub fn plan(pass: &Pass, draft: &mut Draft) {
             continue;
         }
         let down_for = view.map_or(u64::MAX, |n| n.down_for_ms);
-        if owner.kind == "StatefulSet" && down_for < STATEFUL_REPLACE_AFTER_MS {
+        if owner.kind == Kind::StatefulSet && down_for < STATEFUL_REPLACE_AFTER_MS {
             continue;
         }
         draft.commands.push(Command::Delete {
@@ -35,10 +37,10 @@ pub fn plan(pass: &Pass, draft: &mut Draft) {
         });
         draft.events.push(EventDraft::warning(
             i.resource,
-            "NodeLost",
+            EventReason::NodeLost,
             format!(
                 "node {node} is down; instance of {} {} will be replaced on a live node",
-                owner.kind.to_lowercase(),
+                owner.kind.as_str().to_lowercase(),
                 owner.name
             ),
             SOURCE,

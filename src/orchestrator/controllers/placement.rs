@@ -6,10 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{key_of, version, Draft, EventDraft, InstanceView, Pass};
-use crate::model::instance::InstanceSpec;
+use crate::model::affinity::{PodAffinity, PodAffinityTerm};
+use crate::model::event::EventReason;
+use crate::model::instance::reasons;
+use crate::model::instance::{InstanceSpec, InstanceStatus};
 use crate::model::Spec;
 use crate::orchestrator::scheduler::{
     self, NodeInfo, Outcome, Placed, Policy, Request, Spread, Term, HOSTNAME_KEYS,
@@ -18,38 +21,21 @@ use crate::store::{Command, PutMode};
 
 const SOURCE: &str = "scheduler";
 
-fn match_labels(v: &Value) -> BTreeMap<String, String> {
-    v["matchLabels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn term(v: &Value) -> Term {
+fn term(t: &PodAffinityTerm) -> Term {
     Term {
-        selector: match_labels(&v["labelSelector"]),
-        topology_key: v["topologyKey"]
-            .as_str()
-            .unwrap_or(HOSTNAME_KEYS[0])
-            .to_string(),
+        selector: t.match_labels(),
+        topology_key: t
+            .topology_key
+            .clone()
+            .unwrap_or_else(|| HOSTNAME_KEYS[0].to_string()),
     }
 }
 
-fn preferred(v: &Value) -> Vec<(i32, Term)> {
-    v["preferredDuringSchedulingIgnoredDuringExecution"]
-        .as_array()
+fn preferred(a: Option<&PodAffinity>) -> Vec<(i32, Term)> {
+    a.and_then(|a| a.preferred.as_ref())
         .into_iter()
         .flatten()
-        .map(|p| {
-            (
-                p["weight"].as_i64().unwrap_or(1).clamp(1, 100) as i32,
-                term(&p["podAffinityTerm"]),
-            )
-        })
+        .map(|p| (p.weight.clamp(1, 100) as i32, term(&p.pod_affinity_term)))
         .collect()
 }
 
@@ -78,7 +64,7 @@ fn request(
         };
     }
     let pod = &spec.pod;
-    let affinity = pod.affinity.clone().unwrap_or(Value::Null);
+    let affinity = pod.affinity.clone().unwrap_or_default();
     let mut req = Request {
         key,
         owner,
@@ -106,15 +92,14 @@ fn request(
                     .unwrap_or_default(),
             })
             .collect(),
-        anti_affinity: affinity["podAntiAffinity"]
-            ["requiredDuringSchedulingIgnoredDuringExecution"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        anti_affinity: affinity
+            .pod_anti_affinity
+            .iter()
+            .flat_map(|a| a.required.iter().flatten())
             .map(term)
             .collect(),
-        affinity_preferred: preferred(&affinity["podAffinity"]),
-        anti_affinity_preferred: preferred(&affinity["podAntiAffinity"]),
+        affinity_preferred: preferred(affinity.pod_affinity.as_ref()),
+        anti_affinity_preferred: preferred(affinity.pod_anti_affinity.as_ref()),
     };
     // The seed's colocation: PreferSameVM / RequireSameVM pull towards the node running
     // the selected workload, PreferDifferentVM away from it.
@@ -293,7 +278,7 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
                         });
                         draft.events.push(EventDraft::warning(
                             i.resource,
-                            "Preempted",
+                            EventReason::Preempted,
                             format!(
                                 "evicted from {node} for the higher-priority {}",
                                 requests[n].key
@@ -308,8 +293,11 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
                 if n < waiting.len() {
                     let i = waiting[n];
                     if i.status.message != reason {
-                        let status = json!({"phase": "Pending", "ready": false, "restarts": 0,
-                                            "reason": "Unschedulable", "message": reason});
+                        let status = InstanceStatus {
+                            reason: reasons::UNSCHEDULABLE.into(),
+                            message: reason.clone(),
+                            ..Default::default()
+                        };
                         draft.commands.push(Command::SetStatus {
                             key: key_of(i.resource),
                             status: serde_json::to_vec(&status).expect("JSON"),
@@ -317,7 +305,7 @@ pub fn place(pass: &Pass, draft: &mut Draft) {
                         });
                         draft.events.push(EventDraft::warning(
                             i.resource,
-                            "FailedScheduling",
+                            EventReason::FailedScheduling,
                             reason,
                             SOURCE,
                         ));

@@ -14,12 +14,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::json;
-
 use super::deployment::template_revision;
 use super::{key_of, new_instance, version, Draft, EventDraft, InstanceView, Pass};
+use crate::model::event::EventReason;
+use crate::model::status::StatefulSetStatus;
 use crate::model::workload::{PvcSource, Volume};
-use crate::model::{PodTemplate, Resource, Spec};
+use crate::model::{Kind, PodTemplate, Resource, Spec};
 use crate::store::Command;
 
 const SOURCE: &str = "statefulset-controller";
@@ -64,7 +64,7 @@ pub fn plan(pass: &Pass, s: &Resource, draft: &mut Draft) {
     let mine: BTreeMap<i64, &InstanceView> = pass
         .instances
         .iter()
-        .filter(|i| i.namespace() == ns && i.owned_by("StatefulSet", &s.metadata.uid))
+        .filter(|i| i.namespace() == ns && i.owned_by(Kind::StatefulSet, &s.metadata.uid))
         .map(|i| (i.index(), i))
         .collect();
     let ready = |i: &InstanceView| i.available(world.now_ms, min_ready);
@@ -75,9 +75,12 @@ pub fn plan(pass: &Pass, s: &Resource, draft: &mut Draft) {
             key: key_of(i.resource),
             expected_version: version(i.resource),
         });
-        draft
-            .events
-            .push(EventDraft::normal(s, "DeletingInstance", why, SOURCE));
+        draft.events.push(EventDraft::normal(
+            s,
+            EventReason::DeletingInstance,
+            why,
+            SOURCE,
+        ));
     };
 
     // Scale down: excess ordinals, highest first.
@@ -123,7 +126,7 @@ pub fn plan(pass: &Pass, s: &Resource, draft: &mut Draft) {
         ));
         draft.events.push(EventDraft::normal(
             s,
-            "SuccessfulCreate",
+            EventReason::SuccessfulCreate,
             format!("create instance {instance_name}"),
             SOURCE,
         ));
@@ -159,14 +162,15 @@ pub fn plan(pass: &Pass, s: &Resource, draft: &mut Draft) {
         }
     }
 
-    let status = json!({
-        "observedGeneration": s.metadata.generation,
-        "replicas": mine.len(),
-        "readyReplicas": mine.values().filter(|i| i.ready()).count(),
-        "availableReplicas": mine.values().filter(|i| ready(i)).count(),
-        "updatedReplicas": mine.values().filter(|i| i.revision() == revision).count(),
-        "updateRevision": revision,
-    });
+    let count = |f: &dyn Fn(&InstanceView) -> bool| mine.values().filter(|i| f(i)).count() as i64;
+    let status = StatefulSetStatus {
+        observed_generation: s.metadata.generation,
+        replicas: mine.len() as i64,
+        ready_replicas: count(&|i| i.ready()),
+        available_replicas: count(&|i| ready(i)),
+        updated_replicas: count(&|i| i.revision() == revision),
+        update_revision: revision.to_string(),
+    };
     draft.commands.extend(super::status_change(s, &status));
 }
 
@@ -175,6 +179,7 @@ mod tests {
     use super::super::{step, NodeView, World};
     use super::*;
     use crate::model::instance::InstanceSpec;
+    use serde_json::json;
 
     fn set(replicas: i64, policy: &str, image: &str) -> Resource {
         Resource::from_stored(json!({

@@ -6,12 +6,12 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::json;
-
 use super::deployment::template_revision;
 use super::{key_of, owned_instance, owned_spec, version, Draft, EventDraft, InstanceView, Pass};
+use crate::model::event::EventReason;
 use crate::model::instance::Phase;
-use crate::model::{Resource, Spec};
+use crate::model::status::VirtualMachineStatus;
+use crate::model::{Kind, Resource, Spec};
 use crate::store::Command;
 
 const SOURCE: &str = "virtualmachine-controller";
@@ -37,7 +37,7 @@ pub fn plan(pass: &Pass, vm: &Resource, draft: &mut Draft) {
     let mine: Vec<&InstanceView> = pass
         .instances
         .iter()
-        .filter(|i| i.namespace() == ns && i.owned_by("VirtualMachine", &vm.metadata.uid))
+        .filter(|i| i.namespace() == ns && i.owned_by(Kind::VirtualMachine, &vm.metadata.uid))
         .collect();
     let mut deleted = BTreeSet::new();
     for i in &mine {
@@ -59,7 +59,7 @@ pub fn plan(pass: &Pass, vm: &Resource, draft: &mut Draft) {
         });
         draft.events.push(EventDraft::normal(
             vm,
-            "DeletingInstance",
+            EventReason::DeletingInstance,
             format!("deleted VM {}: {why}", i.name()),
             SOURCE,
         ));
@@ -89,7 +89,7 @@ pub fn plan(pass: &Pass, vm: &Resource, draft: &mut Draft) {
             .push(owned_instance(vm, &ns, &instance_name, labels, spec));
         draft.events.push(EventDraft::normal(
             vm,
-            "SuccessfulCreate",
+            EventReason::SuccessfulCreate,
             format!("created VM {instance_name}"),
             SOURCE,
         ));
@@ -103,13 +103,13 @@ pub fn plan(pass: &Pass, vm: &Resource, draft: &mut Draft) {
         .filter(|i| i.status.phase == Phase::Running)
         .count();
     let ready = live.iter().filter(|i| i.ready()).count();
-    let status = json!({
-        "observedGeneration": vm.metadata.generation,
-        "replicas": live.len(),
-        "runningReplicas": running,
-        "readyReplicas": ready,
-        "revision": revision,
-    });
+    let status = VirtualMachineStatus {
+        observed_generation: vm.metadata.generation,
+        replicas: live.len() as i64,
+        running_replicas: running as i64,
+        ready_replicas: ready as i64,
+        revision: revision.to_string(),
+    };
     draft.commands.extend(super::status_change(vm, &status));
 }
 
@@ -117,6 +117,7 @@ pub fn plan(pass: &Pass, vm: &Resource, draft: &mut Draft) {
 mod tests {
     use super::*;
     use crate::orchestrator::controllers::{plan as plan_all, step, NodeView, World};
+    use serde_json::json;
 
     fn vm_object(replicas: i64, running: bool) -> Resource {
         let v = json!({

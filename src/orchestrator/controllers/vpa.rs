@@ -14,6 +14,7 @@
 use serde_json::{json, Value};
 
 use super::{key_of, version, Draft, EventDraft, Pass};
+use crate::model::event::EventReason;
 use crate::model::{CpuQuantity, MemoryQuantity, Resource, Spec, VpaSpec};
 use crate::store::Command;
 
@@ -162,7 +163,7 @@ pub fn plan(pass: &Pass, draft: &mut Draft) {
             .filter(|i| {
                 i.namespace() == ns
                     && i.spec.owner.as_ref().is_some_and(|o| {
-                        o.kind == spec.target_ref.kind && o.name == spec.target_ref.name
+                        o.kind.as_str() == spec.target_ref.kind && o.name == spec.target_ref.name
                     })
             })
             .collect();
@@ -197,7 +198,7 @@ pub fn plan(pass: &Pass, draft: &mut Draft) {
             });
             draft.events.push(EventDraft::normal(
                 vpa,
-                "EvictedByVPA",
+                EventReason::EvictedByVpa,
                 format!("evicted {} to apply the recommendation ({why})", i.name()),
                 SOURCE,
             ));

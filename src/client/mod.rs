@@ -1,12 +1,37 @@
 //! A blocking HTTP client for the API, with the token found the way users expect:
 //! `--token`, `OMNICLOUD_TOKEN`, then `<data-dir>/admin.token` of `--data-dir` or the
-//! default data dir.
+//! default data dir; and what a client reads back to say why a workload is not there yet
+//! (`why`, `look`). Below both `cli` and `chaos`, which drive nodes through it.
+
+pub mod look;
+pub mod why;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
+
+/// How a command prints what it read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Wide,
+    Json,
+    Yaml,
+}
+
+/// Percent-encodes a query value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -8,6 +8,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::model::instance::reasons;
+use crate::model::instance::{InstanceStatus, Phase, Termination};
+use crate::model::status::{self, ReplicaCounts, RolloutCondition};
+
 /// What is known about one workload besides its own object.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Facts<'a> {
@@ -30,12 +34,10 @@ pub fn progress(o: &Value) -> (String, bool) {
     if o["spec"]["running"] == false {
         want = 0;
     }
-    let st = &o["status"];
-    let ready = st["readyReplicas"].as_i64().unwrap_or(0);
-    let current = st["replicas"].as_i64().unwrap_or(0);
-    let observed = st["observedGeneration"].as_u64().unwrap_or(0)
-        >= o["metadata"]["generation"].as_u64().unwrap_or(0);
-    let done = observed && ready == want && current == want;
+    let st: ReplicaCounts = status::of(o.get("status"));
+    let ready = st.ready_replicas;
+    let observed = st.observed_generation >= o["metadata"]["generation"].as_u64().unwrap_or(0);
+    let done = observed && ready == want && st.replicas == want;
     (format!("{ready}/{want} ready"), done)
 }
 
@@ -63,7 +65,7 @@ fn parts(workload: &Value, facts: &Facts) -> (String, Vec<String>) {
     instances.sort_by_key(|i| i["metadata"]["name"].as_str().unwrap_or_default());
     // (phase, why) -> count, in order of first appearance.
     let mut groups: Vec<((String, String), usize)> = Vec::new();
-    for i in instances.iter().filter(|i| i["status"]["ready"] != true) {
+    for i in instances.iter().filter(|i| !status_of(i).ready) {
         let key = (phase(i).to_string(), instance_reason(i, facts));
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, n)) => *n += 1,
@@ -83,7 +85,9 @@ fn parts(workload: &Value, facts: &Facts) -> (String, Vec<String>) {
         shown.push(format!("{rest} more not ready"));
     }
     let mut tail: Vec<String> = warnings(&instances);
-    if workload["status"]["condition"] == "ProgressDeadlineExceeded" {
+    let condition =
+        status::of::<crate::model::status::DeploymentStatus>(workload.get("status")).condition;
+    if condition == RolloutCondition::ProgressDeadlineExceeded {
         tail.push("progress deadline exceeded".into());
     }
     let kind = workload["kind"].as_str().unwrap_or_default();
@@ -96,16 +100,21 @@ fn parts(workload: &Value, facts: &Facts) -> (String, Vec<String>) {
     (shown.join(", "), tail)
 }
 
-fn phase(i: &Value) -> &str {
-    i["status"]["phase"].as_str().unwrap_or("Pending")
+/// An instance object's status (the default, Pending, when it has none yet).
+fn status_of(i: &Value) -> InstanceStatus {
+    status::of(i.get("status"))
+}
+
+fn phase(i: &Value) -> &'static str {
+    status_of(i).phase.as_str()
 }
 
 /// Why one instance is not ready, in words: its status's reason, else the latest Warning
 /// event about it, else where it is in its life (waiting for placement, not started on its
 /// node yet) with its node's conditions.
 pub fn instance_reason(i: &Value, facts: &Facts) -> String {
-    let st = &i["status"];
-    if let Some(why) = status_reason(st) {
+    let st = status_of(i);
+    if let Some(why) = status_reason(&st) {
         return why;
     }
     let name = i["metadata"]["name"].as_str().unwrap_or_default();
@@ -115,8 +124,7 @@ pub fn instance_reason(i: &Value, facts: &Facts) -> String {
     {
         return format!("{reason}: {message}");
     }
-    let node = st["node"]
-        .as_str()
+    let node = Some(st.node.as_str())
         .filter(|n| !n.is_empty())
         .or_else(|| i["spec"]["nodeName"].as_str());
     let Some(node) = node else {
@@ -124,7 +132,7 @@ pub fn instance_reason(i: &Value, facts: &Facts) -> String {
     };
     let mut why = match phase(i) {
         "Running" => "started, not ready yet".to_string(),
-        "Pending" if st.is_null() => format!("not started on {node} yet"),
+        "Pending" if i["status"].is_null() => format!("not started on {node} yet"),
         _ => String::new(),
     };
     for (reason, message) in node_conditions(facts.nodes, node) {
@@ -137,25 +145,24 @@ pub fn instance_reason(i: &Value, facts: &Facts) -> String {
 }
 
 /// The words for an instance status's reason and message; None when it gives none.
-fn status_reason(st: &Value) -> Option<String> {
-    let reason = st["reason"].as_str().unwrap_or_default();
-    let message = st["message"].as_str().unwrap_or_default();
-    let last = last_exit(&st["lastTermination"]);
-    let label = match reason {
+fn status_reason(st: &InstanceStatus) -> Option<String> {
+    let message = st.message.as_str();
+    let last = st.last_termination.as_ref().and_then(last_exit);
+    let label = match st.reason.as_str() {
         "" => {
             // Between restarts without a reason of its own: the exit it restarts from.
-            return (st["phase"] != "Running")
+            return (st.phase != Phase::Running)
                 .then_some(last?)
                 .map(|l| format!("restarting, {l}"));
         }
-        "Unschedulable" => "unschedulable",
-        "ErrImageNotFound" | "ErrImagePull" => "image pull failed",
-        "ContainerCannotRun" => "container cannot run",
-        "InvalidSpec" => "invalid spec",
-        "NoAddress" => "no instance address",
-        "ReadinessProbeFailed" => "readiness probe failing",
-        "NetworkSetupFailed" => "network setup failed",
-        "CrashLoopBackOff" => {
+        reasons::UNSCHEDULABLE => "unschedulable",
+        reasons::ERR_IMAGE_NOT_FOUND | reasons::ERR_IMAGE_PULL => "image pull failed",
+        reasons::CONTAINER_CANNOT_RUN => "container cannot run",
+        reasons::INVALID_SPEC => "invalid spec",
+        reasons::NO_ADDRESS => "no instance address",
+        reasons::READINESS_PROBE_FAILED => "readiness probe failing",
+        reasons::NETWORK_SETUP_FAILED => "network setup failed",
+        reasons::CRASH_LOOP_BACK_OFF => {
             return Some(match last {
                 Some(l) => format!("crash loop, {l}"),
                 None => "crash loop".into(),
@@ -172,11 +179,11 @@ fn status_reason(st: &Value) -> Option<String> {
 
 /// "last exit Error (exit code 1)", "last exit OOMKilled (exit code 137; the memory limit
 /// was exceeded)".
-fn last_exit(t: &Value) -> Option<String> {
-    let reason = t["reason"].as_str().filter(|r| !r.is_empty())?;
-    let message = t["message"].as_str().unwrap_or_default();
+fn last_exit(t: &Termination) -> Option<String> {
+    let reason = Some(t.reason.as_str()).filter(|r| !r.is_empty())?;
+    let message = t.message.as_str();
     let mut detail = Vec::new();
-    if let Some(code) = t["exitCode"].as_i64() {
+    if let Some(code) = t.exit_code {
         if !message.contains(&format!("exit code {code}")) {
             detail.push(format!("exit code {code}"));
         }
@@ -192,17 +199,9 @@ fn last_exit(t: &Value) -> Option<String> {
 
 /// "warning: NoOutboundNAT on 2 instances (message)", one per warning reason.
 fn warnings(instances: &[&Value]) -> Vec<String> {
-    let mut by_reason: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
-    for w in instances
-        .iter()
-        .flat_map(|i| i["status"]["warnings"].as_array().into_iter().flatten())
-    {
-        let Some(reason) = w["reason"].as_str() else {
-            continue;
-        };
-        let entry = by_reason
-            .entry(reason)
-            .or_insert((0, w["message"].as_str().unwrap_or_default()));
+    let mut by_reason: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    for w in instances.iter().flat_map(|i| status_of(i).warnings) {
+        let entry = by_reason.entry(w.reason).or_insert((0, w.message));
         entry.0 += 1;
     }
     by_reason
