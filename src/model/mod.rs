@@ -14,6 +14,7 @@
 
 pub mod autoscaling;
 pub mod capacity;
+pub mod config;
 pub mod event;
 pub mod infra;
 pub mod instance;
@@ -23,6 +24,7 @@ mod pod_validation;
 pub mod predictive;
 pub mod quantity;
 mod selector;
+pub mod sources;
 pub mod subnet;
 pub mod workload;
 mod yaml_guard;
@@ -36,6 +38,7 @@ use serde_json::Value;
 
 pub use autoscaling::{HpaSpec, VpaSpec};
 pub use capacity::{ClusterAutoscalerSpec, ClusterScalingPolicySpec, ResourceQuotaSpec};
+pub use config::{ConfigMapSpec, SecretSpec};
 pub use infra::{NamespaceSpec, NodeClassSpec, PriorityClassSpec, VirtualMachineSpec};
 pub use instance::{InstanceSpec, InstanceStatus, NodeSubnetSpec};
 pub use parse::parse_manifests;
@@ -88,10 +91,12 @@ pub enum Kind {
     Instance,
     NodeSubnet,
     Event,
+    ConfigMap,
+    Secret,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Namespace,
         Kind::Deployment,
         Kind::StatefulSet,
@@ -107,6 +112,8 @@ impl Kind {
         Kind::Instance,
         Kind::NodeSubnet,
         Kind::Event,
+        Kind::ConfigMap,
+        Kind::Secret,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -126,6 +133,8 @@ impl Kind {
             Kind::Instance => "Instance",
             Kind::NodeSubnet => "NodeSubnet",
             Kind::Event => "Event",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -147,6 +156,8 @@ impl Kind {
             Kind::Instance => "instances",
             Kind::NodeSubnet => "nodesubnets",
             Kind::Event => "events",
+            Kind::ConfigMap => "configmaps",
+            Kind::Secret => "secrets",
         }
     }
 
@@ -167,6 +178,8 @@ impl Kind {
             Kind::Instance => &["inst", "instance"],
             Kind::NodeSubnet => &["subnet", "subnets"],
             Kind::Event => &["ev"],
+            Kind::ConfigMap => &["cm"],
+            Kind::Secret => &[],
         }
     }
 
@@ -181,6 +194,8 @@ impl Kind {
                 | Kind::ResourceQuota
                 | Kind::Instance
                 | Kind::Event
+                | Kind::ConfigMap
+                | Kind::Secret
         )
     }
 
@@ -205,7 +220,9 @@ impl Kind {
             Kind::Deployment | Kind::StatefulSet => &[API_VERSION, "apps/v1"],
             Kind::HorizontalPodAutoscaler => &[API_VERSION, "autoscaling/v2", "autoscaling/v1"],
             Kind::VerticalPodAutoscaler => &[API_VERSION, "autoscaling.k8s.io/v1"],
-            Kind::Namespace | Kind::ResourceQuota => &[API_VERSION, "v1"],
+            Kind::Namespace | Kind::ResourceQuota | Kind::ConfigMap | Kind::Secret => {
+                &[API_VERSION, "v1"]
+            }
             Kind::PriorityClass => &[API_VERSION, "scheduling.k8s.io/v1"],
             _ => &[API_VERSION],
         }
@@ -266,6 +283,8 @@ pub enum Spec {
     Instance(InstanceSpec),
     NodeSubnet(NodeSubnetSpec),
     Event(event::EventSpec),
+    ConfigMap(ConfigMapSpec),
+    Secret(SecretSpec),
 }
 
 /// A whole object: envelope, metadata, typed spec and server-owned status.
@@ -315,6 +334,11 @@ impl Resource {
     pub fn from_value(v: Value) -> Result<Resource, ModelError> {
         let mut r = Self::decode(v)?;
         r.status = None;
+        if let Some(Spec::Secret(s)) = &mut r.spec {
+            // Kubernetes stores stringData merged into data; check the whole first.
+            s.validate()?;
+            s.merge_string_data();
+        }
         r.validate()?;
         Ok(r)
     }
@@ -382,6 +406,25 @@ impl Resource {
             }
             obj.insert("spec".into(), Value::Object(spec));
         }
+        // ConfigMaps and Secrets keep their fields at the top level, always.
+        if let Some(fields) = top_level_fields(kind) {
+            if obj.contains_key("spec") {
+                return Err(invalid(
+                    "spec",
+                    format!(
+                        "{kind} has no spec: {} sit at the top level",
+                        fields.join(", ")
+                    ),
+                ));
+            }
+            let mut spec = serde_json::Map::new();
+            for f in fields {
+                if let Some(x) = obj.remove(*f) {
+                    spec.insert((*f).into(), x);
+                }
+            }
+            obj.insert("spec".into(), Value::Object(spec));
+        }
         let (metadata, spec, status) = match kind {
             Kind::Namespace => {
                 let (m, s, st) = typed::<NamespaceSpec>(v)?;
@@ -401,6 +444,8 @@ impl Resource {
             Kind::Instance => spec_of(v, Spec::Instance)?,
             Kind::NodeSubnet => spec_of(v, Spec::NodeSubnet)?,
             Kind::Event => spec_of(v, Spec::Event)?,
+            Kind::ConfigMap => spec_of(v, Spec::ConfigMap)?,
+            Kind::Secret => spec_of(v, Spec::Secret)?,
         };
         Ok(Resource {
             api_version,
@@ -444,6 +489,8 @@ impl Resource {
             Some(Spec::Instance(s)) => s.validate(),
             Some(Spec::NodeSubnet(s)) => s.validate(),
             Some(Spec::Event(s)) => s.validate(),
+            Some(Spec::ConfigMap(s)) => s.validate(),
+            Some(Spec::Secret(s)) => s.validate(),
         }
     }
 
@@ -456,10 +503,13 @@ impl Resource {
             serde_json::to_value(&self.metadata).expect("metadata serializes"),
         );
         if let Some(spec) = &self.spec {
-            obj.insert(
-                "spec".into(),
-                serde_json::to_value(spec).expect("specs serialize"),
-            );
+            let value = serde_json::to_value(spec).expect("specs serialize");
+            match (top_level_fields(self.kind), value) {
+                (Some(_), Value::Object(fields)) => obj.extend(fields),
+                (_, value) => {
+                    obj.insert("spec".into(), value);
+                }
+            }
         }
         if let Some(status) = &self.status {
             obj.insert("status".into(), status.clone());
@@ -498,6 +548,16 @@ impl Resource {
             }
         }
         Ok(())
+    }
+}
+
+/// The kinds whose fields sit at the top level of the object (core/v1 ConfigMap and
+/// Secret): they are the typed spec inside, and written back at the top level.
+fn top_level_fields(kind: Kind) -> Option<&'static [&'static str]> {
+    match kind {
+        Kind::ConfigMap => Some(&config::CONFIG_MAP_FIELDS),
+        Kind::Secret => Some(&config::SECRET_FIELDS),
+        _ => None,
     }
 }
 
