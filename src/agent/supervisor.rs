@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::time::Instant as Tick;
 
 use super::health::{self, Health, ProbeSettings, ProbeTracker, Target};
-use super::{claims, images, translate, usage, Agent, Shared};
+use super::{claims, configs, images, translate, usage, Agent, Shared};
 use crate::model::{InstanceSpec, InstanceStatus};
 use crate::store::ObjectKey;
 use crate::supervise::{
@@ -70,13 +70,20 @@ pub struct Probes {
     claims: Vec<String>,
     claim_prints: HashMap<String, u64>,
     next_claims: Tick,
+    /// ConfigMap and Secret volumes are refreshed in place from then on.
+    next_config: Option<Tick>,
 }
+
+/// How often ConfigMap and Secret volumes are compared with the store and rewritten when
+/// they changed (kubelet syncs about once a minute; we read a local replica, so often).
+const CONFIG_SYNC: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy)]
 pub enum Due {
     Liveness,
     Readiness,
     Claims,
+    Config,
 }
 
 /// The claims an instance mounts.
@@ -151,7 +158,8 @@ impl Workload for Agent {
             address: format!("{ip}/{}", network.subnet.prefix),
         };
         let id = &unit.state.id;
-        let spec = translate::container_spec(id, &unit.key.name, &unit.spec, &paths, bridge)
+        let env = config_volumes(unit, ip.to_string()).await?;
+        let spec = translate::container_spec(id, &unit.key.name, &unit.spec, &paths, bridge, env)
             .map_err(|message| retried("InvalidSpec", message))?;
         if let Err((reason, message)) = images::ensure(&node, &spec.image.name).await {
             return Err(retried(reason, message));
@@ -198,6 +206,7 @@ impl Workload for Agent {
             claims: claim_names(&unit.spec),
             claim_prints: HashMap::new(),
             next_claims: start,
+            next_config: has_config_volumes(&unit.spec).then_some(start + CONFIG_SYNC),
         };
         let ready = probes.readiness.is_none();
         (probes, ready)
@@ -209,6 +218,7 @@ impl Workload for Agent {
             p.liveness.as_ref().map(|s| (s.next, Due::Liveness)),
             p.readiness.as_ref().map(|s| (s.next, Due::Readiness)),
             (!p.claims.is_empty()).then_some((p.next_claims, Due::Claims)),
+            p.next_config.map(|at| (at, Due::Config)),
         ]
         .into_iter()
         .flatten()
@@ -240,6 +250,11 @@ impl Workload for Agent {
                 p.next_claims = Tick::now() + claims::SYNC_EVERY;
                 let (node, ns) = (&unit.node, &unit.key.namespace);
                 claims::push_changed(node, ns, &p.claims, &mut p.claim_prints).await;
+                Probe::Nothing
+            }
+            Due::Config => {
+                p.next_config = Some(Tick::now() + CONFIG_SYNC);
+                refresh_config_volumes(unit).await;
                 Probe::Nothing
             }
         }
@@ -292,7 +307,14 @@ impl Workload for Agent {
         }
         remove_container(&node, &unit.key, &unit.state.id).await;
         let scratch = unit.state.scratch.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(scratch)).await;
+        let tmpfs = tmpfs_volumes(&unit.spec);
+        let _ = tokio::task::spawn_blocking(move || {
+            for name in tmpfs {
+                let _ = crate::container::volume::unmount(&scratch.join(name));
+            }
+            std::fs::remove_dir_all(scratch)
+        })
+        .await;
     }
 
     async fn remove_leftover(node: &Shared, key: &ObjectKey, record: &Record) {
@@ -326,12 +348,108 @@ impl Workload for Agent {
     }
 }
 
+fn has_config_volumes(spec: &InstanceSpec) -> bool {
+    (spec.pod.volumes.iter().flatten()).any(|v| v.config_map.is_some() || v.secret.is_some())
+}
+
+/// The volumes on a tmpfs (Secrets, emptyDir in Memory), by name.
+fn tmpfs_volumes(spec: &InstanceSpec) -> Vec<String> {
+    (spec.pod.volumes.iter().flatten())
+        .filter(|v| configs::on_tmpfs(v))
+        .map(|v| v.name.clone())
+        .collect()
+}
+
+/// Waits (Pending, `CreateContainerConfigError`) for a ConfigMap or Secret.
+fn waiting(message: String) -> StartError {
+    StartError {
+        reason: configs::WAITING_REASON,
+        message,
+        retry: true,
+        wait: true,
+    }
+}
+
+/// Resolves the container's environment and writes its ConfigMap and Secret volumes
+/// (Secrets and Memory emptyDirs on a tmpfs). Everything is resolved before anything is
+/// written, so a missing key leaves nothing behind.
+async fn config_volumes(
+    unit: &Unit<Agent>,
+    pod_ip: String,
+) -> Result<Vec<crate::container::EnvVar>, StartError> {
+    let node = &unit.node;
+    let pod = &unit.spec.pod;
+    let sources = configs::fetch(&node.control, &unit.key.namespace, pod);
+    let c = translate::main_container(&unit.spec).map_err(|m| retried("InvalidSpec", m))?;
+    let fields = configs::Fields {
+        name: unit.key.name.clone(),
+        namespace: unit.key.namespace.clone(),
+        pod_ip,
+        node_name: node.node.clone(),
+    };
+    let env = configs::env(c, &sources, &fields).map_err(waiting)?;
+    let mut writes = Vec::new();
+    for v in pod.volumes.iter().flatten() {
+        let files = configs::volume_files(v, &sources).map_err(waiting)?;
+        let size = v
+            .empty_dir
+            .as_ref()
+            .and_then(|e| e.size_limit.as_ref())
+            .map(|q| q.bytes());
+        writes.push((
+            unit.state.scratch.join(&v.name),
+            configs::on_tmpfs(v),
+            size,
+            files,
+        ));
+    }
+    let written = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        for (dir, tmpfs, size, files) in writes {
+            if tmpfs {
+                crate::container::volume::mount_tmpfs(&dir, size).map_err(|e| e.one_line())?;
+            }
+            if let Some(files) = files {
+                crate::container::volume::write_atomic(&dir, &files).map_err(|e| e.one_line())?;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    written.map_err(|m| retried("VolumeSetupFailed", m))?;
+    Ok(env)
+}
+
+/// Rewrites the ConfigMap and Secret volumes whose data changed (atomically: a reader sees
+/// the old files or the new ones). A source that went missing keeps its last files.
+async fn refresh_config_volumes(unit: &Unit<Agent>) {
+    let sources = configs::fetch(&unit.node.control, &unit.key.namespace, &unit.spec.pod);
+    let mut writes = Vec::new();
+    for v in unit.spec.pod.volumes.iter().flatten() {
+        if let Ok(Some(files)) = configs::volume_files(v, &sources) {
+            writes.push((v.name.clone(), unit.state.scratch.join(&v.name), files));
+        }
+    }
+    let key = unit.key.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for (name, dir, files) in writes {
+            match crate::container::volume::write_atomic(&dir, &files) {
+                Ok(true) => tracing::info!(instance = %key, volume = %name, "volume updated in place"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(instance = %key, volume = %name, error = %e.one_line(), "updating a volume"),
+            }
+        }
+    })
+    .await;
+}
+
 /// A start failure tried again with backoff.
 fn retried(reason: &'static str, message: String) -> StartError {
     StartError {
         reason,
         message,
         retry: true,
+        wait: false,
     }
 }
 

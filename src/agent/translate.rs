@@ -5,8 +5,9 @@
 //! Volumes: `emptyDir` is a directory under the node's data dir that lives and dies with
 //! the instance; `hostPath` is the host's path; `persistentVolumeClaim` is a directory
 //! per namespace and claim that outlives instances (a StatefulSet's per-replica claim is
-//! `<template>-<instance>`). ConfigMap and Secret volumes have no source yet and are
-//! refused.
+//! `<template>-<instance>`). ConfigMap and Secret volumes are directories beside the
+//! emptyDirs that [`super::configs`] fills (always mounted read-only), and the
+//! environment comes resolved from there too (`valueFrom`, `envFrom`).
 
 use std::path::{Path, PathBuf};
 
@@ -47,12 +48,14 @@ pub fn named_ports(c: &Container) -> Vec<(String, u16)> {
         .collect()
 }
 
+/// `env`: the container's environment, resolved by [`super::configs::env`].
 pub fn container_spec(
     id: &str,
     instance: &str,
     spec: &InstanceSpec,
     paths: &Paths,
     network: Network,
+    env: Vec<EnvVar>,
 ) -> Result<ContainerSpec, String> {
     let c = main_container(spec)?;
     let mut out = ContainerSpec::new(id, &paths.images, c.image.trim(), &paths.log);
@@ -61,20 +64,7 @@ pub fn container_spec(
     out.working_dir = c.working_dir.clone();
     out.hostname = Some(instance.to_string());
     out.network = network;
-    for (i, e) in c.env.iter().flatten().enumerate() {
-        let value = match (&e.value, &e.value_from) {
-            (_, Some(_)) => {
-                return Err(format!(
-                    "spec.pod.containers[0].env[{i}].valueFrom: not supported yet; set value"
-                ))
-            }
-            (v, None) => v.clone().unwrap_or_default(),
-        };
-        out.env.push(EnvVar {
-            name: e.name.clone(),
-            value,
-        });
-    }
+    out.env = env;
     if let Some(r) = &c.resources {
         let limits = r.limits.clone().unwrap_or_default();
         let requests = r.requests.clone().unwrap_or_default();
@@ -92,7 +82,8 @@ pub fn container_spec(
                 m.name
             ));
         };
-        let host_path = if v.empty_dir.is_some() {
+        let config = v.config_map.is_some() || v.secret.is_some();
+        let host_path = if v.empty_dir.is_some() || config {
             paths.scratch.join(&v.name)
         } else if let Some(h) = &v.host_path {
             PathBuf::from(&h.path)
@@ -100,7 +91,7 @@ pub fn container_spec(
             paths.claims.join(&claim.claim_name)
         } else {
             return Err(format!(
-                "spec.pod.volumes ({}): only emptyDir, hostPath and persistentVolumeClaim volumes are supported",
+                "spec.pod.volumes ({}): no volume source (emptyDir, hostPath, persistentVolumeClaim, configMap, secret)",
                 v.name
             ));
         };
@@ -118,7 +109,7 @@ pub fn container_spec(
         out.mounts.push(BindMount {
             host_path,
             container_path: m.mount_path.clone(),
-            read_only: m.read_only.unwrap_or(false),
+            read_only: config || m.read_only.unwrap_or(false),
         });
     }
     out.validate().map_err(|e| e.to_string())?;
@@ -162,8 +153,13 @@ mod tests {
             &spec,
             &paths(),
             Network::None,
+            vec![EnvVar {
+                name: "A".into(),
+                value: "1".into(),
+            }],
         )
         .unwrap();
+        assert_eq!(c.env[0].value, "1");
         assert_eq!(c.hostname.as_deref(), Some("web-0"));
         assert_eq!(c.image.name, "toolbox");
         assert_eq!(c.args.as_ref().unwrap(), &["workload", "http"]);
@@ -186,14 +182,16 @@ mod tests {
         let two = instance(serde_json::json!({
             "containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]
         }));
-        assert!(container_spec("i", "i", &two, &paths(), Network::None)
-            .unwrap_err()
-            .starts_with("spec.pod.containers[1]"));
+        assert!(
+            container_spec("i", "i", &two, &paths(), Network::None, vec![])
+                .unwrap_err()
+                .starts_with("spec.pod.containers[1]")
+        );
         let missing = instance(serde_json::json!({
             "containers": [{"name": "a", "image": "x",
                             "volumeMounts": [{"name": "nope", "mountPath": "/n"}]}]
         }));
-        let e = container_spec("i", "i", &missing, &paths(), Network::None).unwrap_err();
+        let e = container_spec("i", "i", &missing, &paths(), Network::None, vec![]).unwrap_err();
         assert!(
             e.contains("volumeMounts[0].name") && e.contains("nope"),
             "{e}"
@@ -203,7 +201,7 @@ mod tests {
                             "volumeMounts": [{"name": "v", "mountPath": "/n", "subPath": "../../etc"}]}],
             "volumes": [{"name": "v", "emptyDir": {}}]
         }));
-        let e = container_spec("i", "i", &escape, &paths(), Network::None).unwrap_err();
+        let e = container_spec("i", "i", &escape, &paths(), Network::None, vec![]).unwrap_err();
         assert!(e.contains("subPath"), "{e}");
     }
 }

@@ -214,6 +214,7 @@ impl Workload for Director {
     /// started (and it is not tried again: a new spec is a new instance).
     async fn start(unit: &mut Unit<Director>) -> Result<(i32, u64), StartError> {
         start_vmm(unit).await.map_err(|message| StartError {
+            wait: false,
             reason: "InvalidSpec",
             message,
             retry: false,

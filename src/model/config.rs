@@ -62,7 +62,7 @@ pub fn validate_key(field: &str, key: &str) -> Result<(), ModelError> {
     let ok = !key.is_empty()
         && key.len() <= MAX_KEY_LEN
         && key != "."
-        && key != ".."
+        && !key.starts_with("..")
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
@@ -71,7 +71,7 @@ pub fn validate_key(field: &str, key: &str) -> Result<(), ModelError> {
     } else {
         Err(invalid(
             &format!("{field}.{key}"),
-            format!("is not a valid key: letters, digits, '-', '_' and '.' (at most {MAX_KEY_LEN}, not \".\" or \"..\")"),
+            format!("is not a valid key: letters, digits, '-', '_' and '.' (at most {MAX_KEY_LEN}, not \".\", not starting with \"..\")"),
         ))
     }
 }
@@ -302,7 +302,7 @@ mod tests {
     fn keys_are_checked_by_field() {
         validate_key("data", "app.properties").unwrap();
         validate_key("data", "A_b-1.x").unwrap();
-        for bad in ["", ".", "..", "a/b", "a b", &"k".repeat(254)] {
+        for bad in ["", ".", "..", "..x", "a/b", "a b", &"k".repeat(254)] {
             let e = validate_key("data", bad).unwrap_err();
             assert_eq!(e.field, format!("data.{bad}"));
         }
