@@ -282,6 +282,32 @@ pub fn parse_docker_config(raw: &[u8]) -> Result<BTreeMap<String, RegistryAuth>,
     Ok(out)
 }
 
+/// An update of a ConfigMap or Secret stored with `immutable: true` may change its
+/// metadata only, as Kubernetes holds it (`old` and `new` are whole stored objects; other
+/// kinds pass).
+pub fn check_immutable(old: &serde_json::Value, new: &serde_json::Value) -> Result<(), ModelError> {
+    let kind = old["kind"].as_str().unwrap_or_default();
+    let fields: &[&str] = match kind {
+        "ConfigMap" => &CONFIG_MAP_FIELDS,
+        "Secret" => &SECRET_FIELDS,
+        _ => return Ok(()),
+    };
+    if old["immutable"] != true {
+        return Ok(());
+    }
+    for f in fields {
+        if old.get(*f) != new.get(*f) {
+            return Err(invalid(
+                f,
+                format!(
+                    "{kind} is immutable: only its metadata may change; delete and create it again"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A Secret as a caller who did not ask for its values sees it: the keys stay (with empty
 /// values), the values go. For lists, watches of every kind, and tables.
 pub fn redact_secret_object(object: &mut serde_json::Value) {
@@ -412,6 +438,19 @@ mod tests {
         assert_eq!(m["b.example"].username, "bob");
         assert_eq!(m["b.example"].password, "pw:with:colons");
         assert!(!format!("{:?}", m["a.example"]).contains("\"p\""));
+    }
+
+    #[test]
+    fn immutable_objects_keep_their_data() {
+        let old = serde_json::json!({"kind": "ConfigMap", "immutable": true, "data": {"a": "1"}});
+        let mut new = old.clone();
+        new["metadata"] = serde_json::json!({"labels": {"x": "y"}});
+        check_immutable(&old, &new).unwrap();
+        new["data"]["a"] = "2".into();
+        assert_eq!(check_immutable(&old, &new).unwrap_err().field, "data");
+        let mut open = old.clone();
+        open["immutable"] = false.into();
+        check_immutable(&open, &new).unwrap();
     }
 
     #[test]
