@@ -177,8 +177,12 @@ pub struct Fields {
 }
 
 fn text(kind: Kind, name: &str, key: &str, bytes: &[u8]) -> Result<String, String> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| format!("key \"{key}\" of {kind} \"{name}\" is not UTF-8 text"))
+    match String::from_utf8(bytes.to_vec()) {
+        Ok(t) if !t.contains('\0') => Ok(t),
+        _ => Err(format!(
+            "key \"{key}\" of {kind} \"{name}\" is not text for an environment variable (UTF-8 without NUL)"
+        )),
+    }
 }
 
 /// The container's environment: `envFrom` first (each key with its prefix), then `env`
