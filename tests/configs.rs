@@ -39,7 +39,12 @@ impl Node {
         .unwrap();
         let node = TestNode::start_with(
             "agent",
-            &["--roles", "auto", "--config", config.path().to_str().unwrap()],
+            &[
+                "--roles",
+                "auto",
+                "--config",
+                config.path().to_str().unwrap(),
+            ],
         );
         std::mem::forget(config);
         common::images::import(&node.dir, &layout);
@@ -80,7 +85,9 @@ impl Drop for Node {
         self.node.kill9();
         common::remove_containers(&self.node.dir);
         for m in self.mounts() {
-            let _ = std::process::Command::new("umount").args(["-l", &m]).status();
+            let _ = std::process::Command::new("umount")
+                .args(["-l", &m])
+                .status();
         }
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.bridge])
@@ -107,6 +114,26 @@ spec:
 {volumes}
 "#
     )
+}
+
+/// Lines of a watch stream until one contains `until` (the stream is left open).
+fn watch_lines(n: &Node, path: &str, until: &str) -> String {
+    use std::io::BufRead;
+    let r = ureq::get(&format!("{}{path}", n.node.api))
+        .set("Authorization", &format!("Bearer {}", n.node.token))
+        .timeout(Duration::from_secs(10))
+        .call()
+        .unwrap();
+    let mut out = String::new();
+    for line in std::io::BufReader::new(r.into_reader()).lines() {
+        let Ok(line) = line else { break };
+        out.push_str(&line);
+        out.push('\n');
+        if line.contains(until) {
+            break;
+        }
+    }
+    out
 }
 
 fn running(n: &Node, name: &str) -> Value {
@@ -141,12 +168,21 @@ data:
 
     // The secret's values are nowhere a caller did not ask for them.
     let (ok, table, err) = n.node.cli(&["get", "secrets"]);
-    assert!(ok && table.contains("db") && table.contains("Opaque"), "{table}{err}");
+    assert!(
+        ok && table.contains("db") && table.contains("Opaque"),
+        "{table}{err}"
+    );
     let (ok, described, err) = n.node.cli(&["describe", "secret", "db"]);
-    assert!(ok && described.contains("password:  19 bytes"), "{described}{err}");
+    assert!(
+        ok && described.contains("password:  19 bytes"),
+        "{described}{err}"
+    );
     // Kubernetes' -o yaml of one Secret to a caller with the token: data in base64.
     let (ok, yaml, _) = n.node.cli(&["get", "secret", "db", "-o", "yaml"]);
-    assert!(ok && yaml.contains(PASSWORD_B64) && !yaml.contains(PASSWORD), "{yaml}");
+    assert!(
+        ok && yaml.contains(PASSWORD_B64) && !yaml.contains(PASSWORD),
+        "{yaml}"
+    );
 
     let script = r#"
 [ "$PW" = "$(cat /secret/password)" ] && echo SECRET-ENV-MATCHES-FILE
@@ -210,7 +246,9 @@ while true; do echo "CONFIG=$(cat /config/index.html)"; sleep 1; done
     // A missing key holds the instance with a reason naming it; it starts once added.
     let script = r#"echo "GREETING=$GREETING"; sleep 100000"#;
     let env = "        env: [{name: GREETING, valueFrom: {configMapKeyRef: {name: late, key: greeting}}}]";
-    n.apply(&deployment("waits", script, env, ""));
+    // An emptyDir on disk with a sizeLimit: accepted, not enforced, so a warning.
+    let disk = "      volumes: [{name: disk, emptyDir: {sizeLimit: 1Mi}}]";
+    n.apply(&deployment("waits", script, env, disk));
     let held = eventually(Duration::from_secs(30), || {
         let v = n.instance("waits-0");
         (v["status"]["reason"] == "CreateContainerConfigError").then_some(v)
@@ -230,7 +268,16 @@ while true; do echo "CONFIG=$(cat /config/index.html)"; sleep 1; done
     .unwrap_or_else(|| panic!("the missing key is not named: {:#}", n.instance("waits-0")));
     n.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: late}\ndata: {greeting: hello}\n");
     let started = running(&n, "waits-0");
-    assert_eq!(started["status"]["restarts"], 0, "waiting is no restart: {started}");
+    assert_eq!(
+        started["status"]["restarts"], 0,
+        "waiting is no restart: {started}"
+    );
+    assert!(
+        started["status"]["warnings"]
+            .to_string()
+            .contains("FieldNotEnforced"),
+        "{started}"
+    );
     eventually(Duration::from_secs(20), || {
         n.log("waits-0").contains("GREETING=hello").then_some(())
     })
@@ -247,9 +294,28 @@ while true; do echo "CONFIG=$(cat /config/index.html)"; sleep 1; done
     eventually(Duration::from_secs(30), || {
         (!scratch.exists() && n.mounts().is_empty()).then_some(())
     })
-    .unwrap_or_else(|| panic!("left behind: {:?} {}", n.mounts(), Path::new(&scratch).exists()));
+    .unwrap_or_else(|| {
+        panic!(
+            "left behind: {:?} {}",
+            n.mounts(),
+            Path::new(&scratch).exists()
+        )
+    });
+
+    // A watch of every kind sees the Secret's keys, not its values; a watch of Secrets
+    // asked for them.
+    let all = watch_lines(&n, "/v1/watch?since=1", "\"kind\":\"Secret\"");
+    assert!(all.contains("\"password\""), "{all}");
+    let secrets = watch_lines(&n, "/v1/watch?since=1&kind=secrets", "\"kind\":\"Secret\"");
+    assert!(secrets.contains(PASSWORD_B64), "{secrets}");
 
     // No value in the node log, events or what the CLI printed.
+    for leak in [PASSWORD, PASSWORD_B64] {
+        assert!(
+            !all.contains(leak),
+            "the watch of every kind shows the secret:\n{all}"
+        );
+    }
     let (_, events, _) = n.node.cli(&["get", "events"]);
     let node_log = n.node.log();
     for (what, text) in [

@@ -157,6 +157,7 @@ impl Workload for Agent {
             bridge: network.bridge.clone(),
             address: format!("{ip}/{}", network.subnet.prefix),
         };
+        warn_unenforced(unit);
         let id = &unit.state.id;
         let env = config_volumes(unit, ip.to_string()).await?;
         let spec = translate::container_spec(id, &unit.key.name, &unit.spec, &paths, bridge, env)
@@ -358,6 +359,31 @@ fn tmpfs_volumes(spec: &InstanceSpec) -> Vec<String> {
         .filter(|v| configs::on_tmpfs(v))
         .map(|v| v.name.clone())
         .collect()
+}
+
+/// Fields accepted but not acted on here, as status warnings (once each).
+fn warn_unenforced(unit: &mut Unit<Agent>) {
+    let mut found = Vec::new();
+    for v in unit.spec.pod.volumes.iter().flatten() {
+        let Some(e) = &v.empty_dir else { continue };
+        if e.size_limit.is_some() && e.medium.as_deref() != Some("Memory") {
+            found.push(format!(
+                "volume {}: emptyDir.sizeLimit is enforced only with medium Memory (a tmpfs); on disk it is not",
+                v.name
+            ));
+        }
+    }
+    for message in found {
+        if !unit.status.warnings.iter().any(|w| w.message == message) {
+            tracing::warn!(instance = %unit.key, "{message}");
+            unit.status
+                .warnings
+                .push(crate::model::instance::StatusWarning {
+                    reason: "FieldNotEnforced".into(),
+                    message,
+                });
+        }
+    }
 }
 
 /// Waits (Pending, `CreateContainerConfigError`) for a ConfigMap or Secret.

@@ -155,6 +155,7 @@ fn status_reason(st: &Value) -> Option<String> {
         "NoAddress" => "no instance address",
         "ReadinessProbeFailed" => "readiness probe failing",
         "NetworkSetupFailed" => "network setup failed",
+        "CreateContainerConfigError" => "waiting for a ConfigMap or Secret",
         "CrashLoopBackOff" => {
             return Some(match last {
                 Some(l) => format!("crash loop, {l}"),
