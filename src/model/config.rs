@@ -209,13 +209,13 @@ impl SecretSpec {
             "kubernetes.io/ssh-auth" => {
                 need("ssh-privatekey")?;
             }
-            "kubernetes.io/basic-auth" => {
-                if !entries.contains_key("username") && !entries.contains_key("password") {
-                    return Err(invalid(
-                        "data",
-                        "a Secret of type kubernetes.io/basic-auth needs username or password",
-                    ));
-                }
+            "kubernetes.io/basic-auth"
+                if !entries.contains_key("username") && !entries.contains_key("password") =>
+            {
+                return Err(invalid(
+                    "data",
+                    "a Secret of type kubernetes.io/basic-auth needs username or password",
+                ));
             }
             _ => {}
         }
