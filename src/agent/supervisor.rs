@@ -307,15 +307,7 @@ impl Workload for Agent {
                     .await;
         }
         remove_container(&node, &unit.key, &unit.state.id).await;
-        let scratch = unit.state.scratch.clone();
-        let tmpfs = tmpfs_volumes(&unit.spec);
-        let _ = tokio::task::spawn_blocking(move || {
-            for name in tmpfs {
-                let _ = crate::container::volume::unmount(&scratch.join(name));
-            }
-            std::fs::remove_dir_all(scratch)
-        })
-        .await;
+        remove_volumes(&unit.key, unit.state.scratch.clone()).await;
     }
 
     async fn remove_leftover(node: &Shared, key: &ObjectKey, record: &Record) {
@@ -325,6 +317,7 @@ impl Workload for Agent {
             tracing::warn!(instance = %key, error = %e, "removing a leftover container");
         }
         node.network.detach(&id);
+        remove_volumes(key, node.dirs.volumes.join(&key.namespace).join(&key.name)).await;
     }
 
     /// Containers under our runtime root with no record were left by a crash mid-start.
@@ -353,12 +346,16 @@ fn has_config_volumes(spec: &InstanceSpec) -> bool {
     (spec.pod.volumes.iter().flatten()).any(|v| v.config_map.is_some() || v.secret.is_some())
 }
 
-/// The volumes on a tmpfs (Secrets, emptyDir in Memory), by name.
-fn tmpfs_volumes(spec: &InstanceSpec) -> Vec<String> {
-    (spec.pod.volumes.iter().flatten())
-        .filter(|v| configs::on_tmpfs(v))
-        .map(|v| v.name.clone())
-        .collect()
+/// An instance's volumes (emptyDir, ConfigMap, Secret) and their tmpfs mounts go.
+async fn remove_volumes(key: &ObjectKey, scratch: PathBuf) {
+    let removed = tokio::task::spawn_blocking(move || {
+        crate::container::volume::remove_volumes(&scratch).map_err(|e| e.one_line())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(e) = removed {
+        tracing::warn!(instance = %key, error = %e, "removing the instance's volumes");
+    }
 }
 
 /// Fields accepted but not acted on here, as status warnings (once each).

@@ -215,6 +215,57 @@ pub fn unmount(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The mount points at or under `dir`, deepest first, from `/proc/self/mountinfo`.
+pub fn mounts_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<std::path::PathBuf> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| std::path::PathBuf::from(unescape(m)))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    found.dedup();
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo` octal.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Unmounts every mount at or under `dir` (tmpfs volumes), then removes `dir`: an
+/// instance's volumes, gone with it. Idempotent.
+pub fn remove_volumes(dir: &Path) -> Result<()> {
+    for m in mounts_under(dir) {
+        unmount(&m)?;
+    }
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(ContainerError::io(format!("removing {}", dir.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +308,12 @@ mod tests {
             .filter(|n| n.starts_with(".."))
             .collect();
         assert_eq!(hidden.len(), 2, "..data and one version: {hidden:?}");
+    }
+
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(unescape(r"/a\040b/c\134d"), "/a b/c\\d");
+        assert_eq!(unescape(r"/plain\0x"), r"/plain\0x");
     }
 
     #[test]
