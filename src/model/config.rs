@@ -308,6 +308,46 @@ pub fn check_immutable(old: &serde_json::Value, new: &serde_json::Value) -> Resu
     Ok(())
 }
 
+/// An error about the lifted spec named by the top-level path the user wrote.
+pub fn top_level_error(mut e: ModelError) -> ModelError {
+    if let Some(rest) = e.field.strip_prefix("spec.") {
+        e.field = rest.to_string();
+    } else if e.field == "spec" {
+        e.field.clear();
+    }
+    e
+}
+
+/// A parse error of a Secret without the values serde quotes (`invalid type: string
+/// "hunter2", expected a map` becomes `invalid type: string "<redacted>", ...`).
+pub fn redact_error(mut e: ModelError) -> ModelError {
+    const UNEXPECTED: [&str; 5] = [
+        "string \"",
+        "integer \"",
+        "floating point \"",
+        "boolean \"",
+        "character \"",
+    ];
+    let mut out = String::new();
+    let mut rest = e.message.as_str();
+    while let Some((at, prefix)) = UNEXPECTED
+        .iter()
+        .filter_map(|p| rest.find(p).map(|at| (at, *p)))
+        .min()
+    {
+        let start = at + prefix.len();
+        let Some(len) = rest[start..].find('"') else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        out.push_str("<redacted>");
+        rest = &rest[start + len..];
+    }
+    out.push_str(rest);
+    e.message = out;
+    e
+}
+
 /// A Secret as a caller who did not ask for its values sees it: the keys stay (with empty
 /// values), the values go. For lists, watches of every kind, and tables.
 pub fn redact_secret_object(object: &mut serde_json::Value) {
@@ -438,6 +478,22 @@ mod tests {
         assert_eq!(m["b.example"].username, "bob");
         assert_eq!(m["b.example"].password, "pw:with:colons");
         assert!(!format!("{:?}", m["a.example"]).contains("\"p\""));
+    }
+
+    #[test]
+    fn type_errors_of_a_secret_do_not_quote_values() {
+        let e = parse("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: hunter2\n")
+            .unwrap_err();
+        assert_eq!(e.field, "data");
+        assert!(
+            !e.message.contains("hunter2") && e.message.contains("<redacted>"),
+            "{e}"
+        );
+        let e = parse(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {pw: [1234567]}\n",
+        )
+        .unwrap_err();
+        assert!(!e.message.contains("1234567"), "{e}");
     }
 
     #[test]

@@ -444,8 +444,11 @@ impl Resource {
             Kind::Instance => spec_of(v, Spec::Instance)?,
             Kind::NodeSubnet => spec_of(v, Spec::NodeSubnet)?,
             Kind::Event => spec_of(v, Spec::Event)?,
-            Kind::ConfigMap => spec_of(v, Spec::ConfigMap)?,
-            Kind::Secret => spec_of(v, Spec::Secret)?,
+            // Their fields are at the top level: so are the paths in errors.
+            Kind::ConfigMap => spec_of(v, Spec::ConfigMap).map_err(config::top_level_error)?,
+            // A type error quotes what it found: never a Secret's value.
+            Kind::Secret => spec_of(v, Spec::Secret)
+                .map_err(|e| config::redact_error(config::top_level_error(e)))?,
         };
         Ok(Resource {
             api_version,
