@@ -302,6 +302,53 @@ while true; do echo "CONFIG=$(cat /config/index.html)"; sleep 1; done
         )
     });
 
+    // The kubectl-style verbs make the same objects.
+    let (ok, out, err) = n.node.cli(&[
+        "create",
+        "secret",
+        "generic",
+        "cli-made",
+        "--from-literal=token=abc-XYZ-123",
+    ]);
+    assert!(ok && out.trim() == "secret/cli-made created", "{out}{err}");
+    let (ok, out, err) = n.node.cli(&[
+        "create",
+        "configmap",
+        "cli-cm",
+        "--from-literal=a=1",
+        "--from-literal=b=2",
+    ]);
+    assert!(ok && out.contains("configmap/cli-cm created"), "{out}{err}");
+    let (ok, out, err) = n.node.cli(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "pull",
+        "--docker-server",
+        "registry.test:5000",
+        "--docker-username",
+        "u",
+        "--docker-password",
+        "p-Zq81",
+    ]);
+    assert!(ok && !out.contains("p-Zq81"), "{out}{err}");
+    let (ok, table, err) = n.node.cli(&["get", "secrets"]);
+    assert!(
+        ok && table.contains("kubernetes.io/dockerconfigjson"),
+        "{table}{err}"
+    );
+    assert!(
+        !table.contains("abc-XYZ-123") && !table.contains("p-Zq81"),
+        "{table}"
+    );
+    let (ok, cms, _) = n.node.cli(&["get", "cm"]);
+    assert!(
+        ok && cms
+            .lines()
+            .any(|l| l.starts_with("cli-cm") && l.contains(" 2 ")),
+        "{cms}"
+    );
+
     // A watch of every kind sees the Secret's keys, not its values; a watch of Secrets
     // asked for them.
     let all = watch_lines(&n, "/v1/watch?since=1", "\"kind\":\"Secret\"");
