@@ -146,7 +146,7 @@ fn running(n: &Node, name: &str) -> Value {
 
 #[test]
 fn config_maps_and_secrets_reach_containers_and_secrets_never_leak() {
-    let Some(n) = Node::start() else { return };
+    let Some(mut n) = Node::start() else { return };
     n.apply(&format!(
         r#"apiVersion: v1
 kind: ConfigMap
@@ -242,6 +242,24 @@ while true; do echo "CONFIG=$(cat /config/index.html)"; sleep 1; done
     let after = n.instance("app-0");
     assert_eq!(after["status"]["pid"], pid, "not restarted: {after}");
     assert_eq!(after["status"]["restarts"], 0, "{after}");
+
+    // After a kill -9 of the node, the adopted container's volume is kept up to date.
+    n.node.kill9();
+    n.node.restart();
+    n.apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: site}\ndata: {index.html: version-three, mode: fast}\n",
+    );
+    eventually(Duration::from_secs(30), || {
+        n.log("app-0")
+            .contains("CONFIG=version-three")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("not updated after the node restart: {}", n.log("app-0")));
+    assert_eq!(
+        n.instance("app-0")["status"]["pid"],
+        pid,
+        "adopted, not restarted"
+    );
 
     // A missing key holds the instance with a reason naming it; it starts once added.
     let script = r#"echo "GREETING=$GREETING"; sleep 100000"#;
