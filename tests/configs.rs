@@ -320,6 +320,17 @@ while true; do echo "CONFIG=$(cat /config/index.html)"; sleep 1; done
         )
     });
 
+    // An immutable ConfigMap keeps its data; the refusal names the field.
+    n.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fixed}\nimmutable: true\ndata: {a: '1'}\n");
+    let (code, body) = n
+        .node
+        .api()
+        .apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fixed}\nimmutable: true\ndata: {a: '2'}\n");
+    assert!(
+        code >= 400 && body.to_string().contains("immutable"),
+        "{code} {body}"
+    );
+
     // The kubectl-style verbs make the same objects.
     let (ok, out, err) = n.node.cli(&[
         "create",

@@ -282,11 +282,22 @@ pub fn parse_docker_config(raw: &[u8]) -> Result<BTreeMap<String, RegistryAuth>,
     Ok(out)
 }
 
-/// An update of a ConfigMap or Secret stored with `immutable: true` may change its
-/// metadata only, as Kubernetes holds it (`old` and `new` are whole stored objects; other
+/// A Secret's `type` never changes, and an update of a ConfigMap or Secret stored with
+/// `immutable: true` may change its metadata only, as Kubernetes holds it (`old` and `new` are whole stored objects; other
 /// kinds pass).
 pub fn check_immutable(old: &serde_json::Value, new: &serde_json::Value) -> Result<(), ModelError> {
     let kind = old["kind"].as_str().unwrap_or_default();
+    let secret_type = |o: &serde_json::Value| o["type"].as_str().unwrap_or(OPAQUE).to_string();
+    if kind == "Secret" && secret_type(old) != secret_type(new) {
+        return Err(invalid(
+            "type",
+            format!(
+                "a Secret's type cannot change (from {} to {}); delete and create it again",
+                secret_type(old),
+                secret_type(new)
+            ),
+        ));
+    }
     let fields: &[&str] = match kind {
         "ConfigMap" => &CONFIG_MAP_FIELDS,
         "Secret" => &SECRET_FIELDS,
@@ -507,6 +518,14 @@ mod tests {
         let mut open = old.clone();
         open["immutable"] = false.into();
         check_immutable(&open, &new).unwrap();
+        let opaque = serde_json::json!({"kind": "Secret", "data": {}});
+        let tls = serde_json::json!({"kind": "Secret", "type": "kubernetes.io/tls", "data": {}});
+        assert_eq!(check_immutable(&opaque, &tls).unwrap_err().field, "type");
+        check_immutable(
+            &opaque,
+            &serde_json::json!({"kind": "Secret", "type": "Opaque"}),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -571,7 +590,7 @@ mod tests {
 
     #[test]
     fn pod_volumes_mounts_and_env_are_checked_by_field() {
-        deployment(
+        let ok = deployment(
             "{containers: [{name: c, image: x, volumeMounts: [{name: cfg, mountPath: /etc/app}], \
              env: [{name: A, valueFrom: {secretKeyRef: {name: s, key: pw}}}, \
                    {name: B, valueFrom: {fieldRef: {fieldPath: status.podIP}}}], \
@@ -579,6 +598,18 @@ mod tests {
              volumes: [{name: cfg, configMap: {name: c, items: [{key: a, path: dir/a}], defaultMode: 0400}}]}",
         )
         .unwrap();
+        let Some(crate::model::Spec::Deployment(d)) = &ok.spec else {
+            panic!()
+        };
+        let cm = d.template.spec.volumes.as_ref().unwrap()[0]
+            .config_map
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            cm.default_mode,
+            Some(0o400),
+            "YAML's 0400 is octal, as Kubernetes reads it"
+        );
         let cases = [
             ("{containers: [{name: c, image: x, volumeMounts: [{name: nope, mountPath: /n}]}]}",
              "spec.template.spec.containers[0].volumeMounts[0].name"),
