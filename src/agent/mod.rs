@@ -16,8 +16,9 @@
 //!
 //! Files: `supervisor` (the container workload kind), `containers` (the `__container`
 //! helper, process liveness), `translate` (pod spec -> container spec), `health` (probes),
-//! `images` (pulls from peers), `configs` (ConfigMaps and Secrets: env, volume files), `claims` (per-replica claims copied to peers), `fence`
-//! (the watchdog), `logs` (files, rotation, tail/follow), `usage` (cgroup cpu and memory),
+//! `images` (pulls from peers), `configs` (ConfigMaps and Secrets: env, volume files,
+//! pull credentials), `claims` (per-replica claims copied to peers), `fence` (the
+//! watchdog), `logs` (files, rotation, tail/follow), `usage` (cgroup cpu and memory),
 //! `workload` (the demo workloads the toolbox image runs).
 //! May call: `supervise`, `container`, `model`, `store`, `orchestrator` (writes), `config`.
 
