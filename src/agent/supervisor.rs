@@ -450,12 +450,25 @@ async fn refresh_config_volumes(unit: &Unit<Agent>) {
     let mut writes = Vec::new();
     for v in unit.spec.pod.volumes.iter().flatten() {
         if let Ok(Some(files)) = configs::volume_files(v, &sources) {
-            writes.push((v.name.clone(), unit.state.scratch.join(&v.name), files));
+            let tmpfs = configs::on_tmpfs(v);
+            writes.push((
+                v.name.clone(),
+                unit.state.scratch.join(&v.name),
+                tmpfs,
+                files,
+            ));
         }
     }
     let key = unit.key.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        for (name, dir, files) in writes {
+        for (name, dir, tmpfs, files) in writes {
+            // A Secret's files only ever on its tmpfs (a no-op when it is mounted).
+            if tmpfs {
+                if let Err(e) = crate::container::volume::mount_tmpfs(&dir, None) {
+                    tracing::warn!(instance = %key, volume = %name, error = %e.one_line(), "mounting a volume's tmpfs");
+                    continue;
+                }
+            }
             match crate::container::volume::write_atomic(&dir, &files) {
                 Ok(true) => tracing::info!(instance = %key, volume = %name, "volume updated in place"),
                 Ok(false) => {}
