@@ -16,12 +16,14 @@
 //!
 //! Files: `supervisor` (the container workload kind), `containers` (the `__container`
 //! helper, process liveness), `translate` (pod spec -> container spec), `health` (probes),
-//! `images` (pulls from peers), `claims` (per-replica claims copied to peers), `fence`
-//! (the watchdog), `logs` (files, rotation, tail/follow), `usage` (cgroup cpu and memory),
+//! `images` (pulls from peers), `configs` (ConfigMaps and Secrets: env, volume files,
+//! pull credentials), `claims` (per-replica claims copied to peers), `fence` (the
+//! watchdog), `logs` (files, rotation, tail/follow), `usage` (cgroup cpu and memory),
 //! `workload` (the demo workloads the toolbox image runs).
 //! May call: `supervise`, `container`, `model`, `store`, `orchestrator` (writes), `config`.
 
 pub mod claims;
+pub mod configs;
 pub mod containers;
 pub mod fence;
 /// Instance log files: the supervisor's (containers and VMs write them alike).
@@ -161,6 +163,8 @@ pub struct Agent {
     pub dirs: Dirs,
     pub metrics: AgentMetrics,
     pub containers: containers::Containers,
+    /// The local replica of the store: ConfigMaps and Secrets instances read.
+    pub control: ControlPlane,
     /// Peers to fetch images from, and the token their APIs take.
     pub peers: Gossip,
     pub admin_token: String,
@@ -209,6 +213,7 @@ pub fn spawn(
     let exe = crate::supervise::setup(&[&dirs.containers, &dirs.images, &dirs.logs])?;
     let agent = Agent {
         containers: containers::Containers::new(exe, &dirs.containers),
+        control: control.clone(),
         peers: config.peers,
         admin_token: config.admin_token,
         pulls: tokio::sync::Mutex::new(()),

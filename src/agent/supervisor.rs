@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::time::Instant as Tick;
 
 use super::health::{self, Health, ProbeSettings, ProbeTracker, Target};
-use super::{claims, images, translate, usage, Agent, Shared};
+use super::{claims, configs, images, translate, usage, Agent, Shared};
 use crate::model::instance::reasons;
 use crate::model::{InstanceSpec, InstanceStatus};
 use crate::store::ObjectKey;
@@ -73,13 +73,20 @@ pub struct Probes {
     claims: Vec<String>,
     claim_prints: HashMap<String, u64>,
     next_claims: Tick,
+    /// ConfigMap and Secret volumes are refreshed in place from then on.
+    next_config: Option<Tick>,
 }
+
+/// How often ConfigMap and Secret volumes are compared with the store and rewritten when
+/// they changed (kubelet syncs about once a minute; we read a local replica, so often).
+const CONFIG_SYNC: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy)]
 pub enum Due {
     Liveness,
     Readiness,
     Claims,
+    Config,
 }
 
 /// The claims an instance mounts.
@@ -153,9 +160,12 @@ impl Workload for Agent {
             bridge: network.bridge.clone(),
             address: format!("{ip}/{}", network.subnet.prefix),
         };
+        warn_unenforced(unit);
         let id = &unit.state.id;
-        let mut spec = translate::container_spec(id, &unit.key.name, &unit.spec, &paths, bridge)
-            .map_err(|e| retried(reasons::INVALID_SPEC, e.to_string()))?;
+        let env = config_volumes(unit, ip.to_string()).await?;
+        let mut spec =
+            translate::container_spec(id, &unit.key.name, &unit.spec, &paths, bridge, env)
+                .map_err(|e| retried(reasons::INVALID_SPEC, e.to_string()))?;
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let resolv = translate::resolv_conf(
             &unit.spec,
@@ -223,6 +233,7 @@ impl Workload for Agent {
             claims: claim_names(&unit.spec),
             claim_prints: HashMap::new(),
             next_claims: start,
+            next_config: has_config_volumes(&unit.spec).then_some(start + CONFIG_SYNC),
         };
         let ready = probes.readiness.is_none();
         (probes, ready)
@@ -234,6 +245,7 @@ impl Workload for Agent {
             p.liveness.as_ref().map(|s| (s.next, Due::Liveness)),
             p.readiness.as_ref().map(|s| (s.next, Due::Readiness)),
             (!p.claims.is_empty()).then_some((p.next_claims, Due::Claims)),
+            p.next_config.map(|at| (at, Due::Config)),
         ]
         .into_iter()
         .flatten()
@@ -265,6 +277,11 @@ impl Workload for Agent {
                 p.next_claims = Tick::now() + claims::SYNC_EVERY;
                 let (node, ns) = (&unit.node, &unit.key.namespace);
                 claims::push_changed(node, ns, &p.claims, &mut p.claim_prints).await;
+                Probe::Nothing
+            }
+            Due::Config => {
+                p.next_config = Some(Tick::now() + CONFIG_SYNC);
+                refresh_config_volumes(unit).await;
                 Probe::Nothing
             }
         }
@@ -316,8 +333,7 @@ impl Workload for Agent {
                     .await;
         }
         remove_container(&node, &unit.key, &unit.state.id).await;
-        let scratch = unit.state.scratch.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(scratch)).await;
+        remove_volumes(&unit.key, unit.state.scratch.clone()).await;
     }
 
     async fn remove_leftover(node: &Shared, key: &ObjectKey, record: &Record) {
@@ -328,6 +344,7 @@ impl Workload for Agent {
             tracing::warn!(instance = %key, %error, "removing a leftover container");
         }
         node.network.detach(&id);
+        remove_volumes(key, node.dirs.volumes.join(&key.namespace).join(&key.name)).await;
     }
 
     /// Containers under our runtime root with no record were left by a crash mid-start.
@@ -352,12 +369,151 @@ impl Workload for Agent {
     }
 }
 
+fn has_config_volumes(spec: &InstanceSpec) -> bool {
+    (spec.pod.volumes.iter().flatten()).any(|v| v.config_map.is_some() || v.secret.is_some())
+}
+
+/// An instance's volumes (emptyDir, ConfigMap, Secret) and their tmpfs mounts go.
+async fn remove_volumes(key: &ObjectKey, scratch: PathBuf) {
+    let removed = tokio::task::spawn_blocking(move || {
+        crate::container::volume::remove_volumes(&scratch).map_err(|e| e.one_line())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(e) = removed {
+        tracing::warn!(instance = %key, error = %e, "removing the instance's volumes");
+    }
+}
+
+/// Fields accepted but not acted on here, as status warnings (once each).
+fn warn_unenforced(unit: &mut Unit<Agent>) {
+    let mut found = Vec::new();
+    for v in unit.spec.pod.volumes.iter().flatten() {
+        let Some(e) = &v.empty_dir else { continue };
+        if e.size_limit.is_some() && e.medium.as_deref() != Some("Memory") {
+            found.push(format!(
+                "volume {}: emptyDir.sizeLimit is enforced only with medium Memory (a tmpfs); on disk it is not",
+                v.name
+            ));
+        }
+    }
+    for message in found {
+        if !unit.status.warnings.iter().any(|w| w.message == message) {
+            tracing::warn!(instance = %unit.key, "{message}");
+            unit.status
+                .warnings
+                .push(crate::model::instance::StatusWarning {
+                    reason: "FieldNotEnforced".into(),
+                    message,
+                });
+        }
+    }
+}
+
+/// Waits (Pending, `CreateContainerConfigError`) for a ConfigMap or Secret.
+fn waiting(message: String) -> StartError {
+    StartError {
+        reason: configs::WAITING_REASON,
+        message,
+        retry: true,
+        wait: true,
+    }
+}
+
+/// Resolves the container's environment and writes its ConfigMap and Secret volumes
+/// (Secrets and Memory emptyDirs on a tmpfs). Everything is resolved before anything is
+/// written, so a missing key leaves nothing behind.
+async fn config_volumes(
+    unit: &Unit<Agent>,
+    pod_ip: String,
+) -> Result<Vec<crate::container::EnvVar>, StartError> {
+    let node = &unit.node;
+    let pod = &unit.spec.pod;
+    let sources = configs::fetch(&node.control, &unit.key.namespace, pod);
+    let c = translate::main_container(&unit.spec)
+        .map_err(|e| retried(reasons::INVALID_SPEC, e.to_string()))?;
+    let fields = configs::Fields {
+        name: unit.key.name.clone(),
+        namespace: unit.key.namespace.clone(),
+        pod_ip,
+        node_name: node.node.clone(),
+    };
+    let env = configs::env(c, &sources, &fields).map_err(waiting)?;
+    let mut writes = Vec::new();
+    for v in pod.volumes.iter().flatten() {
+        let files = configs::volume_files(v, &sources).map_err(waiting)?;
+        let size = v
+            .empty_dir
+            .as_ref()
+            .and_then(|e| e.size_limit.as_ref())
+            .map(|q| q.bytes());
+        writes.push((
+            unit.state.scratch.join(&v.name),
+            configs::on_tmpfs(v),
+            size,
+            files,
+        ));
+    }
+    let written = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        for (dir, tmpfs, size, files) in writes {
+            if tmpfs {
+                crate::container::volume::mount_tmpfs(&dir, size).map_err(|e| e.one_line())?;
+            }
+            if let Some(files) = files {
+                crate::container::volume::write_atomic(&dir, &files).map_err(|e| e.one_line())?;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    written.map_err(|m| retried("VolumeSetupFailed", m))?;
+    Ok(env)
+}
+
+/// Rewrites the ConfigMap and Secret volumes whose data changed (atomically: a reader sees
+/// the old files or the new ones). A source that went missing keeps its last files.
+async fn refresh_config_volumes(unit: &Unit<Agent>) {
+    let sources = configs::fetch(&unit.node.control, &unit.key.namespace, &unit.spec.pod);
+    let mut writes = Vec::new();
+    for v in unit.spec.pod.volumes.iter().flatten() {
+        if let Ok(Some(files)) = configs::volume_files(v, &sources) {
+            let tmpfs = configs::on_tmpfs(v);
+            writes.push((
+                v.name.clone(),
+                unit.state.scratch.join(&v.name),
+                tmpfs,
+                files,
+            ));
+        }
+    }
+    let key = unit.key.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for (name, dir, tmpfs, files) in writes {
+            // A Secret's files only ever on its tmpfs (a no-op when it is mounted).
+            if tmpfs {
+                if let Err(e) = crate::container::volume::mount_tmpfs(&dir, None) {
+                    tracing::warn!(instance = %key, volume = %name, error = %e.one_line(), "mounting a volume's tmpfs");
+                    continue;
+                }
+            }
+            match crate::container::volume::write_atomic(&dir, &files) {
+                Ok(true) => tracing::info!(instance = %key, volume = %name, "volume updated in place"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(instance = %key, volume = %name, error = %e.one_line(), "updating a volume"),
+            }
+        }
+    })
+    .await;
+}
+
 /// A start failure tried again with backoff.
 fn retried(reason: &'static str, message: String) -> StartError {
     StartError {
         reason,
         message,
         retry: true,
+        wait: false,
     }
 }
 

@@ -5,8 +5,9 @@
 //! Volumes: `emptyDir` is a directory under the node's data dir that lives and dies with
 //! the instance; `hostPath` is the host's path; `persistentVolumeClaim` is a directory
 //! per namespace and claim that outlives instances (a StatefulSet's per-replica claim is
-//! `<template>-<instance>`). ConfigMap and Secret volumes have no source yet and are
-//! refused.
+//! `<template>-<instance>`). ConfigMap and Secret volumes are directories beside the
+//! emptyDirs that [`super::configs`] fills (always mounted read-only), and the
+//! environment comes resolved from there too (`valueFrom`, `envFrom`).
 
 use std::path::{Path, PathBuf};
 
@@ -99,12 +100,14 @@ pub fn named_ports(c: &Container) -> Vec<(String, u16)> {
         .collect()
 }
 
+/// `env`: the container's environment, resolved by [`super::configs::env`].
 pub fn container_spec(
     id: &str,
     instance: &str,
     spec: &InstanceSpec,
     paths: &Paths,
     network: Network,
+    env: Vec<EnvVar>,
 ) -> Result<ContainerSpec, TranslateError> {
     let c = main_container(spec)?;
     let mut out = ContainerSpec::new(id, &paths.images, c.image.trim(), &paths.log);
@@ -113,21 +116,7 @@ pub fn container_spec(
     out.working_dir = c.working_dir.clone();
     out.hostname = Some(instance.to_string());
     out.network = network;
-    for (i, e) in c.env.iter().flatten().enumerate() {
-        let value = match (&e.value, &e.value_from) {
-            (_, Some(_)) => {
-                return Err(field(
-                    format!("spec.pod.containers[0].env[{i}].valueFrom"),
-                    "not supported yet; set value",
-                ))
-            }
-            (v, None) => v.clone().unwrap_or_default(),
-        };
-        out.env.push(EnvVar {
-            name: e.name.clone(),
-            value,
-        });
-    }
+    out.env = env;
     if let Some(r) = &c.resources {
         let limits = r.limits.clone().unwrap_or_default();
         let requests = r.requests.clone().unwrap_or_default();
@@ -145,7 +134,8 @@ pub fn container_spec(
                 format!("no volume named \"{}\" in spec.pod.volumes", m.name),
             ));
         };
-        let host_path = if v.empty_dir.is_some() {
+        let config = v.config_map.is_some() || v.secret.is_some();
+        let host_path = if v.empty_dir.is_some() || config {
             paths.scratch.join(&v.name)
         } else if let Some(h) = &v.host_path {
             PathBuf::from(&h.path)
@@ -154,7 +144,7 @@ pub fn container_spec(
         } else {
             return Err(self::field(
                 format!("spec.pod.volumes ({})", v.name),
-                "only emptyDir, hostPath and persistentVolumeClaim volumes are supported",
+                "no volume source (emptyDir, hostPath, persistentVolumeClaim, configMap, secret)",
             ));
         };
         let host_path = match &m.sub_path {
@@ -172,7 +162,7 @@ pub fn container_spec(
         out.mounts.push(BindMount {
             host_path,
             container_path: m.mount_path.clone(),
-            read_only: m.read_only.unwrap_or(false),
+            read_only: config || m.read_only.unwrap_or(false),
         });
     }
     out.validate()
@@ -217,8 +207,13 @@ mod tests {
             &spec,
             &paths(),
             Network::None,
+            vec![EnvVar {
+                name: "A".into(),
+                value: "1".into(),
+            }],
         )
         .unwrap();
+        assert_eq!(c.env[0].value, "1");
         assert_eq!(c.hostname.as_deref(), Some("web-0"));
         assert_eq!(c.image.name, "toolbox");
         assert_eq!(c.args.as_ref().unwrap(), &["workload", "http"]);
@@ -294,15 +289,17 @@ mod tests {
         let two = instance(serde_json::json!({
             "containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]
         }));
-        assert!(container_spec("i", "i", &two, &paths(), Network::None)
-            .unwrap_err()
-            .to_string()
-            .starts_with("spec.pod.containers[1]"));
+        assert!(
+            container_spec("i", "i", &two, &paths(), Network::None, vec![])
+                .unwrap_err()
+                .to_string()
+                .starts_with("spec.pod.containers[1]")
+        );
         let missing = instance(serde_json::json!({
             "containers": [{"name": "a", "image": "x",
                             "volumeMounts": [{"name": "nope", "mountPath": "/n"}]}]
         }));
-        let e = container_spec("i", "i", &missing, &paths(), Network::None)
+        let e = container_spec("i", "i", &missing, &paths(), Network::None, vec![])
             .unwrap_err()
             .to_string();
         assert!(
@@ -314,7 +311,7 @@ mod tests {
                             "volumeMounts": [{"name": "v", "mountPath": "/n", "subPath": "../../etc"}]}],
             "volumes": [{"name": "v", "emptyDir": {}}]
         }));
-        let e = container_spec("i", "i", &escape, &paths(), Network::None)
+        let e = container_spec("i", "i", &escape, &paths(), Network::None, vec![])
             .unwrap_err()
             .to_string();
         assert!(e.contains("subPath"), "{e}");

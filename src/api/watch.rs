@@ -2,6 +2,9 @@
 //! `{"type":"ADDED|MODIFIED|DELETED","revision":N,"object":{...}}`, optionally narrowed to
 //! one kind, namespace and label selector.
 //!
+//! A watch of every kind sees Secrets with their keys but without values; a watch of
+//! `kind=secrets` asked for them and gets them, as `GET` does.
+//!
 //! `since=N` replays the recorded history from revision N (410 Gone if it was compacted:
 //! list again and watch from the list's revision + 1), then follows live changes without a
 //! gap: the live feed is subscribed before the history is read, and duplicates are dropped
@@ -111,9 +114,13 @@ impl WatchState {
                 continue;
             }
             self.next_revision = change.revision + 1;
-            let object: Value = serde_json::from_slice(&change.object).unwrap_or(Value::Null);
+            let mut object: Value = serde_json::from_slice(&change.object).unwrap_or(Value::Null);
             if !self.filter.matches(&change, &object) {
                 continue;
+            }
+            // A Secret's values go only to a watch of Secrets (one that asked for them).
+            if change.key.kind == Kind::Secret && self.filter.kind != Some(Kind::Secret) {
+                model::config::redact_secret_object(&mut object);
             }
             return Some(line(json!({
                 "type": change.change.as_str(),

@@ -6,6 +6,7 @@
 
 mod autoscale;
 mod completion;
+mod create;
 mod images;
 mod nodes;
 mod ops;
@@ -62,6 +63,9 @@ pub enum Command {
         #[command(flatten)]
         wait: wait::WaitArgs,
     },
+    /// Create a Secret (generic, docker-registry) or a ConfigMap from literals and files.
+    #[command(subcommand)]
+    Create(create::CreateCommand),
     /// List resources of a kind, or show one.
     Get {
         #[command(flatten)]
@@ -316,6 +320,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         } => top::capacity(conn, Some(target), output),
         Command::Debug(cmd) => top::debug(cmd),
         Command::StatefulSet(cmd) => statefulset::run(cmd),
+        Command::Create(cmd) => create::run(cmd),
         Command::Nodes { conn, output } => {
             let v = conn.client().get_json("/v1/nodes")?;
             nodes::print_list(&v, output);

@@ -119,6 +119,8 @@ pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
             "AGE",
         ],
         Kind::Endpoints => vec!["NAME", "ENDPOINTS", "AGE"],
+        Kind::ConfigMap => vec!["NAME", "DATA", "AGE"],
+        Kind::Secret => vec!["NAME", "TYPE", "DATA", "AGE"],
     };
     if wide {
         match kind {
@@ -285,6 +287,14 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
         ],
         Kind::Service => service_row(name, o, age),
         Kind::Endpoints => vec![name, endpoints_list(o, 3), age],
+        Kind::ConfigMap => vec![name, key_count(o, &["data", "binaryData"]), age],
+        // Never a value: the type and how many keys.
+        Kind::Secret => vec![
+            name,
+            o["type"].as_str().unwrap_or("Opaque").to_string(),
+            key_count(o, &["data", "stringData"]),
+            age,
+        ],
     };
     if wide {
         match kind {
@@ -316,6 +326,68 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
         }
     }
     r
+}
+
+/// Keys in the object's top-level maps `fields`.
+fn key_count(o: &Value, fields: &[&str]) -> String {
+    fields
+        .iter()
+        .filter_map(|f| o[*f].as_object())
+        .map(|m| m.len())
+        .sum::<usize>()
+        .to_string()
+}
+
+/// `describe` of a ConfigMap (its data, as kubectl shows it) or a Secret (its type, and
+/// each key with its size: never a value).
+fn data_section(o: &Value) -> String {
+    use base64::Engine as _;
+    let mut out = String::new();
+    if o["kind"] == "Secret" {
+        out.push_str(&format!(
+            "{:<20}{}
+",
+            "Type:",
+            o["type"].as_str().unwrap_or("Opaque")
+        ));
+        out.push_str(
+            "Data:
+",
+        );
+        for (k, v) in o["data"].as_object().into_iter().flatten() {
+            let size = base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap_or_default())
+                .map_or(0, |b| b.len());
+            out.push_str(&format!(
+                "  {k}:  {size} bytes
+"
+            ));
+        }
+    } else {
+        out.push_str(
+            "Data:
+",
+        );
+        for (k, v) in o["data"].as_object().into_iter().flatten() {
+            out.push_str(&format!(
+                "  {k}:
+{}",
+                indent(&indent(&s(v)))
+            ));
+        }
+        for k in o["binaryData"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
+            out.push_str(&format!("  {k}:  (binary)\n"));
+        }
+    }
+    if o["immutable"] == true {
+        out.push_str("Immutable:          true\n");
+    }
+    out
 }
 
 /// "cpu: 45%/70%, http_requests_per_second: <unknown>/100" from spec targets and status.
@@ -506,6 +578,10 @@ pub fn describe(o: &Value) -> String {
     line("UID", s(&m["uid"]));
     line("Generation", n(&m["generation"]));
     line("ResourceVersion", s(&m["resourceVersion"]));
+    if o["kind"] == "Secret" || o["kind"] == "ConfigMap" {
+        out.push_str(&data_section(o));
+        return out;
+    }
     out.push_str("Spec:\n");
     out.push_str(&indent(
         &serde_norway::to_string(&o["spec"]).unwrap_or_default(),
@@ -677,6 +753,23 @@ mod tests {
             first.starts_with("NAME   DESIRED   CURRENT   READY   AGE"),
             "{first:?}"
         );
+    }
+
+    #[test]
+    fn secrets_show_keys_and_sizes_never_values() {
+        let o = json!({"kind": "Secret", "type": "Opaque",
+                       "metadata": {"name": "db", "creationTimestamp": "2000-01-01T00:00:00Z"},
+                       "data": {"password": "aHVudGVyMg==", "user": "YWRtaW4="}});
+        let r = row(Kind::Secret, &o, false);
+        assert_eq!(&r[..3], &["db", "Opaque", "2"]);
+        let d = describe(&o);
+        assert!(d.contains("password:  7 bytes"), "{d}");
+        for leak in ["hunter2", "aHVudGVyMg", "admin", "YWRtaW4"] {
+            assert!(!d.contains(leak) && !r.join(" ").contains(leak), "{d}");
+        }
+        let cm = json!({"kind": "ConfigMap", "metadata": {"name": "c"},
+                        "data": {"a": "1", "b": "2"}, "binaryData": {"c": "AA=="}});
+        assert_eq!(row(Kind::ConfigMap, &cm, false)[1], "3");
     }
 
     #[test]

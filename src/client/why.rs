@@ -162,6 +162,7 @@ fn status_reason(st: &InstanceStatus) -> Option<String> {
         reasons::NO_ADDRESS => "no instance address",
         reasons::READINESS_PROBE_FAILED => "readiness probe failing",
         reasons::NETWORK_SETUP_FAILED => "network setup failed",
+        reasons::CREATE_CONTAINER_CONFIG_ERROR => "waiting for a ConfigMap or Secret",
         reasons::CRASH_LOOP_BACK_OFF => {
             return Some(match last {
                 Some(l) => format!("crash loop, {l}"),

@@ -27,7 +27,8 @@
 //! `store` (the node's image store), `import` (`image import`), `archive` (reading untrusted import
 //! archives and directories), `limits` (size, ratio and entry caps), `testkit` and
 //! `proptests` (hostile archives for tests), `spec` ([`spec::ContainerSpec`] and the
-//! OCI runtime spec built from it), `runtime` (libcontainer calls), `helper` (the verbs).
+//! OCI runtime spec built from it), `runtime` (libcontainer calls), `helper` (the verbs),
+//! `volume` (ConfigMap and Secret files written atomically, tmpfs volumes).
 //! May call: only the crate root's `error_chain` and `model::Subnet` (pure data). Unsafe
 //! code: mount/umount, mknod, setns, ioctl, prctl, waitpid (each with a `// SAFETY:` note).
 
@@ -46,6 +47,7 @@ pub mod spec;
 pub mod store;
 #[cfg(test)]
 mod testkit;
+pub mod volume;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

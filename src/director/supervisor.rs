@@ -216,6 +216,7 @@ impl Workload for Director {
     /// started (and it is not tried again: a new spec is a new instance).
     async fn start(unit: &mut Unit<Director>) -> Result<(i32, u64), StartError> {
         start_vmm(unit).await.map_err(|e| StartError {
+            wait: false,
             reason: reasons::INVALID_SPEC,
             message: crate::error_chain(&e),
             retry: false,

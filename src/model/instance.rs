@@ -174,6 +174,8 @@ pub mod reasons {
     pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
     /// Its image is nowhere: not in the node's store nor on any peer.
     pub const ERR_IMAGE_NOT_FOUND: &str = "ErrImageNotFound";
+    /// A ConfigMap, Secret or key it needs is missing (it starts once there).
+    pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
 }
 
 /// Written by the agent that runs the instance (and by the scheduler while it waits for a

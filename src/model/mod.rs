@@ -34,6 +34,7 @@ pub mod address_pool;
 pub mod affinity;
 pub mod autoscaling;
 pub mod capacity;
+pub mod config;
 pub mod event;
 pub mod infra;
 pub mod instance;
@@ -45,6 +46,7 @@ pub mod quantity;
 pub mod role;
 mod selector;
 pub mod service;
+pub mod sources;
 pub mod status;
 pub mod subnet;
 pub mod workload;
@@ -59,6 +61,7 @@ use serde_json::Value;
 
 pub use autoscaling::{HpaSpec, VpaSpec};
 pub use capacity::{ClusterAutoscalerSpec, ClusterScalingPolicySpec, ResourceQuotaSpec};
+pub use config::{ConfigMapSpec, SecretSpec};
 pub use infra::{NamespaceSpec, NodeClassSpec, PriorityClassSpec, VirtualMachineSpec};
 pub use instance::{InstanceSpec, InstanceStatus, NodeSubnetSpec};
 pub use parse::parse_manifests;
@@ -115,10 +118,12 @@ pub enum Kind {
     Event,
     Service,
     Endpoints,
+    ConfigMap,
+    Secret,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Namespace,
         Kind::Deployment,
         Kind::StatefulSet,
@@ -136,6 +141,8 @@ impl Kind {
         Kind::Event,
         Kind::Service,
         Kind::Endpoints,
+        Kind::ConfigMap,
+        Kind::Secret,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -157,6 +164,8 @@ impl Kind {
             Kind::Event => "Event",
             Kind::Service => "Service",
             Kind::Endpoints => "Endpoints",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -180,6 +189,8 @@ impl Kind {
             Kind::Event => "events",
             Kind::Service => "services",
             Kind::Endpoints => "endpoints",
+            Kind::ConfigMap => "configmaps",
+            Kind::Secret => "secrets",
         }
     }
 
@@ -202,6 +213,8 @@ impl Kind {
             Kind::Event => &["ev"],
             Kind::Service => &["svc"],
             Kind::Endpoints => &["ep"],
+            Kind::ConfigMap => &["cm"],
+            Kind::Secret => &[],
         }
     }
 
@@ -218,6 +231,8 @@ impl Kind {
                 | Kind::Event
                 | Kind::Service
                 | Kind::Endpoints
+                | Kind::ConfigMap
+                | Kind::Secret
         )
     }
 
@@ -242,9 +257,12 @@ impl Kind {
             Kind::Deployment | Kind::StatefulSet => &[API_VERSION, "apps/v1"],
             Kind::HorizontalPodAutoscaler => &[API_VERSION, "autoscaling/v2", "autoscaling/v1"],
             Kind::VerticalPodAutoscaler => &[API_VERSION, "autoscaling.k8s.io/v1"],
-            Kind::Namespace | Kind::ResourceQuota | Kind::Service | Kind::Endpoints => {
-                &[API_VERSION, "v1"]
-            }
+            Kind::Namespace
+            | Kind::ResourceQuota
+            | Kind::Service
+            | Kind::Endpoints
+            | Kind::ConfigMap
+            | Kind::Secret => &[API_VERSION, "v1"],
             Kind::PriorityClass => &[API_VERSION, "scheduling.k8s.io/v1"],
             _ => &[API_VERSION],
         }
@@ -307,6 +325,8 @@ pub enum Spec {
     Event(event::EventSpec),
     Service(ServiceSpec),
     Endpoints(EndpointsSpec),
+    ConfigMap(ConfigMapSpec),
+    Secret(SecretSpec),
 }
 
 /// A whole object: envelope, metadata, typed spec and server-owned status.
@@ -356,6 +376,11 @@ impl Resource {
     pub fn from_value(v: Value) -> Result<Resource, ModelError> {
         let mut r = Self::decode(v)?;
         r.status = None;
+        if let Some(Spec::Secret(s)) = &mut r.spec {
+            // Kubernetes stores stringData merged into data; check the whole first.
+            s.validate()?;
+            s.merge_string_data();
+        }
         r.validate()?;
         Ok(r)
     }
@@ -428,6 +453,25 @@ impl Resource {
             }
             obj.insert("spec".into(), Value::Object(spec));
         }
+        // ConfigMaps and Secrets keep their fields at the top level, always.
+        if let Some(fields) = top_level_fields(kind) {
+            if obj.contains_key("spec") {
+                return Err(invalid(
+                    "spec",
+                    format!(
+                        "{kind} has no spec: {} sit at the top level",
+                        fields.join(", ")
+                    ),
+                ));
+            }
+            let mut spec = serde_json::Map::new();
+            for f in fields {
+                if let Some(x) = obj.remove(*f) {
+                    spec.insert((*f).into(), x);
+                }
+            }
+            obj.insert("spec".into(), Value::Object(spec));
+        }
         let (metadata, spec, status) = match kind {
             Kind::Namespace => {
                 let (m, s, st) = typed::<NamespaceSpec>(v)?;
@@ -449,6 +493,11 @@ impl Resource {
             Kind::Event => spec_of(v, Spec::Event)?,
             Kind::Service => spec_of(v, Spec::Service)?,
             Kind::Endpoints => spec_of(v, Spec::Endpoints)?,
+            // Their fields are at the top level: so are the paths in errors.
+            Kind::ConfigMap => spec_of(v, Spec::ConfigMap).map_err(config::top_level_error)?,
+            // A type error quotes what it found: never a Secret's value.
+            Kind::Secret => spec_of(v, Spec::Secret)
+                .map_err(|e| config::redact_error(config::top_level_error(e)))?,
         };
         Ok(Resource {
             api_version,
@@ -494,6 +543,8 @@ impl Resource {
             Some(Spec::Event(s)) => s.validate(),
             Some(Spec::Service(s)) => s.validate(),
             Some(Spec::Endpoints(s)) => s.validate(),
+            Some(Spec::ConfigMap(s)) => s.validate(),
+            Some(Spec::Secret(s)) => s.validate(),
         }
     }
 
@@ -506,10 +557,13 @@ impl Resource {
             serde_json::to_value(&self.metadata).expect("metadata serializes"),
         );
         if let Some(spec) = &self.spec {
-            obj.insert(
-                "spec".into(),
-                serde_json::to_value(spec).expect("specs serialize"),
-            );
+            let value = serde_json::to_value(spec).expect("specs serialize");
+            match (top_level_fields(self.kind), value) {
+                (Some(_), Value::Object(fields)) => obj.extend(fields),
+                (_, value) => {
+                    obj.insert("spec".into(), value);
+                }
+            }
         }
         if let Some(status) = &self.status {
             obj.insert("status".into(), status.clone());
@@ -572,6 +626,16 @@ impl Resource {
             }
         }
         Ok(())
+    }
+}
+
+/// The kinds whose fields sit at the top level of the object (core/v1 ConfigMap and
+/// Secret): they are the typed spec inside, and written back at the top level.
+fn top_level_fields(kind: Kind) -> Option<&'static [&'static str]> {
+    match kind {
+        Kind::ConfigMap => Some(&config::CONFIG_MAP_FIELDS),
+        Kind::Secret => Some(&config::SECRET_FIELDS),
+        _ => None,
     }
 }
 

@@ -10,6 +10,15 @@ use super::workload::{Container, PodSpec, Probe, ResourceList};
 use super::{invalid, ModelError};
 
 pub(super) fn validate_pod_spec(field: &str, spec: &PodSpec) -> Result<(), ModelError> {
+    validate_pod_spec_with(field, spec, &[])
+}
+
+/// `claims`: volumes added to each instance later (a StatefulSet's claim templates).
+pub(super) fn validate_pod_spec_with(
+    field: &str,
+    spec: &PodSpec,
+    claims: &[&str],
+) -> Result<(), ModelError> {
     if spec.containers.is_empty() {
         return Err(invalid(
             &format!("{field}.containers"),
@@ -86,6 +95,7 @@ pub(super) fn validate_pod_spec(field: &str, spec: &PodSpec) -> Result<(), Model
             limits::amount(&f, size.bytes(), MAX_STORAGE_BYTES, " bytes")?;
         }
     }
+    super::sources::validate_pod_sources(field, spec, claims)?;
     for (i, t) in spec
         .topology_spread_constraints
         .iter()

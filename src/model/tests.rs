@@ -9,7 +9,7 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-const FIXTURES: [(&str, Kind); 14] = [
+const FIXTURES: [(&str, Kind); 17] = [
     ("deployment.yaml", Kind::Deployment),
     ("statefulset.yaml", Kind::StatefulSet),
     ("hpa.yaml", Kind::HorizontalPodAutoscaler),
@@ -23,6 +23,9 @@ const FIXTURES: [(&str, Kind); 14] = [
     ("virtualmachine.yaml", Kind::VirtualMachine),
     ("k8s-deployment.yaml", Kind::Deployment),
     ("k8s-hpa.yaml", Kind::HorizontalPodAutoscaler),
+    ("k8s-configmap.yaml", Kind::ConfigMap),
+    ("k8s-secret.yaml", Kind::Secret),
+    ("k8s-config-deployment.yaml", Kind::Deployment),
     (
         "predictivebootstrapscaler.yaml",
         Kind::PredictiveBootstrapScaler,

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::limits::{self, MAX_REPLICAS, MAX_REVISION_HISTORY, MAX_SECONDS};
 use super::quantity::{CpuQuantity, IntOrString, MemoryQuantity, Quantity};
+use super::sources::{ConfigMapVolume, EnvFromSource, EnvVarSource, SecretVolume};
 use super::{invalid, validate_label_map, ModelError};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -188,7 +189,7 @@ pub struct Container {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<EnvVar>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env_from: Option<Vec<Value>>,
+    pub env_from: Option<Vec<EnvFromSource>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<ContainerPort>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,7 +219,7 @@ pub struct EnvVar {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value_from: Option<Value>,
+    pub value_from: Option<EnvVarSource>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -361,9 +362,9 @@ pub struct Volume {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<PvcSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_map: Option<Value>,
+    pub config_map: Option<ConfigMapVolume>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<Value>,
+    pub secret: Option<SecretVolume>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -521,7 +522,7 @@ impl DeploymentSpec {
             0,
             MAX_SECONDS,
         )?;
-        validate_selector_and_template(&self.selector, &self.template)
+        validate_selector_and_template(&self.selector, &self.template, &[])
     }
 }
 
@@ -596,7 +597,10 @@ impl StatefulSetSpec {
                 &t.metadata.name,
             )?;
         }
-        validate_selector_and_template(&self.selector, &self.template)
+        let claims: Vec<&str> = (self.volume_claim_templates.iter().flatten())
+            .map(|t| t.metadata.name.as_str())
+            .collect();
+        validate_selector_and_template(&self.selector, &self.template, &claims)
     }
 }
 
@@ -681,9 +685,11 @@ fn validate_ready_and_history(
     )
 }
 
+/// `claims`: the volumes a StatefulSet's claim templates add to each instance.
 fn validate_selector_and_template(
     selector: &LabelSelector,
     template: &PodTemplate,
+    claims: &[&str],
 ) -> Result<(), ModelError> {
     selector.validate("spec.selector")?;
     if selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
@@ -705,7 +711,7 @@ fn validate_selector_and_template(
             "does not match spec.template.metadata.labels: the workload would not own its own instances",
         ));
     }
-    super::pod_validation::validate_pod_spec("spec.template.spec", &template.spec)
+    super::pod_validation::validate_pod_spec_with("spec.template.spec", &template.spec, claims)
 }
 
 /// Quantities for quota and VPA maps: any resource name to a quantity.

@@ -586,6 +586,12 @@ impl<'a> Overlay<'a> {
             return Ok(self.record(key, ChangeType::Added, object));
         };
         check_version(key, &old, expected)?;
+        if let Err(e) = crate::model::config::check_immutable(&old, &object) {
+            return rejected(Rejection::Invalid {
+                field: e.field,
+                message: e.message,
+            });
+        }
         for field in ["uid", "creationTimestamp", "generation", "resourceVersion"] {
             if let Some(v) = old["metadata"].get(field) {
                 set_meta(&mut object, field, v.clone());

@@ -185,6 +185,8 @@ impl<W: Workload> Unit<W> {
     /// Runs, restarts by policy, until a stop is asked for.
     async fn main(&mut self, stop: &mut watch::Receiver<bool>) {
         let mut first = true;
+        // The last start waited (a ConfigMap or Secret): trying again is no restart.
+        let mut waited = false;
         if self.adopted.is_none() {
             W::prepare(self).await;
         }
@@ -199,7 +201,7 @@ impl<W: Workload> Unit<W> {
                 None => {
                     // Not the first start, or the first after it died while the node was
                     // down: a restart.
-                    if !first || self.status.last_termination.is_some() {
+                    if !waited && (!first || self.status.last_termination.is_some()) {
                         self.record.restarts += 1;
                         self.status.restarts = self.record.restarts;
                         self.node.counters.restarts.inc();
@@ -212,6 +214,7 @@ impl<W: Workload> Unit<W> {
                 }
             };
             first = false;
+            waited = matches!(&pid, Err(e) if e.wait);
             let delay = match pid {
                 Ok((pid, ticks)) => {
                     let run = Run {
@@ -230,6 +233,22 @@ impl<W: Workload> Unit<W> {
                         After::Reboot => Duration::ZERO,
                         After::Restart => self.backoff.next_delay(started.elapsed()),
                     }
+                }
+                Err(e) if e.wait => {
+                    // Not a failed start: nothing ran. Report once per distinct message.
+                    if self.status.reason != e.reason || self.status.message != e.message {
+                        tracing::info!(instance = %self.key, reason = e.reason, message = %e.message, "{} waits", W::NOUN);
+                        self.status.phase = Phase::Pending;
+                        self.status.ready = false;
+                        self.status.reason = e.reason.into();
+                        self.status.message = e.message;
+                        self.report();
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(super::workload::WAIT_POLL) => {}
+                        _ = stopped(stop) => return,
+                    }
+                    continue;
                 }
                 Err(e) => {
                     tracing::warn!(instance = %self.key, reason = e.reason, message = %e.message, "{} did not start", W::NOUN);

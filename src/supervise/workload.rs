@@ -54,7 +54,13 @@ pub struct StartError {
     pub message: String,
     /// Tried again with backoff (else the instance stays Failed until it is replaced).
     pub retry: bool,
+    /// Waiting for something outside the instance (a ConfigMap or Secret key): Pending,
+    /// tried again every [`WAIT_POLL`] without backoff or a restart counted.
+    pub wait: bool,
 }
+
+/// How often a start that waits for something outside the instance is tried again.
+pub const WAIT_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How one run was seen to end, before the kind inspects it.
 pub enum Exit {
