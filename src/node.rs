@@ -295,6 +295,7 @@ impl Node {
                 settings: config.agent.clone(),
                 peers: gossip.clone(),
                 admin_token: admin_token.clone(),
+                registries: config.registries.clone(),
             };
             let metrics = api_metrics.with_registry(crate::agent::AgentMetrics::new);
             if let Err(e) =

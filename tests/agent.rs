@@ -53,12 +53,17 @@ impl AgentNode {
     }
 
     fn launch(tag: u8, name: &str, roles: &str, extra: &[&str]) -> AgentNode {
+        Self::launch_with(tag, name, roles, extra, "")
+    }
+
+    /// [`AgentNode::launch`] with more node config (TOML sections after the test's own).
+    fn launch_with(tag: u8, name: &str, roles: &str, extra: &[&str], more: &str) -> AgentNode {
         let bridge = format!("octest{tag}");
         let config = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(
             config.path(),
             format!(
-                "[network]\ncluster_cidr = \"10.{}.0.0/16\"\nbridge = \"{bridge}\"\n[agent]\nusage_report_ms = 1000\n",
+                "[network]\ncluster_cidr = \"10.{}.0.0/16\"\nbridge = \"{bridge}\"\n[agent]\nusage_report_ms = 1000\n{more}",
                 90 + tag
             ),
         )
@@ -565,7 +570,9 @@ fn images_come_from_a_registry_and_from_peers() {
     let Some(registry) = common::registry::Registry::start("127.0.0.1", "docker-registry") else {
         return;
     };
-    let seed = AgentNode::launch(4, "seed", "auto", &[]);
+    // Plain HTTP only where configured, as containerd does.
+    let insecure = format!("[registries]\ninsecure = [\"{}\"]\n", registry.addr);
+    let seed = AgentNode::launch_with(4, "seed", "auto", &[], &insecure);
 
     // Push from a scratch store; the seed's own store starts empty and the agent pulls.
     let scratch = tempfile::tempdir().unwrap();

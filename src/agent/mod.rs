@@ -16,7 +16,7 @@
 //!
 //! Files: `supervisor` (the container workload kind), `containers` (the `__container`
 //! helper, process liveness), `translate` (pod spec -> container spec), `health` (probes),
-//! `images` (pulls from peers), `claims` (per-replica claims copied to peers), `fence`
+//! `images` (pulls: peers, registries, pull policy, events), `claims` (per-replica claims copied to peers), `fence`
 //! (the watchdog), `logs` (files, rotation, tail/follow), `usage` (cgroup cpu and memory),
 //! `workload` (the demo workloads the toolbox image runs).
 //! May call: `supervise`, `container`, `model`, `store`, `orchestrator` (writes), `config`.
@@ -166,6 +166,11 @@ pub struct Agent {
     pub admin_token: String,
     /// One image pull at a time.
     pub pulls: tokio::sync::Mutex<()>,
+    /// Where images are pulled from (`[registries]`).
+    pub registries: crate::config::RegistrySettings,
+    /// For the image pull events.
+    pub control: ControlPlane,
+    pub events: std::sync::Mutex<crate::orchestrator::controllers::events::Recorder>,
     /// Container creations in flight: a burst of new instances starts a few at a time, so
     /// the first are ready early and a new image's layers are unpacked once.
     pub starts: tokio::sync::Semaphore,
@@ -183,6 +188,7 @@ pub struct AgentConfig {
     pub settings: AgentSettings,
     pub peers: Gossip,
     pub admin_token: String,
+    pub registries: crate::config::RegistrySettings,
 }
 
 /// Starts the agent: adopts what a previous node process left, then reconciles.
@@ -203,6 +209,9 @@ pub fn spawn(
         peers: config.peers,
         admin_token: config.admin_token,
         pulls: tokio::sync::Mutex::new(()),
+        registries: config.registries,
+        control: control.clone(),
+        events: Default::default(),
         starts: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
         ),

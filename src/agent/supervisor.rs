@@ -14,6 +14,7 @@ use tokio::time::Instant as Tick;
 
 use super::health::{self, Health, ProbeSettings, ProbeTracker, Target};
 use super::{claims, images, translate, usage, Agent, Shared};
+use crate::model::workload::PullPolicy;
 use crate::model::{InstanceSpec, InstanceStatus};
 use crate::store::ObjectKey;
 use crate::supervise::{
@@ -153,7 +154,26 @@ impl Workload for Agent {
         let id = &unit.state.id;
         let spec = translate::container_spec(id, &unit.key.name, &unit.spec, &paths, bridge)
             .map_err(|message| retried("InvalidSpec", message))?;
-        if let Err((reason, message)) = images::ensure(&node, &spec.image.name).await {
+        let main = translate::main_container(&unit.spec).map_err(|m| retried("InvalidSpec", m))?;
+        let secrets: Vec<String> = (unit.spec.pod.image_pull_secrets.iter().flatten())
+            .map(|s| s.name.clone())
+            .collect();
+        let want = images::Wanted {
+            instance: &unit.key,
+            image: &spec.image.name,
+            policy: PullPolicy::of(&main.image, main.image_pull_policy.as_deref()),
+            secrets: &secrets,
+        };
+        if let Err((reason, message)) = images::ensure(&node, &want).await {
+            // A pull that failed before and fails again is backing off, as Kubernetes shows it.
+            let again = matches!(
+                unit.status.reason.as_str(),
+                "ErrImagePull" | "ImagePullBackOff"
+            );
+            let reason = match reason {
+                "ErrImagePull" if again => "ImagePullBackOff",
+                r => r,
+            };
             return Err(retried(reason, message));
         }
         for m in &spec.mounts {

@@ -150,6 +150,9 @@ fn status_reason(st: &Value) -> Option<String> {
         }
         "Unschedulable" => "unschedulable",
         "ErrImageNotFound" | "ErrImagePull" => "image pull failed",
+        "ImagePullBackOff" => "image pull failed, backing off",
+        "ErrImageNeverPull" => "image not on the node (imagePullPolicy Never)",
+        "InvalidImageName" => "invalid image name",
         "ContainerCannotRun" => "container cannot run",
         "InvalidSpec" => "invalid spec",
         "NoAddress" => "no instance address",

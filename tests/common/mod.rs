@@ -174,6 +174,9 @@ impl TestNode {
                 "RUST_LOG",
                 std::env::var("OMNICLOUD_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
             )
+            // Names without a registry host come from the store and peers only: tests
+            // never reach Docker Hub (a test may set its own list through `env`).
+            .env("OMNICLOUD_UNQUALIFIED_SEARCH", "none")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }

@@ -1,11 +1,10 @@
-//! Moving images between image stores over the OCI distribution API (`/v2/<repo>/...`):
-//! pull from (and push to) a registry such as Debian's `docker-registry`, and pull from a
-//! peer node, whose API serves its own store under `/v1/registry/v2/...` with the same
-//! paths. Every blob is checked against its digest before it is stored; the image is named
-//! in the store only after all of its blobs are in, and a failed pull removes the blobs it
-//! added. Digests a source names are checked (`sha256:<64 hex>`) before any URL or path
-//! is made from them; manifests are read up to `limits::MAX_METADATA`, blobs are streamed
-//! to disk up to [`MAX_BLOB`].
+//! A peer node's image store, read over the OCI distribution paths its API serves
+//! (`/v1/registry/v2/<name>/manifests/<tag>`, with the cluster token), and
+//! `omnicloud image push` to a plain-HTTP registry. Every blob is checked against its
+//! digest before it is stored; the image is named in the store only after all of its
+//! blobs are in, and a failed pull removes the blobs it added. Digests a source names are
+//! checked (`sha256:<64 hex>`) before any URL or path is made from them; manifests are
+//! read up to `limits::MAX_METADATA`, blobs are streamed to disk up to [`MAX_BLOB`].
 //!
 //! Blocking (ureq): callers in async code use `spawn_blocking`.
 
@@ -14,10 +13,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::image::{normalize_reference, sha256_hex, REF_NAME};
-use super::limits::{self, read_limited, MAX_METADATA};
-use super::store::{ImageInfo, ImageStore, Stored};
-use super::{ContainerError, Result};
+use crate::container::image::{normalize_reference, sha256_hex, REF_NAME};
+use crate::container::limits::{self, read_limited, MAX_METADATA};
+use crate::container::store::{ImageInfo, ImageStore, Stored};
+use crate::container::{ContainerError, Result};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -44,6 +43,24 @@ pub struct Reference {
 }
 
 impl Reference {
+    /// How a peer serves the store's image `name`: the whole name (host included) is the
+    /// repository, as its store names it.
+    pub fn for_peer(name: &str) -> Reference {
+        let full = normalize_reference(name);
+        let (repository, tag) = match full.rsplit_once('@') {
+            Some((r, digest)) => (r.to_string(), digest.to_string()),
+            None => {
+                let (r, t) = full.rsplit_once(':').expect("normalized names have a tag");
+                (r.to_string(), t.to_string())
+            }
+        };
+        Reference {
+            registry: None,
+            repository,
+            tag,
+        }
+    }
+
     pub fn parse(name: &str) -> Reference {
         let full = normalize_reference(name);
         let (first, rest) = full.split_once('/').unwrap_or(("", &full));
@@ -322,6 +339,11 @@ mod tests {
         assert_eq!(r.registry.as_deref(), Some("registry.local"));
         assert_eq!(r.tag, "sha256:abc");
         assert_eq!(Reference::parse("library/busybox:1").registry, None);
+        let p = Reference::for_peer("127.0.0.1:5000/tools/toolbox");
+        assert_eq!(
+            (p.repository.as_str(), p.tag.as_str()),
+            ("127.0.0.1:5000/tools/toolbox", "latest")
+        );
     }
 }
 
