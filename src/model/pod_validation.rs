@@ -111,7 +111,7 @@ fn validate_container(path: &str, c: &Container) -> Result<(), ModelError> {
             "is required (an image reference like busybox:latest)",
         ));
     }
-    if let Err(e) = oci_client::Reference::try_from(c.image.as_str()) {
+    if let Err(e) = oci_client::Reference::try_from(c.image.trim()) {
         return Err(invalid(
             &format!("{path}.image"),
             format!("\"{}\" is not an image reference: {e}", c.image),
