@@ -4,13 +4,13 @@
 #   scripts/build-debian-images.sh [OUT_DIR]        (default: target/debian-images)
 #
 # OUT_DIR becomes one OCI image layout holding
-#   redis   Debian's redis-tools (redis-server, redis-cli) and the library packages it
+#   redis   Debian's redis-server and redis-tools (redis-server, redis-cli) and the library packages they
 #           needs (found by following the lib* Depends of apt-cache), on a busybox-static
 #           base (/bin/sh, the applets) with images/busybox/etc; entrypoint redis-server
 # tagged `redis` (copy it elsewhere with `skopeo copy oci:OUT_DIR:redis docker://...`).
 #
 # The packages come from apt (`apt-get download`, no root needed), are unpacked with
-# `dpkg-deb -x` and packed with `umoci insert` / `umoci config`. A rebuild with the same
+# `dpkg-deb -x`, tarred by GNU tar and packed with `umoci raw add-layer` / `umoci config`. A rebuild with the same
 # package versions reuses the existing image. Needs apt-get, dpkg-deb, umoci (Debian
 # package umoci) and busybox-static (taken as scripts/build-images.sh does).
 set -eu
@@ -27,7 +27,7 @@ command -v umoci >/dev/null || die "umoci is not installed (apt-get install umoc
 command -v apt-get >/dev/null || die "apt-get is needed to fetch Debian packages"
 . "$here/scripts/lib/busybox.sh"
 
-# The package and the closure of its library dependencies (lib* packages only: the
+# The packages and the closure of its library dependencies (lib* packages only: the
 # maintainer-script tools such as adduser are not needed to run the program).
 closure() {
     todo=$1 seen=
@@ -45,7 +45,7 @@ closure() {
     echo $seen
 }
 
-# Builds image $1 from package $2 with entrypoint $3 and cmd $4 (words, comma-separated).
+# Builds image $1 from packages $2 (space-separated) with entrypoint $3 and cmd $4 (words, comma-separated).
 build_image() {
     tag=$1 pkg=$2 entry=$3 cmd=$4
     pkgs=$(closure "$pkg")
@@ -53,7 +53,7 @@ build_image() {
     rm -rf "$debs" && mkdir -p "$debs"
     (cd "$debs" && apt-get download $pkgs >/dev/null 2>&1) ||
         die "apt-get download $pkgs failed (is the package index there? apt-get update)"
-    stamp=$(ls "$debs" | sort | sha256sum | cut -c1-16)
+    stamp=$( (ls "$debs" | sort; cat "$0") | sha256sum | cut -c1-16)
     if [ -f "$out/index.json" ] && [ "$(cat "$build/$tag.stamp" 2>/dev/null)" = "$stamp" ]; then
         say "$tag: up to date ($pkgs)"
         return
@@ -73,7 +73,11 @@ build_image() {
     [ -f "$out/index.json" ] || umoci init --layout "$out"
     umoci rm --image "$out:$tag" 2>/dev/null || true
     umoci new --image "$out:$tag"
-    umoci insert --image "$out:$tag" "$root" /
+    # One layer tarred by GNU tar (sorted, root-owned) and added verbatim: umoci 0.4.7's
+    # `insert` wrote this tree as a truncated tar (no end blocks; GNU tar and Python agree).
+    tar --sort=name --owner=0 --group=0 --numeric-owner -C "$root" -cf "$build/$tag.tar" .
+    umoci raw add-layer --image "$out:$tag" "$build/$tag.tar"
+    rm -f "$build/$tag.tar"
     set -- --config.entrypoint "$entry"
     for c in $(echo "$cmd" | tr ',' ' '); do
         set -- "$@" --config.cmd "$c"
@@ -86,4 +90,4 @@ build_image() {
     say "$tag: $(du -sh "$root" | cut -f1) unpacked from $pkgs"
 }
 
-build_image redis redis-tools redis-server "--protected-mode,no"
+build_image redis "redis-server redis-tools" redis-server "--protected-mode,no"
