@@ -104,7 +104,11 @@ fn main() {
         return;
     }
     let full = std::env::args().any(|a| a == "--bench");
-    let (runs, layers, layer_bytes) = if full { (5, 4, 25 << 20) } else { (1, 2, 2 << 20) };
+    let (runs, layers, layer_bytes) = if full {
+        (5, 4, 25 << 20)
+    } else {
+        (1, 2, 2 << 20)
+    };
     if skopeo("the pull benchmark").is_none() {
         return;
     }
@@ -135,7 +139,12 @@ fn main() {
         let _ = std::fs::remove_dir_all(&data);
         let dest = work.path().join(format!("skopeo-{i}"));
         theirs.push(run(std::process::Command::new("skopeo")
-            .args(["--insecure-policy", "copy", "--quiet", "--src-tls-verify=false"])
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+            ])
             .arg(format!("docker://{reference}"))
             .arg(format!("oci:{}:big", dest.display()))));
         let _ = std::fs::remove_dir_all(&dest);

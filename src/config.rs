@@ -350,9 +350,9 @@ impl NodeConfig {
         let network = file.network.settings()?;
         let agent = file.agent.settings()?;
         let autoscaler = file.autoscaler.settings()?;
-        let registries = file
-            .registries
-            .settings((!flags.unqualified_search.is_empty()).then_some(&flags.unqualified_search[..]))?;
+        let registries = file.registries.settings(
+            (!flags.unqualified_search.is_empty()).then_some(&flags.unqualified_search[..]),
+        )?;
         if file.api.max_body_bytes < 1024 {
             return Err(invalid("api.max_body_bytes", "must be at least 1024"));
         }

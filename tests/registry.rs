@@ -29,7 +29,11 @@ fn setup(why: &str) -> Option<(TestCa, PathBuf)> {
 
 /// `[registries]` trusting `ca` (unless None) with these (host, user, password) logins and
 /// more TOML after.
-fn config(ca: Option<&TestCa>, logins: &[(&str, &str, &str)], more: &str) -> tempfile::NamedTempFile {
+fn config(
+    ca: Option<&TestCa>,
+    logins: &[(&str, &str, &str)],
+    more: &str,
+) -> tempfile::NamedTempFile {
     let mut text = String::from("[registries]\n");
     if let Some(ca) = ca {
         text.push_str(&format!("ca_files = [\"{}\"]\n", ca.ca().display()));
@@ -103,7 +107,12 @@ fn tls_and_basic_auth_pinned_digests_shared_blobs_and_refusals() {
     assert!(stored >= 3, "manifest, config and a layer: {stored}");
 
     // A second tag of the same image: every blob is in the store already.
-    let copy = pull(data.path(), &good, &format!("{}/library/redis:copy", reg.addr)).unwrap();
+    let copy = pull(
+        data.path(),
+        &good,
+        &format!("{}/library/redis:copy", reg.addr),
+    )
+    .unwrap();
     assert_eq!(copy["downloaded"], 0, "{copy}");
     assert_eq!(blobs(data.path()), stored);
 
@@ -111,29 +120,52 @@ fn tls_and_basic_auth_pinned_digests_shared_blobs_and_refusals() {
     let pinned = tempfile::tempdir().unwrap();
     let by_digest = format!("{}/library/redis@{digest}", reg.addr);
     let p = pull(pinned.path(), &good, &by_digest).unwrap();
-    assert_eq!((p["name"].as_str(), p["digest"].as_str()), (Some(by_digest.as_str()), Some(digest.as_str())));
+    assert_eq!(
+        (p["name"].as_str(), p["digest"].as_str()),
+        (Some(by_digest.as_str()), Some(digest.as_str()))
+    );
     let wrong = tempfile::tempdir().unwrap();
-    let e = pull(wrong.path(), &good, &format!("{}/library/redis@sha256:{}", reg.addr, "0".repeat(64)))
-        .unwrap_err();
-    assert!(e.contains("was not found") && e.contains("manifest unknown"), "{e}");
+    let e = pull(
+        wrong.path(),
+        &good,
+        &format!("{}/library/redis@sha256:{}", reg.addr, "0".repeat(64)),
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("was not found") && e.contains("manifest unknown"),
+        "{e}"
+    );
     assert_eq!((blobs(wrong.path()), images(wrong.path()).len()), (0, 0));
 
     // Wrong credentials: the registry's own message, nothing stored.
     let refused = tempfile::tempdir().unwrap();
     let bad_login = config(Some(&ca), &[(&reg.addr, "alice", "wrong")], "");
     let e = pull(refused.path(), &bad_login, &name).unwrap_err();
-    assert!(e.contains("401") && e.contains("authentication required"), "{e}");
-    assert_eq!((blobs(refused.path()), images(refused.path()).len()), (0, 0));
+    assert!(
+        e.contains("401") && e.contains("authentication required"),
+        "{e}"
+    );
+    assert_eq!(
+        (blobs(refused.path()), images(refused.path()).len()),
+        (0, 0)
+    );
 
     // A CA the node was not given: refused, naming the certificate problem.
     let untrusted = config(None, &[(&reg.addr, "alice", "right")], "");
     let e = pull(refused.path(), &untrusted, &name).unwrap_err();
-    assert!(e.contains("certificate") && e.contains("UnknownIssuer"), "{e}");
+    assert!(
+        e.contains("certificate") && e.contains("UnknownIssuer"),
+        "{e}"
+    );
     assert_eq!(blobs(refused.path()), 0);
 
     // Plain HTTP is never tried unless the host is listed as insecure.
-    let e = pull(refused.path(), &config(Some(&ca), &[], &format!("insecure = [\"{}\"]\n", reg.addr)), &name)
-        .unwrap_err();
+    let e = pull(
+        refused.path(),
+        &config(Some(&ca), &[], &format!("insecure = [\"{}\"]\n", reg.addr)),
+        &name,
+    )
+    .unwrap_err();
     assert!(!e.is_empty() && blobs(refused.path()) == 0, "{e}");
 }
 
@@ -148,7 +180,12 @@ fn a_mirror_comes_first_and_the_registry_serves_when_the_mirror_is_down() {
     ) else {
         return;
     };
-    mirror.push(&layout, "redis", "library/redis:7", Some(("bob", "mirrorpw")));
+    mirror.push(
+        &layout,
+        "redis",
+        "library/redis:7",
+        Some(("bob", "mirrorpw")),
+    );
     let mirrors = format!(
         "[registries.mirrors.\"{}\"]\nendpoints = [\"https://{}\"]\n\
          [registries.mirrors.\"docker.io\"]\nendpoints = [\"https://{}\"]\n",
@@ -156,7 +193,10 @@ fn a_mirror_comes_first_and_the_registry_serves_when_the_mirror_is_down() {
     );
     let cfg = config(
         Some(&ca),
-        &[(&upstream.addr, "alice", "right"), (&mirror.addr, "bob", "mirrorpw")],
+        &[
+            (&upstream.addr, "alice", "right"),
+            (&mirror.addr, "bob", "mirrorpw"),
+        ],
         &mirrors,
     );
     let name = format!("{}/library/redis:7", upstream.addr);
@@ -168,10 +208,18 @@ fn a_mirror_comes_first_and_the_registry_serves_when_the_mirror_is_down() {
     // Docker Hub's naming through the docker.io mirror: `redis:7` is library/redis:7.
     let hub = tempfile::tempdir().unwrap();
     let p = pull(hub.path(), &cfg, "redis:7").unwrap();
-    assert_eq!((p["name"].as_str(), p["endpoint"].as_str()), (Some("redis:7"), Some(mirror.addr.as_str())));
+    assert_eq!(
+        (p["name"].as_str(), p["endpoint"].as_str()),
+        (Some("redis:7"), Some(mirror.addr.as_str()))
+    );
 
     // The mirror goes down: the registry itself serves.
-    upstream.push(&layout, "redis", "library/redis:7", Some(("alice", "right")));
+    upstream.push(
+        &layout,
+        "redis",
+        "library/redis:7",
+        Some(("alice", "right")),
+    );
     drop(mirror);
     let b = tempfile::tempdir().unwrap();
     let p = pull(b.path(), &cfg, &name).unwrap();
@@ -228,11 +276,24 @@ fn a_node_pulls_and_runs_redis_and_backs_off_when_credentials_are_refused() {
     ) else {
         return;
     };
-    good.push(&layout, "redis", "library/redis:7", Some(("alice", "right")));
-    strict.push(&layout, "redis", "library/redis:7", Some(("carol", "carolpw")));
+    good.push(
+        &layout,
+        "redis",
+        "library/redis:7",
+        Some(("alice", "right")),
+    );
+    strict.push(
+        &layout,
+        "redis",
+        "library/redis:7",
+        Some(("carol", "carolpw")),
+    );
     let cfg = config(
         Some(&ca),
-        &[(&good.addr, "alice", "right"), (&strict.addr, "carol", "not-her-password")],
+        &[
+            (&good.addr, "alice", "right"),
+            (&strict.addr, "carol", "not-her-password"),
+        ],
         "",
     );
     let mut text = std::fs::read_to_string(cfg.path()).unwrap();
@@ -246,27 +307,36 @@ fn a_node_pulls_and_runs_redis_and_backs_off_when_credentials_are_refused() {
     ));
     let node = &node.0;
 
-    let (code, body) = node
-        .api()
-        .apply(&redis_deployment("cache", &format!("{}/library/redis:7", good.addr)));
+    let (code, body) = node.api().apply(&redis_deployment(
+        "cache",
+        &format!("{}/library/redis:7", good.addr),
+    ));
     assert_eq!(code, 200, "{body}");
     let ready = eventually(Duration::from_secs(120), || {
         let v = instance(node, "cache-0");
         (v["status"]["ready"] == true).then_some(v)
     })
-    .unwrap_or_else(|| panic!("redis never got ready: {:#}\n{}", instance(node, "cache-0"), node.log()));
+    .unwrap_or_else(|| {
+        panic!(
+            "redis never got ready: {:#}\n{}",
+            instance(node, "cache-0"),
+            node.log()
+        )
+    });
     let ip = ready["status"]["ip"].as_str().unwrap().to_string();
     let mut conn = std::net::TcpStream::connect((ip.as_str(), 6379)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     conn.write_all(b"PING\r\n").unwrap();
     let mut answer = [0u8; 7];
     conn.read_exact(&mut answer).unwrap();
     assert_eq!(&answer, b"+PONG\r\n", "Debian's redis-server answers");
     let stored = blobs(&node.dir);
 
-    let (code, body) = node
-        .api()
-        .apply(&redis_deployment("denied", &format!("{}/library/redis:7", strict.addr)));
+    let (code, body) = node.api().apply(&redis_deployment(
+        "denied",
+        &format!("{}/library/redis:7", strict.addr),
+    ));
     assert_eq!(code, 200, "{body}");
     let backing_off = eventually(Duration::from_secs(90), || {
         let v = instance(node, "denied-0");
@@ -279,7 +349,10 @@ fn a_node_pulls_and_runs_redis_and_backs_off_when_credentials_are_refused() {
         "the registry's message: {message}"
     );
     // Nothing of the refused image in the store.
-    assert_eq!(images(&node.dir), [format!("{}/library/redis:7", good.addr)]);
+    assert_eq!(
+        images(&node.dir),
+        [format!("{}/library/redis:7", good.addr)]
+    );
     assert_eq!(blobs(&node.dir), stored);
     // Pulling, Pulled and Failed events on the instances.
     let (ok, out, err) = node.cli(&["get", "events", "-o", "json"]);
@@ -291,7 +364,12 @@ fn a_node_pulls_and_runs_redis_and_backs_off_when_credentials_are_refused() {
             s["involvedObject"]["name"] == instance && s["reason"] == reason
         })
     };
-    for (i, r) in [("cache-0", "Pulling"), ("cache-0", "Pulled"), ("denied-0", "Pulling"), ("denied-0", "Failed")] {
+    for (i, r) in [
+        ("cache-0", "Pulling"),
+        ("cache-0", "Pulled"),
+        ("denied-0", "Pulling"),
+        ("denied-0", "Failed"),
+    ] {
         assert!(seen(i, r), "no {r} event for {i}: {events:#}");
     }
 }

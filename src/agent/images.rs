@@ -19,7 +19,9 @@ use std::time::Instant;
 
 use crate::cluster::MemberStatus;
 use crate::container::image::{self, normalize_reference};
-use crate::container::registry::{self, DockerConfig, PullRequest, Reference, RegistryError, Source};
+use crate::container::registry::{
+    self, DockerConfig, PullRequest, Reference, RegistryError, Source,
+};
 use crate::container::store::ImageStore;
 use crate::container::ContainerError;
 use crate::model::workload::PullPolicy;
@@ -58,7 +60,13 @@ pub async fn ensure(shared: &Shared, want: &Wanted<'_>) -> Result<(), Missing> {
     if want.policy == PullPolicy::IfNotPresent && local(shared, &name).await?.is_some() {
         return Ok(());
     }
-    event(shared, want.instance, false, "Pulling", format!("Pulling image \"{}\"", want.image));
+    event(
+        shared,
+        want.instance,
+        false,
+        "Pulling",
+        format!("Pulling image \"{}\"", want.image),
+    );
     let t0 = Instant::now();
     let result = if want.policy == PullPolicy::Always {
         // The registry first (the tag may have moved); peers when it cannot answer.
@@ -87,12 +95,21 @@ pub async fn ensure(shared: &Shared, want: &Wanted<'_>) -> Result<(), Missing> {
                 want.instance,
                 false,
                 "Pulled",
-                format!("Successfully pulled image \"{}\" from {from} in {secs:.1}s", want.image),
+                format!(
+                    "Successfully pulled image \"{}\" from {from} in {secs:.1}s",
+                    want.image
+                ),
             );
             Ok(())
         }
         Err((reason, message)) => {
-            event(shared, want.instance, true, "Failed", format!("{reason}: {message}"));
+            event(
+                shared,
+                want.instance,
+                true,
+                "Failed",
+                format!("{reason}: {message}"),
+            );
             Err((reason, message))
         }
     }
@@ -139,8 +156,9 @@ async fn from_registry(
     name: &str,
     peer_errors: Vec<String>,
 ) -> Result<String, Missing> {
-    let store = ImageStore::open(&shared.dirs.images).map_err(|e| ("ErrImagePull", e.one_line()))?;
-    let secrets = pull_secrets(shared, &want.instance.namespace, want.secrets);
+    let store =
+        ImageStore::open(&shared.dirs.images).map_err(|e| ("ErrImagePull", e.one_line()))?;
+    let secrets = pull_secrets(shared, want.instance, want.secrets);
     let request = PullRequest {
         name: want.image,
         settings: &shared.registries,
@@ -154,7 +172,10 @@ async fn from_registry(
         m
     };
     match registry::pull(&store, &request).await {
-        Ok(p) => Ok(format!("{} ({} bytes downloaded)", p.endpoint, p.downloaded)),
+        Ok(p) => Ok(format!(
+            "{} ({} bytes downloaded)",
+            p.endpoint, p.downloaded
+        )),
         Err(RegistryError::NotFound { tried, .. }) => Err((
             "ErrImageNotFound",
             with_peers(format!(
@@ -174,15 +195,14 @@ async fn from_registry(
 /// `.dockerconfigjson` bytes go through [`DockerConfig::parse`]. This node cannot read
 /// Secrets yet (the kind is being added), so the names are logged as not used and the
 /// node's own `[registries.configs]` credentials apply.
-fn pull_secrets(shared: &Shared, namespace: &str, names: &[String]) -> Vec<DockerConfig> {
+fn pull_secrets(shared: &Shared, instance: &ObjectKey, names: &[String]) -> Vec<DockerConfig> {
     if !names.is_empty() {
-        let _ = shared;
-        tracing::warn!(
-            namespace,
-            secrets = ?names,
-            "imagePullSecrets are not read yet on this node (Secrets are not wired to the \
-             agent); pulling with the node's [registries.configs] credentials"
+        let message = format!(
+            "imagePullSecrets {names:?} are not read yet on this node (Secrets do not reach \
+             the agent); pulling with the node's [registries.configs] credentials"
         );
+        tracing::warn!(instance = %instance, "{message}");
+        event(shared, instance, true, "PullSecretsNotRead", message);
     }
     Vec::new()
 }
@@ -226,7 +246,11 @@ fn event(shared: &Shared, key: &ObjectKey, warning: bool, reason: &str, message:
         source: format!("agent/{}", shared.node),
     };
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let writes = shared.events.lock().expect("not poisoned").commands(vec![draft], &now);
+    let writes = shared
+        .events
+        .lock()
+        .expect("not poisoned")
+        .commands(vec![draft], &now);
     let control = shared.control.clone();
     tokio::spawn(async move {
         for command in writes {

@@ -167,7 +167,9 @@ fn check_host(field: &str, host: &str) -> Result<(), ConfigError> {
     if bad {
         return Err(invalid(
             field,
-            format!("\"{host}\" is not a registry host (expected HOST or HOST:PORT, no scheme or path)"),
+            format!(
+                "\"{host}\" is not a registry host (expected HOST or HOST:PORT, no scheme or path)"
+            ),
         ));
     }
     if let Some((_, port)) = host.rsplit_once(':').filter(|_| !host.ends_with(']')) {
@@ -205,7 +207,9 @@ fn endpoint(field: &str, text: &str, insecure: &[String]) -> Result<Endpoint, Co
     if host.contains('/') {
         return Err(invalid(
             field,
-            format!("\"{text}\": a path after the host is not supported (the registry API is at /v2/)"),
+            format!(
+                "\"{text}\": a path after the host is not supported (the registry API is at /v2/)"
+            ),
         ));
     }
     check_host(field, host)?;
@@ -310,28 +314,33 @@ impl FileRegistries {
 /// Reads only the `[registries]` section of a node config file (for `omnicloud image
 /// pull --config`); the built-in defaults where the file says nothing.
 pub fn load_registries(path: Option<&Path>) -> Result<RegistrySettings, ConfigError> {
-    let mut merged: toml::Table = super::DEFAULT_CONFIG.parse().expect("built-in config parses");
+    let mut merged: toml::Table = super::DEFAULT_CONFIG
+        .parse()
+        .expect("built-in config parses");
     let name = path.map_or("<built-in>".to_string(), |p| p.display().to_string());
     if let Some(path) = path {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: name.clone(),
             source,
         })?;
-        let user: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: name.clone(),
-            message: e.to_string(),
-        })?;
+        let user: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: name.clone(),
+                message: e.to_string(),
+            })?;
         super::merge(&mut merged, user);
     }
     let section = merged
         .remove("registries")
         .unwrap_or(toml::Value::Table(Default::default()));
-    let file: FileRegistries = section.try_into().map_err(|e: toml::de::Error| {
-        ConfigError::Parse {
-            path: name,
-            message: format!("[registries]: {e}"),
-        }
-    })?;
+    let file: FileRegistries =
+        section
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: name,
+                message: format!("[registries]: {e}"),
+            })?;
     file.settings(None)
 }
 
@@ -425,7 +434,11 @@ mod tests {
     fn host_credentials_and_cas() {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n").unwrap();
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         let s = parse(&format!(
             "[registries]\nca_files = [\"{0}\"]\n[registries.configs.\"docker.io\"]\nauth = {{ username = \"u\", password = \"p\" }}\nca_file = \"{0}\"\n",
             ca.display()

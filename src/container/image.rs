@@ -514,8 +514,14 @@ mod tests {
         assert_eq!(normalize_reference("busybox"), "busybox:latest");
         assert_eq!(normalize_reference("busybox:1"), "busybox:1");
         assert_eq!(normalize_reference("reg:5000/x"), "reg:5000/x:latest");
-        assert_eq!(normalize_reference("docker.io/library/nginx"), "nginx:latest");
-        assert_eq!(normalize_reference("docker.io/bitnami/redis:7"), "bitnami/redis:7");
+        assert_eq!(
+            normalize_reference("docker.io/library/nginx"),
+            "nginx:latest"
+        );
+        assert_eq!(
+            normalize_reference("docker.io/bitnami/redis:7"),
+            "bitnami/redis:7"
+        );
         assert_eq!(
             normalize_reference("index.docker.io/library/a@sha256:00"),
             "a@sha256:00"

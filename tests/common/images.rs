@@ -65,8 +65,7 @@ static DEBIAN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 pub fn debian_layout() -> Option<PathBuf> {
     let built = DEBIAN.get_or_init(|| {
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-images");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-debian-images.sh");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-debian-images.sh");
         let result = std::process::Command::new("sh")
             .arg(&script)
             .arg(&out)

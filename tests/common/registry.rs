@@ -41,7 +41,11 @@ impl TestCa {
                 .current_dir(dir.path())
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
         std::fs::write(
             dir.path().join("server.ext"),
@@ -49,12 +53,50 @@ impl TestCa {
              keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
         )
         .unwrap();
-        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-              "-days", "2", "-subj", "/CN=omnicloud test CA"]);
-        run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-              "-subj", "/CN=127.0.0.1"]);
-        run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-              "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext"]);
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=omnicloud test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
         Some(TestCa { dir })
     }
 
@@ -102,7 +144,10 @@ impl Registry {
             .output()
             .unwrap();
         assert!(out.status.success());
-        let htpasswd = ca.dir.path().join(format!("htpasswd-{user}-{}", password.len()));
+        let htpasswd = ca
+            .dir
+            .path()
+            .join(format!("htpasswd-{user}-{}", password.len()));
         std::fs::write(&htpasswd, &out.stdout).unwrap();
         let d = ca.dir.path();
         let extra = format!(

@@ -89,7 +89,9 @@ impl DockerConfig {
                     let text = String::from_utf8(decoded)
                         .map_err(|_| bad(format!("auths.\"{key}\".auth is not UTF-8")))?;
                     let (u, p) = text.split_once(':').ok_or_else(|| {
-                        bad(format!("auths.\"{key}\".auth is not base64 of USER:PASSWORD"))
+                        bad(format!(
+                            "auths.\"{key}\".auth is not base64 of USER:PASSWORD"
+                        ))
                     })?;
                     Credentials {
                         username: u.to_string(),
@@ -139,7 +141,10 @@ mod tests {
         );
         let c = DockerConfig::parse(json.as_bytes()).unwrap();
         let alice = c.for_host("registry.local:5000").unwrap();
-        assert_eq!((alice.username.as_str(), alice.password.as_str()), ("alice", "s3cr:et"));
+        assert_eq!(
+            (alice.username.as_str(), alice.password.as_str()),
+            ("alice", "s3cr:et")
+        );
         assert_eq!(c.for_host("index.docker.io").unwrap().username, "hub");
         assert_eq!(c.for_host("docker.io").unwrap().username, "hub");
         assert_eq!(c.for_host("ghcr.io").unwrap().password, "tok");
@@ -151,15 +156,28 @@ mod tests {
     fn malformed_configs_say_what_is_wrong_without_the_secret() {
         let cases = [
             ("{}", "not a Docker config"),
-            (r#"{"auths": {"r": {"auth": "%%%"}}}"#, "auths.\"r\".auth is not base64"),
+            (
+                r#"{"auths": {"r": {"auth": "%%%"}}}"#,
+                "auths.\"r\".auth is not base64",
+            ),
             (r#"{"auths": {"r": {}}}"#, "neither auth nor username"),
         ];
         for (json, want) in cases {
-            let e = DockerConfig::parse(json.as_bytes()).unwrap_err().to_string();
+            let e = DockerConfig::parse(json.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{json}: {e}");
         }
-        let no_colon = format!(r#"{{"auths": {{"r": {{"auth": "{}"}}}}}}"#, b64("secretonly"));
-        let e = DockerConfig::parse(no_colon.as_bytes()).unwrap_err().to_string();
-        assert!(e.contains("USER:PASSWORD") && !e.contains("secretonly"), "{e}");
+        let no_colon = format!(
+            r#"{{"auths": {{"r": {{"auth": "{}"}}}}}}"#,
+            b64("secretonly")
+        );
+        let e = DockerConfig::parse(no_colon.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("USER:PASSWORD") && !e.contains("secretonly"),
+            "{e}"
+        );
     }
 }

@@ -74,7 +74,10 @@ mod tests {
 
     #[test]
     fn hosts_of_names() {
-        assert_eq!(registry_host("127.0.0.1:5000/tools/toolbox:1"), Some("127.0.0.1:5000"));
+        assert_eq!(
+            registry_host("127.0.0.1:5000/tools/toolbox:1"),
+            Some("127.0.0.1:5000")
+        );
         assert_eq!(registry_host("ghcr.io/org/app"), Some("ghcr.io"));
         assert_eq!(registry_host("localhost/app"), Some("localhost"));
         assert_eq!(registry_host("nginx:1.25"), None);

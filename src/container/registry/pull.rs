@@ -110,11 +110,9 @@ pub async fn pull(store: &ImageStore, req: &PullRequest<'_>) -> Result<Pulled, R
     if places.is_empty() {
         return Err(RegistryError::NotFound {
             image: name,
-            tried: vec![
-                "no registry to ask (the name has no registry host and \
+            tried: vec!["no registry to ask (the name has no registry host and \
                  registries.unqualified_search is empty)"
-                    .into(),
-            ],
+                .into()],
         });
     }
     let (mut not_found, mut errors) = (Vec::new(), Vec::new());
@@ -222,7 +220,9 @@ async fn pull_from(
     let created = Mutex::new(Vec::new());
     let fetched = fetch_blobs(store, req, &client, reference, &parts, &created).await;
     let tagged = fetched.and_then(|downloaded| {
-        let stored = store.put_blob(&body).map_err(|e| Miss::Failed(e.one_line()))?;
+        let stored = store
+            .put_blob(&body)
+            .map_err(|e| Miss::Failed(e.one_line()))?;
         store
             .tag(json!({
                 "mediaType": MANIFEST_TYPE,
@@ -430,7 +430,12 @@ async fn classify(
 }
 
 /// What the registry says when it refuses `url` (its error envelope's messages).
-async fn refusal(settings: &RegistrySettings, ep: &Endpoint, auth: &RegistryAuth, url: &str) -> String {
+async fn refusal(
+    settings: &RegistrySettings,
+    ep: &Endpoint,
+    auth: &RegistryAuth,
+    url: &str,
+) -> String {
     let fallback = || match auth {
         RegistryAuth::Anonymous => "the registry needs credentials".to_string(),
         _ => "the registry refused the credentials".to_string(),
