@@ -30,8 +30,6 @@ pub use pull::{pull, PullRequest, Pulled, SOURCE_ANNOTATION};
 
 pub use crate::config::RegistrySettings;
 
-use super::ContainerError;
-
 /// Why a pull did not give an image.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -47,8 +45,6 @@ pub enum RegistryError {
     /// A pull secret's `.dockerconfigjson` that does not parse.
     #[error("pull secret: {0}")]
     DockerConfig(String),
-    #[error("image store")]
-    Store(#[from] ContainerError),
 }
 
 /// Progress of a pull, for a progress bar: one call per blob started, bytes as they
