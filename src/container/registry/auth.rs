@@ -120,6 +120,18 @@ impl DockerConfig {
     }
 }
 
+/// The seam for a pod's `imagePullSecrets`: a `kubernetes.io/dockerconfigjson` Secret's
+/// decoded `.dockerconfigjson` bytes -> the credentials they hold for `host` (the registry
+/// or mirror a pull speaks to), if any.
+pub fn credentials_for(
+    dockerconfigjson: &[u8],
+    host: &str,
+) -> Result<Option<Credentials>, RegistryError> {
+    Ok(DockerConfig::parse(dockerconfigjson)?
+        .for_host(host)
+        .cloned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +162,11 @@ mod tests {
         assert_eq!(c.for_host("ghcr.io").unwrap().password, "tok");
         assert!(c.for_host("registry.local:5001").is_none());
         assert!(!format!("{c:?}").contains("s3cr"), "no password in Debug");
+        let hub = credentials_for(json.as_bytes(), "docker.io")
+            .unwrap()
+            .unwrap();
+        assert_eq!(hub.password, "pw");
+        assert_eq!(credentials_for(json.as_bytes(), "quay.io").unwrap(), None);
     }
 
     #[test]

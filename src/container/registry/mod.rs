@@ -24,7 +24,7 @@ mod auth;
 mod peer;
 mod pull;
 
-pub use auth::{Credentials, DockerConfig};
+pub use auth::{credentials_for, Credentials, DockerConfig};
 pub use peer::{Reference, Source};
 pub use pull::{pull, PullRequest, Pulled, SOURCE_ANNOTATION};
 
