@@ -375,3 +375,43 @@ fn a_node_pulls_and_runs_redis_and_backs_off_when_credentials_are_refused() {
         assert!(seen(i, r), "no {r} event for {i}: {events:#}");
     }
 }
+
+#[test]
+fn the_bearer_token_flow_gets_a_token_from_the_realm_and_reports_its_refusal() {
+    let Some((ca, layout)) = setup("the token auth test") else {
+        return;
+    };
+    let tokens = common::token::TokenServer::start(ca.dir.path(), "dave", "tokenpw");
+    let Some(reg) = Registry::start_token(&ca, &tokens, "docker-registry") else {
+        return;
+    };
+    // skopeo walks the same flow to push.
+    reg.push(
+        &layout,
+        "redis",
+        "library/redis:7",
+        Some(("dave", "tokenpw")),
+    );
+    let name = format!("{}/library/redis:7", reg.addr);
+    let data = tempfile::tempdir().unwrap();
+    let good = config(Some(&ca), &[(&reg.addr, "dave", "tokenpw")], "");
+    let p = pull(data.path(), &good, &name).unwrap();
+    assert_eq!(p["name"], name.as_str(), "{p}");
+
+    // Refused at the realm: the token server's own words, nothing stored.
+    let refused = tempfile::tempdir().unwrap();
+    let bad = config(Some(&ca), &[(&reg.addr, "dave", "guess")], "");
+    let e = pull(refused.path(), &bad, &name).unwrap_err();
+    assert!(e.contains(common::token::REFUSAL), "{e}");
+    assert_eq!(
+        (blobs(refused.path()), images(refused.path()).len()),
+        (0, 0)
+    );
+    // Anonymous: the registry asks for a token the realm will not give.
+    let e = pull(refused.path(), &config(Some(&ca), &[], ""), &name).unwrap_err();
+    assert!(
+        e.contains("401") || e.contains(common::token::REFUSAL),
+        "{e}"
+    );
+    assert_eq!(blobs(refused.path()), 0);
+}

@@ -8,6 +8,7 @@ pub mod images;
 pub mod netns;
 pub mod packet;
 pub mod registry;
+pub mod token;
 pub mod vms;
 
 use std::path::{Path, PathBuf};

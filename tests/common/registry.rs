@@ -149,12 +149,36 @@ impl Registry {
             .path()
             .join(format!("htpasswd-{user}-{}", password.len()));
         std::fs::write(&htpasswd, &out.stdout).unwrap();
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: omnicloud-test\n    path: {}\n",
+            htpasswd.display()
+        );
+        Self::start_tls_with(bin, ca, &auth)
+    }
+
+    /// A registry on 127.0.0.1 over HTTPS that takes bearer tokens from `token` (the
+    /// Docker Registry v2 token flow). None after a loud skip without docker-registry.
+    pub fn start_token(
+        ca: &TestCa,
+        token: &super::token::TokenServer,
+        why: &str,
+    ) -> Option<Registry> {
+        let bin = ["/usr/bin/docker-registry", "/usr/bin/registry"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        let Some(bin) = bin else {
+            super::netns::require(why, "apt-get install docker-registry".into());
+            return None;
+        };
+        Self::start_tls_with(bin, ca, &token.registry_auth())
+    }
+
+    fn start_tls_with(bin: &str, ca: &TestCa, auth: &str) -> Option<Registry> {
         let d = ca.dir.path();
         let extra = format!(
-            "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: omnicloud-test\n    path: {}\n",
+            "  tls:\n    certificate: {}\n    key: {}\n{auth}",
             d.join("server.pem").display(),
             d.join("server.key").display(),
-            htpasswd.display()
         );
         for _ in 0..5 {
             if let Some(r) = Self::try_start(bin, "127.0.0.1", Some((&extra, ca.ca()))) {
