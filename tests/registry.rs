@@ -3,7 +3,8 @@
 //! packed from Debian's own packages (`scripts/build-debian-images.sh`, umoci) and copied
 //! in with skopeo. `omnicloud image pull` shows TLS with the configured CA, credentials,
 //! digest pinning, blob sharing, refusals (wrong credentials, an untrusted CA, a wrong
-//! digest) that leave nothing in the store, and mirrors with their fallback. As root, a
+//! digest) that leave nothing in the store, mirrors with their fallback, and the bearer
+//! token flow against docker-registry's token auth (`common::token`, a test realm). As root, a
 //! node pulls redis for a Deployment and runs it, and an instance whose registry refuses
 //! the node's credentials backs off with the registry's message.
 //!
