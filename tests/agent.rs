@@ -576,11 +576,14 @@ fn images_come_from_a_registry_and_from_peers() {
 
     // Push from a scratch store; the seed's own store starts empty and the agent pulls.
     let scratch = tempfile::tempdir().unwrap();
+    let client_config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(client_config.path(), &insecure).unwrap();
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(BIN)
             .arg("image")
             .args(args)
             .env("OMNICLOUD_DATA_DIR", scratch.path())
+            .env("OMNICLOUD_CONFIG", client_config.path())
             .output()
             .unwrap();
         assert!(

@@ -117,6 +117,23 @@ fn tls_and_basic_auth_pinned_digests_shared_blobs_and_refusals() {
     assert_eq!(copy["downloaded"], 0, "{copy}");
     assert_eq!(blobs(data.path()), stored);
 
+    // `image push` with the same client and config: TLS, credentials; pulled back whole.
+    let pushed = format!("{}/mine/redis:pushed", reg.addr);
+    let out = std::process::Command::new(BIN)
+        .args(["image", "push", &name, &pushed, "--config"])
+        .arg(good.path())
+        .env("OMNICLOUD_DATA_DIR", data.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = tempfile::tempdir().unwrap();
+    let p = pull(back.path(), &good, &pushed).unwrap();
+    assert_eq!(p["digest"], digest.as_str(), "{p}");
+
     // Pinned by digest: the same manifest; a digest the registry lacks is refused.
     let pinned = tempfile::tempdir().unwrap();
     let by_digest = format!("{}/library/redis@{digest}", reg.addr);

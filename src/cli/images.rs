@@ -7,7 +7,6 @@ use clap::Subcommand;
 
 use super::client::ClientError;
 use super::{output, Format};
-use crate::container::registry::{Reference, Source};
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -44,6 +43,9 @@ pub enum ImageCommand {
     Push {
         name: String,
         reference: String,
+        /// Node config whose [registries] section applies (CAs, credentials, insecure).
+        #[arg(long, env = "OMNICLOUD_CONFIG")]
+        config: Option<PathBuf>,
         #[arg(long, env = "OMNICLOUD_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
@@ -117,21 +119,22 @@ pub fn run(cmd: ImageCommand) -> Result<(), ClientError> {
         ImageCommand::Push {
             name,
             reference,
+            config,
             data_dir,
         } => {
             let store = open(data_dir)?;
-            let r = Reference::parse(&reference);
-            let host = r.registry.clone().ok_or_else(|| {
-                ClientError::Other(format!("{reference}: expected HOST:PORT/REPOSITORY[:TAG]"))
-            })?;
-            let source = Source {
-                base: format!("http://{host}"),
-                token: None,
-            };
-            source
-                .push(&store, &name, &r)
-                .map_err(|e| ClientError::Other(e.one_line()))?;
-            println!("pushed {name} to {reference}");
+            let settings = crate::config::load_registries(config.as_deref())
+                .map_err(|e| ClientError::Other(e.to_string()))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| ClientError::Other(format!("starting a runtime: {e}")))?;
+            let digest = runtime
+                .block_on(crate::container::registry::push(
+                    &store, &name, &reference, &settings,
+                ))
+                .map_err(|e| ClientError::Other(crate::error_chain(&e)))?;
+            println!("pushed {name} to {reference} ({digest})");
         }
         ImageCommand::Rm { name, data_dir } => {
             let removed = open(data_dir)?

@@ -10,9 +10,9 @@
 //!   ones are downloaded [`RegistrySettings::max_parallel_layers`] at a time, each checked
 //!   against its digest and size on the way in; the image is named in the store only once
 //!   every blob is in, and a failed pull removes the blobs it added.
+//! - [`push`] (`push.rs`): `omnicloud image push`, the same client the other way.
 //! - [`Source`] (`peer.rs`): a peer node's store under its API's `/v1/registry` (plain
-//!   HTTP with the cluster token, blocking ureq), and `omnicloud image push` to a
-//!   plain-HTTP registry.
+//!   HTTP with the cluster token, blocking ureq).
 //! - [`DockerConfig`] (`auth.rs`): credentials from a `kubernetes.io/dockerconfigjson`
 //!   Secret's `.dockerconfigjson` bytes, for a pod's `imagePullSecrets`.
 //!
@@ -23,10 +23,12 @@
 mod auth;
 mod peer;
 mod pull;
+mod push;
 
 pub use auth::{credentials_for, Credentials, DockerConfig};
 pub use peer::{Reference, Source};
 pub use pull::{pull, PullRequest, Pulled, SOURCE_ANNOTATION};
+pub use push::push;
 
 pub use crate::config::RegistrySettings;
 

@@ -1,6 +1,5 @@
 //! A peer node's image store, read over the OCI distribution paths its API serves
-//! (`/v1/registry/v2/<name>/manifests/<tag>`, with the cluster token), and
-//! `omnicloud image push` to a plain-HTTP registry. Every blob is checked against its
+//! (`/v1/registry/v2/<name>/manifests/<tag>`, with the cluster token). Every blob is checked against its
 //! digest before it is stored; the image is named in the store only after all of its
 //! blobs are in, and a failed pull removes the blobs it added. Digests a source names are
 //! checked (`sha256:<64 hex>`) before any URL or path is made from them; manifests are
@@ -257,63 +256,6 @@ impl Source {
             "annotations": {REF_NAME: name},
         }))?;
         Ok(Some(ImageInfo { name, digest, size }))
-    }
-
-    /// Pushes the image `name` from `store` as `reference` (blobs the registry already
-    /// has are skipped).
-    pub fn push(&self, store: &ImageStore, name: &str, reference: &Reference) -> Result<()> {
-        let desc = store
-            .descriptor(name)?
-            .ok_or_else(|| ContainerError::ImageNotFound {
-                reference: normalize_reference(name),
-                layout: store.layout().to_path_buf(),
-            })?;
-        let digest = desc["digest"].as_str().unwrap_or_default().to_string();
-        let body = store.read_blob(&digest)?;
-        let manifest: Value =
-            serde_json::from_slice(&body).map_err(|e| fail(format!("manifest {digest}: {e}")))?;
-        let repo = &reference.repository;
-        for part in std::iter::once(&manifest["config"])
-            .chain(manifest["layers"].as_array().into_iter().flatten())
-        {
-            let d = part["digest"].as_str().unwrap_or_default();
-            let head = self.url(repo, &format!("blobs/{d}"));
-            if self.request("HEAD", &head).call().is_ok() {
-                continue;
-            }
-            let start = self.url(repo, "blobs/uploads/");
-            let r = self
-                .request("POST", &start)
-                .send_bytes(&[])
-                .map_err(|e| fail(format!("POST {start}: {e}")))?;
-            let location = r
-                .header("Location")
-                .ok_or_else(|| fail(format!("POST {start}: no Location")))?
-                .to_string();
-            let location = if location.starts_with('/') {
-                let origin = self
-                    .base
-                    .splitn(4, '/')
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join("/");
-                format!("{origin}{location}")
-            } else {
-                location
-            };
-            let sep = if location.contains('?') { '&' } else { '?' };
-            let put = format!("{location}{sep}digest={d}");
-            self.request("PUT", &put)
-                .set("Content-Type", "application/octet-stream")
-                .send_bytes(&store.read_blob(d)?)
-                .map_err(|e| fail(format!("uploading {d}: {e}")))?;
-        }
-        let url = self.url(repo, &format!("manifests/{}", reference.tag));
-        self.request("PUT", &url)
-            .set("Content-Type", OCI_MANIFEST)
-            .send_bytes(&body)
-            .map_err(|e| fail(format!("PUT {url}: {e}")))?;
-        Ok(())
     }
 }
 

@@ -70,7 +70,7 @@ enum Miss {
     Failed(String),
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     crate::error_chain(e)
 }
 
@@ -165,7 +165,7 @@ fn certificates(settings: &RegistrySettings, host: &str) -> Result<Vec<Certifica
         .collect()
 }
 
-fn client(settings: &RegistrySettings, ep: &Endpoint) -> Result<Client, String> {
+pub(super) fn client(settings: &RegistrySettings, ep: &Endpoint) -> Result<Client, String> {
     // rustls needs one process-wide crypto provider; a second install is refused, fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = ClientConfig {
