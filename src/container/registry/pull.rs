@@ -11,6 +11,10 @@
 //!    streamed into the store and checked against its digest and size.
 //! 4. The manifest stored and the image named; on any failure the blobs this pull added
 //!    are removed again, so the store never holds half an image.
+//!
+//! Limits: a blob is refused past its descriptor's size (and 4 GiB); a manifest past
+//! `limits::MAX_METADATA` is refused, but oci-client has read it whole by then (it has no
+//! streaming manifest call), so a hostile registry can make one pull hold a large body.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
