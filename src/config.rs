@@ -13,6 +13,9 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+mod registries;
+pub use registries::{load_registries, Endpoint, HostAuth, HostSettings, RegistrySettings};
+
 /// The default configuration file, also the documentation of every key.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/node.toml");
 
@@ -60,6 +63,7 @@ struct FileConfig {
     agent: FileAgent,
     director: FileDirector,
     autoscaler: FileAutoscaler,
+    registries: registries::FileRegistries,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +173,10 @@ pub struct NodeFlags {
     #[arg(long = "label", env = "OMNICLOUD_LABELS", value_delimiter = ',')]
     pub labels: Vec<String>,
     /// Log filter, e.g. info or omnicloud=debug.
+    /// Registries a name without a host (`nginx`) is looked for in, over the config's
+    /// `registries.unqualified_search`; `none` for only the store and the peers.
+    #[arg(long, env = "OMNICLOUD_UNQUALIFIED_SEARCH", value_delimiter = ',')]
+    pub unqualified_search: Vec<String>,
     #[arg(long, env = "OMNICLOUD_LOG")]
     pub log: Option<String>,
 }
@@ -198,6 +206,7 @@ pub struct NodeConfig {
     pub agent: AgentSettings,
     pub director: DirectorSettings,
     pub autoscaler: AutoscalerSettings,
+    pub registries: RegistrySettings,
 }
 
 /// Raft tuning from the node config.
@@ -381,6 +390,9 @@ impl NodeConfig {
         let network = file.network.settings()?;
         let agent = file.agent.settings()?;
         let autoscaler = file.autoscaler.settings()?;
+        let registries = file.registries.settings(
+            (!flags.unqualified_search.is_empty()).then_some(&flags.unqualified_search[..]),
+        )?;
         if file.api.max_body_bytes < 1024 {
             return Err(invalid("api.max_body_bytes", "must be at least 1024"));
         }
@@ -411,6 +423,7 @@ impl NodeConfig {
             agent,
             director,
             autoscaler,
+            registries,
         })
     }
 }

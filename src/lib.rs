@@ -25,12 +25,13 @@
 //! | `orchestrator` | Raft node (openraft); on the leader the scheduler, controllers and   |
 //! |                | autoscalers (`autoscaler`: HPA, VPA recommender, metric buffers,     |
 //! |                | cluster autoscaler asking directors for worker VMs, schedules)       |
-//! | `container`    | OCI containers (libcontainer, `__container` helper), images, bridge  |
+//! | `container`    | OCI containers (libcontainer, `__container` helper), images, registry|
+//! |                | pulls (oci-client: TLS, tokens, mirrors, pull secrets), bridge       |
 //! | `vmm`          | microVMs on KVM: memory, vCPU threads, boot, devices, `__vmm` helper |
 //! | `cluster`      | gossip membership (foca), admission (cluster id, name ownership),    |
 //! |                | host facts and roles, authenticated RPC, the wall clock (`now_ms`)   |
 //! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags; owns the settings  |
-//! |                | each room is handed (`RaftSettings`, `AutoscalerSettings`, ...)      |
+//! |                | each room is handed (`RaftSettings`, `RegistrySettings`, ...)        |
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
 //! | `model`        | resource kinds, manifest parsing, validation, quantities, `Subnet`   |
 //! |                | (pure data)                                                          |

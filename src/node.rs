@@ -354,6 +354,7 @@ impl Node {
                 peers: gossip.clone(),
                 admin_token: admin_token.clone(),
                 cluster_domain: config.network.cluster_domain.clone(),
+                registries: config.registries.clone(),
             };
             let metrics = api_metrics.with_registry(crate::agent::AgentMetrics::new);
             if let Err(e) =

@@ -53,6 +53,11 @@ impl AgentNode {
     }
 
     fn launch(tag: u8, name: &str, roles: &str, extra: &[&str]) -> AgentNode {
+        Self::launch_with(tag, name, roles, extra, "")
+    }
+
+    /// [`AgentNode::launch`] with more node config (TOML sections after the test's own).
+    fn launch_with(tag: u8, name: &str, roles: &str, extra: &[&str], more: &str) -> AgentNode {
         let bridge = format!("octest{tag}");
         let config = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(
@@ -60,7 +65,7 @@ impl AgentNode {
             format!(
                 // Names outside the cluster domain go to a closed loopback port, never to
                 // the host's resolvers.
-                "[network]\ncluster_cidr = \"10.{}.0.0/16\"\nbridge = \"{bridge}\"\ndns_upstreams = [\"127.0.0.1:9\"]\n[agent]\nusage_report_ms = 1000\n",
+                "[network]\ncluster_cidr = \"10.{}.0.0/16\"\nbridge = \"{bridge}\"\ndns_upstreams = [\"127.0.0.1:9\"]\n[agent]\nusage_report_ms = 1000\n{more}",
                 90 + tag
             ),
         )
@@ -567,15 +572,20 @@ fn images_come_from_a_registry_and_from_peers() {
     let Some(registry) = common::registry::Registry::start("127.0.0.1", "docker-registry") else {
         return;
     };
-    let seed = AgentNode::launch(4, "seed", "auto", &[]);
+    // Plain HTTP only where configured, as containerd does.
+    let insecure = format!("[registries]\ninsecure = [\"{}\"]\n", registry.addr);
+    let seed = AgentNode::launch_with(4, "seed", "auto", &[], &insecure);
 
     // Push from a scratch store; the seed's own store starts empty and the agent pulls.
     let scratch = tempfile::tempdir().unwrap();
+    let client_config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(client_config.path(), &insecure).unwrap();
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(BIN)
             .arg("image")
             .args(args)
             .env("OMNICLOUD_DATA_DIR", scratch.path())
+            .env("OMNICLOUD_CONFIG", client_config.path())
             .output()
             .unwrap();
         assert!(

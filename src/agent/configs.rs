@@ -13,9 +13,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::container::volume::VolumeFile;
 use crate::container::EnvVar;
-use crate::model::config::{
-    parse_docker_config, RegistryAuth, DOCKER_CONFIG_JSON, DOCKER_CONFIG_JSON_KEY,
-};
 use crate::model::sources::KeyToPath;
 use crate::model::workload::{Container, PodSpec, Volume};
 use crate::model::{Kind, Resource, Spec};
@@ -89,68 +86,6 @@ pub fn secret_data(
     name: &str,
 ) -> Result<BTreeMap<String, Vec<u8>>, ConfigError> {
     read(control, Kind::Secret, namespace, name)
-}
-
-/// Registry credentials from the pod's `imagePullSecrets` (Secrets of type
-/// `kubernetes.io/dockerconfigjson`), by registry host as written in `auths`; the first
-/// Secret that names a registry wins, as kubelet orders them. A missing or malformed
-/// Secret is an error naming it (never its content).
-pub fn image_pull_auths(
-    control: &ControlPlane,
-    namespace: &str,
-    pod: &PodSpec,
-) -> Result<BTreeMap<String, RegistryAuth>, String> {
-    let names = pull_secret_names(pod)?;
-    let read: Vec<(String, Option<Data>)> = names
-        .into_iter()
-        .map(|n| {
-            let data = match secret_data(control, namespace, &n) {
-                Ok(d) => Some(d),
-                Err(ConfigError::NotFound { .. }) => None,
-                Err(e) => return Err(e.to_string()),
-            };
-            Ok((n, data))
-        })
-        .collect::<Result<_, String>>()?;
-    auths_from(&read)
-}
-
-/// `imagePullSecrets[].name`, checked.
-pub fn pull_secret_names(pod: &PodSpec) -> Result<Vec<String>, String> {
-    let mut names = Vec::new();
-    for (i, v) in pod.image_pull_secrets.iter().flatten().enumerate() {
-        match v.get("name").and_then(|n| n.as_str()) {
-            Some(n) if !n.is_empty() => names.push(n.to_string()),
-            _ => {
-                return Err(format!(
-                    "imagePullSecrets[{i}].name: a Secret name is required"
-                ))
-            }
-        }
-    }
-    Ok(names)
-}
-
-/// The pure part of [`image_pull_auths`]: each named Secret's data (None: not found).
-pub fn auths_from(
-    secrets: &[(String, Option<Data>)],
-) -> Result<BTreeMap<String, RegistryAuth>, String> {
-    let mut out = BTreeMap::new();
-    for (name, data) in secrets {
-        let data = data
-            .as_ref()
-            .ok_or_else(|| format!("image pull Secret \"{name}\" not found"))?;
-        let raw = data.get(DOCKER_CONFIG_JSON_KEY).ok_or_else(|| {
-            format!("image pull Secret \"{name}\" has no {DOCKER_CONFIG_JSON_KEY} key (type {DOCKER_CONFIG_JSON})")
-        })?;
-        let auths = parse_docker_config(raw).map_err(|why| {
-            format!("image pull Secret \"{name}\": {DOCKER_CONFIG_JSON_KEY} {why}")
-        })?;
-        for (registry, auth) in auths {
-            out.entry(registry).or_insert(auth);
-        }
-    }
-    Ok(out)
 }
 
 /// The ConfigMaps and Secrets an instance's pod names, as read (None: not there).
@@ -483,37 +418,6 @@ mod tests {
         assert!(!e.contains("s3cr3t"), "{e}");
         let e = env(&p.containers[0], &Sources::default(), &Fields::default()).unwrap_err();
         assert!(e.contains("Secret \"db\" not found"), "{e}");
-    }
-
-    #[test]
-    fn pull_credentials_come_from_docker_config_secrets_in_order() {
-        let cfg = |user: &str| {
-            let json = format!(
-                r#"{{"auths":{{"reg.test:5000":{{"username":"{user}","password":"p"}}}}}}"#
-            );
-            Some([(DOCKER_CONFIG_JSON_KEY.to_string(), json.into_bytes())].into())
-        };
-        let auths = auths_from(&[("a".into(), cfg("first")), ("b".into(), cfg("second"))]).unwrap();
-        assert_eq!(auths["reg.test:5000"].username, "first");
-        let e = auths_from(&[("gone".into(), None)]).unwrap_err();
-        assert!(e.contains("\"gone\" not found"), "{e}");
-        let wrong: Option<Data> = Some([("other".to_string(), b"x".to_vec())].into());
-        let e = auths_from(&[("w".into(), wrong)]).unwrap_err();
-        assert!(e.contains(".dockerconfigjson"), "{e}");
-        let bad: Option<Data> =
-            Some([(DOCKER_CONFIG_JSON_KEY.to_string(), b"{secret-ish".to_vec())].into());
-        let e = auths_from(&[("b".into(), bad)]).unwrap_err();
-        assert!(
-            e.contains("is not JSON") && !e.contains("secret-ish"),
-            "{e}"
-        );
-        let p = pod(
-            serde_json::json!({"containers": [{"name": "c", "image": "x"}],
-            "imagePullSecrets": [{"name": "a"}, {}]}),
-        );
-        assert!(pull_secret_names(&p)
-            .unwrap_err()
-            .starts_with("imagePullSecrets[1].name"));
     }
 
     #[test]

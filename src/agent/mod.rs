@@ -16,7 +16,7 @@
 //!
 //! Files: `supervisor` (the container workload kind), `containers` (the `__container`
 //! helper, process liveness), `translate` (pod spec -> container spec), `health` (probes),
-//! `images` (pulls from peers), `configs` (ConfigMaps and Secrets: env, volume files,
+//! `images` (pulls: peers, registries, pull policy, events), `configs` (ConfigMaps and Secrets: env, volume files,
 //! pull credentials), `claims` (per-replica claims copied to peers), `fence` (the
 //! watchdog), `logs` (files, rotation, tail/follow), `usage` (cgroup cpu and memory),
 //! `workload` (the demo workloads the toolbox image runs).
@@ -170,6 +170,10 @@ pub struct Agent {
     pub admin_token: String,
     /// One image pull at a time.
     pub pulls: tokio::sync::Mutex<()>,
+    /// Where images are pulled from (`[registries]`).
+    pub registries: crate::config::RegistrySettings,
+    /// For the image pull events.
+    pub events: std::sync::Mutex<crate::orchestrator::controllers::events::Recorder>,
     /// Container creations in flight: a burst of new instances starts a few at a time, so
     /// the first are ready early and a new image's layers are unpacked once.
     pub starts: tokio::sync::Semaphore,
@@ -191,6 +195,7 @@ pub struct AgentConfig {
     pub admin_token: String,
     /// `[network] cluster_domain`.
     pub cluster_domain: String,
+    pub registries: crate::config::RegistrySettings,
 }
 
 /// Why the agent did not start.
@@ -217,6 +222,8 @@ pub fn spawn(
         peers: config.peers,
         admin_token: config.admin_token,
         pulls: tokio::sync::Mutex::new(()),
+        registries: config.registries,
+        events: Default::default(),
         starts: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
         ),

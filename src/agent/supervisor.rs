@@ -15,6 +15,7 @@ use tokio::time::Instant as Tick;
 use super::health::{self, Health, ProbeSettings, ProbeTracker, Target};
 use super::{claims, configs, images, translate, usage, Agent, Shared};
 use crate::model::instance::reasons;
+use crate::model::workload::PullPolicy;
 use crate::model::{InstanceSpec, InstanceStatus};
 use crate::store::ObjectKey;
 use crate::supervise::{
@@ -175,7 +176,27 @@ impl Workload for Agent {
             &host_resolv,
         )
         .map_err(|e| retried(reasons::INVALID_SPEC, e.to_string()))?;
-        if let Err((reason, message)) = images::ensure(&node, &spec.image.name).await {
+        let main = translate::main_container(&unit.spec)
+            .map_err(|e| retried(reasons::INVALID_SPEC, e.to_string()))?;
+        let secrets: Vec<String> = (unit.spec.pod.image_pull_secrets.iter().flatten())
+            .map(|s| s.name.clone())
+            .collect();
+        let want = images::Wanted {
+            instance: &unit.key,
+            image: &spec.image.name,
+            policy: PullPolicy::of(&main.image, main.image_pull_policy.as_deref()),
+            secrets: &secrets,
+        };
+        if let Err((reason, message)) = images::ensure(&node, &want).await {
+            // A pull that failed before and fails again is backing off, as Kubernetes shows it.
+            let again = matches!(
+                unit.status.reason.as_str(),
+                reasons::ERR_IMAGE_PULL | reasons::IMAGE_PULL_BACK_OFF
+            );
+            let reason = match reason {
+                reasons::ERR_IMAGE_PULL if again => reasons::IMAGE_PULL_BACK_OFF,
+                r => r,
+            };
             return Err(retried(reason, message));
         }
         if let Some(text) = resolv {

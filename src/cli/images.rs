@@ -1,5 +1,5 @@
 //! `omnicloud image ...`: the node's local image store (import, list, remove) and moving
-//! images to and from registries.
+//! images to and from registries (`image pull`: [`super::pull`]).
 
 use std::path::PathBuf;
 
@@ -7,7 +7,6 @@ use clap::Subcommand;
 
 use super::{output, Format};
 use crate::client::ClientError;
-use crate::container::registry::{Reference, Source};
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -28,19 +27,25 @@ pub enum ImageCommand {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
-    /// Pull an image from a registry (plain HTTP, e.g. 10.0.0.5:5000/toolbox:1) into the store.
+    /// Pull an image from a registry into the store (`nginx` is
+    /// docker.io/library/nginx:latest; HTTPS unless the host is in registries.insecure).
     Pull {
         reference: String,
-        /// Store it under this name (default: the reference).
-        #[arg(long = "as")]
-        name: Option<String>,
+        /// Node config whose [registries] section applies (mirrors, CAs, credentials).
+        #[arg(long, env = "OMNICLOUD_CONFIG")]
+        config: Option<PathBuf>,
         #[arg(long, env = "OMNICLOUD_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
     },
     /// Push an image of the store to a registry as REFERENCE (host:port/repo:tag).
     Push {
         name: String,
         reference: String,
+        /// Node config whose [registries] section applies (CAs, credentials, insecure).
+        #[arg(long, env = "OMNICLOUD_CONFIG")]
+        config: Option<PathBuf>,
         #[arg(long, env = "OMNICLOUD_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
@@ -107,46 +112,29 @@ pub fn run(cmd: ImageCommand) -> Result<(), ClientError> {
         ),
         ImageCommand::Pull {
             reference,
-            name,
+            config,
             data_dir,
-        } => {
-            let store = open(data_dir)?;
-            let r = Reference::parse(&reference);
-            let host = r.registry.clone().ok_or_else(|| {
-                ClientError::Other(format!(
-                    "{reference}: name the registry, e.g. 127.0.0.1:5000/{}:{}",
-                    r.repository, r.tag
-                ))
-            })?;
-            let source = Source {
-                base: format!("http://{host}"),
-                token: None,
-            };
-            let name = name.unwrap_or(reference.clone());
-            let info = source
-                .pull(&store, &r, &name)
-                .map_err(|e| ClientError::Other(e.one_line()))?
-                .ok_or_else(|| ClientError::Other(format!("{reference}: not found")))?;
-            println!("pulled {} ({})", info.name, output::bytes(info.size));
-        }
+            output,
+        } => super::pull::run(&reference, config, &open(data_dir)?, output)?,
         ImageCommand::Push {
             name,
             reference,
+            config,
             data_dir,
         } => {
             let store = open(data_dir)?;
-            let r = Reference::parse(&reference);
-            let host = r.registry.clone().ok_or_else(|| {
-                ClientError::Other(format!("{reference}: expected HOST:PORT/REPOSITORY[:TAG]"))
-            })?;
-            let source = Source {
-                base: format!("http://{host}"),
-                token: None,
-            };
-            source
-                .push(&store, &name, &r)
-                .map_err(|e| ClientError::Other(e.one_line()))?;
-            println!("pushed {name} to {reference}");
+            let settings = crate::config::load_registries(config.as_deref())
+                .map_err(|e| ClientError::Other(e.to_string()))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| ClientError::Other(format!("starting a runtime: {e}")))?;
+            let digest = runtime
+                .block_on(crate::container::registry::push(
+                    &store, &name, &reference, &settings,
+                ))
+                .map_err(|e| ClientError::Other(crate::error_chain(&e)))?;
+            println!("pushed {name} to {reference} ({digest})");
         }
         ImageCommand::Rm { name, data_dir } => {
             let removed = open(data_dir)?

@@ -11,6 +11,7 @@ mod images;
 mod nodes;
 mod ops;
 pub mod output;
+mod pull;
 mod resources;
 mod rollout;
 mod scaling;

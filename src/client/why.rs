@@ -163,6 +163,9 @@ fn status_reason(st: &InstanceStatus) -> Option<String> {
         reasons::READINESS_PROBE_FAILED => "readiness probe failing",
         reasons::NETWORK_SETUP_FAILED => "network setup failed",
         reasons::CREATE_CONTAINER_CONFIG_ERROR => "waiting for a ConfigMap or Secret",
+        reasons::IMAGE_PULL_BACK_OFF => "image pull failed, backing off",
+        reasons::ERR_IMAGE_NEVER_PULL => "image not on the node (imagePullPolicy Never)",
+        reasons::INVALID_IMAGE_NAME => "invalid image name",
         reasons::CRASH_LOOP_BACK_OFF => {
             return Some(match last {
                 Some(l) => format!("crash loop, {l}"),

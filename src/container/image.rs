@@ -70,13 +70,22 @@ pub enum RootfsKind {
     Copy,
 }
 
-/// `busybox` -> `busybox:latest`; a name with a tag (or digest) is kept.
+/// The name an image has in the store, Docker's "familiar" form: `busybox` ->
+/// `busybox:latest`, `docker.io/library/nginx:1.25` -> `nginx:1.25`,
+/// `docker.io/bitnami/redis` -> `bitnami/redis:latest`; a name with a registry host keeps
+/// it (`127.0.0.1:5000/tools/toolbox:1`), and a name with a tag or digest keeps it.
 pub fn normalize_reference(name: &str) -> String {
-    let last = name.rsplit('/').next().unwrap_or(name);
+    let short = ["docker.io/", "index.docker.io/"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .map(|rest| rest.strip_prefix("library/").unwrap_or(rest))
+        .filter(|rest| !rest.is_empty())
+        .unwrap_or(name);
+    let last = short.rsplit('/').next().unwrap_or(short);
     if last.contains(':') || last.contains('@') {
-        name.to_string()
+        short.to_string()
     } else {
-        format!("{name}:latest")
+        format!("{short}:latest")
     }
 }
 
@@ -505,6 +514,18 @@ mod tests {
         assert_eq!(normalize_reference("busybox"), "busybox:latest");
         assert_eq!(normalize_reference("busybox:1"), "busybox:1");
         assert_eq!(normalize_reference("reg:5000/x"), "reg:5000/x:latest");
+        assert_eq!(
+            normalize_reference("docker.io/library/nginx"),
+            "nginx:latest"
+        );
+        assert_eq!(
+            normalize_reference("docker.io/bitnami/redis:7"),
+            "bitnami/redis:7"
+        );
+        assert_eq!(
+            normalize_reference("index.docker.io/library/a@sha256:00"),
+            "a@sha256:00"
+        );
     }
 
     #[test]

@@ -24,12 +24,15 @@
 //! one ([`runtime::become_subreaper`]) and reaps with [`runtime::try_reap`].
 //!
 //! Files: `image` (OCI layouts, rootfs), `layer` (unpacking layers into the cache),
-//! `store` (the node's image store), `import` (`image import`), `archive` (reading untrusted import
+//! `store` (the node's image store), `registry` (pulls with oci-client: TLS, tokens,
+//! mirrors, pull secrets; peers' stores; push), `import` (`image import`), `archive` (reading untrusted import
 //! archives and directories), `limits` (size, ratio and entry caps), `testkit` and
 //! `proptests` (hostile archives for tests), `spec` ([`spec::ContainerSpec`] and the
 //! OCI runtime spec built from it), `runtime` (libcontainer calls), `helper` (the verbs),
 //! `volume` (ConfigMap and Secret files written atomically, tmpfs volumes).
-//! May call: only the crate root's `error_chain` and `model::Subnet` (pure data). Unsafe
+//! May call: only the crate root's `error_chain`, `model::Subnet` (pure data) and
+//! `config::RegistrySettings` (the `[registries]` settings, pure data). `registry::pull`
+//! is async (oci-client) but spawns nothing: the caller's runtime runs it. Unsafe
 //! code: mount/umount, mknod, setns, ioctl, prctl, waitpid (each with a `// SAFETY:` note).
 
 pub mod archive;

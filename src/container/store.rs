@@ -47,6 +47,59 @@ pub struct ImageStore {
     dir: PathBuf,
 }
 
+/// A blob on its way into the store; see [`ImageStore::blob_writer`].
+pub(crate) struct BlobWriter {
+    dir: PathBuf,
+    tmp: tempfile::NamedTempFile,
+    hasher: Sha256,
+    size: u64,
+    limit: u64,
+    expect: Option<String>,
+}
+
+impl BlobWriter {
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.size += bytes.len() as u64;
+        if self.size > self.limit {
+            return Err(ContainerError::Limit {
+                what: self.expect.clone().unwrap_or_else(|| "a blob".into()),
+                why: format!("is larger than {} (the limit)", limits::bytes(self.limit)),
+            });
+        }
+        self.hasher.update(bytes);
+        self.tmp.write_all(bytes).map_err(io("writing a blob"))
+    }
+
+    /// Checks the digest and stores the blob under it.
+    pub(crate) fn finish(self) -> Result<Stored> {
+        let hex: String = self
+            .hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let digest = format!("sha256:{hex}");
+        if let Some(d) = self.expect.filter(|d| **d != digest) {
+            return Err(ContainerError::Digest {
+                digest: d,
+                message: format!("content hashes to {digest}"),
+            });
+        }
+        let path = self.dir.join("blobs/sha256").join(&hex);
+        let created = !path.exists();
+        if created {
+            self.tmp
+                .persist(&path)
+                .map_err(|e| ContainerError::io("storing a blob", e.error))?;
+        }
+        Ok(Stored {
+            digest,
+            size: self.size,
+            created,
+        })
+    }
+}
+
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
     let what = what.into();
     move |e| ContainerError::io(what, e)
@@ -128,16 +181,8 @@ impl ImageStore {
         expect: Option<&str>,
         limit: u64,
     ) -> Result<Stored> {
-        let what = expect.unwrap_or("a blob");
-        if let Some(d) = expect {
-            image::sha256_hex(d)?;
-        }
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".blob-")
-            .tempfile_in(&self.dir)
-            .map_err(io("creating a blob file"))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
+        let what = expect.unwrap_or("a blob").to_string();
+        let mut w = self.blob_writer(expect, limit)?;
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let n = reader
@@ -146,38 +191,28 @@ impl ImageStore {
             if n == 0 {
                 break;
             }
-            size += n as u64;
-            if size > limit {
-                return Err(ContainerError::Limit {
-                    what: what.to_string(),
-                    why: format!("is larger than {} (the limit)", limits::bytes(limit)),
-                });
-            }
-            hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n]).map_err(io("writing a blob"))?;
+            w.write(&buf[..n])?;
         }
-        let hex: String = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let digest = format!("sha256:{hex}");
-        if let Some(d) = expect.filter(|d| **d != digest) {
-            return Err(ContainerError::Digest {
-                digest: d.to_string(),
-                message: format!("content hashes to {digest}"),
-            });
+        w.finish()
+    }
+
+    /// A blob being written piece by piece (a download): [`BlobWriter::finish`] checks
+    /// it and names it by its digest; dropped unfinished, nothing is left.
+    pub(crate) fn blob_writer(&self, expect: Option<&str>, limit: u64) -> Result<BlobWriter> {
+        if let Some(d) = expect {
+            image::sha256_hex(d)?;
         }
-        let path = self.blob_path(&digest)?;
-        let created = !path.exists();
-        if created {
-            tmp.persist(&path)
-                .map_err(|e| ContainerError::io("storing a blob", e.error))?;
-        }
-        Ok(Stored {
-            digest,
-            size,
-            created,
+        let tmp = tempfile::Builder::new()
+            .prefix(".blob-")
+            .tempfile_in(&self.dir)
+            .map_err(io("creating a blob file"))?;
+        Ok(BlobWriter {
+            dir: self.dir.clone(),
+            tmp,
+            hasher: Sha256::new(),
+            size: 0,
+            limit,
+            expect: expect.map(str::to_string),
         })
     }
 

@@ -125,10 +125,18 @@ pub enum EventReason {
     NoServiceDataPlane,
     /// Endpoints controller: a Service's targetPort names no container port.
     TargetPortNotFound,
+    /// Agent: pulling an instance's image.
+    Pulling,
+    /// Agent: the image was pulled.
+    Pulled,
+    /// Agent: the image pull failed.
+    Failed,
+    /// Agent: an imagePullSecret could not be read (missing, no key, malformed).
+    FailedToRetrieveImagePullSecret,
 }
 
 impl EventReason {
-    pub const ALL: [EventReason; 32] = [
+    pub const ALL: [EventReason; 36] = [
         EventReason::TriggeredScaleUp,
         EventReason::ScaleUpToMinSize,
         EventReason::ScheduledScaleUp,
@@ -161,6 +169,10 @@ impl EventReason {
         EventReason::NoOutboundNat,
         EventReason::NoServiceDataPlane,
         EventReason::TargetPortNotFound,
+        EventReason::Pulling,
+        EventReason::Pulled,
+        EventReason::Failed,
+        EventReason::FailedToRetrieveImagePullSecret,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -197,6 +209,10 @@ impl EventReason {
             EventReason::NoOutboundNat => "NoOutboundNAT",
             EventReason::NoServiceDataPlane => "NoServiceDataPlane",
             EventReason::TargetPortNotFound => "TargetPortNotFound",
+            EventReason::Pulling => "Pulling",
+            EventReason::Pulled => "Pulled",
+            EventReason::Failed => "Failed",
+            EventReason::FailedToRetrieveImagePullSecret => "FailedToRetrieveImagePullSecret",
         }
     }
 
@@ -236,7 +252,11 @@ impl EventReason {
             | EventReason::NetworkSetupFailed
             | EventReason::NoOutboundNat
             | EventReason::NoServiceDataPlane
-            | EventReason::TargetPortNotFound => false,
+            | EventReason::TargetPortNotFound
+            | EventReason::Pulling
+            | EventReason::Pulled
+            | EventReason::Failed
+            | EventReason::FailedToRetrieveImagePullSecret => false,
         }
     }
 

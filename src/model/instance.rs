@@ -174,6 +174,12 @@ pub mod reasons {
     pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
     /// Its image is nowhere: not in the node's store nor on any peer.
     pub const ERR_IMAGE_NOT_FOUND: &str = "ErrImageNotFound";
+    /// Its image pull failed again: waiting out the backoff.
+    pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
+    /// `imagePullPolicy: Never` and the image is not on the node.
+    pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
+    /// Its image reference does not parse.
+    pub const INVALID_IMAGE_NAME: &str = "InvalidImageName";
     /// A ConfigMap, Secret or key it needs is missing (it starts once there).
     pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
 }

@@ -114,6 +114,9 @@ pub(super) fn validate_pod_spec_with(
         0,
         MAX_SECONDS,
     )?;
+    for (i, s) in spec.image_pull_secrets.iter().flatten().enumerate() {
+        super::validate_name(&format!("{field}.imagePullSecrets[{i}].name"), &s.name)?;
+    }
     if let Some(r) = &spec.restart_policy {
         if !["Always", "OnFailure", "Never"].contains(&r.as_str()) {
             return Err(invalid(
@@ -135,6 +138,20 @@ fn validate_container(path: &str, c: &Container) -> Result<(), ModelError> {
             &format!("{path}.image"),
             "is required (an image reference like busybox:latest)",
         ));
+    }
+    if let Err(e) = oci_client::Reference::try_from(c.image.trim()) {
+        return Err(invalid(
+            &format!("{path}.image"),
+            format!("\"{}\" is not an image reference: {e}", c.image),
+        ));
+    }
+    if let Some(p) = &c.image_pull_policy {
+        if !["Always", "IfNotPresent", "Never"].contains(&p.as_str()) {
+            return Err(invalid(
+                &format!("{path}.imagePullPolicy"),
+                format!("\"{p}\" is not Always, IfNotPresent or Never"),
+            ));
+        }
     }
     for (j, p) in c.ports.iter().flatten().enumerate() {
         if !(1..=65535).contains(&p.container_port) {

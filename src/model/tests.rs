@@ -564,3 +564,56 @@ fn containers_per_pod_are_bounded() {
     assert_eq!(e.field, "spec.template.spec.containers");
     assert!(e.message.contains("at most 100"), "{e}");
 }
+
+#[test]
+fn image_references_pull_policies_and_pull_secrets() {
+    use super::workload::PullPolicy;
+    let good = fixture("deployment.yaml");
+    let cases = [
+        (
+            good.replace("image: nginx:latest", "image: Nginx:Latest"),
+            "spec.template.spec.containers[0].image",
+            "is not an image reference",
+        ),
+        (
+            good.replace(
+                "image: nginx:latest",
+                "image: nginx:latest\n        imagePullPolicy: Sometimes",
+            ),
+            "spec.template.spec.containers[0].imagePullPolicy",
+            "is not Always, IfNotPresent or Never",
+        ),
+        (
+            good.replace(
+                "      containers:",
+                "      imagePullSecrets: [{name: Bad_Name}]\n      containers:",
+            ),
+            "spec.template.spec.imagePullSecrets[0].name",
+            "",
+        ),
+    ];
+    for (body, field, message) in cases {
+        let e = error_of(&body);
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.message.contains(message), "{e}");
+    }
+    let with_secret = good.replace(
+        "      containers:",
+        "      imagePullSecrets: [{name: regcred}]\n      containers:",
+    );
+    assert!(parse_manifests(&with_secret).is_ok());
+
+    // Kubernetes' defaults: :latest or no tag pulls always, a tag or digest if absent.
+    for (image, written, want) in [
+        ("nginx", None, PullPolicy::Always),
+        ("nginx:latest", None, PullPolicy::Always),
+        ("reg:5000/nginx", None, PullPolicy::Always),
+        ("nginx:1.25", None, PullPolicy::IfNotPresent),
+        ("reg:5000/nginx:1", None, PullPolicy::IfNotPresent),
+        ("nginx@sha256:abc", None, PullPolicy::IfNotPresent),
+        ("nginx", Some("Never"), PullPolicy::Never),
+        ("nginx:1", Some("Always"), PullPolicy::Always),
+    ] {
+        assert_eq!(PullPolicy::of(image, written), want, "{image} {written:?}");
+    }
+}

@@ -129,8 +129,48 @@ pub struct PodSpec {
     pub security_context: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_policy: Option<String>,
+    /// Secrets of type `kubernetes.io/dockerconfigjson` holding registry credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_secrets: Option<Vec<Value>>,
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+}
+
+/// A reference to an object in the same namespace, by name (`imagePullSecrets`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalObjectReference {
+    pub name: String,
+}
+
+/// When the node pulls a container's image (`imagePullPolicy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Resolve the name at its registry on every start.
+    Always,
+    /// Pull only when the node does not have the image.
+    IfNotPresent,
+    /// Never pull: the image must be on the node already.
+    Never,
+}
+
+impl PullPolicy {
+    /// The policy as written, else Kubernetes' default: Always for `:latest` or no tag
+    /// (and no digest), IfNotPresent otherwise.
+    pub fn of(image: &str, written: Option<&str>) -> PullPolicy {
+        match written {
+            Some("Always") => PullPolicy::Always,
+            Some("IfNotPresent") => PullPolicy::IfNotPresent,
+            Some("Never") => PullPolicy::Never,
+            _ => {
+                let last = image.rsplit('/').next().unwrap_or(image);
+                let tag = last.split_once(':').map(|(_, t)| t);
+                if last.contains('@') || tag.is_some_and(|t| t != "latest") {
+                    PullPolicy::IfNotPresent
+                } else {
+                    PullPolicy::Always
+                }
+            }
+        }
+    }
 }
 
 impl PodSpec {

@@ -56,3 +56,35 @@ pub fn import(data_dir: &Path, layout: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+static DEBIAN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// The OCI layout of third-party images packed from Debian packages (tag `redis`), built
+/// once per test binary by `scripts/build-debian-images.sh`; None (after a loud skip, or a
+/// failure under OMNICLOUD_REQUIRE_ALL=1) where umoci or the packages are missing.
+pub fn debian_layout() -> Option<PathBuf> {
+    let built = DEBIAN.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-images");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-debian-images.sh");
+        let result = std::process::Command::new("sh")
+            .arg(&script)
+            .arg(&out)
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !result.status.success() {
+            return Err(format!(
+                "build-debian-images.sh failed: {}",
+                String::from_utf8_lossy(&result.stderr).trim()
+            ));
+        }
+        eprint!("{}", String::from_utf8_lossy(&result.stderr));
+        Ok(out)
+    });
+    match built {
+        Ok(p) => Some(p.clone()),
+        Err(e) => {
+            super::netns::require("Debian images (umoci, apt-get download)", e.clone());
+            None
+        }
+    }
+}

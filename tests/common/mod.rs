@@ -11,6 +11,7 @@ pub mod images;
 pub mod netns;
 pub mod packet;
 pub mod registry;
+pub mod token;
 pub mod vms;
 
 use std::path::{Path, PathBuf};
@@ -177,6 +178,9 @@ impl TestNode {
                 "RUST_LOG",
                 std::env::var("OMNICLOUD_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
             )
+            // Names without a registry host come from the store and peers only: tests
+            // never reach Docker Hub (a test may set its own list through `env`).
+            .env("OMNICLOUD_UNQUALIFIED_SEARCH", "none")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }

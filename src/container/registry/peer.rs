@@ -1,11 +1,9 @@
-//! Moving images between image stores over the OCI distribution API (`/v2/<repo>/...`):
-//! pull from (and push to) a registry such as Debian's `docker-registry`, and pull from a
-//! peer node, whose API serves its own store under `/v1/registry/v2/...` with the same
-//! paths. Every blob is checked against its digest before it is stored; the image is named
-//! in the store only after all of its blobs are in, and a failed pull removes the blobs it
-//! added. Digests a source names are checked (`sha256:<64 hex>`) before any URL or path
-//! is made from them; manifests are read up to `limits::MAX_METADATA`, blobs are streamed
-//! to disk up to [`MAX_BLOB`].
+//! A peer node's image store, read over the OCI distribution paths its API serves
+//! (`/v1/registry/v2/<name>/manifests/<tag>`, with the cluster token). Every blob is checked against its
+//! digest before it is stored; the image is named in the store only after all of its
+//! blobs are in, and a failed pull removes the blobs it added. Digests a source names are
+//! checked (`sha256:<64 hex>`) before any URL or path is made from them; manifests are
+//! read up to `limits::MAX_METADATA`, blobs are streamed to disk up to [`MAX_BLOB`].
 //!
 //! Blocking (ureq): callers in async code use `spawn_blocking`.
 
@@ -14,10 +12,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::image::{normalize_reference, sha256_hex, REF_NAME};
-use super::limits::{self, read_limited, MAX_METADATA};
-use super::store::{ImageInfo, ImageStore, Stored};
-use super::{ContainerError, Result};
+use crate::container::image::{normalize_reference, sha256_hex, REF_NAME};
+use crate::container::limits::{self, read_limited, MAX_METADATA};
+use crate::container::store::{ImageInfo, ImageStore, Stored};
+use crate::container::{ContainerError, Result};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -44,6 +42,24 @@ pub struct Reference {
 }
 
 impl Reference {
+    /// How a peer serves the store's image `name`: the whole name (host included) is the
+    /// repository, as its store names it.
+    pub fn for_peer(name: &str) -> Reference {
+        let full = normalize_reference(name);
+        let (repository, tag) = match full.rsplit_once('@') {
+            Some((r, digest)) => (r.to_string(), digest.to_string()),
+            None => {
+                let (r, t) = full.rsplit_once(':').expect("normalized names have a tag");
+                (r.to_string(), t.to_string())
+            }
+        };
+        Reference {
+            registry: None,
+            repository,
+            tag,
+        }
+    }
+
     pub fn parse(name: &str) -> Reference {
         let full = normalize_reference(name);
         let (first, rest) = full.split_once('/').unwrap_or(("", &full));
@@ -241,63 +257,6 @@ impl Source {
         }))?;
         Ok(Some(ImageInfo { name, digest, size }))
     }
-
-    /// Pushes the image `name` from `store` as `reference` (blobs the registry already
-    /// has are skipped).
-    pub fn push(&self, store: &ImageStore, name: &str, reference: &Reference) -> Result<()> {
-        let desc = store
-            .descriptor(name)?
-            .ok_or_else(|| ContainerError::ImageNotFound {
-                reference: normalize_reference(name),
-                layout: store.layout().to_path_buf(),
-            })?;
-        let digest = desc["digest"].as_str().unwrap_or_default().to_string();
-        let body = store.read_blob(&digest)?;
-        let manifest: Value =
-            serde_json::from_slice(&body).map_err(|e| fail(format!("manifest {digest}: {e}")))?;
-        let repo = &reference.repository;
-        for part in std::iter::once(&manifest["config"])
-            .chain(manifest["layers"].as_array().into_iter().flatten())
-        {
-            let d = part["digest"].as_str().unwrap_or_default();
-            let head = self.url(repo, &format!("blobs/{d}"));
-            if self.request("HEAD", &head).call().is_ok() {
-                continue;
-            }
-            let start = self.url(repo, "blobs/uploads/");
-            let r = self
-                .request("POST", &start)
-                .send_bytes(&[])
-                .map_err(|e| fail(format!("POST {start}: {e}")))?;
-            let location = r
-                .header("Location")
-                .ok_or_else(|| fail(format!("POST {start}: no Location")))?
-                .to_string();
-            let location = if location.starts_with('/') {
-                let origin = self
-                    .base
-                    .splitn(4, '/')
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join("/");
-                format!("{origin}{location}")
-            } else {
-                location
-            };
-            let sep = if location.contains('?') { '&' } else { '?' };
-            let put = format!("{location}{sep}digest={d}");
-            self.request("PUT", &put)
-                .set("Content-Type", "application/octet-stream")
-                .send_bytes(&store.read_blob(d)?)
-                .map_err(|e| fail(format!("uploading {d}: {e}")))?;
-        }
-        let url = self.url(repo, &format!("manifests/{}", reference.tag));
-        self.request("PUT", &url)
-            .set("Content-Type", OCI_MANIFEST)
-            .send_bytes(&body)
-            .map_err(|e| fail(format!("PUT {url}: {e}")))?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -322,6 +281,11 @@ mod tests {
         assert_eq!(r.registry.as_deref(), Some("registry.local"));
         assert_eq!(r.tag, "sha256:abc");
         assert_eq!(Reference::parse("library/busybox:1").registry, None);
+        let p = Reference::for_peer("127.0.0.1:5000/tools/toolbox");
+        assert_eq!(
+            (p.repository.as_str(), p.tag.as_str()),
+            ("127.0.0.1:5000/tools/toolbox", "latest")
+        );
     }
 }
 
