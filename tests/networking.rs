@@ -44,24 +44,6 @@ fn ready_instance(api: &Api, name: &str) -> Option<Value> {
         .cloned()
 }
 
-/// The host pid of the container running instance `instance` on the node of `data_dir`.
-fn container_pid(data_dir: &std::path::Path, instance: &str) -> Option<u32> {
-    let out = Command::new(BIN)
-        .args(["__container", "list", "--root"])
-        .arg(data_dir.join("containers"))
-        .output()
-        .ok()?;
-    let list: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let prefix = format!("default.{instance}.");
-    list.as_array()?
-        .iter()
-        .find(|c| {
-            c["id"].as_str().is_some_and(|id| id.starts_with(&prefix)) && c["status"] == "running"
-        })
-        .and_then(|c| c["pid"].as_u64())
-        .map(|p| p as u32)
-}
-
 /// `curl` of `url` from the network namespace at `netns` (a path); the body.
 fn fetch(netns: &str, url: &str) -> Option<String> {
     let out = Command::new("nsenter")
@@ -243,7 +225,7 @@ fn instances_reach_each_other_across_nodes_by_host_gw_and_vxlan() {
         let ip = inst["status"]["ip"].as_str().unwrap().to_string();
         let name = inst["metadata"]["name"].as_str().unwrap();
         let pid = eventually(Duration::from_secs(10), || {
-            container_pid(&c.nodes[i].dir, name)
+            common::container_pid(&c.nodes[i].dir, name)
         })
         .unwrap_or_else(|| panic!("no running container for {name}"));
         ips.push(ip);
@@ -419,7 +401,7 @@ fn forced_backends_vxlan_on_one_segment_and_host_gw_refusing_a_routed_peer() {
         .unwrap_or_else(|| panic!("v{i} never ready"));
         let name = inst["metadata"]["name"].as_str().unwrap();
         let pid = eventually(Duration::from_secs(10), || {
-            container_pid(&c.nodes[i].dir, name)
+            common::container_pid(&c.nodes[i].dir, name)
         })
         .unwrap_or_else(|| panic!("no running container for {name}"));
         ips.push(inst["status"]["ip"].as_str().unwrap().to_string());

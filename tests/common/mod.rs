@@ -618,3 +618,21 @@ pub fn remove_containers(data_dir: &Path) {
             .output();
     }
 }
+
+/// The host pid of the container running instance `instance` on the node of `data_dir`.
+pub fn container_pid(data_dir: &std::path::Path, instance: &str) -> Option<u32> {
+    let out = Command::new(BIN)
+        .args(["__container", "list", "--root"])
+        .arg(data_dir.join("containers"))
+        .output()
+        .ok()?;
+    let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let prefix = format!("default.{instance}.");
+    list.as_array()?
+        .iter()
+        .find(|c| {
+            c["id"].as_str().is_some_and(|id| id.starts_with(&prefix)) && c["status"] == "running"
+        })
+        .and_then(|c| c["pid"].as_u64())
+        .map(|p| p as u32)
+}

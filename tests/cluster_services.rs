@@ -1,0 +1,293 @@
+//! Services across a real cluster: four node hosts (three on one test segment, one behind a
+//! router: the overlay path) and a LAN client namespace standing in for a laptop
+//! (`common::hosts`). A 3-replica Deployment behind a LoadBalancer Service:
+//! - a client instance on the far host resolves `web.default.svc.cluster.local` and the
+//!   short name `web` through its generated resolv.conf to the Service's cluster IP, and
+//!   60 requests to that address are all answered, every replica at least once;
+//! - the LAN client reaches the LoadBalancer address (announced by one node of the segment,
+//!   `status.loadBalancer.ingress`) and the node port on every node, the far one included;
+//! - kill -9 of the announcing node: another node of the segment takes the address over and
+//!   the LAN client reaches it again (the time is printed); the dead node's replicas leave
+//!   the endpoints and no request from the client instance fails after;
+//! - deleting everything leaves no OMNI rule and no announced address on any host.
+//!
+//! As root with the test images; skips loudly elsewhere (fails under OMNICLOUD_REQUIRE_ALL=1).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::hosts::Hosts;
+use common::{eventually, Api, Cluster, FAST_CLUSTER};
+use serde_json::Value;
+
+const CLUSTER_CIDR: &str = "10.93.0.0/16";
+
+const WEB: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: busybox:latest
+        command: [sh, -c, "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+"#;
+
+/// On the far host, resolving the Service's names in a loop (busybox ping prints the
+/// address it resolved even though a cluster IP does not answer ICMP).
+fn client(node: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: client}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: client}}}}
+  template:
+    metadata: {{labels: {{app: client}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      nodeSelector: {{omnicloud.io/node: {node}}}
+      containers:
+      - name: c
+        image: busybox:latest
+        command: [sh, -c, "while true; do nslookup web.default.svc.cluster.local; ping -c1 -W1 web; sleep 1; done"]
+"#
+    )
+}
+
+/// One HTTP GET from inside the network namespace of process `pid`.
+fn fetch_from(pid: u32, url: &str) -> Result<String, String> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| e.to_string())?;
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("setns: {e}"))?;
+        // A new connection each time (no pooled one to a replica that has gone since).
+        ureq::AgentBuilder::new()
+            .max_idle_connections(0)
+            .build()
+            .get(&url)
+            .timeout(Duration::from_secs(3))
+            .call()
+            .map_err(|e| e.to_string())?
+            .into_string()
+            .map(|s| s.trim().to_string())
+            .map_err(|e| e.to_string())
+    })
+    .join()
+    .unwrap()
+}
+
+/// `curl` from the LAN client: the body.
+fn from_lan(hosts: &Hosts, url: &str) -> Option<String> {
+    let (ok, out, _) = hosts.on_client(&["curl", "-sf", "-m", "2", url]);
+    ok.then(|| out.trim().to_string())
+}
+
+/// The hosts holding `ip` as an announced (labelled) address.
+fn announcers(hosts: &Hosts, ip: &str) -> Vec<usize> {
+    (0..hosts.count())
+        .filter(|&i| {
+            hosts
+                .on_host(i, &["ip", "-4", "-o", "addr"])
+                .lines()
+                .any(|l| l.contains(&format!(" {ip}/32")) && l.contains(":olb"))
+        })
+        .collect()
+}
+
+fn endpoint_ips(api: &Api) -> Vec<String> {
+    let (_, ep) = api.get("/v1/namespaces/default/endpoints/web");
+    ep["spec"]["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["ip"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_loadbalancer_service_is_reached_by_name_from_pods_and_from_the_lan_and_fails_over() {
+    let Some(layout) = common::images::layout() else {
+        return;
+    };
+    let Some(hosts) = Hosts::new(3, 1) else {
+        return;
+    };
+    let lan_base = hosts.lan_subnet().rsplit_once(".0/").unwrap().0.to_string();
+    let lb_ip = format!("{lan_base}.240");
+    let config = format!(
+        "roles = [\"auto\"]\n{FAST_CLUSTER}[network]\ncluster_cidr = \"{CLUSTER_CIDR}\"\nnode_prefix = 24\n\
+         loadbalancer_pool = [\"{lb_ip}\"]\ndns_upstreams = [\"127.0.0.1:9\"]\n"
+    );
+    let mut c = Cluster::start_on(hosts.count(), &config, Some(&hosts));
+    for n in &c.nodes {
+        common::images::import(&n.dir, &layout);
+    }
+    let far = hosts.count() - 1;
+    assert!(hosts.is_far(far));
+    // The far node is never the announcer (not on the LAN segment) nor killed: the API,
+    // and the client instance, live there.
+    let api = c.nodes[far].api();
+    let (code, body) = api.apply(WEB);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = api.apply(&client(&c.nodes[far].name));
+    assert_eq!(code, 200, "{body}");
+
+    // The Service: a cluster IP, a node port, the pool's address in its status.
+    let (_, svc) = api.get("/v1/namespaces/default/services/web");
+    let vip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    let ingress = eventually(Duration::from_secs(20), || {
+        let (_, s) = api.get("/v1/namespaces/default/services/web");
+        s["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("no status.loadBalancer: {svc}"));
+    assert_eq!(ingress, lb_ip);
+    let eps = eventually(Duration::from_secs(120), || {
+        let ips = endpoint_ips(&api);
+        (ips.len() == 3).then_some(ips)
+    })
+    .unwrap_or_else(|| panic!("web never had 3 ready endpoints: {:?}", endpoint_ips(&api)));
+
+    // DNS from a pod: the full name and the short name both give the cluster IP.
+    let client_name = eventually(Duration::from_secs(60), || {
+        let (_, list) = api.get("/v1/namespaces/default/instances?labelSelector=app%3Dclient");
+        list["items"]
+            .as_array()?
+            .iter()
+            .find(|i| i["status"]["ready"] == true)?["metadata"]["name"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .expect("the client instance never ran");
+    let resolved = eventually(Duration::from_secs(30), || {
+        let (_, logs, _) = c.nodes[far].cli(&["logs", &client_name, "--tail", "40"]);
+        (logs.contains(&format!("Address: {vip}")) && logs.contains(&format!("PING web ({vip})")))
+            .then_some(())
+    });
+    let (_, logs, _) = c.nodes[far].cli(&["logs", &client_name, "--tail", "40"]);
+    assert!(resolved.is_some(), "web did not resolve to {vip}:\n{logs}");
+
+    // 60 requests from the client instance to the cluster IP: all answered, by every replica.
+    let pid = eventually(Duration::from_secs(10), || {
+        common::container_pid(&c.nodes[far].dir, &client_name)
+    })
+    .expect("the client's container");
+    let url = format!("http://{vip}/");
+    let mut answered: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..60 {
+        let who = fetch_from(pid, &url).unwrap_or_else(|e| panic!("request {i} to {url}: {e}"));
+        *answered.entry(who).or_default() += 1;
+    }
+    assert_eq!(
+        answered.len(),
+        3,
+        "every replica answers: {answered:?} ({eps:?})"
+    );
+
+    // From the LAN: the LoadBalancer address, and the node port on every node.
+    let lb_url = format!("http://{lb_ip}/");
+    eventually(Duration::from_secs(30), || from_lan(&hosts, &lb_url))
+        .unwrap_or_else(|| panic!("the LAN client cannot reach {lb_url}"));
+    for i in 0..hosts.count() {
+        let url = format!("http://{}:{node_port}/", hosts.ip(i));
+        eventually(Duration::from_secs(20), || from_lan(&hosts, &url))
+            .unwrap_or_else(|| panic!("the LAN client cannot reach node port {url}"));
+    }
+
+    // kill -9 the announcer: another node of the segment takes the address over.
+    let holders = announcers(&hosts, &lb_ip);
+    assert_eq!(holders.len(), 1, "one announcer: {holders:?}");
+    let first = holders[0];
+    assert!(!hosts.is_far(first));
+    let killed_at = Instant::now();
+    c.nodes[first].kill9();
+    let took = eventually(Duration::from_secs(60), || {
+        let now = announcers(&hosts, &lb_ip)
+            .into_iter()
+            .find(|&a| a != first)?;
+        from_lan(&hosts, &lb_url).map(|_| (now, killed_at.elapsed()))
+    });
+    let (second, took) = took.unwrap_or_else(|| {
+        panic!(
+            "no other node took {lb_ip} over (held by {:?})",
+            announcers(&hosts, &lb_ip)
+        )
+    });
+    eprintln!("node {first} killed: {lb_ip} answered from node {second} after {took:?}");
+    // The dead node's replicas leave the endpoints; then no request fails.
+    let dead: Vec<String> = {
+        let (_, list) = api.get("/v1/namespaces/default/instances?labelSelector=app%3Dweb");
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["spec"]["nodeName"] == c.nodes[first].name.as_str())
+            .filter_map(|i| i["status"]["ip"].as_str().map(str::to_string))
+            .collect()
+    };
+    let removed = eventually(Duration::from_secs(60), || {
+        let ips = endpoint_ips(&api);
+        (!ips.is_empty() && ips.iter().all(|ip| !dead.contains(ip))).then(|| killed_at.elapsed())
+    })
+    .unwrap_or_else(|| panic!("endpoints still hold {dead:?}: {:?}", endpoint_ips(&api)));
+    // ...and the client's node's rules.
+    let unprogrammed = eventually(Duration::from_secs(30), || {
+        let rules = hosts.on_host(far, &["iptables-save", "-t", "nat"]);
+        dead.iter()
+            .all(|ip| !rules.contains(&format!("{ip}:")))
+            .then(|| killed_at.elapsed())
+    })
+    .unwrap_or_else(|| panic!("host {far} still forwards to {dead:?}"));
+    eprintln!(
+        "the killed node's endpoints {dead:?} left the Endpoints after {removed:?}, the client node's rules after {unprogrammed:?}"
+    );
+    for i in 0..30 {
+        fetch_from(pid, &url).unwrap_or_else(|e| panic!("request {i} after the kill: {e}"));
+    }
+
+    // Delete everything: no rule and no announced address is left on a live host.
+    for path in [
+        "/v1/namespaces/default/services/web",
+        "/v1/namespaces/default/deployments/web",
+        "/v1/namespaces/default/deployments/client",
+    ] {
+        let (code, body) = api.delete(path);
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    for i in (0..hosts.count()).filter(|&i| i != first) {
+        eventually(Duration::from_secs(30), || {
+            let rules = hosts.on_host(i, &["iptables-save"]);
+            let addrs = hosts.on_host(i, &["ip", "-4", "-o", "addr"]);
+            (!rules.contains("OMNI-") && !addrs.contains(":olb")).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "host {i} keeps rules or addresses:\n{}",
+                hosts.on_host(i, &["iptables-save"])
+            )
+        });
+    }
+}
