@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use common::hosts::Hosts;
 use common::{eventually, Api, Cluster, FAST_CLUSTER};
-use serde_json::Value;
 
 const CLUSTER_CIDR: &str = "10.93.0.0/16";
 

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::hosts::Hosts;
-use common::{eventually, Api, Cluster, BIN, FAST_CLUSTER};
+use common::{eventually, Api, Cluster, FAST_CLUSTER};
 use serde_json::Value;
 
 /// Apart from the hosts' 10.74.S.0/24 and 10.75.S.0/24.
