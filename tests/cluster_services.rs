@@ -72,29 +72,6 @@ spec:
     )
 }
 
-/// One HTTP GET from inside the network namespace of process `pid`.
-fn fetch_from(pid: u32, url: &str) -> Result<String, String> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| e.to_string())?;
-    let url = url.to_string();
-    std::thread::spawn(move || {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("setns: {e}"))?;
-        // A new connection each time (no pooled one to a replica that has gone since).
-        ureq::AgentBuilder::new()
-            .max_idle_connections(0)
-            .build()
-            .get(&url)
-            .timeout(Duration::from_secs(3))
-            .call()
-            .map_err(|e| e.to_string())?
-            .into_string()
-            .map(|s| s.trim().to_string())
-            .map_err(|e| e.to_string())
-    })
-    .join()
-    .unwrap()
-}
-
 /// `curl` from the LAN client: the body.
 fn from_lan(hosts: &Hosts, url: &str) -> Option<String> {
     let (ok, out, _) = hosts.on_client(&["curl", "-sf", "-m", "2", url]);
@@ -197,7 +174,8 @@ fn a_loadbalancer_service_is_reached_by_name_from_pods_and_from_the_lan_and_fail
     let url = format!("http://{vip}/");
     let mut answered: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..60 {
-        let who = fetch_from(pid, &url).unwrap_or_else(|e| panic!("request {i} to {url}: {e}"));
+        let who =
+            common::http_get_in(pid, &url).unwrap_or_else(|e| panic!("request {i} to {url}: {e}"));
         *answered.entry(who).or_default() += 1;
     }
     assert_eq!(
@@ -264,7 +242,8 @@ fn a_loadbalancer_service_is_reached_by_name_from_pods_and_from_the_lan_and_fail
         "the killed node's endpoints {dead:?} left the Endpoints after {removed:?}, the client node's rules after {unprogrammed:?}"
     );
     for i in 0..30 {
-        fetch_from(pid, &url).unwrap_or_else(|e| panic!("request {i} after the kill: {e}"));
+        common::http_get_in(pid, &url)
+            .unwrap_or_else(|e| panic!("request {i} after the kill: {e}"));
     }
 
     // Delete everything: no rule and no announced address is left on a live host.

@@ -180,29 +180,12 @@ spec:
         command: [sleep, "3600"]
 "#;
 
-/// One HTTP GET from inside the network namespace of process `pid` (the client
-/// instance): a thread of the test enters it (setns) and connects from there.
 fn fetch_from(pid: i64, url: &str) -> Result<String, String> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| e.to_string())?;
-    let url = url.to_string();
-    std::thread::spawn(move || {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("setns: {e}"))?;
-        fetch(&url)
-    })
-    .join()
-    .unwrap()
+    common::http_get_in(pid as u32, url)
 }
 
-/// One HTTP GET from the test process (a LAN client on the test bridge).
 fn fetch(url: &str) -> Result<String, String> {
-    ureq::get(url)
-        .timeout(Duration::from_secs(3))
-        .call()
-        .map_err(|e| e.to_string())?
-        .into_string()
-        .map(|s| s.trim().to_string())
-        .map_err(|e| e.to_string())
+    common::http_get(url)
 }
 
 #[test]

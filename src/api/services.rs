@@ -24,14 +24,9 @@ fn allocate(
         return Ok(());
     }
     let reader = state.control.reader();
-    let (stored, _) = reader
-        .list(Kind::Service, None)
+    let stored: Vec<Resource> = reader
+        .resources(Kind::Service)
         .map_err(|e| (0, ApiError::internal(e.to_string())))?;
-    let stored: Vec<Resource> = stored
-        .iter()
-        .filter_map(|b| serde_json::from_slice(b).ok())
-        .filter_map(|v| Resource::from_stored(v).ok())
-        .collect();
     let mine: Vec<(String, String)> = items
         .iter()
         .filter(|(r, _)| r.kind == Kind::Service)

@@ -15,20 +15,19 @@ use tokio::task::JoinHandle;
 use super::announce::Announcer;
 use super::lb::{self, Candidate};
 use crate::cluster::{Gossip, MemberStatus};
-use crate::model::{Kind, Resource, Spec};
+use crate::model::{Kind, Spec};
 use crate::orchestrator::ControlPlane;
 
 const TICK: Duration = Duration::from_secs(1);
 
 /// Every allocated LoadBalancer address in the local replica.
 fn lb_addresses(control: &ControlPlane) -> BTreeSet<Ipv4Addr> {
-    let Ok((objects, _)) = control.reader().list(Kind::Service, None) else {
-        return BTreeSet::new();
-    };
-    objects
+    let services = control
+        .reader()
+        .resources(Kind::Service)
+        .unwrap_or_default();
+    services
         .iter()
-        .filter_map(|b| serde_json::from_slice(b).ok())
-        .filter_map(|v| Resource::from_stored(v).ok())
         .filter_map(|r| match &r.spec {
             Some(Spec::Service(s)) => s.lb_ip(),
             _ => None,

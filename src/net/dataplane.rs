@@ -105,12 +105,8 @@ pub fn purge() -> Result<(), DataplaneError> {
 }
 
 fn load(control: &ControlPlane, kind: Kind) -> Vec<Resource> {
-    match control.reader().list(kind, None) {
-        Ok((objects, _)) => objects
-            .iter()
-            .filter_map(|b| serde_json::from_slice(b).ok())
-            .filter_map(|v| Resource::from_stored(v).ok())
-            .collect(),
+    match control.reader().resources(kind) {
+        Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, %kind, "reading the store for the service data plane");
             Vec::new()

@@ -169,14 +169,7 @@ fn watched(change: &crate::store::Change) -> bool {
 }
 
 fn parsed(reader: &StoreReader, kind: Kind) -> Vec<Resource> {
-    let Ok((objects, _)) = reader.list(kind, None) else {
-        return Vec::new();
-    };
-    objects
-        .iter()
-        .filter_map(|b| serde_json::from_slice(b).ok())
-        .filter_map(|v| Resource::from_stored(v).ok())
-        .collect()
+    reader.resources(kind).unwrap_or_default()
 }
 
 /// The records for the local replica's current state.

@@ -18,7 +18,7 @@ use super::routes::{self, Local, Peer, Plan};
 use super::NetError;
 use crate::cluster::{Gossip, MemberStatus};
 use crate::config::RoutingBackend;
-use crate::model::{Kind, Resource, Spec, Subnet};
+use crate::model::{Kind, Spec, Subnet};
 use crate::orchestrator::ControlPlane;
 
 /// How often an unchanged plan is applied again.
@@ -36,13 +36,12 @@ pub struct RoutingArgs {
 
 /// The committed node subnet leases by node name.
 fn leases(control: &ControlPlane) -> Vec<(String, Subnet)> {
-    let Ok((objects, _)) = control.reader().list(Kind::NodeSubnet, None) else {
-        return Vec::new();
-    };
-    objects
+    let subnets = control
+        .reader()
+        .resources(Kind::NodeSubnet)
+        .unwrap_or_default();
+    subnets
         .iter()
-        .filter_map(|b| serde_json::from_slice(b).ok())
-        .filter_map(|v| Resource::from_stored(v).ok())
         .filter_map(|r| match &r.spec {
             Some(Spec::NodeSubnet(s)) => Some((r.metadata.name.clone(), Subnet::parse(&s.cidr)?)),
             _ => None,

@@ -34,6 +34,17 @@ impl StoreReader {
 
     /// Objects of one kind (in one namespace, or all), in key order, with the revision the
     /// listing reflects (a watch from `revision + 1` continues it without gaps).
+    /// Every stored object of `kind` (in `namespace`, or all), parsed; one that does not
+    /// parse (written by another version) is left out.
+    pub fn resources(&self, kind: Kind) -> Result<Vec<crate::model::Resource>, StoreError> {
+        let (objects, _) = self.list(kind, None)?;
+        Ok(objects
+            .iter()
+            .filter_map(|b| serde_json::from_slice(b).ok())
+            .filter_map(|v| crate::model::Resource::from_stored(v).ok())
+            .collect())
+    }
+
     pub fn list(
         &self,
         kind: Kind,

@@ -132,14 +132,12 @@ pub fn placed_on(
     control: &ControlPlane,
     node: &str,
 ) -> Vec<(ObjectKey, String, crate::model::InstanceSpec)> {
-    use crate::model::{Kind, Resource, Spec};
-    let Ok((objects, _)) = control.reader().list(Kind::Instance, None) else {
+    use crate::model::{Kind, Spec};
+    let Ok(instances) = control.reader().resources(Kind::Instance) else {
         return Vec::new();
     };
-    objects
-        .iter()
-        .filter_map(|b| serde_json::from_slice(b).ok())
-        .filter_map(|v| Resource::from_stored(v).ok())
+    instances
+        .into_iter()
         .filter_map(|r| {
             let Some(Spec::Instance(spec)) = r.spec else {
                 return None;

@@ -636,3 +636,32 @@ pub fn container_pid(data_dir: &std::path::Path, instance: &str) -> Option<u32> 
         .and_then(|c| c["pid"].as_u64())
         .map(|p| p as u32)
 }
+
+/// One HTTP GET on a new connection (never a pooled one to a backend that has gone since):
+/// the body, trimmed.
+pub fn http_get(url: &str) -> Result<String, String> {
+    ureq::AgentBuilder::new()
+        .max_idle_connections(0)
+        .build()
+        .get(url)
+        .timeout(Duration::from_secs(3))
+        .call()
+        .map_err(|e| e.to_string())?
+        .into_string()
+        .map(|s| s.trim().to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// [`http_get`] from inside the network namespace of process `pid` (an instance's
+/// container): a thread of the test enters it (setns) and connects from there.
+pub fn http_get_in(pid: u32, url: &str) -> Result<String, String> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| e.to_string())?;
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("setns: {e}"))?;
+        http_get(&url)
+    })
+    .join()
+    .unwrap()
+}
