@@ -171,7 +171,7 @@ fn offsets(img: &Path) -> (u64, u64) {
 
 /// A copy of the image made into one machine's stick: its omnicloud.conf and the serial
 /// boot entry.
-fn stick(img: &Path, dir: &Path, name: &str, conf: &str) -> PathBuf {
+fn stick(img: &Path, dir: &Path, name: &str, conf: &str, node_toml: &str) -> PathBuf {
     let copy = dir.join(format!("{name}.img"));
     run(&[
         "cp",
@@ -184,6 +184,7 @@ fn stick(img: &Path, dir: &Path, name: &str, conf: &str) -> PathBuf {
     for (offset, file, text) in [
         (esp, "::/loader/loader.conf", LOADER),
         (cfg, "::/omnicloud.conf", conf),
+        (cfg, "::/node.toml", node_toml),
     ] {
         let src = dir.join(format!("{name}.{}", file.rsplit('/').next().unwrap()));
         std::fs::write(&src, text).unwrap();
@@ -341,6 +342,12 @@ fn push_busybox(registry: &Registry) -> Option<String> {
     let layout = common::images::layout()?;
     let scratch = tempfile::tempdir().unwrap();
     let remote = format!("{}/busybox:usb", registry.addr);
+    let config = scratch.path().join("client.toml");
+    std::fs::write(
+        &config,
+        format!("[registries]\ninsecure = [\"{}\"]\n", registry.addr),
+    )
+    .unwrap();
     for args in [
         vec!["import", layout.to_str().unwrap()],
         vec!["push", "busybox:latest", &remote],
@@ -349,6 +356,7 @@ fn push_busybox(registry: &Registry) -> Option<String> {
             .arg("image")
             .args(&args)
             .env("OMNICLOUD_DATA_DIR", scratch.path())
+            .env("OMNICLOUD_CONFIG", &config)
             .output()
             .unwrap();
         assert!(
@@ -398,7 +406,7 @@ impl Drop for RemoveImages {
 
 fn conf(lan: &Lan, i: usize, join: bool) -> String {
     let mut c = format!(
-        "# written by tests/usb.rs\nname=usb-{i}\nip={}/24\ngw={}\ntoken={TOKEN}\n",
+        "# written by tests/usb.rs\nname=usb-{i}\nip={}/24\ngw={}\ntoken={TOKEN}\nconfig=node.toml\n",
         lan.ip(i),
         lan.host_ip()
     );
@@ -420,8 +428,21 @@ fn three_usb_sticks_boot_into_one_cluster_and_keep_their_state_across_a_power_cu
     let _remove = RemoveImages(dir.clone());
     let img = image(&dir);
     let lan = Lan::new(3);
+    // Debian's docker-registry on the bridge (plain HTTP: the sticks list it insecure).
+    let registry = Registry::start(&lan.host_ip(), "docker-registry (for the deployment)");
+    let node_toml = registry.as_ref().map_or(String::new(), |r| {
+        format!("[registries]\ninsecure = [\"{}\"]\n", r.addr)
+    });
     let sticks: Vec<PathBuf> = (0..3)
-        .map(|i| stick(&img, &dir, &format!("usb-{i}"), &conf(&lan, i, i > 0)))
+        .map(|i| {
+            stick(
+                &img,
+                &dir,
+                &format!("usb-{i}"),
+                &conf(&lan, i, i > 0),
+                &node_toml,
+            )
+        })
         .collect();
     let boot = |i: usize, n: usize| {
         Vm::boot(
@@ -480,8 +501,7 @@ fn three_usb_sticks_boot_into_one_cluster_and_keep_their_state_across_a_power_cu
         t0.elapsed().as_secs_f64()
     );
 
-    // A deployment: busybox from a registry on the bridge, one replica per machine.
-    let registry = Registry::start(&lan.host_ip(), "docker-registry (for the deployment)");
+    // A deployment: busybox from the registry on the bridge, one replica per machine.
     if let Some(image) = registry.as_ref().and_then(push_busybox) {
         let manifest = format!(
             r#"apiVersion: omnicloud.io/v1

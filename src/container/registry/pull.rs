@@ -172,19 +172,36 @@ fn certificates(settings: &RegistrySettings, host: &str) -> Result<Vec<Certifica
 pub(super) fn client(settings: &RegistrySettings, ep: &Endpoint) -> Result<Client, String> {
     // rustls needs one process-wide crypto provider; a second install is refused, fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = ClientConfig {
+    let extra = certificates(settings, &ep.host)?;
+    let config = |only: Vec<Certificate>| ClientConfig {
         protocol: if ep.plain_http {
             ClientProtocol::Http
         } else {
             ClientProtocol::Https
         },
-        extra_root_certificates: certificates(settings, &ep.host)?,
+        extra_root_certificates: extra.clone(),
+        tls_certs_only: only,
         max_concurrent_download: settings.max_parallel_layers,
         connect_timeout: Some(Duration::from_secs(10)),
         read_timeout: Some(Duration::from_secs(60)),
         ..Default::default()
     };
-    Client::try_from(config).map_err(|e| chain(&e))
+    match Client::try_from(config(Vec::new())) {
+        Ok(c) => Ok(c),
+        // A host without CA certificates (the USB stick's and worker VMs' initramfs):
+        // Mozilla's roots built in, plus the configured CAs.
+        Err(e) if chain(&e).contains("No CA certificates") => {
+            let builtin = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .map(|c| Certificate {
+                    encoding: CertificateEncoding::Der,
+                    data: c.to_vec(),
+                });
+            let only = builtin.chain(extra.iter().cloned()).collect();
+            Client::try_from(config(only)).map_err(|e| chain(&e))
+        }
+        Err(e) => Err(chain(&e)),
+    }
 }
 
 /// Step 2 and on, from one place.

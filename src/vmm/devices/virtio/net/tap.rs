@@ -151,15 +151,6 @@ impl Tap {
                     VmmError::io(format!("adding the tap {name} to the bridge {bridge}"), e)
                 })?;
             }
-            // Hairpin, as instance veths have it: a guest reaching its own Service
-            // through a bridge with br_netfilter is answered (best effort: a kernel
-            // without the knob still runs the VM).
-            let _ = std::fs::write(
-                Path::new("/sys/class/net")
-                    .join(name)
-                    .join("brport/hairpin_mode"),
-                "1",
-            );
         }
         let mut req = ifreq(name);
         ioctl_ifreq(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req)
