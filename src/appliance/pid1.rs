@@ -261,6 +261,7 @@ pub fn run(plan: &InitPlan, steps: &[Step]) -> ! {
         say("no node in the plan");
         power_off();
     };
+    ca_bundle();
     let mut node = spawn_node(argv);
     say(&format!("node {} started", plan.name));
     loop {
@@ -301,5 +302,37 @@ fn power_off() -> ! {
     say("power off failed; halting here");
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Where TLS clients look for the system's CA certificates (Debian's bundle path).
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The initramfs has no CA bundle: write Mozilla's roots (built into the binary) where the
+/// registry client looks, so the node can pull from HTTPS registries (and build a client
+/// at all: it refuses to start without any system root).
+fn ca_bundle() {
+    use base64::Engine as _;
+    if std::path::Path::new(CA_BUNDLE).exists() {
+        return;
+    }
+    let mut pem = String::new();
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    let written =
+        std::fs::create_dir_all("/etc/ssl/certs").and_then(|_| std::fs::write(CA_BUNDLE, pem));
+    match written {
+        Ok(()) => say(&format!(
+            "wrote {} built-in CA roots to {CA_BUNDLE}",
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS.len()
+        )),
+        Err(e) => say(&format!("cannot write {CA_BUNDLE}: {e}")),
     }
 }

@@ -186,22 +186,15 @@ pub(super) fn client(settings: &RegistrySettings, ep: &Endpoint) -> Result<Clien
         read_timeout: Some(Duration::from_secs(60)),
         ..Default::default()
     };
-    match Client::try_from(config(Vec::new())) {
-        Ok(c) => Ok(c),
-        // A host without CA certificates (the USB stick's and worker VMs' initramfs):
-        // Mozilla's roots built in, plus the configured CAs.
-        Err(e) if chain(&e).contains("No CA certificates") => {
-            let builtin = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-                .iter()
-                .map(|c| Certificate {
-                    encoding: CertificateEncoding::Der,
-                    data: c.to_vec(),
-                });
-            let only = builtin.chain(extra.iter().cloned()).collect();
-            Client::try_from(config(only)).map_err(|e| chain(&e))
+    Client::try_from(config(Vec::new())).map_err(|e| {
+        let why = chain(&e);
+        if why.contains("No CA certificates") {
+            // The appliance writes a bundle at boot (`appliance::pid1`); elsewhere, install one.
+            format!("{why}: this host has no CA certificates (apt-get install ca-certificates)")
+        } else {
+            why
         }
-        Err(e) => Err(chain(&e)),
-    }
+    })
 }
 
 /// Step 2 and on, from one place.
