@@ -55,18 +55,7 @@ pub(super) fn validate_pod_spec_with(
         }
     }
     let mut names = BTreeSet::new();
-    let all = spec
-        .containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (format!("{field}.containers[{i}]"), c))
-        .chain(
-            spec.init_containers
-                .iter()
-                .flatten()
-                .enumerate()
-                .map(|(i, c)| (format!("{field}.initContainers[{i}]"), c)),
-        );
+    let all = spec.containers_with_paths(field);
     for (path, c) in all {
         validate_container(&path, c)?;
         if !names.insert(c.name.clone()) {

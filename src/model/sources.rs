@@ -224,18 +224,7 @@ pub(super) fn validate_pod_sources(
         }
     }
     volumes.extend(claims.iter().copied());
-    let containers = spec
-        .containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (format!("{field}.containers[{i}]"), c))
-        .chain(
-            spec.init_containers
-                .iter()
-                .flatten()
-                .enumerate()
-                .map(|(i, c)| (format!("{field}.initContainers[{i}]"), c)),
-        );
+    let containers = spec.containers_with_paths(field);
     for (path, c) in containers {
         validate_mounts(&path, c, &volumes)?;
         validate_env(&path, c)?;

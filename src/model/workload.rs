@@ -174,6 +174,25 @@ impl PullPolicy {
 }
 
 impl PodSpec {
+    /// Every container and init container with its field path under `field`
+    /// (`FIELD.containers[i]`, `FIELD.initContainers[i]`).
+    pub fn containers_with_paths<'a>(
+        &'a self,
+        field: &'a str,
+    ) -> impl Iterator<Item = (String, &'a Container)> + 'a {
+        self.containers
+            .iter()
+            .enumerate()
+            .map(move |(i, c)| (format!("{field}.containers[{i}]"), c))
+            .chain(
+                self.init_containers
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .map(move |(i, c)| (format!("{field}.initContainers[{i}]"), c)),
+            )
+    }
+
     /// No containers and nothing else set (a VM instance's pod).
     pub fn is_empty(&self) -> bool {
         *self == PodSpec::default()

@@ -6,7 +6,7 @@
 //! announcer takes over as soon as gossip says this node left.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::announce::Announcer;
 use super::lb::{self, Candidate};
-use crate::cluster::{Gossip, MemberStatus};
+use crate::cluster::Gossip;
 use crate::model::{Kind, Spec};
 use crate::orchestrator::ControlPlane;
 
@@ -37,19 +37,11 @@ fn lb_addresses(control: &ControlPlane) -> BTreeSet<Ipv4Addr> {
 
 /// Agent nodes gossip does not hold down, with their advertised IPv4 address.
 async fn candidates(gossip: &Gossip) -> Vec<(String, Ipv4Addr)> {
-    gossip
-        .members()
+    super::live_members(gossip)
         .await
         .into_iter()
-        .filter(|m| m.status != MemberStatus::Down)
-        .filter(|m| m.meta.roles.contains(&crate::model::Role::Agent))
-        .filter_map(|m| {
-            let addr: SocketAddr = m.meta.gossip_addr.parse().ok()?;
-            match addr.ip() {
-                IpAddr::V4(ip) => Some((m.meta.name, ip)),
-                IpAddr::V6(_) => None,
-            }
-        })
+        .filter(|(m, _)| m.meta.roles.contains(&crate::model::Role::Agent))
+        .map(|(m, ip)| (m.meta.name, ip))
         .collect()
 }
 

@@ -58,3 +58,23 @@ pub enum NetError {
     #[error("starting a runtime for netlink")]
     Runtime(#[source] std::io::Error),
 }
+
+/// Members gossip does not hold down, with their advertised IPv4 address (routes point at
+/// it, LoadBalancer announcers are chosen by it); members advertising IPv6 are left out.
+pub(crate) async fn live_members(
+    gossip: &crate::cluster::Gossip,
+) -> Vec<(crate::cluster::MemberView, std::net::Ipv4Addr)> {
+    gossip
+        .members()
+        .await
+        .into_iter()
+        .filter(|m| m.status != crate::cluster::MemberStatus::Down)
+        .filter_map(|m| {
+            let addr: std::net::SocketAddr = m.meta.gossip_addr.parse().ok()?;
+            match addr.ip() {
+                std::net::IpAddr::V4(ip) => Some((m, ip)),
+                std::net::IpAddr::V6(_) => None,
+            }
+        })
+        .collect()
+}

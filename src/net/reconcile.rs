@@ -7,7 +7,7 @@
 //! one-way half would only black-hole traffic). `purge` does the same without a node (for
 //! `uninstall --purge`).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::netlink::{Changes, Kernel};
 use super::routes::{self, Local, Peer, Plan};
 use super::NetError;
-use crate::cluster::{Gossip, MemberStatus};
+use crate::cluster::Gossip;
 use crate::config::RoutingBackend;
 use crate::model::{Kind, Spec, Subnet};
 use crate::orchestrator::ControlPlane;
@@ -51,16 +51,10 @@ fn leases(control: &ControlPlane) -> Vec<(String, Subnet)> {
 
 /// Members that are not down and hold a lease, with their advertised IPv4 address.
 async fn peers(gossip: &Gossip, leases: &[(String, Subnet)]) -> Vec<Peer> {
-    gossip
-        .members()
+    super::live_members(gossip)
         .await
         .into_iter()
-        .filter(|m| m.status != MemberStatus::Down)
-        .filter_map(|m| {
-            let addr: SocketAddr = m.meta.gossip_addr.parse().ok()?;
-            let IpAddr::V4(underlay) = addr.ip() else {
-                return None;
-            };
+        .filter_map(|(m, underlay)| {
             let subnet = leases.iter().find(|(n, _)| *n == m.meta.name)?.1;
             Some(Peer {
                 name: m.meta.name,
