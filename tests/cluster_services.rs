@@ -199,6 +199,19 @@ fn a_loadbalancer_service_is_reached_by_name_from_pods_and_from_the_lan_and_fail
     assert_eq!(holders.len(), 1, "one announcer: {holders:?}");
     let first = holders[0];
     assert!(!hosts.is_far(first));
+    // The replicas on the node about to die, read before the kill: once it is
+    // declared dead its instances are replaced and no longer name it.
+    let dead: Vec<String> = {
+        let (_, list) = api.get("/v1/namespaces/default/instances?labelSelector=app%3Dweb");
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["spec"]["nodeName"] == c.nodes[first].name.as_str())
+            .filter_map(|i| i["status"]["ip"].as_str().map(str::to_string))
+            .collect()
+    };
+    eprintln!("node {first} runs the replicas {dead:?} of web");
     let killed_at = Instant::now();
     c.nodes[first].kill9();
     let took = eventually(Duration::from_secs(60), || {
@@ -215,16 +228,6 @@ fn a_loadbalancer_service_is_reached_by_name_from_pods_and_from_the_lan_and_fail
     });
     eprintln!("node {first} killed: {lb_ip} answered from node {second} after {took:?}");
     // The dead node's replicas leave the endpoints; then no request fails.
-    let dead: Vec<String> = {
-        let (_, list) = api.get("/v1/namespaces/default/instances?labelSelector=app%3Dweb");
-        list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|i| i["spec"]["nodeName"] == c.nodes[first].name.as_str())
-            .filter_map(|i| i["status"]["ip"].as_str().map(str::to_string))
-            .collect()
-    };
     let removed = eventually(Duration::from_secs(60), || {
         let ips = endpoint_ips(&api);
         (!ips.is_empty() && ips.iter().all(|ip| !dead.contains(ip))).then(|| killed_at.elapsed())
