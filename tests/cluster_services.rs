@@ -11,6 +11,12 @@
 //!   the endpoints and no request from the client instance fails after;
 //! - deleting everything leaves no OMNI rule and no announced address on any host.
 //!
+//! And a StatefulSet `db` with a headless Service `db` (`clusterIP: None`), db-0 kept off
+//! the far host: a client instance there resolves `db-0.db` and
+//! `db-0.db.default.svc.cluster.local` to db-0's address and fetches `http://db-0.db:8080/`
+//! from it; kill -9 of db-0's node: db-0 runs on another node (after 2 x FENCE_AFTER) and
+//! the names give its new address, a fetch by name reaches it, the old address is gone.
+//!
 //! As root with the test images; skips loudly elsewhere (fails under OMNICLOUD_REQUIRE_ALL=1).
 
 mod common;
@@ -271,4 +277,185 @@ fn a_loadbalancer_service_is_reached_by_name_from_pods_and_from_the_lan_and_fail
             )
         });
     }
+}
+
+const DB: &str = r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - labelSelector: {matchLabels: {app: dbclient}}
+            topologyKey: kubernetes.io/hostname
+      containers:
+      - name: httpd
+        image: busybox:latest
+        command: [sh, -c, "mkdir -p /www && ip -4 -o addr | grep -v ' lo ' | awk '{print $4}' | cut -d/ -f1 | head -n1 > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{name: http, port: 8080, targetPort: http}]
+"#;
+
+/// On host `node`: resolves db-0's full name (`nslookup`), its short name (`ping`, through
+/// the search path) and fetches `http://db-0.db:8080/` (db-0 answers with its address;
+/// busybox wget's own `-T` crashes, hence `timeout`).
+fn db_client(node: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: dbclient}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: dbclient}}}}
+  template:
+    metadata: {{labels: {{app: dbclient}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      nodeSelector: {{omnicloud.io/node: {node}}}
+      containers:
+      - name: c
+        image: busybox:latest
+        command: [sh, -c, "while true; do nslookup db-0.db.default.svc.cluster.local; ping -c1 -W1 db-0.db; echo \"BODY $(timeout 3 wget -q -O - http://db-0.db:8080/)\"; sleep 1; done"]
+"#
+    )
+}
+
+/// What the client's recent lines show for `ip`: the full name resolved to it, the short
+/// name resolved to it, an answer by name from it.
+fn seen(logs: &str, ip: &str) -> [bool; 3] {
+    let lines: Vec<&str> = logs.lines().map(str::trim).collect();
+    let has = |want: &str| lines.iter().any(|l| *l == want);
+    [
+        has(&format!("Address: {ip}")),
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("PING db-0.db ({ip})"))),
+        has(&format!("BODY {ip}")),
+    ]
+}
+
+/// db-0's (IP, node) once it is ready with an address.
+fn db0(api: &Api) -> Option<(String, String)> {
+    let (code, i) = api.get("/v1/namespaces/default/instances/db-0");
+    if code != 200 || i["status"]["ready"] != true {
+        return None;
+    }
+    Some((
+        i["status"]["ip"].as_str()?.to_string(),
+        i["spec"]["nodeName"].as_str()?.to_string(),
+    ))
+}
+
+#[test]
+fn a_statefulset_member_is_found_by_name_across_hosts_and_followed_when_it_moves() {
+    let Some(layout) = common::images::layout() else {
+        return;
+    };
+    let Some(hosts) = Hosts::new(3, 1) else {
+        return;
+    };
+    let config = format!(
+        "roles = [\"auto\"]\n{FAST_CLUSTER}[network]\ncluster_cidr = \"{CLUSTER_CIDR}\"\nnode_prefix = 24\n\
+         dns_upstreams = [\"127.0.0.1:9\"]\n"
+    );
+    let mut c = Cluster::start_on(hosts.count(), &config, Some(&hosts));
+    for n in &c.nodes {
+        common::images::import(&n.dir, &layout);
+    }
+    // The client and the API on the far host (behind the router: the overlay path), never
+    // killed; db-0 is kept off it (required anti-affinity to the client), so it runs on a
+    // host of the first segment and moves to another one.
+    let far = hosts.count() - 1;
+    let api = c.nodes[far].api();
+    let (code, body) = api.apply(&db_client(&c.nodes[far].name));
+    assert_eq!(code, 200, "{body}");
+    let client_name = eventually(Duration::from_secs(60), || {
+        let (_, list) = api.get("/v1/namespaces/default/instances?labelSelector=app%3Ddbclient");
+        list["items"]
+            .as_array()?
+            .iter()
+            .find(|i| i["status"]["ready"] == true)?["metadata"]["name"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .expect("the client instance never ran");
+    let (code, body) = api.apply(DB);
+    assert_eq!(code, 200, "{body}");
+    let (_, svc) = api.get("/v1/namespaces/default/services/db");
+    assert_eq!(svc["spec"]["clusterIP"], "None", "headless: {svc}");
+    let (first_ip, first_node) =
+        eventually(Duration::from_secs(90), || db0(&api)).unwrap_or_else(|| {
+            panic!(
+                "db-0 never ready: {:?}",
+                api.get("/v1/namespaces/default/instances/db-0")
+            )
+        });
+    let victim = c
+        .nodes
+        .iter()
+        .position(|n| n.name == first_node)
+        .unwrap_or_else(|| panic!("db-0 on an unknown node {first_node}"));
+    assert_ne!(victim, far, "db-0 is kept off the client's host");
+
+    let logs = |c: &Cluster| c.nodes[far].cli(&["logs", &client_name, "--tail", "40"]).1;
+    eventually(Duration::from_secs(60), || {
+        (seen(&logs(&c), &first_ip) == [true; 3]).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "db-0.db never resolved to and answered from {first_ip}:\n{}",
+            logs(&c)
+        )
+    });
+
+    // db-0's node dies: after 2 x FENCE_AFTER db-0 runs on another node, and its name
+    // follows it.
+    let killed_at = Instant::now();
+    c.nodes[victim].kill9();
+    let (second_ip, second_node) = eventually(Duration::from_secs(120), || {
+        db0(&api).filter(|(_, node)| *node != first_node)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "db-0 never ran elsewhere: {:?}",
+            api.get("/v1/namespaces/default/instances/db-0")
+        )
+    });
+    let moved = killed_at.elapsed();
+    assert_ne!(second_ip, first_ip);
+    assert_ne!(second_node, c.nodes[far].name);
+    // The name gives the new address, and a connection by name reaches it...
+    let followed = eventually(Duration::from_secs(60), || {
+        (seen(&logs(&c), &second_ip) == [true; 3]).then(|| killed_at.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "db-0.db does not follow db-0 from {first_ip} to {second_ip}:\n{}",
+            logs(&c)
+        )
+    });
+    // ...and never the old one again: none of the client's recent lines names it.
+    eventually(Duration::from_secs(30), || {
+        (seen(&logs(&c), &first_ip) == [false; 3]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("db-0.db still gives {first_ip}:\n{}", logs(&c)));
+    eprintln!(
+        "node {victim} killed: db-0 ready on {second_node} ({second_ip}) after {moved:?}, \
+         db-0.db resolved to it and answered from it by name after {followed:?}"
+    );
 }
