@@ -619,3 +619,218 @@ fn a_networked_vm_gets_an_address_and_a_tap_on_the_node_bridge() {
     });
     assert!(gone.is_some(), "the tap outlived its VM");
 }
+
+/// A VM replica with `network.bridge: true` is an endpoint of a Service, and the Service's
+/// traffic reaches it: a director node in a test network namespace (with a /sys of its
+/// own, where the VMM finds the bridge) runs the replica; the Service selecting the VM's
+/// labels lists the replica's address in its Endpoints, the node's rules DNAT the cluster
+/// IP to it, and a connection from the node to `VIP:80` arrives on the VM's tap as a SYN to
+/// `VM-IP:8080` (captured with a packet socket on the tap). The test guest has no IP stack
+/// (it answers neither ARP nor TCP), so the test stands in for its ARP reply with a
+/// permanent neighbour entry (its MAC is derived from its address) and checks the frame
+/// delivered to it rather than an answer; the test host has no default route, so the
+/// service CIDR gets a route on the bridge (a node needs some route to cluster IPs, as
+/// with kube-proxy). Deleting the VM takes it out of the Endpoints and the rules.
+#[test]
+fn a_networked_vm_replica_is_a_service_endpoint_and_gets_the_services_traffic() {
+    let Some(kernel) = common::guest::elf() else {
+        return;
+    };
+    let _g = serial();
+    let Some(net) = common::netns::TestNet::new(1) else {
+        return;
+    };
+    let (ns, ip) = (net.ns(0), net.ip(0));
+    let bridge = "odirsvc0";
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "[agent]\nusage_report_ms = 500\n[network]\ncluster_cidr = \"10.86.0.0/16\"\n\
+             bridge = \"{bridge}\"\nservice_cidr = \"10.98.0.0/24\"\n"
+        ),
+    )
+    .unwrap();
+    let node = TestNode::start_director_in(
+        "dirsvc",
+        &[
+            "--roles",
+            "orchestrator,director",
+            "--bind",
+            &ip,
+            "--advertise",
+            &ip,
+            "--config",
+            config.path().to_str().unwrap(),
+        ],
+        &ns,
+    );
+    let _cleanup = KillVmms {
+        dir: node.dir.clone(),
+        links: Vec::new(),
+    };
+    let in_ns = |args: &[&str]| {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let yaml = format!(
+        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: vmweb}}\nspec:\n  \
+         selector: {{app: vmweb}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n",
+        vm_yaml(
+            "vmweb",
+            &kernel,
+            1,
+            "  cmdline: omnicloud.net omnicloud.hold\n  network: {bridge: true}\n"
+        )
+    );
+    let (code, body) = node.api().apply(&yaml);
+    assert_eq!(code, 200, "{body}");
+    wait_ready(&node, "vmweb", 1);
+    let vm_ip: std::net::Ipv4Addr = eventually(Duration::from_secs(15), || {
+        get(&node, "/v1/namespaces/default/instances/vmweb-0")["status"]["ip"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+    })
+    .expect("the replica's address");
+    let vip = get(&node, "/v1/namespaces/default/services/vmweb")["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The replica is a ready endpoint, and the node's rules DNAT the cluster IP to it.
+    let endpoints = |node: &TestNode| -> Vec<String> {
+        get(node, "/v1/namespaces/default/endpoints/vmweb")["spec"]["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| {
+                let port = s["ports"][0]["port"].as_i64().unwrap_or(0);
+                s["addresses"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(move |a| Some(format!("{}:{port}", a["ip"].as_str()?)))
+            })
+            .collect()
+    };
+    let target = format!("{vm_ip}:8080");
+    eventually(Duration::from_secs(30), || {
+        (endpoints(&node) == [target.clone()]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("vmweb's endpoints: {:?}", endpoints(&node)));
+    let rule = format!("default/vmweb:http -> {target}\"");
+    eventually(Duration::from_secs(30), || {
+        in_ns(&["iptables-save", "-t", "nat"])
+            .contains(&rule)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no rule to {target}:\n{}", in_ns(&["iptables-save"])));
+
+    // A connection to the cluster IP from the node arrives on the VM's tap.
+    let o = vm_ip.octets();
+    let mac = [0x02, 0x0c, o[0], o[1], o[2], o[3]];
+    let lladdr = mac.map(|b| format!("{b:02x}")).join(":");
+    in_ns(&[
+        "ip",
+        "neigh",
+        "replace",
+        &vm_ip.to_string(),
+        "lladdr",
+        &lladdr,
+        "dev",
+        bridge,
+        "nud",
+        "permanent",
+    ]);
+    in_ns(&["ip", "route", "replace", "10.98.0.0/24", "dev", bridge]);
+    let links = in_ns(&["ip", "-o", "link", "show", "master", bridge]);
+    let tap = links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .find(|n| n.starts_with("ovm"))
+        .unwrap_or_else(|| panic!("no VM tap on {bridge}: {links}"));
+    let netns = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    let socket = std::thread::spawn(move || {
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        common::packet::PacketSocket::bind(&tap, 0x0800)
+    })
+    .join()
+    .unwrap()
+    .expect("a packet socket on the VM's tap");
+    let node_ns = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    let to: std::net::SocketAddr = format!("{vip}:80").parse().unwrap();
+    let connecting = std::thread::spawn(move || {
+        nix::sched::setns(&node_ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        // Nothing answers (the guest has no TCP): each attempt times out.
+        (0..5)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(&to, Duration::from_secs(1))
+                    .err()
+                    .map(|e| e.to_string())
+            })
+            .collect::<Vec<_>>()
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let syn = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Some(f) = socket.recv(left) else {
+            break None;
+        };
+        let ihl = usize::from(f.get(14).copied().unwrap_or(0) & 0x0f) * 4;
+        let tcp = 14 + ihl;
+        if f.len() >= tcp + 14
+            && f[..6] == mac
+            && f[23] == 6
+            && f[30..34] == o
+            && u16::from_be_bytes([f[tcp + 2], f[tcp + 3]]) == 8080
+            && f[tcp + 13] & 0x02 != 0
+        {
+            break Some(f);
+        }
+        seen.push(f.len());
+    };
+    let attempts = connecting.join().unwrap();
+    let syn = syn.unwrap_or_else(|| {
+        panic!(
+            "no SYN to {target} on the VM's tap (other frames: {seen:?}; connecting: \
+             {attempts:?}):\n{}\n{}\n{}",
+            in_ns(&["iptables-save", "-c", "-t", "nat"]),
+            in_ns(&["ip", "route"]),
+            in_ns(&["ip", "neigh"])
+        )
+    });
+    eprintln!(
+        "a connection to {vip}:80 from the node reached the VM's tap as a SYN from \
+         {}.{}.{}.{} to {target}",
+        syn[26], syn[27], syn[28], syn[29]
+    );
+
+    // Deleted: the replica leaves the Endpoints and the rules.
+    let (code, _) = node
+        .api()
+        .delete("/v1/namespaces/default/virtualmachines/vmweb");
+    assert_eq!(code, 200);
+    eventually(Duration::from_secs(30), || {
+        (endpoints(&node).is_empty() && !in_ns(&["iptables-save", "-t", "nat"]).contains(&rule))
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the deleted VM is still an endpoint: {:?}",
+            endpoints(&node)
+        )
+    });
+}

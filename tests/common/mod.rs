@@ -36,6 +36,10 @@ pub struct TestNode {
     wait_ready: bool,
     /// Runs the node inside this network namespace (`nsenter --net`).
     pub netns: Option<String>,
+    /// With `netns`: `ip netns exec` instead, whose mount namespace has a /sys of that
+    /// network namespace (what the VMM reads interfaces from) but no cgroup hierarchy
+    /// (so no containers): for director-only nodes.
+    own_sys: bool,
     /// api, rpc and gossip ports of the first start, reused on restart.
     ports: Option<[u16; 3]>,
     /// Environment variables set for the node process (e.g. a PATH without a tool).
@@ -61,12 +65,18 @@ impl TestNode {
         wait_ready: bool,
         netns: Option<&str>,
     ) -> TestNode {
-        Self::start_full(name, extra, wait_ready, netns, &[])
+        Self::start_full(name, extra, wait_ready, netns, &[], false)
+    }
+
+    /// A fresh director-only node in network namespace `netns` with a /sys of its own
+    /// (see `own_sys`).
+    pub fn start_director_in(name: &str, extra: &[&str], netns: &str) -> TestNode {
+        Self::start_full(name, extra, true, Some(netns), &[], true)
     }
 
     /// A fresh node with extra arguments and environment variables for its process.
     pub fn start_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> TestNode {
-        Self::start_full(name, extra, true, None, env)
+        Self::start_full(name, extra, true, None, env, false)
     }
 
     fn start_full(
@@ -75,6 +85,7 @@ impl TestNode {
         wait_ready: bool,
         netns: Option<&str>,
         env: &[(&str, &str)],
+        own_sys: bool,
     ) -> TestNode {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("omni-{name}-"))
@@ -92,6 +103,7 @@ impl TestNode {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             wait_ready,
             netns: netns.map(str::to_string),
+            own_sys,
             ports: None,
             env: env
                 .iter()
@@ -139,6 +151,11 @@ impl TestNode {
 
     fn command(&self) -> Command {
         let mut cmd = match &self.netns {
+            Some(ns) if self.own_sys => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(BIN);
+                c
+            }
             // nsenter switches only the network namespace; `ip netns exec` would also
             // remount /sys, hiding the cgroup hierarchy containers need.
             Some(ns) => {

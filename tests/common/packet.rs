@@ -90,10 +90,15 @@ pub struct PacketSocket {
 
 impl PacketSocket {
     pub fn bind(ifname: &str, ethertype: u16) -> io::Result<PacketSocket> {
-        let index: i32 = std::fs::read_to_string(format!("/sys/class/net/{ifname}/ifindex"))?
-            .trim()
-            .parse()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("ifindex: {e}")))?;
+        // The index in the calling thread's network namespace (/sys/class/net shows the
+        // namespace /sys was mounted in, not a thread's that entered another).
+        let name = std::ffi::CString::new(ifname)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: if_nametoindex(3) reads the NUL-terminated name, valid for the call.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
+        if index == 0 {
+            return Err(io::Error::last_os_error());
+        }
         let protocol = ethertype.to_be();
         // SAFETY: socket(2) with plain integer arguments; the result is checked.
         let fd = unsafe {
