@@ -764,7 +764,9 @@ fn a_networked_vm_replica_is_a_service_endpoint_and_gets_the_services_traffic() 
     let netns = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
     let socket = std::thread::spawn(move || {
         nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        common::packet::PacketSocket::bind(&tap, 0x0800)
+        // ETH_P_ALL: a socket for one ethertype sees only frames coming in, not those
+        // the tap transmits to the guest.
+        common::packet::PacketSocket::bind(&tap, libc::ETH_P_ALL as u16)
     })
     .join()
     .unwrap()
@@ -793,6 +795,7 @@ fn a_networked_vm_replica_is_a_service_endpoint_and_gets_the_services_traffic() 
         let tcp = 14 + ihl;
         if f.len() >= tcp + 14
             && f[..6] == mac
+            && f[12..14] == [0x08, 0x00]
             && f[23] == 6
             && f[30..34] == o
             && u16::from_be_bytes([f[tcp + 2], f[tcp + 3]]) == 8080
@@ -806,10 +809,12 @@ fn a_networked_vm_replica_is_a_service_endpoint_and_gets_the_services_traffic() 
     let syn = syn.unwrap_or_else(|| {
         panic!(
             "no SYN to {target} on the VM's tap (other frames: {seen:?}; connecting: \
-             {attempts:?}):\n{}\n{}\n{}",
+             {attempts:?}):\n{}\n{}\n{}\n{}\n{}",
             in_ns(&["iptables-save", "-c", "-t", "nat"]),
             in_ns(&["ip", "route"]),
-            in_ns(&["ip", "neigh"])
+            in_ns(&["ip", "neigh"]),
+            in_ns(&["ip", "-s", "link"]),
+            in_ns(&["bridge", "fdb", "show", "br", bridge])
         )
     });
     eprintln!(
