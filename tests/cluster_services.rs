@@ -339,7 +339,7 @@ spec:
 /// name resolved to it, an answer by name from it.
 fn seen(logs: &str, ip: &str) -> [bool; 3] {
     let lines: Vec<&str> = logs.lines().map(str::trim).collect();
-    let has = |want: &str| lines.iter().any(|l| *l == want);
+    let has = |want: &str| lines.contains(&want);
     [
         has(&format!("Address: {ip}")),
         lines
