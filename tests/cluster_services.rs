@@ -136,7 +136,12 @@ fn a_loadbalancer_service_is_reached_by_name_from_pods_and_from_the_lan_and_fail
     assert_eq!(code, 200, "{body}");
 
     // The Service: a cluster IP, a node port, the pool's address in its status.
-    let (_, svc) = api.get("/v1/namespaces/default/services/web");
+    // The API node is a follower: its replica may not hold the write yet.
+    let svc = eventually(Duration::from_secs(10), || {
+        let (code, svc) = api.get("/v1/namespaces/default/services/web");
+        (code == 200).then_some(svc)
+    })
+    .expect("the Service web");
     let vip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
     let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
     let ingress = eventually(Duration::from_secs(20), || {
@@ -396,7 +401,12 @@ fn a_statefulset_member_is_found_by_name_across_hosts_and_followed_when_it_moves
     .expect("the client instance never ran");
     let (code, body) = api.apply(DB);
     assert_eq!(code, 200, "{body}");
-    let (_, svc) = api.get("/v1/namespaces/default/services/db");
+    // The API node is a follower: its replica may not hold the write yet.
+    let svc = eventually(Duration::from_secs(10), || {
+        let (code, svc) = api.get("/v1/namespaces/default/services/db");
+        (code == 200).then_some(svc)
+    })
+    .expect("the Service db");
     assert_eq!(svc["spec"]["clusterIP"], "None", "headless: {svc}");
     let (first_ip, first_node) =
         eventually(Duration::from_secs(90), || db0(&api)).unwrap_or_else(|| {
