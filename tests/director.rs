@@ -620,6 +620,53 @@ fn a_networked_vm_gets_an_address_and_a_tap_on_the_node_bridge() {
     assert!(gone.is_some(), "the tap outlived its VM");
 }
 
+/// Service `name`'s endpoint addresses with their first port: `IP:PORT`.
+fn endpoints(node: &TestNode, name: &str) -> Vec<String> {
+    let e = get(node, &format!("/v1/namespaces/default/endpoints/{name}"));
+    let mut all = Vec::new();
+    for s in e["spec"]["subsets"].as_array().into_iter().flatten() {
+        let port = &s["ports"][0]["port"];
+        for a in s["addresses"].as_array().into_iter().flatten() {
+            all.push(format!("{}:{port}", a["ip"].as_str().unwrap_or_default()));
+        }
+    }
+    all
+}
+
+/// Connects to `to` from network namespace `ns` (attempts that nothing answers) while
+/// watching `tap` there for a TCP SYN to `ip:port` sent to `mac`: that frame, if any.
+fn syn_on_tap(
+    ns: &str,
+    tap: &str,
+    to: std::net::SocketAddr,
+    mac: [u8; 6],
+    ip: std::net::Ipv4Addr,
+    port: u16,
+) -> Option<Vec<u8>> {
+    // ETH_P_ALL: a socket for one ethertype sees only frames coming in, not those the tap
+    // transmits to the guest.
+    let socket = common::packet::PacketSocket::bind_in(
+        &format!("/run/netns/{ns}"),
+        tap,
+        libc::ETH_P_ALL as u16,
+    )
+    .expect("a packet socket on the VM's tap");
+    let netns = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    let connecting = std::thread::spawn(move || {
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        for _ in 0..5 {
+            let _ = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(1));
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let syn = std::iter::from_fn(|| {
+        socket.recv(deadline.saturating_duration_since(std::time::Instant::now()))
+    })
+    .find(|f| common::packet::is_tcp_syn_to(f, &mac, ip, port));
+    connecting.join().unwrap();
+    syn
+}
+
 /// A VM replica with `network.bridge: true` is an endpoint of a Service, and the Service's
 /// traffic reaches it: a director node in a test network namespace (with a /sys of its
 /// own, where the VMM finds the bridge) runs the replica; the Service selecting the VM's
@@ -642,47 +689,40 @@ fn a_networked_vm_replica_is_a_service_endpoint_and_gets_the_services_traffic() 
     };
     let (ns, ip) = (net.ns(0), net.ip(0));
     let bridge = "odirsvc0";
-    let config = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        config.path(),
-        format!(
-            "[agent]\nusage_report_ms = 500\n[network]\ncluster_cidr = \"10.86.0.0/16\"\n\
-             bridge = \"{bridge}\"\nservice_cidr = \"10.98.0.0/24\"\n"
-        ),
-    )
-    .unwrap();
-    let node = TestNode::start_director_in(
-        "dirsvc",
-        &[
-            "--roles",
-            "orchestrator,director",
-            "--bind",
-            &ip,
-            "--advertise",
-            &ip,
-            "--config",
-            config.path().to_str().unwrap(),
-        ],
-        &ns,
-    );
-    let _cleanup = KillVmms {
-        dir: node.dir.clone(),
-        links: Vec::new(),
-    };
-    let in_ns = |args: &[&str]| {
-        let out = std::process::Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+    let (node, _cleanup) = {
+        let config = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            config.path(),
+            format!(
+                "[agent]\nusage_report_ms = 500\n[network]\ncluster_cidr = \"10.86.0.0/16\"\n\
+                 bridge = \"{bridge}\"\nservice_cidr = \"10.98.0.0/24\"\n"
+            ),
+        )
+        .unwrap();
+        let node = TestNode::start_director_in(
+            "dirsvc",
+            &[
+                "--roles",
+                "orchestrator,director",
+                "--bind",
+                &ip,
+                "--advertise",
+                &ip,
+            ]
+            .into_iter()
+            .chain(["--config", config.path().to_str().unwrap()])
+            .collect::<Vec<_>>(),
+            &ns,
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let dir = node.dir.clone();
+        (
+            node,
+            KillVmms {
+                dir,
+                links: Vec::new(),
+            },
+        )
     };
-
     let yaml = format!(
         "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: vmweb}}\nspec:\n  \
          selector: {{app: vmweb}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n",
@@ -708,118 +748,49 @@ fn a_networked_vm_replica_is_a_service_endpoint_and_gets_the_services_traffic() 
         .to_string();
 
     // The replica is a ready endpoint, and the node's rules DNAT the cluster IP to it.
-    let endpoints = |node: &TestNode| -> Vec<String> {
-        get(node, "/v1/namespaces/default/endpoints/vmweb")["spec"]["subsets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|s| {
-                let port = s["ports"][0]["port"].as_i64().unwrap_or(0);
-                s["addresses"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(move |a| Some(format!("{}:{port}", a["ip"].as_str()?)))
-            })
-            .collect()
-    };
     let target = format!("{vm_ip}:8080");
     eventually(Duration::from_secs(30), || {
-        (endpoints(&node) == [target.clone()]).then_some(())
+        (endpoints(&node, "vmweb") == [target.clone()]).then_some(())
     })
-    .unwrap_or_else(|| panic!("vmweb's endpoints: {:?}", endpoints(&node)));
+    .unwrap_or_else(|| panic!("vmweb's endpoints: {:?}", endpoints(&node, "vmweb")));
     let rule = format!("default/vmweb:http -> {target}\"");
+    let nat = || common::netns::run_in(&ns, &["iptables-save", "-t", "nat"]);
     eventually(Duration::from_secs(30), || {
-        in_ns(&["iptables-save", "-t", "nat"])
-            .contains(&rule)
-            .then_some(())
+        nat().contains(&rule).then_some(())
     })
-    .unwrap_or_else(|| panic!("no rule to {target}:\n{}", in_ns(&["iptables-save"])));
+    .unwrap_or_else(|| panic!("no rule to {target}:\n{}", nat()));
 
     // A connection to the cluster IP from the node arrives on the VM's tap.
     let o = vm_ip.octets();
     let mac = [0x02, 0x0c, o[0], o[1], o[2], o[3]];
     let lladdr = mac.map(|b| format!("{b:02x}")).join(":");
-    in_ns(&[
-        "ip",
-        "neigh",
-        "replace",
-        &vm_ip.to_string(),
-        "lladdr",
-        &lladdr,
-        "dev",
-        bridge,
-        "nud",
-        "permanent",
-    ]);
-    in_ns(&["ip", "route", "replace", "10.98.0.0/24", "dev", bridge]);
-    let links = in_ns(&["ip", "-o", "link", "show", "master", bridge]);
+    let vm = vm_ip.to_string();
+    let neigh = [
+        "ip", "neigh", "replace", &vm, "lladdr", &lladdr, "dev", bridge,
+    ];
+    common::netns::run_in(&ns, &[&neigh[..], &["nud", "permanent"]].concat());
+    common::netns::run_in(
+        &ns,
+        &["ip", "route", "replace", "10.98.0.0/24", "dev", bridge],
+    );
+    let links = common::netns::run_in(&ns, &["ip", "-o", "link", "show", "master", bridge]);
     let tap = links
         .lines()
         .filter_map(|l| l.split(": ").nth(1))
         .map(|n| n.split('@').next().unwrap_or(n).to_string())
         .find(|n| n.starts_with("ovm"))
         .unwrap_or_else(|| panic!("no VM tap on {bridge}: {links}"));
-    let netns = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-    let socket = std::thread::spawn(move || {
-        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        // ETH_P_ALL: a socket for one ethertype sees only frames coming in, not those
-        // the tap transmits to the guest.
-        common::packet::PacketSocket::bind(&tap, libc::ETH_P_ALL as u16)
-    })
-    .join()
-    .unwrap()
-    .expect("a packet socket on the VM's tap");
-    let node_ns = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-    let to: std::net::SocketAddr = format!("{vip}:80").parse().unwrap();
-    let connecting = std::thread::spawn(move || {
-        nix::sched::setns(&node_ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        // Nothing answers (the guest has no TCP): each attempt times out.
-        (0..5)
-            .filter_map(|_| {
-                std::net::TcpStream::connect_timeout(&to, Duration::from_secs(1))
-                    .err()
-                    .map(|e| e.to_string())
-            })
-            .collect::<Vec<_>>()
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
-    let syn = loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let Some(f) = socket.recv(left) else {
-            break None;
-        };
-        let ihl = usize::from(f.get(14).copied().unwrap_or(0) & 0x0f) * 4;
-        let tcp = 14 + ihl;
-        if f.len() >= tcp + 14
-            && f[..6] == mac
-            && f[12..14] == [0x08, 0x00]
-            && f[23] == 6
-            && f[30..34] == o
-            && u16::from_be_bytes([f[tcp + 2], f[tcp + 3]]) == 8080
-            && f[tcp + 13] & 0x02 != 0
-        {
-            break Some(f);
-        }
-        seen.push(f.len());
-    };
-    let attempts = connecting.join().unwrap();
-    let syn = syn.unwrap_or_else(|| {
+    let to = format!("{vip}:80").parse().unwrap();
+    let syn = syn_on_tap(&ns, &tap, to, mac, vm_ip, 8080).unwrap_or_else(|| {
         panic!(
-            "no SYN to {target} on the VM's tap (other frames: {seen:?}; connecting: \
-             {attempts:?}):\n{}\n{}\n{}\n{}\n{}",
-            in_ns(&["iptables-save", "-c", "-t", "nat"]),
-            in_ns(&["ip", "route"]),
-            in_ns(&["ip", "neigh"]),
-            in_ns(&["ip", "-s", "link"]),
-            in_ns(&["bridge", "fdb", "show", "br", bridge])
+            "no SYN to {target} on the VM's tap:\n{}\n{}",
+            common::netns::run_in(&ns, &["iptables-save", "-c", "-t", "nat"]),
+            common::netns::run_in(&ns, &["ip", "-s", "link"])
         )
     });
     eprintln!(
-        "a connection to {vip}:80 from the node reached the VM's tap as a SYN from \
-         {}.{}.{}.{} to {target}",
+        "a connection to {vip}:80 from the node reached the VM's tap as a SYN from {}.{}.{}.{} \
+         to {target}",
         syn[26], syn[27], syn[28], syn[29]
     );
 
@@ -829,13 +800,7 @@ fn a_networked_vm_replica_is_a_service_endpoint_and_gets_the_services_traffic() 
         .delete("/v1/namespaces/default/virtualmachines/vmweb");
     assert_eq!(code, 200);
     eventually(Duration::from_secs(30), || {
-        (endpoints(&node).is_empty() && !in_ns(&["iptables-save", "-t", "nat"]).contains(&rule))
-            .then_some(())
+        (endpoints(&node, "vmweb").is_empty() && !nat().contains(&rule)).then_some(())
     })
-    .unwrap_or_else(|| {
-        panic!(
-            "the deleted VM is still an endpoint: {:?}",
-            endpoints(&node)
-        )
-    });
+    .unwrap_or_else(|| panic!("still an endpoint: {:?}", endpoints(&node, "vmweb")));
 }

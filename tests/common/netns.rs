@@ -38,6 +38,22 @@ pub fn require(capability: &str, why: String) {
     eprintln!("\n!!! SKIPPED: needs {capability}: {why}\n");
 }
 
+/// Runs `args` in network namespace `ns` (`nsenter --net`): its stdout; panics (with its
+/// stderr) when it fails.
+pub fn run_in(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(args)
+        .output()
+        .expect("running nsenter");
+    assert!(
+        out.status.success(),
+        "{args:?} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Test hosts nodes can run on ([`super::Cluster::start_on`]): host i's network namespace
 /// and address. [`TestNet`] (one segment) and [`super::hosts::Hosts`] (two segments, a
 /// router and a LAN client) are both.

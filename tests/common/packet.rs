@@ -174,3 +174,32 @@ impl PacketSocket {
         Ok(())
     }
 }
+
+impl PacketSocket {
+    /// [`PacketSocket::bind`] on an interface of network namespace `netns` (a path such
+    /// as `/run/netns/NAME`): bound from a thread that entered it; usable from any thread.
+    pub fn bind_in(netns: &str, ifname: &str, ethertype: u16) -> io::Result<PacketSocket> {
+        let ns = std::fs::File::open(netns)?;
+        let ifname = ifname.to_string();
+        std::thread::spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(io::Error::from)?;
+            PacketSocket::bind(&ifname, ethertype)
+        })
+        .join()
+        .expect("binding thread")
+    }
+}
+
+/// Whether `frame` is an Ethernet frame to `mac` carrying an IPv4 TCP SYN to `ip:port`.
+pub fn is_tcp_syn_to(frame: &[u8], mac: &[u8; 6], ip: std::net::Ipv4Addr, port: u16) -> bool {
+    let ihl = usize::from(frame.get(14).copied().unwrap_or(0) & 0x0f) * 4;
+    let tcp = 14 + ihl;
+    frame.len() >= tcp + 14
+        && frame[..6] == mac[..]
+        && frame[12..14] == [0x08, 0x00]
+        && frame[23] == 6
+        && frame[30..34] == ip.octets()
+        && u16::from_be_bytes([frame[tcp + 2], frame[tcp + 3]]) == port
+        && frame[tcp + 13] & 0x02 != 0
+}
