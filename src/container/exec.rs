@@ -99,6 +99,24 @@ impl Input {
         out
     }
 
+    /// Takes the first whole frame off the front of `buf` (None: not a whole one yet; a
+    /// frame that does not parse is dropped).
+    pub fn take(buf: &mut Vec<u8>) -> Option<Input> {
+        loop {
+            if buf.len() < 5 {
+                return None;
+            }
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if buf.len() < 5 + len {
+                return None;
+            }
+            let frame: Vec<u8> = buf.drain(..5 + len).collect();
+            if let Some(input) = Input::read(&mut &frame[..]) {
+                return Some(input);
+            }
+        }
+    }
+
     /// The next frame; None at the end of the stream (or on a frame that does not parse).
     pub fn read(r: &mut impl Read) -> Option<Input> {
         let mut head = [0u8; 5];
@@ -327,23 +345,8 @@ fn run_pipes(mut cmd: Command) -> Spawned {
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
     };
-    let mut stdin = child.stdin.take();
-    std::thread::spawn(move || {
-        let mut input = io::stdin().lock();
-        while let Some(frame) = Input::read(&mut input) {
-            match frame {
-                Input::Stdin(data) => {
-                    let ok = stdin.as_mut().is_some_and(|s| s.write_all(&data).is_ok());
-                    if !ok {
-                        stdin = None;
-                    }
-                }
-                Input::CloseStdin => stdin = None,
-                Input::Resize { .. } => {}
-            }
-        }
-    });
-    Ok(child.wait())
+    let stdin = child.stdin.take();
+    Ok(relay(&mut child, stdin.map(|s| File::from(OwnedFd::from(s))), None))
 }
 
 fn run_tty(mut cmd: Command, size: Option<(u16, u16)>) -> Spawned {
@@ -376,46 +379,116 @@ fn run_tty(mut cmd: Command, size: Option<(u16, u16)>) -> Spawned {
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
     };
-    let master = pty.master;
-    let mut reader = File::from(master.try_clone().map_err(ExecError::Dup)?);
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let mut out = io::stdout().lock();
-        let mut buf = [0u8; 8192];
-        // EIO once every holder of the slave side has closed it.
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 || out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
-                break;
+    let master = File::from(pty.master);
+    let writer = master.try_clone().map_err(ExecError::Dup)?;
+    Ok(relay(&mut child, Some(writer), Some(master)))
+}
+
+/// Relays until the command ends, in this one thread (after `setns` into a pid namespace
+/// the kernel refuses to create threads): frames from our stdin to `input` (the
+/// command's stdin pipe, or the pty master), and with a tty the master's output to our
+/// stdout. The end of our stdin closes the command's stdin, or hangs up its terminal.
+fn relay(
+    child: &mut std::process::Child,
+    mut input: Option<File>,
+    mut master: Option<File>,
+) -> io::Result<std::process::ExitStatus> {
+    use nix::poll::{poll, PollFd, PollFlags};
+    use std::os::fd::AsFd;
+    let tty = master.is_some();
+    let stdin = io::stdin();
+    let mut stdin_open = true;
+    let mut pending = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if let Some(m) = master.as_mut() {
+                drain(m);
             }
+            return Ok(status);
         }
-        let _ = done_tx.send(());
-    });
-    let child_pid = child.id() as i32;
-    let mut writer = File::from(master);
-    std::thread::spawn(move || {
-        let mut input = io::stdin().lock();
-        while let Some(frame) = Input::read(&mut input) {
-            match frame {
-                Input::Stdin(data) => {
-                    if writer.write_all(&data).is_err() {
-                        break;
+        let (in_ready, out_ready) = {
+            let mut fds = Vec::new();
+            if stdin_open {
+                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(m) = &master {
+                fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+            }
+            if poll(&mut fds, 50u16).is_err() {
+                continue;
+            }
+            let ready = |fd: Option<&PollFd>| {
+                fd.and_then(|f| f.revents())
+                    .is_some_and(|r| !r.is_empty())
+            };
+            let in_ready = stdin_open && ready(fds.first());
+            let out_ready = master.is_some() && ready(fds.get(usize::from(stdin_open)));
+            (in_ready, out_ready)
+        };
+        if in_ready {
+            match nix::unistd::read(stdin.as_raw_fd(), &mut chunk) {
+                Ok(0) | Err(_) => {
+                    stdin_open = false;
+                    if tty {
+                        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP);
+                    } else {
+                        input = None;
                     }
                 }
-                Input::CloseStdin => {}
-                Input::Resize { cols, rows } => set_window_size(&writer, cols, rows),
+                Ok(n) => pending.extend_from_slice(&chunk[..n]),
+            }
+            while let Some(frame) = Input::take(&mut pending) {
+                match frame {
+                    Input::Stdin(data) => {
+                        if input.as_mut().is_some_and(|i| i.write_all(&data).is_err()) {
+                            input = None;
+                        }
+                    }
+                    Input::CloseStdin if !tty => input = None,
+                    Input::CloseStdin => {}
+                    Input::Resize { cols, rows } => {
+                        if let Some(m) = &master {
+                            set_window_size(m, cols, rows);
+                        }
+                    }
+                }
             }
         }
-        // The other end went away: hang up, as a terminal does.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child_pid),
-            nix::sys::signal::Signal::SIGHUP,
-        );
-    });
-    let status = child.wait();
-    // Output the command wrote just before it ended, unless a child of it keeps the
-    // terminal open.
-    let _ = done_rx.recv_timeout(std::time::Duration::from_secs(1));
-    Ok(status)
+        if out_ready {
+            let m = master.as_mut().expect("polled");
+            match m.read(&mut chunk) {
+                Ok(n) if n > 0 => write_out(&chunk[..n]),
+                // EIO: every holder of the slave side closed it.
+                _ => master = None,
+            }
+        }
+    }
+}
+
+/// What the command wrote to its terminal just before it ended (unless a child of it
+/// keeps the terminal open: then what arrives within a moment).
+fn drain(master: &mut File) {
+    use nix::poll::{poll, PollFd, PollFlags};
+    use std::os::fd::AsFd;
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, 200u16) {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+        match master.read(&mut chunk) {
+            Ok(n) if n > 0 => write_out(&chunk[..n]),
+            _ => return,
+        }
+    }
+}
+
+fn write_out(data: &[u8]) {
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(data).and_then(|_| out.flush());
 }
 
 /// TIOCSWINSZ on a terminal (the pty master, or the client's own terminal).
@@ -469,6 +542,13 @@ mod tests {
         }
         assert_eq!(Input::read(&mut r), None, "the end of the stream");
         assert_eq!(Input::read(&mut &[9u8, 0, 0, 0, 0][..]), None, "unknown kind");
+        let mut buf = bytes[..bytes.len() - 3].to_vec();
+        assert_eq!(Input::take(&mut buf), Some(frames[0].clone()));
+        assert_eq!(Input::take(&mut buf), Some(frames[1].clone()));
+        assert_eq!(Input::take(&mut buf), Some(frames[2].clone()));
+        assert_eq!(Input::take(&mut buf), None, "a partial frame waits");
+        buf.extend(&bytes[bytes.len() - 3..]);
+        assert_eq!(Input::take(&mut buf), Some(Input::CloseStdin));
     }
 
     #[test]
