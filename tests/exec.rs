@@ -124,9 +124,7 @@ fn exec_with_token(
 }
 
 fn ready(node: &TestNode) -> i64 {
-    let (_, d) = node
-        .api()
-        .get("/v1/namespaces/default/deployments/box");
+    let (_, d) = node.api().get("/v1/namespaces/default/deployments/box");
     d["status"]["readyReplicas"].as_i64().unwrap_or(0)
 }
 
@@ -206,13 +204,19 @@ fn exec_runs_commands_in_a_container_from_any_node() {
     };
     let tty = script(b, "tty");
     assert!(tty.contains("/dev/pts/"), "{tty:?}");
+    // script(1)'s terminal has no size (stdin is not a terminal): 24 rows, 80 columns.
+    let size = script(a, "stty size");
+    assert!(size.contains("24 80"), "{size:?}");
     let (_, piped, _) = exec(a, &[inst, "--", "tty"], None);
     assert!(piped.contains("not a tty"), "without -t: {piped:?}");
 
     // Errors: a missing command, one that cannot run, a missing container or instance.
     let (code, _, err) = exec(b, &[inst, "--", "nosuchcmd"], None);
     assert_eq!(code, 127, "{err}");
-    assert!(err.contains("\"nosuchcmd\": executable file not found"), "{err}");
+    assert!(
+        err.contains("\"nosuchcmd\": executable file not found"),
+        "{err}"
+    );
     let (code, _, err) = exec(a, &[inst, "--", "/etc/passwd"], None);
     assert_eq!(code, 126, "{err}");
     for node in [a, b] {

@@ -83,7 +83,10 @@ impl ExecQuery {
             match v {
                 "true" | "1" => Ok(true),
                 "false" | "0" | "" => Ok(false),
-                _ => Err(ApiError::invalid(k, format!("expected true or false, got {v:?}"))),
+                _ => Err(ApiError::invalid(
+                    k,
+                    format!("expected true or false, got {v:?}"),
+                )),
             }
         };
         let size = |k: &str, v: &str| -> Result<Option<u16>, ApiError> {
@@ -416,7 +419,11 @@ mod tests {
             input(&frame(STDIN, b"hi"), true),
             Some(Input::Stdin(b"hi".to_vec()))
         );
-        assert_eq!(input(&frame(STDIN, b"hi"), false), None, "stdin not asked for");
+        assert_eq!(
+            input(&frame(STDIN, b"hi"), false),
+            None,
+            "stdin not asked for"
+        );
         assert_eq!(
             input(&frame(RESIZE, br#"{"Width":100,"Height":30}"#), false),
             Some(Input::Resize {

@@ -213,7 +213,10 @@ fn forward_stdin(tx: mpsc::Sender<Vec<u8>>) {
                 return;
             }
             Ok(n) => {
-                if tx.send(proto::frame(proto::STDIN, &buf[..n]).to_vec()).is_err() {
+                if tx
+                    .send(proto::frame(proto::STDIN, &buf[..n]).to_vec())
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -225,10 +228,12 @@ fn forward_resizes(tx: mpsc::Sender<Vec<u8>>, mut last: Option<(u16, u16)>) {
     loop {
         std::thread::sleep(RESIZE_POLL);
         let now = terminal_size();
-        if now.is_some() && now != last {
-            let (w, h) = now.expect("checked");
+        if let Some((w, h)) = now.filter(|_| now != last) {
             let json = serde_json::json!({"Width": w, "Height": h}).to_string();
-            if tx.send(proto::frame(proto::RESIZE, json.as_bytes()).to_vec()).is_err() {
+            if tx
+                .send(proto::frame(proto::RESIZE, json.as_bytes()).to_vec())
+                .is_err()
+            {
                 return;
             }
             last = now;

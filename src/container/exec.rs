@@ -74,7 +74,10 @@ pub enum Input {
     Stdin(Vec<u8>),
     /// The command's stdin ends (with a tty: ignored; the end of the frames hangs up).
     CloseStdin,
-    Resize { cols: u16, rows: u16 },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
 }
 
 const STDIN: u8 = 0;
@@ -232,8 +235,8 @@ fn enter(pid: i32) -> Result<Entered, ExecError> {
     };
     let (uid, gid) = (id("Uid:"), id("Gid:"));
     let cgroups = String::from_utf8_lossy(&read_proc(pid, "cgroup")?).into_owned();
-    let mountinfo = String::from_utf8_lossy(&read_proc(std::process::id() as i32, "mountinfo")?)
-        .into_owned();
+    let mountinfo =
+        String::from_utf8_lossy(&read_proc(std::process::id() as i32, "mountinfo")?).into_owned();
     let me = std::process::id().to_string();
     for (dir, matters) in cgroup_dirs(&cgroups, &mountinfo) {
         let written = std::fs::write(dir.join("cgroup.procs"), &me);
@@ -283,9 +286,10 @@ pub fn spawn_failure(program: &str, e: &io::Error) -> (i32, String) {
             NOT_FOUND,
             format!("exec: {program:?}: executable file not found in $PATH"),
         ),
-        (io::ErrorKind::PermissionDenied, _) => {
-            (SETUP_FAILED, format!("exec: {program:?}: permission denied"))
-        }
+        (io::ErrorKind::PermissionDenied, _) => (
+            SETUP_FAILED,
+            format!("exec: {program:?}: permission denied"),
+        ),
         (_, Some(libc::ENOEXEC)) => (
             SETUP_FAILED,
             format!("exec: {program:?}: exec format error"),
@@ -346,7 +350,11 @@ fn run_pipes(mut cmd: Command) -> Spawned {
         Err(e) => return Ok(Err(e)),
     };
     let stdin = child.stdin.take();
-    Ok(relay(&mut child, stdin.map(|s| File::from(OwnedFd::from(s))), None))
+    Ok(relay(
+        &mut child,
+        stdin.map(|s| File::from(OwnedFd::from(s))),
+        None,
+    ))
 }
 
 fn run_tty(mut cmd: Command, size: Option<(u16, u16)>) -> Spawned {
@@ -418,10 +426,8 @@ fn relay(
             if poll(&mut fds, 50u16).is_err() {
                 continue;
             }
-            let ready = |fd: Option<&PollFd>| {
-                fd.and_then(|f| f.revents())
-                    .is_some_and(|r| !r.is_empty())
-            };
+            let ready =
+                |fd: Option<&PollFd>| fd.and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
             let in_ready = stdin_open && ready(fds.first());
             let out_ready = master.is_some() && ready(fds.get(usize::from(stdin_open)));
             (in_ready, out_ready)
@@ -541,7 +547,11 @@ mod tests {
             assert_eq!(Input::read(&mut r).as_ref(), Some(f));
         }
         assert_eq!(Input::read(&mut r), None, "the end of the stream");
-        assert_eq!(Input::read(&mut &[9u8, 0, 0, 0, 0][..]), None, "unknown kind");
+        assert_eq!(
+            Input::read(&mut &[9u8, 0, 0, 0, 0][..]),
+            None,
+            "unknown kind"
+        );
         let mut buf = bytes[..bytes.len() - 3].to_vec();
         assert_eq!(Input::take(&mut buf), Some(frames[0].clone()));
         assert_eq!(Input::take(&mut buf), Some(frames[1].clone()));
@@ -588,7 +598,10 @@ mod tests {
         let nf = io::Error::from(io::ErrorKind::NotFound);
         let (code, msg) = spawn_failure("nosuch", &nf);
         assert_eq!(code, 127);
-        assert!(msg.contains("\"nosuch\": executable file not found"), "{msg}");
+        assert!(
+            msg.contains("\"nosuch\": executable file not found"),
+            "{msg}"
+        );
         let denied = io::Error::from_raw_os_error(libc::EACCES);
         assert_eq!(spawn_failure("/etc/passwd", &denied).0, 126);
         let format = io::Error::from_raw_os_error(libc::ENOEXEC);

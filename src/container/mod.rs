@@ -156,12 +156,7 @@ pub fn helper_command_with(exe: &Path, root: &Path, verb: &Verb) -> Command {
 /// The command line of [`Verb::Exec`]: run `command` in the container whose init is
 /// `pid` ([`exec`]). stdin is piped (write [`exec::Input`] frames to it), stdout and
 /// stderr are piped; a caller that wants neither sets them to null.
-pub fn exec_command(
-    exe: &Path,
-    pid: i32,
-    tty: Option<(u16, u16)>,
-    command: &[String],
-) -> Command {
+pub fn exec_command(exe: &Path, pid: i32, tty: Option<(u16, u16)>, command: &[String]) -> Command {
     let verb = Verb::Exec {
         pid,
         tty: tty.is_some(),
