@@ -7,6 +7,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{eventually, TestNode, BIN};
@@ -19,9 +20,17 @@ struct Pair {
     bridge: String,
 }
 
+/// One pair at a time: they share the bridge name and the host's iptables.
+static SERIAL: Mutex<()> = Mutex::new(());
+
 impl Pair {
-    fn start() -> Option<Pair> {
+    /// With `debian`, the images of scripts/build-debian-images.sh imported too.
+    fn start(debian: bool) -> Option<Pair> {
         let layout = common::images::layout()?;
+        let debian = match debian {
+            true => Some(common::images::debian_layout()?),
+            false => None,
+        };
         let bridge = "octestx".to_string();
         let config = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(
@@ -34,6 +43,9 @@ impl Pair {
         let cfg = config.path().to_str().unwrap().to_string();
         let agent = TestNode::start_with("exec-a", &["--roles", "auto", "--config", &cfg]);
         common::images::import(&agent.dir, &layout);
+        if let Some(d) = debian {
+            common::images::import(&agent.dir, &d);
+        }
         let token = agent.dir.join("join.token");
         let other = TestNode::start_with(
             "exec-b",
@@ -130,7 +142,10 @@ fn ready(node: &TestNode) -> i64 {
 
 #[test]
 fn exec_runs_commands_in_a_container_from_any_node() {
-    let Some(pair) = Pair::start() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pair) = Pair::start(false) else {
+        return;
+    };
     let (a, b) = (&pair.agent, &pair.other);
     let (code, body) = a.api().apply(BOX);
     assert!(code < 300, "{body}");
@@ -233,4 +248,63 @@ fn exec_runs_commands_in_a_container_from_any_node() {
     let (code, _, err) = exec_with_token(b, "wrong", &[inst, "--", "true"], None);
     assert_eq!(code, 1);
     assert!(err.contains("token"), "{err}");
+}
+
+const NGINX: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: site
+data:
+  index.html: "<h1>served by Debian's nginx</h1>"
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:latest
+        ports: [{containerPort: 80}]
+        readinessProbe:
+          httpGet: {path: /, port: 80}
+          periodSeconds: 1
+        volumeMounts:
+        - {name: site, mountPath: /var/www/html}
+      volumes:
+      - {name: site, configMap: {name: site}}
+"#;
+
+#[test]
+fn debian_nginx_serves_a_configmap_page_and_takes_an_exec() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(pair) = Pair::start(true) else {
+        return;
+    };
+    let a = &pair.agent;
+    let (code, body) = a.api().apply(NGINX);
+    assert!(code < 300, "{body}");
+    let ready = eventually(Duration::from_secs(60), || {
+        let (_, d) = a.api().get("/v1/namespaces/default/deployments/web");
+        (d["status"]["readyReplicas"].as_i64() == Some(1)).then_some(())
+    });
+    let (_, list) = a
+        .api()
+        .get("/v1/namespaces/default/instances?labelSelector=omnicloud.io/owner%3Dweb");
+    let inst = list["items"][0].clone();
+    assert!(ready.is_some(), "nginx never became ready: {inst:#}");
+    let ip = inst["status"]["ip"].as_str().unwrap().to_string();
+    let page = common::http_get(&format!("http://{ip}/")).unwrap();
+    assert_eq!(page, "<h1>served by Debian's nginx</h1>");
+    let name = inst["metadata"]["name"].as_str().unwrap();
+    let (code, _, err) = exec(&pair.other, &[name, "--", "nginx", "-v"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("nginx version: nginx/"), "{err}");
 }

@@ -54,9 +54,9 @@ impl Containers {
         &self.exe
     }
 
-    /// The runtime root (`__container --root`).
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The bundle directory of container `id`.
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        container::Runtime::new(self.root.clone()).bundle_dir(id)
     }
 
     async fn call(&self, verb: Verb, stdin: Option<Vec<u8>>) -> Result<String, ContainersError> {

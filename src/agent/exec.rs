@@ -51,6 +51,8 @@ pub struct Running {
     pub id: String,
     /// Its init process, in the host's pid namespace.
     pub pid: i32,
+    /// Its OCI bundle (config.json: the environment the exec gets).
+    pub bundle: std::path::PathBuf,
 }
 
 /// The container named `container` (the first of the spec when None, as kubectl picks
@@ -85,7 +87,12 @@ pub async fn running_container(
         .await
         .map_err(|e| not_running(crate::error_chain(&e)))?;
     match (state.status, state.pid) {
-        (Status::Running, Some(pid)) => Ok(Running { name, id, pid }),
+        (Status::Running, Some(pid)) => Ok(Running {
+            name,
+            id,
+            pid,
+            bundle: state.bundle,
+        }),
         (status, _) => Err(not_running(format!("{status:?}").to_lowercase())),
     }
 }
@@ -108,7 +115,7 @@ pub fn spawn(
     tty: Option<(u16, u16)>,
     command: &[String],
 ) -> Result<tokio::process::Child, ExecError> {
-    let cmd = crate::container::exec_command(exe, target.pid, tty, command);
+    let cmd = crate::container::exec_command(exe, target.pid, Some(&target.bundle), tty, command);
     tokio::process::Command::from(cmd)
         .kill_on_drop(true)
         .spawn()

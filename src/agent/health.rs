@@ -165,6 +165,8 @@ pub struct Target {
     pub pid: i32,
     /// This executable (`exe __container exec` runs exec probes).
     pub exe: PathBuf,
+    /// The container's bundle (the exec's environment comes from it).
+    pub bundle: Option<PathBuf>,
 }
 
 /// One attempt. Ok(()) passes; Err says why it failed.
@@ -184,12 +186,18 @@ fn exec(target: &Target, command: &[String], timeout: Duration) -> Result<(), Pr
     if command.is_empty() {
         return Err(ProbeError::EmptyCommand);
     }
-    let mut child = crate::container::exec_command(&target.exe, target.pid, None, command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(ProbeError::Helper)?;
+    let mut child = crate::container::exec_command(
+        &target.exe,
+        target.pid,
+        target.bundle.as_deref(),
+        None,
+        command,
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .map_err(ProbeError::Helper)?;
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
@@ -328,6 +336,7 @@ mod tests {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             pid: std::process::id() as i32,
             exe: PathBuf::new(),
+            bundle: None,
         };
         assert!(check(ip, &settings_for(Check::Tcp { port }, 1, 1)).is_ok());
         assert!(check(

@@ -249,6 +249,7 @@ impl Workload for Agent {
                 ip: IpAddr::V4(unit.record.ip.unwrap_or(Ipv4Addr::UNSPECIFIED)),
                 pid: run.pid,
                 exe: unit.node.containers.exe().to_path_buf(),
+                bundle: Some(unit.node.containers.bundle(&unit.state.id)),
             },
             liveness: Scheduled::new(c.and_then(|c| settings(&c.liveness_probe)), start),
             readiness: Scheduled::new(c.and_then(|c| settings(&c.readiness_probe)), start),

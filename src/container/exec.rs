@@ -3,7 +3,8 @@
 //!
 //! Steps, in this single-threaded helper process (`setns` into a mount namespace refuses a
 //! multi-threaded caller, so the node never does this itself):
-//! 1. read the container init's environment and user (`/proc/PID/environ`, `status`);
+//! 1. read the container's environment (its bundle's config.json, else
+//!    `/proc/PID/environ`) and its init's user (`/proc/PID/status`);
 //! 2. join its cgroups: this process's pid into the `cgroup.procs` of every hierarchy
 //!    listed in `/proc/PID/cgroup`, found through `/proc/self/mountinfo`
 //!    ([`cgroup_dirs`]), so the command is counted and limited with the container;
@@ -214,17 +215,34 @@ fn read_proc(pid: i32, file: &str) -> Result<Vec<u8>, ExecError> {
     })
 }
 
-/// Steps 1-3 of the module doc.
-fn enter(pid: i32) -> Result<Entered, ExecError> {
+/// `K=V` strings as a map (the first `=` splits).
+fn env_map<'a>(vars: impl Iterator<Item = std::borrow::Cow<'a, str>>) -> BTreeMap<String, String> {
+    vars.filter_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        Some((k.to_string(), v.to_string()))
+    })
+    .collect()
+}
+
+/// The environment the container was started with: its bundle's config.json when given
+/// and readable, else the init process's (which programs such as nginx overwrite with
+/// their process title).
+fn container_env(pid: i32, bundle: Option<&Path>) -> Result<BTreeMap<String, String>, ExecError> {
+    let from_bundle = bundle
+        .and_then(|b| oci_spec::runtime::Spec::load(b.join("config.json")).ok())
+        .and_then(|spec| spec.process().as_ref()?.env().clone());
+    if let Some(env) = from_bundle {
+        return Ok(env_map(env.iter().map(|s| s.as_str().into())));
+    }
     let environ = read_proc(pid, "environ")?;
-    let env = environ
-        .split(|b| *b == 0)
-        .filter_map(|kv| {
-            let kv = String::from_utf8_lossy(kv);
-            let (k, v) = kv.split_once('=')?;
-            Some((k.to_string(), v.to_string()))
-        })
-        .collect();
+    Ok(env_map(
+        environ.split(|b| *b == 0).map(String::from_utf8_lossy),
+    ))
+}
+
+/// Steps 1-3 of the module doc.
+fn enter(pid: i32, bundle: Option<&Path>) -> Result<Entered, ExecError> {
+    let env = container_env(pid, bundle)?;
     let status = String::from_utf8_lossy(&read_proc(pid, "status")?).into_owned();
     let id = |key: &str| -> u32 {
         status
@@ -299,7 +317,13 @@ pub fn spawn_failure(program: &str, e: &io::Error) -> (i32, String) {
 }
 
 /// The helper's whole job: the exit code to leave with (messages already on stderr).
-pub fn run(pid: i32, tty: bool, size: Option<(u16, u16)>, command: &[String]) -> i32 {
+pub fn run(
+    pid: i32,
+    bundle: Option<&Path>,
+    tty: bool,
+    size: Option<(u16, u16)>,
+    command: &[String],
+) -> i32 {
     let fail = |e: &dyn std::error::Error| {
         eprintln!("omnicloud exec: {}", crate::error_chain(e));
         SETUP_FAILED
@@ -308,7 +332,7 @@ pub fn run(pid: i32, tty: bool, size: Option<(u16, u16)>, command: &[String]) ->
         eprintln!("omnicloud exec: no command given");
         return SETUP_FAILED;
     };
-    let entered = match enter(pid) {
+    let entered = match enter(pid, bundle) {
         Ok(e) => e,
         Err(e) => return fail(&e),
     };

@@ -54,6 +54,10 @@ pub enum Verb {
     Exec {
         #[arg(long)]
         pid: i32,
+        /// The container's bundle: the command's environment comes from its config.json
+        /// (else from the init process's, which a program may have overwritten).
+        #[arg(long)]
+        bundle: Option<PathBuf>,
         /// A terminal (pty) in the container for the command.
         #[arg(long)]
         tty: bool,
@@ -88,12 +92,16 @@ impl Verb {
             Verb::List => out.push("list".into()),
             Verb::Exec {
                 pid,
+                bundle,
                 tty,
                 cols,
                 rows,
                 command,
             } => {
                 out.extend(["exec".into(), "--pid".into(), pid.to_string().into()]);
+                if let Some(b) = bundle {
+                    out.extend(["--bundle".into(), b.into()]);
+                }
                 if *tty {
                     out.push("--tty".into());
                 }
@@ -114,6 +122,7 @@ impl Verb {
 pub fn main(args: HelperArgs) -> Result<()> {
     if let Verb::Exec {
         pid,
+        bundle,
         tty,
         cols,
         rows,
@@ -121,7 +130,8 @@ pub fn main(args: HelperArgs) -> Result<()> {
     } = &args.verb
     {
         let size = cols.zip(*rows);
-        std::process::exit(super::exec::run(*pid, *tty, size, command));
+        let code = super::exec::run(*pid, bundle.as_deref(), *tty, size, command);
+        std::process::exit(code);
     }
     if let Ok(filter) = std::env::var("OMNICLOUD_CONTAINER_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -206,6 +216,7 @@ mod tests {
             Verb::List,
             Verb::Exec {
                 pid: 42,
+                bundle: Some("/r/bundles/a".into()),
                 tty: true,
                 cols: Some(80),
                 rows: Some(24),

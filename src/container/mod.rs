@@ -154,11 +154,18 @@ pub fn helper_command_with(exe: &Path, root: &Path, verb: &Verb) -> Command {
 }
 
 /// The command line of [`Verb::Exec`]: run `command` in the container whose init is
-/// `pid` ([`exec`]). stdin is piped (write [`exec::Input`] frames to it), stdout and
+/// `pid` (its environment from `bundle`'s config.json, [`exec`]). stdin is piped (write [`exec::Input`] frames to it), stdout and
 /// stderr are piped; a caller that wants neither sets them to null.
-pub fn exec_command(exe: &Path, pid: i32, tty: Option<(u16, u16)>, command: &[String]) -> Command {
+pub fn exec_command(
+    exe: &Path,
+    pid: i32,
+    bundle: Option<&Path>,
+    tty: Option<(u16, u16)>,
+    command: &[String],
+) -> Command {
     let verb = Verb::Exec {
         pid,
+        bundle: bundle.map(Path::to_path_buf),
         tty: tty.is_some(),
         cols: tty.map(|t| t.0),
         rows: tty.map(|t| t.1),
