@@ -14,7 +14,8 @@
 //!    there prints `/dev/pts/N`), made the command's controlling terminal;
 //! 5. fork and exec the command (the fork puts it in the container's pid namespace) with
 //!    the container's environment, as its user; relay [`Input`] frames from our stdin;
-//!    exit with the command's exit code (128+N for signal N). An executable that is not
+//!    exit with the command's exit code (128+N for signal N); the command dies with the
+//!    helper (`PR_SET_PDEATHSIG`), so a timed-out exec probe ends it. An executable that is not
 //!    there exits 127, one that cannot be run 126, as a shell does.
 //!
 //! Why `setns` here rather than libcontainer's tenant builder (`youki exec`): the tenant
@@ -369,6 +370,14 @@ fn run_pipes(mut cmd: Command) -> Spawned {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
+    // SAFETY: between fork and exec the closure makes one system call (prctl), which is
+    // async-signal-safe; it allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(|| {
+            die_with_parent()?;
+            Ok(())
+        });
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
@@ -394,14 +403,14 @@ fn run_tty(mut cmd: Command, size: Option<(u16, u16)>) -> Spawned {
     cmd.stdin(slave(&pty.slave)?)
         .stdout(slave(&pty.slave)?)
         .stderr(slave(&pty.slave)?);
-    // SAFETY: between fork and exec the closure only makes two system calls (setsid and
-    // ioctl), both async-signal-safe; it allocates nothing and takes no locks.
+    // SAFETY: between fork and exec the closure only makes system calls (setsid, ioctl,
+    // prctl), all async-signal-safe; it allocates nothing and takes no locks.
     unsafe {
         cmd.pre_exec(|| {
             if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(())
+            die_with_parent()
         });
     }
     let spawned = cmd.spawn();
@@ -414,6 +423,16 @@ fn run_tty(mut cmd: Command, size: Option<(u16, u16)>) -> Spawned {
     let master = File::from(pty.master);
     let writer = master.try_clone().map_err(ExecError::Dup)?;
     Ok(relay(&mut child, Some(writer), Some(master)))
+}
+
+/// The command is killed when this helper dies (an exec probe that timed out kills the
+/// helper, and so the command, as the kubelet does). Called between fork and exec.
+fn die_with_parent() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Relays until the command ends, in this one thread (after `setns` into a pid namespace
