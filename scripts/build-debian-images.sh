@@ -7,7 +7,10 @@
 #   redis   Debian's redis-server and redis-tools (redis-server, redis-cli) and the library packages they
 #           needs (found by following the lib* Depends of apt-cache), on a busybox-static
 #           base (/bin/sh, the applets) with images/busybox/etc; entrypoint redis-server
-# tagged `redis` (copy it elsewhere with `skopeo copy oci:OUT_DIR:redis docker://...`).
+#   nginx   Debian's nginx (nginx, nginx-common) and its libraries on the same base: the
+#           default site serving /var/www/html on port 80, in the foreground, its logs on
+#           the container's stdout/stderr, workers as nobody; entrypoint nginx
+# tagged `redis` and `nginx` (copy one elsewhere with `skopeo copy oci:OUT_DIR:redis docker://...`).
 #
 # The packages come from apt (`apt-get download`, no root needed), are unpacked with
 # `dpkg-deb -x`, tarred by GNU tar and packed with `umoci raw add-layer` / `umoci config`. A rebuild with the same
@@ -27,7 +30,7 @@ command -v umoci >/dev/null || die "umoci is not installed (apt-get install umoc
 command -v apt-get >/dev/null || die "apt-get is needed to fetch Debian packages"
 . "$here/scripts/lib/busybox.sh"
 
-# The packages and the closure of its library dependencies (lib* packages only: the
+# The packages and the closure of its library dependencies (lib* packages and zlib1g: the
 # maintainer-script tools such as adduser are not needed to run the program).
 closure() {
     todo=$1 seen=
@@ -39,15 +42,17 @@ closure() {
         for dep in $(apt-cache depends --no-recommends --no-suggests --no-conflicts \
             --no-breaks --no-replaces --no-enhances "$pkg" 2>/dev/null |
             awk '/Depends:/ { print $2 }' | tr -d '<>' | sed 's/:any$//'); do
-            case $dep in lib*) todo="$todo $dep" ;; esac
+            case $dep in lib* | zlib1g) todo="$todo $dep" ;; esac
         done
     done
     echo $seen
 }
 
-# Builds image $1 from packages $2 (space-separated) with entrypoint $3 and cmd $4 (words, comma-separated).
+# Builds image $1 from packages $2 (space-separated) with entrypoint $3 and cmd $4 (words,
+# comma-separated); $5, when given, is a function run on the unpacked rootfs (what a
+# package's maintainer scripts would have done).
 build_image() {
-    tag=$1 pkg=$2 entry=$3 cmd=$4
+    tag=$1 pkg=$2 entry=$3 cmd=$4 fixup=${5:-}
     pkgs=$(closure "$pkg")
     debs=$build/$tag-debs
     rm -rf "$debs" && mkdir -p "$debs"
@@ -70,6 +75,7 @@ build_image() {
     done
     cp -r "$here/images/busybox/etc/." "$root/etc/"
     rm -rf "$root/usr/share/doc" "$root/usr/share/man"
+    [ -z "$fixup" ] || "$fixup" "$root"
     [ -f "$out/index.json" ] || umoci init --layout "$out"
     umoci rm --image "$out:$tag" 2>/dev/null || true
     umoci new --image "$out:$tag"
@@ -91,3 +97,19 @@ build_image() {
 }
 
 build_image redis "redis-server redis-tools" redis-server "--protected-mode,no"
+
+# nginx-common's postinst links the default site and makes the log and state dirs.
+nginx_fixup() {
+    r=$1
+    mkdir -p "$r/run" "$r/var/log/nginx" "$r/var/lib/nginx" "$r/var/www/html" "$r/etc/nginx/sites-enabled"
+    ln -sf ../sites-available/default "$r/etc/nginx/sites-enabled/default"
+    ln -sf /dev/stdout "$r/var/log/nginx/access.log"
+    ln -sf /dev/stderr "$r/var/log/nginx/error.log"
+    sed -i 's/^user www-data;/user nobody nogroup;/' "$r/etc/nginx/nginx.conf"
+    echo 'daemon off;' >>"$r/etc/nginx/nginx.conf"
+    for page in "$r"/usr/share/nginx/html/index.html; do
+        [ -f "$page" ] && cp "$page" "$r/var/www/html/index.nginx-debian.html"
+    done
+    return 0
+}
+build_image nginx "nginx nginx-common" nginx "" nginx_fixup

@@ -11,7 +11,8 @@
 //! | `client`       | the blocking HTTP client of `api`, and why a workload is not ready   |
 //! |                | yet (`why`, `look`), for `cli` and `chaos`                           |
 //! | `node`         | composition root: store, identity, tokens, control plane, API server |
-//! | `api`          | actix-web REST API, watch streams, health, `/metrics`, dashboard      |
+//! | `api`          | actix-web REST API, watch streams, health, `/metrics`, dashboard,    |
+//! |                | instance logs and exec (WebSocket) from any node                     |
 //! | `agent`        | the container workload kind: runs the instances placed on this node  |
 //! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`       |
 //! | `director`     | the VM workload kind: one `__vmm` process per VM instance placed here |
@@ -25,7 +26,8 @@
 //! | `orchestrator` | Raft node (openraft); on the leader the scheduler, controllers and   |
 //! |                | autoscalers (`autoscaler`: HPA, VPA recommender, metric buffers,     |
 //! |                | cluster autoscaler asking directors for worker VMs, schedules)       |
-//! | `container`    | OCI containers (libcontainer, `__container` helper), images, registry|
+//! | `container`    | OCI containers (libcontainer, `__container` helper; `exec` enters a  |
+//! |                | running one for `omnicloud exec` and exec probes), images, registry  |
 //! |                | pulls (oci-client: TLS, tokens, mirrors, pull secrets), bridge       |
 //! | `vmm`          | microVMs on KVM: memory, vCPU threads, boot, devices, `__vmm` helper |
 //! | `cluster`      | gossip membership (foca), admission (cluster id, name ownership),    |

@@ -49,6 +49,16 @@ impl Containers {
         }
     }
 
+    /// This executable (the `__container` helper, and exec's).
+    pub fn exe(&self) -> &Path {
+        &self.exe
+    }
+
+    /// The bundle directory of container `id`.
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        container::Runtime::new(self.root.clone()).bundle_dir(id)
+    }
+
     async fn call(&self, verb: Verb, stdin: Option<Vec<u8>>) -> Result<String, ContainersError> {
         let cmd = container::helper_command_with(&self.exe, &self.root, &verb);
         let mut child = tokio::process::Command::from(cmd)

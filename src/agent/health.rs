@@ -5,16 +5,18 @@
 //! `successThreshold` consecutive successes make it pass again.
 //!
 //! `ProbeTracker` is the pure state machine (tested with no I/O); `check` performs one real
-//! attempt: http or tcp against the instance address, exec inside the container's
-//! namespaces (`nsenter` into the init process's mount, uts, ipc, net and pid namespaces,
-//! root and working directory), where exit status 0 passes.
+//! attempt: http or tcp against the instance address, exec inside the container (its
+//! namespaces, cgroups, root, working directory and environment, through the same
+//! `__container exec` helper as `omnicloud exec`: [`crate::container::exec`]), where exit
+//! status 0 passes.
 //! Restarts back off as the kubelet's do: the first at once, then 10s, 20s, 40s ... 5m
 //! (CrashLoopBackOff), and the backoff resets after an instance has run cleanly for 10
 //! minutes.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::model::workload::Probe;
@@ -39,8 +41,8 @@ pub enum ProbeError {
     NoHandler,
     #[error("exec probe has an empty command")]
     EmptyCommand,
-    #[error("starting nsenter")]
-    Nsenter(#[source] std::io::Error),
+    #[error("starting the exec helper")]
+    Helper(#[source] std::io::Error),
     #[error("{command:?} exited with {status}")]
     Exited {
         command: String,
@@ -157,14 +159,18 @@ impl ProbeTracker {
 }
 
 /// What a probe runs against: the instance's address and its init process.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Target {
     pub ip: IpAddr,
     pub pid: i32,
+    /// This executable (`exe __container exec` runs exec probes).
+    pub exe: PathBuf,
+    /// The container's bundle (the exec's environment comes from it).
+    pub bundle: Option<PathBuf>,
 }
 
 /// One attempt. Ok(()) passes; Err says why it failed.
-pub fn check(target: Target, s: &ProbeSettings) -> Result<(), ProbeError> {
+pub fn check(target: &Target, s: &ProbeSettings) -> Result<(), ProbeError> {
     let ip = target.ip;
     match &s.check {
         Check::Tcp { port } => {
@@ -172,33 +178,26 @@ pub fn check(target: Target, s: &ProbeSettings) -> Result<(), ProbeError> {
             Ok(())
         }
         Check::Http { path, port } => http_get(SocketAddr::new(ip, *port), path, s.timeout),
-        Check::Exec { command } => exec(target.pid, command, s.timeout),
+        Check::Exec { command } => exec(target, command, s.timeout),
     }
 }
 
-fn exec(pid: i32, command: &[String], timeout: Duration) -> Result<(), ProbeError> {
+fn exec(target: &Target, command: &[String], timeout: Duration) -> Result<(), ProbeError> {
     if command.is_empty() {
         return Err(ProbeError::EmptyCommand);
     }
-    let mut child = Command::new("nsenter")
-        .args([
-            "-t",
-            &pid.to_string(),
-            "-m",
-            "-u",
-            "-i",
-            "-n",
-            "-p",
-            "-r",
-            "-w",
-            "--",
-        ])
-        .args(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(ProbeError::Nsenter)?;
+    let mut child = crate::container::exec_command(
+        &target.exe,
+        target.pid,
+        target.bundle.as_deref(),
+        None,
+        command,
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .map_err(ProbeError::Helper)?;
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
@@ -333,9 +332,11 @@ mod tests {
                 );
             }
         });
-        let ip = Target {
+        let ip = &Target {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             pid: std::process::id() as i32,
+            exe: PathBuf::new(),
+            bundle: None,
         };
         assert!(check(ip, &settings_for(Check::Tcp { port }, 1, 1)).is_ok());
         assert!(check(
@@ -370,30 +371,5 @@ mod tests {
             .port();
         assert!(check(ip, &settings_for(Check::Tcp { port: closed }, 1, 1)).is_err());
     }
-
-    #[test]
-    fn exec_checks_pass_on_exit_zero_and_time_out() {
-        if !crate::config::is_root() {
-            eprintln!("SKIP exec_checks_pass_on_exit_zero_and_time_out: nsenter needs root");
-            assert!(
-                std::env::var_os("OMNICLOUD_REQUIRE_ALL").is_none(),
-                "root required"
-            );
-            return;
-        }
-        let me = Target {
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            pid: std::process::id() as i32,
-        };
-        let exec = |cmd: &[&str]| {
-            let command = cmd.iter().map(|s| s.to_string()).collect();
-            check(me, &settings_for(Check::Exec { command }, 1, 1))
-        };
-        assert!(exec(&["true"]).is_ok());
-        assert!(exec(&["false"]).unwrap_err().to_string().contains("exited"));
-        assert!(exec(&["sleep", "5"])
-            .unwrap_err()
-            .to_string()
-            .contains("timed out"));
-    }
+    // Exec probes run the `__container exec` helper, a binary: tests/exec.rs.
 }

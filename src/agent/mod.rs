@@ -17,7 +17,8 @@
 //! Files: `supervisor` (the container workload kind), `containers` (the `__container`
 //! helper, process liveness), `translate` (pod spec -> container spec), `health` (probes),
 //! `images` (pulls: peers, registries, pull policy, events), `configs` (ConfigMaps and Secrets: env, volume files,
-//! pull credentials), `claims` (per-replica claims copied to peers), `fence` (the
+//! pull credentials), `claims` (per-replica claims copied to peers), `exec` (which container an
+//! exec enters, its helper process), `fence` (the
 //! watchdog), `logs` (files, rotation, tail/follow), `usage` (cgroup cpu and memory),
 //! `workload` (the demo workloads the toolbox image runs).
 //! May call: `supervise`, `container`, `model`, `store`, `orchestrator` (writes), `config`.
@@ -25,6 +26,7 @@
 pub mod claims;
 pub mod configs;
 pub mod containers;
+pub mod exec;
 pub mod fence;
 /// Instance log files: the supervisor's (containers and VMs write them alike).
 pub use crate::supervise::logs;

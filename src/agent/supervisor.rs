@@ -58,7 +58,7 @@ impl Scheduled {
         self.next = Tick::now() + self.settings.period;
         let s = self.settings.clone();
         let result = tokio::task::spawn_blocking(move || {
-            health::check(target, &s).map_err(|e| crate::error_chain(&e))
+            health::check(&target, &s).map_err(|e| crate::error_chain(&e))
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
@@ -248,6 +248,8 @@ impl Workload for Agent {
             target: Target {
                 ip: IpAddr::V4(unit.record.ip.unwrap_or(Ipv4Addr::UNSPECIFIED)),
                 pid: run.pid,
+                exe: unit.node.containers.exe().to_path_buf(),
+                bundle: Some(unit.node.containers.bundle(&unit.state.id)),
             },
             liveness: Scheduled::new(c.and_then(|c| settings(&c.liveness_probe)), start),
             readiness: Scheduled::new(c.and_then(|c| settings(&c.readiness_probe)), start),
@@ -277,7 +279,7 @@ impl Workload for Agent {
         match due {
             Due::Liveness => {
                 let s = p.liveness.as_mut().expect("due only with the probe");
-                match s.run(p.target).await {
+                match s.run(p.target.clone()).await {
                     (Health::Failing, why) => Probe::Failed(format!(
                         "liveness probe failed {} times: {}",
                         s.settings.failure_threshold,
@@ -288,7 +290,7 @@ impl Workload for Agent {
             }
             Due::Readiness => {
                 let s = p.readiness.as_mut().expect("due only with the probe");
-                let (health, why) = s.run(p.target).await;
+                let (health, why) = s.run(p.target.clone()).await;
                 Probe::Ready {
                     ready: health == Health::Passing,
                     message: why.unwrap_or_default(),

@@ -18,7 +18,7 @@ use crate::model::{Kind, Resource, Spec};
 use crate::store::ObjectKey;
 
 /// Marks a request one node forwarded to another, so it is never forwarded twice.
-const FORWARDED: &str = "x-omnicloud-forwarded";
+pub(super) const FORWARDED: &str = "x-omnicloud-forwarded";
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -53,7 +53,31 @@ async fn instance_log(
     req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (ns, name) = path.into_inner();
-    let key = ObjectKey::new(Kind::Instance, ns.clone(), name.clone());
+    let (_, node) = placed(&state, &ns, &name, "no logs")?;
+    if node == state.node_name {
+        let file = logs::log_path(&state.data_dir.join("logs"), &ns, &name);
+        return local(file, q.into_inner()).await;
+    }
+    let api_addr = owner_api(&state, &req, &node, &ns, &name).await?;
+    let mut url = format!(
+        "http://{api_addr}/v1/namespaces/{ns}/instances/{name}/log?follow={}",
+        q.follow
+    );
+    if let Some(n) = q.tail {
+        url.push_str(&format!("&tail={n}"));
+    }
+    forward(url, state.admin_token.clone(), node).await
+}
+
+/// The stored instance and the node it is placed on (`what`: what the caller cannot have
+/// while it is not placed, for the message).
+pub(super) fn placed(
+    state: &ApiState,
+    ns: &str,
+    name: &str,
+    what: &str,
+) -> Result<(Resource, String), ApiError> {
+    let key = ObjectKey::new(Kind::Instance, ns.to_string(), name.to_string());
     let bytes = state
         .control
         .reader()
@@ -69,13 +93,21 @@ async fn instance_log(
     }
     .ok_or_else(|| {
         ApiError::bad_request(format!(
-            "instance {ns}/{name} is not placed on a node yet: no logs"
+            "instance {ns}/{name} is not placed on a node yet: {what}"
         ))
     })?;
-    if node == state.node_name {
-        let file = logs::log_path(&state.data_dir.join("logs"), &ns, &name);
-        return local(file, q.into_inner()).await;
-    }
+    Ok((object, node))
+}
+
+/// The API address of `node`, which runs `ns/name`, for a request to forward there
+/// (refused when the request was already forwarded once).
+pub(super) async fn owner_api(
+    state: &ApiState,
+    req: &actix_web::HttpRequest,
+    node: &str,
+    ns: &str,
+    name: &str,
+) -> Result<String, ApiError> {
     if req.headers().contains_key(FORWARDED) {
         return Err(ApiError::not_found(format!(
             "instance {ns}/{name} does not run on node {}",
@@ -95,14 +127,7 @@ async fn instance_log(
                 format!("node {node}, which runs {ns}/{name}, is not a known member"),
             )
         })?;
-    let mut url = format!(
-        "http://{}/v1/namespaces/{ns}/instances/{name}/log?follow={}",
-        owner.meta.api_addr, q.follow
-    );
-    if let Some(n) = q.tail {
-        url.push_str(&format!("&tail={n}"));
-    }
-    forward(url, state.admin_token.clone(), node).await
+    Ok(owner.meta.api_addr.to_string())
 }
 
 async fn local(file: PathBuf, q: LogQuery) -> Result<HttpResponse, ApiError> {

@@ -14,6 +14,7 @@ mod claims;
 mod cluster;
 mod dashboard;
 pub mod error;
+pub mod exec;
 mod host_metrics;
 mod logs;
 pub mod metrics;
@@ -81,6 +82,7 @@ pub fn serve(
                     .configure(watch::routes)
                     .configure(cluster::routes)
                     .configure(logs::routes)
+                    .configure(exec::routes)
                     .configure(scrape::routes)
                     .configure(claims::routes)
                     .configure(registry::routes)
@@ -116,14 +118,20 @@ async fn body_deadline(
     use actix_web::error::PayloadError;
     use actix_web::HttpMessage;
     use futures::StreamExt;
+    // An exec's WebSocket stays open as long as its command runs.
+    let exec = req.match_pattern().is_some_and(|p| p.ends_with("/exec"));
     let whole = match req.match_pattern() {
+        _ if exec => Duration::MAX,
         Some(p) if p.contains("/registry/") => BLOB_TIMEOUT,
         _ => BODY_TIMEOUT,
     };
-    let deadline = tokio::time::Instant::now() + whole;
+    let deadline = tokio::time::Instant::now() + whole.min(BLOB_TIMEOUT);
     let payload = req.take_payload();
     let timed = futures::stream::unfold(Some(payload), move |state| async move {
         let mut payload = state?;
+        if exec {
+            return payload.next().await.map(|item| (item, Some(payload)));
+        }
         let idle = (tokio::time::Instant::now() + BODY_IDLE).min(deadline);
         match tokio::time::timeout_at(idle, payload.next()).await {
             Ok(Some(item)) => Some((item, Some(payload))),

@@ -7,6 +7,7 @@
 mod autoscale;
 mod completion;
 mod create;
+mod exec;
 mod images;
 mod nodes;
 mod ops;
@@ -195,6 +196,9 @@ pub enum Command {
         #[arg(long)]
         tail: Option<usize>,
     },
+    /// Run a command in an instance's container, from any node: `exec [-it] web-0 -- sh`.
+    /// Exits with the command's exit code (127: not found, 126: cannot run).
+    Exec(exec::ExecArgs),
     /// The node's image store (`<data-dir>/images`).
     #[command(subcommand)]
     Image(images::ImageCommand),
@@ -282,6 +286,9 @@ impl Conn {
 
 /// Runs a client command; prints errors the way scripts and people both can read.
 pub fn run(command: Command) -> ExitCode {
+    if let Command::Exec(args) = command {
+        return exec::run(args);
+    }
     match dispatch(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -301,6 +308,7 @@ pub fn run(command: Command) -> ExitCode {
 fn dispatch(command: Command) -> Result<(), ClientError> {
     match command {
         Command::Node(_) | Command::Init(_) => unreachable!("main runs the node and init"),
+        Command::Exec(_) => unreachable!("run runs exec"),
         Command::Image(cmd) => images::run(cmd),
         Command::Completion(args) => completion::run(args),
         Command::Rollout(cmd) => rollout::run(cmd),

@@ -49,6 +49,25 @@ pub enum Verb {
     },
     /// Prints the state of every container under --root as a JSON array.
     List,
+    /// Runs a command in the container whose init process is --pid (see `exec`); exits
+    /// with the command's exit code. stdin carries `exec::Input` frames.
+    Exec {
+        #[arg(long)]
+        pid: i32,
+        /// The container's bundle: the command's environment comes from its config.json
+        /// (else from the init process's, which a program may have overwritten).
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// A terminal (pty) in the container for the command.
+        #[arg(long)]
+        tty: bool,
+        #[arg(long)]
+        cols: Option<u16>,
+        #[arg(long)]
+        rows: Option<u16>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 impl Verb {
@@ -71,6 +90,29 @@ impl Verb {
                 }
             }
             Verb::List => out.push("list".into()),
+            Verb::Exec {
+                pid,
+                bundle,
+                tty,
+                cols,
+                rows,
+                command,
+            } => {
+                out.extend(["exec".into(), "--pid".into(), pid.to_string().into()]);
+                if let Some(b) = bundle {
+                    out.extend(["--bundle".into(), b.into()]);
+                }
+                if *tty {
+                    out.push("--tty".into());
+                }
+                for (flag, v) in [("--cols", cols), ("--rows", rows)] {
+                    if let Some(v) = v {
+                        out.extend([flag.into(), v.to_string().into()]);
+                    }
+                }
+                out.push("--".into());
+                out.extend(command.iter().map(OsString::from));
+            }
         }
         out
     }
@@ -78,6 +120,19 @@ impl Verb {
 
 /// Runs one verb in this (helper) process.
 pub fn main(args: HelperArgs) -> Result<()> {
+    if let Verb::Exec {
+        pid,
+        bundle,
+        tty,
+        cols,
+        rows,
+        command,
+    } = &args.verb
+    {
+        let size = cols.zip(*rows);
+        let code = super::exec::run(*pid, bundle.as_deref(), *tty, size, command);
+        std::process::exit(code);
+    }
     if let Ok(filter) = std::env::var("OMNICLOUD_CONTAINER_LOG") {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -108,6 +163,7 @@ pub fn main(args: HelperArgs) -> Result<()> {
             return Ok(());
         }
         Verb::List => serde_json::to_string(&runtime.list()?),
+        Verb::Exec { .. } => unreachable!("handled above"),
     };
     println!("{}", line.expect("state serializes"));
     Ok(())
@@ -158,11 +214,19 @@ mod tests {
                 force: true,
             },
             Verb::List,
+            Verb::Exec {
+                pid: 42,
+                bundle: Some("/r/bundles/a".into()),
+                tty: true,
+                cols: Some(80),
+                rows: Some(24),
+                command: vec!["sh".into(), "-c".into(), "echo --x".into()],
+            },
         ];
         for verb in verbs {
-            let mut argv: Vec<OsString> = vec!["x".into()];
+            // `--root` first: an exec's command runs to the end of the line.
+            let mut argv: Vec<OsString> = vec!["x".into(), "--root".into(), "/r".into()];
             argv.extend(verb.to_args());
-            argv.extend(["--root".into(), "/r".into()]);
             let parsed = Wrapper::try_parse_from(argv).unwrap();
             assert_eq!(parsed.args.verb, verb);
             assert_eq!(parsed.args.root, Some(PathBuf::from("/r")));

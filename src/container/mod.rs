@@ -36,6 +36,7 @@
 //! code: mount/umount, mknod, setns, ioctl, prctl, waitpid (each with a `// SAFETY:` note).
 
 pub mod archive;
+pub mod exec;
 pub mod helper;
 pub mod image;
 mod import;
@@ -149,6 +150,32 @@ pub fn helper_command_with(exe: &Path, root: &Path, verb: &Verb) -> Command {
         Stdio::null()
     });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+/// The command line of [`Verb::Exec`]: run `command` in the container whose init is
+/// `pid` (its environment from `bundle`'s config.json, [`exec`]). stdin is piped (write [`exec::Input`] frames to it), stdout and
+/// stderr are piped; a caller that wants neither sets them to null.
+pub fn exec_command(
+    exe: &Path,
+    pid: i32,
+    bundle: Option<&Path>,
+    tty: Option<(u16, u16)>,
+    command: &[String],
+) -> Command {
+    let verb = Verb::Exec {
+        pid,
+        bundle: bundle.map(Path::to_path_buf),
+        tty: tty.is_some(),
+        cols: tty.map(|t| t.0),
+        rows: tty.map(|t| t.1),
+        command: command.to_vec(),
+    };
+    let mut cmd = Command::new(exe);
+    cmd.arg("__container").args(verb.to_args());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     cmd
 }
 
