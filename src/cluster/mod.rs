@@ -35,7 +35,9 @@ pub mod admission;
 pub mod engine;
 pub mod host;
 pub mod identity;
+pub mod join;
 pub mod member;
+pub mod pki;
 pub mod meta;
 #[cfg(test)]
 mod proptests;
