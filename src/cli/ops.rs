@@ -38,3 +38,68 @@ pub fn uninstall(args: crate::appliance::install::UninstallArgs) -> Result<(), C
 fn appliance_error(e: crate::appliance::ApplianceError) -> ClientError {
     ClientError::Other(crate::error_chain(&e))
 }
+
+/// `omnicloud login`: what a client config holds.
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// API server URL, https://HOST:PORT.
+    #[arg(long)]
+    pub server: String,
+    /// API token (a node's <data-dir>/admin.token).
+    #[arg(long, env = "OMNICLOUD_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The cluster CA certificate (a node's <data-dir>/tls/ca.crt; default: a local
+    /// node's).
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
+    /// Data dir of a local node, to find its CA.
+    #[arg(long, env = "OMNICLOUD_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// Checks that the server answers with this CA and token, then writes the client config
+/// (nothing is written when the check fails).
+pub fn login(args: LoginArgs) -> Result<(), ClientError> {
+    use crate::client::config::{self, ClientConfig};
+    if !args.server.starts_with("https://") {
+        return Err(ClientError::Other(format!(
+            "--server {}: expected an https:// URL (the API serves HTTPS only)",
+            args.server
+        )));
+    }
+    let ca = match &args.ca {
+        Some(file) => config::discover_ca(Some(file), None),
+        None => {
+            let dir = args
+                .data_dir
+                .clone()
+                .unwrap_or_else(crate::config::default_data_dir);
+            let file = crate::cluster::pki::TlsDir::of(&dir).ca_crt();
+            match file.exists() {
+                true => config::discover_ca(Some(&file), None),
+                false => Err(format!(
+                    "--ca: no CA given and none at {}: pass the cluster's <data-dir>/tls/ca.crt",
+                    file.display()
+                )),
+            }
+        }
+    }
+    .map_err(ClientError::Other)?
+    .expect("a CA was read");
+    let client = crate::client::Client::with_ca(
+        &args.server,
+        Some(args.token.clone()),
+        Some(ca.clone()),
+    );
+    client.get_json("/v1/nodes")?;
+    let path = config::path();
+    ClientConfig {
+        server: args.server.trim_end_matches('/').to_string(),
+        token: args.token,
+        ca,
+    }
+    .save(&path)
+    .map_err(ClientError::Other)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}

@@ -564,12 +564,12 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let accept = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
-            let mut server = Session::handshake(s, key, &ours(), false).await.unwrap();
+            let mut server = Session::handshake(Box::new(s), key, &ours(), false).await.unwrap();
             let first = server.recv().await.unwrap();
             (first, server.recv().await)
         });
         let mut client =
-            Session::handshake(TcpStream::connect(addr).await.unwrap(), key, &ours(), true)
+            Session::handshake(Box::new(TcpStream::connect(addr).await.unwrap()), key, &ours(), true)
                 .await
                 .unwrap();
         client.send(b"once").await.unwrap();
@@ -685,7 +685,7 @@ mod tests {
                 let key = derive_key("secret", "rpc");
                 let (addr, stats) = echo_server(key).await;
                 let stream = TcpStream::connect(addr).await.unwrap();
-                let mut s = Session::handshake(stream, key, &ours(), true).await.unwrap();
+                let mut s = Session::handshake(Box::new(stream), key, &ours(), true).await.unwrap();
                 s.stream.write_all(&bytes).await.unwrap();
                 s.stream.shutdown().await.unwrap();
                 let mut rest = Vec::new();
