@@ -209,6 +209,13 @@ impl Node {
         let rpc_key = transport::derive_key(&token.secret, "rpc");
         let rpc_stats = Arc::new(TransportStats::default());
         let rpc_tls = rpc_tls(&tls, config.tls).map_err(NodeError::Tls)?;
+        pki::set_peer_api_tls(match config.tls {
+            true => {
+                let ca = tls.read(&tls.ca_crt()).map_err(NodeError::Tls)?;
+                Some(Arc::new(pki::client_config(&ca, None).map_err(NodeError::Tls)?))
+            }
+            false => None,
+        });
         let rpc_client = Arc::new(transport::Client::new(
             rpc_key,
             cluster.clone(),

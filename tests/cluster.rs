@@ -245,7 +245,9 @@ fn a_node_with_the_wrong_token_never_joins() {
     );
     // The intruder itself never gets a leader.
     assert_ne!(
-        ureq::get(&format!("{}/readyz", intruder.api))
+        intruder
+            .http()
+            .get(&format!("{}/readyz", intruder.api))
             .call()
             .map(|r| r.status())
             .unwrap_or(503),

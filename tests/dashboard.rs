@@ -123,13 +123,17 @@ fn artifacts() -> PathBuf {
 #[test]
 fn the_dashboard_is_embedded_and_open_while_the_api_keeps_its_token() {
     let node = TestNode::start("ui");
-    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let agent = omnicloud::client::config::agent(
+        std::fs::read_to_string(node.dir.join("tls/ca.crt")).ok().as_deref(),
+        ureq::AgentBuilder::new().redirects(0),
+    )
+    .unwrap();
     let root = agent.get(&format!("{}/", node.api)).call().unwrap();
     assert_eq!(root.status(), 302);
     assert_eq!(root.header("location"), Some("/ui/"));
 
     let get = |path: &str| {
-        let r = ureq::get(&format!("{}{path}", node.api)).call().unwrap();
+        let r = node.http().get(&format!("{}{path}", node.api)).call().unwrap();
         let csp = r
             .header("content-security-policy")
             .unwrap_or("")
@@ -159,6 +163,7 @@ fn the_dashboard_is_embedded_and_open_while_the_api_keeps_its_token() {
     let anon = common::Api {
         base: node.api.clone(),
         token: None,
+        agent: node.http(),
     };
     assert_eq!(anon.get("/v1/nodes").0, 401);
     assert_eq!(node.api().get("/v1/nodes").0, 200);

@@ -69,6 +69,11 @@ pub fn discover_ca(explicit: Option<&Path>, data_dir: Option<&Path>) -> Result<O
     Ok(std::fs::read_to_string(pki::TlsDir::of(&dir).ca_crt()).ok())
 }
 
+/// The cluster CA of a local node's data dir (PEM), if it has one.
+pub fn ca_of(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(pki::TlsDir::of(data_dir).ca_crt()).ok()
+}
+
 /// A ureq agent trusting only `ca` (no CA: an agent that trusts nothing, so an https
 /// server is refused with "unknown issuer" rather than trusted).
 pub fn agent(ca: Option<&str>, builder: ureq::AgentBuilder) -> Result<ureq::Agent, String> {

@@ -86,6 +86,32 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     }
 }
 
+/// How this process reaches other nodes' APIs: set once by `node` (TLS on: a client
+/// trusting the cluster CA), read by everything that calls a peer's API (logs, claims,
+/// scrapes, peer image pulls).
+static PEER_API_TLS: std::sync::OnceLock<Option<Arc<ClientConfig>>> = std::sync::OnceLock::new();
+
+/// Sets how peers' APIs are reached (the first call wins: one node per process).
+pub fn set_peer_api_tls(config: Option<Arc<ClientConfig>>) {
+    let _ = PEER_API_TLS.set(config);
+}
+
+/// The base URL of a peer's API at `addr` (`host:port`): https when TLS is on.
+pub fn peer_api_url(addr: &str) -> String {
+    match PEER_API_TLS.get() {
+        Some(Some(_)) => format!("https://{addr}"),
+        _ => format!("http://{addr}"),
+    }
+}
+
+/// A ureq agent for peers' APIs (trusting the cluster CA when TLS is on), from `builder`.
+pub fn peer_agent(builder: ureq::AgentBuilder) -> ureq::Agent {
+    match PEER_API_TLS.get() {
+        Some(Some(config)) => builder.tls_config(config.clone()).build(),
+        _ => builder.build(),
+    }
+}
+
 /// The rustls crypto provider every TLS config of omnicloud uses.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -242,7 +242,7 @@ impl TestNode {
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = ureq::get(&format!("{}/readyz", self.api)).call() {
+            if let Ok(r) = self.http().get(&format!("{}/readyz", self.api)).call() {
                 if r.status() == 200 {
                     return;
                 }
@@ -298,7 +298,13 @@ impl TestNode {
         Api {
             base: self.api.clone(),
             token: Some(self.token.clone()),
+            agent: self.http(),
         }
+    }
+
+    /// An HTTP client trusting this node's cluster CA (and nothing else).
+    pub fn http(&self) -> ureq::Agent {
+        ca_agent(&self.dir)
     }
 
     /// Runs the CLI against this node and returns (success, stdout, stderr).
@@ -312,6 +318,8 @@ impl TestNode {
             .args(args)
             .env("OMNICLOUD_SERVER", &self.api)
             .env("OMNICLOUD_TOKEN", &self.token)
+            .env("OMNICLOUD_CA", self.dir.join("tls/ca.crt"))
+            .env("OMNICLOUD_CLIENT_CONFIG", self.dir.join("no-client.toml"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -488,16 +496,27 @@ impl Cluster {
     }
 }
 
+/// A ureq agent trusting only the cluster CA in `data_dir` (none there: trusting nothing).
+pub fn ca_agent(data_dir: &Path) -> ureq::Agent {
+    let ca = std::fs::read_to_string(data_dir.join("tls/ca.crt")).ok();
+    omnicloud::client::config::agent(ca.as_deref(), ureq::AgentBuilder::new())
+        .expect("a TLS client config")
+}
+
 /// A tiny API client returning (status, JSON body) without treating 4xx as failures.
 #[derive(Clone)]
 pub struct Api {
     pub base: String,
     pub token: Option<String>,
+    /// Trusting the cluster CA ([`TestNode::http`]).
+    pub agent: ureq::Agent,
 }
 
 impl Api {
     fn req(&self, method: &str, path: &str) -> ureq::Request {
-        let mut r = ureq::request(method, &format!("{}{}", self.base, path))
+        let mut r = self
+            .agent
+            .request(method, &format!("{}{}", self.base, path))
             .timeout(Duration::from_secs(30));
         if let Some(t) = &self.token {
             r = r.set("Authorization", &format!("Bearer {t}"));
@@ -664,4 +683,28 @@ pub fn http_get_in(pid: u32, url: &str) -> Result<String, String> {
     })
     .join()
     .unwrap()
+}
+
+/// A byte stream to a node's API, for tests that write raw HTTP.
+pub trait RawStream: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> RawStream for T {}
+
+/// A raw connection to `api` (`https://` over TLS trusting the CA in `data_dir`, or plain
+/// `http://`), reads timing out after `timeout`.
+pub fn raw_connect(api: &str, data_dir: &Path, timeout: Duration) -> Box<dyn RawStream> {
+    let (tls, addr) = match api.strip_prefix("https://") {
+        Some(a) => (true, a),
+        None => (false, api.trim_start_matches("http://")),
+    };
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(timeout)).unwrap();
+    if !tls {
+        return Box::new(tcp);
+    }
+    let ca = std::fs::read_to_string(data_dir.join("tls/ca.crt")).unwrap();
+    let config = omnicloud::cluster::pki::client_config(&ca, None).unwrap();
+    let ip: std::net::IpAddr = addr.rsplit_once(':').unwrap().0.parse().unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(ip.into());
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    Box::new(rustls::StreamOwned::new(conn, tcp))
 }
