@@ -59,12 +59,11 @@ fn plain_http_to_the_api_gets_a_refusal_and_no_data() {
     for path in ["/v1/namespaces", "/healthz", "/metrics"] {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
+        let request = format!(
             "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
             node.token
-        )
-        .unwrap();
+        );
+        s.write_all(request.as_bytes()).unwrap();
         let mut answer = String::new();
         s.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");

@@ -75,10 +75,19 @@ async fn one(mut client: TcpStream, inner: SocketAddr, port: u16) -> std::io::Re
             Ok(())
         }
         Ok(Ok(1)) => {
-            // Take in what the client sent (a request head) so closing does not reset the
-            // connection before it reads the answer.
-            let mut buf = vec![0u8; 16 * 1024];
-            let _ = tokio::time::timeout(Duration::from_millis(200), client.read(&mut buf)).await;
+            // Take in the request head (up to 16 KiB, 2 s) so closing does not reset the
+            // connection before the client reads the answer.
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+            })
+            .await;
             client.write_all(refusal(port).as_bytes()).await?;
             client.shutdown().await
         }
