@@ -147,8 +147,12 @@ impl Node {
         // The join listener: TCP at the gossip (UDP) port number.
         let (join_listener, gossip_port) = bind_join(config.bind, config.gossip_port)?;
         let sans = node_sans(&config);
-        if !tls.has_node_cert() {
-            if bootstrap {
+        let renew = tls.has_node_cert() && pki::due_for_renewal(&tls).map_err(NodeError::Tls)?;
+        if renew {
+            tracing::info!("this node's certificate expires within 30 days; renewing it");
+        }
+        if !tls.has_node_cert() || renew {
+            if tls.ca_key().exists() {
                 pki::issue_own(&tls, &sans).map_err(NodeError::Tls)?;
             } else {
                 crate::cluster::join::fetch(&seeds_given, &token, &tls, &sans).await?;

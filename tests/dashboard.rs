@@ -180,14 +180,15 @@ fn text(selector: &str) -> String {
 #[test]
 fn the_dashboard_logs_in_shows_the_cluster_and_follows_a_scale_live() {
     let _serial = serial();
-    let Some(mut b) = cdp::Browser::launch(1400, 1000) else {
+    let Some(a) = AgentNode::start(1) else { return };
+    let cert = std::fs::read_to_string(a.node.dir.join("tls/node.crt")).unwrap();
+    let Some(mut b) = cdp::Browser::launch(1400, 1000, &cert) else {
         common::netns::require(
             "chromium (headless browser test)",
             format!("{} is missing: apt-get install chromium", cdp::CHROMIUM),
         );
         return;
     };
-    let Some(a) = AgentNode::start(1) else { return };
     let api = a.node.api();
     assert_eq!(api.apply(&web(1)).0, 200);
     a.wait_ready("web", 1);

@@ -571,6 +571,7 @@ fn cli_get_watch_prints_changes() {
         .args(["get", "deployments", "-w"])
         .env("OMNICLOUD_SERVER", &node.api)
         .env("OMNICLOUD_TOKEN", &node.token)
+        .env("OMNICLOUD_CA", node.dir.join("tls/ca.crt"))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -106,7 +106,10 @@ pub async fn serve(
             let inner_addr = inner.local_addr()?;
             listener.set_nonblocking(true)?;
             tls::front(tokio::net::TcpListener::from_std(listener)?, inner_addr);
-            server.listen_rustls_0_23(inner, (*config).clone())?
+            // actix's default (3 s) closed handshakes on a busy 2-core node.
+            server
+                .tls_handshake_timeout(Duration::from_secs(10))
+                .listen_rustls_0_23(inner, (*config).clone())?
         }
     };
     Ok(server.run())

@@ -227,6 +227,9 @@ pub enum Command {
     /// Write a client config (server, cluster CA, token) that every client verb reads; copy
     /// it to a laptop (default ~/.config/omnicloud/client.toml, or OMNICLOUD_CLIENT_CONFIG).
     Login(ops::LoginArgs),
+    /// This node's certificates: `status` (expiry), `rotate` (renew).
+    #[command(subcommand)]
+    Certs(ops::CertsCommand),
     /// Client and server versions.
     Version {
         #[command(flatten)]
@@ -327,6 +330,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Chaos(args) => ops::chaos(args),
         Command::Install(args) => ops::install(args),
         Command::Login(args) => ops::login(args),
+        Command::Certs(cmd) => ops::certs(cmd),
         Command::Uninstall(args) => ops::uninstall(args),
         Command::Scaling(cmd) => scaling::run(cmd),
         Command::Autoscale(cmd) => autoscale::configure(cmd),

@@ -103,3 +103,69 @@ pub fn login(args: LoginArgs) -> Result<(), ClientError> {
     println!("wrote {}", path.display());
     Ok(())
 }
+
+/// `omnicloud certs`: this node's certificates (local, from its data dir).
+#[derive(Debug, clap::Subcommand)]
+pub enum CertsCommand {
+    /// When the cluster CA and this node's certificate expire.
+    Status {
+        /// Data dir of the node.
+        #[arg(long, env = "OMNICLOUD_DATA_DIR")]
+        data_dir: Option<std::path::PathBuf>,
+    },
+    /// Renew this node's certificate: now on the seed (it holds the CA key), at the node's
+    /// next start elsewhere (it asks its seed again). Nodes also renew by themselves at
+    /// start when fewer than 30 days are left.
+    Rotate {
+        #[arg(long, env = "OMNICLOUD_DATA_DIR")]
+        data_dir: Option<std::path::PathBuf>,
+    },
+}
+
+pub fn certs(cmd: CertsCommand) -> Result<(), ClientError> {
+    use crate::cluster::pki::{self, TlsDir};
+    let (CertsCommand::Status { data_dir } | CertsCommand::Rotate { data_dir }) = &cmd;
+    let dir = data_dir
+        .clone()
+        .unwrap_or_else(crate::config::default_data_dir);
+    let tls = TlsDir::of(&dir);
+    let fail = |e: pki::PkiError| ClientError::Other(crate::error_chain(&e));
+    match cmd {
+        CertsCommand::Status { .. } => {
+            let now = std::time::SystemTime::now();
+            let found = pki::status(&tls).map_err(fail)?;
+            if found.is_empty() {
+                return Err(ClientError::Other(format!(
+                    "no certificates in {}",
+                    tls.0.display()
+                )));
+            }
+            println!("{:<10} {:<22} DAYS LEFT", "FILE", "EXPIRES");
+            for (name, expires) in found {
+                let left = expires.duration_since(now).map_or(0, |d| d.as_secs() / 86_400);
+                let when = humantime::format_rfc3339_seconds(expires).to_string();
+                println!("{name:<10} {when:<22} {left}");
+            }
+            Ok(())
+        }
+        CertsCommand::Rotate { .. } => {
+            if !tls.node_crt().exists() {
+                return Err(ClientError::Other(format!(
+                    "no node certificate in {}",
+                    tls.0.display()
+                )));
+            }
+            if tls.ca_key().exists() {
+                // The names it had: read back from the certificate being replaced.
+                let sans = pki::sans_of(&tls.read(&tls.node_crt()).map_err(fail)?).map_err(fail)?;
+                pki::issue_own(&tls, &sans).map_err(fail)?;
+                println!("renewed {}; restart the node to serve it", tls.node_crt().display());
+            } else {
+                std::fs::remove_file(tls.node_crt())
+                    .map_err(|e| ClientError::Other(format!("{}: {e}", tls.node_crt().display())))?;
+                println!("removed {}; the node gets a new one from its seed at its next start", tls.node_crt().display());
+            }
+            Ok(())
+        }
+    }
+}

@@ -348,6 +348,54 @@ pub fn not_after(pem: &str, what: &str) -> Result<SystemTime, PkiError> {
     Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
 }
 
+/// A node certificate is renewed (at the node's start, or by `omnicloud certs rotate`)
+/// when less than this is left.
+pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The names and addresses a certificate is valid for.
+pub fn sans_of(pem: &str) -> Result<Sans, PkiError> {
+    let der = first_cert(pem, "the certificate")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| PkiError::Pem {
+        what: "the certificate".into(),
+        why: e.to_string(),
+    })?;
+    let mut sans = Sans::default();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(n) => sans.names.push(n.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(b) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*b) {
+                        sans.ips.push(IpAddr::from(v4));
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*b) {
+                        sans.ips.push(IpAddr::from(v6));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(sans)
+}
+
+/// Whether this node's certificate expires within [`RENEW_BEFORE`].
+pub fn due_for_renewal(tls: &TlsDir) -> Result<bool, PkiError> {
+    let expires = not_after(&tls.read(&tls.node_crt())?, "node.crt")?;
+    Ok(expires < SystemTime::now() + RENEW_BEFORE)
+}
+
+/// Each certificate file of `tls` that exists: (file name, when it expires).
+pub fn status(tls: &TlsDir) -> Result<Vec<(String, SystemTime)>, PkiError> {
+    let mut out = Vec::new();
+    for path in [tls.ca_crt(), tls.node_crt()] {
+        if path.exists() {
+            let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+            out.push((name.clone(), not_after(&tls.read(&path)?, &name)?));
+        }
+    }
+    Ok(out)
+}
+
 fn roots(ca_pem: &str) -> Result<RootCertStore, PkiError> {
     let mut roots = RootCertStore::empty();
     roots.add(first_cert(ca_pem, "the CA certificate")?)?;
@@ -542,6 +590,11 @@ mod tests {
         assert!(left > NODE_VALIDITY - Duration::from_secs(3600) && left <= NODE_VALIDITY);
         server_config(&tls, true).unwrap();
         client_config(&tls.read(&tls.ca_crt()).unwrap(), Some(&tls)).unwrap();
+        assert!(!due_for_renewal(&tls).unwrap(), "a new certificate is not due");
+        let back = sans_of(&tls.read(&tls.node_crt()).unwrap()).unwrap();
+        assert_eq!((back.names, back.ips), (sans().names, sans().ips));
+        let files: Vec<String> = status(&tls).unwrap().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(files, ["ca.crt", "node.crt"]);
     }
 
     #[test]

@@ -69,7 +69,58 @@ impl TestNode {
         Self::start_full(name, extra, true, None, env)
     }
 
+    /// A node expected to be refused at start (it exits): the node, not running, and its
+    /// log.
+    pub fn start_refused(name: &str, extra: &[&str]) -> (TestNode, String) {
+        let mut node = Self::unstarted(name, extra, false, None, &[]);
+        let log = node.run_to_exit();
+        (node, log)
+    }
+
+    /// Starts the node expecting it to exit within 60 s (a refused join): its log.
+    pub fn run_to_exit(&mut self) -> String {
+        assert!(self.child.is_none(), "stop or kill the node first");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))
+            .unwrap();
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawning omnicloud node");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node {} kept running; log:\n{}", self.name, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(!status.success(), "node {} exited with success", self.name);
+        self.log()
+    }
+
     fn start_full(
+        name: &str,
+        extra: &[&str],
+        wait_ready: bool,
+        netns: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> TestNode {
+        let mut node = Self::unstarted(name, extra, wait_ready, netns, env);
+        node.launch();
+        node
+    }
+
+    fn unstarted(
         name: &str,
         extra: &[&str],
         wait_ready: bool,
@@ -80,7 +131,7 @@ impl TestNode {
             .prefix(&format!("omni-{name}-"))
             .tempdir()
             .unwrap();
-        let mut node = TestNode {
+        TestNode {
             name: name.to_string(),
             dir: tmp.path().to_path_buf(),
             _tmp: Some(tmp),
@@ -97,9 +148,7 @@ impl TestNode {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        };
-        node.launch();
-        node
+        }
     }
 
     /// Starts the node process and waits until it has bound its ports (and, with
