@@ -216,7 +216,9 @@ impl Node {
         pki::set_peer_api_tls(match config.tls {
             true => {
                 let ca = tls.read(&tls.ca_crt()).map_err(NodeError::Tls)?;
-                Some(Arc::new(pki::client_config(&ca, None).map_err(NodeError::Tls)?))
+                Some(Arc::new(
+                    pki::client_config(&ca, None).map_err(NodeError::Tls)?,
+                ))
             }
             false => None,
         });
@@ -229,8 +231,16 @@ impl Node {
         let control =
             ControlPlane::start(store, node_id, me, &config.raft, bootstrap, rpc_client).await?;
         let scheme = if config.tls { "https" } else { "http" };
-        write_endpoints(&dir, &config.name, node_id, scheme, api_addr, rpc_addr, gossip_addr)
-            .map_err(dir_err)?;
+        write_endpoints(
+            &dir,
+            &config.name,
+            node_id,
+            scheme,
+            api_addr,
+            rpc_addr,
+            gossip_addr,
+        )
+        .map_err(dir_err)?;
 
         let (stop_tx, _) = watch::channel(false);
         Ok(Node {
@@ -289,7 +299,9 @@ impl Node {
         } else {
             None
         };
-        join_listener.set_nonblocking(true).map_err(NodeError::Api)?;
+        join_listener
+            .set_nonblocking(true)
+            .map_err(NodeError::Api)?;
         crate::cluster::join::serve(
             tokio::net::TcpListener::from_std(join_listener).map_err(NodeError::Api)?,
             TlsAcceptor::from(pki::server_config(&tls, false).map_err(NodeError::Tls)?),

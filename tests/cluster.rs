@@ -203,13 +203,25 @@ fn a_node_with_the_wrong_token_never_joins() {
     let cfg = c.config.path().to_str().unwrap().to_string();
     // The right CA pin with another secret: the seed's join listener refuses it (the
     // gossip and RPC keys come from the secret too, so it could not talk there either).
-    let pin = omnicloud::cluster::pki::JoinToken::parse(&c.token).unwrap().ca_hash;
+    let pin = omnicloud::cluster::pki::JoinToken::parse(&c.token)
+        .unwrap()
+        .ca_hash;
     let wrong = format!("K10{pin}::not-the-secret");
     let (intruder, log) = TestNode::start_refused(
         "intruder",
-        &["--config", &cfg, "--join", &c.nodes[0].gossip, "--token", &wrong],
+        &[
+            "--config",
+            &cfg,
+            "--join",
+            &c.nodes[0].gossip,
+            "--token",
+            &wrong,
+        ],
     );
-    assert!(log.contains("secret is wrong"), "the intruder never said why:\n{log}");
+    assert!(
+        log.contains("secret is wrong"),
+        "the intruder never said why:\n{log}"
+    );
     assert!(
         !intruder.dir.join("tls/node.crt").exists(),
         "the intruder got a certificate"
@@ -318,7 +330,9 @@ fn a_node_with_another_clusters_data_is_refused_on_both_sides() {
     // Its CA is not the one the token pins: it refuses to start, naming both hashes,
     // before it sends anything to the cluster.
     let log = other.run_to_exit();
-    let pin = omnicloud::cluster::pki::JoinToken::parse(&c.token).unwrap().ca_hash;
+    let pin = omnicloud::cluster::pki::JoinToken::parse(&c.token)
+        .unwrap()
+        .ca_hash;
     assert!(
         log.contains("the token belongs to another cluster") && log.contains(&pin),
         "the joiner never said why:\n{log}"

@@ -124,7 +124,9 @@ fn artifacts() -> PathBuf {
 fn the_dashboard_is_embedded_and_open_while_the_api_keeps_its_token() {
     let node = TestNode::start("ui");
     let agent = omnicloud::client::config::agent(
-        std::fs::read_to_string(node.dir.join("tls/ca.crt")).ok().as_deref(),
+        std::fs::read_to_string(node.dir.join("tls/ca.crt"))
+            .ok()
+            .as_deref(),
         ureq::AgentBuilder::new().redirects(0),
     )
     .unwrap();
@@ -133,7 +135,11 @@ fn the_dashboard_is_embedded_and_open_while_the_api_keeps_its_token() {
     assert_eq!(root.header("location"), Some("/ui/"));
 
     let get = |path: &str| {
-        let r = node.http().get(&format!("{}{path}", node.api)).call().unwrap();
+        let r = node
+            .http()
+            .get(&format!("{}{path}", node.api))
+            .call()
+            .unwrap();
         let csp = r
             .header("content-security-policy")
             .unwrap_or("")

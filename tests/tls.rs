@@ -158,14 +158,57 @@ fn login_writes_a_client_config_the_cli_uses_alone() {
         )
     };
     // A wrong token writes nothing.
-    let (ok, _, err) = run(&["login", "--server", &node.api, "--token", "nope", "--ca", ca.to_str().unwrap()]);
+    let (ok, _, err) = run(&[
+        "login",
+        "--server",
+        &node.api,
+        "--token",
+        "nope",
+        "--ca",
+        ca.to_str().unwrap(),
+    ]);
     assert!(!ok && !config.exists(), "{err}");
-    let (ok, _, err) = run(&["login", "--server", &node.api, "--token", &node.token, "--ca", ca.to_str().unwrap()]);
+    let (ok, _, err) = run(&[
+        "login",
+        "--server",
+        &node.api,
+        "--token",
+        &node.token,
+        "--ca",
+        ca.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     let text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains(&node.api) && text.contains("BEGIN CERTIFICATE"), "{text}");
+    assert!(
+        text.contains(&node.api) && text.contains("BEGIN CERTIFICATE"),
+        "{text}"
+    );
     // The node's data dir is not needed: the config alone (a copy, as on a laptop).
     let (ok, out, err) = run(&["nodes"]);
     assert!(ok, "{err}");
     assert!(out.contains("login"), "{out}");
+}
+
+#[test]
+fn certs_status_shows_expiry_and_rotate_renews_the_seeds_certificate() {
+    let mut node = TestNode::start("certs");
+    let dir = node.dir.to_str().unwrap().to_string();
+    let (ok, out, err) = node.cli(&["certs", "status", "--data-dir", &dir]);
+    assert!(ok, "{err}");
+    assert!(out.contains("ca.crt") && out.contains("node.crt"), "{out}");
+    // A node certificate lasts a year: 364 or 365 days left.
+    assert!(out.contains(" 364") || out.contains(" 365"), "{out}");
+    let before = std::fs::read_to_string(node.dir.join("tls/node.crt")).unwrap();
+    let (ok, out, err) = node.cli(&["certs", "rotate", "--data-dir", &dir]);
+    assert!(ok, "{err}");
+    assert!(out.contains("renewed"), "{out}");
+    let after = std::fs::read_to_string(node.dir.join("tls/node.crt")).unwrap();
+    assert_ne!(before, after, "a new certificate");
+    node.stop();
+    node.restart();
+    assert_eq!(
+        node.api().get("/v1/namespaces").0,
+        200,
+        "served with the new one"
+    );
 }

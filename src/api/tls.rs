@@ -118,7 +118,9 @@ mod tests {
         assert!(answer.contains("HTTPS only"), "{answer}");
 
         let mut tls = TcpStream::connect(public_addr).await.unwrap();
-        tls.write_all(&[TLS_HANDSHAKE, 3, 1, 0, 1, 0]).await.unwrap();
+        tls.write_all(&[TLS_HANDSHAKE, 3, 1, 0, 1, 0])
+            .await
+            .unwrap();
         let (mut seen, _) = inner.accept().await.unwrap();
         let mut got = [0u8; 6];
         seen.read_exact(&mut got).await.unwrap();

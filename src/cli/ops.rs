@@ -86,11 +86,8 @@ pub fn login(args: LoginArgs) -> Result<(), ClientError> {
     }
     .map_err(ClientError::Other)?
     .expect("a CA was read");
-    let client = crate::client::Client::with_ca(
-        &args.server,
-        Some(args.token.clone()),
-        Some(ca.clone()),
-    );
+    let client =
+        crate::client::Client::with_ca(&args.server, Some(args.token.clone()), Some(ca.clone()));
     client.get_json("/v1/nodes")?;
     let path = config::path();
     ClientConfig {
@@ -142,7 +139,9 @@ pub fn certs(cmd: CertsCommand) -> Result<(), ClientError> {
             }
             println!("{:<10} {:<22} DAYS LEFT", "FILE", "EXPIRES");
             for (name, expires) in found {
-                let left = expires.duration_since(now).map_or(0, |d| d.as_secs() / 86_400);
+                let left = expires
+                    .duration_since(now)
+                    .map_or(0, |d| d.as_secs() / 86_400);
                 let when = humantime::format_rfc3339_seconds(expires).to_string();
                 println!("{name:<10} {when:<22} {left}");
             }
@@ -159,11 +158,18 @@ pub fn certs(cmd: CertsCommand) -> Result<(), ClientError> {
                 // The names it had: read back from the certificate being replaced.
                 let sans = pki::sans_of(&tls.read(&tls.node_crt()).map_err(fail)?).map_err(fail)?;
                 pki::issue_own(&tls, &sans).map_err(fail)?;
-                println!("renewed {}; restart the node to serve it", tls.node_crt().display());
+                println!(
+                    "renewed {}; restart the node to serve it",
+                    tls.node_crt().display()
+                );
             } else {
-                std::fs::remove_file(tls.node_crt())
-                    .map_err(|e| ClientError::Other(format!("{}: {e}", tls.node_crt().display())))?;
-                println!("removed {}; the node gets a new one from its seed at its next start", tls.node_crt().display());
+                std::fs::remove_file(tls.node_crt()).map_err(|e| {
+                    ClientError::Other(format!("{}: {e}", tls.node_crt().display()))
+                })?;
+                println!(
+                    "removed {}; the node gets a new one from its seed at its next start",
+                    tls.node_crt().display()
+                );
             }
             Ok(())
         }

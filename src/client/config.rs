@@ -53,10 +53,13 @@ impl ClientConfig {
 
 /// The CA a client trusts (PEM), first found of: `explicit` (a file), the client config,
 /// `<data_dir>/tls/ca.crt` (the given or the default data dir).
-pub fn discover_ca(explicit: Option<&Path>, data_dir: Option<&Path>) -> Result<Option<String>, String> {
+pub fn discover_ca(
+    explicit: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> Result<Option<String>, String> {
     if let Some(file) = explicit {
-        let pem = std::fs::read_to_string(file)
-            .map_err(|e| format!("--ca {}: {e}", file.display()))?;
+        let pem =
+            std::fs::read_to_string(file).map_err(|e| format!("--ca {}: {e}", file.display()))?;
         pki::ca_hash(&pem).map_err(|e| format!("--ca {}: {e}", file.display()))?;
         return Ok(Some(pem));
     }

@@ -157,7 +157,8 @@ async fn relayed(token: &JoinToken, upstream: &[SocketAddr], csr: &str) -> Respo
             Ok(c) => c,
             Err(e) => return refusal(crate::error_chain(&e)),
         };
-        let attempt = tokio::time::timeout(EXCHANGE_TIMEOUT, ask(*seed, config, &token.secret, csr));
+        let attempt =
+            tokio::time::timeout(EXCHANGE_TIMEOUT, ask(*seed, config, &token.secret, csr));
         match attempt.await {
             Ok(Ok(r)) => return r,
             Ok(Err(e)) => failures.push(format!("{seed}: {e}")),
@@ -190,12 +191,10 @@ pub async fn fetch(
     for seed in seeds {
         let mismatch = Arc::new(Mutex::new(None));
         let config = pki::pinned_client_config(&token.ca_hash, mismatch.clone())?;
-        let attempt = tokio::time::timeout(
-            EXCHANGE_TIMEOUT,
-            ask(*seed, config, &token.secret, &csr),
-        )
-        .await
-        .unwrap_or_else(|_| Err(std::io::Error::other("timed out")));
+        let attempt =
+            tokio::time::timeout(EXCHANGE_TIMEOUT, ask(*seed, config, &token.secret, &csr))
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("timed out")));
         if let Some(actual) = mismatch.lock().expect("mismatch").take() {
             return Err(JoinError::CaMismatch {
                 seed: *seed,
@@ -298,7 +297,9 @@ mod tests {
             ca_hash: "c".repeat(64),
             secret: "s3cret".into(),
         };
-        let e = fetch(&[addr], &wrong_pin, &tls, &joiner_sans()).await.unwrap_err();
+        let e = fetch(&[addr], &wrong_pin, &tls, &joiner_sans())
+            .await
+            .unwrap_err();
         assert!(matches!(e, JoinError::CaMismatch { .. }), "{e}");
         assert!(e.to_string().contains(&hash) && e.to_string().contains(&"c".repeat(64)));
         assert!(!tls.has_node_cert());
@@ -307,7 +308,9 @@ mod tests {
             ca_hash: hash.clone(),
             secret: "nope".into(),
         };
-        let e = fetch(&[addr], &wrong_secret, &tls, &joiner_sans()).await.unwrap_err();
+        let e = fetch(&[addr], &wrong_secret, &tls, &joiner_sans())
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("secret is wrong"), "{e}");
 
         let right = JoinToken {
@@ -317,7 +320,10 @@ mod tests {
         fetch(&[addr], &right, &tls, &joiner_sans()).await.unwrap();
         assert!(tls.has_node_cert());
         right.check_ca(&tls).unwrap();
-        assert!(tls.ca_key().exists() == false, "the CA key stays on the seed");
+        assert!(
+            tls.ca_key().exists() == false,
+            "the CA key stays on the seed"
+        );
         pki::server_config(&tls, true).unwrap();
     }
 }

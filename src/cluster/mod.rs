@@ -37,8 +37,8 @@ pub mod host;
 pub mod identity;
 pub mod join;
 pub mod member;
-pub mod pki;
 pub mod meta;
+pub mod pki;
 #[cfg(test)]
 mod proptests;
 pub mod runtime;

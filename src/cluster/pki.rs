@@ -339,11 +339,10 @@ pub fn issue_own(tls: &TlsDir, sans: &Sans) -> Result<(), PkiError> {
 /// When the first certificate in `pem` expires.
 pub fn not_after(pem: &str, what: &str) -> Result<SystemTime, PkiError> {
     let der = first_cert(pem, what)?;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(&der).map_err(|e| PkiError::Pem {
-            what: what.to_string(),
-            why: e.to_string(),
-        })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| PkiError::Pem {
+        what: what.to_string(),
+        why: e.to_string(),
+    })?;
     let secs = cert.validity().not_after.timestamp();
     Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
 }
@@ -389,7 +388,11 @@ pub fn status(tls: &TlsDir) -> Result<Vec<(String, SystemTime)>, PkiError> {
     let mut out = Vec::new();
     for path in [tls.ca_crt(), tls.node_crt()] {
         if path.exists() {
-            let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
             out.push((name.clone(), not_after(&tls.read(&path)?, &name)?));
         }
     }
@@ -500,9 +503,10 @@ impl ServerCertVerifier for PinnedCa {
         }
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         inner.verify_server_cert(end_entity, rest, server_name, ocsp_response, now)
     }
 
@@ -559,7 +563,12 @@ mod tests {
         assert_eq!(t.ca_hash, hash);
         assert_eq!(t.secret, "s3cret");
         assert_eq!(t.to_string(), format!("K10{hash}::s3cret"));
-        for bad in ["0123abcd", &format!("K10{hash}s3cret"), "K10abc::x", &format!("K10{hash}::")] {
+        for bad in [
+            "0123abcd",
+            &format!("K10{hash}s3cret"),
+            "K10abc::x",
+            &format!("K10{hash}::"),
+        ] {
             let e = JoinToken::parse(bad).unwrap_err().to_string();
             assert!(e.contains("K10<64 hex digits"), "{bad}: {e}");
         }
@@ -582,7 +591,10 @@ mod tests {
             secret: "x".into(),
         };
         let e = other.check_ca(&tls).unwrap_err().to_string();
-        assert!(e.contains(&"b".repeat(64)) && e.contains("another cluster"), "{e}");
+        assert!(
+            e.contains(&"b".repeat(64)) && e.contains("another cluster"),
+            "{e}"
+        );
 
         issue_own(&tls, &sans()).unwrap();
         let expires = not_after(&tls.read(&tls.node_crt()).unwrap(), "node.crt").unwrap();
@@ -590,7 +602,10 @@ mod tests {
         assert!(left > NODE_VALIDITY - Duration::from_secs(3600) && left <= NODE_VALIDITY);
         server_config(&tls, true).unwrap();
         client_config(&tls.read(&tls.ca_crt()).unwrap(), Some(&tls)).unwrap();
-        assert!(!due_for_renewal(&tls).unwrap(), "a new certificate is not due");
+        assert!(
+            !due_for_renewal(&tls).unwrap(),
+            "a new certificate is not due"
+        );
         let back = sans_of(&tls.read(&tls.node_crt()).unwrap()).unwrap();
         assert_eq!((back.names, back.ips), (sans().names, sans().ips));
         let files: Vec<String> = status(&tls).unwrap().into_iter().map(|(f, _)| f).collect();

@@ -516,7 +516,10 @@ mod tests {
 
         let anonymous = pki::client_config(&ca, None).unwrap();
         let client = Client::new(key, ours(), stats_out.clone(), connector(anonymous));
-        assert!(client.call(addr, b"x", Duration::from_secs(5)).await.is_err());
+        assert!(client
+            .call(addr, b"x", Duration::from_secs(5))
+            .await
+            .is_err());
 
         let other = tempfile::tempdir().unwrap();
         let other_tls = pki::TlsDir::of(other.path());
@@ -525,7 +528,10 @@ mod tests {
         let other_ca = other_tls.read(&other_tls.ca_crt()).unwrap();
         let stranger = pki::client_config(&other_ca, Some(&other_tls)).unwrap();
         let client = Client::new(key, ours(), stats_out, connector(stranger));
-        let err = client.call(addr, b"x", Duration::from_secs(5)).await.unwrap_err();
+        let err = client
+            .call(addr, b"x", Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert!(matches!(err, TransportError::Refused(_)), "{err:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(stats.requests_in.load(Ordering::Relaxed), 1);
@@ -564,14 +570,20 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let accept = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
-            let mut server = Session::handshake(Box::new(s), key, &ours(), false).await.unwrap();
+            let mut server = Session::handshake(Box::new(s), key, &ours(), false)
+                .await
+                .unwrap();
             let first = server.recv().await.unwrap();
             (first, server.recv().await)
         });
-        let mut client =
-            Session::handshake(Box::new(TcpStream::connect(addr).await.unwrap()), key, &ours(), true)
-                .await
-                .unwrap();
+        let mut client = Session::handshake(
+            Box::new(TcpStream::connect(addr).await.unwrap()),
+            key,
+            &ours(),
+            true,
+        )
+        .await
+        .unwrap();
         client.send(b"once").await.unwrap();
         // Same bytes again with the old sequence number: a replay.
         client.send_seq = 0;
