@@ -320,10 +320,7 @@ mod tests {
         fetch(&[addr], &right, &tls, &joiner_sans()).await.unwrap();
         assert!(tls.has_node_cert());
         right.check_ca(&tls).unwrap();
-        assert!(
-            tls.ca_key().exists() == false,
-            "the CA key stays on the seed"
-        );
+        assert!(!tls.ca_key().exists(), "the CA key stays on the seed");
         pki::server_config(&tls, true).unwrap();
     }
 }
