@@ -147,9 +147,10 @@ impl Node {
         // The join listener: TCP at the gossip (UDP) port number.
         let (join_listener, gossip_port) = bind_join(config.bind, config.gossip_port)?;
         let sans = node_sans(&config);
-        let renew = tls.has_node_cert() && pki::due_for_renewal(&tls).map_err(NodeError::Tls)?;
+        let renew =
+            tls.has_node_cert() && pki::needs_new_cert(&tls, &sans).map_err(NodeError::Tls)?;
         if renew {
-            tracing::info!("this node's certificate expires within 30 days; renewing it");
+            tracing::info!("this node's certificate expires within 30 days or does not name its current addresses; renewing it");
         }
         if !tls.has_node_cert() || renew {
             if tls.ca_key().exists() {

@@ -377,6 +377,16 @@ pub fn sans_of(pem: &str) -> Result<Sans, PkiError> {
     Ok(sans)
 }
 
+/// Whether this node's certificate must be made again for `want`: it expires within
+/// [`RENEW_BEFORE`], or does not name every name and address in `want` (the node moved to
+/// another address, or was renamed).
+pub fn needs_new_cert(tls: &TlsDir, want: &Sans) -> Result<bool, PkiError> {
+    let have = sans_of(&tls.read(&tls.node_crt())?)?;
+    let covered = want.names.iter().all(|n| have.names.contains(n))
+        && want.ips.iter().all(|ip| have.ips.contains(ip));
+    Ok(!covered || due_for_renewal(tls)?)
+}
+
 /// Whether this node's certificate expires within [`RENEW_BEFORE`].
 pub fn due_for_renewal(tls: &TlsDir) -> Result<bool, PkiError> {
     let expires = not_after(&tls.read(&tls.node_crt())?, "node.crt")?;
@@ -605,6 +615,13 @@ mod tests {
         assert!(
             !due_for_renewal(&tls).unwrap(),
             "a new certificate is not due"
+        );
+        assert!(!needs_new_cert(&tls, &sans()).unwrap());
+        let mut moved = sans();
+        moved.ips.push("10.0.0.9".parse().unwrap());
+        assert!(
+            needs_new_cert(&tls, &moved).unwrap(),
+            "a new address needs a new one"
         );
         let back = sans_of(&tls.read(&tls.node_crt()).unwrap()).unwrap();
         assert_eq!((back.names, back.ips), (sans().names, sans().ips));
