@@ -34,7 +34,7 @@ DATA=${OMNICLOUD_DATA_DIR:-}
 OWN_DATA=
 if [ -z "$DATA" ]; then DATA=$(mktemp -d /tmp/omnicloud-demo.XXXXXX); OWN_DATA=1; fi
 PORT=${OMNICLOUD_API_PORT:-7070}
-export OMNICLOUD_SERVER=http://127.0.0.1:$PORT OMNICLOUD_DATA_DIR=$DATA
+export OMNICLOUD_SERVER=https://127.0.0.1:$PORT OMNICLOUD_DATA_DIR=$DATA
 "$BIN" image import target/images
 # Its own session: Ctrl-C reaches this script, whose cleanup stops the node in order.
 setsid "$BIN" node --data-dir "$DATA" --api-port "$PORT" --bind 127.0.0.1 &
@@ -58,7 +58,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-for _ in $(seq 100); do curl -sf "$OMNICLOUD_SERVER/readyz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do curl -sf --cacert "$DATA/tls/ca.crt" "$OMNICLOUD_SERVER/readyz" >/dev/null && break; sleep 0.1; done
 if [ "$(id -u)" != 0 ]; then
   echo "demo: not root, so this node has no agent role and the workload will stay Pending" >&2
 fi

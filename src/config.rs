@@ -117,6 +117,7 @@ struct FileRaft {
 #[serde(deny_unknown_fields)]
 struct FileApi {
     max_body_bytes: usize,
+    tls: bool,
 }
 
 /// Flags of `omnicloud node`. Each also reads `OMNICLOUD_<NAME>` from the environment.
@@ -188,6 +189,8 @@ pub struct NodeConfig {
     pub log: String,
     pub raft: RaftSettings,
     pub max_body_bytes: usize,
+    /// TLS on the API and the RPC (`[api] tls`).
+    pub tls: bool,
     pub orchestrators: usize,
     pub orchestrator_replace_after: Duration,
     pub gossip_probe: Duration,
@@ -359,6 +362,7 @@ impl NodeConfig {
             log: flags.log.clone().unwrap_or(file.log),
             raft,
             max_body_bytes: file.api.max_body_bytes,
+            tls: file.api.tls,
             orchestrators,
             orchestrator_replace_after,
             gossip_probe,

@@ -6,13 +6,16 @@
 //!
 //! | module         | job                                                                  |
 //! |----------------|----------------------------------------------------------------------|
-//! | `cli`          | the `omnicloud` command line; client verbs talk HTTP to `api`         |
+//! | `cli`          | the `omnicloud` command line; client verbs talk HTTPS to `api`;      |
+//! |                | `login` writes the client config                                     |
 //! | `chaos`        | `omnicloud chaos`: local cluster, seeded kill -9s, invariant report  |
-//! | `client`       | the blocking HTTP client of `api`, and why a workload is not ready   |
-//! |                | yet (`why`, `look`), for `cli` and `chaos`                           |
+//! | `client`       | the blocking HTTP client of `api` trusting the cluster CA, the client |
+//! |                | config (`config`), and why a workload is not ready yet (`why`,      |
+//! |                | `look`), for `cli` and `chaos`                                       |
 //! | `node`         | composition root: store, identity, tokens, control plane, API server |
-//! | `api`          | actix-web REST API, watch streams, health, `/metrics`, dashboard,    |
-//! |                | instance logs and exec (WebSocket) from any node                     |
+//! | `api`          | actix-web REST API (HTTPS; `tls`: plain HTTP refused), watch streams, |
+//! |                | health, `/metrics`, dashboard, instance logs and exec (WebSocket)    |
+//! |                | from any node                                                        |
 //! | `agent`        | the container workload kind: runs the instances placed on this node  |
 //! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`       |
 //! | `director`     | the VM workload kind: one `__vmm` process per VM instance placed here |
@@ -31,7 +34,9 @@
 //! |                | pulls (oci-client: TLS, tokens, mirrors, pull secrets), bridge       |
 //! | `vmm`          | microVMs on KVM: memory, vCPU threads, boot, devices, `__vmm` helper |
 //! | `cluster`      | gossip membership (foca), admission (cluster id, name ownership),    |
-//! |                | host facts and roles, authenticated RPC, the wall clock (`now_ms`)   |
+//! |                | host facts and roles, authenticated RPC over mutual TLS, the cluster |
+//! |                | CA and certificates (`pki`), the join exchange (`join`), the wall    |
+//! |                | clock (`now_ms`)                                                     |
 //! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags; owns the settings  |
 //! |                | each room is handed (`RaftSettings`, `RegistrySettings`, ...)        |
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |

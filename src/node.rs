@@ -17,9 +17,11 @@ use std::sync::Arc;
 use actix_web::web::Data;
 use serde_json::json;
 use tokio::sync::watch;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::api::{self, ApiMetrics, ApiState};
 use crate::cluster::host::{resolve_roles, HostFacts};
+use crate::cluster::pki::{self, JoinToken, TlsDir};
 use crate::cluster::transport::{self, TransportStats};
 use crate::cluster::{ClusterId, Gossip, GossipConfig, MemberMeta};
 use crate::config::NodeConfig;
@@ -63,6 +65,10 @@ pub enum NodeError {
     },
     #[error("gossip")]
     Gossip(#[from] crate::cluster::ClusterError),
+    #[error("certificates")]
+    Tls(#[source] pki::PkiError),
+    #[error("joining")]
+    Join(#[from] crate::cluster::join::JoinError),
     #[error("raft stopped on this node ({0}); exiting so that the service manager restarts it (if the disk is full, free space in the data dir first)")]
     RaftFailed(String),
 }
@@ -76,6 +82,11 @@ pub struct Node {
     rpc_listener: TcpListener,
     rpc_key: [u8; 32],
     rpc_stats: Arc<TransportStats>,
+    rpc_tls: Option<(TlsAcceptor, TlsConnector)>,
+    join_listener: TcpListener,
+    seeds: Vec<SocketAddr>,
+    token: JoinToken,
+    tls: TlsDir,
     cluster: ClusterId,
     admin_token: String,
     /// Handed to the worker VMs a director boots.
@@ -117,21 +128,38 @@ impl Node {
         let store = Store::open(&dir)?;
         let node_id = node_identity(&store, &config.name)?;
         let cluster = cluster_identity(&store, config.join.is_empty())?;
-        let join_token = if config.join.is_empty() {
-            ensure_token_file(&dir.join(JOIN_TOKEN_FILE), config.token.as_deref())
-                .map_err(dir_err)?
-        } else {
-            config.token.clone().ok_or(NodeError::MissingToken)?
-        };
-        // One admin token for the whole cluster, derived from the join token (which already
-        // grants full membership), so any node's admin.token works against any node.
-        let derived: String = transport::derive_key(&join_token, "admin")
+        let tls = TlsDir::of(&dir);
+        let bootstrap = config.join.is_empty();
+        let seeds_given = resolve_seeds(&config.join).await?;
+        if !bootstrap && config.token.is_none() {
+            return Err(NodeError::MissingToken);
+        }
+        let token = join_token(&config, &dir, &tls).map_err(NodeError::Tls)?;
+        let join_token = token.to_string();
+        // One admin token for the whole cluster, derived from the join token's secret (which
+        // already grants full membership), so any node's admin.token works against any node.
+        let derived: String = transport::derive_key(&token.secret, "admin")
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
         let admin_token =
             ensure_token_file(&dir.join(ADMIN_TOKEN_FILE), Some(&derived)).map_err(dir_err)?;
-
+        // The join listener: TCP at the gossip (UDP) port number.
+        let (join_listener, gossip_port) = bind_join(config.bind, config.gossip_port)?;
+        let sans = node_sans(&config);
+        let renew =
+            tls.has_node_cert() && pki::needs_new_cert(&tls, &sans).map_err(NodeError::Tls)?;
+        if renew {
+            tracing::info!("this node's certificate expires within 30 days or does not name its current addresses; renewing it");
+        }
+        if !tls.has_node_cert() || renew {
+            if tls.ca_key().exists() {
+                pki::issue_own(&tls, &sans).map_err(NodeError::Tls)?;
+            } else {
+                crate::cluster::join::fetch(&seeds_given, &token, &tls, &sans).await?;
+                tracing::info!("got this node's certificate from the cluster CA");
+            }
+        }
         let api_listener = bind_tcp("api", SocketAddr::new(config.bind, config.api_port))?;
         let api_addr = api_listener.local_addr().map_err(NodeError::Api)?;
         let rpc_listener = bind_tcp("rpc", SocketAddr::new(config.bind, config.rpc_port))?;
@@ -154,16 +182,16 @@ impl Node {
             started_at_ms: membership::now_ms(),
         };
         // Peers remembered from the last run let a restarted seed (no --join) find its cluster.
-        let mut seeds = resolve_seeds(&config.join).await?;
+        let mut seeds = seeds_given.clone();
         for peer in remembered_peers(&store) {
             if !seeds.contains(&peer) {
                 seeds.push(peer);
             }
         }
         let gossip = Gossip::start(GossipConfig {
-            bind: SocketAddr::new(config.bind, config.gossip_port),
+            bind: SocketAddr::new(config.bind, gossip_port),
             advertise: advertised(0),
-            key: crate::cluster::derive_key(&join_token),
+            key: crate::cluster::derive_key(&token.secret),
             seeds,
             meta: meta.clone(),
             probe_period: Some(config.gossip_probe),
@@ -183,18 +211,37 @@ impl Node {
             rpc_addr: meta.rpc_addr.clone(),
             api_addr: meta.api_addr.clone(),
         };
-        let rpc_key = transport::derive_key(&join_token, "rpc");
+        let rpc_key = transport::derive_key(&token.secret, "rpc");
         let rpc_stats = Arc::new(TransportStats::default());
+        let rpc_tls = rpc_tls(&tls, config.tls).map_err(NodeError::Tls)?;
+        pki::set_peer_api_tls(match config.tls {
+            true => {
+                let ca = tls.read(&tls.ca_crt()).map_err(NodeError::Tls)?;
+                Some(Arc::new(
+                    pki::client_config(&ca, None).map_err(NodeError::Tls)?,
+                ))
+            }
+            false => None,
+        });
         let rpc_client = Arc::new(transport::Client::new(
             rpc_key,
             cluster.clone(),
             rpc_stats.clone(),
+            rpc_tls.as_ref().map(|(_, c)| c.clone()),
         ));
-        let bootstrap = config.join.is_empty();
         let control =
             ControlPlane::start(store, node_id, me, &config.raft, bootstrap, rpc_client).await?;
-        write_endpoints(&dir, &config.name, node_id, api_addr, rpc_addr, gossip_addr)
-            .map_err(dir_err)?;
+        let scheme = if config.tls { "https" } else { "http" };
+        write_endpoints(
+            &dir,
+            &config.name,
+            node_id,
+            scheme,
+            api_addr,
+            rpc_addr,
+            gossip_addr,
+        )
+        .map_err(dir_err)?;
 
         let (stop_tx, _) = watch::channel(false);
         Ok(Node {
@@ -206,6 +253,11 @@ impl Node {
             rpc_listener,
             rpc_key,
             rpc_stats,
+            rpc_tls,
+            join_listener,
+            seeds: seeds_given,
+            token,
+            tls,
             cluster,
             admin_token,
             roles: meta.roles.clone(),
@@ -232,12 +284,32 @@ impl Node {
             rpc_listener,
             rpc_key,
             rpc_stats,
+            rpc_tls,
+            join_listener,
+            seeds,
+            token,
+            tls,
             cluster,
             admin_token,
             join_token,
             roles,
             stop_tx,
         } = self;
+        let api_tls = if config.tls {
+            Some(pki::server_config(&tls, false).map_err(NodeError::Tls)?)
+        } else {
+            None
+        };
+        join_listener
+            .set_nonblocking(true)
+            .map_err(NodeError::Api)?;
+        crate::cluster::join::serve(
+            tokio::net::TcpListener::from_std(join_listener).map_err(NodeError::Api)?,
+            TlsAcceptor::from(pki::server_config(&tls, false).map_err(NodeError::Tls)?),
+            tls.clone(),
+            token,
+            seeds,
+        );
         rpc_listener.set_nonblocking(true).map_err(NodeError::Api)?;
         let rpc_listener =
             tokio::net::TcpListener::from_std(rpc_listener).map_err(NodeError::Api)?;
@@ -247,6 +319,7 @@ impl Node {
             rpc_key,
             cluster.clone(),
             rpc_stats.clone(),
+            rpc_tls.map(|(a, _)| a),
             move |body| rpc::handle(rpc_control.clone(), body),
         );
 
@@ -396,7 +469,9 @@ impl Node {
             data_dir: config.data_dir.clone(),
             started: Instant::now(),
         });
-        let server = api::serve(api_listener, state, 2).map_err(NodeError::Api)?;
+        let server = api::serve(api_listener, state, 2, api_tls)
+            .await
+            .map_err(NodeError::Api)?;
         let server_handle = server.handle();
         let server_task = tokio::spawn(server);
 
@@ -504,6 +579,107 @@ fn spawn_peer_memory(store: Store, gossip: Gossip, me: String, mut stop: watch::
             }
         }
     });
+}
+
+/// The join token: a seed makes its CA and writes `join.token` (`K10<CA hash>::<secret>`;
+/// a secret given with --token, or kept from an older `join.token` without the pin, is
+/// kept); a joining node must be given a token in that format, and one whose pin matches
+/// the CA it already holds.
+fn join_token(config: &NodeConfig, dir: &Path, tls: &TlsDir) -> Result<JoinToken, pki::PkiError> {
+    if !config.join.is_empty() {
+        let given = config.token.as_deref().unwrap_or_default();
+        let token = JoinToken::parse(given)?;
+        if tls.ca_crt().exists() {
+            token.check_ca(tls)?;
+        }
+        return Ok(token);
+    }
+    pki::ensure_ca(tls)?;
+    let ca_hash = pki::ca_hash(&tls.read(&tls.ca_crt())?)?;
+    let path = dir.join(JOIN_TOKEN_FILE);
+    let io = |source| pki::PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let secret_of = |text: &str| -> Result<String, pki::PkiError> {
+        match JoinToken::parse(text) {
+            Ok(t) => {
+                if t.ca_hash != ca_hash {
+                    return Err(pki::PkiError::TokenCaMismatch {
+                        pinned: t.ca_hash,
+                        actual: ca_hash.clone(),
+                        path: tls.ca_crt().display().to_string(),
+                    });
+                }
+                Ok(t.secret)
+            }
+            Err(_) => Ok(text.trim().to_string()),
+        }
+    };
+    let secret = match config.token.as_deref() {
+        Some(given) => secret_of(given)?,
+        None => match fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => secret_of(&text)?,
+            _ => {
+                let bytes: [u8; 24] = rand::random();
+                bytes.iter().map(|b| format!("{b:02x}")).collect()
+            }
+        },
+    };
+    let token = JoinToken { ca_hash, secret };
+    let text = token.to_string();
+    ensure_token_file(&path, Some(&text)).map_err(io)?;
+    Ok(token)
+}
+
+/// What this node's certificate names: its name, `localhost`, the advertised and bound
+/// addresses and loopback.
+fn node_sans(config: &NodeConfig) -> pki::Sans {
+    let mut ips = vec![config.advertise, std::net::IpAddr::from([127, 0, 0, 1])];
+    if !config.bind.is_unspecified() {
+        ips.push(config.bind);
+    }
+    ips.sort();
+    ips.dedup();
+    let mut names = vec![config.name.clone(), "localhost".to_string()];
+    names.dedup();
+    pki::Sans { names, ips }
+}
+
+/// TLS for the node-to-node RPC: mutual, both sides showing a certificate of the CA.
+fn rpc_tls(tls: &TlsDir, on: bool) -> Result<Option<(TlsAcceptor, TlsConnector)>, pki::PkiError> {
+    if !on {
+        return Ok(None);
+    }
+    let acceptor = TlsAcceptor::from(pki::server_config(tls, true)?);
+    let ca = tls.read(&tls.ca_crt())?;
+    let connector = TlsConnector::from(Arc::new(pki::client_config(&ca, Some(tls))?));
+    Ok(Some((acceptor, connector)))
+}
+
+/// The join listener, TCP at the gossip port number; with port 0, a port free for both TCP
+/// and UDP (gossip binds UDP on it next).
+fn bind_join(ip: std::net::IpAddr, port: u16) -> Result<(TcpListener, u16), NodeError> {
+    if port != 0 {
+        return Ok((bind_tcp("join", SocketAddr::new(ip, port))?, port));
+    }
+    let mut last = None;
+    for _ in 0..20 {
+        let listener = bind_tcp("join", SocketAddr::new(ip, 0))?;
+        let port = listener.local_addr().map_err(NodeError::Api)?.port();
+        match std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
+            Ok(udp) => {
+                drop(udp);
+                return Ok((listener, port));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(NodeError::Bind {
+        what: "gossip",
+        addr: SocketAddr::new(ip, 0),
+        source: last.expect("tried"),
+    })
 }
 
 /// `host:port` seeds to socket addresses (names resolved once, at start).
@@ -616,6 +792,7 @@ fn write_endpoints(
     dir: &Path,
     name: &str,
     node_id: NodeId,
+    scheme: &str,
     api: SocketAddr,
     rpc: SocketAddr,
     gossip: SocketAddr,
@@ -632,7 +809,7 @@ fn write_endpoints(
         "name": name,
         "nodeId": node_id.to_string(),
         "api": api.to_string(),
-        "apiUrl": format!("http://{}", local(api)),
+        "apiUrl": format!("{scheme}://{}", local(api)),
         "rpc": rpc.to_string(),
         "gossip": local(gossip).to_string(),
         "pid": std::process::id(),

@@ -119,7 +119,10 @@ spec:
 /// Lines of a watch stream until one contains `until` (the stream is left open).
 fn watch_lines(n: &Node, path: &str, until: &str) -> String {
     use std::io::BufRead;
-    let r = ureq::get(&format!("{}{path}", n.node.api))
+    let r = n
+        .node
+        .http()
+        .get(&format!("{}{path}", n.node.api))
         .set("Authorization", &format!("Bearer {}", n.node.token))
         .timeout(Duration::from_secs(10))
         .call()

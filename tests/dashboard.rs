@@ -123,13 +123,23 @@ fn artifacts() -> PathBuf {
 #[test]
 fn the_dashboard_is_embedded_and_open_while_the_api_keeps_its_token() {
     let node = TestNode::start("ui");
-    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let agent = omnicloud::client::config::agent(
+        std::fs::read_to_string(node.dir.join("tls/ca.crt"))
+            .ok()
+            .as_deref(),
+        ureq::AgentBuilder::new().redirects(0),
+    )
+    .unwrap();
     let root = agent.get(&format!("{}/", node.api)).call().unwrap();
     assert_eq!(root.status(), 302);
     assert_eq!(root.header("location"), Some("/ui/"));
 
     let get = |path: &str| {
-        let r = ureq::get(&format!("{}{path}", node.api)).call().unwrap();
+        let r = node
+            .http()
+            .get(&format!("{}{path}", node.api))
+            .call()
+            .unwrap();
         let csp = r
             .header("content-security-policy")
             .unwrap_or("")
@@ -159,6 +169,7 @@ fn the_dashboard_is_embedded_and_open_while_the_api_keeps_its_token() {
     let anon = common::Api {
         base: node.api.clone(),
         token: None,
+        agent: node.http(),
     };
     assert_eq!(anon.get("/v1/nodes").0, 401);
     assert_eq!(node.api().get("/v1/nodes").0, 200);
@@ -175,14 +186,15 @@ fn text(selector: &str) -> String {
 #[test]
 fn the_dashboard_logs_in_shows_the_cluster_and_follows_a_scale_live() {
     let _serial = serial();
-    let Some(mut b) = cdp::Browser::launch(1400, 1000) else {
+    let Some(a) = AgentNode::start(1) else { return };
+    let cert = std::fs::read_to_string(a.node.dir.join("tls/node.crt")).unwrap();
+    let Some(mut b) = cdp::Browser::launch(1400, 1000, &cert) else {
         common::netns::require(
             "chromium (headless browser test)",
             format!("{} is missing: apt-get install chromium", cdp::CHROMIUM),
         );
         return;
     };
-    let Some(a) = AgentNode::start(1) else { return };
     let api = a.node.api();
     assert_eq!(api.apply(&web(1)).0, 200);
     a.wait_ready("web", 1);

@@ -203,8 +203,10 @@ fn instances_reach_each_other_across_nodes_by_host_gw_and_vxlan() {
     let n = hosts.count();
     // The harness: the LAN client reaches every node, the far one through the router.
     for i in 0..n {
-        let url = format!("http://{}:7070/readyz", hosts.ip(i));
-        let (ok, _, err) = hosts.on_client(&["curl", "-sf", "-m", "3", &url]);
+        let url = format!("https://{}:7070/readyz", hosts.ip(i));
+        let ca = c.nodes[i].dir.join("tls/ca.crt");
+        let ca = ca.to_str().unwrap();
+        let (ok, _, err) = hosts.on_client(&["curl", "-sf", "-m", "3", "--cacert", ca, &url]);
         assert!(ok, "the LAN client cannot reach node host {i}: {err}");
     }
     let hops = hosts.on_client(&["ip", "route", "get", &hosts.ip(n - 1)]);

@@ -428,7 +428,9 @@ fn watch_streams_changes_since_a_revision() {
     // History replay, then live, until the delete. The workload loop's status writes
     // (MODIFIED) may interleave with ours.
     let url = format!("{}/v1/watch?since={since}&kind=deployments", node.api);
-    let resp = ureq::get(&url)
+    let resp = node
+        .http()
+        .get(&url)
         .set("Authorization", &format!("Bearer {}", node.token))
         .call()
         .unwrap();
@@ -458,7 +460,9 @@ fn watch_streams_changes_since_a_revision() {
 
     // A live change arrives on an open watch.
     let url = format!("{}/v1/watch?kind=deployments", node.api);
-    let resp = ureq::get(&url)
+    let resp = node
+        .http()
+        .get(&url)
         .set("Authorization", &format!("Bearer {}", node.token))
         .call()
         .unwrap();
@@ -567,6 +571,7 @@ fn cli_get_watch_prints_changes() {
         .args(["get", "deployments", "-w"])
         .env("OMNICLOUD_SERVER", &node.api)
         .env("OMNICLOUD_TOKEN", &node.token)
+        .env("OMNICLOUD_CA", node.dir.join("tls/ca.crt"))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -886,11 +891,9 @@ fn install_writes_a_runnable_service_and_uninstall_removes_it() {
 }
 
 /// One raw HTTP/1.1 request, bytes as given (no client normalises the path): the status.
-fn raw_status(api_base: &str, request_line: &str, body: &str) -> u16 {
+fn raw_status(node: &TestNode, request_line: &str, body: &str) -> u16 {
     use std::io::{Read, Write};
-    let addr = api_base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = common::raw_connect(&node.api, &node.dir, Duration::from_secs(10));
     let req = format!(
         "{request_line} HTTP/1.1\r\nHost: x\r\nContent-Type: application/yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -910,7 +913,6 @@ fn raw_status(api_base: &str, request_line: &str, body: &str) -> u16 {
 #[test]
 fn percent_encoded_paths_need_the_token_too() {
     let node = TestNode::start("authpath");
-    let base = node.api().base.clone();
     let ns = "apiVersion: omnicloud.io/v1\nkind: Namespace\nmetadata:\n  name: sneaky\n";
     for path in [
         "/%76%31/namespaces",
@@ -929,20 +931,20 @@ fn percent_encoded_paths_need_the_token_too() {
         "/%68ealthz",
         "/nonexistent",
     ] {
-        let status = raw_status(&base, &format!("GET {path}"), "");
+        let status = raw_status(&node, &format!("GET {path}"), "");
         assert_eq!(status, 401, "GET {path} without a token answered {status}");
     }
     for path in ["/%76%31/apply", "/v%31/apply", "/%2Fv1/apply"] {
-        let status = raw_status(&base, &format!("POST {path}"), ns);
+        let status = raw_status(&node, &format!("POST {path}"), ns);
         assert_eq!(status, 401, "POST {path} without a token answered {status}");
     }
     let (status, _) = node.api().get("/v1/namespaces/sneaky");
     assert_eq!(status, 404, "nothing was created without a token");
     for open in ["/healthz", "/readyz", "/metrics", "/ui/", "/ui/app.js"] {
-        assert_eq!(raw_status(&base, &format!("GET {open}"), ""), 200, "{open}");
+        assert_eq!(raw_status(&node, &format!("GET {open}"), ""), 200, "{open}");
     }
     // The open paths are open to reads only.
-    assert_eq!(raw_status(&base, "POST /healthz", ""), 401);
+    assert_eq!(raw_status(&node, "POST /healthz", ""), 401);
 }
 
 /// A tmpfs of `mib` MiB mounted on a temp dir, unmounted when dropped.
@@ -1017,7 +1019,8 @@ fn spawn_node_at(data_dir: &std::path::Path) -> (std::process::Child, String, St
     });
     let token = std::fs::read_to_string(data_dir.join("admin.token")).unwrap();
     let ready = eventually(Duration::from_secs(30), || {
-        ureq::get(&format!("{api}/readyz"))
+        common::ca_agent(data_dir)
+            .get(&format!("{api}/readyz"))
             .call()
             .ok()
             .filter(|r| r.status() == 200)
@@ -1041,6 +1044,7 @@ fn a_full_disk_is_reported_and_no_acknowledged_write_is_lost() {
     let client = common::Api {
         base: api.clone(),
         token: Some(token),
+        agent: common::ca_agent(&data),
     };
     // Leave a little room, then write until the disk is full.
     let filler = disk.dir.path().join("filler");
@@ -1074,7 +1078,8 @@ fn a_full_disk_is_reported_and_no_acknowledged_write_is_lost() {
     let exited = eventually(Duration::from_secs(30), || child.try_wait().unwrap());
     let log = std::fs::read_to_string(disk.dir.path().join("node.log")).unwrap_or_default();
     let Some(status) = exited else {
-        let health = ureq::get(&format!("{api}/readyz"))
+        let health = common::ca_agent(&data)
+            .get(&format!("{api}/readyz"))
             .call()
             .map(|r| r.status());
         let _ = child.kill();
@@ -1089,6 +1094,7 @@ fn a_full_disk_is_reported_and_no_acknowledged_write_is_lost() {
     let client = common::Api {
         base: api,
         token: Some(token),
+        agent: common::ca_agent(&data),
     };
     for ns in &acknowledged {
         let (status, _) = client.get(&format!("/v1/namespaces/{ns}"));
@@ -1143,7 +1149,8 @@ fn watch_history_is_paged_and_objects_are_capped() {
     let before = rss_bytes(node.pid());
     let open = || {
         let url = format!("{}/v1/watch?since=1&kind=namespaces", node.api);
-        ureq::get(&url)
+        node.http()
+            .get(&url)
             .set("Authorization", &format!("Bearer {}", node.token))
             .call()
             .unwrap()
@@ -1184,9 +1191,7 @@ fn watch_history_is_paged_and_objects_are_capped() {
 fn a_slow_request_body_times_out() {
     use std::io::{Read, Write};
     let node = TestNode::start("slowbody");
-    let addr = node.api.trim_start_matches("http://").to_string();
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut s = common::raw_connect(&node.api, &node.dir, Duration::from_secs(60));
     let head = format!(
         "POST /v1/apply HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/yaml\r\nContent-Length: 1000\r\n\r\napiVersion",
         node.token

@@ -13,7 +13,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::cluster::MemberStatus;
+use crate::cluster::{pki, MemberStatus};
 
 use super::Shared;
 
@@ -135,12 +135,10 @@ pub async fn restore(shared: &Shared, namespace: &str, claims: &[String]) {
         let dir = claim_dir(&shared.dirs.claims, namespace, claim);
         let mut best: Option<(u64, Vec<u8>, String)> = None;
         for (name, addr) in &peers {
-            let url = format!("http://{addr}/v1/claims/{namespace}/{claim}");
+            let url = format!("{}/v1/claims/{namespace}/{claim}", pki::peer_api_url(addr));
             let token = shared.admin_token.clone();
             let got = tokio::task::spawn_blocking(move || -> Option<(u64, Vec<u8>)> {
-                let r = ureq::AgentBuilder::new()
-                    .timeout(Duration::from_secs(30))
-                    .build()
+                let r = pki::peer_agent(ureq::AgentBuilder::new().timeout(Duration::from_secs(30)))
                     .get(&url)
                     .set("Authorization", &format!("Bearer {token}"))
                     .call()
@@ -210,12 +208,10 @@ pub async fn push_changed(
         };
         let mut pushed = 0;
         for (_, addr) in &peers {
-            let url = format!("http://{addr}/v1/claims/{namespace}/{claim}");
+            let url = format!("{}/v1/claims/{namespace}/{claim}", pki::peer_api_url(addr));
             let (token, body) = (shared.admin_token.clone(), bytes.clone());
             let ok = tokio::task::spawn_blocking(move || {
-                ureq::AgentBuilder::new()
-                    .timeout(Duration::from_secs(30))
-                    .build()
+                pki::peer_agent(ureq::AgentBuilder::new().timeout(Duration::from_secs(30)))
                     .put(&url)
                     .set("Authorization", &format!("Bearer {token}"))
                     .set(VERSION_HEADER, &version.to_string())

@@ -129,7 +129,10 @@ async fn from_peers(shared: &Shared, name: &str) -> Result<String, Vec<String>> 
             (
                 format!("node {}", m.meta.name),
                 Source {
-                    base: format!("http://{}/v1/registry", m.meta.api_addr),
+                    base: format!(
+                        "{}/v1/registry",
+                        crate::cluster::pki::peer_api_url(&m.meta.api_addr)
+                    ),
                     token: Some(shared.admin_token.clone()),
                 },
             )

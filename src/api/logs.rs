@@ -60,7 +60,8 @@ async fn instance_log(
     }
     let api_addr = owner_api(&state, &req, &node, &ns, &name).await?;
     let mut url = format!(
-        "http://{api_addr}/v1/namespaces/{ns}/instances/{name}/log?follow={}",
+        "{}/v1/namespaces/{ns}/instances/{name}/log?follow={}",
+        crate::cluster::pki::peer_api_url(&api_addr),
         q.follow
     );
     if let Some(n) = q.tail {
@@ -178,9 +179,8 @@ async fn forward(url: String, token: String, node: String) -> Result<HttpRespons
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
     tokio::task::spawn_blocking(move || {
-        let response = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(5))
-            .build()
+        let builder = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(5));
+        let response = crate::cluster::pki::peer_agent(builder)
             .get(&url)
             .set("Authorization", &format!("Bearer {token}"))
             .set(FORWARDED, "1")

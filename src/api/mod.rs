@@ -22,6 +22,7 @@ mod registry;
 mod resources;
 mod scrape;
 mod services;
+pub mod tls;
 mod watch;
 
 use std::net::TcpListener;
@@ -62,10 +63,12 @@ pub struct ApiState {
 }
 
 /// Starts serving on an already-bound listener; the returned server runs until stopped.
-pub fn serve(
+/// With `tls`, HTTPS only: see [`tls`] (plain HTTP gets a refusal).
+pub async fn serve(
     listener: TcpListener,
     state: Data<ApiState>,
     workers: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<Server> {
     let server = HttpServer::new(move || {
         App::new()
@@ -97,10 +100,21 @@ pub fn serve(
     })
     .workers(workers)
     .disable_signals()
-    .shutdown_timeout(5)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .shutdown_timeout(5);
+    let server = match tls {
+        None => server.listen(listener)?,
+        Some(config) => {
+            let inner = TcpListener::bind("127.0.0.1:0")?;
+            let inner_addr = inner.local_addr()?;
+            listener.set_nonblocking(true)?;
+            tls::front(tokio::net::TcpListener::from_std(listener)?, inner_addr);
+            // actix's default (3 s) closed handshakes on a busy 2-core node.
+            server
+                .tls_handshake_timeout(Duration::from_secs(10))
+                .listen_rustls_0_23(inner, (*config).clone())?
+        }
+    };
+    Ok(server.run())
 }
 
 /// A request body must arrive whole within this (registry blob uploads: [`BLOB_TIMEOUT`]),

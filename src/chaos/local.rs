@@ -263,9 +263,9 @@ impl LocalCluster {
 
     fn wait_ready(&self, node: &LocalNode, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(2))
-            .build();
+        let builder = ureq::AgentBuilder::new().timeout(Duration::from_secs(2));
+        let ca = crate::client::config::ca_of(&node.dir);
+        let agent = crate::client::config::agent(ca.as_deref(), builder)?;
         while Instant::now() < deadline {
             if let Ok(r) = agent.get(&format!("{}/readyz", node.api)).call() {
                 if r.status() == 200 {
@@ -284,7 +284,8 @@ impl LocalCluster {
 
     /// A client for node `i` with a short timeout (a killed node must not stall a run).
     pub fn client(&self, i: usize) -> Client {
-        Client::new(&self.nodes[i].api, Some(self.token.clone()))
+        let ca = crate::client::config::ca_of(&self.nodes[i].dir);
+        Client::with_ca(&self.nodes[i].api, Some(self.token.clone()), ca)
             .with_timeout(Duration::from_secs(3))
     }
 

@@ -204,7 +204,9 @@ impl Shared {
     }
 
     fn client(&self, i: usize) -> Client {
-        Client::new(&self.apis[i], Some(self.token.clone())).with_timeout(Duration::from_secs(3))
+        let ca = crate::client::config::ca_of(&self.dirs[i]);
+        Client::with_ca(&self.apis[i], Some(self.token.clone()), ca)
+            .with_timeout(Duration::from_secs(3))
     }
 
     fn live(&self) -> Vec<usize> {

@@ -1,5 +1,6 @@
 //! The `omnicloud` command line: `node` runs a node; every other verb is a client of the
-//! HTTP API (`--server`, default http://127.0.0.1:7070).
+//! HTTPS API (`--server`, else the client config's, else https://127.0.0.1:7070), trusting
+//! the cluster CA (`--ca`, the client config `omnicloud login` writes, a local node's).
 //!
 //! Blocking (ureq), no async runtime. May call: `model` (kind names), `config`/`node`
 //! (default data dir and token file names), the pure HPA algorithm (`autoscaling simulate`).
@@ -227,6 +228,12 @@ pub enum Command {
     Vmm(crate::vmm::HelperArgs),
     /// Shell completion script, e.g. `source <(omnicloud completion bash)`.
     Completion(completion::CompletionArgs),
+    /// Write a client config (server, cluster CA, token) that every client verb reads; copy
+    /// it to a laptop (default ~/.config/omnicloud/client.toml, or OMNICLOUD_CLIENT_CONFIG).
+    Login(ops::LoginArgs),
+    /// This node's certificates: `status` (expiry), `rotate` (renew).
+    #[command(subcommand)]
+    Certs(ops::CertsCommand),
     /// Client and server versions.
     Version {
         #[command(flatten)]
@@ -259,14 +266,13 @@ pub enum WorkloadCommand {
 /// How to reach the API.
 #[derive(Debug, Clone, Args)]
 pub struct Conn {
-    /// API server URL.
-    #[arg(
-        long,
-        env = "OMNICLOUD_SERVER",
-        default_value = "http://127.0.0.1:7070",
-        global = true
-    )]
-    pub server: String,
+    /// API server URL (default: the client config's, else https://127.0.0.1:7070).
+    #[arg(long, env = "OMNICLOUD_SERVER", global = true)]
+    pub server: Option<String>,
+    /// The cluster CA certificate to trust (default: the client config's, else
+    /// <data-dir>/tls/ca.crt of a local node).
+    #[arg(long, env = "OMNICLOUD_CA", global = true)]
+    pub ca: Option<PathBuf>,
     /// API token (default: <data-dir>/admin.token of a local node).
     #[arg(long, env = "OMNICLOUD_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
@@ -275,11 +281,27 @@ pub struct Conn {
     pub data_dir: Option<PathBuf>,
 }
 
+/// Where a client goes when nothing says.
+pub const DEFAULT_SERVER: &str = "https://127.0.0.1:7070";
+
 impl Conn {
     fn client(&self) -> Client {
-        Client::new(
-            &self.server,
+        let saved = crate::client::config::ClientConfig::load();
+        let server = self
+            .server
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| saved.map(|c| c.server).filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| DEFAULT_SERVER.to_string());
+        let ca = crate::client::config::discover_ca(self.ca.as_deref(), self.data_dir.as_deref())
+            .unwrap_or_else(|e| {
+                eprintln!("warning: {e}");
+                None
+            });
+        Client::with_ca(
+            &server,
             discover_token(self.token.clone(), self.data_dir.clone()),
+            ca,
         )
     }
 }
@@ -315,6 +337,8 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Vms(cmd) => vms::run(cmd),
         Command::Chaos(args) => ops::chaos(args),
         Command::Install(args) => ops::install(args),
+        Command::Login(args) => ops::login(args),
+        Command::Certs(cmd) => ops::certs(cmd),
         Command::Uninstall(args) => ops::uninstall(args),
         Command::Scaling(cmd) => scaling::run(cmd),
         Command::Autoscale(cmd) => autoscale::configure(cmd),

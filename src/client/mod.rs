@@ -3,6 +3,7 @@
 //! default data dir; and what a client reads back to say why a workload is not there yet
 //! (`why`, `look`). Below both `cli` and `chaos`, which drive nodes through it.
 
+pub mod config;
 pub mod look;
 pub mod why;
 
@@ -43,7 +44,7 @@ pub enum ClientError {
         message: String,
         field: String,
     },
-    #[error("cannot reach {server}: {message} (is `omnicloud node` running? set --server or OMNICLOUD_SERVER)")]
+    #[error("cannot reach {server}: {message} (is `omnicloud node` running? set --server or OMNICLOUD_SERVER; over https the client trusts only the cluster CA: --ca FILE, OMNICLOUD_CA, `omnicloud login`, or a local node's <data-dir>/tls/ca.crt)")]
     Unreachable { server: String, message: String },
     #[error("{0}")]
     Other(String),
@@ -62,12 +63,20 @@ pub struct Client {
     server: String,
     token: Option<String>,
     agent: ureq::Agent,
+    /// The cluster CA this client trusts (PEM).
+    ca: Option<String>,
 }
 
-/// Finds the API token without asking the user when a local node made one.
+/// Finds the API token without asking the user: given, the client config's, or a local
+/// node's admin token.
 pub fn discover_token(explicit: Option<String>, data_dir: Option<PathBuf>) -> Option<String> {
     if let Some(t) = explicit.filter(|t| !t.is_empty()) {
         return Some(t);
+    }
+    if data_dir.is_none() {
+        if let Some(c) = config::ClientConfig::load().filter(|c| !c.token.is_empty()) {
+            return Some(c.token);
+        }
     }
     let dir = data_dir.unwrap_or_else(crate::config::default_data_dir);
     std::fs::read_to_string(crate::node::admin_token_path(&dir))
@@ -76,23 +85,37 @@ pub fn discover_token(explicit: Option<String>, data_dir: Option<PathBuf>) -> Op
 }
 
 impl Client {
+    /// A client trusting the CA found by [`config::discover_ca`] (`OMNICLOUD_CA`, the
+    /// client config, the default data dir).
     pub fn new(server: &str, token: Option<String>) -> Client {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(5))
-            .build();
+        let explicit = std::env::var_os("OMNICLOUD_CA").filter(|v| !v.is_empty());
+        let ca = config::discover_ca(explicit.as_deref().map(std::path::Path::new), None)
+            .unwrap_or_else(|e| {
+                eprintln!("warning: {e}");
+                None
+            });
+        Self::with_ca(server, token, ca)
+    }
+
+    /// A client trusting only the CA `ca` (PEM).
+    pub fn with_ca(server: &str, token: Option<String>, ca: Option<String>) -> Client {
+        let builder = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(5));
+        let agent = config::agent(ca.as_deref(), builder).expect("a TLS config of a checked CA");
         Client {
             server: server.trim_end_matches('/').to_string(),
             token,
             agent,
+            ca,
         }
     }
 
     /// The same client with a limit on each whole request (connect, send, read).
     pub fn with_timeout(mut self, limit: Duration) -> Client {
-        self.agent = ureq::AgentBuilder::new()
+        let builder = ureq::AgentBuilder::new()
             .timeout_connect(limit.min(Duration::from_secs(5)))
-            .timeout(limit)
-            .build();
+            .timeout(limit);
+        self.agent =
+            config::agent(self.ca.as_deref(), builder).expect("a TLS config of a checked CA");
         self
     }
 

@@ -35,8 +35,10 @@ pub mod admission;
 pub mod engine;
 pub mod host;
 pub mod identity;
+pub mod join;
 pub mod member;
 pub mod meta;
+pub mod pki;
 #[cfg(test)]
 mod proptests;
 pub mod runtime;

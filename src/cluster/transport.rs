@@ -29,6 +29,7 @@ use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::cluster::identity::{ClusterId, ClusterTag};
 
@@ -85,9 +86,13 @@ pub struct TransportStats {
     pub requests_out: AtomicU64,
 }
 
+/// A byte stream to a peer: plain TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// One authenticated connection: both nonces, the key, and a sequence per direction.
 struct Session {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     key: [u8; 32],
     nonces: [u8; 2 * NONCE_LEN],
     send_seq: u64,
@@ -100,12 +105,11 @@ impl Session {
     /// Nonces, then hellos: the dialer's first, checked by the acceptor (token, then
     /// cluster) before it answers with its own, which the dialer checks the same way.
     async fn handshake(
-        mut stream: TcpStream,
+        mut stream: Box<dyn Io>,
         key: [u8; 32],
         cluster: &ClusterId,
         dialer: bool,
     ) -> Result<Session, TransportError> {
-        stream.set_nodelay(true)?;
         let mine: [u8; NONCE_LEN] = rand::random();
         stream.write_all(&mine).await?;
         let mut theirs = [0u8; NONCE_LEN];
@@ -218,12 +222,15 @@ impl Session {
     }
 }
 
-/// Serves requests on `listener`: `handler(body)` produces the response body.
+/// Serves requests on `listener`: `handler(body)` produces the response body. With `tls`,
+/// each connection is TLS first (the acceptor decides whether peers must show a
+/// certificate), then the handshake above inside it.
 pub fn serve<H, F>(
     listener: TcpListener,
     key: [u8; 32],
     cluster: ClusterId,
     stats: Arc<TransportStats>,
+    tls: Option<TlsAcceptor>,
     handler: H,
 ) where
     H: Fn(Vec<u8>) -> F + Send + Sync + 'static,
@@ -250,9 +257,13 @@ pub fn serve<H, F>(
             let stats = stats.clone();
             let cluster = cluster.clone();
             let refusals = refusals.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                let shake = Session::handshake(stream, key, &cluster, false);
+                let shake = async {
+                    let stream = accept(stream, tls.as_ref()).await?;
+                    Session::handshake(stream, key, &cluster, false).await
+                };
                 let mut session = match tokio::time::timeout(HANDSHAKE_TIMEOUT, shake).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(TransportError::BadTag)) => {
@@ -291,6 +302,22 @@ pub fn serve<H, F>(
     });
 }
 
+async fn accept(
+    stream: TcpStream,
+    tls: Option<&TlsAcceptor>,
+) -> Result<Box<dyn Io>, TransportError> {
+    stream.set_nodelay(true)?;
+    Ok(match tls {
+        Some(acceptor) => Box::new(acceptor.accept(stream).await.map_err(tls_refused)?),
+        None => Box::new(stream),
+    })
+}
+
+/// A TLS failure (a peer without a certificate of the cluster CA) is a refusal.
+fn tls_refused(e: std::io::Error) -> TransportError {
+    TransportError::Refused(format!("TLS: {e}"))
+}
+
 /// At most one log line per refused peer address per minute.
 #[derive(Default)]
 struct RefusalLog(std::collections::HashMap<std::net::IpAddr, std::time::Instant>);
@@ -314,6 +341,7 @@ impl RefusalLog {
 /// Dials peers and keeps idle connections for reuse.
 pub struct Client {
     key: [u8; 32],
+    tls: Option<TlsConnector>,
     cluster: ClusterId,
     idle: Mutex<std::collections::HashMap<SocketAddr, Vec<Session>>>,
     pub stats: Arc<TransportStats>,
@@ -321,9 +349,15 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(key: [u8; 32], cluster: ClusterId, stats: Arc<TransportStats>) -> Client {
+    pub fn new(
+        key: [u8; 32],
+        cluster: ClusterId,
+        stats: Arc<TransportStats>,
+        tls: Option<TlsConnector>,
+    ) -> Client {
         Client {
             key,
+            tls,
             cluster,
             idle: Mutex::new(Default::default()),
             stats,
@@ -357,6 +391,14 @@ impl Client {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|source| TransportError::Connect { addr, source })?;
+        stream.set_nodelay(true)?;
+        let stream: Box<dyn Io> = match &self.tls {
+            Some(connector) => {
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                Box::new(connector.connect(name, stream).await.map_err(tls_refused)?)
+            }
+            None => Box::new(stream),
+        };
         let mut session = match Session::handshake(stream, self.key, &self.cluster, true).await {
             Ok(s) => s,
             Err(TransportError::Refused(why)) => {
@@ -403,6 +445,13 @@ mod tests {
     }
 
     async fn echo_server(key: [u8; 32]) -> (SocketAddr, Arc<TransportStats>) {
+        echo_server_tls(key, None).await
+    }
+
+    async fn echo_server_tls(
+        key: [u8; 32],
+        tls: Option<TlsAcceptor>,
+    ) -> (SocketAddr, Arc<TransportStats>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stats = Arc::new(TransportStats::default());
@@ -411,6 +460,7 @@ mod tests {
             key,
             ours(),
             stats.clone(),
+            tls,
             |mut body: Vec<u8>| async move {
                 body.reverse();
                 body
@@ -423,7 +473,7 @@ mod tests {
     async fn same_token_talks_and_reuses_connections() {
         let key = derive_key("secret", "rpc");
         let (addr, stats) = echo_server(key).await;
-        let client = Client::new(key, ours(), Arc::new(TransportStats::default()));
+        let client = Client::new(key, ours(), Arc::new(TransportStats::default()), None);
         for i in 0..20u8 {
             let resp = client
                 .call(addr, &[1, 2, i], Duration::from_secs(2))
@@ -439,6 +489,54 @@ mod tests {
         );
     }
 
+    /// Over TLS (mutual, the cluster CA's certificates): a node with a certificate of the
+    /// CA talks; a client trusting the CA but showing no certificate is refused before any
+    /// request is read, and so is a client trusting another CA.
+    #[tokio::test]
+    async fn tls_needs_certificates_of_the_cluster_ca_on_both_sides() {
+        use crate::cluster::pki;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = pki::TlsDir::of(dir.path());
+        pki::ensure_ca(&tls).unwrap();
+        let sans = pki::Sans {
+            names: vec!["n".into()],
+            ips: vec!["127.0.0.1".parse().unwrap()],
+        };
+        pki::issue_own(&tls, &sans).unwrap();
+        let ca = tls.read(&tls.ca_crt()).unwrap();
+        let key = derive_key("secret", "rpc");
+        let acceptor = TlsAcceptor::from(pki::server_config(&tls, true).unwrap());
+        let (addr, stats) = echo_server_tls(key, Some(acceptor)).await;
+        let stats_out = Arc::new(TransportStats::default());
+        let connector = |c| Some(TlsConnector::from(Arc::new(c)));
+        let node = pki::client_config(&ca, Some(&tls)).unwrap();
+        let client = Client::new(key, ours(), stats_out.clone(), connector(node));
+        let resp = client.call(addr, b"abc", Duration::from_secs(5)).await;
+        assert_eq!(resp.unwrap(), b"cba");
+
+        let anonymous = pki::client_config(&ca, None).unwrap();
+        let client = Client::new(key, ours(), stats_out.clone(), connector(anonymous));
+        assert!(client
+            .call(addr, b"x", Duration::from_secs(5))
+            .await
+            .is_err());
+
+        let other = tempfile::tempdir().unwrap();
+        let other_tls = pki::TlsDir::of(other.path());
+        pki::ensure_ca(&other_tls).unwrap();
+        pki::issue_own(&other_tls, &sans).unwrap();
+        let other_ca = other_tls.read(&other_tls.ca_crt()).unwrap();
+        let stranger = pki::client_config(&other_ca, Some(&other_tls)).unwrap();
+        let client = Client::new(key, ours(), stats_out, connector(stranger));
+        let err = client
+            .call(addr, b"x", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransportError::Refused(_)), "{err:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(stats.requests_in.load(Ordering::Relaxed), 1);
+    }
+
     #[tokio::test]
     async fn wrong_token_is_refused_and_counted() {
         let (addr, stats) = echo_server(derive_key("secret", "rpc")).await;
@@ -446,6 +544,7 @@ mod tests {
             derive_key("guess", "rpc"),
             ours(),
             Arc::new(TransportStats::default()),
+            None,
         );
         let err = client
             .call(addr, b"hello", Duration::from_secs(2))
@@ -471,14 +570,20 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let accept = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
-            let mut server = Session::handshake(s, key, &ours(), false).await.unwrap();
+            let mut server = Session::handshake(Box::new(s), key, &ours(), false)
+                .await
+                .unwrap();
             let first = server.recv().await.unwrap();
             (first, server.recv().await)
         });
-        let mut client =
-            Session::handshake(TcpStream::connect(addr).await.unwrap(), key, &ours(), true)
-                .await
-                .unwrap();
+        let mut client = Session::handshake(
+            Box::new(TcpStream::connect(addr).await.unwrap()),
+            key,
+            &ours(),
+            true,
+        )
+        .await
+        .unwrap();
         client.send(b"once").await.unwrap();
         // Same bytes again with the old sequence number: a replay.
         client.send_seq = 0;
@@ -546,7 +651,7 @@ mod tests {
         let key = derive_key("secret", "rpc");
         let (addr, stats) = echo_server(key).await;
         let other = ClusterId::known([4; 16]);
-        let client = Client::new(key, other, Arc::new(TransportStats::default()));
+        let client = Client::new(key, other, Arc::new(TransportStats::default()), None);
         let err = client
             .call(addr, b"install my snapshot", Duration::from_secs(2))
             .await
@@ -562,6 +667,7 @@ mod tests {
             key,
             ClusterId::unknown(None),
             Arc::new(TransportStats::default()),
+            None,
         );
         assert!(matches!(
             fresh.call(addr, b"x", Duration::from_secs(2)).await,
@@ -591,13 +697,13 @@ mod tests {
                 let key = derive_key("secret", "rpc");
                 let (addr, stats) = echo_server(key).await;
                 let stream = TcpStream::connect(addr).await.unwrap();
-                let mut s = Session::handshake(stream, key, &ours(), true).await.unwrap();
+                let mut s = Session::handshake(Box::new(stream), key, &ours(), true).await.unwrap();
                 s.stream.write_all(&bytes).await.unwrap();
                 s.stream.shutdown().await.unwrap();
                 let mut rest = Vec::new();
                 let _ = tokio::time::timeout(Duration::from_secs(5), s.stream.read_to_end(&mut rest)).await;
                 assert_eq!(stats.requests_in.load(Ordering::Relaxed), 0);
-                let client = Client::new(key, ours(), Arc::new(TransportStats::default()));
+                let client = Client::new(key, ours(), Arc::new(TransportStats::default()), None);
                 let resp = client.call(addr, &[1, 2], Duration::from_secs(5)).await.unwrap();
                 assert_eq!(resp, vec![2, 1], "still serving");
             });

@@ -31,8 +31,10 @@ pub struct Browser {
 
 impl Browser {
     /// Starts headless chromium with a fresh profile and opens one blank page of the given
-    /// viewport size. None when chromium is not installed.
-    pub fn launch(width: u32, height: u32) -> Option<Browser> {
+    /// viewport size, accepting the servers whose certificate is `trusted_cert` (PEM; a
+    /// node's `tls/node.crt`: Chromium trusts no CA given on its command line, but takes a
+    /// pinned key). None when chromium is not installed.
+    pub fn launch(width: u32, height: u32, trusted_cert: &str) -> Option<Browser> {
         if !Path::new(CHROMIUM).exists() {
             return None;
         }
@@ -60,6 +62,10 @@ impl Browser {
             "--remote-debugging-pipe",
         ])
         .arg(format!("--window-size={width},{height}"))
+        .arg(format!(
+            "--ignore-certificate-errors-spki-list={}",
+            spki_sha256(trusted_cert)
+        ))
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank")
         .stdin(Stdio::null())
@@ -273,4 +279,15 @@ fn base64_decodes_with_and_without_padding() {
     assert_eq!(base64_decode("aGk="), b"hi");
     assert_eq!(base64_decode("aGV5"), b"hey");
     assert_eq!(base64_decode("aGVsbG8hIQ=="), b"hello!!");
+}
+
+/// Base64 sha256 of a certificate's public key (what Chromium pins).
+fn spki_sha256(cert_pem: &str) -> String {
+    use base64::Engine;
+    use rustls::pki_types::pem::PemObject;
+    use sha2::Digest;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let hash = sha2::Sha256::digest(cert.tbs_certificate.subject_pki.raw);
+    base64::engine::general_purpose::STANDARD.encode(hash)
 }

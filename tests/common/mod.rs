@@ -79,6 +79,45 @@ impl TestNode {
         Self::start_full(name, extra, true, None, env, false)
     }
 
+    /// A node expected to be refused at start (it exits): the node, not running, and its
+    /// log.
+    pub fn start_refused(name: &str, extra: &[&str]) -> (TestNode, String) {
+        let mut node = Self::unstarted(name, extra, false, None, &[]);
+        let log = node.run_to_exit();
+        (node, log)
+    }
+
+    /// Starts the node expecting it to exit within 60 s (a refused join): its log.
+    pub fn run_to_exit(&mut self) -> String {
+        assert!(self.child.is_none(), "stop or kill the node first");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))
+            .unwrap();
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawning omnicloud node");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node {} kept running; log:\n{}", self.name, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(!status.success(), "node {} exited with success", self.name);
+        self.log()
+    }
+
     fn start_full(
         name: &str,
         extra: &[&str],
@@ -87,11 +126,23 @@ impl TestNode {
         env: &[(&str, &str)],
         own_sys: bool,
     ) -> TestNode {
+        let mut node = Self::unstarted(name, extra, wait_ready, netns, env);
+        node.launch();
+        node
+    }
+
+    fn unstarted(
+        name: &str,
+        extra: &[&str],
+        wait_ready: bool,
+        netns: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> TestNode {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("omni-{name}-"))
             .tempdir()
             .unwrap();
-        let mut node = TestNode {
+        TestNode {
             name: name.to_string(),
             dir: tmp.path().to_path_buf(),
             _tmp: Some(tmp),
@@ -109,9 +160,7 @@ impl TestNode {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        };
-        node.launch();
-        node
+        }
     }
 
     /// Starts the node process and waits until it has bound its ports (and, with
@@ -259,7 +308,7 @@ impl TestNode {
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = ureq::get(&format!("{}/readyz", self.api)).call() {
+            if let Ok(r) = self.http().get(&format!("{}/readyz", self.api)).call() {
                 if r.status() == 200 {
                     return;
                 }
@@ -315,7 +364,13 @@ impl TestNode {
         Api {
             base: self.api.clone(),
             token: Some(self.token.clone()),
+            agent: self.http(),
         }
+    }
+
+    /// An HTTP client trusting this node's cluster CA (and nothing else).
+    pub fn http(&self) -> ureq::Agent {
+        ca_agent(&self.dir)
     }
 
     /// Runs the CLI against this node and returns (success, stdout, stderr).
@@ -329,6 +384,8 @@ impl TestNode {
             .args(args)
             .env("OMNICLOUD_SERVER", &self.api)
             .env("OMNICLOUD_TOKEN", &self.token)
+            .env("OMNICLOUD_CA", self.dir.join("tls/ca.crt"))
+            .env("OMNICLOUD_CLIENT_CONFIG", self.dir.join("no-client.toml"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -505,16 +562,27 @@ impl Cluster {
     }
 }
 
+/// A ureq agent trusting only the cluster CA in `data_dir` (none there: trusting nothing).
+pub fn ca_agent(data_dir: &Path) -> ureq::Agent {
+    let ca = std::fs::read_to_string(data_dir.join("tls/ca.crt")).ok();
+    omnicloud::client::config::agent(ca.as_deref(), ureq::AgentBuilder::new())
+        .expect("a TLS client config")
+}
+
 /// A tiny API client returning (status, JSON body) without treating 4xx as failures.
 #[derive(Clone)]
 pub struct Api {
     pub base: String,
     pub token: Option<String>,
+    /// Trusting the cluster CA ([`TestNode::http`]).
+    pub agent: ureq::Agent,
 }
 
 impl Api {
     fn req(&self, method: &str, path: &str) -> ureq::Request {
-        let mut r = ureq::request(method, &format!("{}{}", self.base, path))
+        let mut r = self
+            .agent
+            .request(method, &format!("{}{}", self.base, path))
             .timeout(Duration::from_secs(30));
         if let Some(t) = &self.token {
             r = r.set("Authorization", &format!("Bearer {t}"));
@@ -681,4 +749,28 @@ pub fn http_get_in(pid: u32, url: &str) -> Result<String, String> {
     })
     .join()
     .unwrap()
+}
+
+/// A byte stream to a node's API, for tests that write raw HTTP.
+pub trait RawStream: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> RawStream for T {}
+
+/// A raw connection to `api` (`https://` over TLS trusting the CA in `data_dir`, or plain
+/// `http://`), reads timing out after `timeout`.
+pub fn raw_connect(api: &str, data_dir: &Path, timeout: Duration) -> Box<dyn RawStream> {
+    let (tls, addr) = match api.strip_prefix("https://") {
+        Some(a) => (true, a),
+        None => (false, api.trim_start_matches("http://")),
+    };
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(timeout)).unwrap();
+    if !tls {
+        return Box::new(tcp);
+    }
+    let ca = std::fs::read_to_string(data_dir.join("tls/ca.crt")).unwrap();
+    let config = omnicloud::cluster::pki::client_config(&ca, None).unwrap();
+    let ip: std::net::IpAddr = addr.rsplit_once(':').unwrap().0.parse().unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(ip.into());
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    Box::new(rustls::StreamOwned::new(conn, tcp))
 }

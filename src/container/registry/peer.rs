@@ -84,11 +84,13 @@ impl Reference {
     }
 }
 
+/// Peers' APIs are https when TLS is on (trusting the cluster CA); local registries http.
 fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(5))
-        .timeout_read(Duration::from_secs(120))
-        .build()
+    crate::cluster::pki::peer_agent(
+        ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout_read(Duration::from_secs(120)),
+    )
 }
 
 fn fail(what: impl Into<String>) -> ContainerError {

@@ -280,14 +280,16 @@ pub fn scrape_url(
     }
     let api = node_api?;
     Some(format!(
-        "http://{api}/v1/namespaces/{ns}/instances/{name}/scrape?port={port}&path={path}"
+        "{}/v1/namespaces/{ns}/instances/{name}/scrape?port={port}&path={path}",
+        crate::cluster::pki::peer_api_url(api)
     ))
 }
 
 /// One scrape (blocking; run it on a blocking thread): the metric's value in
 /// milli-units. `token` authenticates a scrape through another node's API.
 pub fn scrape(url: &str, name: &str, timeout: Duration, token: &str) -> Result<i64, String> {
-    let text = ureq::get(url)
+    let text = crate::cluster::pki::peer_agent(ureq::AgentBuilder::new())
+        .get(url)
         .timeout(timeout)
         .set("Authorization", &format!("Bearer {token}"))
         .call()
