@@ -194,7 +194,8 @@ async fn exec(
     if node != state.node_name {
         let api_addr = owner_api(&state, &req, &node, &ns, &name).await?;
         let url = format!(
-            "ws://{api_addr}/v1/namespaces/{ns}/instances/{name}/exec?{}",
+            "{}/v1/namespaces/{ns}/instances/{name}/exec?{}",
+            crate::cluster::pki::peer_api_url(&api_addr).replacen("http", "ws", 1),
             q.to_query()
         );
         let upstream = connect(&url, &state.admin_token, &node).await?;
@@ -327,7 +328,9 @@ async fn connect(url: &str, token: &str, node: &str) -> Result<Upstream, ApiErro
             format!("node {node} did not answer: {e}"),
         )
     };
-    match tokio_tungstenite::connect_async(request).await {
+    let connector =
+        crate::cluster::pki::peer_api_tls().map(tokio_tungstenite::Connector::Rustls);
+    match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(response)) => {
             let body: serde_json::Value = response

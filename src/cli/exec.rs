@@ -15,7 +15,7 @@ use tungstenite::Message;
 
 use super::Conn;
 use crate::api::exec::{self as proto, ExecQuery};
-use crate::client::{discover_token, urlencode};
+use crate::client::urlencode;
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -106,6 +106,50 @@ fn terminal_size() -> Option<(u16, u16)> {
         .or_else(|| crate::container::exec::window_size(&std::io::stdin()))
 }
 
+type Socket = tungstenite::WebSocket<MaybeTlsStream<std::net::TcpStream>>;
+
+/// Opens the exec WebSocket: `wss` trusting only the cluster CA `ca`, or plain `ws`.
+fn connect(
+    request: tungstenite::handshake::client::Request,
+    ca: Option<&str>,
+    server: &str,
+) -> Result<(Socket, tungstenite::handshake::client::Response), String> {
+    let uri = request.uri().clone();
+    let tls = uri.scheme_str() == Some("wss");
+    let host = uri.host().unwrap_or("127.0.0.1").trim_matches(['[', ']']);
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let stream = std::net::TcpStream::connect((host, port))
+        .map_err(|e| format!("cannot reach {server}: {e}"))?;
+    let connector = match (tls, ca) {
+        (false, _) => None,
+        (true, Some(pem)) => {
+            let config = crate::cluster::pki::client_config(pem, None)
+                .map_err(|e| crate::error_chain(&e))?;
+            Some(tungstenite::Connector::Rustls(std::sync::Arc::new(config)))
+        }
+        (true, None) => {
+            return Err(format!(
+                "no cluster CA to trust {server}: pass --ca FILE, run `omnicloud login`, or \
+                 --data-dir of a local node"
+            ))
+        }
+    };
+    tungstenite::client_tls_with_config(request, stream, None, connector).map_err(|e| match e {
+        tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r)) => {
+            let body: serde_json::Value = r
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            match body["message"].as_str() {
+                Some(m) if !m.is_empty() => m.to_string(),
+                _ => format!("HTTP {}", r.status()),
+            }
+        }
+        e => format!("cannot reach {server}: {e}"),
+    })
+}
+
 /// One exec: the command's exit code, or why there is none.
 fn session(args: &ExecArgs) -> Result<i32, String> {
     let name = args
@@ -120,35 +164,26 @@ fn session(args: &ExecArgs) -> Result<i32, String> {
         tty: args.tty,
         size: if args.tty { terminal_size() } else { None },
     };
-    let url = exec_url(&args.conn.server, ns, name, &q);
+    let (server, token, ca) = args.conn.resolve();
+    let url = exec_url(&server, ns, name, &q);
     let mut request = url
         .as_str()
         .into_client_request()
-        .map_err(|e| format!("server URL {}: {e}", args.conn.server))?;
-    if let Some(t) = discover_token(args.conn.token.clone(), args.conn.data_dir.clone()) {
+        .map_err(|e| format!("server URL {server}: {e}"))?;
+    if let Some(t) = token {
         let value = format!("Bearer {t}")
             .parse()
             .map_err(|_| "the token is not valid in a header".to_string())?;
         request.headers_mut().insert("authorization", value);
     }
-    let (mut ws, _) = tungstenite::connect(request).map_err(|e| match e {
-        tungstenite::Error::Http(r) => {
-            let body: serde_json::Value = r
-                .body()
-                .as_deref()
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or_default();
-            match body["message"].as_str() {
-                Some(m) if !m.is_empty() => m.to_string(),
-                _ => format!("HTTP {}", r.status()),
-            }
-        }
-        e => format!("cannot reach {}: {e}", args.conn.server),
-    })?;
-    if let MaybeTlsStream::Plain(s) = ws.get_mut() {
-        s.set_read_timeout(Some(READ_SLICE))
-            .map_err(|e| format!("socket: {e}"))?;
+    let (mut ws, _) = connect(request, ca.as_deref(), &server)?;
+    match ws.get_mut() {
+        MaybeTlsStream::Plain(s) => s.set_read_timeout(Some(READ_SLICE)),
+        MaybeTlsStream::Rustls(s) => s.sock.set_read_timeout(Some(READ_SLICE)),
+        _ => Ok(()),
     }
+    .map_err(|e| format!("socket: {e}"))?;
+
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     if args.stdin {
         let tx = tx.clone();

@@ -285,7 +285,9 @@ pub struct Conn {
 pub const DEFAULT_SERVER: &str = "https://127.0.0.1:7070";
 
 impl Conn {
-    fn client(&self) -> Client {
+    /// The server URL, token and CA (PEM) this command uses: the flags, else the client
+    /// config, else a local node's data dir.
+    pub fn resolve(&self) -> (String, Option<String>, Option<String>) {
         let saved = crate::client::config::ClientConfig::load();
         let server = self
             .server
@@ -298,11 +300,13 @@ impl Conn {
                 eprintln!("warning: {e}");
                 None
             });
-        Client::with_ca(
-            &server,
-            discover_token(self.token.clone(), self.data_dir.clone()),
-            ca,
-        )
+        let token = discover_token(self.token.clone(), self.data_dir.clone());
+        (server, token, ca)
+    }
+
+    fn client(&self) -> Client {
+        let (server, token, ca) = self.resolve();
+        Client::with_ca(&server, token, ca)
     }
 }
 

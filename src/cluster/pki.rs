@@ -104,6 +104,11 @@ pub fn peer_api_url(addr: &str) -> String {
     }
 }
 
+/// The TLS client config for peers' APIs (None: TLS is off).
+pub fn peer_api_tls() -> Option<Arc<ClientConfig>> {
+    PEER_API_TLS.get().cloned().flatten()
+}
+
 /// A ureq agent for peers' APIs (trusting the cluster CA when TLS is on), from `builder`.
 pub fn peer_agent(builder: ureq::AgentBuilder) -> ureq::Agent {
     match PEER_API_TLS.get() {

@@ -127,6 +127,7 @@ impl TestNode {
         own_sys: bool,
     ) -> TestNode {
         let mut node = Self::unstarted(name, extra, wait_ready, netns, env);
+        node.own_sys = own_sys;
         node.launch();
         node
     }
@@ -154,7 +155,7 @@ impl TestNode {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             wait_ready,
             netns: netns.map(str::to_string),
-            own_sys,
+            own_sys: false,
             ports: None,
             env: env
                 .iter()
