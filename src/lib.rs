@@ -54,6 +54,7 @@ pub mod net;
 pub mod node;
 pub mod orchestrator;
 pub mod store;
+pub mod auth;
 pub mod supervise;
 pub mod vmm;
 
