@@ -117,6 +117,9 @@ struct FileRaft {
 #[serde(deny_unknown_fields)]
 struct FileApi {
     max_body_bytes: usize,
+    rate_per_user: f64,
+    burst_per_user: u32,
+    audit_max_bytes: u64,
 }
 
 /// Flags of `omnicloud node`. Each also reads `OMNICLOUD_<NAME>` from the environment.
@@ -188,6 +191,10 @@ pub struct NodeConfig {
     pub log: String,
     pub raft: RaftSettings,
     pub max_body_bytes: usize,
+    /// `[api]` per-user request rate limit.
+    pub rate: crate::auth::limit::RateSettings,
+    /// `[api] audit_max_bytes`.
+    pub audit_max_bytes: u64,
     pub orchestrators: usize,
     pub orchestrator_replace_after: Duration,
     pub gossip_probe: Duration,
@@ -339,6 +346,18 @@ impl NodeConfig {
         if file.api.max_body_bytes < 1024 {
             return Err(invalid("api.max_body_bytes", "must be at least 1024"));
         }
+        if !(file.api.rate_per_user.is_finite() && file.api.rate_per_user > 0.0) {
+            return Err(invalid(
+                "api.rate_per_user",
+                "must be a number of requests per second above 0",
+            ));
+        }
+        if file.api.burst_per_user < 1 {
+            return Err(invalid("api.burst_per_user", "must be at least 1"));
+        }
+        if file.api.audit_max_bytes < 4096 {
+            return Err(invalid("api.audit_max_bytes", "must be at least 4096"));
+        }
         let director = DirectorSettings {
             worker_kernel: data_dir.join(&file.director.worker_kernel),
             worker_initrd: data_dir.join(&file.director.worker_initrd),
@@ -359,6 +378,11 @@ impl NodeConfig {
             log: flags.log.clone().unwrap_or(file.log),
             raft,
             max_body_bytes: file.api.max_body_bytes,
+            rate: crate::auth::limit::RateSettings {
+                rate: file.api.rate_per_user,
+                burst: file.api.burst_per_user,
+            },
+            audit_max_bytes: file.api.audit_max_bytes,
             orchestrators,
             orchestrator_replace_after,
             gossip_probe,
@@ -751,6 +775,10 @@ mod tests {
             (
                 "[api]\nmax_body_bytes = 10",
                 "api.max_body_bytes: must be at least 1024",
+            ),
+            (
+                "[api]\nrate_per_user = 0.0",
+                "api.rate_per_user: must be a number of requests per second above 0",
             ),
         ];
         for (text, want) in cases {

@@ -130,7 +130,7 @@ async fn from_peers(shared: &Shared, name: &str) -> Result<String, Vec<String>> 
                 format!("node {}", m.meta.name),
                 Source {
                     base: format!("http://{}/v1/registry", m.meta.api_addr),
-                    token: Some(shared.admin_token.clone()),
+                    token: Some(shared.node_token.clone()),
                 },
             )
         })

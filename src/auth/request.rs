@@ -11,10 +11,11 @@ use super::rbac::Attributes;
 pub enum Access {
     /// Any authenticated caller (version, whoami).
     Authenticated,
-    /// One check before the handler runs.
+    /// One check before the handler runs (create and replace handlers check the object
+    /// they store once more: its namespace may come from the body).
     Check(Attributes),
-    /// The handler checks each object the body names (`apply`), after this check of the
-    /// path (if any).
+    /// Only the handler can tell: each object the body names (`apply`, the short create
+    /// and replace paths), or each change of a watch of every kind.
     InHandler,
 }
 
@@ -71,6 +72,9 @@ pub fn access(method: &str, path: &str, query: &str) -> Access {
             object(verb, plural, ns, None)
         }
         ["namespaces", ns, plural, name] => object(verb_of(method), plural, ns, Some(name)),
+        // Short forms take the namespace from the body: the handler checks where it lands.
+        [_] if method == "POST" => Access::InHandler,
+        [_, _] if method == "PUT" => Access::InHandler,
         [plural] => {
             let verb = if read == "get" { "list" } else { verb_of(method) };
             // A list without ?namespace= spans every namespace.
@@ -174,6 +178,8 @@ mod tests {
         assert_eq!(access("GET", "/v1/version", ""), Access::Authenticated);
         assert_eq!(access("POST", "/v1/apply", ""), Access::InHandler);
         assert_eq!(access("GET", "/v1/watch", ""), Access::InHandler);
+        assert_eq!(access("POST", "/v1/deployments", ""), Access::InHandler);
+        assert_eq!(access("PUT", "/v1/deployments/web", ""), Access::InHandler);
         let w = attrs("GET", "/v1/watch", "kind=deployments&namespace=a");
         assert_eq!((w.verb.as_str(), w.namespace.as_str()), ("watch", "a"));
         assert_eq!(attrs("PUT", "/v1/claims/a/c", "").verb, "update");
