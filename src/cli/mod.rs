@@ -4,6 +4,7 @@
 //! Blocking (ureq), no async runtime. May call: `model` (kind names), `config`/`node`
 //! (default data dir and token file names), the pure HPA algorithm (`autoscaling simulate`).
 
+mod access;
 mod autoscale;
 mod completion;
 mod create;
@@ -223,6 +224,22 @@ pub enum Command {
     Vmm(crate::vmm::HelperArgs),
     /// Shell completion script, e.g. `source <(omnicloud completion bash)`.
     Completion(completion::CompletionArgs),
+    /// Users' API tokens: create (printed once), list, revoke.
+    #[command(subcommand)]
+    Token(access::TokenCommand),
+    /// Mutating and refused API requests, from every node's audit log.
+    Audit {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only this user's requests.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only the last span, e.g. 10m, 2h.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Client and server versions.
     Version {
         #[command(flatten)]
@@ -322,6 +339,13 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Debug(cmd) => top::debug(cmd),
         Command::StatefulSet(cmd) => statefulset::run(cmd),
         Command::Create(cmd) => create::run(cmd),
+        Command::Token(cmd) => access::token(cmd),
+        Command::Audit {
+            conn,
+            user,
+            since,
+            output,
+        } => access::audit(conn, user, since, output),
         Command::Nodes { conn, output } => {
             let v = conn.client().get_json("/v1/nodes")?;
             nodes::print_list(&v, output);
