@@ -110,6 +110,7 @@ pub async fn check(
                 .map_into_right_body())
         }
         Err(e) => {
+            seen.user = crate::auth::tokens::describe_unauthenticated(&bearer);
             let err = ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string());
             let message = err.message.clone();
             return refuse(req, &seen, err.error_response(), &message);

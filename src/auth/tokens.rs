@@ -121,6 +121,23 @@ impl Credentials {
     }
 }
 
+/// How the audit log names a caller that did not authenticate: the token's id when it is
+/// shaped as a user token (never any of its secret).
+pub fn describe_unauthenticated(bearer: &str) -> String {
+    if bearer.is_empty() {
+        return "anonymous".into();
+    }
+    match bearer
+        .strip_prefix(USER_TOKEN_PREFIX)
+        .and_then(|r| r.split_once('_'))
+    {
+        Some((id, _)) if id.len() <= 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            format!("token:{id}")
+        }
+        _ => "unknown-token".into(),
+    }
+}
+
 /// A new user token: what to give the user once, and the id and hash to store.
 pub struct NewToken {
     pub token: String,
