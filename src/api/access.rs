@@ -153,9 +153,46 @@ pub async fn check(
     let res = next.call(req).await?;
     let status = res.status();
     if request::is_mutating(&method) || status == StatusCode::FORBIDDEN {
-        record(&state, &seen, status, "");
+        let note = res.request().extensions().get::<AuditNote>().cloned();
+        let message = match note {
+            Some(n) => {
+                seen.verb = n.verbs.join(",");
+                seen.object = n.objects.join(",");
+                n.message
+            }
+            None => String::new(),
+        };
+        record(&state, &seen, status, &message);
     }
     Ok(res.map_into_left_body())
+}
+
+/// What a handler's own checks decided, for the audit record of its request.
+#[derive(Clone, Default)]
+struct AuditNote {
+    verbs: Vec<String>,
+    objects: Vec<String>,
+    message: String,
+}
+
+/// A handler's own check of one object its body names (create, replace, apply), noted for
+/// the audit record: 403 naming the user, verb, resource and namespace.
+pub fn authorize_object(state: &ApiState, req: &HttpRequest, a: &Attributes) -> Result<(), ApiError> {
+    let who = caller(req)?;
+    let result = authorize(state, &who, a);
+    let mut ext = req.extensions_mut();
+    if ext.get::<AuditNote>().is_none() {
+        ext.insert(AuditNote::default());
+    }
+    let note = ext.get_mut::<AuditNote>().expect("inserted above");
+    if !note.verbs.contains(&a.verb) {
+        note.verbs.push(a.verb.clone());
+    }
+    note.objects.push(object_of(a));
+    if let Err(e) = &result {
+        note.message = e.message.clone();
+    }
+    result
 }
 
 /// The caller the middleware attached.

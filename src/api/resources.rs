@@ -9,9 +9,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::access::caller;
 use super::{ApiError, ApiState};
-use crate::auth::{Attributes, Identity};
+use crate::auth::Attributes;
 use crate::model::{self, Kind, Resource};
 use crate::store::state_machine::DEFAULT_NAMESPACE;
 use crate::store::{Applied, ChangeType, Command, ObjectKey, PutMode};
@@ -139,9 +138,9 @@ fn place(resource: &mut Resource, url_namespace: Option<&str>) -> Result<ObjectK
 }
 
 /// The handler's own check of an object whose place came from the body.
-fn may(state: &ApiState, who: &Identity, verb: &str, key: &ObjectKey) -> Result<(), ApiError> {
+fn may(state: &ApiState, req: &HttpRequest, verb: &str, key: &ObjectKey) -> Result<(), ApiError> {
     let a = Attributes::object(verb, key.kind, &key.namespace, Some(&key.name));
-    super::access::authorize(state, who, &a)
+    super::access::authorize_object(state, req, &a)
 }
 
 fn expected_version(resource: &Resource) -> Result<Option<u64>, ApiError> {
@@ -221,7 +220,7 @@ async fn single_document(body: String) -> Result<Resource, ApiError> {
 
 async fn create(
     state: &ApiState,
-    who: &Identity,
+    req: &HttpRequest,
     kind: Kind,
     ns: Option<&str>,
     body: String,
@@ -234,7 +233,7 @@ async fn create(
         ));
     }
     let key = place(&mut resource, ns)?;
-    may(state, who, "create", &key)?;
+    may(state, req, "create", &key)?;
     let applied = super::services::submit_puts(
         state,
         vec![(resource, key)],
@@ -248,7 +247,7 @@ async fn create(
 
 async fn replace(
     state: &ApiState,
-    who: &Identity,
+    req: &HttpRequest,
     kind: Kind,
     ns: Option<&str>,
     name: &str,
@@ -271,7 +270,7 @@ async fn replace(
         ));
     }
     let key = place(&mut resource, ns)?;
-    may(state, who, "update", &key)?;
+    may(state, req, "update", &key)?;
     let applied = super::services::submit_puts(
         state,
         vec![(resource, key)],
@@ -397,9 +396,8 @@ async fn create_handler(
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let t = Target::from(&req, &q)?;
-    let who = caller(&req)?;
     let body = read_body(payload, state.max_body_bytes).await?;
-    create(&state, &who, t.kind, t.namespace.as_deref(), body).await
+    create(&state, &req, t.kind, t.namespace.as_deref(), body).await
 }
 
 async fn get_handler(
@@ -417,11 +415,10 @@ async fn replace_handler(
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let t = Target::from(&req, &q)?;
-    let who = caller(&req)?;
     let body = read_body(payload, state.max_body_bytes).await?;
     replace(
         &state,
-        &who,
+        &req,
         t.kind,
         t.namespace.as_deref(),
         t.name.as_deref().unwrap_or_default(),
@@ -551,7 +548,6 @@ async fn apply(
     q: Query<ReadQuery>,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let who = caller(&req)?;
     let body = read_body(payload, state.max_body_bytes).await?;
     let resources = parse(body).await?;
     if resources.is_empty() {
@@ -567,7 +563,7 @@ async fn apply(
         } else {
             "create"
         };
-        may(&state, &who, verb, &key).map_err(|e| in_document(e, i))?;
+        may(&state, &req, verb, &key).map_err(|e| in_document(e, i))?;
         warnings.push((key.clone(), resource.warnings()));
         items.push((resource, key));
     }
