@@ -42,6 +42,7 @@
 pub mod agent;
 pub mod api;
 pub mod appliance;
+pub mod auth;
 pub mod chaos;
 pub mod cli;
 pub mod client;
@@ -54,7 +55,6 @@ pub mod net;
 pub mod node;
 pub mod orchestrator;
 pub mod store;
-pub mod auth;
 pub mod supervise;
 pub mod vmm;
 

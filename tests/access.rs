@@ -133,7 +133,10 @@ roleRef: {kind: ClusterRole, name: edit}
     // The same document in b: refused, and nothing stored.
     let (status, body) = ed.apply(&DEPLOYMENT_A.replace("NS", "b").replace("web", "web2"));
     assert_eq!(status, 403, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("\"b\""), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("\"b\""),
+        "{body}"
+    );
     assert_eq!(node.api().get("/v1/namespaces/b/deployments/web2").0, 404);
     // The short create path takes the namespace from the body: still refused.
     let doc = common::yaml_to_json(&DEPLOYMENT_A.replace("NS", "b").replace("web", "web3"));

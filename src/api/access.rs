@@ -145,7 +145,9 @@ pub async fn check(
             }
             Err(e) => {
                 let err = ApiError::internal(crate::error_chain(&e));
-                return Ok(req.into_response(err.error_response()).map_into_right_body());
+                return Ok(req
+                    .into_response(err.error_response())
+                    .map_into_right_body());
             }
         }
     }
@@ -177,7 +179,11 @@ struct AuditNote {
 
 /// A handler's own check of one object its body names (create, replace, apply), noted for
 /// the audit record: 403 naming the user, verb, resource and namespace.
-pub fn authorize_object(state: &ApiState, req: &HttpRequest, a: &Attributes) -> Result<(), ApiError> {
+pub fn authorize_object(
+    state: &ApiState,
+    req: &HttpRequest,
+    a: &Attributes,
+) -> Result<(), ApiError> {
     let who = caller(req)?;
     let result = authorize(state, &who, a);
     let mut ext = req.extensions_mut();
@@ -208,11 +214,9 @@ pub fn caller(req: &HttpRequest) -> Result<Identity, ApiError> {
 pub fn authorize(state: &ApiState, who: &Identity, a: &Attributes) -> Result<(), ApiError> {
     match state.auth.decide(who, a) {
         Ok(Decision::Allow) => Ok(()),
-        Ok(Decision::Deny(message)) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            message,
-        )),
+        Ok(Decision::Deny(message)) => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message))
+        }
         Err(e) => Err(ApiError::internal(crate::error_chain(&e))),
     }
 }

@@ -24,7 +24,9 @@ pub use tokens::Identity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("missing bearer token: pass --token, set OMNICLOUD_TOKEN, or read <data-dir>/admin.token")]
+    #[error(
+        "missing bearer token: pass --token, set OMNICLOUD_TOKEN, or read <data-dir>/admin.token"
+    )]
     Missing,
     #[error("unknown or revoked token")]
     Unknown,

@@ -203,7 +203,10 @@ pub fn built_in(name: &str) -> Option<RoleSpec> {
         "view" => {
             let hidden = [Kind::Secret, Kind::Role, Kind::RoleBinding];
             vec![
-                rule(&namespaced_except(&hidden), &["get", "list", "watch", "logs"]),
+                rule(
+                    &namespaced_except(&hidden),
+                    &["get", "list", "watch", "logs"],
+                ),
                 rule(&["metrics"], &["get"]),
                 rule(&["namespaces"], &READ),
             ]
@@ -273,9 +276,21 @@ mod tests {
             "ClusterRole",
             "view",
         )]);
-        assert!(allowed("vic", &p, Attributes::new("list", "deployments", "", None)));
-        assert!(allowed("vic", &p, Attributes::new("logs", "instances", "a", None)));
-        assert!(!allowed("vic", &p, Attributes::new("get", "secrets", "a", None)));
+        assert!(allowed(
+            "vic",
+            &p,
+            Attributes::new("list", "deployments", "", None)
+        ));
+        assert!(allowed(
+            "vic",
+            &p,
+            Attributes::new("logs", "instances", "a", None)
+        ));
+        assert!(!allowed(
+            "vic",
+            &p,
+            Attributes::new("get", "secrets", "a", None)
+        ));
         let a = Attributes::new("delete", "deployments", "a", Some("web"));
         match authorize(&user("vic"), &a, &p) {
             Decision::Deny(m) => {
@@ -285,7 +300,11 @@ mod tests {
             }
             Decision::Allow => panic!("view may not delete"),
         }
-        assert!(!allowed("other", &p, Attributes::new("list", "deployments", "", None)));
+        assert!(!allowed(
+            "other",
+            &p,
+            Attributes::new("list", "deployments", "", None)
+        ));
     }
 
     #[test]
@@ -297,13 +316,41 @@ mod tests {
             "ClusterRole",
             "edit",
         )]);
-        assert!(allowed("ed", &p, Attributes::new("create", "deployments", "a", None)));
-        assert!(!allowed("ed", &p, Attributes::new("create", "deployments", "b", None)));
-        assert!(!allowed("ed", &p, Attributes::new("list", "deployments", "", None)));
-        assert!(!allowed("ed", &p, Attributes::new("create", "rolebindings", "a", None)));
-        assert!(allowed("ed", &p, Attributes::object("get", Kind::Namespace, "", Some("a"))));
-        assert!(!allowed("ed", &p, Attributes::object("get", Kind::Namespace, "", Some("b"))));
-        assert!(!allowed("ed", &p, Attributes::new("list", "nodes", "", None)));
+        assert!(allowed(
+            "ed",
+            &p,
+            Attributes::new("create", "deployments", "a", None)
+        ));
+        assert!(!allowed(
+            "ed",
+            &p,
+            Attributes::new("create", "deployments", "b", None)
+        ));
+        assert!(!allowed(
+            "ed",
+            &p,
+            Attributes::new("list", "deployments", "", None)
+        ));
+        assert!(!allowed(
+            "ed",
+            &p,
+            Attributes::new("create", "rolebindings", "a", None)
+        ));
+        assert!(allowed(
+            "ed",
+            &p,
+            Attributes::object("get", Kind::Namespace, "", Some("a"))
+        ));
+        assert!(!allowed(
+            "ed",
+            &p,
+            Attributes::object("get", Kind::Namespace, "", Some("b"))
+        ));
+        assert!(!allowed(
+            "ed",
+            &p,
+            Attributes::new("list", "nodes", "", None)
+        ));
     }
 
     #[test]
@@ -330,10 +377,22 @@ mod tests {
             binding(Kind::RoleBinding, Some("a"), "s", "Role", "scaler"),
             binding(Kind::RoleBinding, Some("b"), "s", "Role", "scaler"),
         ]);
-        assert!(allowed("s", &p, Attributes::new("scale", "deployments", "a", Some("web"))));
-        assert!(!allowed("s", &p, Attributes::new("scale", "deployments", "a", Some("db"))));
+        assert!(allowed(
+            "s",
+            &p,
+            Attributes::new("scale", "deployments", "a", Some("web"))
+        ));
+        assert!(!allowed(
+            "s",
+            &p,
+            Attributes::new("scale", "deployments", "a", Some("db"))
+        ));
         // The Role lives in a; the binding in b refers to a Role b does not have.
-        assert!(!allowed("s", &p, Attributes::new("scale", "deployments", "b", Some("web"))));
+        assert!(!allowed(
+            "s",
+            &p,
+            Attributes::new("scale", "deployments", "b", Some("web"))
+        ));
     }
 
     #[test]
@@ -348,7 +407,12 @@ mod tests {
         assert!(ok(Attributes::new("get", "instances", "a", Some("x"))));
         assert!(ok(Attributes::new("logs", "instances", "a", Some("x"))));
         assert!(ok(Attributes::new("get", "registry", "", None)));
-        assert!(!ok(Attributes::new("delete", "deployments", "a", Some("x"))));
+        assert!(!ok(Attributes::new(
+            "delete",
+            "deployments",
+            "a",
+            Some("x")
+        )));
         assert!(!ok(Attributes::new("create", "tokens", "", None)));
     }
 }

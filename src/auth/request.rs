@@ -57,18 +57,18 @@ pub fn access(method: &str, path: &str, query: &str) -> Access {
             let verb = if read == "get" { "get" } else { "create" };
             check(verb, "registry", "", None)
         }
-        ["namespaces", ns, "instances", name, "log"] => {
-            check("logs", "instances", ns, Some(name))
-        }
-        ["namespaces", ns, "instances", name, "scrape"] => {
-            check("get", "metrics", ns, Some(name))
-        }
+        ["namespaces", ns, "instances", name, "log"] => check("logs", "instances", ns, Some(name)),
+        ["namespaces", ns, "instances", name, "scrape"] => check("get", "metrics", ns, Some(name)),
         ["namespaces", ns, plural, name, "scale"] => {
             let verb = if read == "get" { "get" } else { "scale" };
             object(verb, plural, ns, Some(name))
         }
         ["namespaces", ns, plural] => {
-            let verb = if read == "get" { "list" } else { verb_of(method) };
+            let verb = if read == "get" {
+                "list"
+            } else {
+                verb_of(method)
+            };
             object(verb, plural, ns, None)
         }
         ["namespaces", ns, plural, name] => object(verb_of(method), plural, ns, Some(name)),
@@ -76,7 +76,11 @@ pub fn access(method: &str, path: &str, query: &str) -> Access {
         [_] if method == "POST" => Access::InHandler,
         [_, _] if method == "PUT" => Access::InHandler,
         [plural] => {
-            let verb = if read == "get" { "list" } else { verb_of(method) };
+            let verb = if read == "get" {
+                "list"
+            } else {
+                verb_of(method)
+            };
             // A list without ?namespace= spans every namespace.
             let ns = q("namespace").unwrap_or_default();
             object(verb, plural, &ns, None)
@@ -127,16 +131,14 @@ pub fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             b => out.push(b),
         }
@@ -159,18 +161,36 @@ mod tests {
     #[test]
     fn resource_paths_name_verb_resource_and_namespace() {
         let a = attrs("DELETE", "/v1/namespaces/a/deployments/web", "");
-        assert_eq!(a, Attributes::new("delete", "deployments", "a", Some("web")));
+        assert_eq!(
+            a,
+            Attributes::new("delete", "deployments", "a", Some("web"))
+        );
         assert_eq!(attrs("GET", "/v1/deployments", "").namespace, "");
-        assert_eq!(attrs("GET", "/v1/deployments", "namespace=b").namespace, "b");
+        assert_eq!(
+            attrs("GET", "/v1/deployments", "namespace=b").namespace,
+            "b"
+        );
         assert_eq!(attrs("GET", "/v1/deploy/web", "").namespace, "default");
-        assert_eq!(attrs("GET", "/v1/namespaces/a/deployments", "").verb, "list");
+        assert_eq!(
+            attrs("GET", "/v1/namespaces/a/deployments", "").verb,
+            "list"
+        );
         let s = attrs("PUT", "/v1/namespaces/a/deployments/web/scale", "");
-        assert_eq!((s.verb.as_str(), s.resource.as_str()), ("scale", "deployments"));
+        assert_eq!(
+            (s.verb.as_str(), s.resource.as_str()),
+            ("scale", "deployments")
+        );
         let l = attrs("GET", "/v1/namespaces/a/instances/x/log", "follow=true");
-        assert_eq!((l.verb.as_str(), l.resource.as_str()), ("logs", "instances"));
+        assert_eq!(
+            (l.verb.as_str(), l.resource.as_str()),
+            ("logs", "instances")
+        );
         // A namespace object is in its own namespace; cluster-scoped kinds in none.
         assert_eq!(attrs("GET", "/v1/namespaces/a", "").namespace, "a");
-        assert_eq!(attrs("GET", "/v1/nodeclasses/x", "namespace=a").namespace, "");
+        assert_eq!(
+            attrs("GET", "/v1/nodeclasses/x", "namespace=a").namespace,
+            ""
+        );
     }
 
     #[test]
@@ -184,7 +204,10 @@ mod tests {
         assert_eq!((w.verb.as_str(), w.namespace.as_str()), ("watch", "a"));
         assert_eq!(attrs("PUT", "/v1/claims/a/c", "").verb, "update");
         assert_eq!(attrs("PUT", "/v1/registry/v2/x/blobs/y", "").verb, "create");
-        assert_eq!(attrs("DELETE", "/v1/auth/tokens/abc", "").resource, "tokens");
+        assert_eq!(
+            attrs("DELETE", "/v1/auth/tokens/abc", "").resource,
+            "tokens"
+        );
         assert_eq!(attrs("GET", "/v1/a/b/c", "").resource, "*");
         assert_eq!(attrs("GET", "/elsewhere", "").resource, "*");
         assert_eq!(percent_decode("a%2Fb+c%zz"), "a/b c%zz");

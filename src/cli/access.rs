@@ -40,8 +40,9 @@ pub enum TokenCommand {
 
 fn time_of(ms: &Value) -> String {
     match ms.as_u64() {
-        Some(ms) => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms))
-            .to_string(),
+        Some(ms) => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        }
         None => "never".into(),
     }
 }
@@ -100,7 +101,9 @@ pub fn token(cmd: TokenCommand) -> Result<(), ClientError> {
             Ok(())
         }
         TokenCommand::Revoke { conn, id } => {
-            let v = conn.client().delete(&format!("/v1/auth/tokens/{}", urlencode(&id)))?;
+            let v = conn
+                .client()
+                .delete(&format!("/v1/auth/tokens/{}", urlencode(&id)))?;
             let late: Vec<&str> = v["unconfirmedNodes"]
                 .as_array()
                 .into_iter()
@@ -129,10 +132,11 @@ pub fn audit(
 ) -> Result<(), ClientError> {
     let since_ms = match since {
         Some(s) => {
-            let d = humantime::parse_duration(&s).map_err(|e| {
-                ClientError::Other(format!("--since \"{s}\": {e} (e.g. 10m, 2h)"))
-            })?;
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let d = humantime::parse_duration(&s)
+                .map_err(|e| ClientError::Other(format!("--since \"{s}\": {e} (e.g. 10m, 2h)")))?;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
             now.saturating_sub(d).as_millis() as u64
         }
         None => 0,

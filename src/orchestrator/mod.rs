@@ -349,7 +349,8 @@ impl ControlPlane {
             waits.push(async move {
                 let addr = this.addresses.resolve(id, &node);
                 loop {
-                    let asked = rpc::call(&this.rpc, &addr, &rpc::Request::Applied, FORWARD_TIMEOUT);
+                    let asked =
+                        rpc::call(&this.rpc, &addr, &rpc::Request::Applied, FORWARD_TIMEOUT);
                     if let Ok(Ok(rpc::Response::Applied(i))) =
                         tokio::time::timeout_at(deadline, asked).await
                     {
