@@ -13,9 +13,12 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+mod api;
 mod network;
 mod registries;
 
+use api::FileApi;
+pub use api::{ApiSettings, RateSettings};
 use network::FileNetwork;
 pub use network::{NetworkSettings, RoutingBackend};
 pub use registries::{load_registries, Endpoint, HostAuth, HostSettings, RegistrySettings};
@@ -113,15 +116,6 @@ struct FileRaft {
     keep_logs_after_snapshot: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileApi {
-    max_body_bytes: usize,
-    rate_per_user: f64,
-    burst_per_user: u32,
-    audit_max_bytes: u64,
-}
-
 /// Flags of `omnicloud node`. Each also reads `OMNICLOUD_<NAME>` from the environment.
 #[derive(Debug, Clone, Default, Args)]
 pub struct NodeFlags {
@@ -192,7 +186,7 @@ pub struct NodeConfig {
     pub raft: RaftSettings,
     pub max_body_bytes: usize,
     /// `[api]` per-user request rate limit.
-    pub rate: crate::auth::limit::RateSettings,
+    pub rate: RateSettings,
     /// `[api] audit_max_bytes`.
     pub audit_max_bytes: u64,
     pub orchestrators: usize,
@@ -343,21 +337,7 @@ impl NodeConfig {
         let registries = file.registries.settings(
             (!flags.unqualified_search.is_empty()).then_some(&flags.unqualified_search[..]),
         )?;
-        if file.api.max_body_bytes < 1024 {
-            return Err(invalid("api.max_body_bytes", "must be at least 1024"));
-        }
-        if !(file.api.rate_per_user.is_finite() && file.api.rate_per_user > 0.0) {
-            return Err(invalid(
-                "api.rate_per_user",
-                "must be a number of requests per second above 0",
-            ));
-        }
-        if file.api.burst_per_user < 1 {
-            return Err(invalid("api.burst_per_user", "must be at least 1"));
-        }
-        if file.api.audit_max_bytes < 4096 {
-            return Err(invalid("api.audit_max_bytes", "must be at least 4096"));
-        }
+        let api = file.api.settings()?;
         let director = DirectorSettings {
             worker_kernel: data_dir.join(&file.director.worker_kernel),
             worker_initrd: data_dir.join(&file.director.worker_initrd),
@@ -377,12 +357,9 @@ impl NodeConfig {
             labels,
             log: flags.log.clone().unwrap_or(file.log),
             raft,
-            max_body_bytes: file.api.max_body_bytes,
-            rate: crate::auth::limit::RateSettings {
-                rate: file.api.rate_per_user,
-                burst: file.api.burst_per_user,
-            },
-            audit_max_bytes: file.api.audit_max_bytes,
+            max_body_bytes: api.max_body_bytes,
+            rate: api.rate,
+            audit_max_bytes: api.audit_max_bytes,
             orchestrators,
             orchestrator_replace_after,
             gossip_probe,

@@ -12,6 +12,9 @@
 //! |                | yet (`why`, `look`), for `cli` and `chaos`                           |
 //! | `node`         | composition root: store, identity, tokens, control plane, API server |
 //! | `api`          | actix-web REST API, watch streams, health, `/metrics`, dashboard      |
+//! | `auth`         | who calls and what they may: tokens (hash only), node credentials,   |
+//! |                | RBAC over Role/Binding kinds and built-in roles, audit log, rate     |
+//! |                | limits; the API asks it on every request                            |
 //! | `agent`        | the container workload kind: runs the instances placed on this node  |
 //! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`       |
 //! | `director`     | the VM workload kind: one `__vmm` process per VM instance placed here |

@@ -11,13 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RateSettings {
-    /// Requests per second, sustained.
-    pub rate: f64,
-    /// Requests at once.
-    pub burst: u32,
-}
+pub use crate::config::RateSettings;
 
 struct Bucket {
     tokens: f64,
