@@ -58,6 +58,7 @@ pub fn access(method: &str, path: &str, query: &str) -> Access {
             check(verb, "registry", "", None)
         }
         ["namespaces", ns, "instances", name, "log"] => check("logs", "instances", ns, Some(name)),
+        ["namespaces", ns, "instances", name, "exec"] => check("exec", "instances", ns, Some(name)),
         ["namespaces", ns, "instances", name, "scrape"] => check("get", "metrics", ns, Some(name)),
         ["namespaces", ns, plural, name, "scale"] => {
             let verb = if read == "get" { "get" } else { "scale" };
@@ -185,6 +186,8 @@ mod tests {
             (l.verb.as_str(), l.resource.as_str()),
             ("logs", "instances")
         );
+        let x = attrs("POST", "/v1/namespaces/a/instances/x/exec", "");
+        assert_eq!((x.verb.as_str(), x.namespace.as_str()), ("exec", "a"));
         // A namespace object is in its own namespace; cluster-scoped kinds in none.
         assert_eq!(attrs("GET", "/v1/namespaces/a", "").namespace, "a");
         assert_eq!(
