@@ -73,8 +73,12 @@ impl Authorizer {
         Ok(Policy::from_resources(objects))
     }
 
-    /// May `who` do what `attrs` asks? Reads the current policy.
+    /// May `who` do what `attrs` asks? Reads the current policy, unless a built-in binding
+    /// (cluster admins, nodes) already allows it.
     pub fn decide(&self, who: &Identity, attrs: &Attributes) -> Result<Decision, AuthError> {
+        if rbac::authorize(who, attrs, &Policy::default()) == Decision::Allow {
+            return Ok(Decision::Allow);
+        }
         Ok(rbac::authorize(who, attrs, &self.policy()?))
     }
 }
