@@ -80,7 +80,7 @@ pub async fn check(
         .expect("state is registered")
         .clone();
     let method = req.method().as_str().to_string();
-    let path = request::percent_decode(req.path());
+    let path = request::decode_path(req.path());
     let access = request::access(&method, &path, req.query_string());
     let mut seen = Seen {
         user: String::new(),

@@ -120,12 +120,18 @@ pub fn is_mutating(method: &str) -> bool {
 fn query_value(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then(|| percent_decode(v))
+        (k == key).then(|| decode(v, true))
     })
 }
 
-/// `%XX` and `+` decoded; an invalid escape is kept as written.
-pub fn percent_decode(s: &str) -> String {
+/// A request path as the router matches it: `%XX` decoded except `%2F`, `%25` and `%2B`
+/// (as actix-router keeps them), so the segments here are the router's segments.
+pub fn decode_path(s: &str) -> String {
+    decode(s, false)
+}
+
+/// `%XX` decoded (in a query, `+` too); an invalid escape is kept as written.
+fn decode(s: &str, query: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -133,14 +139,14 @@ pub fn percent_decode(s: &str) -> String {
         let hex = |b: u8| (b as char).to_digit(16);
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
+                (Some(h), Some(l)) if query || !matches!(h * 16 + l, 0x2f | 0x25 | 0x2b) => {
                     out.push((h * 16 + l) as u8);
                     i += 3;
                     continue;
                 }
                 _ => out.push(b'%'),
             },
-            b'+' => out.push(b' '),
+            b'+' if query => out.push(b' '),
             b => out.push(b),
         }
         i += 1;
@@ -213,6 +219,17 @@ mod tests {
         );
         assert_eq!(attrs("GET", "/v1/a/b/c", "").resource, "*");
         assert_eq!(attrs("GET", "/elsewhere", "").resource, "*");
-        assert_eq!(percent_decode("a%2Fb+c%zz"), "a/b c%zz");
+        assert_eq!(decode("a%2Fb+c%zz", true), "a/b c%zz");
+        assert_eq!(decode_path("/v1/%64eploy%2Fx+y"), "/v1/deploy%2Fx+y");
+        // An encoded slash is not a segment boundary, as for the router.
+        let a = attrs(
+            "DELETE",
+            &decode_path("/v1/namespaces/b/deployments/web%2Fscale"),
+            "",
+        );
+        assert_eq!(
+            (a.verb.as_str(), a.name.as_deref()),
+            ("delete", Some("web%2Fscale"))
+        );
     }
 }
