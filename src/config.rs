@@ -13,9 +13,12 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+mod api;
 mod network;
 mod registries;
 
+use api::FileApi;
+pub use api::{ApiSettings, RateSettings};
 use network::FileNetwork;
 pub use network::{NetworkSettings, RoutingBackend};
 pub use registries::{load_registries, Endpoint, HostAuth, HostSettings, RegistrySettings};
@@ -113,13 +116,6 @@ struct FileRaft {
     keep_logs_after_snapshot: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileApi {
-    max_body_bytes: usize,
-    tls: bool,
-}
-
 /// Flags of `omnicloud node`. Each also reads `OMNICLOUD_<NAME>` from the environment.
 #[derive(Debug, Clone, Default, Args)]
 pub struct NodeFlags {
@@ -191,6 +187,10 @@ pub struct NodeConfig {
     pub max_body_bytes: usize,
     /// TLS on the API and the RPC (`[api] tls`).
     pub tls: bool,
+    /// `[api]` per-user request rate limit.
+    pub rate: RateSettings,
+    /// `[api] audit_max_bytes`.
+    pub audit_max_bytes: u64,
     pub orchestrators: usize,
     pub orchestrator_replace_after: Duration,
     pub gossip_probe: Duration,
@@ -339,9 +339,7 @@ impl NodeConfig {
         let registries = file.registries.settings(
             (!flags.unqualified_search.is_empty()).then_some(&flags.unqualified_search[..]),
         )?;
-        if file.api.max_body_bytes < 1024 {
-            return Err(invalid("api.max_body_bytes", "must be at least 1024"));
-        }
+        let api = file.api.settings()?;
         let director = DirectorSettings {
             worker_kernel: data_dir.join(&file.director.worker_kernel),
             worker_initrd: data_dir.join(&file.director.worker_initrd),
@@ -361,8 +359,10 @@ impl NodeConfig {
             labels,
             log: flags.log.clone().unwrap_or(file.log),
             raft,
-            max_body_bytes: file.api.max_body_bytes,
-            tls: file.api.tls,
+            max_body_bytes: api.max_body_bytes,
+            tls: api.tls,
+            rate: api.rate,
+            audit_max_bytes: api.audit_max_bytes,
             orchestrators,
             orchestrator_replace_after,
             gossip_probe,
@@ -755,6 +755,10 @@ mod tests {
             (
                 "[api]\nmax_body_bytes = 10",
                 "api.max_body_bytes: must be at least 1024",
+            ),
+            (
+                "[api]\nrate_per_user = 0.0",
+                "api.rate_per_user: must be a number of requests per second above 0",
             ),
         ];
         for (text, want) in cases {

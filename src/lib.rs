@@ -16,6 +16,9 @@
 //! | `api`          | actix-web REST API (HTTPS; `tls`: plain HTTP refused), watch streams, |
 //! |                | health, `/metrics`, dashboard, instance logs and exec (WebSocket)    |
 //! |                | from any node                                                        |
+//! | `auth`         | who calls and what they may: tokens (hash only), node credentials,   |
+//! |                | RBAC over Role/Binding kinds and built-in roles, audit log, rate     |
+//! |                | limits; the API asks it on every request                            |
 //! | `agent`        | the container workload kind: runs the instances placed on this node  |
 //! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`       |
 //! | `director`     | the VM workload kind: one `__vmm` process per VM instance placed here |
@@ -49,6 +52,7 @@
 pub mod agent;
 pub mod api;
 pub mod appliance;
+pub mod auth;
 pub mod chaos;
 pub mod cli;
 pub mod client;

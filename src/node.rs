@@ -300,6 +300,7 @@ impl Node {
         } else {
             None
         };
+        let node_key = transport::derive_key(&token.secret, "node-credential");
         join_listener
             .set_nonblocking(true)
             .map_err(NodeError::Api)?;
@@ -310,6 +311,13 @@ impl Node {
             token,
             seeds,
         );
+        // Each node's own API credential (for the requests it makes of other nodes), checked
+        // by any node with the key derived from the join token.
+        let credentials = crate::auth::tokens::Credentials {
+            admin_token,
+            node_key,
+        };
+        let node_token = credentials.node_credential(&config.name);
         rpc_listener.set_nonblocking(true).map_err(NodeError::Api)?;
         let rpc_listener =
             tokio::net::TcpListener::from_std(rpc_listener).map_err(NodeError::Api)?;
@@ -347,7 +355,7 @@ impl Node {
             gossip.clone(),
             config.autoscaler.clone(),
             controller_metrics.clone(),
-            (config.name.clone(), admin_token.clone()),
+            (config.name.clone(), node_token.clone()),
             stop_tx.subscribe(),
         );
         crate::orchestrator::controllers::spawn(
@@ -425,7 +433,7 @@ impl Node {
                 network: node_network.clone(),
                 settings: config.agent.clone(),
                 peers: gossip.clone(),
-                admin_token: admin_token.clone(),
+                node_token: node_token.clone(),
                 cluster_domain: config.network.cluster_domain.clone(),
                 registries: config.registries.clone(),
             };
@@ -461,7 +469,13 @@ impl Node {
             policy,
             rpc_stats,
             cluster,
-            admin_token,
+            auth: crate::auth::Authorizer {
+                credentials,
+                reader: control.reader().clone(),
+            },
+            limiter: crate::auth::limit::RateLimiter::new(config.rate),
+            audit: crate::auth::audit::AuditLog::new(&config.data_dir, config.audit_max_bytes),
+            node_token,
             metrics: api_metrics,
             max_body_bytes: config.max_body_bytes,
             services: config.network.services,

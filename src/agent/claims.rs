@@ -136,7 +136,7 @@ pub async fn restore(shared: &Shared, namespace: &str, claims: &[String]) {
         let mut best: Option<(u64, Vec<u8>, String)> = None;
         for (name, addr) in &peers {
             let url = format!("{}/v1/claims/{namespace}/{claim}", pki::peer_api_url(addr));
-            let token = shared.admin_token.clone();
+            let token = shared.node_token.clone();
             let got = tokio::task::spawn_blocking(move || -> Option<(u64, Vec<u8>)> {
                 let r = pki::peer_agent(ureq::AgentBuilder::new().timeout(Duration::from_secs(30)))
                     .get(&url)
@@ -209,7 +209,7 @@ pub async fn push_changed(
         let mut pushed = 0;
         for (_, addr) in &peers {
             let url = format!("{}/v1/claims/{namespace}/{claim}", pki::peer_api_url(addr));
-            let (token, body) = (shared.admin_token.clone(), bytes.clone());
+            let (token, body) = (shared.node_token.clone(), bytes.clone());
             let ok = tokio::task::spawn_blocking(move || {
                 pki::peer_agent(ureq::AgentBuilder::new().timeout(Duration::from_secs(30)))
                     .put(&url)

@@ -133,7 +133,7 @@ async fn from_peers(shared: &Shared, name: &str) -> Result<String, Vec<String>> 
                         "{}/v1/registry",
                         crate::cluster::pki::peer_api_url(&m.meta.api_addr)
                     ),
-                    token: Some(shared.admin_token.clone()),
+                    token: Some(shared.node_token.clone()),
                 },
             )
         })

@@ -169,7 +169,7 @@ pub struct Agent {
     pub control: ControlPlane,
     /// Peers to fetch images from, and the token their APIs take.
     pub peers: Gossip,
-    pub admin_token: String,
+    pub node_token: String,
     /// One image pull at a time.
     pub pulls: tokio::sync::Mutex<()>,
     /// Where images are pulled from (`[registries]`).
@@ -194,7 +194,7 @@ pub struct AgentConfig {
     pub network: NodeNet,
     pub settings: AgentSettings,
     pub peers: Gossip,
-    pub admin_token: String,
+    pub node_token: String,
     /// `[network] cluster_domain`.
     pub cluster_domain: String,
     pub registries: crate::config::RegistrySettings,
@@ -222,7 +222,7 @@ pub fn spawn(
         containers: containers::Containers::new(exe, &dirs.containers),
         control: control.clone(),
         peers: config.peers,
-        admin_token: config.admin_token,
+        node_token: config.node_token,
         pulls: tokio::sync::Mutex::new(()),
         registries: config.registries,
         events: Default::default(),

@@ -198,7 +198,7 @@ async fn exec(
             crate::cluster::pki::peer_api_url(&api_addr).replacen("http", "ws", 1),
             q.to_query()
         );
-        let upstream = connect(&url, &state.admin_token, &node).await?;
+        let upstream = connect(&url, &state.node_token, &node).await?;
         let (response, session, msgs) = upgrade(&req, body)?;
         actix_web::rt::spawn(relay(upstream, session, msgs));
         return Ok(response);

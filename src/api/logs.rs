@@ -1,7 +1,7 @@
 //! `GET /v1/namespaces/{ns}/instances/{name}/log?tail=N&follow=true`: an instance's
 //! stdout and stderr as plain text. Any node answers: the node that runs the instance reads
 //! its log file; another node forwards the request to it (its API address from gossip,
-//! with the cluster's admin token) and streams the answer back.
+//! with this node's own credential) and streams the answer back.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,7 +67,7 @@ async fn instance_log(
     if let Some(n) = q.tail {
         url.push_str(&format!("&tail={n}"));
     }
-    forward(url, state.admin_token.clone(), node).await
+    forward(url, state.node_token.clone(), node).await
 }
 
 /// The stored instance and the node it is placed on (`what`: what the caller cannot have

@@ -1,7 +1,10 @@
 //! The HTTP API (actix-web), served by every node on `--api-port`:
 //!
 //! - `/v1/...` resources: list, get, create, replace, delete, the `scale` subresource,
-//!   multi-document `apply`, and `watch` (newline-delimited JSON). Bearer token required.
+//!   multi-document `apply`, and `watch` (newline-delimited JSON). Bearer token required:
+//!   every request passes `access::check` (authentication, per-user rate limit, RBAC,
+//!   audit) before its handler.
+//! - `/v1/auth/tokens`, `/v1/auth/whoami`, `/v1/audit`: users' tokens and the audit log.
 //! - `/v1/nodes`, `/v1/cluster/status`: membership and the Raft group.
 //! - `/healthz`, `/readyz`, `/metrics`: open, for probes and Prometheus.
 //! - `/ui/`: the web dashboard (embedded static files; it logs in with the API token).
@@ -10,6 +13,8 @@
 //! `ControlPlane`; they hold no logic of their own.
 //! Threads: actix workers. May call: `model`, `store` (reads, command types), `orchestrator`.
 
+mod access;
+mod auth;
 mod claims;
 mod cluster;
 mod dashboard;
@@ -51,7 +56,12 @@ pub struct ApiState {
     pub rpc_stats: Arc<TransportStats>,
     /// The cluster this node belongs to (shown in `/v1/cluster/status`).
     pub cluster: crate::cluster::ClusterId,
-    pub admin_token: String,
+    /// Decides who is calling and what they may do.
+    pub auth: crate::auth::Authorizer,
+    pub limiter: crate::auth::limit::RateLimiter,
+    pub audit: crate::auth::audit::AuditLog,
+    /// This node's own credential, for the requests it forwards to other nodes.
+    pub node_token: String,
     pub metrics: ApiMetrics,
     pub max_body_bytes: usize,
     /// Where Services' cluster IPs and node ports are allocated from.
@@ -74,7 +84,7 @@ pub async fn serve(
         App::new()
             .app_data(state.clone())
             .wrap(from_fn(body_deadline))
-            .wrap(from_fn(authenticate))
+            .wrap(from_fn(access::check))
             .wrap(from_fn(metrics::track))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
@@ -82,6 +92,7 @@ pub async fn serve(
             .configure(dashboard::routes)
             .service(
                 web::scope("/v1")
+                    .configure(auth::routes)
                     .configure(watch::routes)
                     .configure(cluster::routes)
                     .configure(logs::routes)
@@ -175,39 +186,6 @@ fn is_open(method: &actix_web::http::Method, raw_path: &str) -> bool {
     const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
     (method == actix_web::http::Method::GET || method == actix_web::http::Method::HEAD)
         && (PROBES.contains(&raw_path) || dashboard::OPEN_PATHS.contains(&raw_path))
-}
-
-/// Deny by default: every request needs `Authorization: Bearer <admin token>` unless its
-/// raw path is one of the open paths above. The decision never looks at a prefix of the raw
-/// path, because the router matches the percent-decoded path (`/%76%31/...` is `/v1/...`).
-async fn authenticate(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    if !is_open(req.method(), req.path()) {
-        let state = req
-            .app_data::<Data<ApiState>>()
-            .expect("state is registered");
-        let given = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), state.admin_token.as_bytes()) {
-            let err = ApiError::new(
-                actix_web::http::StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "missing or wrong bearer token: pass --token, set OMNICLOUD_TOKEN, or read <data-dir>/admin.token",
-            );
-            return Err(err.into());
-        }
-    }
-    next.call(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Live unless Raft has stopped for good on this node (its storage failed, as when the

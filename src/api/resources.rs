@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiState};
+use crate::auth::Attributes;
 use crate::model::{self, Kind, Resource};
 use crate::store::state_machine::DEFAULT_NAMESPACE;
 use crate::store::{Applied, ChangeType, Command, ObjectKey, PutMode};
@@ -136,6 +137,12 @@ fn place(resource: &mut Resource, url_namespace: Option<&str>) -> Result<ObjectK
     }
 }
 
+/// The handler's own check of an object whose place came from the body.
+fn may(state: &ApiState, req: &HttpRequest, verb: &str, key: &ObjectKey) -> Result<(), ApiError> {
+    let a = Attributes::object(verb, key.kind, &key.namespace, Some(&key.name));
+    super::access::authorize_object(state, req, &a)
+}
+
 fn expected_version(resource: &Resource) -> Result<Option<u64>, ApiError> {
     let rv = &resource.metadata.resource_version;
     if rv.is_empty() {
@@ -213,6 +220,7 @@ async fn single_document(body: String) -> Result<Resource, ApiError> {
 
 async fn create(
     state: &ApiState,
+    req: &HttpRequest,
     kind: Kind,
     ns: Option<&str>,
     body: String,
@@ -225,6 +233,7 @@ async fn create(
         ));
     }
     let key = place(&mut resource, ns)?;
+    may(state, req, "create", &key)?;
     let applied = super::services::submit_puts(
         state,
         vec![(resource, key)],
@@ -238,6 +247,7 @@ async fn create(
 
 async fn replace(
     state: &ApiState,
+    req: &HttpRequest,
     kind: Kind,
     ns: Option<&str>,
     name: &str,
@@ -260,6 +270,7 @@ async fn replace(
         ));
     }
     let key = place(&mut resource, ns)?;
+    may(state, req, "update", &key)?;
     let applied = super::services::submit_puts(
         state,
         vec![(resource, key)],
@@ -386,7 +397,7 @@ async fn create_handler(
 ) -> Result<HttpResponse, ApiError> {
     let t = Target::from(&req, &q)?;
     let body = read_body(payload, state.max_body_bytes).await?;
-    create(&state, t.kind, t.namespace.as_deref(), body).await
+    create(&state, &req, t.kind, t.namespace.as_deref(), body).await
 }
 
 async fn get_handler(
@@ -407,6 +418,7 @@ async fn replace_handler(
     let body = read_body(payload, state.max_body_bytes).await?;
     replace(
         &state,
+        &req,
         t.kind,
         t.namespace.as_deref(),
         t.name.as_deref().unwrap_or_default(),
@@ -532,6 +544,7 @@ async fn put_scale(
 /// Create-or-update of every document in the body, in one Raft entry: all or nothing.
 async fn apply(
     state: Data<ApiState>,
+    req: HttpRequest,
     q: Query<ReadQuery>,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -544,6 +557,13 @@ async fn apply(
     let mut warnings = Vec::new();
     for (i, mut resource) in resources.into_iter().enumerate() {
         let key = place(&mut resource, q.namespace.as_deref()).map_err(|e| in_document(e, i))?;
+        // Apply creates what is absent and updates what is there.
+        let verb = if state.control.reader().get(&key)?.is_some() {
+            "update"
+        } else {
+            "create"
+        };
+        may(&state, &req, verb, &key).map_err(|e| in_document(e, i))?;
         warnings.push((key.clone(), resource.warnings()));
         items.push((resource, key));
     }

@@ -17,13 +17,15 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes, Data, Query};
-use actix_web::HttpResponse;
+use actix_web::{HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use super::access::caller;
 use super::resources::labels_of;
 use super::{ApiError, ApiState};
+use crate::auth::{Attributes, Decision, Identity, Policy};
 use crate::model::{self, Kind, SelectorOp};
 use crate::store::reader::{HistoryError, StoreReader as Reader};
 use crate::store::Change;
@@ -51,6 +53,9 @@ struct Filter {
     kind: Option<Kind>,
     namespace: Option<String>,
     selector: Option<Vec<(String, SelectorOp)>>,
+    /// A watch of every kind carries only what the caller may watch, by the policy in
+    /// effect when the watch began.
+    may: Option<(Identity, Policy)>,
 }
 
 impl Filter {
@@ -64,6 +69,11 @@ impl Filter {
                 .selector
                 .as_ref()
                 .is_none_or(|s| model::selector_matches(s, &labels_of(object)))
+            && self.may.as_ref().is_none_or(|(who, policy)| {
+                let k = &change.key;
+                let a = Attributes::object("watch", k.kind, &k.namespace, Some(&k.name));
+                crate::auth::rbac::authorize(who, &a, policy) == Decision::Allow
+            })
     }
 }
 
@@ -164,7 +174,11 @@ fn error_line(message: String) -> Bytes {
     line(json!({"type": "ERROR", "message": message}))
 }
 
-async fn watch(state: Data<ApiState>, q: Query<WatchQuery>) -> Result<HttpResponse, ApiError> {
+async fn watch(
+    state: Data<ApiState>,
+    req: HttpRequest,
+    q: Query<WatchQuery>,
+) -> Result<HttpResponse, ApiError> {
     let kind = match q.kind.as_deref() {
         Some(k) => Some(
             Kind::parse(k)
@@ -175,6 +189,17 @@ async fn watch(state: Data<ApiState>, q: Query<WatchQuery>) -> Result<HttpRespon
     let selector = match q.label_selector.as_deref() {
         Some(s) if !s.is_empty() => Some(model::parse_label_selector(s)?),
         _ => None,
+    };
+    // With a kind the middleware checked the whole watch; without, each change is checked.
+    let may = match kind {
+        Some(_) => None,
+        None => {
+            let policy = state
+                .auth
+                .policy()
+                .map_err(|e| ApiError::internal(crate::error_chain(&e)))?;
+            Some((caller(&req)?, policy))
+        }
     };
     let live = state.control.subscribe();
     let reader = state.control.reader();
@@ -205,6 +230,7 @@ async fn watch(state: Data<ApiState>, q: Query<WatchQuery>) -> Result<HttpRespon
             kind,
             namespace: q.namespace.clone(),
             selector,
+            may,
         },
         done: false,
     };

@@ -5,6 +5,7 @@
 //! Blocking (ureq), no async runtime. May call: `model` (kind names), `config`/`node`
 //! (default data dir and token file names), the pure HPA algorithm (`autoscaling simulate`).
 
+mod access;
 mod autoscale;
 mod completion;
 mod create;
@@ -234,6 +235,22 @@ pub enum Command {
     /// This node's certificates: `status` (expiry), `rotate` (renew).
     #[command(subcommand)]
     Certs(ops::CertsCommand),
+    /// Users' API tokens: create (printed once), list, revoke.
+    #[command(subcommand)]
+    Token(access::TokenCommand),
+    /// Mutating and refused API requests, from every node's audit log.
+    Audit {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only this user's requests.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only the last span, e.g. 10m, 2h.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Client and server versions.
     Version {
         #[command(flatten)]
@@ -358,6 +375,13 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Debug(cmd) => top::debug(cmd),
         Command::StatefulSet(cmd) => statefulset::run(cmd),
         Command::Create(cmd) => create::run(cmd),
+        Command::Token(cmd) => access::token(cmd),
+        Command::Audit {
+            conn,
+            user,
+            since,
+            output,
+        } => access::audit(conn, user, since, output),
         Command::Nodes { conn, output } => {
             let v = conn.client().get_json("/v1/nodes")?;
             nodes::print_list(&v, output);

@@ -121,6 +121,9 @@ pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
         Kind::Endpoints => vec!["NAME", "ENDPOINTS", "AGE"],
         Kind::ConfigMap => vec!["NAME", "DATA", "AGE"],
         Kind::Secret => vec!["NAME", "TYPE", "DATA", "AGE"],
+        Kind::Role | Kind::ClusterRole => vec!["NAME", "RULES", "AGE"],
+        Kind::RoleBinding | Kind::ClusterRoleBinding => vec!["NAME", "ROLE", "SUBJECTS", "AGE"],
+        Kind::Token => vec!["ID", "USER", "EXPIRES", "AGE"],
     };
     if wide {
         match kind {
@@ -295,6 +298,19 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
             key_count(o, &["data", "stringData"]),
             age,
         ],
+        Kind::Role | Kind::ClusterRole => {
+            let rules = o["rules"].as_array().map(Vec::len).unwrap_or(0);
+            vec![name, rules.to_string(), age]
+        }
+        Kind::RoleBinding | Kind::ClusterRoleBinding => {
+            let role = format!("{}/{}", s(&o["roleRef"]["kind"]), s(&o["roleRef"]["name"]));
+            let subjects: Vec<String> = o["subjects"]
+                .as_array()
+                .map(|a| a.iter().map(|x| s(&x["name"])).collect())
+                .unwrap_or_default();
+            vec![name, role, subjects.join(","), age]
+        }
+        Kind::Token => vec![name, s(&spec["user"]), or_none(&spec["expiresMs"]), age],
     };
     if wide {
         match kind {

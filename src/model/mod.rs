@@ -43,6 +43,7 @@ mod parse;
 mod pod_validation;
 pub mod predictive;
 pub mod quantity;
+pub mod rbac;
 pub mod role;
 mod selector;
 pub mod service;
@@ -120,10 +121,15 @@ pub enum Kind {
     Endpoints,
     ConfigMap,
     Secret,
+    Role,
+    ClusterRole,
+    RoleBinding,
+    ClusterRoleBinding,
+    Token,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 24] = [
         Kind::Namespace,
         Kind::Deployment,
         Kind::StatefulSet,
@@ -143,6 +149,11 @@ impl Kind {
         Kind::Endpoints,
         Kind::ConfigMap,
         Kind::Secret,
+        Kind::Role,
+        Kind::ClusterRole,
+        Kind::RoleBinding,
+        Kind::ClusterRoleBinding,
+        Kind::Token,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -166,6 +177,11 @@ impl Kind {
             Kind::Endpoints => "Endpoints",
             Kind::ConfigMap => "ConfigMap",
             Kind::Secret => "Secret",
+            Kind::Role => "Role",
+            Kind::ClusterRole => "ClusterRole",
+            Kind::RoleBinding => "RoleBinding",
+            Kind::ClusterRoleBinding => "ClusterRoleBinding",
+            Kind::Token => "Token",
         }
     }
 
@@ -191,6 +207,11 @@ impl Kind {
             Kind::Endpoints => "endpoints",
             Kind::ConfigMap => "configmaps",
             Kind::Secret => "secrets",
+            Kind::Role => "roles",
+            Kind::ClusterRole => "clusterroles",
+            Kind::RoleBinding => "rolebindings",
+            Kind::ClusterRoleBinding => "clusterrolebindings",
+            Kind::Token => "tokens",
         }
     }
 
@@ -215,6 +236,9 @@ impl Kind {
             Kind::Endpoints => &["ep"],
             Kind::ConfigMap => &["cm"],
             Kind::Secret => &[],
+            Kind::Role | Kind::ClusterRole => &[],
+            Kind::RoleBinding | Kind::ClusterRoleBinding => &[],
+            Kind::Token => &["token"],
         }
     }
 
@@ -233,6 +257,8 @@ impl Kind {
                 | Kind::Endpoints
                 | Kind::ConfigMap
                 | Kind::Secret
+                | Kind::Role
+                | Kind::RoleBinding
         )
     }
 
@@ -264,6 +290,9 @@ impl Kind {
             | Kind::ConfigMap
             | Kind::Secret => &[API_VERSION, "v1"],
             Kind::PriorityClass => &[API_VERSION, "scheduling.k8s.io/v1"],
+            Kind::Role | Kind::ClusterRole | Kind::RoleBinding | Kind::ClusterRoleBinding => {
+                &[API_VERSION, "rbac.authorization.k8s.io/v1"]
+            }
             _ => &[API_VERSION],
         }
     }
@@ -327,6 +356,9 @@ pub enum Spec {
     Endpoints(EndpointsSpec),
     ConfigMap(ConfigMapSpec),
     Secret(SecretSpec),
+    Role(rbac::RoleSpec),
+    Binding(rbac::BindingSpec),
+    Token(rbac::TokenSpec),
 }
 
 /// A whole object: envelope, metadata, typed spec and server-owned status.
@@ -498,6 +530,13 @@ impl Resource {
             // A type error quotes what it found: never a Secret's value.
             Kind::Secret => spec_of(v, Spec::Secret)
                 .map_err(|e| config::redact_error(config::top_level_error(e)))?,
+            Kind::Role | Kind::ClusterRole => {
+                spec_of(v, Spec::Role).map_err(config::top_level_error)?
+            }
+            Kind::RoleBinding | Kind::ClusterRoleBinding => {
+                spec_of(v, Spec::Binding).map_err(config::top_level_error)?
+            }
+            Kind::Token => spec_of(v, Spec::Token)?,
         };
         Ok(Resource {
             api_version,
@@ -545,6 +584,22 @@ impl Resource {
             Some(Spec::Endpoints(s)) => s.validate(),
             Some(Spec::ConfigMap(s)) => s.validate(),
             Some(Spec::Secret(s)) => s.validate(),
+            Some(Spec::Role(s)) => {
+                if self.kind == Kind::ClusterRole
+                    && rbac::BUILT_IN_ROLES.contains(&self.metadata.name.as_str())
+                {
+                    return Err(invalid(
+                        "metadata.name",
+                        format!(
+                            "\"{}\" is a built-in cluster role; choose another name",
+                            self.metadata.name
+                        ),
+                    ));
+                }
+                s.validate()
+            }
+            Some(Spec::Binding(s)) => s.validate(self.kind),
+            Some(Spec::Token(s)) => s.validate(),
         }
     }
 
@@ -635,6 +690,8 @@ fn top_level_fields(kind: Kind) -> Option<&'static [&'static str]> {
     match kind {
         Kind::ConfigMap => Some(&config::CONFIG_MAP_FIELDS),
         Kind::Secret => Some(&config::SECRET_FIELDS),
+        Kind::Role | Kind::ClusterRole => Some(&rbac::ROLE_FIELDS),
+        Kind::RoleBinding | Kind::ClusterRoleBinding => Some(&rbac::BINDING_FIELDS),
         _ => None,
     }
 }

@@ -319,6 +319,59 @@ impl ControlPlane {
         }
     }
 
+    /// The last log index this node's state machine has applied.
+    pub fn applied_index(&self) -> u64 {
+        let m = self.raft.metrics().borrow().clone();
+        m.last_applied.map(|l| l.index).unwrap_or(0)
+    }
+
+    /// Waits until every Raft member has applied everything committed before the call (so
+    /// a revocation holds on every node when this returns). The names of the members that
+    /// did not confirm within `timeout` (down, partitioned) are returned.
+    pub async fn wait_applied_everywhere(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<String>, ControlError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.read_barrier().await?;
+        let index = self.applied_index();
+        let m = self.raft.metrics().borrow().clone();
+        let members: Vec<(NodeId, RaftNode)> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.node_id)
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        let mut waits = Vec::new();
+        for (id, node) in members {
+            let this = self.clone();
+            waits.push(async move {
+                let addr = this.addresses.resolve(id, &node);
+                loop {
+                    let asked =
+                        rpc::call(&this.rpc, &addr, &rpc::Request::Applied, FORWARD_TIMEOUT);
+                    if let Ok(Ok(rpc::Response::Applied(i))) =
+                        tokio::time::timeout_at(deadline, asked).await
+                    {
+                        if i >= index {
+                            return None;
+                        }
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Some(node.name.clone());
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+        }
+        Ok(futures::future::join_all(waits)
+            .await
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
     /// The leader's view, asked of the leader when this node follows.
     pub async fn status(&self) -> Result<RaftStatus, ControlError> {
         let m = self.raft.metrics().borrow().clone();

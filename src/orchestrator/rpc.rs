@@ -27,6 +27,8 @@ pub enum Request {
     ReadBarrier,
     /// The leader's view of the Raft group.
     Status,
+    /// The last log index this node's state machine has applied.
+    Applied,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,6 +43,8 @@ pub enum Response {
     Status(super::RaftStatus),
     /// The request could not be decoded (version skew).
     Malformed(String),
+    /// Appended last, so older nodes decode the variants before it unchanged.
+    Applied(u64),
 }
 
 /// Why the leader did not take a forwarded request.
@@ -92,6 +96,7 @@ pub async fn handle(control: ControlPlane, body: Vec<u8>) -> Vec<u8> {
             Response::ReadBarrier(control.local_read_barrier().await.map_err(Into::into))
         }
         Request::Status => Response::Status(control.local_status()),
+        Request::Applied => Response::Applied(control.applied_index()),
     };
     encode(&response)
 }

@@ -65,7 +65,7 @@ struct State {
 pub struct Scraping {
     /// This node's name.
     pub node: String,
-    pub admin_token: String,
+    pub node_token: String,
     /// API address of every member, by node name.
     pub apis: BTreeMap<String, String>,
 }
@@ -75,7 +75,7 @@ pub fn spawn(
     gossip: crate::cluster::Gossip,
     settings: AutoscalerSettings,
     metrics: ControllerMetrics,
-    (node, admin_token): (String, String),
+    (node, node_token): (String, String),
     mut stop: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
@@ -122,7 +122,7 @@ pub fn spawn(
             }
             let scraping = Scraping {
                 node: node.clone(),
-                admin_token: admin_token.clone(),
+                node_token: node_token.clone(),
                 apis: members
                     .iter()
                     .map(|m| (m.meta.name.clone(), m.meta.api_addr.to_string()))
@@ -260,7 +260,7 @@ async fn sync(
     let views: Vec<InstanceView> = instances.iter().filter_map(InstanceView::of).collect();
     // 3.
     let jobs = scrape_jobs(&hpas, &workloads, &views, scraping);
-    let scrape_errors = scrape_all(jobs, &mut state.store, settings, &scraping.admin_token).await;
+    let scrape_errors = scrape_all(jobs, &mut state.store, settings, &scraping.node_token).await;
     // 4.
     let pass = HpaPass {
         control,
