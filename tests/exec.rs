@@ -117,6 +117,8 @@ fn exec_with_token(
         .args(args)
         .env("OMNICLOUD_SERVER", &node.api)
         .env("OMNICLOUD_TOKEN", token)
+        .env("OMNICLOUD_CA", node.dir.join("tls/ca.crt"))
+        .env("OMNICLOUD_CLIENT_CONFIG", node.dir.join("no-client.toml"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -212,6 +214,8 @@ fn exec_runs_commands_in_a_container_from_any_node() {
             .args(["-qec", &line, "/dev/null"])
             .env("OMNICLOUD_SERVER", &node.api)
             .env("OMNICLOUD_TOKEN", &node.token)
+            .env("OMNICLOUD_CA", node.dir.join("tls/ca.crt"))
+            .env("OMNICLOUD_CLIENT_CONFIG", node.dir.join("no-client.toml"))
             .stdin(Stdio::null())
             .output()
             .expect("script(1) from util-linux");

@@ -198,7 +198,20 @@ async fn exec(
             crate::cluster::pki::peer_api_url(&api_addr).replacen("http", "ws", 1),
             q.to_query()
         );
-        let upstream = connect(&url, &state.node_token, &node).await?;
+        // The caller's own credential goes on: the owner node decides (and audits) the
+        // exec as that user, not as this node, whose role may not exec.
+        let caller = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(
+                    actix_web::http::StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "exec needs a bearer token",
+                )
+            })?;
+        let upstream = connect(&url, caller, &node).await?;
         let (response, session, msgs) = upgrade(&req, body)?;
         actix_web::rt::spawn(relay(upstream, session, msgs));
         return Ok(response);
@@ -312,13 +325,21 @@ type Upstream =
 
 /// Opens the exec on the owner node; its HTTP error (a missing container, ...) becomes
 /// ours.
-async fn connect(url: &str, token: &str, node: &str) -> Result<Upstream, ApiError> {
+async fn connect(
+    url: &str,
+    authorization: actix_web::http::header::HeaderValue,
+    node: &str,
+) -> Result<Upstream, ApiError> {
     use tungstenite::client::IntoClientRequest;
     let mut request = url
         .into_client_request()
         .map_err(|e| ApiError::internal(format!("exec forward url: {e}")))?;
     let headers = request.headers_mut();
-    let bearer = format!("Bearer {token}").parse().expect("ascii token");
+    let bearer = authorization
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::bad_request("the Authorization header is not ASCII"))?;
     headers.insert("authorization", bearer);
     headers.insert(FORWARDED, "1".parse().expect("ascii"));
     let unavailable = |e: &dyn std::fmt::Display| {
@@ -328,8 +349,7 @@ async fn connect(url: &str, token: &str, node: &str) -> Result<Upstream, ApiErro
             format!("node {node} did not answer: {e}"),
         )
     };
-    let connector =
-        crate::cluster::pki::peer_api_tls().map(tokio_tungstenite::Connector::Rustls);
+    let connector = crate::cluster::pki::peer_api_tls().map(tokio_tungstenite::Connector::Rustls);
     match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(response)) => {
