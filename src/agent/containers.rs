@@ -49,6 +49,11 @@ impl Containers {
         }
     }
 
+    /// This executable (the helpers re-execute it).
+    pub fn exe(&self) -> &Path {
+        &self.exe
+    }
+
     async fn call(&self, verb: Verb, stdin: Option<Vec<u8>>) -> Result<String, ContainersError> {
         let cmd = container::helper_command_with(&self.exe, &self.root, &verb);
         let mut child = tokio::process::Command::from(cmd)

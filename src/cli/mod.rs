@@ -214,6 +214,9 @@ pub enum Command {
     /// Container runtime helper, run by the node itself (single-threaded libcontainer).
     #[command(name = "__container", hide = true)]
     Container(crate::container::HelperArgs),
+    /// Holds a multi-container instance's network namespace, run by the agent.
+    #[command(name = "__pause", hide = true)]
+    Pause,
     /// Fencing watchdog beside an agent node: ends its StatefulSet containers when the node
     /// loses the leader or dies.
     #[command(name = "__fence", hide = true)]
@@ -338,6 +341,9 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         }
         Command::Container(args) => {
             crate::container::helper::main(args).map_err(|e| ClientError::Other(e.one_line()))
+        }
+        Command::Pause => {
+            crate::container::sandbox::pause_main().map_err(|e| ClientError::Other(e.one_line()))
         }
         Command::Fence(args) => {
             crate::agent::fence::watchdog(args);

@@ -119,6 +119,9 @@ pub enum Network {
         /// e.g. 10.88.3.7/24; the first address of the subnet is the gateway.
         address: String,
     },
+    /// Joins the network namespace at this path (`/proc/PID/ns/net` of an instance's
+    /// sandbox): the containers of one instance share its address and loopback.
+    Join { netns: PathBuf },
 }
 
 impl Network {
@@ -277,9 +280,32 @@ pub fn validate_id(id: &str) -> Result<()> {
     }
 }
 
-/// The cgroup path of a container, relative to each hierarchy's root.
+/// The cgroup path of a container, relative to each hierarchy's root. A container of a
+/// multi-container instance (`PARENT+NAME`, see [`member_id`]) sits under its instance's
+/// cgroup, `/omnicloud/PARENT/NAME`, so the instance's usage is its parent's.
 pub fn cgroup_path(id: &str) -> String {
-    format!("/{CGROUP_PARENT}/{id}")
+    match id.split_once('+') {
+        Some((parent, name)) => format!("/{CGROUP_PARENT}/{parent}/{name}"),
+        None => format!("/{CGROUP_PARENT}/{id}"),
+    }
+}
+
+/// The container id of the container `name` of the instance whose own id is `parent`:
+/// `PARENT+NAME`, at most 64 characters (a name too long for that is replaced by a
+/// stable hash of it).
+pub fn member_id(parent: &str, name: &str) -> String {
+    let id = format!("{parent}+{name}");
+    if id.len() <= 64 {
+        return id;
+    }
+    // FNV-1a: stable across runs and builds (a restarted node finds the same id).
+    let hash = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    let short = format!("{hash:016x}");
+    let mut parent = parent.to_string();
+    parent.truncate(64 - 1 - short.len());
+    format!("{parent}+{short}")
 }
 
 /// containerd's default capabilities (what `docker run` and Kubernetes give a container).
@@ -358,19 +384,30 @@ pub fn oci_spec(spec: &ContainerSpec, image: &ImageConfig, rootfs: &Path) -> Res
         )
         .build()?;
 
-    let mut namespaces = vec![
+    let namespaces = vec![
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
     ];
-    if spec.network.isolated() {
-        namespaces.push(LinuxNamespaceType::Network);
-    }
-    let namespaces = namespaces
+    let mut namespaces = namespaces
         .into_iter()
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    match &spec.network {
+        Network::Host => {}
+        Network::Join { netns } => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(netns)
+                .build()?,
+        ),
+        _ => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .build()?,
+        ),
+    }
 
     let mut resources = LinuxResourcesBuilder::default().devices(vec![
         // Deny every device; libcontainer then allows its defaults (null, zero, tty, ...).
@@ -713,6 +750,22 @@ mod tests {
         let oci = oci_spec(&s, &image(), Path::new("/r")).unwrap();
         let ns = oci.linux().as_ref().unwrap().namespaces().clone().unwrap();
         assert!(!ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+    }
+
+    #[test]
+    fn members_of_an_instance_nest_under_its_cgroup() {
+        assert_eq!(
+            cgroup_path("default.web-0.1234"),
+            "/omnicloud/default.web-0.1234"
+        );
+        let id = member_id("default.web-0.1234", "sidecar");
+        assert_eq!(id, "default.web-0.1234+sidecar");
+        assert_eq!(cgroup_path(&id), "/omnicloud/default.web-0.1234/sidecar");
+        let long = member_id(&"p".repeat(60), &"n".repeat(40));
+        assert!(long.len() <= 64, "{long}");
+        validate_id(&long).unwrap();
+        assert_eq!(long, member_id(&"p".repeat(60), &"n".repeat(40)));
+        assert_ne!(long, member_id(&"p".repeat(60), &"m".repeat(40)));
     }
 
     #[test]

@@ -633,7 +633,10 @@ fn containers_of_one_instance_share_names_and_ports_with_nobody() {
     assert!(e.message.contains("duplicate container name"), "{e}");
     let same_port = "    - {name: web, image: toolbox, ports: [{containerPort: 8080}]}\n    - {name: side, image: toolbox, ports: [{containerPort: 8080}]}\n";
     let e = error_of(&pod(same_port));
-    assert_eq!(e.field, "spec.pod.containers[1].ports[0].containerPort", "{e}");
+    assert_eq!(
+        e.field, "spec.pod.containers[1].ports[0].containerPort",
+        "{e}"
+    );
     assert!(e.message.contains("spec.pod.containers[0].ports[0]"), "{e}");
     // Another protocol on the same number is a different port.
     let udp = "    - {name: web, image: toolbox, ports: [{containerPort: 53}]}\n    - {name: dns, image: toolbox, ports: [{containerPort: 53, protocol: UDP}]}\n";
