@@ -34,6 +34,8 @@ pub struct LogQuery {
     /// Only the last N lines (then follow from there).
     tail: Option<usize>,
     follow: bool,
+    /// One container of a multi-container instance (default: its first).
+    container: Option<String>,
 }
 
 fn streaming(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
@@ -63,17 +65,25 @@ async fn instance_log(
         .ok()
         .and_then(|v| Resource::from_stored(v).ok())
         .ok_or_else(|| ApiError::internal("stored instance does not parse"))?;
-    let node = match &object.spec {
-        Some(Spec::Instance(s)) => s.node_name.clone(),
+    let spec = match &object.spec {
+        Some(Spec::Instance(s)) => Some(s),
         _ => None,
-    }
-    .ok_or_else(|| {
+    };
+    let container = match spec {
+        Some(s) => which_container(s, q.container.as_deref(), &ns, &name)?,
+        None => None,
+    };
+    let node = spec.and_then(|s| s.node_name.clone()).ok_or_else(|| {
         ApiError::bad_request(format!(
             "instance {ns}/{name} is not placed on a node yet: no logs"
         ))
     })?;
     if node == state.node_name {
-        let file = logs::log_path(&state.data_dir.join("logs"), &ns, &name);
+        let dir = state.data_dir.join("logs");
+        let file = match &container {
+            Some(c) => logs::container_log_path(&dir, &ns, &name, c),
+            None => logs::log_path(&dir, &ns, &name),
+        };
         return local(file, q.into_inner()).await;
     }
     if req.headers().contains_key(FORWARDED) {
@@ -102,7 +112,34 @@ async fn instance_log(
     if let Some(n) = q.tail {
         url.push_str(&format!("&tail={n}"));
     }
+    if let Some(c) = &container {
+        url.push_str(&format!("&container={c}"));
+    }
     forward(url, state.admin_token.clone(), node).await
+}
+
+/// The container whose own log file to read: None for a single-container instance (its
+/// log is the instance's), else the one asked for or the first. A name the instance does
+/// not have is refused, naming the ones it has.
+fn which_container(
+    spec: &crate::model::InstanceSpec,
+    asked: Option<&str>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
+    let names: Vec<&str> = (spec.pod.containers_with_paths(""))
+        .map(|(_, c)| c.name.as_str())
+        .collect();
+    let pod = crate::agent::translate::is_pod(spec);
+    match asked {
+        Some(c) if !names.contains(&c) => Err(ApiError::bad_request(format!(
+            "container: instance {ns}/{name} has no container \"{c}\" (it has: {})",
+            names.join(", ")
+        ))),
+        _ if !pod => Ok(None),
+        Some(c) => Ok(Some(c.to_string())),
+        None => Ok(spec.pod.containers.first().map(|c| c.name.clone())),
+    }
 }
 
 async fn local(file: PathBuf, q: LogQuery) -> Result<HttpResponse, ApiError> {

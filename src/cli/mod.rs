@@ -194,6 +194,9 @@ pub enum Command {
         /// Only the last N lines.
         #[arg(long)]
         tail: Option<usize>,
+        /// One container of a multi-container instance (default: the first).
+        #[arg(short, long)]
+        container: Option<String>,
     },
     /// The node's image store (`<data-dir>/images`).
     #[command(subcommand)]
@@ -414,9 +417,15 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
             namespace,
             follow,
             tail,
+            container,
         } => {
             let name = instance.strip_prefix("instance/").unwrap_or(&instance);
-            stream_log(&conn, namespace.as_deref(), name, follow, tail)
+            let opts = LogOptions {
+                follow,
+                tail,
+                container,
+            };
+            stream_log(&conn, namespace.as_deref(), name, &opts)
         }
         Command::Describe {
             conn,
@@ -592,19 +601,31 @@ fn object_path(kind: Kind, ns: Option<&str>, name: &str) -> String {
     )
 }
 
+/// What `logs` asks for beside the instance.
+#[derive(Debug, Default)]
+pub struct LogOptions {
+    pub follow: bool,
+    pub tail: Option<usize>,
+    /// One container of a multi-container instance.
+    pub container: Option<String>,
+}
+
 /// An instance's log (a container's output, a VM's serial console) to stdout, from the
 /// node that runs it.
 fn stream_log(
     conn: &Conn,
     namespace: Option<&str>,
     name: &str,
-    follow: bool,
-    tail: Option<usize>,
+    opts: &LogOptions,
 ) -> Result<(), ClientError> {
     let ns = namespace.unwrap_or("default");
+    let follow = opts.follow;
     let mut path = format!("/v1/namespaces/{ns}/instances/{name}/log?follow={follow}");
-    if let Some(n) = tail {
+    if let Some(n) = opts.tail {
         path.push_str(&format!("&tail={n}"));
+    }
+    if let Some(c) = &opts.container {
+        path.push_str(&format!("&container={c}"));
     }
     conn.client().copy_to(&path, &mut std::io::stdout())
 }
