@@ -1,0 +1,345 @@
+//! Instances with several containers (pods), as root with real containers: the containers
+//! share the instance's network namespace (a sidecar reaches the main container on
+//! localhost) and its emptyDir volumes, each has its own log (`logs -c`), restarts and
+//! status; init containers run in order before them, and a failing one holds the instance
+//! with an `Init:` reason while the app containers never start. Deleting the instance
+//! leaves no container, sandbox process, veth, cgroup, volume or log behind. Skips loudly
+//! without root or the test images (fails under OMNICLOUD_REQUIRE_ALL=1).
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::{eventually, TestNode};
+use serde_json::Value;
+
+/// One node with containers at a time: they share the host's cgroups and iptables.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A one-node cluster with the agent role, its own bridge and cluster CIDR; on drop its
+/// containers and the sandboxes it saw go too (they outlive their node by design).
+struct PodNode {
+    node: TestNode,
+    bridge: String,
+    sandboxes: Mutex<Vec<i64>>,
+}
+
+impl PodNode {
+    fn start(tag: u8) -> Option<PodNode> {
+        let layout = common::images::layout()?;
+        let bridge = format!("octest{tag}");
+        let config = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            config.path(),
+            format!(
+                "[network]\ncluster_cidr = \"10.{}.0.0/16\"\nbridge = \"{bridge}\"\ndns_upstreams = [\"127.0.0.1:9\"]\n[agent]\nusage_report_ms = 1000\n",
+                90 + tag
+            ),
+        )
+        .unwrap();
+        let node = TestNode::start_with(
+            "pods",
+            &[
+                "--roles",
+                "auto",
+                "--config",
+                config.path().to_str().unwrap(),
+            ],
+        );
+        std::mem::forget(config);
+        common::images::import(&node.dir, &layout);
+        Some(PodNode {
+            node,
+            bridge,
+            sandboxes: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn instance(&self, name: &str) -> Value {
+        let (code, v) = self
+            .node
+            .api()
+            .get(&format!("/v1/namespaces/default/instances/{name}"));
+        if code == 200 {
+            if let Some(pid) = v["status"]["pid"].as_i64() {
+                let mut s = self.sandboxes.lock().unwrap();
+                if !s.contains(&pid) {
+                    s.push(pid);
+                }
+            }
+            v
+        } else {
+            Value::Null
+        }
+    }
+
+    fn container_status(&self, instance: &str, container: &str) -> Value {
+        let v = self.instance(instance);
+        (v["status"]["containerStatuses"].as_array().into_iter().flatten())
+            .chain(
+                v["status"]["initContainerStatuses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten(),
+            )
+            .find(|s| s["name"] == container)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    fn logs(&self, instance: &str, container: &str) -> String {
+        let (_, out, _) = self.node.cli(&["logs", instance, "-c", container]);
+        out
+    }
+
+    fn events_of(&self, instance: &str) -> Vec<Value> {
+        let (_, v) = self.node.api().get("/v1/namespaces/default/events");
+        (v["items"].as_array().into_iter().flatten())
+            .filter(|e| e["spec"]["involvedObject"]["name"] == instance)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for PodNode {
+    fn drop(&mut self) {
+        self.node.kill9();
+        common::remove_containers(&self.node.dir);
+        for pid in self.sandboxes.lock().unwrap().iter() {
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline.contains("__pause") {
+                // SAFETY: kill(2) on a pause process this test's node started.
+                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            }
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+fn http_get(url: &str) -> Option<String> {
+    ureq::get(url)
+        .timeout(Duration::from_secs(2))
+        .call()
+        .ok()?
+        .into_string()
+        .ok()
+}
+
+const DUO: &str = r#"
+apiVersion: omnicloud.io/v1
+kind: Deployment
+metadata: {name: duo}
+spec:
+  selector: {matchLabels: {app: duo}}
+  template:
+    metadata: {labels: {app: duo}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      initContainers:
+      - name: seed
+        image: busybox
+        command: [sh, -c, "sleep 2; echo seeded-by-init > /shared/page; echo seed-done"]
+        volumeMounts: [{name: shared, mountPath: /shared}]
+      containers:
+      - name: web
+        image: toolbox:latest
+        args: [workload, http, --port, "8080"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /health, port: http}, periodSeconds: 1}
+      - name: files
+        image: busybox
+        command: [httpd, -f, -p, "8081", -h, /shared]
+        ports: [{containerPort: 8081}]
+        volumeMounts: [{name: shared, mountPath: /shared, readOnly: true}]
+      - name: side
+        image: busybox
+        command: [sh, -c, "while true; do wget -q -O - http://127.0.0.1:8080/ && echo side-fetched; sleep 1; done"]
+        resources: {limits: {memory: 32Mi}}
+      - name: crashy
+        image: busybox
+        command: [sh, -c, "echo crashy-start; sleep 1; exit 3"]
+      volumes: [{name: shared, emptyDir: {}}]
+"#;
+
+#[test]
+fn a_pod_shares_its_network_and_volumes_restarts_containers_alone_and_leaves_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(a) = PodNode::start(37) else { return };
+    let (code, body) = a.node.api().apply(DUO);
+    assert_eq!(code, 200, "{body}");
+
+    // The init container runs first, and the instance says so as kubectl does.
+    let init = eventually(Duration::from_secs(60), || {
+        let v = a.instance("duo-0");
+        (v["status"]["reason"] == "Init:0/1").then_some(v)
+    });
+    assert!(init.is_some(), "never Init:0/1: {:#}", a.instance("duo-0"));
+
+    // Then every container runs in one network namespace with one address.
+    let running = eventually(Duration::from_secs(60), || {
+        let v = a.instance("duo-0");
+        let web = a.container_status("duo-0", "web");
+        (web["ready"] == true && v["status"]["ip"].is_string()).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("web never ready: {:#}", a.instance("duo-0")));
+    let ip = running["status"]["ip"].as_str().unwrap().to_string();
+    let page = http_get(&format!("http://{ip}:8080/")).expect("web answers on the instance IP");
+    assert!(page.contains("hello from duo-0"), "{page}");
+    // What the init container wrote into the emptyDir, served by another container.
+    let served = http_get(&format!("http://{ip}:8081/page")).expect("files serves the emptyDir");
+    assert_eq!(served, "seeded-by-init\n");
+    // The sidecar reached web over localhost; each container has its own log.
+    let side = eventually(Duration::from_secs(30), || {
+        Some(a.logs("duo-0", "side")).filter(|l| l.contains("side-fetched"))
+    })
+    .expect("the sidecar fetched the main container's page over localhost");
+    assert!(side.contains("hello from duo-0"), "{side}");
+    assert!(!side.contains("crashy-start"), "{side}");
+    let web_log = a.logs("duo-0", "web");
+    assert!(web_log.contains("workload http listening"), "{web_log}");
+    assert!(!web_log.contains("side-fetched"), "{web_log}");
+    assert!(a.logs("duo-0", "seed").contains("seed-done"));
+    let (ok, _, err) = a.node.cli(&["logs", "duo-0", "-c", "nope"]);
+    assert!(!ok && err.contains("no container \"nope\""), "{err}");
+
+    // crashy restarts on its own; web keeps its one run.
+    let web_started = a.container_status("duo-0", "web")["state"]["running"]["startedAt"].clone();
+    let crashy = eventually(Duration::from_secs(60), || {
+        let s = a.container_status("duo-0", "crashy");
+        (s["restartCount"].as_u64() >= Some(2)).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("crashy never restarted: {:#}", a.instance("duo-0")));
+    assert_eq!(crashy["lastTermination"]["exitCode"], 3, "{crashy}");
+    let web = a.container_status("duo-0", "web");
+    assert_eq!(web["restartCount"], 0, "{web}");
+    assert_eq!(web["state"]["running"]["startedAt"], web_started, "{web}");
+    assert_eq!(a.container_status("duo-0", "side")["restartCount"], 0);
+    let v = a.instance("duo-0");
+    assert!(v["status"]["restarts"].as_u64() >= Some(2), "{v}");
+    assert!(
+        a.events_of("duo-0")
+            .iter()
+            .any(|e| e["spec"]["reason"] == "BackOff"
+                && e["spec"]["message"].as_str().unwrap_or("").contains("crashy")),
+        "{:#?}",
+        a.events_of("duo-0")
+    );
+
+    // Each container has its cgroup under the instance's; the sandbox holds the netns.
+    let id = v["status"]["containerId"].as_str().unwrap().to_string();
+    assert!(
+        !omnicloud::container::sandbox::instance_cgroups(&id).is_empty(),
+        "no cgroup for {id}"
+    );
+    let side_id = omnicloud::container::spec::member_id(&id, "side");
+    assert!(
+        omnicloud::container::runtime::memory_cgroup_dir(&side_id)
+            .is_some_and(|d| d.to_string_lossy().contains(&format!("{id}/side"))),
+        "side's memory cgroup is not under the instance's"
+    );
+    let sandbox = v["status"]["pid"].as_i64().expect("the sandbox pid");
+
+    // Delete: nothing of it is left.
+    a.node
+        .api()
+        .delete("/v1/namespaces/default/deployments/duo");
+    eventually(Duration::from_secs(60), || {
+        a.instance("duo-0").is_null().then_some(())
+    })
+    .expect("the instance went");
+    let gone = eventually(Duration::from_secs(30), || {
+        let ids = common::containers(&a.node.dir);
+        let clean = ids.iter().all(|c| !c.starts_with(&id))
+            && !std::path::Path::new(&format!("/proc/{sandbox}")).exists()
+            && omnicloud::container::sandbox::instance_cgroups(&id).is_empty()
+            && !a.node.dir.join("volumes/default/duo-0").exists()
+            && !a.node.dir.join("logs/default/duo-0").exists()
+            && std::fs::read_dir(format!("/sys/class/net/{}/brif", a.bridge))
+                .map(|d| d.count() == 0)
+                .unwrap_or(true);
+        clean.then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "left behind: containers {:?}, sandbox alive {}, cgroups {:?}, bridge ports {:?}",
+        common::containers(&a.node.dir),
+        std::path::Path::new(&format!("/proc/{sandbox}")).exists(),
+        omnicloud::container::sandbox::instance_cgroups(&id),
+        std::fs::read_dir(format!("/sys/class/net/{}/brif", a.bridge))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+}
+
+#[test]
+fn a_failing_init_container_holds_the_instance_and_its_app_never_starts() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(a) = PodNode::start(38) else { return };
+    let manifest = r#"
+apiVersion: omnicloud.io/v1
+kind: Deployment
+metadata: {name: stuck}
+spec:
+  selector: {matchLabels: {app: stuck}}
+  template:
+    metadata: {labels: {app: stuck}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      initContainers:
+      - {name: first, image: busybox, command: ["true"]}
+      - {name: breaks, image: busybox, command: [sh, -c, "echo init-failing; exit 1"]}
+      containers:
+      - {name: app, image: busybox, command: [sh, -c, "echo app-ran; sleep 600"]}
+"#;
+    let (code, body) = a.node.api().apply(manifest);
+    assert_eq!(code, 200, "{body}");
+    let looping = eventually(Duration::from_secs(60), || {
+        let v = a.instance("stuck-0");
+        (v["status"]["reason"] == "Init:CrashLoopBackOff").then_some(v)
+    })
+    .unwrap_or_else(|| panic!("never Init:CrashLoopBackOff: {:#}", a.instance("stuck-0")));
+    assert!(
+        looping["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("init container breaks failed: exit code 1"),
+        "{looping}"
+    );
+    let breaks = a.container_status("stuck-0", "breaks");
+    assert!(breaks["restartCount"].as_u64() >= Some(1), "{breaks}");
+    assert_eq!(breaks["state"]["terminated"]["exitCode"], 1, "{breaks}");
+    assert_eq!(
+        a.container_status("stuck-0", "first")["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    assert!(a.logs("stuck-0", "breaks").contains("init-failing"));
+    assert!(a
+        .events_of("stuck-0")
+        .iter()
+        .any(|e| e["spec"]["reason"] == "BackOff"
+            && e["spec"]["message"].as_str().unwrap_or("").contains("breaks")));
+    let (_, table, _) = a.node.cli(&["get", "instances"]);
+    assert!(table.contains("Init:CrashLoopBackOff") || table.contains("Failed"), "{table}");
+    // The app container never ran: no log, no container, no status of a run.
+    assert!(!a.logs("stuck-0", "app").contains("app-ran"));
+    assert!(!a.node.dir.join("logs/default/stuck-0/app.log").exists());
+    assert!(
+        common::containers(&a.node.dir)
+            .iter()
+            .all(|c| !c.ends_with("+app")),
+        "{:?}",
+        common::containers(&a.node.dir)
+    );
+    assert_eq!(a.container_status("stuck-0", "app")["restartCount"].as_u64().unwrap_or(0), 0);
+
+    a.node
+        .api()
+        .delete("/v1/namespaces/default/deployments/stuck");
+    eventually(Duration::from_secs(60), || {
+        (a.instance("stuck-0").is_null() && common::containers(&a.node.dir).is_empty())
+            .then_some(())
+    })
+    .expect("the instance and its containers went");
+}
