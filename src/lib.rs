@@ -13,6 +13,7 @@
 //! | `node`         | composition root: store, identity, tokens, control plane, API server |
 //! | `api`          | actix-web REST API, watch streams, health, `/metrics`, dashboard      |
 //! | `agent`        | the container workload kind: runs the instances placed on this node  |
+//! |                | (several containers of one instance share a `__pause` sandbox's netns)|
 //! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`       |
 //! | `director`     | the VM workload kind: one `__vmm` process per VM instance placed here |
 //! | `net`          | node networking from committed state: cross-node routes (host-gw,   |
@@ -25,8 +26,9 @@
 //! | `orchestrator` | Raft node (openraft); on the leader the scheduler, controllers and   |
 //! |                | autoscalers (`autoscaler`: HPA, VPA recommender, metric buffers,     |
 //! |                | cluster autoscaler asking directors for worker VMs, schedules)       |
-//! | `container`    | OCI containers (libcontainer, `__container` helper), images, registry|
-//! |                | pulls (oci-client: TLS, tokens, mirrors, pull secrets), bridge       |
+//! | `container`    | OCI containers (libcontainer, `__container` helper, `__pause` sandbox),|
+//! |                | images, registry pulls (oci-client: TLS, tokens, mirrors, pull       |
+//! |                | secrets), bridge                                                     |
 //! | `vmm`          | microVMs on KVM: memory, vCPU threads, boot, devices, `__vmm` helper |
 //! | `cluster`      | gossip membership (foca), admission (cluster id, name ownership),    |
 //! |                | host facts and roles, authenticated RPC, the wall clock (`now_ms`)   |
