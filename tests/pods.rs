@@ -76,16 +76,19 @@ impl PodNode {
 
     fn container_status(&self, instance: &str, container: &str) -> Value {
         let v = self.instance(instance);
-        (v["status"]["containerStatuses"].as_array().into_iter().flatten())
-            .chain(
-                v["status"]["initContainerStatuses"]
-                    .as_array()
-                    .into_iter()
-                    .flatten(),
-            )
-            .find(|s| s["name"] == container)
-            .cloned()
-            .unwrap_or(Value::Null)
+        (v["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten())
+        .chain(
+            v["status"]["initContainerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
+        .find(|s| s["name"] == container)
+        .cloned()
+        .unwrap_or(Value::Null)
     }
 
     fn logs(&self, instance: &str, container: &str) -> String {
@@ -107,7 +110,8 @@ impl Drop for PodNode {
         self.node.kill9();
         common::remove_containers(&self.node.dir);
         for pid in self.sandboxes.lock().unwrap().iter() {
-            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline =
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if cmdline.contains("__pause") {
                 // SAFETY: kill(2) on a pause process this test's node started.
                 unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
@@ -223,7 +227,10 @@ fn a_pod_shares_its_network_and_volumes_restarts_containers_alone_and_leaves_not
         a.events_of("duo-0")
             .iter()
             .any(|e| e["spec"]["reason"] == "BackOff"
-                && e["spec"]["message"].as_str().unwrap_or("").contains("crashy")),
+                && e["spec"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("crashy")),
         "{:#?}",
         a.events_of("duo-0")
     );
@@ -319,9 +326,15 @@ spec:
         .events_of("stuck-0")
         .iter()
         .any(|e| e["spec"]["reason"] == "BackOff"
-            && e["spec"]["message"].as_str().unwrap_or("").contains("breaks")));
+            && e["spec"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("breaks")));
     let (_, table, _) = a.node.cli(&["get", "instances"]);
-    assert!(table.contains("Init:CrashLoopBackOff") || table.contains("Failed"), "{table}");
+    assert!(
+        table.contains("Init:CrashLoopBackOff") || table.contains("Failed"),
+        "{table}"
+    );
     // The app container never ran: no log, no container, no status of a run.
     assert!(!a.logs("stuck-0", "app").contains("app-ran"));
     assert!(!a.node.dir.join("logs/default/stuck-0/app.log").exists());
@@ -332,7 +345,12 @@ spec:
         "{:?}",
         common::containers(&a.node.dir)
     );
-    assert_eq!(a.container_status("stuck-0", "app")["restartCount"].as_u64().unwrap_or(0), 0);
+    assert_eq!(
+        a.container_status("stuck-0", "app")["restartCount"]
+            .as_u64()
+            .unwrap_or(0),
+        0
+    );
 
     a.node
         .api()

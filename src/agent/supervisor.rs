@@ -151,6 +151,13 @@ impl Workload for Agent {
 
     /// Creates, starts and wires up the container. On failure nothing is left behind.
     async fn start(unit: &mut Unit<Agent>) -> Result<(i32, u64), StartError> {
+        let allow = unit.node.settings.allow_privileged;
+        if let Err(e) = translate::check_security(&unit.spec, allow) {
+            // Refused as written: not tried again until the spec changes.
+            let mut e = retried(reasons::INVALID_SPEC, e.to_string());
+            e.retry = false;
+            return Err(e);
+        }
         if translate::is_pod(&unit.spec) {
             unit.state.pod = Some(super::pod::Pod::new(&unit.spec, &unit.state.id));
             return super::pod::start(unit).await;
@@ -466,6 +473,13 @@ async fn remove_volumes(key: &ObjectKey, scratch: PathBuf) {
 /// Fields accepted but not acted on here, as status warnings (once each).
 pub(super) fn warn_unenforced(unit: &mut Unit<Agent>) {
     let mut found = Vec::new();
+    if let Ok(ignored) = translate::check_security(&unit.spec, true) {
+        found.extend(
+            ignored
+                .into_iter()
+                .map(|f| format!("{f} is not acted on by this node")),
+        );
+    }
     for v in unit.spec.pod.volumes.iter().flatten() {
         let Some(e) = &v.empty_dir else { continue };
         if e.size_limit.is_some() && e.medium.as_deref() != Some("Memory") {

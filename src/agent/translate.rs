@@ -105,6 +105,31 @@ pub fn main_container(spec: &InstanceSpec) -> Result<&Container, TranslateError>
     }
 }
 
+/// Refuses a privileged container on a node that does not allow them, naming the field;
+/// lists the securityContext fields given but not acted on (for warnings).
+pub fn check_security(
+    spec: &InstanceSpec,
+    allow_privileged: bool,
+) -> Result<Vec<String>, TranslateError> {
+    let mut ignored = Vec::new();
+    for (path, c) in spec.pod.containers_with_paths("spec.pod") {
+        let sec = crate::model::security::effective("spec.pod", &spec.pod, &path, c)
+            .map_err(|e| field(e.field, e.message))?;
+        if sec.privileged && !allow_privileged {
+            return Err(field(
+                format!("{path}.securityContext.privileged"),
+                "privileged containers are not allowed on this node ([agent] allow_privileged = false)",
+            ));
+        }
+        for f in sec.ignored {
+            if !ignored.contains(&f) {
+                ignored.push(f);
+            }
+        }
+    }
+    Ok(ignored)
+}
+
 /// The container's declared ports by name, for probes that name a port.
 pub fn named_ports(c: &Container) -> Vec<(String, u16)> {
     c.ports
@@ -150,6 +175,16 @@ pub fn member_spec(
     env: Vec<EnvVar>,
 ) -> Result<ContainerSpec, TranslateError> {
     let mut out = ContainerSpec::new(id, &paths.images, c.image.trim(), &paths.log);
+    let sec = crate::model::security::effective("spec.pod", &spec.pod, path, c)
+        .map_err(|e| field(e.field, e.message))?;
+    out.security = crate::container::spec::Security {
+        uid: sec.run_as_user,
+        gid: sec.run_as_group,
+        read_only_rootfs: sec.read_only_root_filesystem,
+        cap_add: sec.add,
+        cap_drop: sec.drop,
+        privileged: sec.privileged,
+    };
     out.command = c.command.clone();
     out.args = c.args.clone();
     out.working_dir = c.working_dir.clone();

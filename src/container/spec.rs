@@ -60,7 +60,122 @@ pub struct ContainerSpec {
     /// Default: the stdout file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr_path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Security::is_default")]
+    pub security: Security,
 }
+
+/// Who the process runs as and with which privileges (`securityContext`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    /// Over the image's `User`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    #[serde(default)]
+    pub read_only_rootfs: bool,
+    /// Capability names (`NET_ADMIN`) added to the defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capability names taken from the defaults; `ALL` takes them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// Every capability, no masked or read-only kernel paths.
+    #[serde(default)]
+    pub privileged: bool,
+}
+
+impl Security {
+    fn is_default(&self) -> bool {
+        *self == Security::default()
+    }
+
+    /// The capability set: every one when privileged, else the defaults without `drop`
+    /// (all of them for `ALL`) plus `add`.
+    pub fn capabilities(&self) -> Result<Vec<Capability>> {
+        use std::str::FromStr;
+        let parse = |n: &String| {
+            Capability::from_str(n.trim_start_matches("CAP_"))
+                .map_err(|_| ContainerError::InvalidSpec(format!("unknown capability {n:?}")))
+        };
+        if self.privileged {
+            return Ok(ALL_CAPABILITIES
+                .iter()
+                .filter_map(|n| Capability::from_str(n).ok())
+                .collect());
+        }
+        let mut caps = if self.cap_drop.iter().any(|d| d == "ALL") {
+            Vec::new()
+        } else {
+            let drop = (self.cap_drop.iter())
+                .map(parse)
+                .collect::<Result<Vec<_>>>()?;
+            let mut d = default_capabilities();
+            d.retain(|c| !drop.contains(c));
+            d
+        };
+        for c in self.cap_add.iter().filter(|c| *c != "ALL") {
+            let c = parse(c)?;
+            if !caps.contains(&c) {
+                caps.push(c);
+            }
+        }
+        if self.cap_add.iter().any(|c| c == "ALL") {
+            return Security {
+                privileged: true,
+                ..Security::default()
+            }
+            .capabilities();
+        }
+        Ok(caps)
+    }
+}
+
+/// Every Linux capability (privileged containers).
+pub const ALL_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
 
 /// An image in a local OCI image layout directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +265,7 @@ impl ContainerSpec {
             network: Network::None,
             stdout_path: stdout_path.to_path_buf(),
             stderr_path: None,
+            security: Security::default(),
         }
     }
 
@@ -365,7 +481,9 @@ pub fn oci_spec(spec: &ContainerSpec, image: &ImageConfig, rootfs: &Path) -> Res
         .or_else(|| image.working_dir.clone().filter(|d| d.starts_with('/')))
         .unwrap_or_else(|| "/".into());
     let (uid, gid) = resolve_user(image.user.as_deref().unwrap_or(""), rootfs)?;
-    let caps: oci_spec::runtime::Capabilities = default_capabilities().into_iter().collect();
+    let sec = &spec.security;
+    let (uid, gid) = (sec.uid.unwrap_or(uid), sec.gid.unwrap_or(gid));
+    let caps: oci_spec::runtime::Capabilities = sec.capabilities()?.into_iter().collect();
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(UserBuilder::default().uid(uid).gid(gid).build()?)
@@ -437,14 +555,12 @@ pub fn oci_spec(spec: &ContainerSpec, image: &ImageConfig, rootfs: &Path) -> Res
         .cgroups_path(PathBuf::from(cgroup_path(&spec.id)))
         .resources(resources.build()?)
         .masked_paths(
-            MASKED_PATHS
-                .iter()
+            (MASKED_PATHS.iter().filter(|_| !sec.privileged))
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
         )
         .readonly_paths(
-            READONLY_PATHS
-                .iter()
+            (READONLY_PATHS.iter().filter(|_| !sec.privileged))
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
         )
@@ -468,7 +584,7 @@ pub fn oci_spec(spec: &ContainerSpec, image: &ImageConfig, rootfs: &Path) -> Res
         .root(
             RootBuilder::default()
                 .path(rootfs)
-                .readonly(false)
+                .readonly(sec.read_only_rootfs)
                 .build()?,
         )
         .hostname(spec.hostname())

@@ -44,6 +44,7 @@ mod pod_validation;
 pub mod predictive;
 pub mod quantity;
 pub mod role;
+pub mod security;
 mod selector;
 pub mod service;
 pub mod sources;

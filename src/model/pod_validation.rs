@@ -66,6 +66,7 @@ pub(super) fn validate_pod_spec_with(
         }
     }
     unique_ports(field, spec)?;
+    super::security::validate(field, spec)?;
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         let sources = [
             v.empty_dir.is_some(),
