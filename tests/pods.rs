@@ -361,3 +361,87 @@ spec:
     })
     .expect("the instance and its containers went");
 }
+
+#[test]
+fn security_context_and_field_refs_reach_the_process() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(a) = PodNode::start(39) else { return };
+    let manifest = r#"
+apiVersion: omnicloud.io/v1
+kind: Deployment
+metadata: {name: locked}
+spec:
+  selector: {matchLabels: {app: locked}}
+  template:
+    metadata: {labels: {app: locked}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      securityContext: {runAsUser: 1000, runAsGroup: 3000}
+      containers:
+      - name: c
+        image: busybox
+        command: [sh, -c, "echo uid=$(id -u) gid=$(id -g); touch /rootfs-file && echo rootfs-writable || echo rootfs-readonly; grep CapEff /proc/self/status; echo me=$ME ns=$NS ip=$IP node=$NODE; sleep 600"]
+        securityContext:
+          readOnlyRootFilesystem: true
+          capabilities: {drop: [ALL]}
+        env:
+        - {name: ME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        - {name: NS, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+        - {name: IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+        - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+---
+apiVersion: omnicloud.io/v1
+kind: Deployment
+metadata: {name: mighty}
+spec:
+  selector: {matchLabels: {app: mighty}}
+  template:
+    metadata: {labels: {app: mighty}}
+    spec:
+      containers:
+      - {name: c, image: busybox, command: [sleep, "600"], securityContext: {privileged: true}}
+"#;
+    let (code, body) = a.node.api().apply(manifest);
+    assert_eq!(code, 200, "{body}");
+    let log = eventually(Duration::from_secs(60), || {
+        let (_, out, _) = a.node.cli(&["logs", "locked-0"]);
+        out.contains("me=").then_some(out)
+    })
+    .unwrap_or_else(|| panic!("no output: {:#}", a.instance("locked-0")));
+    assert!(log.contains("uid=1000 gid=3000"), "{log}");
+    assert!(log.contains("rootfs-readonly"), "{log}");
+    assert!(log.contains("CapEff:\t0000000000000000"), "{log}");
+    let v = a.instance("locked-0");
+    let ip = v["status"]["ip"].as_str().unwrap_or("?");
+    assert!(
+        log.contains(&format!("me=locked-0 ns=default ip={ip} node=pods")),
+        "{log}"
+    );
+    let refused = eventually(Duration::from_secs(60), || {
+        let v = a.instance("mighty-0");
+        (v["status"]["reason"] == "InvalidSpec").then_some(v)
+    })
+    .unwrap_or_else(|| panic!("privileged ran: {:#}", a.instance("mighty-0")));
+    let message = refused["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.pod.containers[0].securityContext.privileged")
+            && message.contains("allow_privileged"),
+        "{message}"
+    );
+    assert!(
+        common::containers(&a.node.dir)
+            .iter()
+            .all(|c| !c.starts_with("default.mighty-0")),
+        "{:?}",
+        common::containers(&a.node.dir)
+    );
+    // A bad value is refused at apply, naming the field.
+    let bad = manifest.replace("runAsUser: 1000", "runAsUser: -5");
+    let (code, body) = a.node.api().apply(&bad);
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.to_string()
+            .contains("spec.template.spec.securityContext.runAsUser"),
+        "{body}"
+    );
+}
