@@ -445,3 +445,85 @@ spec:
         "{body}"
     );
 }
+
+/// The host pid of the running container whose id ends with `+NAME`.
+fn member_pid(a: &PodNode, name: &str) -> Option<i64> {
+    let out = std::process::Command::new(common::BIN)
+        .args(["__container", "list", "--root"])
+        .arg(a.node.dir.join("containers"))
+        .output()
+        .ok()?;
+    let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let suffix = format!("+{name}");
+    list.as_array()?
+        .iter()
+        .find(|c| {
+            c["id"].as_str().is_some_and(|id| id.ends_with(&suffix)) && c["status"] == "running"
+        })
+        .and_then(|c| c["pid"].as_i64())
+}
+
+#[test]
+fn a_pod_outlives_a_kill9_of_its_node_and_is_readopted() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(mut a) = PodNode::start(40) else { return };
+    let manifest = r#"
+apiVersion: omnicloud.io/v1
+kind: Deployment
+metadata: {name: keep}
+spec:
+  selector: {matchLabels: {app: keep}}
+  template:
+    metadata: {labels: {app: keep}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: toolbox:latest
+        args: [workload, http, --port, "8080"]
+        readinessProbe: {httpGet: {path: /health, port: 8080}, periodSeconds: 1}
+      - name: side
+        image: busybox
+        command: [sh, -c, "while true; do wget -q -O - http://127.0.0.1:8080/; sleep 1; done"]
+"#;
+    let (code, body) = a.node.api().apply(manifest);
+    assert_eq!(code, 200, "{body}");
+    let v = eventually(Duration::from_secs(60), || {
+        let v = a.instance("keep-0");
+        (v["status"]["ready"] == true).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("never ready: {:#}", a.instance("keep-0")));
+    let sandbox = v["status"]["pid"].as_i64().unwrap();
+    let ip = v["status"]["ip"].as_str().unwrap().to_string();
+    let web = member_pid(&a, "web").expect("web runs");
+    let side = member_pid(&a, "side").expect("side runs");
+
+    a.node.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    let alive = |pid: i64| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(alive(sandbox) && alive(web), "the pod outlives its node process");
+    // One container dies while the node is away.
+    // SAFETY: kill(2) on a container process this test's node started.
+    unsafe { libc::kill(side as i32, libc::SIGKILL) };
+    a.node.restart();
+
+    let back = eventually(Duration::from_secs(60), || {
+        let v = a.instance("keep-0");
+        let side = a.container_status("keep-0", "side");
+        (v["status"]["ready"] == true && side["state"]["running"].is_object()).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("not ready again: {:#}", a.instance("keep-0")));
+    assert_eq!(back["status"]["pid"].as_i64(), Some(sandbox), "the same sandbox");
+    assert_eq!(member_pid(&a, "web"), Some(web), "web adopted, not restarted");
+    assert_ne!(member_pid(&a, "side"), Some(side), "side started again");
+    let page = http_get(&format!("http://{ip}:8080/")).expect("web still serves");
+    assert!(page.contains("hello from keep-0"), "{page}");
+
+    a.node
+        .api()
+        .delete("/v1/namespaces/default/deployments/keep");
+    eventually(Duration::from_secs(60), || {
+        (common::containers(&a.node.dir).is_empty() && !alive(sandbox)).then_some(())
+    })
+    .expect("containers and sandbox gone after the delete");
+}
