@@ -221,7 +221,16 @@ fn a_pod_shares_its_network_and_volumes_restarts_containers_alone_and_leaves_not
     assert_eq!(web["restartCount"], 0, "{web}");
     assert_eq!(web["state"]["running"]["startedAt"], web_started, "{web}");
     assert_eq!(a.container_status("duo-0", "side")["restartCount"], 0);
-    let v = a.instance("duo-0");
+    let v = eventually(Duration::from_secs(30), || {
+        let v = a.instance("duo-0");
+        (v["status"]["usage"]["memoryBytes"].as_u64() > Some(0)).then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no usage from the instance's cgroup: {:#}",
+            a.instance("duo-0")
+        )
+    });
     assert!(v["status"]["restarts"].as_u64() >= Some(2), "{v}");
     assert!(
         a.events_of("duo-0")
@@ -466,7 +475,9 @@ fn member_pid(a: &PodNode, name: &str) -> Option<i64> {
 #[test]
 fn a_pod_outlives_a_kill9_of_its_node_and_is_readopted() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(mut a) = PodNode::start(40) else { return };
+    let Some(mut a) = PodNode::start(40) else {
+        return;
+    };
     let manifest = r#"
 apiVersion: omnicloud.io/v1
 kind: Deployment
@@ -501,7 +512,10 @@ spec:
     a.node.kill9();
     std::thread::sleep(Duration::from_millis(500));
     let alive = |pid: i64| std::path::Path::new(&format!("/proc/{pid}")).exists();
-    assert!(alive(sandbox) && alive(web), "the pod outlives its node process");
+    assert!(
+        alive(sandbox) && alive(web),
+        "the pod outlives its node process"
+    );
     // One container dies while the node is away.
     // SAFETY: kill(2) on a container process this test's node started.
     unsafe { libc::kill(side as i32, libc::SIGKILL) };
@@ -513,8 +527,16 @@ spec:
         (v["status"]["ready"] == true && side["state"]["running"].is_object()).then_some(v)
     })
     .unwrap_or_else(|| panic!("not ready again: {:#}", a.instance("keep-0")));
-    assert_eq!(back["status"]["pid"].as_i64(), Some(sandbox), "the same sandbox");
-    assert_eq!(member_pid(&a, "web"), Some(web), "web adopted, not restarted");
+    assert_eq!(
+        back["status"]["pid"].as_i64(),
+        Some(sandbox),
+        "the same sandbox"
+    );
+    assert_eq!(
+        member_pid(&a, "web"),
+        Some(web),
+        "web adopted, not restarted"
+    );
     assert_ne!(member_pid(&a, "side"), Some(side), "side started again");
     let page = http_get(&format!("http://{ip}:8080/")).expect("web still serves");
     assert!(page.contains("hello from keep-0"), "{page}");
