@@ -257,6 +257,11 @@ fn a_pod_shares_its_network_and_volumes_restarts_containers_alone_and_leaves_not
         "side's memory cgroup is not under the instance's"
     );
     let sandbox = v["status"]["pid"].as_i64().expect("the sandbox pid");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mounts.contains(&id),
+        "the containers' root filesystems are mounted"
+    );
 
     // Delete: nothing of it is left.
     a.node
@@ -273,6 +278,9 @@ fn a_pod_shares_its_network_and_volumes_restarts_containers_alone_and_leaves_not
             && omnicloud::container::sandbox::instance_cgroups(&id).is_empty()
             && !a.node.dir.join("volumes/default/duo-0").exists()
             && !a.node.dir.join("logs/default/duo-0").exists()
+            && !std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .contains(&id)
             && std::fs::read_dir(format!("/sys/class/net/{}/brif", a.bridge))
                 .map(|d| d.count() == 0)
                 .unwrap_or(true);
