@@ -557,3 +557,62 @@ spec:
     })
     .expect("containers and sandbox gone after the delete");
 }
+
+#[test]
+fn a_pod_whose_containers_all_end_under_never_succeeds_or_fails_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(a) = PodNode::start(41) else { return };
+    let pod = |name: &str, second_exit: u8| {
+        format!(
+            r#"
+apiVersion: omnicloud.io/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      restartPolicy: Never
+      containers:
+      - {{name: a, image: busybox, command: [sh, -c, "echo a-done"]}}
+      - {{name: b, image: busybox, command: [sh, -c, "sleep 1; exit {second_exit}"]}}
+"#
+        )
+    };
+    let (code, body) = a.node.api().apply(&pod("fine", 0));
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = a.node.api().apply(&pod("broken", 4));
+    assert_eq!(code, 200, "{body}");
+    let fine = eventually(Duration::from_secs(60), || {
+        let v = a.instance("fine-0");
+        (v["status"]["phase"] == "Succeeded").then_some(v)
+    })
+    .unwrap_or_else(|| panic!("never Succeeded: {:#}", a.instance("fine-0")));
+    assert_eq!(fine["status"]["restarts"], 0, "{fine}");
+    let broken = eventually(Duration::from_secs(60), || {
+        let v = a.instance("broken-0");
+        (v["status"]["phase"] == "Failed").then_some(v)
+    })
+    .unwrap_or_else(|| panic!("never Failed: {:#}", a.instance("broken-0")));
+    let b = a.container_status("broken-0", "b");
+    assert_eq!(b["state"]["terminated"]["exitCode"], 4, "{b}");
+    assert_eq!(b["restartCount"], 0, "{b}");
+    assert_eq!(
+        a.container_status("broken-0", "a")["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    // Nothing runs on for them: no container, no sandbox.
+    let sandboxes: Vec<i64> = [&fine, &broken]
+        .iter()
+        .filter_map(|v| v["status"]["pid"].as_i64())
+        .collect();
+    assert!(
+        sandboxes.is_empty(),
+        "a finished pod reports no running pid: {sandboxes:?}"
+    );
+    let left = eventually(Duration::from_secs(30), || {
+        common::containers(&a.node.dir).is_empty().then_some(())
+    });
+    assert!(left.is_some(), "{:?}", common::containers(&a.node.dir));
+}
