@@ -29,7 +29,8 @@
 //! archives and directories), `limits` (size, ratio and entry caps), `testkit` and
 //! `proptests` (hostile archives for tests), `spec` ([`spec::ContainerSpec`] and the
 //! OCI runtime spec built from it), `runtime` (libcontainer calls), `helper` (the verbs),
-//! `volume` (ConfigMap and Secret files written atomically, tmpfs volumes), `sandbox` (the
+//! `volume` (ConfigMap and Secret files written atomically, tmpfs volumes), `security` (user, capabilities,
+//! read-only root), `sandbox` (the
 //! `__pause` process holding a multi-container instance's network namespace).
 //! May call: only the crate root's `error_chain`, `model::Subnet` (pure data) and
 //! `config::RegistrySettings` (the `[registries]` settings, pure data). `registry::pull`
@@ -48,6 +49,7 @@ mod proptests;
 pub mod registry;
 pub mod runtime;
 pub mod sandbox;
+pub mod security;
 pub mod spec;
 pub mod store;
 #[cfg(test)]

@@ -14,6 +14,24 @@ use std::process::{Command, Stdio};
 
 use super::{ContainerError, Result};
 
+/// The container id of the container `name` of the instance whose own id is `parent`:
+/// `PARENT+NAME`, at most 64 characters (a name too long for that is replaced by a
+/// stable hash of it).
+pub fn member_id(parent: &str, name: &str) -> String {
+    let id = format!("{parent}+{name}");
+    if id.len() <= 64 {
+        return id;
+    }
+    // FNV-1a: stable across runs and builds (a restarted node finds the same id).
+    let hash = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    let short = format!("{hash:016x}");
+    let mut parent = parent.to_string();
+    parent.truncate(64 - 1 - short.len());
+    format!("{parent}+{short}")
+}
+
 /// What the pause process prints once its network namespace is its own.
 const READY: &str = "netns ready";
 
@@ -104,4 +122,26 @@ pub fn instance_cgroups(parent: &str) -> Vec<PathBuf> {
         dirs.extend(entries.flatten().map(|e| e.path().join(&rel)));
     }
     dirs.into_iter().filter(|d| d.is_dir()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::spec::{cgroup_path, validate_id};
+
+    #[test]
+    fn members_of_an_instance_nest_under_its_cgroup() {
+        assert_eq!(
+            cgroup_path("default.web-0.1234"),
+            "/omnicloud/default.web-0.1234"
+        );
+        let id = member_id("default.web-0.1234", "sidecar");
+        assert_eq!(id, "default.web-0.1234+sidecar");
+        assert_eq!(cgroup_path(&id), "/omnicloud/default.web-0.1234/sidecar");
+        let long = member_id(&"p".repeat(60), &"n".repeat(40));
+        assert!(long.len() <= 64, "{long}");
+        validate_id(&long).unwrap();
+        assert_eq!(long, member_id(&"p".repeat(60), &"n".repeat(40)));
+        assert_ne!(long, member_id(&"p".repeat(60), &"m".repeat(40)));
+    }
 }

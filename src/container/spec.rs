@@ -64,118 +64,7 @@ pub struct ContainerSpec {
     pub security: Security,
 }
 
-/// Who the process runs as and with which privileges (`securityContext`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Security {
-    /// Over the image's `User`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gid: Option<u32>,
-    #[serde(default)]
-    pub read_only_rootfs: bool,
-    /// Capability names (`NET_ADMIN`) added to the defaults.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cap_add: Vec<String>,
-    /// Capability names taken from the defaults; `ALL` takes them all.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cap_drop: Vec<String>,
-    /// Every capability, no masked or read-only kernel paths.
-    #[serde(default)]
-    pub privileged: bool,
-}
-
-impl Security {
-    fn is_default(&self) -> bool {
-        *self == Security::default()
-    }
-
-    /// The capability set: every one when privileged, else the defaults without `drop`
-    /// (all of them for `ALL`) plus `add`.
-    pub fn capabilities(&self) -> Result<Vec<Capability>> {
-        use std::str::FromStr;
-        let parse = |n: &String| {
-            Capability::from_str(n.trim_start_matches("CAP_"))
-                .map_err(|_| ContainerError::InvalidSpec(format!("unknown capability {n:?}")))
-        };
-        if self.privileged {
-            return Ok(ALL_CAPABILITIES
-                .iter()
-                .filter_map(|n| Capability::from_str(n).ok())
-                .collect());
-        }
-        let mut caps = if self.cap_drop.iter().any(|d| d == "ALL") {
-            Vec::new()
-        } else {
-            let drop = (self.cap_drop.iter())
-                .map(parse)
-                .collect::<Result<Vec<_>>>()?;
-            let mut d = default_capabilities();
-            d.retain(|c| !drop.contains(c));
-            d
-        };
-        for c in self.cap_add.iter().filter(|c| *c != "ALL") {
-            let c = parse(c)?;
-            if !caps.contains(&c) {
-                caps.push(c);
-            }
-        }
-        if self.cap_add.iter().any(|c| c == "ALL") {
-            return Security {
-                privileged: true,
-                ..Security::default()
-            }
-            .capabilities();
-        }
-        Ok(caps)
-    }
-}
-
-/// Every Linux capability (privileged containers).
-pub const ALL_CAPABILITIES: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
+pub use super::security::Security;
 
 /// An image in a local OCI image layout directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -406,23 +295,7 @@ pub fn cgroup_path(id: &str) -> String {
     }
 }
 
-/// The container id of the container `name` of the instance whose own id is `parent`:
-/// `PARENT+NAME`, at most 64 characters (a name too long for that is replaced by a
-/// stable hash of it).
-pub fn member_id(parent: &str, name: &str) -> String {
-    let id = format!("{parent}+{name}");
-    if id.len() <= 64 {
-        return id;
-    }
-    // FNV-1a: stable across runs and builds (a restarted node finds the same id).
-    let hash = name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
-    let short = format!("{hash:016x}");
-    let mut parent = parent.to_string();
-    parent.truncate(64 - 1 - short.len());
-    format!("{parent}+{short}")
-}
+pub use super::sandbox::member_id;
 
 /// containerd's default capabilities (what `docker run` and Kubernetes give a container).
 pub fn default_capabilities() -> Vec<Capability> {
@@ -866,22 +739,6 @@ mod tests {
         let oci = oci_spec(&s, &image(), Path::new("/r")).unwrap();
         let ns = oci.linux().as_ref().unwrap().namespaces().clone().unwrap();
         assert!(!ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
-    }
-
-    #[test]
-    fn members_of_an_instance_nest_under_its_cgroup() {
-        assert_eq!(
-            cgroup_path("default.web-0.1234"),
-            "/omnicloud/default.web-0.1234"
-        );
-        let id = member_id("default.web-0.1234", "sidecar");
-        assert_eq!(id, "default.web-0.1234+sidecar");
-        assert_eq!(cgroup_path(&id), "/omnicloud/default.web-0.1234/sidecar");
-        let long = member_id(&"p".repeat(60), &"n".repeat(40));
-        assert!(long.len() <= 64, "{long}");
-        validate_id(&long).unwrap();
-        assert_eq!(long, member_id(&"p".repeat(60), &"n".repeat(40)));
-        assert_ne!(long, member_id(&"p".repeat(60), &"m".repeat(40)));
     }
 
     #[test]
