@@ -88,6 +88,8 @@ struct FileAgent {
     log_max_bytes: u64,
     log_keep: u32,
     usage_report_ms: u64,
+    #[serde(default)]
+    allow_privileged: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,6 +268,8 @@ pub struct AgentSettings {
     pub log_keep: u32,
     /// How often running instances' cpu and memory are sampled and reported.
     pub usage_report: Duration,
+    /// Whether containers with `securityContext.privileged: true` may run here.
+    pub allow_privileged: bool,
 }
 
 impl NodeConfig {
@@ -483,6 +487,7 @@ impl FileAgent {
             log_max_bytes: self.log_max_bytes,
             log_keep: self.log_keep,
             usage_report: Duration::from_millis(self.usage_report_ms),
+            allow_privileged: self.allow_privileged,
         })
     }
 }

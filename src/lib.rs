@@ -20,6 +20,7 @@
 //! |                | RBAC over Role/Binding kinds and built-in roles, audit log, rate     |
 //! |                | limits; the API asks it on every request                            |
 //! | `agent`        | the container workload kind: runs the instances placed on this node  |
+//! |                | (several containers of one instance share a `__pause` sandbox's netns)|
 //! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`       |
 //! | `director`     | the VM workload kind: one `__vmm` process per VM instance placed here |
 //! | `net`          | node networking from committed state: cross-node routes (host-gw,   |
@@ -32,9 +33,10 @@
 //! | `orchestrator` | Raft node (openraft); on the leader the scheduler, controllers and   |
 //! |                | autoscalers (`autoscaler`: HPA, VPA recommender, metric buffers,     |
 //! |                | cluster autoscaler asking directors for worker VMs, schedules)       |
-//! | `container`    | OCI containers (libcontainer, `__container` helper; `exec` enters a  |
-//! |                | running one for `omnicloud exec` and exec probes), images, registry  |
-//! |                | pulls (oci-client: TLS, tokens, mirrors, pull secrets), bridge       |
+//! | `container`    | OCI containers (libcontainer, `__container` helper, `__pause` sandbox;|
+//! |                | `exec` enters a running one for `omnicloud exec` and exec probes),  |
+//! |                | images, registry pulls (oci-client: TLS, tokens, mirrors, pull       |
+//! |                | secrets), bridge                                                     |
 //! | `vmm`          | microVMs on KVM: memory, vCPU threads, boot, devices, `__vmm` helper |
 //! | `cluster`      | gossip membership (foca), admission (cluster id, name ownership),    |
 //! |                | host facts and roles, authenticated RPC over mutual TLS, the cluster |

@@ -75,8 +75,14 @@ pub async fn running_container(
         name,
         have: names.clone(),
     })?;
-    // One container per instance today: its runtime id is the instance's.
-    let id = container_id(ns, &meta.name, &meta.uid);
+    // A single-container instance's runtime id is the instance's; a pod's containers
+    // are members under it.
+    let parent = container_id(ns, &meta.name, &meta.uid);
+    let id = if crate::agent::translate::is_pod(spec) {
+        crate::container::spec::member_id(&parent, &name)
+    } else {
+        parent
+    };
     let not_running = |why: String| ExecError::NotRunning {
         instance: label.clone(),
         name: name.clone(),

@@ -260,7 +260,13 @@ async fn local(shared: &Shared, name: &str) -> Result<Option<Option<String>>, Mi
 }
 
 /// An event on the instance (Pulling, Pulled, Failed), written in the background.
-fn event(shared: &Shared, key: &ObjectKey, warning: bool, reason: EventReason, message: String) {
+pub(super) fn event(
+    shared: &Shared,
+    key: &ObjectKey,
+    warning: bool,
+    reason: EventReason,
+    message: String,
+) {
     let draft = EventDraft {
         namespace: key.namespace.clone(),
         kind: "Instance".into(),

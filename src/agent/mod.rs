@@ -14,7 +14,8 @@
 //! the same if the node process dies. Statuses go to the Raft leader through the
 //! supervisor's reporter, each tied to the instance's uid.
 //!
-//! Files: `supervisor` (the container workload kind), `containers` (the `__container`
+//! Files: `supervisor` (the container workload kind), `pod` (several containers, init
+//! containers: the sandbox holding their network namespace, per-container restarts), `containers` (the `__container`
 //! helper, process liveness), `translate` (pod spec -> container spec), `health` (probes),
 //! `images` (pulls: peers, registries, pull policy, events), `configs` (ConfigMaps and Secrets: env, volume files,
 //! pull credentials), `claims` (per-replica claims copied to peers), `exec` (which container an
@@ -32,6 +33,7 @@ pub mod fence;
 pub use crate::supervise::logs;
 pub mod health;
 pub mod images;
+pub mod pod;
 pub mod supervisor;
 pub mod translate;
 pub mod usage;
@@ -275,7 +277,12 @@ impl Gate<InstanceSpec> for Fenced {
             wanted
                 .iter()
                 .filter(|i| stateful(&i.spec))
-                .map(|i| supervisor::container_id(&i.key.namespace, &i.key.name, &i.uid))
+                .flat_map(|i| {
+                    let id = supervisor::container_id(&i.key.namespace, &i.key.name, &i.uid);
+                    let mut ids = pod::Pod::all_ids(&i.spec, &id);
+                    ids.push(id);
+                    ids
+                })
                 .collect(),
         );
         if (silent > FENCE_AFTER.as_millis() as u64) != self.fenced {

@@ -34,18 +34,20 @@ pub fn container_id(namespace: &str, name: &str, uid: &str) -> String {
 pub struct Container {
     pub id: String,
     /// emptyDir volumes, `<volumes>/<namespace>/<name>/`.
-    scratch: PathBuf,
+    pub scratch: PathBuf,
+    /// Several containers or init containers: the pod's part ([`super::pod`]).
+    pub pod: Option<super::pod::Pod>,
 }
 
 /// One probe, its count of results and when it runs next.
-struct Scheduled {
-    settings: ProbeSettings,
+pub(super) struct Scheduled {
+    pub(super) settings: ProbeSettings,
     tracker: ProbeTracker,
-    next: Tick,
+    pub(super) next: Tick,
 }
 
 impl Scheduled {
-    fn new(settings: Option<ProbeSettings>, start: Tick) -> Option<Scheduled> {
+    pub(super) fn new(settings: Option<ProbeSettings>, start: Tick) -> Option<Scheduled> {
         settings.map(|s| Scheduled {
             tracker: ProbeTracker::new(&s),
             next: start + s.initial_delay,
@@ -54,7 +56,7 @@ impl Scheduled {
     }
 
     /// Runs the probe once: whether it passed and its failure.
-    async fn run(&mut self, target: Target) -> (Health, Option<String>) {
+    pub(super) async fn run(&mut self, target: Target) -> (Health, Option<String>) {
         self.next = Tick::now() + self.settings.period;
         let s = self.settings.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -76,6 +78,8 @@ pub struct Probes {
     next_claims: Tick,
     /// ConfigMap and Secret volumes are refreshed in place from then on.
     next_config: Option<Tick>,
+    /// A pod's containers are looked at then ([`super::pod::tick`]).
+    next_pod: Option<Tick>,
 }
 
 /// How often ConfigMap and Secret volumes are compared with the store and rewritten when
@@ -88,6 +92,7 @@ pub enum Due {
     Readiness,
     Claims,
     Config,
+    Pod,
 }
 
 /// The claims an instance mounts.
@@ -130,8 +135,9 @@ impl Workload for Agent {
         let id = container_id(&key.namespace, &key.name, uid);
         status.container_id = id.clone();
         Container {
-            id,
             scratch: node.dirs.volumes.join(&key.namespace).join(&key.name),
+            pod: None,
+            id,
         }
     }
 
@@ -145,6 +151,17 @@ impl Workload for Agent {
 
     /// Creates, starts and wires up the container. On failure nothing is left behind.
     async fn start(unit: &mut Unit<Agent>) -> Result<(i32, u64), StartError> {
+        let allow = unit.node.settings.allow_privileged;
+        if let Err(e) = translate::check_security(&unit.spec, allow) {
+            // Refused as written: not tried again until the spec changes.
+            let mut e = retried(reasons::INVALID_SPEC, e.to_string());
+            e.retry = false;
+            return Err(e);
+        }
+        if translate::is_pod(&unit.spec) {
+            unit.state.pod = Some(super::pod::Pod::new(&unit.spec, &unit.state.id));
+            return super::pod::start(unit).await;
+        }
         let node = unit.node.clone();
         let paths = translate::Paths {
             images: node.dirs.images.clone(),
@@ -163,7 +180,12 @@ impl Workload for Agent {
         };
         warn_unenforced(unit);
         let id = &unit.state.id;
-        let env = config_volumes(unit, ip.to_string()).await?;
+        let main = translate::main_container(&unit.spec)
+            .map_err(|e| retried(reasons::INVALID_SPEC, e.to_string()))?;
+        let env = config_volumes(unit, ip.to_string(), &[main])
+            .await?
+            .pop()
+            .unwrap_or_default();
         let mut spec =
             translate::container_spec(id, &unit.key.name, &unit.spec, &paths, bridge, env)
                 .map_err(|e| retried(reasons::INVALID_SPEC, e.to_string()))?;
@@ -238,7 +260,14 @@ impl Workload for Agent {
     /// Liveness and readiness from the main container's probes; ready at once without a
     /// readiness probe.
     fn probes(unit: &mut Unit<Agent>, run: &Run) -> (Probes, bool) {
-        let c = translate::main_container(&unit.spec).ok();
+        let is_pod = translate::is_pod(&unit.spec);
+        if is_pod && unit.state.pod.is_none() {
+            // Adopted: its containers are looked up on the first tick.
+            unit.state.pod = Some(super::pod::Pod::new(&unit.spec, &unit.state.id));
+        }
+        let c = translate::main_container(&unit.spec)
+            .ok()
+            .filter(|_| !is_pod);
         let ports = c.map(translate::named_ports).unwrap_or_default();
         let settings = |p: &Option<crate::model::workload::Probe>| -> Option<ProbeSettings> {
             health::settings(p.as_ref()?, &ports).ok()
@@ -257,8 +286,9 @@ impl Workload for Agent {
             claim_prints: HashMap::new(),
             next_claims: start,
             next_config: has_config_volumes(&unit.spec).then_some(start + CONFIG_SYNC),
+            next_pod: is_pod.then_some(start),
         };
-        let ready = probes.readiness.is_none();
+        let ready = probes.readiness.is_none() && !is_pod;
         (probes, ready)
     }
 
@@ -269,6 +299,7 @@ impl Workload for Agent {
             p.readiness.as_ref().map(|s| (s.next, Due::Readiness)),
             (!p.claims.is_empty()).then_some((p.next_claims, Due::Claims)),
             p.next_config.map(|at| (at, Due::Config)),
+            p.next_pod.map(|at| (at, Due::Pod)),
         ]
         .into_iter()
         .flatten()
@@ -302,6 +333,10 @@ impl Workload for Agent {
                 claims::push_changed(node, ns, &p.claims, &mut p.claim_prints).await;
                 Probe::Nothing
             }
+            Due::Pod => {
+                p.next_pod = Some(Tick::now() + super::pod::TICK);
+                super::pod::tick(unit).await
+            }
             Due::Config => {
                 p.next_config = Some(Tick::now() + CONFIG_SYNC);
                 refresh_config_volumes(unit).await;
@@ -321,6 +356,9 @@ impl Workload for Agent {
 
     /// Why it ended (an OOM kill first); the container is removed.
     async fn inspect(unit: &mut Unit<Agent>, exit: Exit) -> Ended {
+        if unit.state.pod.is_some() {
+            return super::pod::inspect(unit).await;
+        }
         let oom = crate::container::runtime::oom_kills(&unit.state.id).unwrap_or(0) > 0;
         remove_container(&unit.node, &unit.key, &unit.state.id).await;
         let code = match &exit {
@@ -345,6 +383,14 @@ impl Workload for Agent {
 
     /// SIGTERM, the pod's grace period, then the container and its scratch volumes go.
     async fn stop(unit: &mut Unit<Agent>) {
+        if translate::is_pod(&unit.spec) {
+            if unit.state.pod.is_none() {
+                unit.state.pod = Some(super::pod::Pod::new(&unit.spec, &unit.state.id));
+            }
+            super::pod::stop(unit).await;
+            remove_volumes(&unit.key, unit.state.scratch.clone()).await;
+            return;
+        }
         let node = unit.node.clone();
         if let (Some(pid), Some(ticks)) = (unit.record.pid, unit.record.ticks) {
             let grace = (unit.spec.pod.termination_grace_period_seconds)
@@ -366,6 +412,21 @@ impl Workload for Agent {
             let error = crate::error_chain(&e);
             tracing::warn!(instance = %key, %error, "removing a leftover container");
         }
+        // A pod's containers and sandbox.
+        let members = format!("{id}+");
+        for c in node.containers.list().await.unwrap_or_default() {
+            if c.id.starts_with(&members) {
+                let _ = node.containers.remove(&c.id).await;
+            }
+        }
+        if let (Some(pid), Some(ticks)) = (record.pid, record.ticks) {
+            if supervise::alive(pid, ticks) {
+                // SAFETY: kill(2) with a pid we recorded and whose start time still matches.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = crate::container::sandbox::remove_instance_cgroups(&id);
+        let _ = std::fs::remove_dir_all(node.logs.join(&key.namespace).join(&key.name));
         node.network.detach(&id);
         remove_volumes(key, node.dirs.volumes.join(&key.namespace).join(&key.name)).await;
     }
@@ -378,7 +439,10 @@ impl Workload for Agent {
             .collect();
         match node.containers.list().await {
             Ok(list) => {
-                for c in list.iter().filter(|c| !known.contains(&c.id)) {
+                let ours = |id: &str| {
+                    known.contains(id) || id.split_once('+').is_some_and(|(p, _)| known.contains(p))
+                };
+                for c in list.iter().filter(|c| !ours(&c.id)) {
                     tracing::info!(container = %c.id, "removing an unrecorded container");
                     let _ = node.containers.remove(&c.id).await;
                 }
@@ -409,8 +473,15 @@ async fn remove_volumes(key: &ObjectKey, scratch: PathBuf) {
 }
 
 /// Fields accepted but not acted on here, as status warnings (once each).
-fn warn_unenforced(unit: &mut Unit<Agent>) {
+pub(super) fn warn_unenforced(unit: &mut Unit<Agent>) {
     let mut found = Vec::new();
+    if let Ok(ignored) = translate::check_security(&unit.spec, true) {
+        found.extend(
+            ignored
+                .into_iter()
+                .map(|f| format!("{f} is not acted on by this node")),
+        );
+    }
     for v in unit.spec.pod.volumes.iter().flatten() {
         let Some(e) = &v.empty_dir else { continue };
         if e.size_limit.is_some() && e.medium.as_deref() != Some("Memory") {
@@ -443,25 +514,27 @@ fn waiting(message: String) -> StartError {
     }
 }
 
-/// Resolves the container's environment and writes its ConfigMap and Secret volumes
+/// Resolves each container's environment and writes its ConfigMap and Secret volumes
 /// (Secrets and Memory emptyDirs on a tmpfs). Everything is resolved before anything is
 /// written, so a missing key leaves nothing behind.
-async fn config_volumes(
+pub(super) async fn config_volumes(
     unit: &Unit<Agent>,
     pod_ip: String,
-) -> Result<Vec<crate::container::EnvVar>, StartError> {
+    containers: &[&crate::model::workload::Container],
+) -> Result<Vec<Vec<crate::container::EnvVar>>, StartError> {
     let node = &unit.node;
     let pod = &unit.spec.pod;
     let sources = configs::fetch(&node.control, &unit.key.namespace, pod);
-    let c = translate::main_container(&unit.spec)
-        .map_err(|e| retried(reasons::INVALID_SPEC, e.to_string()))?;
     let fields = configs::Fields {
         name: unit.key.name.clone(),
         namespace: unit.key.namespace.clone(),
         pod_ip,
         node_name: node.node.clone(),
     };
-    let env = configs::env(c, &sources, &fields).map_err(waiting)?;
+    let env = (containers.iter())
+        .map(|c| configs::env(c, &sources, &fields))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(waiting)?;
     let mut writes = Vec::new();
     for v in pod.volumes.iter().flatten() {
         let files = configs::volume_files(v, &sources).map_err(waiting)?;
@@ -531,7 +604,7 @@ async fn refresh_config_volumes(unit: &Unit<Agent>) {
 }
 
 /// A start failure tried again with backoff.
-fn retried(reason: &'static str, message: String) -> StartError {
+pub(super) fn retried(reason: &'static str, message: String) -> StartError {
     StartError {
         reason,
         message,

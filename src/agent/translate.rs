@@ -55,15 +55,10 @@ pub fn resolv_conf(
     domain: &str,
     host: &str,
 ) -> Result<Option<String>, TranslateError> {
-    let own = main_container(spec)?
-        .volume_mounts
-        .iter()
-        .flatten()
-        .any(|m| {
-            let p = m.mount_path.trim_end_matches('/');
-            p == "/etc" || p == "/etc/resolv.conf"
-        });
-    if own {
+    if spec.pod.containers.is_empty() {
+        return Err(field("spec.pod.containers", "no container"));
+    }
+    if spec.pod.containers.iter().all(own_resolv_conf) {
         return Ok(None);
     }
     match spec.pod.dns_policy.as_deref() {
@@ -78,8 +73,27 @@ pub fn resolv_conf(
     }
 }
 
-/// The one container of an instance. Several containers per instance (sidecars sharing
-/// a network namespace) are not supported yet, and are refused by name.
+/// Whether the container mounts its own /etc/resolv.conf (or all of /etc).
+pub fn own_resolv_conf(c: &Container) -> bool {
+    c.volume_mounts.iter().flatten().any(|m| {
+        let p = m.mount_path.trim_end_matches('/');
+        p == "/etc" || p == "/etc/resolv.conf"
+    })
+}
+
+/// Whether the instance runs as a pod: several containers sharing a sandbox's network
+/// namespace, or init containers before its container ([`super::pod`]).
+pub fn is_pod(spec: &InstanceSpec) -> bool {
+    spec.pod.containers.len() > 1
+        || spec
+            .pod
+            .init_containers
+            .as_ref()
+            .is_some_and(|i| !i.is_empty())
+}
+
+/// The one container of a single-container instance (a pod, [`is_pod`], goes through
+/// [`member_spec`] per container instead).
 pub fn main_container(spec: &InstanceSpec) -> Result<&Container, TranslateError> {
     match spec.pod.containers.as_slice() {
         [one] => Ok(one),
@@ -89,6 +103,31 @@ pub fn main_container(spec: &InstanceSpec) -> Result<&Container, TranslateError>
             "this agent runs one container per instance",
         )),
     }
+}
+
+/// Refuses a privileged container on a node that does not allow them, naming the field;
+/// lists the securityContext fields given but not acted on (for warnings).
+pub fn check_security(
+    spec: &InstanceSpec,
+    allow_privileged: bool,
+) -> Result<Vec<String>, TranslateError> {
+    let mut ignored = Vec::new();
+    for (path, c) in spec.pod.containers_with_paths("spec.pod") {
+        let sec = crate::model::security::effective("spec.pod", &spec.pod, &path, c)
+            .map_err(|e| field(e.field, e.message))?;
+        if sec.privileged && !allow_privileged {
+            return Err(field(
+                format!("{path}.securityContext.privileged"),
+                "privileged containers are not allowed on this node ([agent] allow_privileged = false)",
+            ));
+        }
+        for f in sec.ignored {
+            if !ignored.contains(&f) {
+                ignored.push(f);
+            }
+        }
+    }
+    Ok(ignored)
 }
 
 /// The container's declared ports by name, for probes that name a port.
@@ -110,7 +149,42 @@ pub fn container_spec(
     env: Vec<EnvVar>,
 ) -> Result<ContainerSpec, TranslateError> {
     let c = main_container(spec)?;
+    member_spec(
+        c,
+        "spec.pod.containers[0]",
+        id,
+        instance,
+        spec,
+        paths,
+        network,
+        env,
+    )
+}
+
+/// One container `c` of the instance (`path` names it in errors, e.g.
+/// `spec.pod.initContainers[1]`), writing to `paths.log`.
+#[allow(clippy::too_many_arguments)]
+pub fn member_spec(
+    c: &Container,
+    path: &str,
+    id: &str,
+    instance: &str,
+    spec: &InstanceSpec,
+    paths: &Paths,
+    network: Network,
+    env: Vec<EnvVar>,
+) -> Result<ContainerSpec, TranslateError> {
     let mut out = ContainerSpec::new(id, &paths.images, c.image.trim(), &paths.log);
+    let sec = crate::model::security::effective("spec.pod", &spec.pod, path, c)
+        .map_err(|e| field(e.field, e.message))?;
+    out.security = crate::container::spec::Security {
+        uid: sec.run_as_user,
+        gid: sec.run_as_group,
+        read_only_rootfs: sec.read_only_root_filesystem,
+        cap_add: sec.add,
+        cap_drop: sec.drop,
+        privileged: sec.privileged,
+    };
     out.command = c.command.clone();
     out.args = c.args.clone();
     out.working_dir = c.working_dir.clone();
@@ -127,7 +201,7 @@ pub fn container_spec(
         };
     }
     for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
-        let field = format!("spec.pod.containers[0].volumeMounts[{i}]");
+        let field = format!("{path}.volumeMounts[{i}]");
         let Some(v) = spec.pod.volumes.iter().flatten().find(|v| v.name == m.name) else {
             return Err(self::field(
                 format!("{field}.name"),

@@ -34,6 +34,8 @@ pub struct LogQuery {
     /// Only the last N lines (then follow from there).
     tail: Option<usize>,
     follow: bool,
+    /// One container of a multi-container instance (default: its first).
+    container: Option<String>,
 }
 
 fn streaming(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
@@ -53,9 +55,17 @@ async fn instance_log(
     req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (ns, name) = path.into_inner();
-    let (_, node) = placed(&state, &ns, &name, "no logs")?;
+    let (object, node) = placed(&state, &ns, &name, "no logs")?;
+    let container = match &object.spec {
+        Some(Spec::Instance(s)) => which_container(s, q.container.as_deref(), &ns, &name)?,
+        _ => None,
+    };
     if node == state.node_name {
-        let file = logs::log_path(&state.data_dir.join("logs"), &ns, &name);
+        let dir = state.data_dir.join("logs");
+        let file = match &container {
+            Some(c) => logs::container_log_path(&dir, &ns, &name, c),
+            None => logs::log_path(&dir, &ns, &name),
+        };
         return local(file, q.into_inner()).await;
     }
     let api_addr = owner_api(&state, &req, &node, &ns, &name).await?;
@@ -66,6 +76,9 @@ async fn instance_log(
     );
     if let Some(n) = q.tail {
         url.push_str(&format!("&tail={n}"));
+    }
+    if let Some(c) = &container {
+        url.push_str(&format!("&container={c}"));
     }
     forward(url, state.node_token.clone(), node).await
 }
@@ -129,6 +142,27 @@ pub(super) async fn owner_api(
             )
         })?;
     Ok(owner.meta.api_addr.to_string())
+}
+
+fn which_container(
+    spec: &crate::model::InstanceSpec,
+    asked: Option<&str>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
+    let names: Vec<&str> = (spec.pod.containers_with_paths(""))
+        .map(|(_, c)| c.name.as_str())
+        .collect();
+    let pod = crate::agent::translate::is_pod(spec);
+    match asked {
+        Some(c) if !names.contains(&c) => Err(ApiError::bad_request(format!(
+            "container: instance {ns}/{name} has no container \"{c}\" (it has: {})",
+            names.join(", ")
+        ))),
+        _ if !pod => Ok(None),
+        Some(c) => Ok(Some(c.to_string())),
+        None => Ok(spec.pod.containers.first().map(|c| c.name.clone())),
+    }
 }
 
 async fn local(file: PathBuf, q: LogQuery) -> Result<HttpResponse, ApiError> {

@@ -197,6 +197,9 @@ pub enum Command {
         /// Only the last N lines.
         #[arg(long)]
         tail: Option<usize>,
+        /// One container of a multi-container instance (default: the first).
+        #[arg(short, long)]
+        container: Option<String>,
     },
     /// Run a command in an instance's container, from any node: `exec [-it] web-0 -- sh`.
     /// Exits with the command's exit code (127: not found, 126: cannot run).
@@ -220,6 +223,9 @@ pub enum Command {
     /// Container runtime helper, run by the node itself (single-threaded libcontainer).
     #[command(name = "__container", hide = true)]
     Container(crate::container::HelperArgs),
+    /// Holds a multi-container instance's network namespace, run by the agent.
+    #[command(name = "__pause", hide = true)]
+    Pause,
     /// Fencing watchdog beside an agent node: ends its StatefulSet containers when the node
     /// loses the leader or dies.
     #[command(name = "__fence", hide = true)]
@@ -399,6 +405,9 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Container(args) => {
             crate::container::helper::main(args).map_err(|e| ClientError::Other(e.one_line()))
         }
+        Command::Pause => {
+            crate::container::sandbox::pause_main().map_err(|e| ClientError::Other(e.one_line()))
+        }
         Command::Fence(args) => {
             crate::agent::fence::watchdog(args);
             Ok(())
@@ -468,9 +477,15 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
             namespace,
             follow,
             tail,
+            container,
         } => {
             let name = instance.strip_prefix("instance/").unwrap_or(&instance);
-            stream_log(&conn, namespace.as_deref(), name, follow, tail)
+            let opts = LogOptions {
+                follow,
+                tail,
+                container,
+            };
+            stream_log(&conn, namespace.as_deref(), name, &opts)
         }
         Command::Describe {
             conn,
@@ -646,19 +661,31 @@ fn object_path(kind: Kind, ns: Option<&str>, name: &str) -> String {
     )
 }
 
+/// What `logs` asks for beside the instance.
+#[derive(Debug, Default)]
+pub struct LogOptions {
+    pub follow: bool,
+    pub tail: Option<usize>,
+    /// One container of a multi-container instance.
+    pub container: Option<String>,
+}
+
 /// An instance's log (a container's output, a VM's serial console) to stdout, from the
 /// node that runs it.
 fn stream_log(
     conn: &Conn,
     namespace: Option<&str>,
     name: &str,
-    follow: bool,
-    tail: Option<usize>,
+    opts: &LogOptions,
 ) -> Result<(), ClientError> {
     let ns = namespace.unwrap_or("default");
+    let follow = opts.follow;
     let mut path = format!("/v1/namespaces/{ns}/instances/{name}/log?follow={follow}");
-    if let Some(n) = tail {
+    if let Some(n) = opts.tail {
         path.push_str(&format!("&tail={n}"));
+    }
+    if let Some(c) = &opts.container {
+        path.push_str(&format!("&container={c}"));
     }
     conn.client().copy_to(&path, &mut std::io::stdout())
 }

@@ -135,6 +135,19 @@ pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
     c
 }
 
+/// READY of an instance: its ready containers of its containers (`2/3`), as kubectl.
+fn ready_column(spec: &Value, status: &Value) -> String {
+    let total = spec["pod"]["containers"]
+        .as_array()
+        .map_or(1, |c| c.len().max(1));
+    let ready = match status["containerStatuses"].as_array() {
+        Some(list) => list.iter().filter(|c| c["ready"] == true).count(),
+        None if status["ready"] == true => total,
+        None => 0,
+    };
+    format!("{ready}/{total}")
+}
+
 pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
     let spec = &o["spec"];
     let status = &o["status"];
@@ -256,15 +269,15 @@ pub fn row(kind: Kind, o: &Value, wide: bool) -> Vec<String> {
         Kind::Namespace => vec![name, age],
         Kind::Instance => {
             let phase = status["phase"].as_str().unwrap_or("Pending");
+            // As kubectl: init containers at work or failing show in STATUS.
+            let shown = match status["reason"].as_str() {
+                Some(r) if r.starts_with("Init:") => r,
+                _ => phase,
+            };
             vec![
                 name,
-                if status["ready"].as_bool() == Some(true) {
-                    "1/1"
-                } else {
-                    "0/1"
-                }
-                .into(),
-                phase.into(),
+                ready_column(spec, status),
+                shown.into(),
                 n(&status["restarts"]),
                 or_none(&status["ip"]),
                 or_none(if status["node"].is_null() {
@@ -755,6 +768,30 @@ pub fn endpoints_list(o: &Value, max: usize) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_instance_row_counts_ready_containers_and_shows_init_states() {
+        let pod = json!({"metadata": {"name": "duo-0"},
+            "spec": {"pod": {"containers": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}},
+            "status": {"phase": "Running", "ready": false, "restarts": 4,
+                       "containerStatuses": [{"name": "a", "ready": true}, {"name": "b", "ready": true},
+                                             {"name": "c", "ready": false}]}});
+        let r = row(Kind::Instance, &pod, false);
+        assert_eq!(&r[..4], &["duo-0", "2/3", "Running", "4"]);
+        let init = json!({"metadata": {"name": "s-0"},
+            "spec": {"pod": {"containers": [{"name": "a"}]}},
+            "status": {"phase": "Failed", "reason": "Init:CrashLoopBackOff", "restarts": 2}});
+        assert_eq!(
+            &row(Kind::Instance, &init, false)[..3],
+            &["s-0", "0/1", "Init:CrashLoopBackOff"]
+        );
+        let one = json!({"metadata": {"name": "w-0"}, "spec": {"pod": {"containers": [{"name": "a"}]}},
+                         "status": {"phase": "Running", "ready": true}});
+        assert_eq!(
+            &row(Kind::Instance, &one, false)[..3],
+            &["w-0", "1/1", "Running"]
+        );
+    }
 
     #[test]
     fn deployment_row_and_table_shape() {

@@ -141,7 +141,14 @@ pub fn run(cmd: VmsCommand) -> Result<(), ClientError> {
             namespace,
             follow,
             tail,
-        } => super::stream_log(&conn, namespace.as_deref(), &name, follow, tail),
+        } => {
+            let opts = super::LogOptions {
+                follow,
+                tail,
+                container: None,
+            };
+            super::stream_log(&conn, namespace.as_deref(), &name, &opts)
+        }
         VmsCommand::Start(args) => set_running(args, true),
         VmsCommand::Stop(args) => set_running(args, false),
     }

@@ -29,7 +29,9 @@
 //! archives and directories), `limits` (size, ratio and entry caps), `testkit` and
 //! `proptests` (hostile archives for tests), `spec` ([`spec::ContainerSpec`] and the
 //! OCI runtime spec built from it), `runtime` (libcontainer calls), `helper` (the verbs),
-//! `volume` (ConfigMap and Secret files written atomically, tmpfs volumes).
+//! `volume` (ConfigMap and Secret files written atomically, tmpfs volumes), `security` (user, capabilities,
+//! read-only root), `sandbox` (the
+//! `__pause` process holding a multi-container instance's network namespace).
 //! May call: only the crate root's `error_chain`, `model::Subnet` (pure data) and
 //! `config::RegistrySettings` (the `[registries]` settings, pure data). `registry::pull`
 //! is async (oci-client) but spawns nothing: the caller's runtime runs it. Unsafe
@@ -47,6 +49,8 @@ pub mod network;
 mod proptests;
 pub mod registry;
 pub mod runtime;
+pub mod sandbox;
+pub mod security;
 pub mod spec;
 pub mod store;
 #[cfg(test)]

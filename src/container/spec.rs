@@ -60,7 +60,11 @@ pub struct ContainerSpec {
     /// Default: the stdout file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr_path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Security::is_default")]
+    pub security: Security,
 }
+
+pub use super::security::Security;
 
 /// An image in a local OCI image layout directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +123,9 @@ pub enum Network {
         /// e.g. 10.88.3.7/24; the first address of the subnet is the gateway.
         address: String,
     },
+    /// Joins the network namespace at this path (`/proc/PID/ns/net` of an instance's
+    /// sandbox): the containers of one instance share its address and loopback.
+    Join { netns: PathBuf },
 }
 
 impl Network {
@@ -147,6 +154,7 @@ impl ContainerSpec {
             network: Network::None,
             stdout_path: stdout_path.to_path_buf(),
             stderr_path: None,
+            security: Security::default(),
         }
     }
 
@@ -277,10 +285,17 @@ pub fn validate_id(id: &str) -> Result<()> {
     }
 }
 
-/// The cgroup path of a container, relative to each hierarchy's root.
+/// The cgroup path of a container, relative to each hierarchy's root. A container of a
+/// multi-container instance (`PARENT+NAME`, see [`member_id`]) sits under its instance's
+/// cgroup, `/omnicloud/PARENT/NAME`, so the instance's usage is its parent's.
 pub fn cgroup_path(id: &str) -> String {
-    format!("/{CGROUP_PARENT}/{id}")
+    match id.split_once('+') {
+        Some((parent, name)) => format!("/{CGROUP_PARENT}/{parent}/{name}"),
+        None => format!("/{CGROUP_PARENT}/{id}"),
+    }
 }
+
+pub use super::sandbox::member_id;
 
 /// containerd's default capabilities (what `docker run` and Kubernetes give a container).
 pub fn default_capabilities() -> Vec<Capability> {
@@ -339,7 +354,9 @@ pub fn oci_spec(spec: &ContainerSpec, image: &ImageConfig, rootfs: &Path) -> Res
         .or_else(|| image.working_dir.clone().filter(|d| d.starts_with('/')))
         .unwrap_or_else(|| "/".into());
     let (uid, gid) = resolve_user(image.user.as_deref().unwrap_or(""), rootfs)?;
-    let caps: oci_spec::runtime::Capabilities = default_capabilities().into_iter().collect();
+    let sec = &spec.security;
+    let (uid, gid) = (sec.uid.unwrap_or(uid), sec.gid.unwrap_or(gid));
+    let caps: oci_spec::runtime::Capabilities = sec.capabilities()?.into_iter().collect();
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(UserBuilder::default().uid(uid).gid(gid).build()?)
@@ -358,19 +375,30 @@ pub fn oci_spec(spec: &ContainerSpec, image: &ImageConfig, rootfs: &Path) -> Res
         )
         .build()?;
 
-    let mut namespaces = vec![
+    let namespaces = vec![
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
     ];
-    if spec.network.isolated() {
-        namespaces.push(LinuxNamespaceType::Network);
-    }
-    let namespaces = namespaces
+    let mut namespaces = namespaces
         .into_iter()
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    match &spec.network {
+        Network::Host => {}
+        Network::Join { netns } => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(netns)
+                .build()?,
+        ),
+        _ => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .build()?,
+        ),
+    }
 
     let mut resources = LinuxResourcesBuilder::default().devices(vec![
         // Deny every device; libcontainer then allows its defaults (null, zero, tty, ...).
@@ -400,14 +428,12 @@ pub fn oci_spec(spec: &ContainerSpec, image: &ImageConfig, rootfs: &Path) -> Res
         .cgroups_path(PathBuf::from(cgroup_path(&spec.id)))
         .resources(resources.build()?)
         .masked_paths(
-            MASKED_PATHS
-                .iter()
+            (MASKED_PATHS.iter().filter(|_| !sec.privileged))
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
         )
         .readonly_paths(
-            READONLY_PATHS
-                .iter()
+            (READONLY_PATHS.iter().filter(|_| !sec.privileged))
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
         )
@@ -431,7 +457,7 @@ pub fn oci_spec(spec: &ContainerSpec, image: &ImageConfig, rootfs: &Path) -> Res
         .root(
             RootBuilder::default()
                 .path(rootfs)
-                .readonly(false)
+                .readonly(sec.read_only_rootfs)
                 .build()?,
         )
         .hostname(spec.hostname())

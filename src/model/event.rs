@@ -133,10 +133,14 @@ pub enum EventReason {
     Failed,
     /// Agent: an imagePullSecret could not be read (missing, no key, malformed).
     FailedToRetrieveImagePullSecret,
+    /// Agent: a container of a multi-container instance started (or restarted).
+    Started,
+    /// Agent: a container (an init container) failed and is restarted after a back-off.
+    BackOff,
 }
 
 impl EventReason {
-    pub const ALL: [EventReason; 36] = [
+    pub const ALL: [EventReason; 38] = [
         EventReason::TriggeredScaleUp,
         EventReason::ScaleUpToMinSize,
         EventReason::ScheduledScaleUp,
@@ -173,6 +177,8 @@ impl EventReason {
         EventReason::Pulled,
         EventReason::Failed,
         EventReason::FailedToRetrieveImagePullSecret,
+        EventReason::Started,
+        EventReason::BackOff,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -213,6 +219,8 @@ impl EventReason {
             EventReason::Pulled => "Pulled",
             EventReason::Failed => "Failed",
             EventReason::FailedToRetrieveImagePullSecret => "FailedToRetrieveImagePullSecret",
+            EventReason::Started => "Started",
+            EventReason::BackOff => "BackOff",
         }
     }
 
@@ -256,7 +264,9 @@ impl EventReason {
             | EventReason::Pulling
             | EventReason::Pulled
             | EventReason::Failed
-            | EventReason::FailedToRetrieveImagePullSecret => false,
+            | EventReason::FailedToRetrieveImagePullSecret
+            | EventReason::Started
+            | EventReason::BackOff => false,
         }
     }
 

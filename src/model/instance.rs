@@ -220,6 +220,74 @@ pub struct InstanceStatus {
     /// What it runs without but is otherwise fine (e.g. no outbound NAT on its node).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<StatusWarning>,
+    /// One per app container of a multi-container instance (or one with init containers),
+    /// in spec order; empty for a single-container instance (its fields above say it all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_statuses: Vec<ContainerStatus>,
+    /// One per init container, in spec order, as far as they got.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_container_statuses: Vec<ContainerStatus>,
+}
+
+/// One container of an instance, as Kubernetes' `containerStatuses[]` says it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ContainerStatus {
+    pub name: String,
+    pub ready: bool,
+    pub restart_count: u32,
+    pub state: ContainerState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_termination: Option<Termination>,
+    /// The runtime's id of its current (or last) run.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub container_id: String,
+}
+
+/// Where one container is: exactly one of the three, as Kubernetes' `ContainerState`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ContainerState {
+    Waiting {
+        reason: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        message: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Running {
+        #[serde(default)]
+        started_at: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Terminated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        reason: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        message: String,
+        #[serde(default)]
+        finished_at: String,
+    },
+}
+
+impl Default for ContainerState {
+    fn default() -> Self {
+        ContainerState::Waiting {
+            reason: "ContainerCreating".into(),
+            message: String::new(),
+        }
+    }
+}
+
+impl ContainerState {
+    /// Running, Waiting or Terminated, with the reason when there is one (for tables).
+    pub fn summary(&self) -> String {
+        match self {
+            ContainerState::Waiting { reason, .. } => format!("Waiting ({reason})"),
+            ContainerState::Running { .. } => "Running".into(),
+            ContainerState::Terminated { reason, .. } => format!("Terminated ({reason})"),
+        }
+    }
 }
 
 /// A degraded part of an instance's environment it runs without.

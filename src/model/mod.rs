@@ -45,6 +45,7 @@ pub mod predictive;
 pub mod quantity;
 pub mod rbac;
 pub mod role;
+pub mod security;
 mod selector;
 pub mod service;
 pub mod sources;

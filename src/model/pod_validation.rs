@@ -65,6 +65,8 @@ pub(super) fn validate_pod_spec_with(
             ));
         }
     }
+    unique_ports(field, spec)?;
+    super::security::validate(field, spec)?;
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         let sources = [
             v.empty_dir.is_some(),
@@ -112,6 +114,28 @@ pub(super) fn validate_pod_spec_with(
                 &format!("{field}.restartPolicy"),
                 format!("\"{r}\" is not Always, OnFailure or Never"),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// The app containers share one network namespace: no two may declare one port and
+/// protocol (init containers run before them and may).
+fn unique_ports(field: &str, spec: &PodSpec) -> Result<(), ModelError> {
+    let mut seen: std::collections::BTreeMap<(i64, String), String> = Default::default();
+    for (i, c) in spec.containers.iter().enumerate() {
+        for (j, p) in c.ports.iter().flatten().enumerate() {
+            let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+            let here = format!("{field}.containers[{i}].ports[{j}].containerPort");
+            if let Some(first) = seen.insert((p.container_port, proto.clone()), here.clone()) {
+                return Err(invalid(
+                    &here,
+                    format!(
+                        "port {}/{proto} is already declared at {first}: an instance's containers share one network namespace",
+                        p.container_port
+                    ),
+                ));
+            }
         }
     }
     Ok(())

@@ -617,3 +617,28 @@ fn image_references_pull_policies_and_pull_secrets() {
         assert_eq!(PullPolicy::of(image, written), want, "{image} {written:?}");
     }
 }
+
+#[test]
+fn containers_of_one_instance_share_names_and_ports_with_nobody() {
+    let pod = |containers: &str| {
+        format!(
+            "apiVersion: omnicloud.io/v1\nkind: Instance\nmetadata: {{name: p}}\nspec:\n  pod:\n    containers:\n{containers}"
+        )
+    };
+    let two = "    - {name: web, image: toolbox, ports: [{containerPort: 8080}]}\n    - {name: side, image: toolbox, ports: [{containerPort: 9090}]}\n";
+    parse_manifests(&pod(two)).expect("distinct names and ports");
+    let same_name = "    - {name: web, image: toolbox}\n    - {name: web, image: busybox}\n";
+    let e = error_of(&pod(same_name));
+    assert_eq!(e.field, "spec.pod.containers[1].name", "{e}");
+    assert!(e.message.contains("duplicate container name"), "{e}");
+    let same_port = "    - {name: web, image: toolbox, ports: [{containerPort: 8080}]}\n    - {name: side, image: toolbox, ports: [{containerPort: 8080}]}\n";
+    let e = error_of(&pod(same_port));
+    assert_eq!(
+        e.field, "spec.pod.containers[1].ports[0].containerPort",
+        "{e}"
+    );
+    assert!(e.message.contains("spec.pod.containers[0].ports[0]"), "{e}");
+    // Another protocol on the same number is a different port.
+    let udp = "    - {name: web, image: toolbox, ports: [{containerPort: 53}]}\n    - {name: dns, image: toolbox, ports: [{containerPort: 53, protocol: UDP}]}\n";
+    parse_manifests(&pod(udp)).expect("TCP and UDP on one number");
+}

@@ -14,6 +14,20 @@ pub fn log_path(logs_dir: &Path, namespace: &str, instance: &str) -> PathBuf {
     logs_dir.join(namespace).join(format!("{instance}.log"))
 }
 
+/// The log of the container `container` of a multi-container instance:
+/// `<logs>/<namespace>/<instance>/<container>.log` (beside the instance's own log path).
+pub fn container_log_path(
+    logs_dir: &Path,
+    namespace: &str,
+    instance: &str,
+    container: &str,
+) -> PathBuf {
+    logs_dir
+        .join(namespace)
+        .join(instance)
+        .join(format!("{container}.log"))
+}
+
 fn rotated(path: &Path, n: u32) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(format!(".{n}"));

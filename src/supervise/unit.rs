@@ -37,6 +37,8 @@ pub struct Unit<W: Workload> {
     /// The instance log (a container's output, a VM's serial console).
     pub log: PathBuf,
     pub state: W::State,
+    /// Set when a stop is asked for: a kind's long start (an init container) watches it.
+    pub stop: watch::Receiver<bool>,
     backoff: Backoff,
     /// The live process a previous node process left (pid, start ticks).
     adopted: Option<(i32, u64)>,
@@ -150,6 +152,7 @@ impl<W: Workload> Unit<W> {
             backoff.next_delay(Duration::ZERO);
         }
         Some(Unit {
+            stop: stop.clone(),
             log: node.log_path(&key),
             state: W::state(&node, &key, &uid, &mut status),
             node,
