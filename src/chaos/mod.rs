@@ -8,6 +8,9 @@
 //! broken (a lost acknowledged write, one identity running twice, a workload that did not
 //! come back). Exit status 1 when an invariant broke.
 
+pub mod campaign;
+pub mod history;
+pub mod hosts;
 pub mod local;
 pub mod observe;
 
@@ -86,6 +89,37 @@ pub struct ChaosArgs {
     pub keep: bool,
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: crate::client::Format,
+    /// A linearizability campaign instead of the kill run: the register/CAS workload
+    /// records its history in DIR (history.jsonl), faults from --faults hit the nodes
+    /// (--kills of them, one every --interval, each lasting --down), and the checker
+    /// writes DIR/verdict.json and DIR/timeline.html. Node data goes to DIR/nodes.
+    #[arg(long, value_name = "DIR")]
+    pub history: Option<PathBuf>,
+    /// The faults of a campaign, taken in turn.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause")]
+    pub faults: Vec<campaign::Fault>,
+    /// Run the campaign's nodes in network namespaces joined by a bridge (needed for the
+    /// partition and latency faults; root, ip, iptables, tc, nsenter).
+    #[arg(long)]
+    pub netns: bool,
+    /// Concurrent clients of the register/CAS workload.
+    #[arg(long, default_value_t = 5)]
+    pub clients: usize,
+    /// Registers (keys) of the workload.
+    #[arg(long, default_value_t = 3)]
+    pub keys: usize,
+    /// Timeout of one client operation (a write that times out is recorded as unknown).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub op_timeout: Duration,
+    /// The linearizability checker (default: $OMNICLOUD_CHECKER, else
+    /// target/checker/checker beside this build; scripts/build-checker.sh makes it).
+    #[arg(long)]
+    pub checker: Option<PathBuf>,
+    /// TEST ONLY: break the system on purpose: followers answer consistent reads from
+    /// their local state without a read index (OMNICLOUD_TEST_STALE_FOLLOWER_READS=1 on
+    /// every node). The checker must then judge the history invalid.
+    #[arg(long)]
+    pub break_stale_reads: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,10 +168,38 @@ fn validate(args: &ChaosArgs) -> Result<(), String> {
     if args.kills > 0 && args.kill == Victims::Nodes && args.interval <= args.down {
         return Err("--interval must be longer than --down (a node is down between kills)".into());
     }
+    if args.history.is_some() {
+        if args.faults.is_empty() {
+            return Err("--faults: at least one fault".into());
+        }
+        if let Some(f) = args.faults.iter().find(|f| f.needs_netns() && !args.netns) {
+            return Err(format!(
+                "--faults: {f:?} cuts or slows packets between hosts; add --netns"
+            ));
+        }
+        if args.kills > 0 && args.interval <= args.down {
+            return Err("--interval must be longer than --down (a fault lasts --down)".into());
+        }
+        if args.clients == 0 || args.keys == 0 {
+            return Err("--clients and --keys: at least 1".into());
+        }
+        if args.workload.is_some() || args.import.is_some() {
+            return Err("--history runs the register workload; --workload and --import are for the kill run".into());
+        }
+    } else if args.netns || args.break_stale_reads {
+        return Err("--netns and --break-stale-reads are for a campaign: add --history DIR".into());
+    }
     if let Some(w) = &args.workload {
         std::fs::metadata(w).map_err(|e| format!("--workload {}: {e}", w.display()))?;
     }
     Ok(())
+}
+
+/// A linearizability campaign (`--history DIR`, [`campaign`]).
+pub fn run_campaign(args: ChaosArgs) -> Result<campaign::CampaignReport, String> {
+    validate(&args)?;
+    let dir = args.history.clone().ok_or("--history: a directory")?;
+    campaign::run(&args, &dir)
 }
 
 pub fn run(args: ChaosArgs) -> Result<Report, String> {
@@ -227,7 +289,7 @@ fn kill_node(
     })
 }
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     eprintln!("chaos: {msg}");
 }
 

@@ -1,0 +1,530 @@
+//! A linearizability campaign (`omnicloud chaos --history DIR`), the Jepsen shape: node
+//! processes (in network namespaces with `--netns`, [`super::hosts`]), the register/CAS
+//! workload recording a history ([`super::history`]), faults on a seeded schedule, and a
+//! verdict from an independent checker (`checker/`, Porcupine) run on the history.
+//!
+//! Faults, each undone at its end and, whatever happens, at exit ([`Undo`]):
+//! - `kill`: SIGKILL a random node, started again at the end of the fault;
+//! - `pause`: SIGSTOP a random node (the leader half the time), SIGCONT at the end (the
+//!   stale-leader test);
+//! - `partition-leader`: the leader cut off from every other node (iptables DROP inside
+//!   the namespaces, both directions);
+//! - `partition-minority`: a random minority cut off from the majority;
+//! - `latency`: 150 ms ±30 ms delay and 5% loss (tc netem) on a random node.
+//!
+//! The report: operations and their outcomes, availability during each fault kind and
+//! between faults, recovery time after each fault (from its end to the first acknowledged
+//! write), and the checker's verdict (PASS only when it says valid).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::history::{self, Target, Workload};
+use super::hosts::Hosts;
+use super::local::LocalCluster;
+use super::ChaosArgs;
+
+/// A fault of the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    Kill,
+    Pause,
+    PartitionLeader,
+    PartitionMinority,
+    Latency,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Pause => "pause",
+            Fault::PartitionLeader => "partition-leader",
+            Fault::PartitionMinority => "partition-minority",
+            Fault::Latency => "latency",
+        }
+    }
+
+    /// Needs nodes in network namespaces (it cuts or slows packets).
+    pub fn needs_netns(self) -> bool {
+        matches!(
+            self,
+            Fault::PartitionLeader | Fault::PartitionMinority | Fault::Latency
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultRecord {
+    pub kind: Fault,
+    /// The nodes it hit (the cut-off side of a partition).
+    pub nodes: Vec<String>,
+    pub start_secs: f64,
+    pub end_secs: f64,
+    /// From the end of the fault to the first acknowledged write or CAS.
+    pub recovered_after_secs: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Availability {
+    /// A fault kind, or "no fault".
+    pub during: String,
+    pub operations: u64,
+    pub ok: u64,
+    pub fraction_ok: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcomes {
+    pub invoked: u64,
+    pub ok: u64,
+    pub fail: u64,
+    pub unknown: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CampaignReport {
+    pub nodes: usize,
+    pub seed: u64,
+    pub netns: bool,
+    /// The deliberate break was on (`--break-stale-reads`): the verdict should be invalid.
+    pub stale_reads_break: bool,
+    pub faults: Vec<FaultRecord>,
+    pub outcomes: Outcomes,
+    pub availability: Vec<Availability>,
+    pub recovery_max_secs: Option<f64>,
+    /// The checker's verdict file as it wrote it (verdict, opsChecked, operations, ...).
+    pub checker: Value,
+    /// valid, invalid or unknown (the checker's word).
+    pub linearizability: String,
+    pub history_dir: PathBuf,
+    /// PASS when the checker said valid.
+    pub verdict: String,
+    pub duration_secs: f64,
+}
+
+/// Undoes the active faults when dropped: SIGCONT to paused nodes, partitions healed,
+/// latency removed. Killed nodes are started again by the schedule; at exit the cluster's
+/// own drop ends them all.
+struct Undo<'a> {
+    hosts: Option<&'a Hosts>,
+    paused: Vec<u32>,
+    slowed: Vec<usize>,
+    cut: bool,
+}
+
+impl Undo<'_> {
+    fn all(&mut self) {
+        for pid in self.paused.drain(..) {
+            // SAFETY: kill(2) on a node process this run started.
+            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        }
+        if let Some(h) = self.hosts {
+            for i in self.slowed.drain(..) {
+                h.unslow(i);
+            }
+            if std::mem::take(&mut self.cut) {
+                if let Err(e) = h.heal() {
+                    super::progress(&format!("healing the partition: {e}"));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        self.all();
+    }
+}
+
+/// The node the cluster calls its Raft leader, asked of every live node in turn.
+fn leader(cluster: &LocalCluster) -> Option<usize> {
+    (0..cluster.nodes.len())
+        .filter(|&i| cluster.nodes[i].alive())
+        .find_map(|i| {
+            let st = cluster.client(i).get_json("/v1/cluster/status").ok()?;
+            let name = st["raft"]["members"]
+                .as_array()?
+                .iter()
+                .find(|m| m["role"] == "leader")?["name"]
+                .as_str()?
+                .to_string();
+            cluster.nodes.iter().position(|n| n.name == name)
+        })
+}
+
+/// Where the checker is: --checker, else `OMNICLOUD_CHECKER`, else `target/checker/checker`
+/// beside this build (`scripts/build-checker.sh` puts it there).
+pub fn checker_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("OMNICLOUD_CHECKER") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("checker/checker"))
+        .unwrap_or_default()
+}
+
+pub fn run(args: &ChaosArgs, dir: &Path) -> Result<CampaignReport, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("--history {}: {e}", dir.display()))?;
+    let checker = checker_path(args.checker.as_deref());
+    if !checker.is_file() {
+        return Err(format!(
+            "--checker: {} is not there; build it with scripts/build-checker.sh (needs golang-go)",
+            checker.display()
+        ));
+    }
+    let hosts = if args.netns {
+        Some(Hosts::new(args.nodes).map_err(|e| format!("--netns: {e}"))?)
+    } else {
+        None
+    };
+    let base = dir.join("nodes");
+    let env: &[(&str, &str)] = if args.break_stale_reads {
+        &[("OMNICLOUD_TEST_STALE_FOLLOWER_READS", "1")]
+    } else {
+        &[]
+    };
+    super::progress(&format!(
+        "starting {} nodes under {}",
+        args.nodes,
+        base.display()
+    ));
+    let mut cluster = LocalCluster::start_on(
+        args.nodes,
+        &base,
+        &args.roles,
+        &args.cidr,
+        &args.bridge_prefix,
+        None,
+        hosts.as_ref(),
+        env,
+    )?;
+    let result = campaign(args, dir, &mut cluster, hosts.as_ref(), &checker);
+    cluster.shutdown();
+    drop(hosts);
+    result
+}
+
+fn campaign(
+    args: &ChaosArgs,
+    dir: &Path,
+    cluster: &mut LocalCluster,
+    hosts: Option<&Hosts>,
+    checker: &Path,
+) -> Result<CampaignReport, String> {
+    let started = Instant::now();
+    let targets = cluster
+        .nodes
+        .iter()
+        .map(|n| Target {
+            name: n.name.clone(),
+            api: n.api.clone(),
+        })
+        .collect();
+    let history_path = dir.join("history.jsonl");
+    let workload = Workload::start(
+        targets,
+        &cluster.token,
+        args.clients,
+        args.keys,
+        args.op_timeout,
+        args.seed,
+        &history_path,
+    )?;
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut undo = Undo {
+        hosts,
+        paused: Vec::new(),
+        slowed: Vec::new(),
+        cut: false,
+    };
+    let mut faults = Vec::new();
+    for k in 0..args.kills {
+        std::thread::sleep(args.interval - args.down);
+        let kind = args.faults[k % args.faults.len()];
+        let (start, nodes, killed) = inject(cluster, &mut undo, &mut rng, kind, &workload)?;
+        super::progress(&format!(
+            "fault {}/{}: {} {}",
+            k + 1,
+            args.kills,
+            kind.name(),
+            nodes.join(",")
+        ));
+        std::thread::sleep(args.down);
+        undo.all();
+        if let Some(i) = killed {
+            cluster.restart(i)?;
+        }
+        faults.push((kind, nodes, start, workload.now()));
+    }
+    // Time to recover after the last fault, with the clients still running.
+    std::thread::sleep(args.interval.min(Duration::from_secs(10)));
+    drop(undo);
+    let events = workload.stop();
+    super::progress(&format!(
+        "checking {} history events with {}",
+        events.len(),
+        checker.display()
+    ));
+    let verdict_path = dir.join("verdict.json");
+    let status = Command::new(checker)
+        .arg(&history_path)
+        .arg(&verdict_path)
+        .arg(dir.join("timeline.html"))
+        .status()
+        .map_err(|e| format!("running the checker {}: {e}", checker.display()))?;
+    let verdict: Value = std::fs::read(&verdict_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| format!("the checker wrote no verdict ({status}); see its output above"))?;
+    let linearizability = verdict["verdict"].as_str().unwrap_or("unknown").to_string();
+    Ok(report(
+        args,
+        dir,
+        faults,
+        &events,
+        verdict,
+        linearizability,
+        hosts.is_some(),
+        started,
+    ))
+}
+
+/// Applies one fault; (its start on the history's clock, the nodes hit, the node to start
+/// again at its end).
+fn inject(
+    cluster: &mut LocalCluster,
+    undo: &mut Undo,
+    rng: &mut StdRng,
+    kind: Fault,
+    workload: &Workload,
+) -> Result<(u64, Vec<String>, Option<usize>), String> {
+    let n = cluster.nodes.len();
+    let leader = leader(cluster);
+    let random = rng.random_range(0..n);
+    let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let name = |i: usize| names[i].clone();
+    let start = workload.now();
+    match kind {
+        Fault::Kill => {
+            cluster.nodes[random].kill9();
+            Ok((start, vec![name(random)], Some(random)))
+        }
+        Fault::Pause => {
+            let victim = if rng.random_bool(0.5) {
+                leader.unwrap_or(random)
+            } else {
+                random
+            };
+            if let Some(pid) = cluster.nodes[victim].pid() {
+                // SAFETY: kill(2) on a node process this run started.
+                unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+                undo.paused.push(pid);
+            }
+            Ok((start, vec![name(victim)], None))
+        }
+        Fault::PartitionLeader | Fault::PartitionMinority => {
+            let hosts = undo.hosts.ok_or("partitions need --netns")?;
+            let side: Vec<usize> = if kind == Fault::PartitionLeader {
+                vec![leader.unwrap_or(random)]
+            } else {
+                let mut all: Vec<usize> = (0..n).collect();
+                for i in (1..n).rev() {
+                    all.swap(i, rng.random_range(0..=i));
+                }
+                all.truncate((n - 1) / 2);
+                all
+            };
+            undo.cut = true;
+            hosts.partition(&side)?;
+            Ok((start, side.into_iter().map(name).collect(), None))
+        }
+        Fault::Latency => {
+            let hosts = undo.hosts.ok_or("latency needs --netns")?;
+            undo.slowed.push(random);
+            hosts.slow(random, 150, 5)?;
+            Ok((start, vec![name(random)], None))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    args: &ChaosArgs,
+    dir: &Path,
+    faults: Vec<(Fault, Vec<String>, u64, u64)>,
+    events: &[history::Event],
+    checker: Value,
+    linearizability: String,
+    netns: bool,
+    started: Instant,
+) -> CampaignReport {
+    let secs = |ns: u64| ns as f64 / 1e9;
+    let records: Vec<FaultRecord> = faults
+        .iter()
+        .map(|(kind, nodes, start, end)| FaultRecord {
+            kind: *kind,
+            nodes: nodes.clone(),
+            start_secs: secs(*start),
+            end_secs: secs(*end),
+            recovered_after_secs: history::first_write_after(events, *end)
+                .map(|t| secs(t.saturating_sub(*end))),
+        })
+        .collect();
+    let mut availability = Vec::new();
+    for kind in &args.faults {
+        let (mut ops, mut ok) = (0, 0);
+        for (k, _, start, end) in &faults {
+            if k == kind {
+                let (d, o) = history::availability(events, *start, *end);
+                ops += d;
+                ok += o;
+            }
+        }
+        if availability
+            .iter()
+            .any(|a: &Availability| a.during == kind.name())
+        {
+            continue;
+        }
+        availability.push(figure(kind.name(), ops, ok));
+    }
+    let (all, all_ok) = history::availability(events, 0, u64::MAX);
+    let (during, during_ok) = availability
+        .iter()
+        .fold((0, 0), |(d, o), a| (d + a.operations, o + a.ok));
+    availability.push(figure("no fault", all - during, all_ok - during_ok));
+    let mut outcomes = Outcomes::default();
+    for e in events {
+        match e.kind {
+            "invoke" => outcomes.invoked += 1,
+            "ok" => outcomes.ok += 1,
+            "fail" => outcomes.fail += 1,
+            _ => outcomes.unknown += 1,
+        }
+    }
+    let recovery_max_secs = records
+        .iter()
+        .filter_map(|r| r.recovered_after_secs)
+        .max_by(f64::total_cmp);
+    CampaignReport {
+        nodes: args.nodes,
+        seed: args.seed,
+        netns,
+        stale_reads_break: args.break_stale_reads,
+        faults: records,
+        outcomes,
+        availability,
+        recovery_max_secs,
+        checker,
+        verdict: if linearizability == "valid" {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+        .into(),
+        linearizability,
+        history_dir: dir.to_path_buf(),
+        duration_secs: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn figure(during: &str, operations: u64, ok: u64) -> Availability {
+    Availability {
+        during: during.into(),
+        operations,
+        ok,
+        fraction_ok: if operations == 0 {
+            0.0
+        } else {
+            ok as f64 / operations as f64
+        },
+    }
+}
+
+/// The campaign report for people.
+pub fn render(r: &CampaignReport) -> String {
+    let mut out = format!(
+        "campaign: {} nodes{}, seed {}, {} faults in {:.0}s{}\n\n",
+        r.nodes,
+        if r.netns {
+            " in network namespaces"
+        } else {
+            " on loopback"
+        },
+        r.seed,
+        r.faults.len(),
+        r.duration_secs,
+        if r.stale_reads_break {
+            " (DELIBERATE BREAK: stale follower reads)"
+        } else {
+            ""
+        }
+    );
+    for f in &r.faults {
+        out.push_str(&format!(
+            "  {:>6.1}s-{:>6.1}s  {:<19} {:<20} recovered {}\n",
+            f.start_secs,
+            f.end_secs,
+            f.kind.name(),
+            f.nodes.join(","),
+            f.recovered_after_secs
+                .map(|s| format!("after {s:.2}s"))
+                .unwrap_or_else(|| "-".into())
+        ));
+    }
+    let o = &r.outcomes;
+    out.push_str(&format!(
+        "\noperations: {} invoked: {} ok, {} fail, {} unknown\navailability (ok / completed):\n",
+        o.invoked, o.ok, o.fail, o.unknown
+    ));
+    for a in &r.availability {
+        out.push_str(&format!(
+            "  {:<19} {:>5.1}% of {}\n",
+            a.during,
+            a.fraction_ok * 100.0,
+            a.operations
+        ));
+    }
+    out.push_str(&format!(
+        "\nchecker: {} ({} operations checked); history, verdict.json and timeline.html in {}\n",
+        r.linearizability,
+        r.checker["opsChecked"],
+        r.history_dir.display()
+    ));
+    if let Some(ops) = r.checker["operations"].as_array() {
+        out.push_str("operations the checker could not linearize (earliest first):\n");
+        for op in ops {
+            out.push_str(&format!(
+                "  history lines {}..{}  process {}  {} {} {} -> {} on {}\n",
+                op["invokeIndex"],
+                op["completeIndex"],
+                op["process"],
+                op["f"].as_str().unwrap_or_default(),
+                op["key"].as_str().unwrap_or_default(),
+                op["value"].as_str().unwrap_or_default(),
+                op["type"].as_str().unwrap_or_default(),
+                op["node"].as_str().unwrap_or_default(),
+            ));
+        }
+    }
+    out.push_str(&format!("\nverdict: {}\n", r.verdict));
+    out
+}
