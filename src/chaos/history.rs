@@ -41,6 +41,10 @@ pub struct Event {
     pub node: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The cluster gave a definite answer (ok, or a refusal such as a failed
+    /// precondition): what availability counts. Not in the file.
+    #[serde(skip)]
+    pub answered: bool,
 }
 
 /// Where the clients send their operations.
@@ -103,6 +107,17 @@ fn parse_register(object: &Value) -> Option<(i64, String)> {
     let v = object["data"]["v"].as_str()?.parse().ok()?;
     let rv = object["metadata"]["resourceVersion"].as_str()?.to_string();
     Some((v, rv))
+}
+
+/// The start of the error of an operation the cluster refused with a definite answer.
+const REFUSED: &str = "refused: ";
+
+/// The error text of a failed operation: [`REFUSED`] first when the cluster answered.
+fn describe(e: &ClientError) -> String {
+    match e {
+        ClientError::Api { status, .. } if *status < 500 => format!("{REFUSED}{e}"),
+        _ => e.to_string(),
+    }
 }
 
 /// What a write's error says of its outcome: `fail` when it certainly did not apply (a
@@ -197,7 +212,7 @@ fn client_loop(s: &Shared, process: usize, seed: u64) {
                 json!([rng.random_range(0..VALUES), rng.random_range(0..VALUES)]),
             ),
         };
-        let event = |kind, value: Value, error: Option<String>| Event {
+        let event = |kind, value: Value, error: Option<String>, answered| Event {
             index: 0,
             process,
             kind,
@@ -207,10 +222,15 @@ fn client_loop(s: &Shared, process: usize, seed: u64) {
             time: 0,
             node: s.targets[node].name.clone(),
             error,
+            answered,
         };
-        s.record(event("invoke", value.clone(), None));
+        s.record(event("invoke", value.clone(), None, false));
         let (kind, value, error) = perform(s, node, f, &key, value);
-        s.record(event(kind, value, error));
+        // A refusal below 500 (a failed precondition, a CAS whose value differed) is an
+        // answer too.
+        let answered = kind == "ok"
+            || (kind == "fail" && error.as_deref().is_some_and(|e| e.starts_with(REFUSED)));
+        s.record(event(kind, value, error, answered));
         // A short breath so that a few clients do not saturate a debug build.
         std::thread::sleep(Duration::from_millis(rng.random_range(5..30)));
     }
@@ -228,7 +248,7 @@ fn perform(
     let read = || -> Result<(i64, String), (&'static str, String)> {
         let o = client
             .get_json(&format!("{}?consistent=true", register_path(key)))
-            .map_err(|e| ("fail", e.to_string()))?;
+            .map_err(|e| ("fail", describe(&e)))?;
         parse_register(&o).ok_or(("fail", format!("no integer data.v in {o}")))
     };
     match f {
@@ -242,7 +262,7 @@ fn perform(
             let body = register_body(key, v, None);
             match client.send("PUT", &register_path(key), "application/json", &body) {
                 Ok(_) => ("ok", value, None),
-                Err(e) => (outcome_of(&e), value, Some(e.to_string())),
+                Err(e) => (outcome_of(&e), value, Some(describe(&e))),
             }
         }
         _ => {
@@ -253,19 +273,19 @@ fn perform(
                 Err((kind, e)) => return (kind, value, Some(e)),
             };
             if current != expected {
-                return ("fail", value, Some(format!("value is {current}")));
+                return ("fail", value, Some(format!("{REFUSED}value is {current}")));
             }
             let body = register_body(key, new, Some(&rv));
             match client.send("PUT", &register_path(key), "application/json", &body) {
                 Ok(_) => ("ok", value, None),
-                Err(e) => (outcome_of(&e), value, Some(e.to_string())),
+                Err(e) => (outcome_of(&e), value, Some(describe(&e))),
             }
         }
     }
 }
 
-/// Operations completed within `[from, to)` (by invocation time, nanoseconds) and how
-/// many of them succeeded.
+/// Operations invoked within `[from, to)` (nanoseconds) and completed, and how many of
+/// them the cluster answered (ok, or a definite refusal).
 pub fn availability(history: &[Event], from: u64, to: u64) -> (u64, u64) {
     let mut invoked = std::collections::HashMap::new();
     let (mut done, mut ok) = (0, 0);
@@ -279,7 +299,7 @@ pub fn availability(history: &[Event], from: u64, to: u64) -> (u64, u64) {
         };
         if at >= from && at < to {
             done += 1;
-            ok += u64::from(e.kind == "ok");
+            ok += u64::from(e.answered);
         }
     }
     (done, ok)
@@ -316,6 +336,7 @@ mod tests {
             time,
             node: "n".into(),
             error: None,
+            answered: kind == "ok",
         }
     }
 

@@ -172,12 +172,54 @@ impl Hosts {
         Ok(())
     }
 
-    /// Removes every partition rule (idempotent).
+    /// Drops `pct`% of the packets node `i` receives and sends, at random (iptables
+    /// statistic; undone by [`Hosts::heal`]).
+    pub fn lose(&self, i: usize, pct: u32) -> Result<(), String> {
+        let p = format!("{:.2}", f64::from(pct) / 100.0);
+        for chain in ["INPUT", "OUTPUT"] {
+            self.in_ns(
+                i,
+                &[
+                    "iptables",
+                    "-w",
+                    "-A",
+                    chain,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &p,
+                    "-j",
+                    "DROP",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Removes every partition and loss rule (idempotent).
     pub fn heal(&self) -> Result<(), String> {
         for i in 0..self.n {
             self.in_ns(i, &["iptables", "-w", "-F", "INPUT"])?;
+            self.in_ns(i, &["iptables", "-w", "-F", "OUTPUT"])?;
         }
         Ok(())
+    }
+
+    /// Whether this kernel has netem (the latency fault): some (Firecracker's guest
+    /// kernels, this machine's) are built without sch_netem and cannot load it.
+    pub fn has_netem(&self) -> bool {
+        let ok = self
+            .in_ns(
+                0,
+                &[
+                    "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
+                ],
+            )
+            .is_ok();
+        let _ = self.in_ns(0, &["tc", "qdisc", "del", "dev", "lo", "root"]);
+        ok
     }
 
     /// Adds `delay` latency (with 20% jitter) and `loss_pct` packet loss to node `i`.
