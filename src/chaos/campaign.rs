@@ -297,6 +297,8 @@ fn campaign(
         .arg(&history_path)
         .arg(&verdict_path)
         .arg(dir.join("timeline.html"))
+        // Its summary line goes with the progress, not into the report on stdout.
+        .stdout(std::io::stderr())
         .status()
         .map_err(|e| format!("running the checker {}: {e}", checker.display()))?;
     let verdict: Value = std::fs::read(&verdict_path)
