@@ -7,7 +7,9 @@
 //! | module         | job                                                                  |
 //! |----------------|----------------------------------------------------------------------|
 //! | `cli`          | the `omnicloud` command line; client verbs talk HTTP to `api`         |
-//! | `chaos`        | `omnicloud chaos`: local cluster, seeded kill -9s, invariant report  |
+//! | `chaos`        | `omnicloud chaos`: local cluster, seeded kill -9s, invariant report; |
+//! |                | campaigns (`--history`): nodes in network namespaces, partitions,   |
+//! |                | pauses, loss, a register/CAS history judged by `checker/` (Porcupine)|
 //! | `client`       | the blocking HTTP client of `api`, and why a workload is not ready   |
 //! |                | yet (`why`, `look`), for `cli` and `chaos`                           |
 //! | `node`         | composition root: store, identity, tokens, control plane, API server |

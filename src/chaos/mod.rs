@@ -7,6 +7,11 @@
 //! through the leader), how long each recovery took, leader changes, and any invariant
 //! broken (a lost acknowledged write, one identity running twice, a workload that did not
 //! come back). Exit status 1 when an invariant broke.
+//!
+//! With `--history DIR` it runs a linearizability campaign instead ([`campaign`]): nodes in
+//! network namespaces ([`hosts`]), the register/CAS workload and its history ([`history`]),
+//! partitions, pauses, kills and loss, and the verdict of the independent checker
+//! (`checker/`, Porcupine).
 
 pub mod campaign;
 pub mod history;
