@@ -30,6 +30,7 @@ use serde_json::Value;
 use super::history::{self, Target, Workload};
 use super::hosts::Hosts;
 use super::local::LocalCluster;
+use super::watch::{self, WatchReport, Watchers};
 use super::ChaosArgs;
 
 /// A fault of the schedule.
@@ -108,6 +109,8 @@ pub struct CampaignReport {
     pub outcomes: Outcomes,
     pub availability: Vec<Availability>,
     pub recovery_max_secs: Option<f64>,
+    /// What the watchers saw (absent with `--watchers 0`).
+    pub watch: Option<WatchReport>,
     /// The checker's verdict file as it wrote it (verdict, opsChecked, operations, ...).
     pub checker: Value,
     /// valid, invalid or unknown (the checker's word).
@@ -167,6 +170,45 @@ fn leader(cluster: &LocalCluster) -> Option<usize> {
                 .to_string();
             cluster.nodes.iter().position(|n| n.name == name)
         })
+}
+
+/// The revision of the registers (a consistent list, any node that answers, for up to a
+/// minute): the store's revision, or with `newest` the highest resourceVersion among them.
+fn registers_revision(cluster: &LocalCluster, newest: bool) -> Result<u64, String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = (0..cluster.nodes.len())
+            .filter(|&i| cluster.nodes[i].alive())
+            .find_map(|i| {
+                cluster
+                    .client(i)
+                    .get_json("/v1/namespaces/default/configmaps?consistent=true")
+                    .ok()
+            });
+        if let Some(list) = list {
+            let parse = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok());
+            return Ok(if newest {
+                list["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|o| {
+                        o["metadata"]["name"]
+                            .as_str()
+                            .is_some_and(|n| n.starts_with("chaos-reg-"))
+                    })
+                    .filter_map(|o| parse(&o["metadata"]["resourceVersion"]))
+                    .max()
+                    .unwrap_or(0)
+            } else {
+                parse(&list["metadata"]["revision"]).unwrap_or(0)
+            });
+        }
+        if Instant::now() > deadline {
+            return Err("no node answered a consistent list of the registers for 60s".into());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Where the checker is: --checker, else `OMNICLOUD_CHECKER`, else `target/checker/checker`
@@ -239,14 +281,29 @@ fn campaign(
     checker: &Path,
 ) -> Result<CampaignReport, String> {
     let started = Instant::now();
-    let targets = cluster
-        .nodes
-        .iter()
-        .map(|n| Target {
-            name: n.name.clone(),
-            api: n.api.clone(),
-        })
-        .collect();
+    let targets = || {
+        cluster
+            .nodes
+            .iter()
+            .map(|n| Target {
+                name: n.name.clone(),
+                api: n.api.clone(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let watchers = if args.watchers > 0 {
+        let since = registers_revision(cluster, false)? + 1;
+        Some(Watchers::start(
+            targets(),
+            &cluster.token,
+            args.watchers,
+            since,
+            args.seed,
+        ))
+    } else {
+        None
+    };
+    let targets = targets();
     let history_path = dir.join("history.jsonl");
     let workload = Workload::start(
         targets,
@@ -286,7 +343,19 @@ fn campaign(
     // Time to recover after the last fault, with the clients still running.
     std::thread::sleep(args.interval.min(Duration::from_secs(10)));
     drop(undo);
+    let acknowledged = workload.acknowledged();
     let events = workload.stop();
+    let watch = match watchers {
+        Some(w) => {
+            let last = registers_revision(cluster, true)?;
+            super::progress(&format!(
+                "waiting for the watchers to reach revision {last}"
+            ));
+            let (seen, reconnects) = w.finish(last, Duration::from_secs(30));
+            Some(watch::judge(&seen, &acknowledged, reconnects))
+        }
+        None => None,
+    };
     super::progress(&format!(
         "checking {} history events with {}",
         events.len(),
@@ -306,7 +375,7 @@ fn campaign(
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| format!("the checker wrote no verdict ({status}); see its output above"))?;
     let linearizability = verdict["verdict"].as_str().unwrap_or("unknown").to_string();
-    Ok(report(
+    let mut r = report(
         args,
         dir,
         faults,
@@ -315,7 +384,14 @@ fn campaign(
         linearizability,
         hosts.is_some(),
         started,
-    ))
+    );
+    if let Some(w) = watch {
+        if !w.ok {
+            r.verdict = "FAIL".into();
+        }
+        r.watch = Some(w);
+    }
+    Ok(r)
 }
 
 /// Applies one fault; (its start on the history's clock, the nodes hit, the node to start
@@ -450,6 +526,7 @@ fn report(
         outcomes,
         availability,
         recovery_max_secs,
+        watch: None,
         checker,
         verdict: if linearizability == "valid" {
             "PASS"
@@ -541,6 +618,25 @@ pub fn render(r: &CampaignReport) -> String {
                 op["node"].as_str().unwrap_or_default(),
             ));
         }
+    }
+    if let Some(w) = &r.watch {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join("; ")
+            }
+        };
+        out.push_str(&format!(
+            "watch: {} watchers, {} events, {} reconnections; missed: {}; duplicates: {}; out of order: {}; disagreements: {}\n",
+            w.watchers,
+            w.events_seen,
+            w.reconnects,
+            list(&w.missed),
+            list(&w.duplicates),
+            list(&w.out_of_order),
+            list(&w.disagreements)
+        ));
     }
     out.push_str(&format!("\nverdict: {}\n", r.verdict));
     out

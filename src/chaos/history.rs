@@ -62,6 +62,8 @@ struct Shared {
     stop: AtomicBool,
     next: AtomicU64,
     out: Mutex<(BufWriter<File>, Vec<Event>)>,
+    /// resourceVersions of acknowledged writes and CASes (what watchers must see).
+    acknowledged: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 impl Shared {
@@ -75,6 +77,14 @@ impl Shared {
         let time = e.time;
         out.1.push(e);
         time
+    }
+
+    fn acknowledge(&self, object: &Value) {
+        if let Some((_, rv)) = parse_register(object) {
+            if let Ok(rv) = rv.parse() {
+                self.acknowledged.lock().unwrap().insert(rv);
+            }
+        }
     }
 
     fn client(&self, node: usize) -> Client {
@@ -152,6 +162,7 @@ impl Workload {
             stop: AtomicBool::new(false),
             next: AtomicU64::new(0),
             out: Mutex::new((BufWriter::new(file), Vec::new())),
+            acknowledged: Mutex::new(Default::default()),
         });
         let deadline = Instant::now() + Duration::from_secs(60);
         for k in 0..keys {
@@ -184,6 +195,11 @@ impl Workload {
     /// Nanoseconds since the workload started (the history's clock).
     pub fn now(&self) -> u64 {
         self.shared.started.elapsed().as_nanos() as u64
+    }
+
+    /// The resourceVersions acknowledged to writes and CASes so far.
+    pub fn acknowledged(&self) -> std::collections::BTreeSet<u64> {
+        self.shared.acknowledged.lock().unwrap().clone()
     }
 
     /// Stops the clients (each finishes its operation) and returns the history.
@@ -261,7 +277,10 @@ fn perform(
             let v = value.as_i64().unwrap_or_default();
             let body = register_body(key, v, None);
             match client.send("PUT", &register_path(key), "application/json", &body) {
-                Ok(_) => ("ok", value, None),
+                Ok(o) => {
+                    s.acknowledge(&o);
+                    ("ok", value, None)
+                }
                 Err(e) => (outcome_of(&e), value, Some(describe(&e))),
             }
         }
@@ -277,7 +296,10 @@ fn perform(
             }
             let body = register_body(key, new, Some(&rv));
             match client.send("PUT", &register_path(key), "application/json", &body) {
-                Ok(_) => ("ok", value, None),
+                Ok(o) => {
+                    s.acknowledge(&o);
+                    ("ok", value, None)
+                }
                 Err(e) => (outcome_of(&e), value, Some(describe(&e))),
             }
         }

@@ -18,6 +18,7 @@ pub mod history;
 pub mod hosts;
 pub mod local;
 pub mod observe;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -110,6 +111,10 @@ pub struct ChaosArgs {
     /// Concurrent clients of the register/CAS workload.
     #[arg(long, default_value_t = 5)]
     pub clients: usize,
+    /// Watchers following the registers through the campaign (0: none); each must see
+    /// every revision in order, exactly once, across reconnections.
+    #[arg(long, default_value_t = 2)]
+    pub watchers: usize,
     /// Registers (keys) of the workload.
     #[arg(long, default_value_t = 3)]
     pub keys: usize,
