@@ -3,7 +3,8 @@
 //! workload, and the verdict of checker/ (Porcupine). Under partitions, pauses, kills and
 //! loss the history must be valid; with the deliberate break (`--break-stale-reads`:
 //! followers answer consistent reads without a read index) the same kind of run must be
-//! judged invalid, naming operations. Needs root and Go (golang-go, to build checker/);
+//! judged invalid, naming operations. Two watchers follow the registers throughout and
+//! must see every revision in order, exactly once, across reconnections. Needs root and Go (golang-go, to build checker/);
 //! skips loudly without them (fails under OMNICLOUD_REQUIRE_ALL=1).
 
 mod common;
@@ -91,6 +92,7 @@ fn print_figures(report: &Value) {
             a["during"], a["ok"], a["operations"]
         );
     }
+    println!("watch: {}", report["watch"]);
     for f in report["faults"].as_array().unwrap() {
         println!(
             "fault {} on {}: recovered after {}s",
@@ -154,6 +156,11 @@ fn partitions_pauses_kills_and_loss_keep_the_register_linearizable() {
     };
     assert!(during("partition-minority") > 0, "{report}");
     assert!(during("partition-leader") > 0, "{report}");
+    // Every watcher saw every revision of the registers, in order, once, across reconnects.
+    let watch = &report["watch"];
+    assert_eq!(watch["ok"], true, "{watch}");
+    assert_eq!(watch["watchers"], 2, "{watch}");
+    assert!(watch["eventsSeen"].as_u64().unwrap() > 100, "{watch}");
     let timeline = std::fs::read_to_string(dir.path().join("timeline.html")).unwrap();
     assert!(timeline.contains("<html"), "the timeline is a page");
     assert!(dir.path().join("history.jsonl").is_file());
