@@ -86,6 +86,11 @@ pub struct Availability {
     pub operations: u64,
     pub ok: u64,
     pub fraction_ok: f64,
+    /// The same for operations sent to nodes the fault did not hit (the majority side of a
+    /// partition, the nodes not paused or killed).
+    pub elsewhere_operations: u64,
+    pub elsewhere_ok: u64,
+    pub elsewhere_fraction_ok: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -483,12 +488,12 @@ fn report(
         .collect();
     let mut availability = Vec::new();
     for kind in &args.faults {
-        let (mut ops, mut ok) = (0, 0);
-        for (k, _, start, end) in &faults {
+        let (mut ops, mut ok, mut away, mut away_ok) = (0, 0, 0, 0);
+        for (k, nodes, start, end) in &faults {
             if k == kind {
-                let (d, o) = history::availability(events, *start, *end);
-                ops += d;
-                ok += o;
+                let (d, o) = history::availability(events, *start, *end, &[]);
+                let (e, eo) = history::availability(events, *start, *end, nodes);
+                (ops, ok, away, away_ok) = (ops + d, ok + o, away + e, away_ok + eo);
             }
         }
         if availability
@@ -497,9 +502,13 @@ fn report(
         {
             continue;
         }
-        availability.push(figure(kind.name(), ops, ok));
+        let mut a = figure(kind.name(), ops, ok);
+        a.elsewhere_operations = away;
+        a.elsewhere_ok = away_ok;
+        a.elsewhere_fraction_ok = fraction(away, away_ok);
+        availability.push(a);
     }
-    let (all, all_ok) = history::availability(events, 0, u64::MAX);
+    let (all, all_ok) = history::availability(events, 0, u64::MAX, &[]);
     let (during, during_ok) = availability
         .iter()
         .fold((0, 0), |(d, o), a| (d + a.operations, o + a.ok));
@@ -540,16 +549,23 @@ fn report(
     }
 }
 
+fn fraction(operations: u64, ok: u64) -> f64 {
+    if operations == 0 {
+        0.0
+    } else {
+        ok as f64 / operations as f64
+    }
+}
+
 fn figure(during: &str, operations: u64, ok: u64) -> Availability {
     Availability {
         during: during.into(),
         operations,
         ok,
-        fraction_ok: if operations == 0 {
-            0.0
-        } else {
-            ok as f64 / operations as f64
-        },
+        fraction_ok: fraction(operations, ok),
+        elsewhere_operations: operations,
+        elsewhere_ok: ok,
+        elsewhere_fraction_ok: fraction(operations, ok),
     }
 }
 
@@ -591,10 +607,12 @@ pub fn render(r: &CampaignReport) -> String {
     ));
     for a in &r.availability {
         out.push_str(&format!(
-            "  {:<19} {:>5.1}% of {}\n",
+            "  {:<19} {:>5.1}% of {:<6} on the nodes it did not hit: {:>5.1}% of {}\n",
             a.during,
             a.fraction_ok * 100.0,
-            a.operations
+            a.operations,
+            a.elsewhere_fraction_ok * 100.0,
+            a.elsewhere_operations
         ));
     }
     out.push_str(&format!(

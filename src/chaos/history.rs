@@ -306,9 +306,9 @@ fn perform(
     }
 }
 
-/// Operations invoked within `[from, to)` (nanoseconds) and completed, and how many of
-/// them the cluster answered (ok, or a definite refusal).
-pub fn availability(history: &[Event], from: u64, to: u64) -> (u64, u64) {
+/// Operations invoked within `[from, to)` (nanoseconds) on a node not in `skip`, and
+/// completed, and how many of them the cluster answered (ok, or a definite refusal).
+pub fn availability(history: &[Event], from: u64, to: u64, skip: &[String]) -> (u64, u64) {
     let mut invoked = std::collections::HashMap::new();
     let (mut done, mut ok) = (0, 0);
     for e in history {
@@ -319,7 +319,7 @@ pub fn availability(history: &[Event], from: u64, to: u64) -> (u64, u64) {
         let Some(at) = invoked.remove(&e.process) else {
             continue;
         };
-        if at >= from && at < to {
+        if at >= from && at < to && !skip.contains(&e.node) {
             done += 1;
             ok += u64::from(e.answered);
         }
@@ -372,8 +372,9 @@ mod tests {
             ev(0, "invoke", "cas", 50),
             ev(0, "ok", "cas", 60),
         ];
-        assert_eq!(availability(&h, 0, 100), (3, 2));
-        assert_eq!(availability(&h, 11, 50), (1, 0));
+        assert_eq!(availability(&h, 0, 100, &[]), (3, 2));
+        assert_eq!(availability(&h, 11, 50, &[]), (1, 0));
+        assert_eq!(availability(&h, 0, 100, &["n".to_string()]), (0, 0));
         assert_eq!(first_write_after(&h, 11), Some(60));
         assert_eq!(first_write_after(&h, 0), Some(20));
         assert_eq!(first_write_after(&h, 61), None);
