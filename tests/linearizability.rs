@@ -95,8 +95,8 @@ fn print_figures(report: &Value) {
     println!("watch: {}", report["watch"]);
     for f in report["faults"].as_array().unwrap() {
         println!(
-            "fault {} on {}: recovered after {}s",
-            f["kind"], f["nodes"], f["recoveredAfterSecs"]
+            "fault {} on {}: writes resumed after {}s, recovered after {}s",
+            f["kind"], f["nodes"], f["writesResumedAfterSecs"], f["recoveredAfterSecs"]
         );
     }
 }

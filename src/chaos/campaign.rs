@@ -74,6 +74,9 @@ pub struct FaultRecord {
     pub nodes: Vec<String>,
     pub start_secs: f64,
     pub end_secs: f64,
+    /// From the start of the fault to the first write or CAS acknowledged among those
+    /// invoked after it: how long writes stopped (a leader election, a failover).
+    pub writes_resumed_after_secs: Option<f64>,
     /// From the end of the fault to the first acknowledged write or CAS.
     pub recovered_after_secs: Option<f64>,
 }
@@ -482,6 +485,8 @@ fn report(
             nodes: nodes.clone(),
             start_secs: secs(*start),
             end_secs: secs(*end),
+            writes_resumed_after_secs: history::first_write_after(events, *start)
+                .map(|t| secs(t.saturating_sub(*start))),
             recovered_after_secs: history::first_write_after(events, *end)
                 .map(|t| secs(t.saturating_sub(*end))),
         })
@@ -590,11 +595,14 @@ pub fn render(r: &CampaignReport) -> String {
     );
     for f in &r.faults {
         out.push_str(&format!(
-            "  {:>6.1}s-{:>6.1}s  {:<19} {:<20} recovered {}\n",
+            "  {:>6.1}s-{:>6.1}s  {:<19} {:<20} writes resumed {}, recovered {}\n",
             f.start_secs,
             f.end_secs,
             f.kind.name(),
             f.nodes.join(","),
+            f.writes_resumed_after_secs
+                .map(|s| format!("after {s:.2}s"))
+                .unwrap_or_else(|| "-".into()),
             f.recovered_after_secs
                 .map(|s| format!("after {s:.2}s"))
                 .unwrap_or_else(|| "-".into())
