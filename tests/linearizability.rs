@@ -217,6 +217,7 @@ fn campaign_options_are_checked_before_anything_starts() {
         "--faults",
     );
     refused(&["--break-stale-reads"], "--history");
+    refused(&["--clients", "3"], "--clients is for a campaign");
     refused(
         &["--history", "/nonexistent-x", "--faults", "teleport"],
         "teleport",

@@ -196,8 +196,39 @@ fn validate(args: &ChaosArgs) -> Result<(), String> {
         if args.workload.is_some() || args.import.is_some() {
             return Err("--history runs the register workload; --workload and --import are for the kill run".into());
         }
-    } else if args.netns || args.break_stale_reads {
-        return Err("--netns and --break-stale-reads are for a campaign: add --history DIR".into());
+        for (given, flag) in [
+            (!args.targets.is_empty(), "--targets"),
+            (
+                args.data_dir.is_some(),
+                "--data-dir (the nodes' data goes to DIR/nodes)",
+            ),
+            (args.keep, "--keep (DIR is always kept)"),
+            (args.kill != Victims::Nodes, "--kill (use --faults)"),
+            (args.writes_per_sec != 10, "--writes-per-sec"),
+        ] {
+            if given {
+                progress(&format!(
+                    "warning: {flag} is for the kill run; a campaign ignores it"
+                ));
+            }
+        }
+    } else {
+        let campaign_only = [
+            (args.netns, "--netns"),
+            (args.break_stale_reads, "--break-stale-reads"),
+            (args.checker.is_some(), "--checker"),
+            (args.clients != 5, "--clients"),
+            (args.keys != 3, "--keys"),
+            (args.watchers != 2, "--watchers"),
+            (args.op_timeout != Duration::from_secs(2), "--op-timeout"),
+            (
+                args.faults != [campaign::Fault::Kill, campaign::Fault::Pause],
+                "--faults",
+            ),
+        ];
+        if let Some((_, flag)) = campaign_only.iter().find(|(given, _)| *given) {
+            return Err(format!("{flag} is for a campaign: add --history DIR"));
+        }
     }
     if let Some(w) = &args.workload {
         std::fs::metadata(w).map_err(|e| format!("--workload {}: {e}", w.display()))?;
