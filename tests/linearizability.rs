@@ -102,7 +102,7 @@ fn print_figures(report: &Value) {
 }
 
 #[test]
-fn partitions_pauses_kills_and_loss_keep_the_register_linearizable() {
+fn partitions_of_every_shape_pauses_kills_and_loss_keep_the_register_linearizable() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !checker_built() {
         return;
@@ -110,8 +110,8 @@ fn partitions_pauses_kills_and_loss_keep_the_register_linearizable() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, report, stderr) = campaign(
         dir.path(),
-        "partition-leader,partition-minority,pause,kill,loss",
-        "5",
+        "partition-leader,partition-minority,partition-bridge,partition-ring,pause,kill,loss",
+        "7",
         &[],
     );
     print_figures(&report);

@@ -10,6 +10,9 @@
 //! - `partition-leader`: the leader cut off from every other node (iptables DROP inside
 //!   the namespaces, both directions);
 //! - `partition-minority`: a random minority cut off from the majority;
+//! - `partition-bridge`: two halves that cannot see each other, and one node (the bridge)
+//!   that sees both;
+//! - `partition-ring`: each node sees only its two neighbours in a random ring;
 //! - `latency`: 150 ms ±30 ms delay and 5% loss (tc netem) on a random node, where the
 //!   kernel has netem (refused up front where it has not);
 //! - `loss`: 20% of a random node's packets dropped both ways (iptables statistic).
@@ -41,6 +44,8 @@ pub enum Fault {
     Pause,
     PartitionLeader,
     PartitionMinority,
+    PartitionBridge,
+    PartitionRing,
     Latency,
     Loss,
 }
@@ -52,6 +57,8 @@ impl Fault {
             Fault::Pause => "pause",
             Fault::PartitionLeader => "partition-leader",
             Fault::PartitionMinority => "partition-minority",
+            Fault::PartitionBridge => "partition-bridge",
+            Fault::PartitionRing => "partition-ring",
             Fault::Latency => "latency",
             Fault::Loss => "loss",
         }
@@ -61,7 +68,12 @@ impl Fault {
     pub fn needs_netns(self) -> bool {
         matches!(
             self,
-            Fault::PartitionLeader | Fault::PartitionMinority | Fault::Latency | Fault::Loss
+            Fault::PartitionLeader
+                | Fault::PartitionMinority
+                | Fault::PartitionBridge
+                | Fault::PartitionRing
+                | Fault::Latency
+                | Fault::Loss
         )
     }
 }
@@ -435,21 +447,31 @@ fn inject(
             }
             Ok((start, vec![name(victim)], None))
         }
-        Fault::PartitionLeader | Fault::PartitionMinority => {
+        Fault::PartitionLeader
+        | Fault::PartitionMinority
+        | Fault::PartitionBridge
+        | Fault::PartitionRing => {
             let hosts = undo.hosts.ok_or("partitions need --netns")?;
-            let side: Vec<usize> = if kind == Fault::PartitionLeader {
-                vec![leader.unwrap_or(random)]
-            } else {
-                let mut all: Vec<usize> = (0..n).collect();
-                for i in (1..n).rev() {
-                    all.swap(i, rng.random_range(0..=i));
+            let mut order: Vec<usize> = (0..n).collect();
+            for i in (1..n).rev() {
+                order.swap(i, rng.random_range(0..=i));
+            }
+            // The pairs cut apart, and the nodes the fault is said to hit.
+            let (pairs, hit) = match kind {
+                Fault::PartitionLeader => {
+                    let l = leader.unwrap_or(random);
+                    (super::hosts::across(n, &[l]), vec![l])
                 }
-                all.truncate((n - 1) / 2);
-                all
+                Fault::PartitionMinority => {
+                    let side = order[..(n - 1) / 2].to_vec();
+                    (super::hosts::across(n, &side), side)
+                }
+                Fault::PartitionBridge => (super::hosts::bridge(&order), vec![order[0]]),
+                _ => (super::hosts::ring(&order), Vec::new()),
             };
             undo.cut = true;
-            hosts.partition(&side)?;
-            Ok((start, side.into_iter().map(name).collect(), None))
+            hosts.cut(&pairs)?;
+            Ok((start, hit.into_iter().map(name).collect(), None))
         }
         Fault::Latency => {
             let hosts = undo.hosts.ok_or("latency needs --netns")?;

@@ -7,7 +7,7 @@
 //!
 //! [`Hosts`] deletes everything it made when dropped (processes left in the namespaces are
 //! killed first), whatever ended the run. The decisions (which addresses each side drops)
-//! are pure ([`partition_rules`]); the glue runs `ip`, `iptables` and `tc`.
+//! are pure ([`across`], [`bridge`], [`ring`]); the glue runs `ip`, `iptables` and `tc`.
 
 use std::process::Command;
 
@@ -37,22 +37,49 @@ fn run(args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// For each node, the addresses it must drop so that `side` (node indexes) and the rest
-/// cannot reach each other: (node, source address to drop).
-pub fn partition_rules(
-    n: usize,
-    side: &[usize],
-    ip: impl Fn(usize) -> String,
-) -> Vec<(usize, String)> {
-    let mut rules = Vec::new();
+/// The pairs of nodes that must not reach each other so that `side` and the rest are
+/// cut apart.
+pub fn across(n: usize, side: &[usize]) -> Vec<(usize, usize)> {
+    let mut pairs = Vec::new();
     for a in 0..n {
-        for b in 0..n {
+        for b in a + 1..n {
             if side.contains(&a) != side.contains(&b) {
-                rules.push((a, ip(b)));
+                pairs.push((a, b));
             }
         }
     }
-    rules
+    pairs
+}
+
+/// A bridge: `order[0]` sees everyone; the next `(n-1)/2` nodes and the rest see only
+/// their own side and the bridge (Jepsen's bridge partition).
+pub fn bridge(order: &[usize]) -> Vec<(usize, usize)> {
+    let half = 1 + (order.len() - 1) / 2;
+    let (left, right) = (&order[1..half], &order[half..]);
+    let mut pairs: Vec<(usize, usize)> = left
+        .iter()
+        .flat_map(|&a| right.iter().map(move |&b| (a.min(b), a.max(b))))
+        .collect();
+    pairs.sort_unstable();
+    pairs
+}
+
+/// A ring: each node sees only its two neighbours in `order` (with 5 nodes each sees a
+/// majority with itself, and no two see the same one).
+pub fn ring(order: &[usize]) -> Vec<(usize, usize)> {
+    let n = order.len();
+    let mut pairs = Vec::new();
+    for p in 0..n {
+        for q in p + 1..n {
+            let adjacent = q - p == 1 || (p == 0 && q == n - 1);
+            if !adjacent {
+                let (a, b) = (order[p], order[q]);
+                pairs.push((a.min(b), a.max(b)));
+            }
+        }
+    }
+    pairs.sort_unstable();
+    pairs
 }
 
 impl Hosts {
@@ -160,14 +187,16 @@ impl Hosts {
         run(&all)
     }
 
-    /// Cuts `side` off from the other nodes (both directions). The chaos process still
-    /// reaches every node.
-    pub fn partition(&self, side: &[usize]) -> Result<(), String> {
-        for (node, from) in partition_rules(self.n, side, |i| self.ip(i)) {
-            self.in_ns(
-                node,
-                &["iptables", "-w", "-A", "INPUT", "-s", &from, "-j", "DROP"],
-            )?;
+    /// Cuts every pair apart, both directions (DROP in each one's INPUT chain from the
+    /// other's address). The chaos process still reaches every node.
+    pub fn cut(&self, pairs: &[(usize, usize)]) -> Result<(), String> {
+        for &(a, b) in pairs {
+            for (node, from) in [(a, self.ip(b)), (b, self.ip(a))] {
+                self.in_ns(
+                    node,
+                    &["iptables", "-w", "-A", "INPUT", "-s", &from, "-j", "DROP"],
+                )?;
+            }
         }
         Ok(())
     }
@@ -279,21 +308,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_partition_drops_across_the_cut_only() {
-        let rules = partition_rules(3, &[0], |i| format!("a{i}"));
-        assert_eq!(
-            rules,
-            vec![
-                (0, "a1".to_string()),
-                (0, "a2".to_string()),
-                (1, "a0".to_string()),
-                (2, "a0".to_string())
-            ]
-        );
-        let two = partition_rules(5, &[3, 4], |i| format!("a{i}"));
-        assert_eq!(two.len(), 12);
-        assert!(two
-            .iter()
-            .all(|(n, from)| [3, 4].contains(n) != from.ends_with(['3', '4'])));
+    fn partitions_cut_the_right_pairs() {
+        assert_eq!(across(3, &[0]), vec![(0, 1), (0, 2)]);
+        assert_eq!(across(5, &[3, 4]).len(), 6);
+        // Bridge 2 sees everyone; {0, 4} and {1, 3} do not see each other.
+        let b = bridge(&[2, 0, 4, 1, 3]);
+        assert_eq!(b, vec![(0, 1), (0, 3), (1, 4), (3, 4)]);
+        assert!(!b.iter().any(|&(x, y)| x == 2 || y == 2));
+        // Ring 0-1-2-3-4-0: each node keeps exactly its two neighbours.
+        let r = ring(&[0, 1, 2, 3, 4]);
+        assert_eq!(r, vec![(0, 2), (0, 3), (1, 3), (1, 4), (2, 4)]);
+        for node in 0..5 {
+            let cut = r.iter().filter(|&&(x, y)| x == node || y == node).count();
+            assert_eq!(cut, 2, "node {node} keeps two neighbours");
+        }
     }
 }
