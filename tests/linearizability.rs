@@ -130,6 +130,8 @@ fn partitions_of_every_shape_pauses_kills_and_loss_keep_the_register_linearizabl
         [
             "partition-leader",
             "partition-minority",
+            "partition-bridge",
+            "partition-ring",
             "pause",
             "kill",
             "loss"
