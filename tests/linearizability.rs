@@ -95,8 +95,12 @@ fn print_figures(report: &Value) {
     println!("watch: {}", report["watch"]);
     for f in report["faults"].as_array().unwrap() {
         println!(
-            "fault {} on {}: writes resumed after {}s, recovered after {}s",
-            f["kind"], f["nodes"], f["writesResumedAfterSecs"], f["recoveredAfterSecs"]
+            "fault {} on {} (leader was {}): writes resumed after {}s, recovered after {}s",
+            f["kind"],
+            f["nodes"],
+            f["leader"],
+            f["writesResumedAfterSecs"],
+            f["recoveredAfterSecs"]
         );
     }
 }

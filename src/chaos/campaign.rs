@@ -84,6 +84,8 @@ pub struct FaultRecord {
     pub kind: Fault,
     /// The nodes it hit (the cut-off side of a partition).
     pub nodes: Vec<String>,
+    /// The Raft leader just before it.
+    pub leader: Option<String>,
     pub start_secs: f64,
     pub end_secs: f64,
     /// From the start of the fault to the first write or CAS acknowledged among those
@@ -345,6 +347,7 @@ fn campaign(
     for k in 0..args.kills {
         std::thread::sleep(args.interval - args.down);
         let kind = args.faults[k % args.faults.len()];
+        let was_leader = leader(cluster).map(|i| cluster.nodes[i].name.clone());
         let (start, nodes, killed) = inject(cluster, &mut undo, &mut rng, kind, &workload)?;
         super::progress(&format!(
             "fault {}/{}: {} {}",
@@ -358,7 +361,7 @@ fn campaign(
         if let Some(i) = killed {
             cluster.restart(i)?;
         }
-        faults.push((kind, nodes, start, workload.now()));
+        faults.push((kind, nodes, start, workload.now(), was_leader));
     }
     // Time to recover after the last fault, with the clients still running.
     std::thread::sleep(args.interval.min(Duration::from_secs(10)));
@@ -492,7 +495,7 @@ fn inject(
 fn report(
     args: &ChaosArgs,
     dir: &Path,
-    faults: Vec<(Fault, Vec<String>, u64, u64)>,
+    faults: Vec<(Fault, Vec<String>, u64, u64, Option<String>)>,
     events: &[history::Event],
     checker: Value,
     linearizability: String,
@@ -502,8 +505,9 @@ fn report(
     let secs = |ns: u64| ns as f64 / 1e9;
     let records: Vec<FaultRecord> = faults
         .iter()
-        .map(|(kind, nodes, start, end)| FaultRecord {
+        .map(|(kind, nodes, start, end, leader)| FaultRecord {
             kind: *kind,
+            leader: leader.clone(),
             nodes: nodes.clone(),
             start_secs: secs(*start),
             end_secs: secs(*end),
@@ -516,7 +520,7 @@ fn report(
     let mut availability = Vec::new();
     for kind in &args.faults {
         let (mut ops, mut ok, mut away, mut away_ok) = (0, 0, 0, 0);
-        for (k, nodes, start, end) in &faults {
+        for (k, nodes, start, end, _) in &faults {
             if k == kind {
                 let (d, o) = history::availability(events, *start, *end, &[]);
                 let (e, eo) = history::availability(events, *start, *end, nodes);
@@ -617,11 +621,12 @@ pub fn render(r: &CampaignReport) -> String {
     );
     for f in &r.faults {
         out.push_str(&format!(
-            "  {:>6.1}s-{:>6.1}s  {:<19} {:<20} writes resumed {}, recovered {}\n",
+            "  {:>6.1}s-{:>6.1}s  {:<19} {:<16} leader was {:<8} writes resumed {}, recovered {}\n",
             f.start_secs,
             f.end_secs,
             f.kind.name(),
             f.nodes.join(","),
+            f.leader.as_deref().unwrap_or("-"),
             f.writes_resumed_after_secs
                 .map(|s| format!("after {s:.2}s"))
                 .unwrap_or_else(|| "-".into()),
