@@ -361,7 +361,13 @@ fn campaign(
         if let Some(i) = killed {
             cluster.restart(i)?;
         }
-        faults.push((kind, nodes, start, workload.now(), was_leader));
+        faults.push(Applied {
+            kind,
+            nodes,
+            start,
+            end: workload.now(),
+            leader: was_leader,
+        });
     }
     // Time to recover after the last fault, with the clients still running.
     std::thread::sleep(args.interval.min(Duration::from_secs(10)));
@@ -415,6 +421,16 @@ fn campaign(
         r.watch = Some(w);
     }
     Ok(r)
+}
+
+/// A fault as it was applied: the nodes hit, its start and end on the history's clock
+/// (nanoseconds), the leader just before it.
+struct Applied {
+    kind: Fault,
+    nodes: Vec<String>,
+    start: u64,
+    end: u64,
+    leader: Option<String>,
 }
 
 /// Applies one fault; (its start on the history's clock, the nodes hit, the node to start
@@ -495,7 +511,7 @@ fn inject(
 fn report(
     args: &ChaosArgs,
     dir: &Path,
-    faults: Vec<(Fault, Vec<String>, u64, u64, Option<String>)>,
+    faults: Vec<Applied>,
     events: &[history::Event],
     checker: Value,
     linearizability: String,
@@ -505,27 +521,25 @@ fn report(
     let secs = |ns: u64| ns as f64 / 1e9;
     let records: Vec<FaultRecord> = faults
         .iter()
-        .map(|(kind, nodes, start, end, leader)| FaultRecord {
-            kind: *kind,
-            leader: leader.clone(),
-            nodes: nodes.clone(),
-            start_secs: secs(*start),
-            end_secs: secs(*end),
-            writes_resumed_after_secs: history::first_write_after(events, *start)
-                .map(|t| secs(t.saturating_sub(*start))),
-            recovered_after_secs: history::first_write_after(events, *end)
-                .map(|t| secs(t.saturating_sub(*end))),
+        .map(|f| FaultRecord {
+            kind: f.kind,
+            leader: f.leader.clone(),
+            nodes: f.nodes.clone(),
+            start_secs: secs(f.start),
+            end_secs: secs(f.end),
+            writes_resumed_after_secs: history::first_write_after(events, f.start)
+                .map(|t| secs(t.saturating_sub(f.start))),
+            recovered_after_secs: history::first_write_after(events, f.end)
+                .map(|t| secs(t.saturating_sub(f.end))),
         })
         .collect();
     let mut availability = Vec::new();
     for kind in &args.faults {
         let (mut ops, mut ok, mut away, mut away_ok) = (0, 0, 0, 0);
-        for (k, nodes, start, end, _) in &faults {
-            if k == kind {
-                let (d, o) = history::availability(events, *start, *end, &[]);
-                let (e, eo) = history::availability(events, *start, *end, nodes);
-                (ops, ok, away, away_ok) = (ops + d, ok + o, away + e, away_ok + eo);
-            }
+        for f in faults.iter().filter(|f| f.kind == *kind) {
+            let (d, o) = history::availability(events, f.start, f.end, &[]);
+            let (e, eo) = history::availability(events, f.start, f.end, &f.nodes);
+            (ops, ok, away, away_ok) = (ops + d, ok + o, away + e, away_ok + eo);
         }
         if availability
             .iter()
