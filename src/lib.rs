@@ -8,7 +8,9 @@
 //! |----------------|----------------------------------------------------------------------|
 //! | `cli`          | the `omnicloud` command line; client verbs talk HTTPS to `api`;      |
 //! |                | `login` writes the client config                                     |
-//! | `chaos`        | `omnicloud chaos`: local cluster, seeded kill -9s, invariant report  |
+//! | `chaos`        | `omnicloud chaos`: local cluster, seeded kill -9s, invariant report; |
+//! |                | campaigns (`--history`): nodes in network namespaces, partitions,   |
+//! |                | pauses, loss, a register/CAS history judged by `checker/` (Porcupine)|
 //! | `client`       | the blocking HTTP client of `api` trusting the cluster CA, the client |
 //! |                | config (`config`), and why a workload is not ready yet (`why`,      |
 //! |                | `look`), for `cli` and `chaos`                                       |

@@ -24,6 +24,10 @@ pub struct LocalNode {
     ports: Option<[u16; 3]>,
     child: Option<Child>,
     pub bridge: String,
+    /// The command that runs the node in its host's namespace (`nsenter --net=...`), or
+    /// empty on loopback.
+    prefix: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// What a node writes to `<data-dir>/endpoints.json` once its sockets are bound.
@@ -43,6 +47,11 @@ const BIND_LIMIT: Duration = Duration::from_secs(30);
 impl LocalNode {
     pub fn alive(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The node process's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Starts the node process and waits until it has bound its ports. The first start
@@ -90,8 +99,17 @@ impl LocalNode {
             .open(self.dir.join("node.log"))
             .map_err(|e| format!("{}: node.log: {e}", self.name))?;
         let [api, rpc, gossip] = self.ports.unwrap_or([0, 0, 0]).map(|p| p.to_string());
-        let child = Command::new(exe)
+        let mut command = match self.prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let child = command
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args([
                 "--api-port",
                 &api,
@@ -177,6 +195,22 @@ impl LocalCluster {
         bridge_prefix: &str,
         import: Option<&Path>,
     ) -> Result<LocalCluster, String> {
+        Self::start_on(n, base, roles, cidr, bridge_prefix, import, None, &[])
+    }
+
+    /// [`LocalCluster::start`], with node i on host i of `hosts` (bound to its address, run
+    /// in its namespace) when given, and `env` set for every node process.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_on(
+        n: usize,
+        base: &Path,
+        roles: &str,
+        cidr: &str,
+        bridge_prefix: &str,
+        import: Option<&Path>,
+        hosts: Option<&super::hosts::Hosts>,
+        env: &[(&str, &str)],
+    ) -> Result<LocalCluster, String> {
         let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
         let mut cluster = LocalCluster {
             nodes: Vec::new(),
@@ -185,6 +219,7 @@ impl LocalCluster {
         };
         for i in 0..n {
             let name = format!("chaos-{i}");
+            let ip = hosts.map_or("127.0.0.1".to_string(), |h| h.ip(i));
             let dir = base.join(&name);
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             let bridge = format!("{bridge_prefix}{i}");
@@ -200,9 +235,9 @@ impl LocalCluster {
                 "--data-dir".into(),
                 dir.display().to_string(),
                 "--bind".into(),
-                "127.0.0.1".into(),
+                ip.clone(),
                 "--advertise".into(),
-                "127.0.0.1".into(),
+                ip.clone(),
                 "--roles".into(),
                 roles.into(),
                 "--config".into(),
@@ -228,6 +263,11 @@ impl LocalCluster {
                 ports: None,
                 child: None,
                 bridge,
+                prefix: hosts.map(|h| h.prefix(i)).unwrap_or_default(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             });
             let exe = cluster.exe.clone();
             cluster.nodes[i].launch(&exe)?;

@@ -7,9 +7,18 @@
 //! through the leader), how long each recovery took, leader changes, and any invariant
 //! broken (a lost acknowledged write, one identity running twice, a workload that did not
 //! come back). Exit status 1 when an invariant broke.
+//!
+//! With `--history DIR` it runs a linearizability campaign instead ([`campaign`]): nodes in
+//! network namespaces ([`hosts`]), the register/CAS workload and its history ([`history`]),
+//! partitions, pauses, kills and loss, and the verdict of the independent checker
+//! (`checker/`, Porcupine).
 
+pub mod campaign;
+pub mod history;
+pub mod hosts;
 pub mod local;
 pub mod observe;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -86,6 +95,41 @@ pub struct ChaosArgs {
     pub keep: bool,
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: crate::client::Format,
+    /// A linearizability campaign instead of the kill run: the register/CAS workload
+    /// records its history in DIR (history.jsonl), faults from --faults hit the nodes
+    /// (--kills of them, one every --interval, each lasting --down), and the checker
+    /// writes DIR/verdict.json and DIR/timeline.html. Node data goes to DIR/nodes.
+    #[arg(long, value_name = "DIR")]
+    pub history: Option<PathBuf>,
+    /// The faults of a campaign, taken in turn.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause")]
+    pub faults: Vec<campaign::Fault>,
+    /// Run the campaign's nodes in network namespaces joined by a bridge (needed for the
+    /// partition and latency faults; root, ip, iptables, tc, nsenter).
+    #[arg(long)]
+    pub netns: bool,
+    /// Concurrent clients of the register/CAS workload.
+    #[arg(long, default_value_t = 5)]
+    pub clients: usize,
+    /// Watchers following the registers through the campaign (0: none); each must see
+    /// every revision in order, exactly once, across reconnections.
+    #[arg(long, default_value_t = 2)]
+    pub watchers: usize,
+    /// Registers (keys) of the workload.
+    #[arg(long, default_value_t = 3)]
+    pub keys: usize,
+    /// Timeout of one client operation (a write that times out is recorded as unknown).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub op_timeout: Duration,
+    /// The linearizability checker (default: $OMNICLOUD_CHECKER, else
+    /// target/checker/checker beside this build; scripts/build-checker.sh makes it).
+    #[arg(long)]
+    pub checker: Option<PathBuf>,
+    /// TEST ONLY: break the system on purpose: followers answer consistent reads from
+    /// their local state without a read index (OMNICLOUD_TEST_STALE_FOLLOWER_READS=1 on
+    /// every node). The checker must then judge the history invalid.
+    #[arg(long)]
+    pub break_stale_reads: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,10 +178,69 @@ fn validate(args: &ChaosArgs) -> Result<(), String> {
     if args.kills > 0 && args.kill == Victims::Nodes && args.interval <= args.down {
         return Err("--interval must be longer than --down (a node is down between kills)".into());
     }
+    if args.history.is_some() {
+        if args.faults.is_empty() {
+            return Err("--faults: at least one fault".into());
+        }
+        if let Some(f) = args.faults.iter().find(|f| f.needs_netns() && !args.netns) {
+            return Err(format!(
+                "--faults: {f:?} cuts or slows packets between hosts; add --netns"
+            ));
+        }
+        if args.kills > 0 && args.interval <= args.down {
+            return Err("--interval must be longer than --down (a fault lasts --down)".into());
+        }
+        if args.clients == 0 || args.keys == 0 {
+            return Err("--clients and --keys: at least 1".into());
+        }
+        if args.workload.is_some() || args.import.is_some() {
+            return Err("--history runs the register workload; --workload and --import are for the kill run".into());
+        }
+        for (given, flag) in [
+            (!args.targets.is_empty(), "--targets"),
+            (
+                args.data_dir.is_some(),
+                "--data-dir (the nodes' data goes to DIR/nodes)",
+            ),
+            (args.keep, "--keep (DIR is always kept)"),
+            (args.kill != Victims::Nodes, "--kill (use --faults)"),
+            (args.writes_per_sec != 10, "--writes-per-sec"),
+        ] {
+            if given {
+                progress(&format!(
+                    "warning: {flag} is for the kill run; a campaign ignores it"
+                ));
+            }
+        }
+    } else {
+        let campaign_only = [
+            (args.netns, "--netns"),
+            (args.break_stale_reads, "--break-stale-reads"),
+            (args.checker.is_some(), "--checker"),
+            (args.clients != 5, "--clients"),
+            (args.keys != 3, "--keys"),
+            (args.watchers != 2, "--watchers"),
+            (args.op_timeout != Duration::from_secs(2), "--op-timeout"),
+            (
+                args.faults != [campaign::Fault::Kill, campaign::Fault::Pause],
+                "--faults",
+            ),
+        ];
+        if let Some((_, flag)) = campaign_only.iter().find(|(given, _)| *given) {
+            return Err(format!("{flag} is for a campaign: add --history DIR"));
+        }
+    }
     if let Some(w) = &args.workload {
         std::fs::metadata(w).map_err(|e| format!("--workload {}: {e}", w.display()))?;
     }
     Ok(())
+}
+
+/// A linearizability campaign (`--history DIR`, [`campaign`]).
+pub fn run_campaign(args: ChaosArgs) -> Result<campaign::CampaignReport, String> {
+    validate(&args)?;
+    let dir = args.history.clone().ok_or("--history: a directory")?;
+    campaign::run(&args, &dir)
 }
 
 pub fn run(args: ChaosArgs) -> Result<Report, String> {
@@ -227,7 +330,7 @@ fn kill_node(
     })
 }
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     eprintln!("chaos: {msg}");
 }
 

@@ -6,6 +6,21 @@ use crate::client::ClientError;
 
 pub fn chaos(args: crate::chaos::ChaosArgs) -> Result<(), ClientError> {
     let json = matches!(args.output, Format::Json);
+    if args.history.is_some() {
+        let report = crate::chaos::run_campaign(args).map_err(ClientError::Other)?;
+        if json {
+            output::print_json(&serde_json::to_value(&report).expect("JSON"));
+        } else {
+            print!("{}", crate::chaos::campaign::render(&report));
+        }
+        if report.verdict != "PASS" {
+            return Err(ClientError::Other(format!(
+                "the checker judged the history {} (verdict FAIL)",
+                report.linearizability
+            )));
+        }
+        return Ok(());
+    }
     let report = crate::chaos::run(args).map_err(ClientError::Other)?;
     if json {
         output::print_json(&serde_json::to_value(&report).expect("JSON"));

@@ -213,6 +213,10 @@ impl ControlPlane {
     /// Waits until this node's state machine reflects everything committed before the call
     /// (a linearizable read point), asking the leader for the point when this is a follower.
     pub async fn read_barrier(&self) -> Result<(), ControlError> {
+        if stale_follower_reads() && !self.is_leader() {
+            // The deliberate break (test only): a follower answers from its local state.
+            return Ok(());
+        }
         let index = match self.local_read_barrier().await {
             Err(ControlError::NotLeader(Some(leader))) => {
                 match self.forward(&leader, &rpc::Request::ReadBarrier).await? {
@@ -434,4 +438,21 @@ fn unexpected(leader: &RaftNode, resp: rpc::Response) -> ControlError {
         leader: leader.to_string(),
         message: format!("unexpected response {resp:?}"),
     }
+}
+
+/// Test only, never in production: `OMNICLOUD_TEST_STALE_FOLLOWER_READS=1` makes a
+/// follower serve consistent (`?consistent=true`) reads from its local state without a
+/// read index, the bug Jepsen found in etcd and Consul. `omnicloud chaos
+/// --break-stale-reads` sets it to prove that its linearizability checker catches it.
+pub fn stale_follower_reads() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        let on = std::env::var("OMNICLOUD_TEST_STALE_FOLLOWER_READS").is_ok_and(|v| v == "1");
+        if on {
+            tracing::warn!(
+                "OMNICLOUD_TEST_STALE_FOLLOWER_READS=1: consistent reads on followers are NOT linearizable (a deliberate break for testing the chaos checker)"
+            );
+        }
+        on
+    })
 }
