@@ -328,8 +328,7 @@ async fn connect(url: &str, token: &str, node: &str) -> Result<Upstream, ApiErro
             format!("node {node} did not answer: {e}"),
         )
     };
-    let connector =
-        crate::cluster::pki::peer_api_tls().map(tokio_tungstenite::Connector::Rustls);
+    let connector = crate::cluster::pki::peer_api_tls().map(tokio_tungstenite::Connector::Rustls);
     match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(response)) => {
