@@ -20,7 +20,8 @@
 //! |                | RBAC over Role/Binding kinds and built-in roles, audit log, rate     |
 //! |                | limits; the API asks it on every request                            |
 //! | `agent`        | the container workload kind: runs the instances placed on this node  |
-//! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`       |
+//! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`,      |
+//! |                | `usb prepare` (a cluster's CA and token for its sticks)             |
 //! | `director`     | the VM workload kind: one `__vmm` process per VM instance placed here |
 //! | `net`          | node networking from committed state: cross-node routes (host-gw,   |
 //! |                | VXLAN), the Services data plane (iptables), LoadBalancer address    |
