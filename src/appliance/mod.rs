@@ -132,6 +132,10 @@ pub enum UsbCommand {
         /// The join token's secret (default: random).
         #[arg(long)]
         secret: Option<String>,
+        /// The seed's gossip address HOST:PORT for the other sticks' `join=` (default: a
+        /// placeholder to fill in).
+        #[arg(long)]
+        join: Option<String>,
     },
 }
 

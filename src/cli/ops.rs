@@ -36,10 +36,10 @@ pub fn uninstall(args: crate::appliance::install::UninstallArgs) -> Result<(), C
 
 /// `omnicloud usb prepare OUT`: the sticks' files, and what to copy where.
 pub fn usb(cmd: crate::appliance::UsbCommand) -> Result<(), ClientError> {
-    let crate::appliance::UsbCommand::Prepare { out, secret } = cmd;
-    let token =
-        crate::appliance::sticks::prepare(&out, secret.as_deref()).map_err(appliance_error)?;
-    let (seed, join) = (out.join("seed"), out.join("join"));
+    let crate::appliance::UsbCommand::Prepare { out, secret, join } = cmd;
+    let token = crate::appliance::sticks::prepare(&out, secret.as_deref(), join.as_deref())
+        .map_err(appliance_error)?;
+    let (seed, join_dir) = (out.join("seed"), out.join("join"));
     println!(
         "join token: {token} (also in {})",
         out.join("join.token").display()
@@ -49,8 +49,9 @@ pub fn usb(cmd: crate::appliance::UsbCommand) -> Result<(), ClientError> {
         seed.display()
     );
     println!(
-        "other sticks: copy {}/* (tls/ca.crt, omnicloud.conf) onto each one's OMNICONFIG partition and set join= to the seed's address",
-        join.display()
+        "other sticks: copy {}/* (tls/ca.crt, omnicloud.conf) onto each one's OMNICONFIG partition{}",
+        join_dir.display(),
+        if join.is_some() { "" } else { " and set join= to the seed's address" }
     );
     Ok(())
 }
