@@ -11,7 +11,8 @@
 #                         binary as /init, busybox, mke2fs, the kernel modules).
 #   2  OMNICONFIG  FAT    omnicloud.conf, the node's settings (name, join, token, roles,
 #                         ip/gw/iface) as key=value lines; a "basic data" partition, so
-#                         Windows and macOS show it for editing too.
+#                         Windows and macOS show it for editing too. `omnicloud usb
+#                         prepare` adds tls/ca.crt (and tls/ca.key on the seed stick).
 #   3  OMNIDATA    none   the node's state; `omnicloud init` formats it ext4 on first boot
 #                         (it starts with a "blank" marker) and mounts it on every boot.
 #
@@ -111,9 +112,11 @@ cat >"$work/omnicloud.conf" <<'EOF'
 # comma-separated. Leave it out on the first machine: that one seeds the cluster.
 #join=192.168.1.10:7946
 
-# The cluster's join token: any long random string (e.g. `openssl rand -hex 24`). Put the
-# same one in every stick's file, the seed's too. Needed with join=. A seed without one
-# makes its own (in its data dir, join.token).
+# The cluster's join token, K10<CA hash>::<secret>: `omnicloud usb prepare OUT` makes the
+# cluster CA and the token for all sticks at once (copy OUT/seed/* onto the seed stick's
+# partition, the CA key among them: keep it like a password; OUT/join/* onto the others').
+# Or a joiner takes the seed's join.token (on its data partition, after its first boot).
+# Needed with join=. A seed without one makes its own (in its data dir, join.token).
 #token=
 
 # Roles: auto (default: agent where containers run, director where /dev/kvm opens,

@@ -23,7 +23,8 @@
 //! |                | limits; the API asks it on every request                            |
 //! | `agent`        | the container workload kind: runs the instances placed on this node  |
 //! |                | (several containers of one instance share a `__pause` sandbox's netns)|
-//! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`       |
+//! | `appliance`    | `omnicloud init` (PID 1 of a worker VM or USB stick), `install`,      |
+//! |                | `usb prepare` (a cluster's CA and token for its sticks)             |
 //! | `director`     | the VM workload kind: one `__vmm` process per VM instance placed here |
 //! | `net`          | node networking from committed state: cross-node routes (host-gw,   |
 //! |                | VXLAN), the Services data plane (iptables), LoadBalancer address    |

@@ -1,8 +1,10 @@
 //! End to end: the USB image (scripts/build-usb-image.sh) booted in qemu under software
 //! emulation (TCG: KVM here is nested and does not boot a stock kernel) — OVMF's UEFI
 //! firmware from the stick on a USB (xHCI) port, systemd-boot, Debian's kernel, `omnicloud
-//! init` — as a user would: each stick is a copy of the image whose config partition got
-//! its own `omnicloud.conf` (written with mtools). Three copies on a private bridge the test
+//! init` — as a user would: `omnicloud usb prepare` makes the cluster's CA and join token
+//! up front, and each stick is a copy of the image whose config partition got its own
+//! `omnicloud.conf` with that token and the CA (`tls/ca.crt`, and `tls/ca.key` on the seed
+//! stick only), written with mtools. Three copies on a private bridge the test
 //! makes (a tap each, static addresses): the seed, then two joining, form one cluster; a
 //! deployment of 3 busybox replicas (pulled from a registry on the bridge) runs, one per
 //! machine; a joiner is powered off hard and booted again and comes back as the same node,
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+/// The join token's secret (the token itself pins the CA `omnicloud usb prepare` makes).
 const TOKEN: &str = "usb-test-token-0123456789abcdef";
 /// The loader.conf a test stick gets: the serial-console entry, no menu wait.
 const LOADER: &str = "default omnicloud-serial.conf\ntimeout 0\n";
@@ -169,9 +172,31 @@ fn offsets(img: &Path) -> (u64, u64) {
     (start("EFI system"), start("OMNICONFIG"))
 }
 
-/// A copy of the image made into one machine's stick: its omnicloud.conf and the serial
-/// boot entry.
-fn stick(img: &Path, dir: &Path, name: &str, conf: &str, node_toml: &str) -> PathBuf {
+/// The sticks' CA and token from `omnicloud usb prepare`: (its output folder, the token).
+fn prepare(dir: &Path) -> (PathBuf, String) {
+    let out = dir.join("cluster");
+    run(&[
+        common::BIN,
+        "usb",
+        "prepare",
+        out.to_str().unwrap(),
+        "--secret",
+        TOKEN,
+    ])
+    .unwrap();
+    let token = std::fs::read_to_string(out.join("join.token")).unwrap();
+    let token = token.trim().to_string();
+    assert!(
+        token.starts_with("K10") && token.ends_with(&format!("::{TOKEN}")),
+        "{token}"
+    );
+    assert!(out.join("seed/tls/ca.key").exists() && !out.join("join/tls/ca.key").exists());
+    (out, token)
+}
+
+/// A copy of the image made into one machine's stick: its omnicloud.conf, the cluster CA
+/// files of its `omnicloud usb prepare` folder (`tls/`), and the serial boot entry.
+fn stick(img: &Path, dir: &Path, name: &str, conf: &str, node_toml: &str, tls: &Path) -> PathBuf {
     let copy = dir.join(format!("{name}.img"));
     run(&[
         "cp",
@@ -191,6 +216,13 @@ fn stick(img: &Path, dir: &Path, name: &str, conf: &str, node_toml: &str) -> Pat
         let target = format!("{}@@{offset}", copy.display());
         run(&["mcopy", "-o", "-i", &target, src.to_str().unwrap(), file]).unwrap();
     }
+    let target = format!("{}@@{cfg}", copy.display());
+    run(&["mmd", "-i", &target, "::/tls"]).unwrap();
+    for entry in std::fs::read_dir(tls).unwrap() {
+        let src = entry.unwrap().path();
+        let file = format!("::/tls/{}", src.file_name().unwrap().to_string_lossy());
+        run(&["mcopy", "-o", "-i", &target, src.to_str().unwrap(), &file]).unwrap();
+    }
     copy
 }
 
@@ -204,7 +236,16 @@ struct Vm {
 }
 
 impl Vm {
-    fn boot(name: &str, stick: &Path, tap: &str, mac: &str, ip: &str, boot: usize) -> Vm {
+    /// `ca_dir`: a folder whose `tls/ca.crt` is the cluster CA the API is trusted by.
+    fn boot(
+        name: &str,
+        stick: &Path,
+        tap: &str,
+        mac: &str,
+        ip: &str,
+        boot: usize,
+        ca_dir: &Path,
+    ) -> Vm {
         let dir = stick.parent().unwrap();
         let serial = dir.join(format!("{name}.boot{boot}.serial.log"));
         let child = Command::new("qemu-system-x86_64")
@@ -236,13 +277,11 @@ impl Vm {
             name: name.into(),
             child,
             serial,
-            // The sticks' CA is made on the seed stick at first boot; this test does not
-            // read it back yet (see README, "Booting machines from USB sticks"), so it
-            // trusts nothing and fails over TLS until it does.
+            // The CA `omnicloud usb prepare` made: every node of the sticks serves with it.
             api: common::Api {
                 base: format!("https://{ip}:7070"),
                 token: Some(admin),
-                agent: common::ca_agent(Path::new("/nonexistent")),
+                agent: common::ca_agent(ca_dir),
             },
             started: Instant::now(),
         }
@@ -408,9 +447,9 @@ impl Drop for RemoveImages {
     }
 }
 
-fn conf(lan: &Lan, i: usize, join: bool) -> String {
+fn conf(lan: &Lan, i: usize, join: bool, token: &str) -> String {
     let mut c = format!(
-        "# written by tests/usb.rs\nname=usb-{i}\nip={}/24\ngw={}\ntoken={TOKEN}\nconfig=node.toml\n",
+        "# written by tests/usb.rs\nname=usb-{i}\nip={}/24\ngw={}\ntoken={token}\nconfig=node.toml\n",
         lan.ip(i),
         lan.host_ip()
     );
@@ -431,6 +470,7 @@ fn three_usb_sticks_boot_into_one_cluster_and_keep_their_state_across_a_power_cu
     std::fs::create_dir_all(&dir).unwrap();
     let _remove = RemoveImages(dir.clone());
     let img = image(&dir);
+    let (cluster, token) = prepare(&dir);
     let lan = Lan::new(3);
     // Debian's docker-registry on the bridge (plain HTTP: the sticks list it insecure).
     let registry = Registry::start(&lan.host_ip(), "docker-registry (for the deployment)");
@@ -443,8 +483,9 @@ fn three_usb_sticks_boot_into_one_cluster_and_keep_their_state_across_a_power_cu
                 &img,
                 &dir,
                 &format!("usb-{i}"),
-                &conf(&lan, i, i > 0),
+                &conf(&lan, i, i > 0, &token),
                 &node_toml,
+                &cluster.join(if i == 0 { "seed/tls" } else { "join/tls" }),
             )
         })
         .collect();
@@ -456,6 +497,7 @@ fn three_usb_sticks_boot_into_one_cluster_and_keep_their_state_across_a_power_cu
             &format!("52:54:00:79:{:02x}:{i:02x}", lan.subnet),
             &lan.ip(i),
             n,
+            &cluster.join("join"),
         )
     };
 
@@ -469,6 +511,7 @@ fn three_usb_sticks_boot_into_one_cluster_and_keep_their_state_across_a_power_cu
         "config partition /dev/sda2 mounted on /run/omnicloud/config",
         "/dev/sda3 (OMNIDATA) is blank: formatting it (ext4), first boot",
         "data partition /dev/sda3 mounted on /var/lib/omnicloud",
+        "cluster CA: /var/lib/omnicloud/tls/ca.key copied from the stick",
         "cluster seed usb-0",
     ] {
         assert!(console.contains(want), "{want:?} missing\n{}", seed.tail());

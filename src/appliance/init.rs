@@ -114,6 +114,14 @@ pub enum Step {
     Run {
         argv: Vec<String>,
     },
+    /// Copy the cluster CA a stick carries (`tls/ca.crt`, and on the seed stick `tls/ca.key`,
+    /// from `omnicloud usb prepare`) into the node's `tls/`, before the node starts: the
+    /// node then keeps that CA instead of making one, so the sticks' token pins it. A file
+    /// the data dir has already is left alone (a different one is reported).
+    ClusterCa {
+        from: String,
+        to: String,
+    },
     /// A secret file (mode 0600).
     WriteSecret {
         path: String,
@@ -403,22 +411,28 @@ pub fn early_steps(plan: &InitPlan) -> Vec<Step> {
 /// What init does with the (merged) plan: the data dir, the hostname, the network and the
 /// node. `exe` is this binary's path in the image.
 pub fn late_steps(plan: &InitPlan, exe: &str) -> Vec<Step> {
-    let mut s = vec![
-        match plan.data_device.as_deref() {
-            Some(dev) => match dev.strip_prefix("LABEL=") {
-                Some(label) => Step::DataPartition {
-                    label: label.into(),
-                },
-                None => mount("ext4", dev, DATA_DIR),
+    let mut s = vec![match plan.data_device.as_deref() {
+        Some(dev) => match dev.strip_prefix("LABEL=") {
+            Some(label) => Step::DataPartition {
+                label: label.into(),
             },
-            None => mount("tmpfs", "tmpfs", DATA_DIR),
+            None => mount("ext4", dev, DATA_DIR),
         },
+        None => mount("tmpfs", "tmpfs", DATA_DIR),
+    }];
+    if plan.config_partition.is_some() {
+        s.push(Step::ClusterCa {
+            from: format!("{CONFIG_DIR}/tls"),
+            to: format!("{DATA_DIR}/tls"),
+        });
+    }
+    s.extend([
         Step::Hostname {
             name: plan.name.clone(),
         },
         busybox(&["ip", "link", "set", "lo", "up"]),
         busybox(&["ip", "link", "set", &plan.iface, "up"]),
-    ];
+    ]);
     let mut advertise = None;
     match &plan.address {
         Address::Dhcp => s.push(busybox(&[
@@ -523,6 +537,8 @@ mod tests {
             }
         );
         let steps = steps(&p, "/init");
+        // No config partition: no stick CA to copy (a worker VM joins through its director).
+        assert!(!steps.iter().any(|s| matches!(s, Step::ClusterCa { .. })));
         let Some(Step::Node { argv }) = steps.last() else {
             panic!("the node is the last step: {steps:?}")
         };
@@ -625,6 +641,14 @@ mod tests {
             late[0],
             Step::DataPartition {
                 label: "OMNIDATA".into()
+            }
+        );
+        // The stick's CA goes into the mounted data dir, before the node starts.
+        assert_eq!(
+            late[1],
+            Step::ClusterCa {
+                from: "/run/omnicloud/config/tls".into(),
+                to: "/var/lib/omnicloud/tls".into()
             }
         );
         let Some(Step::Node { argv }) = late.last() else {

@@ -1,8 +1,10 @@
 //! The appliance side of the one binary: what a machine booted from the worker image or a
 //! USB stick runs as PID 1 ([`init`], carried out by [`pid1`]), and `omnicloud install`
 //! on a host's own Linux ([`install`]).
-//! [`disks`] finds the USB image's partitions by label.
-//! Errors are one [`ApplianceError`]. May call: `model` (name checks), and for
+//! [`disks`] finds the USB image's partitions by label; [`sticks`] prepares the config
+//! partitions of a cluster's sticks (its CA made up front).
+//! Errors are one [`ApplianceError`]. May call: `model` (name checks), `cluster::pki`
+//! (the sticks' CA), and for
 //! `uninstall --purge` `container` and `agent::fence` (ending the node's workloads).
 //! Unsafe code (each with a `// SAFETY:` note): mount, sethostname, signal masks, waitpid,
 //! reboot.
@@ -11,6 +13,7 @@ pub mod disks;
 pub mod init;
 pub mod install;
 pub mod pid1;
+pub mod sticks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,6 +118,25 @@ pub struct InitArgs {
     /// With --dry-run: the text of the config partition's omnicloud.conf to merge.
     #[arg(long)]
     pub config_file: Option<std::path::PathBuf>,
+}
+
+/// `omnicloud usb`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum UsbCommand {
+    /// Make a new cluster's CA and join token and the files for its sticks' OMNICONFIG
+    /// partitions: OUT/seed (CA certificate and key, token) for the seed stick, OUT/join
+    /// (CA certificate, token) for every other stick.
+    Prepare {
+        /// An empty (or new) folder to write to.
+        out: PathBuf,
+        /// The join token's secret (default: random).
+        #[arg(long)]
+        secret: Option<String>,
+        /// The seed's gossip address HOST:PORT for the other sticks' `join=` (default: a
+        /// placeholder to fill in).
+        #[arg(long)]
+        join: Option<String>,
+    },
 }
 
 /// A default node name: `node-` and the last 3 bytes of the interface's MAC address.

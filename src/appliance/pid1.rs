@@ -195,6 +195,12 @@ fn run_step(step: &Step, plan: Option<&InitPlan>) {
                 say(&crate::error_chain(&e));
             }
         }
+        Step::ClusterCa { from, to } => {
+            match copy_cluster_ca(std::path::Path::new(from), std::path::Path::new(to)) {
+                Ok(notes) => notes.iter().for_each(|n| say(n)),
+                Err(e) => say(&crate::error_chain(&e)),
+            }
+        }
         Step::WriteSecret { path } => {
             let token = plan.and_then(|p| p.token.as_deref()).unwrap_or_default();
             let written = std::fs::OpenOptions::new()
@@ -210,6 +216,47 @@ fn run_step(step: &Step, plan: Option<&InitPlan>) {
         }
         Step::Node { .. } => unreachable!("the node is supervised by run"),
     }
+}
+
+/// Copies `ca.key` (first: a CA certificate is never there without its key) and `ca.crt`
+/// from a stick's `from` to the node's `to`, each only where `to` has none. What was done
+/// (or found different and left) comes back as lines for the console.
+pub fn copy_cluster_ca(
+    from: &std::path::Path,
+    to: &std::path::Path,
+) -> Result<Vec<String>, ApplianceError> {
+    let mut notes = Vec::new();
+    for (file, mode) in [("ca.key", 0o600), ("ca.crt", 0o644)] {
+        let src = from.join(file);
+        let Ok(body) = std::fs::read(&src) else {
+            continue;
+        };
+        let dst = to.join(file);
+        match std::fs::read(&dst) {
+            Ok(have) if have == body => {}
+            Ok(_) => notes.push(format!(
+                "{} differs from the stick's {}: the node keeps its own (a stick prepared for another cluster?)",
+                dst.display(),
+                src.display()
+            )),
+            Err(_) => {
+                std::fs::create_dir_all(to)
+                    .map_err(ApplianceError::io(format!("creating {}", to.display())))?;
+                let tmp = dst.with_extension("tmp");
+                let _ = std::fs::remove_file(&tmp);
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode)
+                    .open(&tmp)
+                    .and_then(|mut f| f.write_all(&body).and_then(|_| f.sync_all()))
+                    .and_then(|_| std::fs::rename(&tmp, &dst))
+                    .map_err(ApplianceError::io(format!("writing {}", dst.display())))?;
+                notes.push(format!("cluster CA: {} copied from the stick", dst.display()));
+            }
+        }
+    }
+    Ok(notes)
 }
 
 fn spawn_node(argv: &[String]) -> Option<i32> {
@@ -334,5 +381,45 @@ fn ca_bundle() {
             webpki_root_certs::TLS_SERVER_ROOT_CERTS.len()
         )),
         Err(e) => say(&format!("cannot write {CA_BUNDLE}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sticks_ca_is_copied_once_key_first_and_a_different_one_is_left() {
+        let stick = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let to = data.path().join("tls");
+        std::fs::write(stick.path().join("ca.crt"), "CERT").unwrap();
+        std::fs::write(stick.path().join("ca.key"), "KEY").unwrap();
+        let notes = copy_cluster_ca(stick.path(), &to).unwrap();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("ca.key"), "{notes:?}");
+        assert_eq!(std::fs::read_to_string(to.join("ca.crt")).unwrap(), "CERT");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(to.join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(copy_cluster_ca(stick.path(), &to).unwrap().is_empty());
+        std::fs::write(stick.path().join("ca.crt"), "OTHER").unwrap();
+        let notes = copy_cluster_ca(stick.path(), &to).unwrap();
+        assert!(notes[0].contains("differs"), "{notes:?}");
+        assert_eq!(std::fs::read_to_string(to.join("ca.crt")).unwrap(), "CERT");
+        // A joiner's stick: the certificate only.
+        let joiner = tempfile::tempdir().unwrap();
+        std::fs::remove_file(stick.path().join("ca.key")).unwrap();
+        copy_cluster_ca(stick.path(), joiner.path()).unwrap();
+        assert!(!joiner.path().join("ca.key").exists());
+        assert!(joiner.path().join("ca.crt").exists());
+        // A stick without tls/: nothing.
+        let none = tempfile::tempdir().unwrap();
+        assert!(copy_cluster_ca(&none.path().join("tls"), joiner.path())
+            .unwrap()
+            .is_empty());
     }
 }

@@ -176,6 +176,9 @@ pub enum Command {
     Rollout(rollout::RolloutCommand),
     /// Install this binary as a systemd service (config, token, data dir, unit).
     Install(crate::appliance::install::InstallArgs),
+    /// USB sticks: `usb prepare OUT` makes a cluster's CA and token for its sticks.
+    #[command(subcommand)]
+    Usb(crate::appliance::UsbCommand),
     /// Remove what `install` wrote (the data dir only with --purge).
     Uninstall(crate::appliance::install::UninstallArgs),
     /// A resilience run: a local cluster, random kill -9s on a schedule, and a verdict.
@@ -364,6 +367,7 @@ fn dispatch(command: Command) -> Result<(), ClientError> {
         Command::Vms(cmd) => vms::run(cmd),
         Command::Chaos(args) => ops::chaos(args),
         Command::Install(args) => ops::install(args),
+        Command::Usb(cmd) => ops::usb(cmd),
         Command::Login(args) => ops::login(args),
         Command::Certs(cmd) => ops::certs(cmd),
         Command::Uninstall(args) => ops::uninstall(args),

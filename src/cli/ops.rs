@@ -49,6 +49,28 @@ pub fn uninstall(args: crate::appliance::install::UninstallArgs) -> Result<(), C
     Ok(())
 }
 
+/// `omnicloud usb prepare OUT`: the sticks' files, and what to copy where.
+pub fn usb(cmd: crate::appliance::UsbCommand) -> Result<(), ClientError> {
+    let crate::appliance::UsbCommand::Prepare { out, secret, join } = cmd;
+    let token = crate::appliance::sticks::prepare(&out, secret.as_deref(), join.as_deref())
+        .map_err(appliance_error)?;
+    let (seed, join_dir) = (out.join("seed"), out.join("join"));
+    println!(
+        "join token: {token} (also in {})",
+        out.join("join.token").display()
+    );
+    println!(
+        "seed stick: copy {}/* (tls/ca.crt, tls/ca.key, omnicloud.conf) onto its OMNICONFIG partition; tls/ca.key issues every node's certificate: keep it like a password",
+        seed.display()
+    );
+    println!(
+        "other sticks: copy {}/* (tls/ca.crt, omnicloud.conf) onto each one's OMNICONFIG partition{}",
+        join_dir.display(),
+        if join.is_some() { "" } else { " and set join= to the seed's address" }
+    );
+    Ok(())
+}
+
 /// The appliance's error with its causes, as the CLI prints errors.
 fn appliance_error(e: crate::appliance::ApplianceError) -> ClientError {
     ClientError::Other(crate::error_chain(&e))

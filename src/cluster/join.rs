@@ -279,6 +279,74 @@ mod tests {
         (dir, tls, addr)
     }
 
+    /// A worker VM's path: it asks its director (no `ca.key`), which checks the proof and
+    /// passes the request on to its own seed; the certificate comes back signed by the CA.
+    #[tokio::test]
+    async fn a_node_without_the_ca_key_relays_a_checked_join_to_its_seed() {
+        let (_d, seed_tls, seed_addr) = seed().await;
+        let token = JoinToken {
+            ca_hash: pki::ca_hash(&seed_tls.read(&seed_tls.ca_crt()).unwrap()).unwrap(),
+            secret: "s3cret".into(),
+        };
+        // The director: joined the seed, so it holds the CA certificate and its own.
+        let director_dir = tempfile::tempdir().unwrap();
+        let director = TlsDir::of(director_dir.path());
+        let director_sans = Sans {
+            names: vec!["director".into()],
+            ips: vec!["127.0.0.1".parse().unwrap()],
+        };
+        fetch(&[seed_addr], &token, &director, &director_sans)
+            .await
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let director_addr = listener.local_addr().unwrap();
+        let acceptor = TlsAcceptor::from(pki::server_config(&director, false).unwrap());
+        serve(
+            listener,
+            acceptor,
+            director.clone(),
+            token.clone(),
+            vec![seed_addr],
+        );
+
+        let worker = tempfile::tempdir().unwrap();
+        let tls = TlsDir::of(worker.path());
+        let wrong_secret = JoinToken {
+            secret: "nope".into(),
+            ..token.clone()
+        };
+        let e = fetch(&[director_addr], &wrong_secret, &tls, &joiner_sans())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("secret is wrong"), "{e}");
+        fetch(&[director_addr], &token, &tls, &joiner_sans())
+            .await
+            .unwrap();
+        token.check_ca(&tls).unwrap();
+        assert!(!tls.ca_key().exists() && !director.ca_key().exists());
+        // The worker's certificate is one the seed's mutual-TLS server (the RPC) accepts.
+        let mtls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mtls_addr = mtls.local_addr().unwrap();
+        let server = TlsAcceptor::from(pki::server_config(&seed_tls, true).unwrap());
+        let accepted = tokio::spawn(async move {
+            let (tcp, _) = mtls.accept().await.unwrap();
+            let mut stream = server.accept(tcp).await?;
+            stream.write_all(b"ok").await?;
+            stream.shutdown().await
+        });
+        let ca = tls.read(&tls.ca_crt()).unwrap();
+        let client = TlsConnector::from(Arc::new(pki::client_config(&ca, Some(&tls)).unwrap()));
+        let tcp = TcpStream::connect(mtls_addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::IpAddress(mtls_addr.ip().into());
+        let mut stream = client.connect(name, tcp).await.unwrap();
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"ok");
+        accepted.await.unwrap().unwrap();
+        let issued = pki::sans_of(&tls.read(&tls.node_crt()).unwrap()).unwrap();
+        assert_eq!(issued.names, ["joiner"]);
+    }
+
     fn joiner_sans() -> Sans {
         Sans {
             names: vec!["joiner".into()],

@@ -1,8 +1,9 @@
 //! The cluster CA, node certificates and the rustls configurations built from them; the
 //! join token's format.
 //!
-//! The seed makes the CA at bootstrap (rcgen, ECDSA P-256, 10 years). Files, in
-//! `<data-dir>/tls/`:
+//! The seed makes the CA at bootstrap (rcgen, ECDSA P-256, 10 years), or keeps one already
+//! there ([`ensure_ca`]: USB sticks made by `omnicloud usb prepare` carry one, which init
+//! copies in). Files, in `<data-dir>/tls/`:
 //!
 //! | file       | on            | what                                                     |
 //! |------------|---------------|----------------------------------------------------------|
