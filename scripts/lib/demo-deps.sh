@@ -8,8 +8,9 @@
 #   build-images.sh a static busybox: fetched with apt-get download (apt, dpkg), not installed
 #   the node        ip (bridge, veths), nsenter (an instance's side of its veth, exec probes),
 #                   iptables (outbound NAT; without it instances run with a warning)
+#   chaos campaigns tc (netem latency; iproute2, which the node needs anyway for ip)
 #   cargo build     cc (the cc crate and the linker); libc6-dev has no program to check
-DEMO_DEPS="curl:curl setsid:util-linux ip:iproute2 nsenter:util-linux iptables:iptables cc:gcc"
+DEMO_DEPS="curl:curl setsid:util-linux ip:iproute2 tc:iproute2 nsenter:util-linux iptables:iptables cc:gcc"
 # Packages without a program of their own that the build needs.
 DEMO_EXTRA_PACKAGES="libc6-dev"
 
