@@ -205,7 +205,7 @@ impl Hosts {
     /// statistic; undone by [`Hosts::heal`]).
     pub fn lose(&self, i: usize, pct: u32) -> Result<(), String> {
         let p = format!("{:.2}", f64::from(pct) / 100.0);
-        for chain in ["INPUT", "OUTPUT"] {
+        for chain in "INPUT OUTPUT".split_whitespace() {
             self.in_ns(
                 i,
                 &[
