@@ -44,6 +44,19 @@ pub struct Wanted<'a> {
     pub secrets: &'a [String],
 }
 
+/// The reason to show for a failed pull: one that failed before and fails again is
+/// backing off (`ImagePullBackOff`), as Kubernetes shows it.
+pub fn backing_off(previous: &str, reason: &'static str) -> &'static str {
+    let again = matches!(
+        previous,
+        reasons::ERR_IMAGE_PULL | reasons::IMAGE_PULL_BACK_OFF
+    );
+    match reason {
+        reasons::ERR_IMAGE_PULL if again => reasons::IMAGE_PULL_BACK_OFF,
+        r => r,
+    }
+}
+
 pub async fn ensure(shared: &Shared, want: &Wanted<'_>) -> Result<(), Missing> {
     let name = normalize_reference(want.image);
     let have = local(shared, &name).await?;

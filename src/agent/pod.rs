@@ -194,14 +194,7 @@ async fn build_specs(
             secrets: &secrets,
         };
         if let Err((reason, message)) = images::ensure(&node, &want).await {
-            let again = matches!(
-                unit.status.reason.as_str(),
-                reasons::ERR_IMAGE_PULL | reasons::IMAGE_PULL_BACK_OFF
-            );
-            let reason = match reason {
-                reasons::ERR_IMAGE_PULL if again => reasons::IMAGE_PULL_BACK_OFF,
-                r => r,
-            };
+            let reason = images::backing_off(&unit.status.reason, reason);
             return Err(retried(reason, message));
         }
     }

@@ -210,15 +210,7 @@ impl Workload for Agent {
             secrets: &secrets,
         };
         if let Err((reason, message)) = images::ensure(&node, &want).await {
-            // A pull that failed before and fails again is backing off, as Kubernetes shows it.
-            let again = matches!(
-                unit.status.reason.as_str(),
-                reasons::ERR_IMAGE_PULL | reasons::IMAGE_PULL_BACK_OFF
-            );
-            let reason = match reason {
-                reasons::ERR_IMAGE_PULL if again => reasons::IMAGE_PULL_BACK_OFF,
-                r => r,
-            };
+            let reason = images::backing_off(&unit.status.reason, reason);
             return Err(retried(reason, message));
         }
         if let Some(text) = resolv {
