@@ -193,6 +193,8 @@ pub struct NodeConfig {
     pub rate: RateSettings,
     /// `[api] audit_max_bytes`.
     pub audit_max_bytes: u64,
+    /// `[api] pod_security_default`: the level of a namespace without the enforce label.
+    pub pod_security_default: crate::model::pod_security::Level,
     pub orchestrators: usize,
     pub orchestrator_replace_after: Duration,
     pub gossip_probe: Duration,
@@ -367,6 +369,7 @@ impl NodeConfig {
             tls: api.tls,
             rate: api.rate,
             audit_max_bytes: api.audit_max_bytes,
+            pod_security_default: api.pod_security_default,
             orchestrators,
             orchestrator_replace_after,
             gossip_probe,

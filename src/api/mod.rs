@@ -23,6 +23,7 @@ pub mod exec;
 mod host_metrics;
 mod logs;
 pub mod metrics;
+mod pod_security;
 mod registry;
 mod resources;
 mod scrape;
@@ -66,6 +67,8 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// Where Services' cluster IPs and node ports are allocated from.
     pub services: crate::model::service::ServiceRanges,
+    /// The Pod Security level of a namespace without the enforce label.
+    pub pod_security_default: crate::model::pod_security::Level,
     pub node_name: String,
     /// The node's data dir (instance logs live under it).
     pub data_dir: std::path::PathBuf,

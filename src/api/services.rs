@@ -77,7 +77,7 @@ fn lost_race(r: &Rejection) -> bool {
             && message.contains("already allocated"))
 }
 
-/// Allocates, builds the puts (one command, or a batch when `batch`) and proposes them;
+/// Admits the items' pod specs (`pod_security`), allocates, builds the puts (one command, or a batch when `batch`) and proposes them;
 /// `in_document` names the document of a per-item error.
 pub(super) async fn submit_puts(
     state: &ApiState,
@@ -86,6 +86,7 @@ pub(super) async fn submit_puts(
     batch: bool,
     in_document: impl Fn(ApiError, usize) -> ApiError,
 ) -> Result<Vec<Applied>, ApiError> {
+    super::pod_security::admit(state, &items).map_err(|(i, e)| in_document(e, i))?;
     let services = items.iter().any(|(r, _)| r.kind == Kind::Service);
     for attempt in 1..=ATTEMPTS {
         if services {

@@ -1,7 +1,9 @@
-//! The `[api]` section: request body size, TLS, per-user rate limits and the audit log's size;
-//! parsed and checked by field.
+//! The `[api]` section: request body size, TLS, per-user rate limits, the audit log's size
+//! and the default Pod Security level; parsed and checked by field.
 
 use serde::Deserialize;
+
+use crate::model::pod_security::Level;
 
 use super::{invalid, ConfigError};
 
@@ -13,6 +15,7 @@ pub(super) struct FileApi {
     rate_per_user: f64,
     burst_per_user: u32,
     audit_max_bytes: u64,
+    pod_security_default: String,
 }
 
 /// `[api] rate_per_user` and `burst_per_user`: each user's token bucket.
@@ -31,6 +34,8 @@ pub struct ApiSettings {
     pub tls: bool,
     pub rate: RateSettings,
     pub audit_max_bytes: u64,
+    /// The Pod Security level of a namespace without the enforce label.
+    pub pod_security_default: Level,
 }
 
 impl FileApi {
@@ -50,6 +55,8 @@ impl FileApi {
         if self.audit_max_bytes < 4096 {
             return Err(invalid("api.audit_max_bytes", "must be at least 4096"));
         }
+        let pod_security_default = Level::parse("", &self.pod_security_default)
+            .map_err(|e| invalid("api.pod_security_default", e.message))?;
         Ok(ApiSettings {
             max_body_bytes: self.max_body_bytes,
             tls: self.tls,
@@ -58,6 +65,7 @@ impl FileApi {
                 burst: self.burst_per_user,
             },
             audit_max_bytes: self.audit_max_bytes,
+            pod_security_default,
         })
     }
 }

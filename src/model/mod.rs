@@ -40,6 +40,7 @@ pub mod infra;
 pub mod instance;
 pub mod limits;
 mod parse;
+pub mod pod_security;
 mod pod_validation;
 pub mod predictive;
 pub mod quantity;

@@ -482,6 +482,7 @@ impl Node {
             metrics: api_metrics,
             max_body_bytes: config.max_body_bytes,
             services: config.network.services,
+            pod_security_default: config.pod_security_default,
             node_name: config.name.clone(),
             data_dir: config.data_dir.clone(),
             started: Instant::now(),
