@@ -406,10 +406,15 @@ spec:
 "#;
     let (code, body) = a.node.api().apply(manifest);
     assert_eq!(code, 200, "{body}");
-    // Volumes: a hostPath the test reads, an emptyDir that lives with the instance.
+    // Volumes: a hostPath the test reads, an emptyDir that lives with the instance (a
+    // hostPath needs the privileged Pod Security level: baseline refuses it).
     let host_dir = tempfile::tempdir().unwrap();
     let volumes = format!(
         r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: default, labels: {{pod-security.kubernetes.io/enforce: privileged}}}}
+---
 apiVersion: omnicloud.io/v1
 kind: Deployment
 metadata: {{name: vols}}

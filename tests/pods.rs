@@ -407,6 +407,10 @@ spec:
         - {name: IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
         - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
 ---
+apiVersion: v1
+kind: Namespace
+metadata: {name: default, labels: {pod-security.kubernetes.io/enforce: privileged}}
+---
 apiVersion: omnicloud.io/v1
 kind: Deployment
 metadata: {name: mighty}

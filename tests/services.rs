@@ -140,6 +140,9 @@ impl ServiceNode {
     }
 }
 
+/// The default namespace at the Pod Security level that allows hostPorts.
+const PRIVILEGED_DEFAULT: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: default, labels: {pod-security.kubernetes.io/enforce: privileged}}\n";
+
 /// busybox httpd on 8080 answering with the hostname (the instance name).
 fn httpd(name: &str, replicas: u32, host_port: Option<u16>) -> String {
     let host_port = host_port.map_or(String::new(), |p| format!(", hostPort: {p}"));
@@ -204,8 +207,9 @@ fn services_balance_follow_readiness_open_node_and_host_ports_and_clean_up() {
         return;
     }
     let n = ServiceNode::start(&net, &layout);
+    // A hostPort needs the privileged Pod Security level (baseline refuses it).
     let (code, v) = n.apply(&format!(
-        "{}---\n{}---\n{CLIENT}",
+        "{PRIVILEGED_DEFAULT}---\n{}---\n{}---\n{CLIENT}",
         httpd("web", 3, None),
         httpd("hp", 1, Some(18080))
     ));
