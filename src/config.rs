@@ -768,6 +768,10 @@ mod tests {
                 "[api]\nrate_per_user = 0.0",
                 "api.rate_per_user: must be a number of requests per second above 0",
             ),
+            (
+                "[api]\npod_security_default = \"open\"",
+                "api.pod_security_default: \"open\" is not a Pod Security level",
+            ),
         ];
         for (text, want) in cases {
             std::fs::write(&path, text).unwrap();

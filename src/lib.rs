@@ -17,7 +17,7 @@
 //! | `node`         | composition root: store, identity, tokens, control plane, API server |
 //! | `api`          | actix-web REST API (HTTPS; `tls`: plain HTTP refused), watch streams, |
 //! |                | health, `/metrics`, dashboard, instance logs and exec (WebSocket)    |
-//! |                | from any node                                                        |
+//! |                | from any node; Pod Security admission of pod specs (`pod_security`)  |
 //! | `auth`         | who calls and what they may: tokens (hash only), node credentials,   |
 //! |                | RBAC over Role/Binding kinds and built-in roles, audit log, rate     |
 //! |                | limits; the API asks it on every request                            |
@@ -48,8 +48,8 @@
 //! | `config`       | node config: TOML file, `OMNICLOUD_*` env, flags; owns the settings  |
 //! |                | each room is handed (`RaftSettings`, `RegistrySettings`, ...)        |
 //! | `store`        | redb: Raft log, replicated state machine, snapshots, local reads     |
-//! | `model`        | resource kinds, manifest parsing, validation, quantities, `Subnet`   |
-//! |                | (pure data)                                                          |
+//! | `model`        | resource kinds, manifest parsing, validation, quantities, `Subnet`,  |
+//! |                | Pod Security levels and rules (`pod_security`) (pure data)           |
 //!
 //! Not yet: the PredictiveBootstrapScaler's metricTriggers; a guest agent on the VMs' COM2
 //! channel.
