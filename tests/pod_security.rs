@@ -3,7 +3,8 @@
 //! namespace, the level and the rule; the same Deployment in a namespace labelled
 //! privileged is accepted; a hostPath volume is refused under baseline; a restricted
 //! namespace refuses a pod without runAsNonRoot and accepts a hardened one; nothing of a
-//! refused multi-document apply is written. No root needed: the workloads have no replicas.
+//! refused multi-document apply is written; relabelling a namespace stricter warns about
+//! the workloads already there. No root needed: the workloads have no replicas.
 
 mod common;
 
@@ -135,6 +136,22 @@ fn namespaces_enforce_their_pod_security_level() {
     assert_eq!(status, 422, "{body}");
     assert!(
         message(&body).contains("pod-security.kubernetes.io/enforce"),
+        "{body}"
+    );
+
+    // Relabelling a namespace stricter warns about what already runs there.
+    let (status, body) = api.apply(&namespace("open", Some("baseline")));
+    assert_eq!(status, 200, "{body}");
+    let warnings: Vec<&str> = body["items"][0]["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.contains(
+            "existing Deployment \"mighty\" violates PodSecurity \"baseline:latest\": privileged"
+        )),
         "{body}"
     );
 

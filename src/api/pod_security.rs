@@ -8,7 +8,8 @@
 //!
 //! Only what users write is checked: controllers' instances are made from templates that
 //! were admitted. Relabelling a namespace stricter does not stop what already runs there
-//! (as in Kubernetes); the next write of each workload is checked against the new level.
+//! (as in Kubernetes, the apply of the Namespace warns about each one, [`relabel_warnings`]);
+//! the next write of each workload is checked against the new level.
 
 use actix_web::http::StatusCode;
 
@@ -65,4 +66,46 @@ fn namespace_level(
     // A stored label that names no level (written before this check) counts as restricted:
     // an unreadable policy closes rather than opens.
     Ok(Level::of_namespace(&stored.metadata.labels, default).unwrap_or(Level::Restricted))
+}
+
+/// For a Namespace being applied: what already stored in it breaks its (new) level, as
+/// warnings (`Deployment "web": privileged (...)`), as Kubernetes warns on a relabel. The
+/// workloads keep running; their next write is refused until they comply.
+pub(super) fn relabel_warnings(state: &ApiState, ns: &Resource) -> Vec<String> {
+    let Ok(level) = Level::of_namespace(&ns.metadata.labels, state.pod_security_default) else {
+        return Vec::new();
+    };
+    let name = &ns.metadata.name;
+    let mut out = Vec::new();
+    for kind in [Kind::Deployment, Kind::StatefulSet, Kind::Instance] {
+        let Ok((objects, _)) = state.control.reader().list(kind, Some(name)) else {
+            continue;
+        };
+        for bytes in objects {
+            let stored = serde_json::from_slice(&bytes)
+                .ok()
+                .and_then(|v| Resource::from_stored(v).ok());
+            let Some(r) = stored else { continue };
+            // Controllers' instances follow their (already listed) owner's template.
+            if matches!(&r.spec, Some(crate::model::Spec::Instance(s)) if s.owner.is_some()) {
+                continue;
+            }
+            let Some((field, spec)) = pod_security::pod_of(&r) else {
+                continue;
+            };
+            let found = pod_security::check(level, field, spec);
+            if !found.is_empty() {
+                out.push(format!(
+                    "existing {kind} \"{}\" violates PodSecurity \"{level}:latest\": {}",
+                    r.metadata.name,
+                    found
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+    }
+    out
 }

@@ -564,7 +564,11 @@ async fn apply(
             "create"
         };
         may(&state, &req, verb, &key).map_err(|e| in_document(e, i))?;
-        warnings.push((key.clone(), resource.warnings()));
+        let mut said = resource.warnings();
+        if resource.kind == Kind::Namespace {
+            said.extend(super::pod_security::relabel_warnings(&state, &resource));
+        }
+        warnings.push((key.clone(), said));
         items.push((resource, key));
     }
     let applied =
