@@ -8,6 +8,9 @@
 //! `<template>-<instance>`). ConfigMap and Secret volumes are directories beside the
 //! emptyDirs that [`super::configs`] fills (always mounted read-only), and the
 //! environment comes resolved from there too (`valueFrom`, `envFrom`).
+//!
+//! `command` and `args` expand `$(VAR)` from the container's environment as Kubernetes
+//! does ([`expand`]): an undefined name stays as written, `$$` is a literal `$`.
 
 use std::path::{Path, PathBuf};
 
@@ -185,8 +188,13 @@ pub fn member_spec(
         cap_drop: sec.drop,
         privileged: sec.privileged,
     };
-    out.command = c.command.clone();
-    out.args = c.args.clone();
+    let expand_all = |words: &Option<Vec<String>>| {
+        words
+            .as_ref()
+            .map(|w| w.iter().map(|s| expand(s, &env)).collect::<Vec<_>>())
+    };
+    out.command = expand_all(&c.command);
+    out.args = expand_all(&c.args);
     out.working_dir = c.working_dir.clone();
     out.hostname = Some(instance.to_string());
     out.network = network;
@@ -242,6 +250,41 @@ pub fn member_spec(
     out.validate()
         .map_err(|e| TranslateError::Spec(Box::new(e)))?;
     Ok(out)
+}
+
+/// `word` with each `$(NAME)` replaced by NAME's value in `env` (the last definition
+/// wins), as Kubernetes expands `command` and `args`: `$(NAME)` of an undefined name and
+/// an unclosed `$(` stay as written, `$$` becomes `$` (so `$$(NAME)` is the literal
+/// `$(NAME)`), a `$` before anything else stays.
+pub fn expand(word: &str, env: &[EnvVar]) -> String {
+    let mut out = String::with_capacity(word.len());
+    let mut rest = word;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some((name, tail)) = after
+            .strip_prefix('(')
+            .and_then(|inner| inner.split_once(')'))
+        {
+            match env.iter().rev().find(|e| e.name == name) {
+                Some(e) => out.push_str(&e.value),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = tail;
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -389,5 +432,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("subPath"), "{e}");
+    }
+
+    #[test]
+    fn command_and_args_expand_env_references_as_kubernetes_does() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<EnvVar> {
+            (pairs.iter())
+                .map(|(n, v)| EnvVar {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect()
+        };
+        let e = env(&[("PW", "s3cret"), ("PORT", "6379"), ("PW", "last")]);
+        assert_eq!(expand("--requirepass=$(PW)", &e), "--requirepass=last");
+        assert_eq!(expand("$(PORT)$(PORT)", &e), "63796379");
+        assert_eq!(expand("$(NOPE) stays", &e), "$(NOPE) stays");
+        assert_eq!(expand("$$(PW) and $$", &e), "$(PW) and $");
+        assert_eq!(expand("$HOME $ end$", &e), "$HOME $ end$");
+        assert_eq!(expand("x $(unclosed", &e), "x $(unclosed");
+        assert_eq!(expand("$(cat /f)", &e), "$(cat /f)");
+
+        let spec = instance(serde_json::json!({"containers": [{
+            "name": "db", "image": "redis", "command": ["redis-server"],
+            "args": ["--requirepass", "$(PW)", "--port", "$(PORT)"],
+        }]}));
+        let c = container_spec("i", "db-0", &spec, &paths(), Network::None, e).unwrap();
+        assert_eq!(c.command.unwrap(), ["redis-server"]);
+        assert_eq!(c.args.unwrap(), ["--requirepass", "last", "--port", "6379"]);
     }
 }
