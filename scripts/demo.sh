@@ -71,6 +71,6 @@ for ip in $("$BIN" get instances -o json | sed -n 's/.*"ip": "\([0-9.]*\)".*/\1/
 done
 "$BIN" logs web-0 --tail 3
 echo
-echo "node running (data dir $DATA); try: OMNICLOUD_SERVER=$OMNICLOUD_SERVER $BIN get instances -w"
+echo "node running (data dir $DATA); try: OMNICLOUD_SERVER=$OMNICLOUD_SERVER OMNICLOUD_DATA_DIR=$DATA $BIN get instances -w"
 echo "Ctrl-C to stop."
 wait $NODE
