@@ -105,6 +105,14 @@ roleRef: {kind: ClusterRole, name: view}
             && r["result"] == "forbidden"),
         "{records:?}"
     );
+    // The client's address is recorded (through the HTTPS front's relay).
+    assert!(
+        records.iter().all(|r| r["source"]
+            .as_str()
+            .and_then(|s| s.parse::<std::net::SocketAddr>().ok())
+            .is_some()),
+        "{records:?}"
+    );
 }
 
 #[test]

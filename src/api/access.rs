@@ -27,6 +27,8 @@ pub struct Caller(pub Identity);
 /// What to audit about a request.
 struct Seen {
     user: String,
+    /// The client's address (through the TLS front's relay: see [`super::tls::Clients`]).
+    source: String,
     verb: String,
     object: String,
 }
@@ -57,6 +59,7 @@ fn record(state: &ApiState, seen: &Seen, code: StatusCode, message: &str) {
         time_ms: now_ms(),
         node: state.node_name.clone(),
         user: seen.user.clone(),
+        source: seen.source.clone(),
         verb: seen.verb.clone(),
         object: seen.object.clone(),
         code: code.as_u16(),
@@ -82,8 +85,14 @@ pub async fn check(
     let method = req.method().as_str().to_string();
     let path = request::decode_path(req.path());
     let access = request::access(&method, &path, req.query_string());
+    let source = req
+        .app_data::<Data<super::tls::Clients>>()
+        .and_then(|c| c.of(req.peer_addr()))
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let mut seen = Seen {
         user: String::new(),
+        source,
         verb: method.to_lowercase(),
         object: path.clone(),
     };

@@ -83,9 +83,12 @@ pub async fn serve(
     workers: usize,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<Server> {
+    let clients = tls::Clients::default();
+    let app_clients = Data::new(clients.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(app_clients.clone())
             .wrap(from_fn(body_deadline))
             .wrap(from_fn(access::check))
             .wrap(from_fn(metrics::track))
@@ -121,7 +124,11 @@ pub async fn serve(
             let inner = TcpListener::bind("127.0.0.1:0")?;
             let inner_addr = inner.local_addr()?;
             listener.set_nonblocking(true)?;
-            tls::front(tokio::net::TcpListener::from_std(listener)?, inner_addr);
+            tls::front(
+                tokio::net::TcpListener::from_std(listener)?,
+                inner_addr,
+                clients,
+            );
             // actix's default (3 s) closed handshakes on a busy 2-core node.
             server
                 .tls_handshake_timeout(Duration::from_secs(10))

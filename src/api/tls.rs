@@ -10,9 +10,14 @@
 //!
 //! actix-web cannot look at a connection before its TLS acceptor does, hence the relay;
 //! its cost is one loopback hop per connection (not per request: connections are kept).
+//! actix then sees the relay's loopback address as every client's, so the relay notes
+//! which client each of its loopback ports carries ([`Clients`]), and the audit log names
+//! the real one.
 //! Tasks: the accept loop and one per connection. May call nothing else in the crate.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,14 +42,48 @@ pub fn refusal(port: u16) -> String {
     )
 }
 
+/// The real client behind each relayed connection, keyed by the relay's loopback port
+/// (the peer port actix sees). Entries live as long as their connection.
+#[derive(Clone, Default)]
+pub struct Clients(Arc<Mutex<HashMap<u16, SocketAddr>>>);
+
+impl Clients {
+    /// The client of a connection actix saw coming from `seen`: the relayed client when
+    /// `seen` is one of the relay's loopback ports, else `seen` itself (no TLS front).
+    pub fn of(&self, seen: Option<SocketAddr>) -> Option<SocketAddr> {
+        let seen = seen?;
+        if !seen.ip().is_loopback() {
+            return Some(seen);
+        }
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Some(map.get(&seen.port()).copied().unwrap_or(seen))
+    }
+
+    fn hold(&self, port: u16, client: SocketAddr) -> Held {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(port, client);
+        Held(self.clone(), port)
+    }
+}
+
+/// Removes its entry when the relayed connection ends.
+struct Held(Clients, u16);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut map = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&self.1);
+    }
+}
+
 /// Relays TLS connections on `public` to `inner` (actix over rustls on loopback) and
-/// refuses the rest.
-pub fn front(public: TcpListener, inner: SocketAddr) {
+/// refuses the rest; `clients` learns who each relayed connection carries.
+pub fn front(public: TcpListener, inner: SocketAddr, clients: Clients) {
     let port = public.local_addr().map(|a| a.port()).unwrap_or_default();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let (stream, _) = match public.accept().await {
+            let (stream, from) = match public.accept().await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "api accept");
@@ -55,15 +94,22 @@ pub fn front(public: TcpListener, inner: SocketAddr) {
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 continue;
             };
+            let clients = clients.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                let _ = one(stream, inner, port).await;
+                let _ = one(stream, from, inner, port, &clients).await;
             });
         }
     });
 }
 
-async fn one(mut client: TcpStream, inner: SocketAddr, port: u16) -> std::io::Result<()> {
+async fn one(
+    mut client: TcpStream,
+    from: SocketAddr,
+    inner: SocketAddr,
+    port: u16,
+    clients: &Clients,
+) -> std::io::Result<()> {
     client.set_nodelay(true)?;
     let mut first = [0u8; 1];
     let peeked = tokio::time::timeout(FIRST_BYTE, client.peek(&mut first)).await;
@@ -71,6 +117,8 @@ async fn one(mut client: TcpStream, inner: SocketAddr, port: u16) -> std::io::Re
         Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {
             let mut server = TcpStream::connect(inner).await?;
             server.set_nodelay(true)?;
+            // Noted before any byte is relayed, so before actix can see a request on it.
+            let _held = clients.hold(server.local_addr()?.port(), from);
             tokio::io::copy_bidirectional(&mut client, &mut server).await?;
             Ok(())
         }
@@ -105,7 +153,8 @@ mod tests {
         let inner_addr = inner.local_addr().unwrap();
         let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let public_addr = public.local_addr().unwrap();
-        front(public, inner_addr);
+        let clients = Clients::default();
+        front(public, inner_addr, clients.clone());
 
         let mut plain = TcpStream::connect(public_addr).await.unwrap();
         plain
@@ -121,9 +170,26 @@ mod tests {
         tls.write_all(&[TLS_HANDSHAKE, 3, 1, 0, 1, 0])
             .await
             .unwrap();
-        let (mut seen, _) = inner.accept().await.unwrap();
+        let (mut seen, relay) = inner.accept().await.unwrap();
         let mut got = [0u8; 6];
         seen.read_exact(&mut got).await.unwrap();
         assert_eq!(got, [TLS_HANDSHAKE, 3, 1, 0, 1, 0]);
+        // The relay's port maps back to the real client; another address passes through.
+        assert_eq!(clients.of(Some(relay)), Some(tls.local_addr().unwrap()));
+        let lan: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        assert_eq!(clients.of(Some(lan)), Some(lan));
+        drop(tls);
+        drop(seen);
+        for _ in 0..100 {
+            if clients.of(Some(relay)) == Some(relay) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            clients.of(Some(relay)),
+            Some(relay),
+            "entry gone with the connection"
+        );
     }
 }

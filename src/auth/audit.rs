@@ -24,6 +24,9 @@ pub struct AuditRecord {
     pub time_ms: u64,
     pub node: String,
     pub user: String,
+    /// The client's address (`ip:port`), as Kubernetes' audit events' `sourceIPs`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
     pub verb: String,
     /// `resource[/namespace][/name]`, or the request path when it names no resource.
     pub object: String,
@@ -113,6 +116,7 @@ mod tests {
             time_ms: i,
             node: "n1".into(),
             user: user.into(),
+            source: String::new(),
             verb: "delete".into(),
             object: format!("deployments/a/web{i}"),
             code: 403,

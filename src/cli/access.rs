@@ -174,6 +174,10 @@ pub fn audit(
                 time_of(&r["timeMs"]),
                 s("node"),
                 s("user"),
+                // The address without its port: the port of one connection says little.
+                s("source")
+                    .rsplit_once(':')
+                    .map_or(s("source"), |(ip, _)| ip.to_string()),
                 s("verb"),
                 s("object"),
                 r["code"].to_string(),
@@ -184,7 +188,7 @@ pub fn audit(
     print!(
         "{}",
         output::table(
-            &["TIME", "NODE", "USER", "VERB", "OBJECT", "CODE", "RESULT"],
+            &["TIME", "NODE", "USER", "SOURCE", "VERB", "OBJECT", "CODE", "RESULT"],
             rows
         )
     );
